@@ -1,0 +1,1 @@
+//! portcullis circuit-breaker layer.

@@ -1,0 +1,1 @@
+//! portcullis cookie-session layer.

@@ -1,0 +1,47 @@
+//! Types the portcullis layers share: caller identity, the shared error types, header names
+//! and a size-capped body collector.
+//!
+//! Layers depend on this crate instead of on each other, so each layer stays usable alone:
+//! the memory-routing layer *writes* a [`UserId`] extension and the rate-limit and dedup
+//! layers *read* it, without either crate knowing the other exists.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod identity;
+pub mod meta;
+
+pub use error::CircuitOpen;
+pub use identity::{ApiKeyHash, ClientIp, UserId};
+pub use meta::RequestMeta;
+
+/// One problem found in a layer's configuration: the key (relative to the layer's own config
+/// section, e.g. `patterns[3].pattern`) and what is wrong with it.
+///
+/// The binary prefixes the section name (`memory_routing.patterns[3].pattern`) so
+/// `portcullis check` can report every problem with its full key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path relative to the layer's section.
+    pub path: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}

@@ -1,0 +1,1 @@
+//! portcullis memory-routing layer.

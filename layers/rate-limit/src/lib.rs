@@ -1,0 +1,1 @@
+//! portcullis rate-limit layer.

@@ -1,0 +1,1 @@
+//! portcullis retry layer.
