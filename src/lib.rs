@@ -1,7 +1,17 @@
 //! portcullis: an LLM API gateway built as a stack of composable tower layers.
 //!
-//! The binary (`src/main.rs`) is thin: it parses the command line and calls into this library,
-//! which holds the configuration ([`config`]), the upstream client and model router
-//! ([`upstream`]), the assembly of the layer stack ([`stack`]) and the gateway's own endpoints.
+//! The binary (`src/main.rs`) is thin: it parses the command line ([`cli`]) and calls into
+//! this library, which holds the configuration ([`config`]), the upstream client and model
+//! router ([`upstream`]), the assembly of the layer stack ([`stack`]), the edge that turns
+//! errors into responses ([`error`]), the gateway's own endpoints ([`admin`]) and telemetry.
 
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
 pub mod mock;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `portcullis` binary: parse the command line and hand over to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    portcullis::cli::run(portcullis::cli::Cli::parse())
+}

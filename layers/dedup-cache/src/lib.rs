@@ -1,1 +1,95 @@
-//! portcullis dedup-cache layer.
+//! Request deduplication and response caching for LLM API calls, as a tower layer.
+//!
+//! Identical requests in flight at the same time share one upstream call: the first (the
+//! *leader*) makes it, the others (*followers*) wait and get a copy of its exact response
+//! (status, headers, body, extensions). The call runs in its own task, so it goes on for the
+//! followers if the leader's client disconnects. With `cache_ttl > 0`, completed 2xx
+//! non-streaming responses are also replayed for that long, from memory ([`MemoryStore`]) or
+//! Redis ([`RedisStore`]).
+//!
+//! "Identical" is decided by [`dedup_key`]: method, path and query, the JSON body in canonical
+//! form (key order and whitespace do not matter), the caller's identity (API key hash and
+//! memory [`UserId`](portcullis_core::UserId)) and a few response-shaping headers
+//! ([`VARY_HEADERS`]). One caller's answer never reaches another.
+//!
+//! Every response that passes gets `x-portcullis-cache`:
+//! - `miss`: this request made the upstream call (alone or as a leader);
+//! - `hit`: replayed from the cache (with `age` in seconds);
+//! - `coalesced`: shared another request's call;
+//! - `bypass`: the layer stepped aside: a method other than GET/POST, `Cache-Control:
+//!   no-cache`/`no-store` (or `Pragma: no-cache`), a streaming request (`RequestMeta::stream`,
+//!   else `"stream": true` in the body), a body over `max_body_bytes`, or a follower whose
+//!   leader got a response that could not be shared.
+//!
+//! # Responses that cannot be shared
+//!
+//! A response that is `text/event-stream` or declares a length over `max_body_bytes` is handed
+//! to the leader untouched, as a stream; its followers then make their own calls (`bypass`).
+//! A response of unknown length that turns out bigger than the cap is read whole (a generic
+//! layer has only `From<Bytes>` to rebuild a body), shared with the waiters but not cached.
+//!
+//! # Errors
+//!
+//! If the inner service fails, the leader and its followers all get a [`SharedError`] whose
+//! `source()` is the original error, so typed errors (`CircuitOpen`, timeouts) are still
+//! found by `portcullis_core::error::find_in_chain`. [`SharedCallLost`] means the shared call's
+//! task died without a result (a panic in the inner service); [`RequestBodyError`] and
+//! [`ResponseBodyError`] mean a body could not be read. The in-flight entry is removed however
+//! the call ends, so a key is never stuck.
+//!
+//! # Example
+//!
+//! ```
+//! use std::{convert::Infallible, time::Duration};
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use portcullis_dedup_cache::{Config, DedupCacheLayer};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = DedupCacheLayer::new(Config {
+//!     cache_ttl: Duration::from_secs(60),
+//!     ..Config::default()
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{\"id\":1}"))))
+//!     }));
+//!
+//! let ask = |body: &'static str| {
+//!     Request::post("/v1/chat/completions")
+//!         .header("authorization", "Bearer sk-mine")
+//!         .body(Full::new(Bytes::from_static(body.as_bytes())))
+//!         .unwrap()
+//! };
+//! let first = svc.clone().oneshot(ask(r#"{"model":"m","messages":[]}"#)).await.unwrap();
+//! assert_eq!(first.headers()["x-portcullis-cache"], "miss");
+//!
+//! // Same request, keys in another order: answered from the cache.
+//! let again = svc.clone().oneshot(ask(r#"{ "messages": [], "model": "m" }"#)).await.unwrap();
+//! assert_eq!(again.headers()["x-portcullis-cache"], "hit");
+//! let body = again.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], b"{\"id\":1}");
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod future;
+mod key;
+mod layer;
+mod service;
+mod store;
+
+pub use config::{Config, DEFAULT_MAX_BODY_BYTES};
+pub use error::{RequestBodyError, ResponseBodyError, SharedCallLost, SharedError};
+pub use key::{canonical_json, dedup_key, Key, VARY_HEADERS};
+pub use layer::DedupCacheLayer;
+pub use service::DedupCache;
+pub use store::{
+    CacheHit, CacheStore, CachedResponse, CorruptEntry, MemoryStore, RedisStore, REDIS_KEY_PREFIX,
+};

@@ -1,0 +1,79 @@
+//! [`CircuitBreaker`]: the service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{BoxError, Service};
+
+use crate::future::ResponseFuture;
+use crate::state::{BreakerHandle, Shared};
+use crate::Config;
+
+/// Fails calls fast with [`CircuitOpen`](portcullis_core::CircuitOpen) while the upstream
+/// behind `S` keeps failing.
+///
+/// A response with status >= 500 or an error from `S` (connect error, timeout, ...) is a
+/// failure; anything else, 4xx included, is a success. Clones share one breaker.
+#[derive(Clone, Debug)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// Wrap `inner` in a new, closed breaker of its own.
+    pub fn new(inner: S, name: impl Into<String>, config: Config) -> Self {
+        let name: String = name.into();
+        Self::with_shared(inner, Shared::new(Arc::from(name), config))
+    }
+
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// A handle on this breaker's state.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for CircuitBreaker<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness stays the inner service's: an open breaker does not make the stack look
+        // unready, it answers each call at once instead.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        match self.shared.acquire() {
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
+            Err(open) => ResponseFuture::open(open),
+        }
+    }
+}

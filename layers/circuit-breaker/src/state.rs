@@ -1,0 +1,354 @@
+//! The breaker's state machine, shared by every clone of the layer, the service and the handle.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use portcullis_core::CircuitOpen;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::Config;
+
+/// What a caller is told to wait while another call is probing a half-open breaker. The probe
+/// usually settles within one upstream round trip, so a short wait is the honest answer.
+pub const PROBE_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+const GAUGE: &str = "portcullis_circuit_breaker_state";
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Calls go through; failures are counted.
+    Closed,
+    /// Calls fail fast with [`CircuitOpen`] until `open_timeout` has passed.
+    Open,
+    /// Probes are being let through one at a time; everything else fails fast.
+    HalfOpen,
+}
+
+impl State {
+    /// `"closed"`, `"open"` or `"half_open"` (as in `/health/upstreams`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    fn gauge_value(self) -> f64 {
+        match self {
+            State::Closed => 0.0,
+            State::Open => 1.0,
+            State::HalfOpen => 2.0,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probe_in_flight: bool,
+        successes: u32,
+    },
+}
+
+impl Phase {
+    fn state(self) -> State {
+        match self {
+            Phase::Closed { .. } => State::Closed,
+            Phase::Open { .. } => State::Open,
+            Phase::HalfOpen { .. } => State::HalfOpen,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Machine {
+    phase: Phase,
+    /// Bumped on every transition, so an outcome that belongs to an earlier phase (a call
+    /// admitted while closed that finishes after the breaker opened, or a probe that outlives
+    /// a `reset()`) is recognised as stale and ignored.
+    epoch: u64,
+}
+
+pub(crate) struct Shared {
+    name: Arc<str>,
+    config: Config,
+    machine: Mutex<Machine>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerState")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("machine", &*self.lock())
+            .finish()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(name: Arc<str>, config: Config) -> Arc<Self> {
+        metrics::gauge!(GAUGE, "upstream" => name.to_string()).set(State::Closed.gauge_value());
+        Arc::new(Self {
+            name,
+            config,
+            machine: Mutex::new(Machine {
+                phase: Phase::Closed { failures: 0 },
+                epoch: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        // The lock is never held across user code that could panic halfway through a
+        // transition, so a poisoned machine is still consistent.
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admit a call, or say why not.
+    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
+        let now = Instant::now();
+        let mut m = self.lock();
+        let probe = match m.phase {
+            Phase::Closed { .. } => false,
+            Phase::Open { until } if now < until => return Err(self.open_error(until - now)),
+            Phase::Open { .. } => {
+                self.transition(
+                    &mut m,
+                    Phase::HalfOpen {
+                        probe_in_flight: true,
+                        successes: 0,
+                    },
+                );
+                true
+            }
+            Phase::HalfOpen {
+                probe_in_flight: true,
+                ..
+            } => return Err(self.open_error(PROBE_IN_FLIGHT_RETRY_AFTER)),
+            Phase::HalfOpen {
+                probe_in_flight: false,
+                successes,
+            } => {
+                m.phase = Phase::HalfOpen {
+                    probe_in_flight: true,
+                    successes,
+                };
+                true
+            }
+        };
+        if probe {
+            tracing::debug!(upstream = %self.name, "circuit breaker letting a probe through");
+        }
+        Ok(Permit {
+            shared: Arc::clone(self),
+            epoch: m.epoch,
+            probe,
+            settled: false,
+        })
+    }
+
+    fn open_error(&self, retry_after: Duration) -> CircuitOpen {
+        tracing::debug!(upstream = %self.name, ?retry_after, "circuit breaker open; failing fast");
+        CircuitOpen {
+            upstream: self.name.to_string(),
+            retry_after,
+        }
+    }
+
+    fn record(&self, epoch: u64, probe: bool, success: bool) {
+        let mut m = self.lock();
+        if m.epoch != epoch {
+            return;
+        }
+        match m.phase {
+            Phase::Closed { failures } => {
+                if success {
+                    m.phase = Phase::Closed { failures: 0 };
+                } else {
+                    let failures = failures.saturating_add(1);
+                    if failures >= self.config.failure_threshold {
+                        self.open(&mut m, failures);
+                    } else {
+                        m.phase = Phase::Closed { failures };
+                    }
+                }
+            }
+            Phase::HalfOpen { successes, .. } if probe => {
+                if !success {
+                    self.open(&mut m, 1);
+                    return;
+                }
+                let successes = successes.saturating_add(1);
+                if successes >= self.config.success_threshold {
+                    self.transition(&mut m, Phase::Closed { failures: 0 });
+                } else {
+                    m.phase = Phase::HalfOpen {
+                        probe_in_flight: false,
+                        successes,
+                    };
+                }
+            }
+            Phase::HalfOpen { .. } | Phase::Open { .. } => {}
+        }
+    }
+
+    fn release_probe(&self, epoch: u64) {
+        let mut m = self.lock();
+        if m.epoch != epoch {
+            return;
+        }
+        if let Phase::HalfOpen {
+            probe_in_flight: true,
+            successes,
+        } = m.phase
+        {
+            tracing::debug!(upstream = %self.name, "circuit breaker probe abandoned; slot released");
+            m.phase = Phase::HalfOpen {
+                probe_in_flight: false,
+                successes,
+            };
+        }
+    }
+
+    fn open(&self, m: &mut Machine, failures: u32) {
+        let until = Instant::now() + self.config.open_timeout;
+        self.transition(m, Phase::Open { until });
+        tracing::warn!(
+            upstream = %self.name,
+            failures,
+            open_for = ?self.config.open_timeout,
+            "circuit breaker opened"
+        );
+    }
+
+    fn transition(&self, m: &mut Machine, to: Phase) {
+        let from = m.phase.state();
+        m.phase = to;
+        m.epoch = m.epoch.wrapping_add(1);
+        let to = to.state();
+        match to {
+            State::Closed => {
+                tracing::info!(upstream = %self.name, %from, "circuit breaker closed")
+            }
+            State::HalfOpen => {
+                tracing::info!(upstream = %self.name, %from, "circuit breaker half-open")
+            }
+            // `open` logs with the failure count.
+            State::Open => {}
+        }
+        metrics::gauge!(GAUGE, "upstream" => self.name.to_string()).set(to.gauge_value());
+    }
+
+    fn reset(&self) {
+        let mut m = self.lock();
+        let from = m.phase.state();
+        if from == State::Closed {
+            // Forget the failures counted so far, and any outcome still in flight.
+            m.phase = Phase::Closed { failures: 0 };
+            m.epoch = m.epoch.wrapping_add(1);
+        } else {
+            self.transition(&mut m, Phase::Closed { failures: 0 });
+        }
+        tracing::info!(upstream = %self.name, %from, "circuit breaker reset");
+    }
+}
+
+/// The right to make one call; reports its outcome back to the breaker.
+///
+/// Dropping an unsettled probe permit (the caller went away before the upstream answered)
+/// frees the probe slot, so a half-open breaker is never stuck waiting for a probe that
+/// will not come back.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    epoch: u64,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit {
+    pub(crate) fn record(mut self, success: bool) {
+        self.settled = true;
+        self.shared.record(self.epoch, self.probe, success);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.shared.release_probe(self.epoch);
+        }
+    }
+}
+
+/// A view of one breaker for health checks and admin endpoints.
+///
+/// Cloning is cheap; every clone shares the state with the layer and services it came from.
+#[derive(Clone, Debug)]
+pub struct BreakerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl BreakerHandle {
+    /// The upstream this breaker guards.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Where it stands. An open breaker whose `open_timeout` has passed still reads
+    /// [`State::Open`] until the next call turns into a probe.
+    pub fn state(&self) -> State {
+        self.shared.lock().phase.state()
+    }
+
+    /// Consecutive failures counted while closed (0 when open or half-open).
+    pub fn consecutive_failures(&self) -> u32 {
+        match self.shared.lock().phase {
+            Phase::Closed { failures } => failures,
+            _ => 0,
+        }
+    }
+
+    /// How long a call made now would be told to wait, or `None` if it would go through
+    /// (closed, or open/half-open with the probe slot free).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let now = Instant::now();
+        match self.shared.lock().phase {
+            Phase::Closed { .. } => None,
+            Phase::Open { until } if now < until => Some(until - now),
+            Phase::Open { .. } => None,
+            Phase::HalfOpen {
+                probe_in_flight: true,
+                ..
+            } => Some(PROBE_IN_FLIGHT_RETRY_AFTER),
+            Phase::HalfOpen { .. } => None,
+        }
+    }
+
+    /// Close the breaker now (admin action), forgetting failures and in-flight probes.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+}

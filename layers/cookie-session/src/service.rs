@@ -1,0 +1,119 @@
+//! [`CookieSession`]: the service.
+
+use std::task::{Context, Poll};
+
+use http::header::{COOKIE, HOST};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tower::{BoxError, Service};
+use url::Url;
+
+use crate::future::ResponseFuture;
+use crate::CookieJar;
+
+/// Sends the jar's matching cookies with each request and stores every `Set-Cookie` of
+/// each response, failed ones included.
+///
+/// The request URI should be absolute (`https://host/path`), as a proxy's upstream requests
+/// are; a relative one falls back to the `Host` header over `http`, and a request with
+/// neither passes through untouched. Cookies the request already carries are kept, the
+/// jar's are appended. Responses are passed on unchanged, `Set-Cookie` headers included.
+#[derive(Clone, Debug)]
+pub struct CookieSession<S> {
+    inner: S,
+    jar: CookieJar,
+}
+
+impl<S> CookieSession<S> {
+    /// Wrap `inner`, keeping the session in `jar`.
+    pub fn new(inner: S, jar: CookieJar) -> Self {
+        Self { inner, jar }
+    }
+
+    /// The jar.
+    pub fn jar(&self) -> &CookieJar {
+        &self.jar
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The URL cookies are matched against for `req`, if one can be made.
+pub(crate) fn request_url<B>(req: &Request<B>) -> Option<Url> {
+    let uri = req.uri();
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let text = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{path}"),
+        _ => {
+            let host = req.headers().get(HOST)?.to_str().ok()?;
+            format!("http://{host}{path}")
+        }
+    };
+    Url::parse(&text).ok()
+}
+
+/// Append `ours` to the request's own cookies, as one `Cookie` header.
+fn add_cookies(headers: &mut HeaderMap, ours: HeaderValue) {
+    let mut existing = headers.get_all(COOKIE).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(COOKIE, ours);
+        return;
+    }
+    let mut merged = Vec::new();
+    for value in existing.chain(std::iter::once(&ours)) {
+        let value = value.as_bytes();
+        if value.is_empty() {
+            continue;
+        }
+        if !merged.is_empty() {
+            merged.extend_from_slice(b"; ");
+        }
+        merged.extend_from_slice(value);
+    }
+    // Joining valid header values with "; " cannot make an invalid one.
+    if let Ok(merged) = HeaderValue::from_bytes(&merged) {
+        headers.insert(COOKIE, merged);
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for CookieSession<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(url) = request_url(&req) else {
+            tracing::debug!("request has no absolute URI nor Host header; cookies not handled");
+            return ResponseFuture::new(self.inner.call(req), None);
+        };
+        if let Some((cookies, count)) = self.jar.request_cookies(&url) {
+            tracing::debug!(
+                host = url.host_str(),
+                cookies = count,
+                "sending jar cookies"
+            );
+            add_cookies(req.headers_mut(), cookies);
+        }
+        ResponseFuture::new(self.inner.call(req), Some((self.jar.clone(), url)))
+    }
+}

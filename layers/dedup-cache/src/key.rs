@@ -1,0 +1,517 @@
+//! The dedup key: which requests count as "identical".
+//!
+//! Two requests share a key when they have the same method, path and query, the same JSON
+//! body up to key order and whitespace, the same caller (API key hash and memory user id)
+//! and the same values of the few headers that change what an LLM API answers
+//! ([`VARY_HEADERS`]). Everything is fed to blake3 with length-prefixed framing, so no two
+//! different field splits can produce the same byte stream.
+//!
+//! # Why stream-write the canonical JSON
+//!
+//! The obvious canonical form is `serde_json::to_vec(&serde_json::from_slice::<Value>(body))`
+//! (its `Map` is a `BTreeMap`, so keys come out sorted). Building that tree costs an
+//! allocation per string, number and member. [`canonical_json`] instead writes the
+//! canonical bytes while parsing, keeping keys borrowed from the input where they have no
+//! escapes, and only reorders an object's members when they were not already sorted. The
+//! bench (`benches/dedup_cache.rs`) compares the two.
+
+use std::{borrow::Cow, fmt, io::Write as _};
+
+use http::{request::Parts, HeaderName};
+use portcullis_core::{ApiKeyHash, UserId};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Request headers that are part of the key besides the caller's identity, because they
+/// change the upstream's answer: its encoding (`accept`, `accept-encoding`) or the API
+/// version and features it uses (`anthropic-version`, `anthropic-beta`, `openai-beta`), or
+/// whose account it bills (`openai-organization`, `openai-project`).
+pub const VARY_HEADERS: [HeaderName; 7] = [
+    http::header::ACCEPT,
+    http::header::ACCEPT_ENCODING,
+    HeaderName::from_static("anthropic-version"),
+    HeaderName::from_static("anthropic-beta"),
+    HeaderName::from_static("openai-beta"),
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+];
+
+const KEY_CONTEXT: &str = "portcullis dedup key v1";
+
+/// A dedup key: a blake3 hash of everything that makes two requests identical.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    /// The 32 hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex of all 32 bytes (used in external store keys).
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            // Writing to a String cannot fail.
+            let _ = fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
+        }
+        s
+    }
+
+    /// The first 8 hex digits: enough to tell keys apart in logs.
+    pub fn short(&self) -> String {
+        self.to_hex()[..8].to_owned()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({})", self.short())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The dedup key of a request with head `parts` and (whole) body `body`.
+///
+/// ```
+/// use portcullis_dedup_cache::dedup_key;
+///
+/// let (a, _) = http::Request::post("/v1/chat/completions").body(()).unwrap().into_parts();
+/// let (b, _) = http::Request::post("/v1/chat/completions").body(()).unwrap().into_parts();
+/// assert_eq!(
+///     dedup_key(&a, br#"{"model":"m","messages":[]}"#),
+///     dedup_key(&b, br#"{ "messages": [ ], "model": "m" }"#),
+/// );
+/// ```
+pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
+    analyze(parts, body).key
+}
+
+/// What the layer learns from one pass over a request.
+#[derive(Debug)]
+pub(crate) struct Analysis {
+    pub(crate) key: Key,
+    /// The body is a JSON object with `"stream": true` at the top level.
+    pub(crate) stream: bool,
+}
+
+pub(crate) fn analyze(parts: &Parts, body: &[u8]) -> Analysis {
+    let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+    field(&mut h, parts.method.as_str().as_bytes());
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    field(&mut h, path.as_bytes());
+
+    let mut stream = false;
+    match canonicalize(body, Some(&mut stream)) {
+        Some(canonical) => {
+            h.update(b"j");
+            field(&mut h, &canonical);
+        }
+        None => {
+            stream = false;
+            h.update(b"r");
+            field(&mut h, body);
+        }
+    }
+
+    match ApiKeyHash::from_headers(&parts.headers) {
+        Some(k) => field(&mut h, &k.0),
+        None => field(&mut h, &[]),
+    }
+    match parts.extensions.get::<UserId>() {
+        Some(u) => {
+            h.update(b"u");
+            field(&mut h, u.as_str().as_bytes());
+        }
+        None => {
+            h.update(b"-");
+        }
+    }
+    for name in &VARY_HEADERS {
+        let values = parts.headers.get_all(name);
+        h.update(&(values.iter().count() as u64).to_le_bytes());
+        for v in values {
+            field(&mut h, v.as_bytes());
+        }
+    }
+    Analysis {
+        key: Key(*h.finalize().as_bytes()),
+        stream,
+    }
+}
+
+fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// The canonical form of a JSON document: object members sorted by key, no whitespace,
+/// strings and numbers as `serde_json` prints them. `None` if `body` is not one JSON value.
+///
+/// ```
+/// use portcullis_dedup_cache::canonical_json;
+///
+/// assert_eq!(
+///     canonical_json(br#" { "b" : [1, 2.5, "x"], "a" : {"d": null, "c": true} } "#).unwrap(),
+///     br#"{"a":{"c":true,"d":null},"b":[1,2.5,"x"]}"#,
+/// );
+/// assert_eq!(canonical_json(b"not json"), None);
+/// ```
+pub fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    canonicalize(body, None)
+}
+
+fn canonicalize(body: &[u8], stream: Option<&mut bool>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Canon {
+        out: &mut out,
+        stream,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// Writes the canonical form of one JSON value to `out`.
+struct Canon<'o> {
+    out: &'o mut Vec<u8>,
+    /// Set only for the top-level value: records a top-level `"stream": true`.
+    stream: Option<&'o mut bool>,
+}
+
+impl Canon<'_> {
+    fn nested(&mut self) -> Canon<'_> {
+        Canon {
+            out: self.out,
+            stream: None,
+        }
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+impl<'de> DeserializeSeed<'de> for Canon<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.out, &v).map_err(E::custom)
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_str(self.out, v);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let comma = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if seq.next_element_seed(self.nested())?.is_none() {
+                // The comma written for an element that turned out not to exist goes.
+                self.out.truncate(comma);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let start = self.out.len();
+        // Each member's key and the byte range of its `"key":value` text in `out`.
+        let mut members: Vec<(Cow<'de, str>, std::ops::Range<usize>)> = Vec::new();
+        let mut sorted = true;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if !members.is_empty() {
+                self.out.push(b',');
+            }
+            let begin = self.out.len();
+            write_str(self.out, &key);
+            self.out.push(b':');
+            let value_at = self.out.len();
+            map.next_value_seed(self.nested())?;
+            if let Some(stream) = self.stream.as_deref_mut() {
+                if key == "stream" {
+                    *stream = &self.out[value_at..] == b"true";
+                }
+            }
+            if let Some((prev, _)) = members.last() {
+                sorted &= *prev <= key;
+            }
+            members.push((key, begin..self.out.len()));
+        }
+        if !sorted {
+            // Stable, so duplicate keys keep their order and the form stays deterministic.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let text = self.out.split_off(start);
+            for (i, (_, range)) in members.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                self.out
+                    .extend_from_slice(&text[range.start - start..range.end - start]);
+            }
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Reads an object key, borrowing it from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{header::AUTHORIZATION, Request};
+
+    fn parts(method: &str, uri: &str) -> Parts {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn canon(s: &str) -> String {
+        String::from_utf8(canonical_json(s.as_bytes()).expect("valid json")).unwrap()
+    }
+
+    #[test]
+    fn sorts_keys_at_every_depth_and_drops_whitespace() {
+        assert_eq!(
+            canon(r#"{"z":1,"a":{"y":[{"b":2,"a":1}],"x":null}}"#),
+            r#"{"a":{"x":null,"y":[{"a":1,"b":2}]},"z":1}"#
+        );
+        assert_eq!(
+            canon(" {\n\t\"b\" : [ 1 , 2 ] ,\r\n \"a\" : \"s\" } "),
+            r#"{"a":"s","b":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn matches_serde_json_value_form() {
+        let doc = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9llo \"q\" \n"}],
+            "temperature":0.7,"n":-3,"big":18446744073709551615,"e":1e300,"t":true,"f":false,
+            "o":{},"a":[],"nested":{"k\u0041y":[[[]]]}}"#;
+        let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let mut sorted = serde_json::to_value(&v).unwrap();
+        sorted.sort_all_objects();
+        assert_eq!(canon(doc), serde_json::to_string(&sorted).unwrap());
+    }
+
+    #[test]
+    fn escaped_keys_sort_by_their_value() {
+        // "\u0061" is "a": it must sort (and print) as "a", before "b".
+        assert_eq!(canon(r#"{"b":1,"\u0061":2}"#), r#"{"a":2,"b":1}"#);
+    }
+
+    #[test]
+    fn scalars_and_arrays_at_top_level() {
+        assert_eq!(canon(" [ 3 , 1 ] "), "[3,1]");
+        assert_eq!(canon("\"x\""), "\"x\"");
+        assert_eq!(canon("1.50"), "1.5");
+        assert_eq!(canon("null"), "null");
+    }
+
+    #[test]
+    fn rejects_what_is_not_one_json_value() {
+        for bad in ["", "{", "{} {}", "{\"a\":}", "nope", "[1,]"] {
+            assert_eq!(canonical_json(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn same_json_same_key() {
+        let p = parts("POST", "/v1/chat/completions");
+        assert_eq!(
+            dedup_key(
+                &p,
+                br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+            ),
+            dedup_key(
+                &p,
+                br#"{ "messages" : [ { "content":"hi", "role":"user" } ], "model":"m" }"#
+            ),
+        );
+    }
+
+    #[test]
+    fn every_part_of_the_request_changes_the_key() {
+        let body = br#"{"model":"m"}"#;
+        let base = dedup_key(&parts("POST", "/v1/chat/completions"), body);
+        assert_ne!(base, dedup_key(&parts("GET", "/v1/chat/completions"), body));
+        assert_ne!(base, dedup_key(&parts("POST", "/v1/completions"), body));
+        assert_ne!(
+            base,
+            dedup_key(&parts("POST", "/v1/chat/completions?x=1"), body)
+        );
+        assert_ne!(
+            base,
+            dedup_key(&parts("POST", "/v1/chat/completions"), br#"{"model":"n"}"#)
+        );
+        // Same numbers, different spelling of type: the key is conservative, not equal.
+        assert_ne!(
+            dedup_key(&parts("POST", "/"), br#"{"t":1}"#),
+            dedup_key(&parts("POST", "/"), br#"{"t":1.0}"#)
+        );
+
+        let mut p = parts("POST", "/v1/chat/completions");
+        p.headers
+            .insert(AUTHORIZATION, "Bearer sk-one".parse().unwrap());
+        let one = dedup_key(&p, body);
+        assert_ne!(base, one);
+        p.headers
+            .insert(AUTHORIZATION, "Bearer sk-two".parse().unwrap());
+        let two = dedup_key(&p, body);
+        assert_ne!(one, two);
+        p.extensions.insert(UserId::new("alice"));
+        let alice = dedup_key(&p, body);
+        assert_ne!(two, alice);
+        p.extensions.insert(UserId::new("bob"));
+        assert_ne!(alice, dedup_key(&p, body));
+        p.extensions.insert(UserId::new(""));
+        let empty_user = dedup_key(&p, body);
+        p.extensions.remove::<UserId>();
+        assert_ne!(
+            empty_user,
+            dedup_key(&p, body),
+            "no user id != empty user id"
+        );
+
+        let mut p = parts("POST", "/v1/chat/completions");
+        p.headers
+            .insert("anthropic-beta", "tools-2024".parse().unwrap());
+        assert_ne!(base, dedup_key(&p, body));
+        // Headers outside the list (request ids, tracing) do not split requests.
+        let mut p = parts("POST", "/v1/chat/completions");
+        p.headers.insert("x-request-id", "abc".parse().unwrap());
+        p.headers.insert("user-agent", "curl".parse().unwrap());
+        assert_eq!(base, dedup_key(&p, body));
+    }
+
+    #[test]
+    fn api_key_header_spelling_does_not_matter_but_the_key_does() {
+        let body = b"{}";
+        let mut a = parts("POST", "/");
+        a.headers
+            .insert(AUTHORIZATION, "Bearer sk-1".parse().unwrap());
+        let mut b = parts("POST", "/");
+        b.headers.insert("x-api-key", "sk-1".parse().unwrap());
+        assert_eq!(dedup_key(&a, body), dedup_key(&b, body));
+    }
+
+    #[test]
+    fn framing_is_unambiguous() {
+        // A raw body that happens to look like a canonical one cannot collide with it,
+        // and moving bytes between path and body changes the key.
+        assert_ne!(
+            dedup_key(&parts("POST", "/ab"), b"c"),
+            dedup_key(&parts("POST", "/a"), b"bc")
+        );
+        assert_ne!(
+            dedup_key(&parts("POST", "/"), b"{\"a\":1} x"),
+            dedup_key(&parts("POST", "/"), b"{\"a\":1}")
+        );
+    }
+
+    #[test]
+    fn finds_top_level_stream_flag() {
+        let p = parts("POST", "/v1/chat/completions");
+        assert!(analyze(&p, br#"{"model":"m","stream":true}"#).stream);
+        assert!(analyze(&p, br#"{ "stream" : true , "model":"m"}"#).stream);
+        assert!(!analyze(&p, br#"{"model":"m","stream":false}"#).stream);
+        assert!(!analyze(&p, br#"{"model":"m"}"#).stream);
+        assert!(!analyze(&p, br#"{"x":{"stream":true}}"#).stream);
+        assert!(!analyze(&p, br#"{"stream":"true"}"#).stream);
+        assert!(!analyze(&p, br#"[{"stream":true}]"#).stream);
+        assert!(!analyze(&p, br#"{"stream":true"#).stream, "invalid json");
+    }
+
+    #[test]
+    fn key_formats() {
+        let k = dedup_key(&parts("GET", "/"), b"");
+        assert_eq!(k.to_hex().len(), 64);
+        assert_eq!(k.short(), k.to_hex()[..8]);
+        assert_eq!(format!("{k:?}"), format!("Key({})", k.short()));
+        assert_eq!(k.to_string(), k.to_hex());
+    }
+}

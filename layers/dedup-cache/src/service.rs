@@ -1,0 +1,729 @@
+//! The dedup/cache middleware: decides per request between bypass, cache hit, leading a
+//! shared upstream call, and following one.
+
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    fmt,
+    pin::pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    header::{self, HeaderName},
+    Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
+};
+use http_body::Body;
+use http_body_util::BodyExt;
+use portcullis_core::{
+    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_CACHE},
+    RequestMeta,
+};
+use tokio::sync::{oneshot, watch};
+use tower::{BoxError, Service};
+use tracing::Instrument;
+
+use crate::{
+    error::{RequestBodyError, ResponseBodyError, SharedCallLost, SharedError},
+    future::ResponseFuture,
+    key::{self, Key},
+    store::{CacheHit, CacheStore, CachedResponse, MemoryStore},
+    Config,
+};
+
+/// Middleware that lets identical in-flight requests share one upstream call and, with
+/// `cache_ttl > 0`, replays completed responses. See the crate docs for the rules.
+///
+/// Clones share the in-flight map and the cache (they live in an `Arc`), as do all services
+/// made by one [`DedupCacheLayer`](crate::DedupCacheLayer).
+#[derive(Clone)]
+pub struct DedupCache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> DedupCache<S> {
+    /// Wrap `inner` with its own in-flight map and, if `config.cache_ttl > 0`, its own
+    /// in-memory cache.
+    pub fn new(inner: S, config: Config) -> Self {
+        Self::from_shared(inner, Arc::new(Shared::new(config, None)))
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for DedupCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupCache")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for DedupCache<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The service that was driven to readiness is the one that must be called.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(Box::pin(handle(self.shared.clone(), inner, req)))
+    }
+}
+
+// === shared state ===
+
+/// State every clone of the layer and its services shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// `None` when `cache_ttl` is zero.
+    store: Option<Arc<dyn CacheStore>>,
+    /// One entry per shared upstream call in progress; followers subscribe to its outcome.
+    in_flight: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, store: Option<Arc<dyn CacheStore>>) -> Self {
+        let store = if config.caching() {
+            Some(store.unwrap_or_else(|| Arc::new(MemoryStore::new(config.max_entries))))
+        } else {
+            None
+        };
+        Self {
+            config,
+            store,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn in_flight(
+        &self,
+    ) -> MutexGuard<'_, HashMap<Key, watch::Receiver<Option<Outcome>>>> {
+        // The map is consistent after every statement, so a panic elsewhere leaves it usable.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn cache_get(&self, key: &Key) -> Option<CacheHit> {
+        let store = self.store.as_ref()?;
+        match store.get(key).await {
+            Ok(hit) => hit,
+            Err(error) => {
+                tracing::warn!(key = %key.short(), %error, "dedup cache read failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn cache_put(&self, key: &Key, r: &SharedResponse) {
+        let Some(store) = &self.store else { return };
+        if !r.cacheable {
+            return;
+        }
+        let mut headers = r.headers.clone();
+        // A cookie is meant for one response; replaying it would resurrect stale sessions.
+        headers.remove(header::SET_COOKIE);
+        let cached = CachedResponse {
+            status: r.status,
+            headers,
+            body: r.body.clone(),
+        };
+        if let Err(error) = store.put(key, cached, self.config.cache_ttl).await {
+            tracing::warn!(key = %key.short(), %error, "dedup cache write failed");
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field("in_flight", &self.in_flight().len())
+            .finish()
+    }
+}
+
+/// What a shared upstream call ended with, as every waiter sees it.
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// The whole response, ready to be copied to each waiter.
+    Ready(Arc<SharedResponse>),
+    /// The response could not be shared (an event stream, or bigger than the cap): the
+    /// leader got it as a stream; followers make their own calls.
+    Streamed,
+    /// The inner service failed.
+    Failed(SharedError),
+}
+
+/// A completed response every waiter gets a copy of.
+pub(crate) struct SharedResponse {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Bytes,
+    /// 2xx, within the cap and not `no-store`.
+    cacheable: bool,
+}
+
+impl SharedResponse {
+    fn to_response<RB: From<Bytes>>(&self, status: CacheStatus) -> Response<RB> {
+        let mut resp = Response::new(RB::from(self.body.clone()));
+        *resp.status_mut() = self.status;
+        *resp.version_mut() = self.version;
+        *resp.headers_mut() = self.headers.clone();
+        *resp.extensions_mut() = self.extensions.clone();
+        status.mark(&mut resp);
+        resp
+    }
+}
+
+/// Removes the in-flight entry when the shared call ends, however it ends (completion,
+/// panic, or the task being dropped by a runtime shutdown), so no key is ever stuck.
+struct InFlightGuard {
+    shared: Arc<Shared>,
+    key: Key,
+    rx: watch::Receiver<Option<Outcome>>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut map = self.shared.in_flight();
+        // Only our own entry: a later call for the same key may have registered since.
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.rx))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+// === the request path ===
+
+/// The value of `x-portcullis-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheStatus {
+    Miss,
+    Hit,
+    Coalesced,
+    Bypass,
+}
+
+impl CacheStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Miss => "miss",
+            Self::Hit => "hit",
+            Self::Coalesced => "coalesced",
+            Self::Bypass => "bypass",
+        }
+    }
+
+    fn mark<RB>(self, resp: &mut Response<RB>) {
+        resp.headers_mut()
+            .insert(X_PORTCULLIS_CACHE, HeaderValue::from_static(self.as_str()));
+    }
+
+    fn record(self, key: Option<&Key>, reason: &'static str) {
+        let key = key.map(Key::short);
+        tracing::debug!(
+            cache = self.as_str(),
+            key = key.as_deref(),
+            reason,
+            "dedup cache decision"
+        );
+        metrics::counter!("portcullis_dedup_cache_total", "outcome" => self.as_str()).increment(1);
+    }
+}
+
+async fn handle<S, B, RB>(
+    shared: Arc<Shared>,
+    inner: S,
+    req: Request<B>,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let cfg = &shared.config;
+    let cap = cfg.max_body_bytes;
+    if let Some(reason) = bypass_before_body(&req, cfg) {
+        return bypass(inner, req, None, reason).await;
+    }
+
+    let (parts, body) = req.into_parts();
+    let collected = collect(body, cap).await.map_err(|e| RequestBodyError(e))?;
+    let body = collected.bytes;
+    if collected.over_cap {
+        let req = Request::from_parts(parts, B::from(body));
+        return bypass(inner, req, None, "request body over max_body_bytes").await;
+    }
+
+    let analysis = key::analyze(&parts, &body);
+    let key = analysis.key;
+    // A `RequestMeta` saying "not streaming" was checked before the body was read.
+    if parts.extensions.get::<RequestMeta>().is_none() && analysis.stream {
+        let req = Request::from_parts(parts, B::from(body));
+        return bypass(inner, req, Some(&key), "streaming request").await;
+    }
+
+    if let Some(hit) = shared.cache_get(&key).await {
+        CacheStatus::Hit.record(Some(&key), "fresh cache entry");
+        return Ok(hit_response(hit));
+    }
+
+    if !cfg.coalesce {
+        CacheStatus::Miss.record(Some(&key), "not cached");
+        let req = Request::from_parts(parts, B::from(body));
+        return match fetch(inner, req, cap).await? {
+            Fetched::Complete(r) => {
+                shared.cache_put(&key, &r).await;
+                Ok(r.to_response(CacheStatus::Miss))
+            }
+            Fetched::Streamed(mut resp) => {
+                CacheStatus::Miss.mark(&mut resp);
+                Ok(resp)
+            }
+        };
+    }
+
+    let role = match shared.in_flight().entry(key) {
+        Entry::Occupied(e) => Role::Follower(e.get().clone()),
+        Entry::Vacant(e) => {
+            let (tx, rx) = watch::channel(None);
+            e.insert(rx.clone());
+            Role::Leader(tx, rx)
+        }
+    };
+
+    match role {
+        Role::Leader(tx, rx) => {
+            CacheStatus::Miss.record(Some(&key), "leads a shared call");
+            // Made before the spawn so the entry goes even if the task never runs.
+            let guard = InFlightGuard {
+                shared: shared.clone(),
+                key,
+                rx: rx.clone(),
+            };
+            let (resp_tx, resp_rx) = oneshot::channel();
+            let req = Request::from_parts(parts, B::from(body));
+            // Spawned, so the call goes on for the followers if this client disconnects.
+            tokio::spawn(
+                lead(shared.clone(), inner, req, key, tx, resp_tx, guard).in_current_span(),
+            );
+            match wait(rx).await {
+                Some(Outcome::Ready(r)) => Ok(r.to_response(CacheStatus::Miss)),
+                Some(Outcome::Streamed) => {
+                    let mut resp = resp_rx.await.map_err(|_| SharedCallLost)?;
+                    CacheStatus::Miss.mark(&mut resp);
+                    Ok(resp)
+                }
+                Some(Outcome::Failed(e)) => Err(e.into()),
+                None => Err(SharedCallLost.into()),
+            }
+        }
+        Role::Follower(rx) => match wait(rx).await {
+            Some(Outcome::Ready(r)) => {
+                CacheStatus::Coalesced.record(Some(&key), "shared the leader's call");
+                Ok(r.to_response(CacheStatus::Coalesced))
+            }
+            Some(Outcome::Streamed) => {
+                let req = Request::from_parts(parts, B::from(body));
+                bypass(
+                    inner,
+                    req,
+                    Some(&key),
+                    "leader's response could not be shared",
+                )
+                .await
+            }
+            Some(Outcome::Failed(e)) => {
+                CacheStatus::Coalesced.record(Some(&key), "shared the leader's error");
+                Err(e.into())
+            }
+            None => Err(SharedCallLost.into()),
+        },
+    }
+}
+
+enum Role {
+    Leader(
+        watch::Sender<Option<Outcome>>,
+        watch::Receiver<Option<Outcome>>,
+    ),
+    Follower(watch::Receiver<Option<Outcome>>),
+}
+
+/// The leader's upstream call, run in its own task.
+async fn lead<S, B, RB>(
+    shared: Arc<Shared>,
+    inner: S,
+    req: Request<B>,
+    key: Key,
+    tx: watch::Sender<Option<Outcome>>,
+    resp_tx: oneshot::Sender<Response<RB>>,
+    guard: InFlightGuard,
+) where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let outcome = match fetch(inner, req, shared.config.max_body_bytes).await {
+        Ok(Fetched::Complete(r)) => {
+            // Stored before anyone is answered, so a client that repeats its request after
+            // getting the answer finds it in the cache.
+            shared.cache_put(&key, &r).await;
+            Outcome::Ready(Arc::new(r))
+        }
+        Ok(Fetched::Streamed(resp)) => {
+            // Fails only if the leader's client has gone: then nobody can use the stream.
+            let _ = resp_tx.send(resp);
+            Outcome::Streamed
+        }
+        Err(e) => Outcome::Failed(SharedError::new(Arc::from(e))),
+    };
+    // Leave the map before publishing: requests from now on start afresh (or hit the cache)
+    // instead of joining a call that is over.
+    drop(guard);
+    let _ = tx.send(Some(outcome));
+}
+
+/// Wait for a shared call's outcome; `None` if it ended without one.
+async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
+    rx.wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|o| o.clone())
+}
+
+/// Pass the request straight to the inner service.
+async fn bypass<S, B, RB>(
+    mut inner: S,
+    req: Request<B>,
+    key: Option<&Key>,
+    reason: &'static str,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    CacheStatus::Bypass.record(key, reason);
+    let mut resp = inner.call(req).await.map_err(Into::into)?;
+    CacheStatus::Bypass.mark(&mut resp);
+    Ok(resp)
+}
+
+/// Why a request must bypass the layer, judged from its head alone.
+fn bypass_before_body<B: Body>(req: &Request<B>, cfg: &Config) -> Option<&'static str> {
+    if !cfg.coalesce && !cfg.caching() {
+        return Some("coalescing and caching both off");
+    }
+    if req.method() != Method::POST && req.method() != Method::GET {
+        return Some("method is not GET or POST");
+    }
+    if asks_no_cache(req.headers()) {
+        return Some("request says no-cache or no-store");
+    }
+    if req
+        .extensions()
+        .get::<RequestMeta>()
+        .is_some_and(|m| m.stream)
+    {
+        return Some("streaming request");
+    }
+    if known_larger_than(req.headers(), req.body(), cfg.max_body_bytes) {
+        return Some("request body over max_body_bytes");
+    }
+    None
+}
+
+/// `Cache-Control: no-cache` / `no-store`, or HTTP/1.0's `Pragma: no-cache`.
+fn asks_no_cache(headers: &HeaderMap) -> bool {
+    let has = |name: HeaderName, wanted: &[&str]| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|d| d.split('=').next().unwrap_or("").trim())
+            .any(|d| wanted.iter().any(|w| d.eq_ignore_ascii_case(w)))
+    };
+    has(header::CACHE_CONTROL, &["no-cache", "no-store"]) || has(header::PRAGMA, &["no-cache"])
+}
+
+fn response_says_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
+}
+
+fn known_larger_than<T: Body>(headers: &HeaderMap, body: &T, cap: usize) -> bool {
+    let cap = cap as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    body.size_hint().lower() > cap || declared.is_some_and(|n| n > cap)
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+// === the upstream call ===
+
+enum Fetched<RB> {
+    Complete(SharedResponse),
+    Streamed(Response<RB>),
+}
+
+/// Call the inner service and buffer its response if it can be shared.
+async fn fetch<S, B, RB>(mut inner: S, req: Request<B>, cap: usize) -> Result<Fetched<RB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let resp = inner.call(req).await.map_err(Into::into)?;
+    if is_event_stream(resp.headers()) || known_larger_than(resp.headers(), resp.body(), cap) {
+        return Ok(Fetched::Streamed(resp));
+    }
+    let (parts, body) = resp.into_parts();
+    let collected = collect(body, cap).await.map_err(ResponseBodyError)?;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let cacheable =
+        parts.status.is_success() && !collected.over_cap && !response_says_no_store(&headers);
+    Ok(Fetched::Complete(SharedResponse {
+        status: parts.status,
+        version: parts.version,
+        headers,
+        extensions: parts.extensions,
+        body: collected.bytes,
+        cacheable,
+    }))
+}
+
+/// Headers about one connection, not the response: a copy served on another connection
+/// must not carry them.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {
+    let CacheHit { response, age } = hit;
+    let mut resp = Response::new(RB::from(response.body));
+    *resp.status_mut() = response.status;
+    *resp.headers_mut() = response.headers;
+    resp.headers_mut()
+        .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    if resp.headers().contains_key(X_PORTCULLIS_ATTEMPTS) {
+        // Nobody called the upstream for this answer.
+        resp.headers_mut()
+            .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from_static("0"));
+    }
+    CacheStatus::Hit.mark(&mut resp);
+    resp
+}
+
+struct Collected {
+    bytes: Bytes,
+    /// More than the cap was read: the bytes are all there, but too many to share or keep.
+    over_cap: bool,
+}
+
+/// Read a whole body. Past `cap` it keeps reading, because a body that was partly consumed
+/// cannot be handed on any other way (`B: From<Bytes>` is all a generic layer has); the
+/// result is then only passed through, never shared or cached. Trailers are dropped.
+async fn collect<T>(body: T, cap: usize) -> Result<Collected, BoxError>
+where
+    T: Body<Data = Bytes>,
+    T::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(mut data) = frame.map_err(Into::into)?.into_data() else {
+            continue;
+        };
+        let chunk = data.copy_to_bytes(data.remaining());
+        len = len.saturating_add(chunk.len());
+        // One-chunk bodies, the common case, are kept without a copy.
+        match (&mut first, &mut buf) {
+            (None, None) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut b = BytesMut::with_capacity(f.len() + chunk.len());
+                b.extend_from_slice(f);
+                b.extend_from_slice(&chunk);
+                first = None;
+                buf = Some(b);
+            }
+            (_, Some(b)) => b.extend_from_slice(&chunk),
+        }
+    }
+    let bytes = match (first, buf) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    };
+    Ok(Collected {
+        bytes,
+        over_cap: len > cap,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cache_directives() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(asks_no_cache(&h(&[("cache-control", "no-cache")])));
+        assert!(asks_no_cache(&h(&[(
+            "cache-control",
+            "max-age=0, No-Store"
+        )])));
+        assert!(asks_no_cache(&h(&[
+            ("cache-control", "max-age=0"),
+            ("cache-control", "no-cache")
+        ])));
+        assert!(asks_no_cache(&h(&[("pragma", "no-cache")])));
+        assert!(asks_no_cache(&h(&[(
+            "cache-control",
+            "no-cache=\"set-cookie\""
+        )])));
+        assert!(!asks_no_cache(&h(&[(
+            "cache-control",
+            "max-age=60, private"
+        )])));
+        assert!(!asks_no_cache(&h(&[])));
+        assert!(!asks_no_cache(&h(&[("x-no-cache", "no-cache")])));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut m = HeaderMap::new();
+        m.insert(
+            "connection",
+            HeaderValue::from_static("close, x-conn-thing"),
+        );
+        m.insert("x-conn-thing", HeaderValue::from_static("1"));
+        m.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        m.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        m.insert("content-type", HeaderValue::from_static("application/json"));
+        m.insert("set-cookie", HeaderValue::from_static("a=b"));
+        strip_hop_by_hop(&mut m);
+        let left: Vec<_> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "set-cookie"]);
+    }
+
+    #[test]
+    fn event_stream_detection() {
+        let mut m = HeaderMap::new();
+        assert!(!is_event_stream(&m));
+        m.insert(
+            "content-type",
+            HeaderValue::from_static("Text/Event-Stream; charset=utf-8"),
+        );
+        assert!(is_event_stream(&m));
+        m.insert("content-type", HeaderValue::from_static("application/json"));
+        assert!(!is_event_stream(&m));
+    }
+
+    #[tokio::test]
+    async fn collect_marks_over_cap_but_keeps_everything() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
+        let c = collect(body, 4).await.unwrap();
+        assert!(c.over_cap);
+        assert_eq!(&c.bytes[..], b"0123456789");
+        let c = collect(http_body_util::Full::new(Bytes::from_static(b"0123")), 4)
+            .await
+            .unwrap();
+        assert!(!c.over_cap);
+    }
+}

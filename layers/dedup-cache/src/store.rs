@@ -1,0 +1,380 @@
+//! Where cached responses live: in this process ([`MemoryStore`]) or in Redis, shared by
+//! every replica ([`RedisStore`]).
+//!
+//! Coalescing of in-flight requests is always in-process; only completed responses go to a
+//! store.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tokio::time::Instant;
+use tower::BoxError;
+
+use crate::Key;
+
+/// A completed response as the cache keeps it: status, headers (hop-by-hop and `set-cookie`
+/// already removed) and the whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedResponse {
+    /// The status code (always 2xx for what the layer stores).
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// A cached response found by [`CacheStore::get`], with how long ago it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheHit {
+    /// The stored response.
+    pub response: CachedResponse,
+    /// Time since it was stored (sent to the client as `age`).
+    pub age: Duration,
+}
+
+/// Storage for completed responses, keyed by [`Key`].
+///
+/// Implementations must not serve an entry after its `ttl`. Errors are reported, not hidden:
+/// the layer logs them at `warn` and carries on as on a miss, so a broken store never fails a
+/// request.
+pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
+    /// The response stored under `key`, if any and still fresh.
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<CacheHit>, BoxError>>;
+
+    /// Store `response` under `key` for `ttl`.
+    fn put<'a>(
+        &'a self,
+        key: &'a Key,
+        response: CachedResponse,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BoxError>>;
+}
+
+// === impl MemoryStore ===
+
+/// An in-process [`CacheStore`] on a bounded `moka` cache.
+///
+/// Freshness is checked against `tokio::time::Instant` on every read (so paused-clock tests
+/// and the TTL agree); moka's own per-entry expiry only frees memory behind it. Cloning
+/// shares the cache.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: moka::future::Cache<Key, Arc<MemoryEntry>>,
+}
+
+struct MemoryEntry {
+    response: CachedResponse,
+    stored: Instant,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl moka::Expiry<Key, Arc<MemoryEntry>> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Arc<MemoryEntry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_entries` responses; the least recently used go first.
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(EntryTtl)
+                .build(),
+        }
+    }
+
+    /// Number of entries, approximately (moka applies writes lazily).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl CacheStore for MemoryStore {
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<CacheHit>, BoxError>> {
+        Box::pin(async move {
+            let Some(entry) = self.cache.get(key).await else {
+                return Ok(None);
+            };
+            let age = entry.stored.elapsed();
+            if age >= entry.ttl {
+                self.cache.invalidate(key).await;
+                return Ok(None);
+            }
+            Ok(Some(CacheHit {
+                response: entry.response.clone(),
+                age,
+            }))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a Key,
+        response: CachedResponse,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let entry = MemoryEntry {
+                response,
+                stored: Instant::now(),
+                ttl,
+            };
+            self.cache.insert(*key, Arc::new(entry)).await;
+            Ok(())
+        })
+    }
+}
+
+// === impl RedisStore ===
+
+/// Default prefix of [`RedisStore`] keys: `portcullis:dedup:<64 hex digits>`.
+pub const REDIS_KEY_PREFIX: &str = "portcullis:dedup:";
+
+/// A [`CacheStore`] in Redis, shared by every gateway replica that points at it.
+///
+/// Entries are written with `SET key value PX ttl`, in a compact binary encoding (version
+/// byte, status, store time, headers, body). Commands time out after 500 ms by default
+/// (through [`RedisStore::connect`]): a slow Redis costs a cache miss, not a stuck request.
+/// Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: redis::aio::ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    /// Connect to `url` (e.g. `redis://127.0.0.1:6379`), failing now if Redis is unreachable.
+    /// The connection is re-established in the background if it drops later.
+    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_millis(500)));
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(Self::new(conn))
+    }
+
+    /// A store on a connection you configured yourself.
+    pub fn new(conn: redis::aio::ConnectionManager) -> Self {
+        Self {
+            conn,
+            prefix: REDIS_KEY_PREFIX.into(),
+        }
+    }
+
+    /// Use `prefix` instead of [`REDIS_KEY_PREFIX`] (to keep several deployments, or tests,
+    /// apart on one Redis).
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The Redis key an entry for `key` is stored under.
+    pub fn redis_key(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.to_hex())
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheStore for RedisStore {
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<CacheHit>, BoxError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.redis_key(key))
+                .query_async(&mut conn)
+                .await?;
+            let Some(raw) = raw else { return Ok(None) };
+            let (response, stored_ms) = decode(Bytes::from(raw))?;
+            let age = Duration::from_millis(unix_millis().saturating_sub(stored_ms));
+            Ok(Some(CacheHit { response, age }))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a Key,
+        response: CachedResponse,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let () = redis::cmd("SET")
+                .arg(self.redis_key(key))
+                .arg(encode(&response, unix_millis()).as_ref())
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+const ENCODING_VERSION: u8 = 1;
+
+/// Why a stored entry could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt cache entry: {0}")]
+pub struct CorruptEntry(&'static str);
+
+/// `version u8 | status u16 | stored_at_ms u64 | n_headers u32 |
+/// n * (name_len u16 | name | value_len u32 | value) | body`, integers big-endian.
+pub(crate) fn encode(r: &CachedResponse, stored_at_ms: u64) -> Bytes {
+    let headers_len: usize = r
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum();
+    let mut out = BytesMut::with_capacity(15 + headers_len + r.body.len());
+    out.put_u8(ENCODING_VERSION);
+    out.put_u16(r.status.as_u16());
+    out.put_u64(stored_at_ms);
+    out.put_u32(r.headers.len() as u32);
+    for (name, value) in &r.headers {
+        out.put_u16(name.as_str().len() as u16);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u32(value.len() as u32);
+        out.put_slice(value.as_bytes());
+    }
+    out.put_slice(&r.body);
+    out.freeze()
+}
+
+pub(crate) fn decode(mut b: Bytes) -> Result<(CachedResponse, u64), CorruptEntry> {
+    fn need(b: &Bytes, n: usize) -> Result<(), CorruptEntry> {
+        if b.remaining() < n {
+            Err(CorruptEntry("truncated"))
+        } else {
+            Ok(())
+        }
+    }
+    need(&b, 15)?;
+    if b.get_u8() != ENCODING_VERSION {
+        return Err(CorruptEntry("unknown version"));
+    }
+    let status = StatusCode::from_u16(b.get_u16()).map_err(|_| CorruptEntry("bad status"))?;
+    let stored_at = b.get_u64();
+    let n = b.get_u32() as usize;
+    let mut headers = HeaderMap::with_capacity(n.min(256));
+    for _ in 0..n {
+        need(&b, 2)?;
+        let len = b.get_u16() as usize;
+        need(&b, len)?;
+        let name = HeaderName::from_bytes(&b.split_to(len))
+            .map_err(|_| CorruptEntry("bad header name"))?;
+        need(&b, 4)?;
+        let len = b.get_u32() as usize;
+        need(&b, len)?;
+        let value = HeaderValue::from_maybe_shared(b.split_to(len))
+            .map_err(|_| CorruptEntry("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok((
+        CachedResponse {
+            status,
+            headers,
+            body: b,
+        },
+        stored_at,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.append("x-multi", "one".parse().unwrap());
+        headers.append("x-multi", "two".parse().unwrap());
+        CachedResponse {
+            status: StatusCode::CREATED,
+            headers,
+            body: Bytes::from_static(b"{\"id\":\"x\"}"),
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let r = sample();
+        let (back, at) = decode(encode(&r, 1234)).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(at, 1234);
+        let empty = CachedResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        assert_eq!(decode(encode(&empty, 0)).unwrap().0, empty);
+    }
+
+    #[test]
+    fn corrupt_entries_are_errors_not_panics() {
+        let good = encode(&sample(), 1);
+        for cut in 0..good.len() - 10 {
+            // Every truncation inside the header section fails cleanly.
+            let _ = decode(good.slice(..cut));
+        }
+        assert!(decode(good.slice(..10)).is_err());
+        let mut wrong_version = good.to_vec();
+        wrong_version[0] = 9;
+        assert!(decode(Bytes::from(wrong_version)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_store_respects_ttl_on_the_tokio_clock() {
+        let store = MemoryStore::new(10);
+        let key = Key([7; 32]);
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        store
+            .put(&key, sample(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let hit = store.get(&key).await.unwrap().expect("fresh");
+        assert_eq!(hit.response, sample());
+        assert_eq!(hit.age, Duration::from_secs(4));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(store.get(&key).await.unwrap(), None, "expired at ttl");
+    }
+}

@@ -1,0 +1,53 @@
+//! The failures this layer adds. The gateway's edge maps them to responses:
+//! [`InvalidRequest`] to `400 invalid_request`, [`BodyTooLarge`] to `413 body_too_large`.
+
+use std::fmt;
+
+/// The request body failed validation; the request was not passed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidRequest {
+    /// Path of the offending field, e.g. `messages[2].role`; empty when the whole body is at
+    /// fault (not JSON, not an object).
+    pub field: String,
+    /// What is wrong, lowercase.
+    pub message: String,
+}
+
+impl InvalidRequest {
+    /// A problem with `field` (use `""` for the whole body).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for InvalidRequest {}
+
+/// The request body is larger than the configured limit; it was not (fully) read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The limit in bytes (`max_body_bytes`).
+    pub limit: usize,
+}
+
+/// Reading the request body failed, typically because the client went away.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body failed")]
+pub struct BodyReadError {
+    /// The body's own error.
+    #[source]
+    pub source: tower::BoxError,
+}

@@ -1,0 +1,340 @@
+//! The validation layer against a mock inner service: what reaches it, what does not.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use portcullis_core::{error::find_in_chain, RequestMeta};
+use portcullis_validation::{
+    BodyReadError, BodyTooLarge, Config, InvalidRequest, Level, Validation, ValidationLayer,
+};
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_test::mock;
+
+/// A request body that counts how often it is polled, can arrive in chunks without a size
+/// hint, and can fail.
+#[derive(Debug)]
+struct TestBody {
+    chunks: VecDeque<Bytes>,
+    exact_size: bool,
+    fail: bool,
+    polls: Arc<AtomicUsize>,
+}
+
+impl TestBody {
+    fn chunked(chunks: impl IntoIterator<Item = &'static [u8]>) -> Self {
+        Self {
+            chunks: chunks.into_iter().map(Bytes::from_static).collect(),
+            exact_size: false,
+            fail: false,
+            polls: Arc::default(),
+        }
+    }
+
+    fn failing() -> Self {
+        Self {
+            fail: true,
+            ..Self::chunked([&b"{\"model\":"[..]])
+        }
+    }
+
+    async fn into_bytes(self) -> Bytes {
+        self.collect().await.unwrap().to_bytes()
+    }
+}
+
+impl From<Bytes> for TestBody {
+    fn from(b: Bytes) -> Self {
+        Self {
+            chunks: VecDeque::from([b]),
+            exact_size: true,
+            fail: false,
+            polls: Arc::default(),
+        }
+    }
+}
+
+impl From<&'static str> for TestBody {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        this.polls.fetch_add(1, Ordering::SeqCst);
+        match this.chunks.pop_front() {
+            Some(c) => Poll::Ready(Some(Ok(Frame::data(c)))),
+            None if this.fail => Poll::Ready(Some(Err("connection reset by peer".into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len: usize = self.chunks.iter().map(Bytes::len).sum();
+        if self.exact_size {
+            SizeHint::with_exact(len as u64)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+type Mock = mock::Mock<Request<TestBody>, Response<&'static str>>;
+type Handle = mock::Handle<Request<TestBody>, Response<&'static str>>;
+
+fn service(config: Config) -> (Validation<Mock>, Handle) {
+    let (inner, handle) = mock::pair();
+    (ValidationLayer::new(config).layer(inner), handle)
+}
+
+fn post(path: &str, body: impl Into<TestBody>) -> Request<TestBody> {
+    Request::post(path)
+        .header("x-trace", "t-1")
+        .body(body.into())
+        .unwrap()
+}
+
+const CHAT: &str =
+    r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Call `svc` with `req`, expecting an error without the inner service seeing a request.
+async fn rejected(
+    mut svc: Validation<Mock>,
+    mut handle: Handle,
+    req: Request<TestBody>,
+) -> BoxError {
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+    drop(svc);
+    assert!(
+        handle.next_request().await.is_none(),
+        "the inner service was called"
+    );
+    err
+}
+
+#[tokio::test]
+async fn invalid_bodies_never_reach_the_inner_service() {
+    let (svc, handle) = service(Config::default());
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"a"},{"role":"robot","content":"b"}]}"#;
+    let err = rejected(svc, handle, post("/v1/chat/completions", body)).await;
+    let invalid = find_in_chain::<InvalidRequest>(&*err).expect("an InvalidRequest");
+    assert_eq!(invalid.field, "messages[1].role");
+    assert!(invalid.message.starts_with("unknown role \"robot\""));
+
+    let (svc, handle) = service(Config::default());
+    let err = rejected(svc, handle, post("/v1/embeddings", "not json")).await;
+    let invalid = err.downcast_ref::<InvalidRequest>().unwrap();
+    assert_eq!(invalid.field, "");
+    assert!(
+        invalid
+            .message
+            .starts_with("request body is not valid JSON: expected"),
+        "{invalid}"
+    );
+}
+
+#[tokio::test]
+async fn valid_bodies_reach_the_inner_service_unchanged_with_request_meta() {
+    let (mut svc, mut handle) = service(Config::default());
+    // Chunks, so the layer has to reassemble them.
+    let (a, b) = CHAT.as_bytes().split_at(20);
+    let req = post("/v1/chat/completions", TestBody::chunked([a, b]));
+    let call = tokio::spawn(svc.ready().await.unwrap().call(req));
+
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(req.uri().path(), "/v1/chat/completions");
+    assert_eq!(req.headers()["x-trace"], "t-1");
+    let meta = req.extensions().get::<RequestMeta>().cloned().unwrap();
+    assert_eq!(meta.model.as_deref(), Some("gpt-4o"));
+    assert!(meta.stream);
+    assert_eq!(req.into_body().into_bytes().await, CHAT.as_bytes());
+    send.send_response(Response::new("ok"));
+    assert_eq!(call.await.unwrap().unwrap().into_body(), "ok");
+}
+
+#[tokio::test]
+async fn the_level_comes_from_the_config() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"foo":1}"#;
+    let (svc, handle) = service(Config {
+        level: Level::Strict,
+        ..Config::default()
+    });
+    let err = rejected(svc, handle, post("/v1/chat/completions", body)).await;
+    assert_eq!(err.to_string(), r#"foo: unknown field "foo""#);
+
+    // Lenient lets through what moderate would reject.
+    let (mut svc, mut handle) = service(Config {
+        level: Level::Lenient,
+        ..Config::default()
+    });
+    let call = tokio::spawn(svc.ready().await.unwrap().call(post(
+        "/v1/messages",
+        r#"{"model":"claude-x","messages":[]}"#,
+    )));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new("ok"));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn too_large_by_content_length_is_rejected_before_reading() {
+    let (svc, handle) = service(Config {
+        max_body_bytes: 16,
+        ..Config::default()
+    });
+    let body = TestBody::chunked([CHAT.as_bytes()]);
+    let polls = body.polls.clone();
+    let mut req = post("/v1/chat/completions", body);
+    req.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, CHAT.len().into());
+    let err = rejected(svc, handle, req).await;
+    assert_eq!(
+        err.downcast_ref::<BodyTooLarge>(),
+        Some(&BodyTooLarge { limit: 16 })
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 0, "the body was read");
+}
+
+#[tokio::test]
+async fn too_large_without_content_length_is_rejected_while_reading() {
+    let (svc, handle) = service(Config {
+        max_body_bytes: 100,
+        ..Config::default()
+    });
+    let body = TestBody::chunked([&[b' '; 30][..]; 10]);
+    let polls = body.polls.clone();
+    let err = rejected(svc, handle, post("/v1/completions", body)).await;
+    assert_eq!(err.to_string(), "request body is larger than 100 bytes");
+    assert!(err.is::<BodyTooLarge>());
+    // It stopped at the fourth chunk (120 bytes), not at the end of the body.
+    assert_eq!(polls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_body_exactly_at_the_limit_passes() {
+    let (mut svc, mut handle) = service(Config {
+        max_body_bytes: CHAT.len(),
+        ..Config::default()
+    });
+    let mut req = post("/v1/chat/completions", CHAT);
+    req.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, CHAT.len().into());
+    let call = tokio::spawn(svc.ready().await.unwrap().call(req));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new("ok"));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn body_read_errors_are_reported_and_never_reach_the_inner_service() {
+    let (svc, handle) = service(Config::default());
+    let err = rejected(svc, handle, post("/v1/messages", TestBody::failing())).await;
+    let read = err
+        .downcast_ref::<BodyReadError>()
+        .expect("a BodyReadError");
+    assert_eq!(read.source.to_string(), "connection reset by peer");
+}
+
+#[tokio::test]
+async fn other_requests_pass_through_unread() {
+    for (method, path) in [
+        (Method::GET, "/v1/models"),
+        (Method::GET, "/health"),
+        (Method::POST, "/v1/messages/count_tokens"),
+        (Method::POST, "/admin/circuit-breakers/openai/reset"),
+        // OpenAI's stored-completions listing shares the chat path.
+        (Method::GET, "/v1/chat/completions"),
+    ] {
+        let (mut svc, mut handle) = service(Config {
+            max_body_bytes: 1,
+            ..Config::default()
+        });
+        let body = TestBody::chunked([&b"not json, and over the limit"[..]]);
+        let polls = body.polls.clone();
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(body)
+            .unwrap();
+        let call = tokio::spawn(svc.ready().await.unwrap().call(req));
+        let (req, send) = handle.next_request().await.unwrap();
+        assert_eq!(req.uri().path(), path);
+        assert!(req.extensions().get::<RequestMeta>().is_none());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            0,
+            "{method} {path}: body was read"
+        );
+        send.send_response(Response::new("passed"));
+        assert_eq!(call.await.unwrap().unwrap().into_body(), "passed");
+    }
+}
+
+#[tokio::test]
+async fn inner_errors_pass_through() {
+    let (mut svc, mut handle) = service(Config::default());
+    let call = tokio::spawn(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(post("/v1/chat/completions", CHAT)),
+    );
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("upstream down");
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "upstream down");
+}
+
+#[tokio::test]
+async fn poll_ready_is_the_inner_services() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<TestBody>, Response<&'static str>, _>(
+        ValidationLayer::new(Config::default()),
+    );
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+}
+
+#[test]
+fn from_config_reports_problems() {
+    let problems = ValidationLayer::from_config(&Config {
+        max_body_bytes: 0,
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].to_string(), "max_body_bytes: must be >= 1");
+    let layer = ValidationLayer::from_config(&Config::default()).unwrap();
+    assert_eq!(layer.config(), &Config::default());
+}
+
+#[test]
+fn the_service_is_send_and_clone_for_a_send_inner() {
+    fn assert_send_clone<T: Send + Clone>(_: &T) {}
+    let (svc, _handle) = service(Config::default());
+    assert_send_clone(&svc);
+    let fut = svc.clone().oneshot(post("/v1/chat/completions", CHAT));
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send(&fut);
+}

@@ -1,0 +1,147 @@
+//! The gateway's own endpoints: health, upstream health, models, memory-routing info,
+//! metrics and the guarded admin actions.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::{
+    auth::admin_allowed,
+    error::{ApiShape, GatewayError},
+    stack::AppState,
+};
+
+/// `GET /health`
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "healthy" }))
+}
+
+/// `GET /health/upstreams`: breaker state and cookie counts (never cookie values).
+pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let upstreams: Vec<_> = state
+        .upstreams
+        .iter()
+        .map(|u| {
+            let circuit = u
+                .breaker
+                .as_ref()
+                .map(|b| b.state().as_str())
+                .unwrap_or("disabled");
+            let retry_after = u
+                .breaker
+                .as_ref()
+                .and_then(|b| b.retry_after())
+                .map(|d| d.as_secs_f64().ceil() as u64);
+            let cookies = u.jar.as_ref().map(|j| j.len()).unwrap_or(0);
+            metrics::gauge!("portcullis_cookies", "upstream" => u.name.clone()).set(cookies as f64);
+            json!({
+                "name": u.name,
+                "base_url": u.base_url,
+                "circuit": circuit,
+                "circuit_retry_after_secs": retry_after,
+                "cookies": cookies,
+                "cookies_enabled": u.jar.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({ "upstreams": upstreams }))
+}
+
+/// `GET /v1/models`: the configured models, OpenAI list shape.
+pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.router.models_json())
+}
+
+/// `GET /memory-routing/info`: the decision for the caller's own headers.
+pub async fn memory_info(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let decision = state.memory.decide(&headers);
+    Json(decision).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Gauges that are state, not events, are refreshed at scrape time.
+    for u in state.upstreams.iter() {
+        if let Some(b) = &u.breaker {
+            let v = match b.state().as_str() {
+                "closed" => 0.0,
+                "open" => 1.0,
+                _ => 2.0,
+            };
+            metrics::gauge!("portcullis_circuit_breaker_state", "upstream" => u.name.clone())
+                .set(v);
+        }
+        if let Some(j) = &u.jar {
+            metrics::gauge!("portcullis_cookies", "upstream" => u.name.clone()).set(j.len() as f64);
+        }
+    }
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics::render(),
+    )
+        .into_response()
+}
+
+/// `POST /admin/circuit-breakers/{upstream}/reset`
+pub async fn reset_breaker(
+    State(state): State<AppState>,
+    Path(upstream): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let admin_key = state.config.server.admin_key.expose();
+    if !admin_allowed(admin_key, &headers, Some(peer)) {
+        let (status, msg) = if admin_key.is_empty() {
+            (
+                StatusCode::FORBIDDEN,
+                "admin endpoints answer only loopback clients when server.admin_key is not set",
+            )
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                "admin key required: Authorization: Bearer <server.admin_key>",
+            )
+        };
+        return GatewayError::new(status, "unauthorized", msg).into_response(ApiShape::OpenAi);
+    }
+    let Some(u) = state.upstreams.iter().find(|u| u.name == upstream) else {
+        return GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no upstream named {upstream:?}"),
+        )
+        .into_response(ApiShape::OpenAi);
+    };
+    match &u.breaker {
+        Some(b) => {
+            b.reset();
+            tracing::info!(upstream = %u.name, "circuit breaker reset by admin");
+            Json(json!({ "upstream": u.name, "circuit": b.state().as_str() })).into_response()
+        }
+        None => GatewayError::new(
+            StatusCode::CONFLICT,
+            "circuit_breaker_disabled",
+            "circuit_breaker.enabled is false",
+        )
+        .into_response(ApiShape::OpenAi),
+    }
+}
+
+/// Anything else: 404 in OpenAI's shape.
+pub async fn not_found(uri: http::Uri) -> Response {
+    GatewayError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+    .into_response(ApiShape::from_path(uri.path()))
+}

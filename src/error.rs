@@ -1,0 +1,269 @@
+//! One response format at the edge: every error a layer returns becomes an HTTP response in
+//! the caller's API shape (OpenAI or Anthropic) with `x-portcullis-error: CODE`.
+//!
+//! Layers return typed errors boxed as `BoxError`; [`classify`] finds the known types anywhere
+//! in the source chain, and [`Rescue`] makes the stack infallible ("always try to return a
+//! response").
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::body::Body;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use portcullis_core::{
+    body::CollectError,
+    error::find_in_chain,
+    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
+    CircuitOpen,
+};
+use tower::{BoxError, Layer, Service};
+
+use crate::upstream::{
+    router::{MissingModel, RoutedError},
+    ModelNotFound, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
+};
+
+/// Which API's error shape a caller expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiShape {
+    /// `{"error":{"message","type","code"}}`
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`
+    Anthropic,
+}
+
+impl ApiShape {
+    /// `/v1/messages` speaks Anthropic; everything else OpenAI.
+    pub fn from_path(path: &str) -> Self {
+        if path.ends_with("/v1/messages") || path.starts_with("/v1/messages") {
+            ApiShape::Anthropic
+        } else {
+            ApiShape::OpenAi
+        }
+    }
+}
+
+/// The caller sent no valid gateway API key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unauthorized(pub &'static str);
+
+/// A gateway error ready to render.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `x-portcullis-error` code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// Extra response headers (Retry-After, rate-limit headers, attempts, upstream).
+    pub headers: HeaderMap,
+}
+
+/// The error code of a gateway-made response (a response extension for logs and metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+impl GatewayError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    fn retry_after(mut self, d: Duration) -> Self {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        self.headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        self
+    }
+
+    /// Render in `shape`.
+    pub fn into_response(self, shape: ApiShape) -> Response<Body> {
+        let (kind_openai, kind_anthropic) = error_types(self.status);
+        let body = match shape {
+            ApiShape::OpenAi => serde_json::json!({
+                "error": { "message": self.message, "type": kind_openai, "code": self.code }
+            }),
+            ApiShape::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": { "type": kind_anthropic, "message": self.message }
+            }),
+        };
+        let mut resp = Response::new(Body::from(body.to_string()));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(X_PORTCULLIS_ERROR, HeaderValue::from_static(self.code));
+        h.extend(self.headers);
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
+    }
+}
+
+/// The `type` field for each shape: what the official SDKs and clients expect per status.
+fn error_types(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("invalid_request_error", "invalid_request_error"),
+        401 => ("authentication_error", "authentication_error"),
+        403 => ("permission_error", "permission_error"),
+        404 => ("invalid_request_error", "not_found_error"),
+        413 => ("invalid_request_error", "request_too_large"),
+        429 => ("rate_limit_error", "rate_limit_error"),
+        503 => ("service_unavailable", "overloaded_error"),
+        504 => ("timeout", "api_error"),
+        _ => ("api_error", "api_error"),
+    }
+}
+
+/// Map any error from the stack to the gateway error the caller sees.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> GatewayError {
+    let mut g = classify_inner(err);
+    if let Some(r) = find_in_chain::<RoutedError>(err) {
+        g.headers
+            .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(r.attempts));
+        if let Ok(v) = HeaderValue::from_str(&r.upstream) {
+            g.headers.insert(X_PORTCULLIS_UPSTREAM, v);
+        }
+    }
+    g
+}
+
+fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
+    use StatusCode as S;
+    if let Some(e) = find_in_chain::<Unauthorized>(err) {
+        return GatewayError::new(S::UNAUTHORIZED, "unauthorized", e.0);
+    }
+    if let Some(e) = find_in_chain::<portcullis_validation::InvalidRequest>(err) {
+        return GatewayError::new(S::BAD_REQUEST, "invalid_request", e.to_string());
+    }
+    if let Some(e) = find_in_chain::<portcullis_validation::BodyTooLarge>(err) {
+        return GatewayError::new(S::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string());
+    }
+    if let Some(e) = find_in_chain::<CollectError>(err) {
+        return match e {
+            CollectError::TooLarge { limit } => GatewayError::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
+            ),
+            CollectError::Read(e) => GatewayError::new(
+                S::BAD_REQUEST,
+                "invalid_request",
+                format!("could not read the request body: {e}"),
+            ),
+        };
+    }
+    if let Some(e) = find_in_chain::<MissingModel>(err) {
+        return GatewayError::new(S::BAD_REQUEST, "invalid_request", e.0.clone());
+    }
+    if let Some(e) = find_in_chain::<ModelNotFound>(err) {
+        return GatewayError::new(S::NOT_FOUND, "model_not_found", e.to_string());
+    }
+    if let Some(e) = find_in_chain::<portcullis_rate_limit::RateLimited>(err) {
+        let mut g = GatewayError::new(S::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+            .retry_after(e.retry_after);
+        for (k, v) in e.headers().iter() {
+            g.headers.insert(k.clone(), v.clone());
+        }
+        return g;
+    }
+    if let Some(e) = find_in_chain::<CircuitOpen>(err) {
+        return GatewayError::new(S::SERVICE_UNAVAILABLE, "circuit_open", e.to_string())
+            .retry_after(e.retry_after);
+    }
+    if let Some(e) = find_in_chain::<UpstreamTimeout>(err) {
+        return GatewayError::new(S::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string());
+    }
+    if let Some(e) = find_in_chain::<UpstreamHtml>(err) {
+        return GatewayError::new(S::BAD_GATEWAY, "upstream_error", e.to_string());
+    }
+    if let Some(e) = find_in_chain::<UpstreamConnectError>(err) {
+        return GatewayError::new(S::BAD_GATEWAY, "upstream_error", e.to_string());
+    }
+    GatewayError::new(S::BAD_GATEWAY, "upstream_error", err.to_string())
+}
+
+// === impl Rescue ===
+
+/// Makes a fallible stack infallible by rendering its errors in the caller's API shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Rescue {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+/// See [`RescueLayer`].
+#[derive(Debug, Clone)]
+pub struct Rescue<S> {
+    inner: S,
+    not_ready: Option<GatewayError>,
+}
+
+impl<S> Service<Request<Body>> for Rescue<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                // The inner service cannot take this request; `call` answers it from here.
+                let e: BoxError = e.into();
+                tracing::warn!(error = %e, "service not ready");
+                self.not_ready = Some(classify(&*e));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let shape = ApiShape::from_path(req.uri().path());
+        if let Some(g) = self.not_ready.take() {
+            return Box::pin(async move { Ok(g.into_response(shape)) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            Ok(match fut.await {
+                Ok(r) => r,
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    let g = classify(&*e);
+                    if g.status.is_server_error() {
+                        tracing::warn!(code = g.code, error = %e, "request failed");
+                    } else {
+                        tracing::debug!(code = g.code, error = %e, "request rejected");
+                    }
+                    g.into_response(shape)
+                }
+            })
+        })
+    }
+}

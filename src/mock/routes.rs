@@ -1,0 +1,536 @@
+//! The mock's built-in behaviour: OpenAI- and Anthropic-shaped answers, streaming or not.
+//!
+//! Token counts are deterministic so tests can assert them: prompt/input tokens are
+//! `max(1, request body bytes / 4)`, completion/output tokens are the number of words
+//! in the content.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The default assistant text.
+pub(crate) const DEFAULT_CONTENT: &str = "Hello from mock";
+
+/// Dimensions of the default embedding vectors (the request's `dimensions` overrides).
+const EMBEDDING_DIMS: usize = 8;
+const MAX_EMBEDDING_DIMS: usize = 4096;
+
+/// The API a request path names, matched on the path's suffix so that prefixed paths
+/// (`/v3/https://api.anthropic.com/v1/messages`, Supermemory's router) work too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Chat,
+    Completions,
+    Embeddings,
+    Models,
+    Messages,
+    WrongMethod,
+    NotFound,
+}
+
+impl Route {
+    pub(crate) fn of(method: &Method, path: &str) -> Route {
+        let (route, want) = if path.ends_with("/v1/chat/completions") {
+            (Route::Chat, Method::POST)
+        } else if path.ends_with("/v1/completions") {
+            (Route::Completions, Method::POST)
+        } else if path.ends_with("/v1/embeddings") {
+            (Route::Embeddings, Method::POST)
+        } else if path.ends_with("/v1/messages") {
+            (Route::Messages, Method::POST)
+        } else if path.ends_with("/v1/models") {
+            (Route::Models, Method::GET)
+        } else {
+            return Route::NotFound;
+        };
+        if *method == want {
+            route
+        } else {
+            Route::WrongMethod
+        }
+    }
+}
+
+/// A built answer, before scripted headers and body pacing are applied.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: HeaderValue,
+    pub(crate) body: ReplyBody,
+}
+
+#[derive(Debug)]
+pub(crate) enum ReplyBody {
+    Full(Bytes),
+    Events(Vec<Bytes>),
+}
+
+impl Reply {
+    pub(crate) fn json(status: StatusCode, v: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: HeaderValue::from_static("application/json"),
+            body: ReplyBody::Full(Bytes::from(v.to_string())),
+        }
+    }
+
+    fn events(events: Vec<Bytes>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static("text/event-stream"),
+            body: ReplyBody::Events(events),
+        }
+    }
+}
+
+/// Everything the default behaviour needs to know about one request.
+#[derive(Debug)]
+pub(crate) struct Call<'a> {
+    pub(crate) route: Route,
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) body: &'a [u8],
+    /// The request's sequence number (1-based), used in ids.
+    pub(crate) seq: u64,
+    pub(crate) content: &'a str,
+}
+
+/// The route's default answer.
+pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
+    match call.route {
+        Route::Models => models(),
+        Route::NotFound => openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("mock upstream: no route for {} {}", call.method, call.path),
+            "invalid_request_error",
+            "not_found",
+        ),
+        Route::WrongMethod => openai_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "mock upstream: method {} not allowed on {}",
+                call.method, call.path
+            ),
+            "invalid_request_error",
+            "method_not_allowed",
+        ),
+        Route::Chat | Route::Completions | Route::Embeddings | Route::Messages => {
+            let req: Value = match serde_json::from_slice(call.body) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => {
+                    let msg = "mock upstream: request body is not a JSON object";
+                    return if call.route == Route::Messages {
+                        anthropic_error(StatusCode::BAD_REQUEST, msg)
+                    } else {
+                        openai_error(
+                            StatusCode::BAD_REQUEST,
+                            msg,
+                            "invalid_request_error",
+                            "invalid_json",
+                        )
+                    };
+                }
+            };
+            match call.route {
+                Route::Chat => chat(call, &req),
+                Route::Completions => completions(call, &req),
+                Route::Embeddings => embeddings(&req),
+                _ => messages(call, &req),
+            }
+        }
+    }
+}
+
+fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"error": {"message": message, "type": kind, "code": code}}),
+    )
+}
+
+fn anthropic_error(status: StatusCode, message: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn prompt_tokens(body: &[u8]) -> u64 {
+    (body.len() as u64 / 4).max(1)
+}
+
+/// The content split after each space: the pieces a stream sends, one per event.
+fn words(content: &str) -> Vec<&str> {
+    content.split_inclusive(' ').collect()
+}
+
+fn model_of<'a>(req: &'a Value, fallback: &'a str) -> &'a str {
+    req.get("model").and_then(Value::as_str).unwrap_or(fallback)
+}
+
+fn wants_stream(req: &Value) -> bool {
+    req.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn wants_usage(req: &Value) -> bool {
+    req.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn data_event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn done_event() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+fn usage(prompt: u64, completion: u64) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+// === OpenAI ===
+
+fn chat(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("chatcmpl-mock-{}", call.seq);
+    let model = model_of(req, "gpt-mock");
+    let created = now();
+    let words = words(call.content);
+    let usage = usage(prompt_tokens(call.body), words.len() as u64);
+    if !wants_stream(req) {
+        return Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_mock",
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": call.content, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": "stop",
+                }],
+                "usage": usage,
+            }),
+        );
+    }
+    let include_usage = wants_usage(req);
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if include_usage {
+            // OpenAI sends `usage: null` on every chunk but the last when usage is asked for.
+            c["usage"] = Value::Null;
+        }
+        data_event(&c)
+    };
+    let mut events = Vec::with_capacity(words.len() + 4);
+    events.push(chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    ));
+    for w in &words {
+        events.push(chunk(json!({"content": w}), None));
+    }
+    events.push(chunk(json!({}), Some("stop")));
+    if include_usage {
+        events.push(data_event(&json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": usage,
+        })));
+    }
+    events.push(done_event());
+    Reply::events(events)
+}
+
+fn completions(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("cmpl-mock-{}", call.seq);
+    let model = model_of(req, "gpt-mock-instruct");
+    let created = now();
+    let words = words(call.content);
+    let usage = usage(prompt_tokens(call.body), words.len() as u64);
+    let choice = |text: &str, finish: Option<&str>| json!({"text": text, "index": 0, "logprobs": null, "finish_reason": finish});
+    if !wants_stream(req) {
+        return Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice(call.content, Some("stop"))],
+                "usage": usage,
+            }),
+        );
+    }
+    let chunk = |choices: Value| {
+        data_event(&json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }))
+    };
+    let mut events = Vec::with_capacity(words.len() + 3);
+    for w in &words {
+        events.push(chunk(json!([choice(w, None)])));
+    }
+    events.push(chunk(json!([choice("", Some("stop"))])));
+    if wants_usage(req) {
+        events.push(data_event(&json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        })));
+    }
+    events.push(done_event());
+    Reply::events(events)
+}
+
+fn embeddings(req: &Value) -> Reply {
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        // A single tokenised input is an array of integers.
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => {
+            vec![Value::Array(a.clone()).to_string()]
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "mock upstream: 'input' is required",
+                "invalid_request_error",
+                "missing_input",
+            )
+        }
+    };
+    let dims = req
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(EMBEDDING_DIMS, |d| {
+            (d as usize).clamp(1, MAX_EMBEDDING_DIMS)
+        });
+    let base64 = req.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let mut tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            tokens += prompt_tokens(text.as_bytes());
+            let v = embedding(text, dims);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64_encode(&bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": data,
+            "model": model_of(req, "text-embedding-mock"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }),
+    )
+}
+
+/// A deterministic vector in [-1, 1) derived from the text: equal inputs embed equally.
+fn embedding(text: &str, dims: usize) -> Vec<f32> {
+    // FNV-1a seeds a splitmix64 sequence.
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (0..dims)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn models() -> Reply {
+    let created = 1_700_000_000;
+    let data: Vec<Value> = [
+        ("gpt-4o-mini", "openai"),
+        ("gpt-4o", "openai"),
+        ("text-embedding-3-small", "openai"),
+        ("claude-3-5-haiku-latest", "anthropic"),
+        ("claude-sonnet-4-5", "anthropic"),
+    ]
+    .into_iter()
+    .map(|(id, owner)| json!({"id": id, "object": "model", "created": created, "owned_by": owner}))
+    .collect();
+    Reply::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+// === Anthropic ===
+
+fn messages(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("msg_mock_{}", call.seq);
+    let model = model_of(req, "claude-mock");
+    let words = words(call.content);
+    let input = prompt_tokens(call.body);
+    let output = words.len() as u64;
+    if !wants_stream(req) {
+        return Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": call.content}],
+                "stop_reason": "end_turn",
+                "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": output},
+            }),
+        );
+    }
+    let event = |name: &str, v: Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+    let mut events = Vec::with_capacity(words.len() + 5);
+    events.push(event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": input, "output_tokens": 1},
+        }}),
+    ));
+    events.push(event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    for w in &words {
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
+        ));
+    }
+    events.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+               "usage": {"output_tokens": output}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    Reply::events(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_on_suffix() {
+        let post = Method::POST;
+        assert_eq!(Route::of(&post, "/v1/messages"), Route::Messages);
+        assert_eq!(
+            Route::of(&post, "/v3/https://api.anthropic.com/v1/messages"),
+            Route::Messages
+        );
+        assert_eq!(Route::of(&post, "/v1/chat/completions"), Route::Chat);
+        assert_eq!(Route::of(&post, "/v1/completions"), Route::Completions);
+        assert_eq!(Route::of(&Method::GET, "/v1/models"), Route::Models);
+        assert_eq!(Route::of(&Method::GET, "/v1/messages"), Route::WrongMethod);
+        assert_eq!(Route::of(&post, "/v1/nothing"), Route::NotFound);
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_and_bounded() {
+        let a = embedding("hello", 8);
+        assert_eq!(a, embedding("hello", 8));
+        assert_ne!(a, embedding("world", 8));
+        assert!(a.iter().all(|x| (-1.0..1.0).contains(x)));
+    }
+
+    #[test]
+    fn words_reassemble_to_the_content() {
+        assert_eq!(words(DEFAULT_CONTENT), ["Hello ", "from ", "mock"]);
+        assert_eq!(words(DEFAULT_CONTENT).concat(), DEFAULT_CONTENT);
+    }
+}

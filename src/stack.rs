@@ -1,0 +1,425 @@
+//! Assembly: the one place where the layers are stacked, each line saying why it sits there.
+//!
+//! Outermost first:
+//! access log -> rescue -> auth -> validation -> memory routing -> rate limit -> dedup/cache
+//! -> model router + fallbacks -> (per upstream) retry -> circuit breaker -> cookie session
+//! -> hyper client.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    routing::{get, post, post_service},
+    Router,
+};
+use http::Request;
+use portcullis_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
+use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
+use portcullis_core::{ClientIp, ConfigProblem};
+use portcullis_dedup_cache::DedupCacheLayer;
+use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
+use portcullis_rate_limit::RateLimitLayer;
+use portcullis_retry::RetryLayer;
+use portcullis_validation::ValidationLayer;
+use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::{
+    admin,
+    auth::AuthLayer,
+    config::{self, Config, StateBackend},
+    error::RescueLayer,
+    telemetry::access_log::AccessLogLayer,
+    upstream::{
+        client::ClientOptions,
+        router::{UpstreamRoute, UpstreamService},
+        ModelRouter, Upstream, UpstreamClient,
+    },
+};
+
+/// What the gateway's own endpoints need to see.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// The model router (for `GET /v1/models`).
+    pub router: ModelRouter,
+    /// Per-upstream health handles, in config order.
+    pub upstreams: Arc<Vec<UpstreamHealth>>,
+    /// The compiled memory-routing patterns.
+    pub memory: Arc<MemoryRouter>,
+}
+
+/// Health handles of one upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamHealth {
+    /// Name.
+    pub name: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Its breaker, when the breaker layer is on.
+    pub breaker: Option<BreakerHandle>,
+    /// Its cookie jar, when cookies are on.
+    pub jar: Option<CookieJar>,
+}
+
+/// A built gateway: the axum app and the state behind it.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The full HTTP app (proxied routes and the gateway's own endpoints).
+    pub app: Router,
+    /// Shared state.
+    pub state: AppState,
+    /// Cookie persistence, when `cookies.persist_path` is set.
+    pub cookie_persist: Option<CookiePersist>,
+}
+
+/// Where and what to save on shutdown.
+#[derive(Debug, Clone)]
+pub struct CookiePersist {
+    /// File.
+    pub path: PathBuf,
+    /// Jars by upstream name.
+    pub jars: Vec<(String, CookieJar)>,
+}
+
+impl CookiePersist {
+    /// Save every jar atomically.
+    pub fn save(&self) -> Result<(), BoxError> {
+        let jars: Vec<(&str, &CookieJar)> =
+            self.jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
+        portcullis_cookie_session::persist::save_all(&self.path, &jars)?;
+        Ok(())
+    }
+}
+
+/// Why the gateway could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+// === Layer configs: the binary's sections mapped onto each layer's own Config ===
+
+fn retry_config(c: &config::RetryConfig) -> portcullis_retry::Config {
+    portcullis_retry::Config {
+        max_attempts: c.max_attempts,
+        base_delay: c.base_delay,
+        max_delay: c.max_delay,
+        retry_on: c.retry_on.clone(),
+        respect_retry_after: c.respect_retry_after,
+        max_retry_after: c.max_retry_after,
+        ..Default::default()
+    }
+}
+
+fn breaker_config(c: &config::CircuitBreakerConfig) -> portcullis_circuit_breaker::Config {
+    portcullis_circuit_breaker::Config {
+        failure_threshold: c.failure_threshold,
+        open_timeout: c.open_timeout,
+        success_threshold: c.success_threshold,
+    }
+}
+
+fn memory_config(c: &config::MemoryRoutingConfig) -> portcullis_memory_routing::Config {
+    portcullis_memory_routing::Config {
+        upstream_header: c.upstream_header.clone(),
+        client_header: c.client_header.clone(),
+        default_user_id: c.default_user_id.clone(),
+        patterns: c
+            .patterns
+            .iter()
+            .map(|p| portcullis_memory_routing::Pattern {
+                header: p.header.clone(),
+                pattern: p.pattern.clone(),
+                user_id: p.user_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn rate_limit_config(c: &config::RateLimitConfig) -> portcullis_rate_limit::Config {
+    use portcullis_rate_limit::KeyKind;
+    portcullis_rate_limit::Config {
+        requests_per_minute: c.requests_per_minute,
+        burst: c.burst,
+        key: match c.key {
+            config::RateLimitKey::ApiKey => KeyKind::ApiKey,
+            config::RateLimitKey::UserId => KeyKind::UserId,
+            config::RateLimitKey::Ip => KeyKind::Ip,
+            config::RateLimitKey::Global => KeyKind::Global,
+        },
+        queue_timeout: c.queue_timeout,
+    }
+}
+
+fn dedup_config(c: &config::DedupConfig, max_body: usize) -> portcullis_dedup_cache::Config {
+    portcullis_dedup_cache::Config {
+        coalesce: true,
+        cache_ttl: c.cache_ttl,
+        max_entries: c.max_entries,
+        max_body_bytes: max_body,
+    }
+}
+
+fn validation_config(c: &Config) -> portcullis_validation::Config {
+    use portcullis_validation::Level;
+    portcullis_validation::Config {
+        level: match c.validation.level {
+            config::ValidationLevel::Strict => Level::Strict,
+            config::ValidationLevel::Moderate => Level::Moderate,
+            config::ValidationLevel::Lenient => Level::Lenient,
+        },
+        max_body_bytes: c.server.max_body_bytes,
+    }
+}
+
+/// Each layer validates its own section; problems come back with the section's key path.
+pub(crate) fn validate_layers(
+    c: &Config,
+    problem: &mut dyn FnMut(String, String),
+    warnings: &mut Vec<ConfigProblem>,
+) {
+    let mut push = |section: &str, ps: Vec<ConfigProblem>| {
+        for p in ps {
+            problem(format!("{section}.{}", p.path), p.message);
+        }
+    };
+    push("retry", retry_config(&c.retry).validate());
+    push(
+        "circuit_breaker",
+        breaker_config(&c.circuit_breaker).validate(),
+    );
+    let mem = memory_config(&c.memory_routing);
+    push("memory_routing", mem.validate());
+    warnings.extend(
+        mem.warnings()
+            .into_iter()
+            .map(|p| ConfigProblem::new(format!("memory_routing.{}", p.path), p.message)),
+    );
+    push("rate_limit", rate_limit_config(&c.rate_limit).validate());
+    push(
+        "dedup",
+        dedup_config(&c.dedup, c.server.max_body_bytes).validate(),
+    );
+    push("validation", validation_config(c).validate());
+}
+
+/// The compiled memory-routing patterns of `config` (also used by `portcullis route`).
+pub fn memory_router(config: &Config) -> Result<MemoryRouter, Vec<ConfigProblem>> {
+    MemoryRouter::new(&memory_config(&config.memory_routing))
+}
+
+/// Build the gateway from a validated config.
+pub async fn build(config: Config) -> Result<Gateway, BuildError> {
+    let config = Arc::new(config);
+    let problems = |ps: Vec<ConfigProblem>| {
+        BuildError(
+            ps.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+
+    // Shared state backend (Redis) for rate limits and the dedup cache.
+    let redis = match config.state.backend {
+        StateBackend::Memory => None,
+        StateBackend::Redis => {
+            let url = config.state.redis_url.expose();
+            let client = redis::Client::open(url)
+                .map_err(|e| BuildError(format!("state.redis_url: {e}")))?;
+            let conn = redis::aio::ConnectionManager::new(client)
+                .await
+                .map_err(|e| BuildError(format!("state.redis_url: cannot connect: {e}")))?;
+            Some(conn)
+        }
+    };
+
+    // Cookie jars: loaded from persist_path when set, one per upstream.
+    let persist_path = (!config.cookies.persist_path.is_empty())
+        .then(|| PathBuf::from(&config.cookies.persist_path));
+    let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
+        Some(p) => portcullis_cookie_session::persist::load_all(p)
+            .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
+        None => HashMap::new(),
+    };
+
+    let mut routes = Vec::new();
+    let mut health = Vec::new();
+    let mut persisted = Vec::new();
+    for u in &config.upstreams {
+        let upstream = Upstream::from_config(u)
+            .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        let client = UpstreamClient::new(&ClientOptions {
+            name: u.name.clone(),
+            timeout: u.timeout,
+            connect_timeout: u.connect_timeout,
+            ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
+        })
+        .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        let jar = u
+            .cookies
+            .then(|| loaded_jars.remove(&u.name).unwrap_or_default());
+        let breaker = config.circuit_breaker.enabled.then(|| {
+            CircuitBreakerLayer::new(u.name.clone(), breaker_config(&config.circuit_breaker))
+        });
+        let retry = config
+            .retry
+            .enabled
+            .then(|| RetryLayer::from_config(&retry_config(&config.retry)))
+            .transpose()
+            .map_err(problems)?;
+        let service: UpstreamService = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                // Retry outside the breaker: a retry sees an open breaker at once and gives up,
+                // so the router can fail over instead of waiting.
+                .option_layer(retry)
+                // One breaker per upstream, counting every attempt's outcome.
+                .option_layer(breaker.clone())
+                // Inside retry: the cookie a failed attempt received goes out on the next one.
+                .option_layer(jar.clone().map(CookieSessionLayer::new))
+                .service(client)
+                .map_err(Into::<BoxError>::into),
+        );
+        health.push(UpstreamHealth {
+            name: u.name.clone(),
+            base_url: u.base_url.clone(),
+            breaker: breaker.as_ref().map(|b| b.handle()),
+            jar: jar.clone(),
+        });
+        if let Some(j) = &jar {
+            persisted.push((u.name.clone(), j.clone()));
+        }
+        routes.push(UpstreamRoute {
+            upstream,
+            service,
+            strip_set_cookie: u.cookies,
+        });
+    }
+
+    let failover_on = config.retry.retry_on.clone();
+    let router = ModelRouter::new(
+        config.models.clone(),
+        routes,
+        failover_on,
+        config.server.max_body_bytes,
+    );
+
+    let memory = Arc::new(memory_router(&config).map_err(problems)?);
+    let memory_layer = config
+        .memory_routing
+        .enabled
+        .then(|| MemoryRoutingLayer::new(memory.clone()));
+
+    let rate_limit = if config.rate_limit.enabled {
+        let rl = rate_limit_config(&config.rate_limit);
+        let mut layer = match &redis {
+            Some(conn) => RateLimitLayer::from_config_with_backend(
+                &rl,
+                portcullis_rate_limit::Backend::Redis(portcullis_rate_limit::RedisStore::new(
+                    conn.clone(),
+                )),
+            ),
+            None => RateLimitLayer::from_config(&rl),
+        }
+        .map_err(problems)?;
+        for m in &config.models {
+            if let Some(q) = &m.rate_limit {
+                layer = layer.with_model_limit(
+                    m.name.as_str(),
+                    portcullis_rate_limit::Quota::new(q.requests_per_minute, q.burst),
+                );
+            }
+        }
+        Some(layer)
+    } else {
+        None
+    };
+
+    let dedup = if config.dedup.enabled {
+        let dc = dedup_config(&config.dedup, config.server.max_body_bytes);
+        Some(match &redis {
+            Some(conn) if dc.caching() => DedupCacheLayer::with_store(
+                dc,
+                Arc::new(portcullis_dedup_cache::RedisStore::new(conn.clone())),
+            ),
+            _ => DedupCacheLayer::new(dc),
+        })
+    } else {
+        None
+    };
+
+    let validation = ValidationLayer::from_config(&validation_config(&config)).map_err(problems)?;
+
+    let proxy = ServiceBuilder::new()
+        // Outermost: the access log and metrics see every request's final status.
+        .layer(AccessLogLayer)
+        // Every error below becomes a response in the caller's API shape.
+        .layer(RescueLayer)
+        // The client IP (for rate limits keyed on it) from the accepted connection.
+        .map_request(client_ip)
+        // Reject unauthenticated callers before reading their bodies.
+        .layer(AuthLayer::new(
+            config.server.api_keys.iter().map(|k| k.expose()),
+        ))
+        // Size cap and body checks: nothing invalid goes further, and later layers get the
+        // parsed model and stream flag (RequestMeta) without parsing again.
+        .layer(validation)
+        // The memory user id exists before anything keys on it.
+        .option_layer(memory_layer)
+        // May key on that user id; rejects before any upstream work.
+        .option_layer(rate_limit)
+        // Identical in-flight requests of one caller share one upstream call; the key
+        // includes the caller's identity.
+        .option_layer(dedup)
+        .service(router.clone());
+    let proxy = BoxCloneSyncService::new(proxy);
+
+    let state = AppState {
+        config: config.clone(),
+        router,
+        upstreams: Arc::new(health),
+        memory,
+    };
+
+    let app = Router::new()
+        .route("/v1/chat/completions", post_service(proxy.clone()))
+        .route("/v1/completions", post_service(proxy.clone()))
+        .route("/v1/embeddings", post_service(proxy.clone()))
+        .route("/v1/messages", post_service(proxy))
+        .route("/v1/models", get(admin::models))
+        .route("/health", get(admin::health))
+        .route("/health/upstreams", get(admin::health_upstreams))
+        .route("/memory-routing/info", get(admin::memory_info))
+        .route("/metrics", get(admin::metrics))
+        .route(
+            "/admin/circuit-breakers/{upstream}/reset",
+            post(admin::reset_breaker),
+        )
+        .fallback(admin::not_found)
+        .with_state(state.clone())
+        .layer(
+            ServiceBuilder::new()
+                // A request id on every request and response, kept from the client if sent.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        );
+
+    let cookie_persist = persist_path.map(|path| CookiePersist {
+        path,
+        jars: persisted,
+    });
+    Ok(Gateway {
+        app,
+        state,
+        cookie_persist,
+    })
+}
+
+fn client_ip(mut req: Request<Body>) -> Request<Body> {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned() {
+        req.extensions_mut().insert(ClientIp(addr.ip()));
+    }
+    req
+}

@@ -1,0 +1,557 @@
+//! The model router: picks the `[[models]]` entry for the body's `model`, rewrites it, sends
+//! the request to that entry's upstream stack, and fails over to `fallbacks` in order.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use portcullis_core::{
+    body::collect_limited,
+    error::find_in_chain,
+    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
+    CircuitOpen, RequestMeta, UserId,
+};
+use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
+
+use super::{
+    client::{UpstreamConnectError, UpstreamTimeout},
+    prepare::Upstream,
+};
+use crate::config::ModelConfig;
+
+/// The per-upstream service (retry -> breaker -> cookies -> client).
+pub type UpstreamService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// No `[[models]]` entry matches the requested model.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("model {model:?} is not configured; configured models: {}", configured.join(", "))]
+pub struct ModelNotFound {
+    /// What the client asked for.
+    pub model: String,
+    /// Configured model names.
+    pub configured: Vec<String>,
+}
+
+/// The body has no usable `model` (only reachable when validation is off).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct MissingModel(pub String);
+
+/// The upstream answered an HTML page where an API answer was expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct UpstreamHtml {
+    /// Upstream name.
+    pub upstream: String,
+    /// The upstream's status.
+    pub status: u16,
+    /// Cloudflare's error code, e.g. 1200.
+    pub cf_error: Option<u32>,
+    /// Cloudflare's ray id.
+    pub cf_ray: Option<String>,
+    /// The page's `<title>`.
+    pub title: Option<String>,
+}
+
+impl UpstreamHtml {
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "upstream {:?} answered an HTML page instead of JSON (status {}",
+            self.upstream, self.status
+        );
+        if let Some(c) = self.cf_error {
+            s.push_str(&format!(", Cloudflare error code {c}"));
+        }
+        if let Some(r) = &self.cf_ray {
+            s.push_str(&format!(", cf-ray {r}"));
+        }
+        s.push(')');
+        if let Some(t) = &self.title {
+            s.push_str(&format!(": {t}"));
+        }
+        s
+    }
+}
+
+/// An error that happened after a route was chosen: carries what the error response needs.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct RoutedError {
+    /// The upstream that failed last.
+    pub upstream: String,
+    /// Upstream attempts made over all candidates.
+    pub attempts: u32,
+    /// The underlying error.
+    #[source]
+    pub source: BoxError,
+}
+
+/// Which model and upstream served a request (a response extension, read by the access log
+/// and metrics).
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The model the client asked for.
+    pub model: Arc<str>,
+    /// The upstream that answered.
+    pub upstream: Arc<str>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The memory user id, when memory routing chose one.
+    pub user_id: Option<Arc<str>>,
+}
+
+struct Entry {
+    upstream: Upstream,
+    service: UpstreamService,
+    strip_set_cookie: bool,
+}
+
+struct Inner {
+    models: Vec<ModelConfig>,
+    upstreams: HashMap<String, Entry>,
+    /// Statuses after which another candidate is tried.
+    failover_on: Vec<u16>,
+    max_body_bytes: usize,
+}
+
+/// The model router (a `tower::Service`). Cloning shares the tables.
+#[derive(Clone)]
+pub struct ModelRouter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ModelRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRouter")
+            .field("models", &self.inner.models.len())
+            .field("upstreams", &self.inner.upstreams.len())
+            .finish()
+    }
+}
+
+/// Builder input for one upstream.
+#[derive(Debug)]
+pub struct UpstreamRoute {
+    /// Request template.
+    pub upstream: Upstream,
+    /// Its service stack.
+    pub service: UpstreamService,
+    /// Strip `Set-Cookie` from responses (the jar keeps them).
+    pub strip_set_cookie: bool,
+}
+
+impl ModelRouter {
+    /// Build the router.
+    pub fn new(
+        models: Vec<ModelConfig>,
+        upstreams: Vec<UpstreamRoute>,
+        failover_on: Vec<u16>,
+        max_body_bytes: usize,
+    ) -> Self {
+        let upstreams = upstreams
+            .into_iter()
+            .map(|r| {
+                (
+                    r.upstream.name.clone(),
+                    Entry {
+                        upstream: r.upstream,
+                        service: r.service,
+                        strip_set_cookie: r.strip_set_cookie,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                models,
+                upstreams,
+                failover_on,
+                max_body_bytes,
+            }),
+        }
+    }
+
+    /// Configured model names, in config order.
+    pub fn model_names(&self) -> Vec<String> {
+        self.inner.models.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// The `[[models]]` entry for a requested model: exact name, else the longest matching
+    /// `prefix*`, else `*`.
+    pub fn resolve(&self, model: &str) -> Option<&ModelConfig> {
+        resolve(&self.inner.models, model)
+    }
+
+    /// `GET /v1/models` in OpenAI's list shape.
+    pub fn models_json(&self) -> serde_json::Value {
+        let data: Vec<_> = self
+            .inner
+            .models
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": m.upstream,
+                })
+            })
+            .collect();
+        serde_json::json!({ "object": "list", "data": data })
+    }
+}
+
+/// Resolve a model name against the configured entries.
+pub fn resolve<'a>(models: &'a [ModelConfig], model: &str) -> Option<&'a ModelConfig> {
+    if let Some(m) = models.iter().find(|m| m.name == model) {
+        return Some(m);
+    }
+    let mut best: Option<(&ModelConfig, usize)> = None;
+    for m in models {
+        if let Some(prefix) = m.name.strip_suffix('*') {
+            if model.starts_with(prefix) && best.is_none_or(|(_, l)| prefix.len() > l) {
+                best = Some((m, prefix.len()));
+            }
+        }
+    }
+    best.map(|(m, _)| m)
+}
+
+/// Replace the body's `model` with `model`; the rest of the body is kept as parsed.
+pub fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_slice(body)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("model".into(), serde_json::Value::String(model.into()));
+    }
+    Ok(Bytes::from(serde_json::to_vec(&v)?))
+}
+
+fn model_from_body(body: &[u8]) -> Result<RequestMeta, MissingModel> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| MissingModel(format!("request body is not valid JSON: {e}")))?;
+    let model = v
+        .get("model")
+        .and_then(|m| m.as_str())
+        .ok_or_else(|| MissingModel("model: is required and must be a string".into()))?;
+    Ok(RequestMeta {
+        model: Some(model.into()),
+        stream: v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+    })
+}
+
+impl Service<Request<Body>> for ModelRouter {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is per upstream and checked when the candidate is known (oneshot).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(route(inner, req))
+    }
+}
+
+async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let bytes = collect_limited(body, inner.max_body_bytes).await?;
+    let meta = match parts.extensions.get::<RequestMeta>() {
+        Some(m) if m.model.is_some() => m.clone(),
+        _ => model_from_body(&bytes)?,
+    };
+    let requested: Arc<str> = meta.model.clone().unwrap_or_else(|| "".into());
+    let Some(first) = resolve(&inner.models, &requested) else {
+        return Err(Box::new(ModelNotFound {
+            model: requested.to_string(),
+            configured: inner.models.iter().map(|m| m.name.clone()).collect(),
+        }));
+    };
+    let mut chain: Vec<&ModelConfig> = vec![first];
+    for f in &first.fallbacks {
+        if let Some(m) = inner.models.iter().find(|m| &m.name == f) {
+            chain.push(m);
+        }
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let mut attempts = 0u32;
+    let last = chain.len() - 1;
+    for (i, entry) in chain.into_iter().enumerate() {
+        let Some(up) = inner.upstreams.get(&entry.upstream) else {
+            continue; // validated at load; unreachable in practice
+        };
+        // The model sent upstream: the entry's rewrite, else for a fallback its own name.
+        let send_model = match &entry.model {
+            Some(m) => Some(m.as_str()),
+            None if i > 0 && !entry.name.contains('*') => Some(entry.name.as_str()),
+            None => None,
+        };
+        let body = match send_model {
+            Some(m) if m != &*requested => rewrite_model(&bytes, m)?,
+            _ => bytes.clone(),
+        };
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(up.upstream.uri_for(&path_and_query)?);
+        if let Some(h) = builder.headers_mut() {
+            *h = parts.headers.clone();
+            up.upstream.prepare_headers(h);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        if let Some(ext) = builder.extensions_mut() {
+            *ext = parts.extensions.clone();
+        }
+        let upstream_req = builder.body(Body::from(body))?;
+        tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = i, "routing");
+        match up.service.clone().oneshot(upstream_req).await {
+            Ok(mut resp) => {
+                attempts += attempts_of(resp.headers());
+                let status = resp.status().as_u16();
+                if i < last && inner.failover_on.contains(&status) {
+                    tracing::info!(upstream = %up.upstream.name, status, "failing over to the next fallback");
+                    continue;
+                }
+                if is_html(resp.headers()) {
+                    let err = html_error(&up.upstream.name, resp).await;
+                    return Err(Box::new(RoutedError {
+                        upstream: up.upstream.name.clone(),
+                        attempts,
+                        source: Box::new(err),
+                    }));
+                }
+                let h = resp.headers_mut();
+                if up.strip_set_cookie {
+                    h.remove(header::SET_COOKIE);
+                }
+                if let Ok(v) = HeaderValue::from_str(&up.upstream.name) {
+                    h.insert(X_PORTCULLIS_UPSTREAM, v);
+                }
+                h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(attempts));
+                resp.extensions_mut().insert(RouteInfo {
+                    model: requested.clone(),
+                    upstream: up.upstream.name.as_str().into(),
+                    attempts,
+                    user_id: parts.extensions.get::<UserId>().map(|u| u.0.clone()),
+                });
+                return Ok(resp);
+            }
+            Err(e) => {
+                attempts += find_in_chain::<portcullis_retry::Attempted>(&*e)
+                    .map(|a| a.attempts)
+                    .unwrap_or(if find_in_chain::<CircuitOpen>(&*e).is_some() {
+                        0
+                    } else {
+                        1
+                    });
+                let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
+                    || find_in_chain::<UpstreamConnectError>(&*e).is_some()
+                    || find_in_chain::<UpstreamTimeout>(&*e).is_some();
+                if i < last && failover {
+                    tracing::info!(upstream = %up.upstream.name, error = %e, "failing over to the next fallback");
+                    continue;
+                }
+                return Err(Box::new(RoutedError {
+                    upstream: up.upstream.name.clone(),
+                    attempts,
+                    source: e,
+                }));
+            }
+        }
+    }
+    Err(Box::new(ModelNotFound {
+        model: requested.to_string(),
+        configured: inner.models.iter().map(|m| m.name.clone()).collect(),
+    }))
+}
+
+fn attempts_of(h: &http::HeaderMap) -> u32 {
+    h.get(X_PORTCULLIS_ATTEMPTS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+fn is_html(h: &http::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v.starts_with("text/html") || v.starts_with("application/xhtml")
+        })
+        .unwrap_or(false)
+}
+
+/// Read (the start of) an HTML page and pull out what helps a human: Cloudflare's error
+/// code, the ray id, the title.
+async fn html_error(upstream: &str, resp: Response<Body>) -> UpstreamHtml {
+    let status = resp.status();
+    let cf_ray = resp
+        .headers()
+        .get("cf-ray")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Pages are small; a cap keeps a hostile one from costing memory.
+    let page = read_prefix(resp.into_body(), 64 * 1024).await;
+    let text = String::from_utf8_lossy(&page);
+    let (cf_error, ray_in_page, title) = scan_html(&text);
+    UpstreamHtml {
+        upstream: upstream.to_string(),
+        status: status.as_u16(),
+        cf_error,
+        cf_ray: cf_ray.or(ray_in_page),
+        title,
+    }
+}
+
+async fn read_prefix(body: Body, cap: usize) -> Bytes {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    out.extend_from_slice(&d[..d.len().min(cap - out.len())]);
+                }
+            }
+            _ => break,
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Find Cloudflare's error code, ray id and the page title in an HTML page.
+pub fn scan_html(text: &str) -> (Option<u32>, Option<String>, Option<String>) {
+    let lower = text.to_ascii_lowercase();
+    let digits_after = |pat: &str| -> Option<u32> {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(pat) {
+            let start = from + i + pat.len();
+            let rest = &lower[start..];
+            let rest = rest.trim_start_matches(|c: char| c == ' ' || c == ':' || c == '#');
+            let rest = strip_tags(rest);
+            let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if (3..=5).contains(&n.len()) {
+                return n.parse().ok();
+            }
+            from = start;
+        }
+        None
+    };
+    let cf_error = digits_after("error code").or_else(|| digits_after("error"));
+    let ray = lower.find("ray id").map(|i| {
+        let rest = strip_tags(text[i + 6..].trim_start_matches(|c: char| c == ' ' || c == ':'));
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<String>()
+    });
+    let title = lower.find("<title>").and_then(|i| {
+        let start = i + 7;
+        lower[start..]
+            .find("</title>")
+            .map(|j| text[start..start + j].trim().to_string())
+    });
+    (
+        cf_error,
+        ray.filter(|r| !r.is_empty()),
+        title.filter(|t| !t.is_empty()),
+    )
+}
+
+fn strip_tags(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if s.starts_with('<') {
+            match s.find('>') {
+                Some(j) => s = &s[j + 1..],
+                None => return s,
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+/// Status for a response that is not an API answer.
+pub fn is_server_error(s: StatusCode) -> bool {
+    s.is_server_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, up: &str) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            upstream: up.into(),
+            model: None,
+            fallbacks: vec![],
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn exact_then_longest_prefix_then_star() {
+        let models = vec![
+            m("*", "openai"),
+            m("claude-*", "anthropic"),
+            m("claude-3-5-*", "special"),
+            m("claude-3-5-sonnet", "exact"),
+        ];
+        assert_eq!(
+            resolve(&models, "claude-3-5-sonnet").unwrap().upstream,
+            "exact"
+        );
+        assert_eq!(
+            resolve(&models, "claude-3-5-haiku").unwrap().upstream,
+            "special"
+        );
+        assert_eq!(
+            resolve(&models, "claude-opus-4").unwrap().upstream,
+            "anthropic"
+        );
+        assert_eq!(resolve(&models, "gpt-4o").unwrap().upstream, "openai");
+        assert!(resolve(&models[1..], "gpt-4o").is_none());
+    }
+
+    #[test]
+    fn rewrite_keeps_other_fields() {
+        let b = rewrite_model(
+            br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#,
+            "b",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn cloudflare_page_is_understood() {
+        let page = r#"<!DOCTYPE html><html><head><title>Error 1200 | Cloudflare</title></head>
+        <body><h1>Error <span>1200</span></h1><p>Ray ID: <strong>8a1b2c3d4e5f6789</strong></p></body></html>"#;
+        let (code, ray, title) = scan_html(page);
+        assert_eq!(code, Some(1200));
+        assert_eq!(ray.as_deref(), Some("8a1b2c3d4e5f6789"));
+        assert_eq!(title.as_deref(), Some("Error 1200 | Cloudflare"));
+        let (code, _, _) = scan_html("<html>error code: 1020</html>");
+        assert_eq!(code, Some(1020));
+        let (code, ray, title) = scan_html("<html><body>Bad gateway</body></html>");
+        assert_eq!((code, ray, title), (None, None, None));
+    }
+}
