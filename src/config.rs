@@ -1041,7 +1041,10 @@ fn figment_problem(base: &str, err: &figment::Error) -> ConfigProblem {
         }
     }
     let join = |path: &str, k: &str| {
-        if path.is_empty() {
+        // figment's path may already end with the offending key.
+        if path == k || path.ends_with(&format!(".{k}")) {
+            path.to_string()
+        } else if path.is_empty() {
             k.to_string()
         } else {
             format!("{path}.{k}")

@@ -69,6 +69,8 @@ pub use response::MockResponse;
 ///
 /// All methods take `&self`; share it across tasks with an `Arc`. Dropping it shuts the
 /// server down: the listener closes and open connections (hanging requests included) are cut.
+/// The server's tasks run on the Tokio runtime that `start*` was called from, so that runtime
+/// must keep running while the mock is in use (mind this in benches with several runtimes).
 /// See the [module docs](self) for the default behaviour.
 pub struct MockUpstream {
     addr: SocketAddr,
@@ -255,7 +257,15 @@ impl MockUpstream {
         self.shared.count.load(Ordering::Relaxed)
     }
 
-    /// Forgets queued responses, recorded requests (and the count) and leaves cookie mode.
+    /// How many streamed bodies (SSE streams, and bodies cut by [`MockResponse::abort_after`])
+    /// were dropped before their end since the start or the last [`clear`](Self::clear): the
+    /// client (e.g. a proxy whose own client left) stopped reading and closed the stream.
+    /// Counted when the server notices, i.e. at the next event it tries to send.
+    pub fn streams_cancelled(&self) -> usize {
+        self.shared.streams_cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Forgets queued responses, recorded requests (and both counts) and leaves cookie mode.
     /// The default response, chunk delay and recording switch are kept.
     pub fn clear(&self) {
         {
@@ -265,6 +275,7 @@ impl MockUpstream {
         }
         self.shared.lock_recorded().clear();
         self.shared.count.store(0, Ordering::Relaxed);
+        self.shared.streams_cancelled.store(0, Ordering::Relaxed);
     }
 }
 
@@ -314,6 +325,8 @@ struct Shared {
     /// Request sequence for ids; never reset, so ids stay unique.
     seq: AtomicU64,
     chunk_delay_nanos: AtomicU64,
+    /// Streamed bodies dropped before their end.
+    streams_cancelled: AtomicUsize,
 }
 
 impl Default for Shared {
@@ -325,6 +338,7 @@ impl Default for Shared {
             count: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             chunk_delay_nanos: AtomicU64::new(0),
+            streams_cancelled: AtomicUsize::new(0),
         }
     }
 }

@@ -183,6 +183,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Err(e) => {
             tracing::debug!(error = %e, "mock upstream: could not read the request body");
             return respond(
+                &shared,
                 Reply::json(
                     http::StatusCode::BAD_REQUEST,
                     &serde_json::json!({"error": {"message": "mock upstream: unreadable body", "type": "invalid_request_error", "code": null}}),
@@ -264,12 +265,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         reply.status = status;
     }
     let gap = scripted.chunk_delay.unwrap_or_else(|| shared.chunk_delay());
-    respond(reply, &scripted.headers, gap, scripted.abort_after)
+    respond(&shared, reply, &scripted.headers, gap, scripted.abort_after)
 }
 
 /// Turns a reply into the HTTP response: scripted headers win over the mock's own, streams
 /// are paced by `gap`, and `abort_after` cuts the body short.
 fn respond(
+    shared: &Arc<Shared>,
     reply: Reply,
     headers: &[(http::HeaderName, HeaderValue)],
     gap: Duration,
@@ -278,8 +280,8 @@ fn respond(
     let streaming = matches!(reply.body, ReplyBody::Events(_));
     let body = match (reply.body, abort_after) {
         (ReplyBody::Full(bytes), None) => Body::from(bytes),
-        (ReplyBody::Full(bytes), Some(n)) => paced(vec![bytes], Duration::ZERO, Some(n)),
-        (ReplyBody::Events(events), abort) => paced(events, gap, abort),
+        (ReplyBody::Full(bytes), Some(n)) => paced(shared, vec![bytes], Duration::ZERO, Some(n)),
+        (ReplyBody::Events(events), abort) => paced(shared, events, gap, abort),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = reply.status;
@@ -301,16 +303,33 @@ fn respond(
 }
 
 /// A real streamed body: each piece is its own frame, `gap` apart, cut after `abort_after`.
-fn paced(pieces: Vec<Bytes>, gap: Duration, abort_after: Option<usize>) -> Body {
+/// A body dropped before its end (the client went away) is counted in `shared`.
+fn paced(
+    shared: &Arc<Shared>,
+    pieces: Vec<Bytes>,
+    gap: Duration,
+    abort_after: Option<usize>,
+) -> Body {
     struct State {
         pieces: std::vec::IntoIter<Bytes>,
         sent: usize,
         done: bool,
+        shared: Arc<Shared>,
+    }
+    impl Drop for State {
+        fn drop(&mut self) {
+            if !self.done {
+                self.shared
+                    .streams_cancelled
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     let state = State {
         pieces: pieces.into_iter(),
         sent: 0,
         done: false,
+        shared: shared.clone(),
     };
     Body::from_stream(stream::unfold(state, move |mut s| async move {
         if s.done {
@@ -331,7 +350,10 @@ fn paced(pieces: Vec<Bytes>, gap: Duration, abort_after: Option<usize>) -> Body 
             );
             return Some((Err(err), s));
         }
-        let piece = s.pieces.next()?;
+        let Some(piece) = s.pieces.next() else {
+            s.done = true;
+            return None;
+        };
         if s.sent > 0 && !gap.is_zero() {
             tokio::time::sleep(gap).await;
         }

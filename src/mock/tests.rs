@@ -148,6 +148,27 @@ async fn chat_stream_arrives_as_separate_paced_events() {
     let usage = &chunks[5];
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert_eq!(
+        mock.streams_cancelled(),
+        0,
+        "a stream read to its end is not cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_dropped_by_the_client_is_counted_as_cancelled() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_chunk_delay(Duration::from_millis(20));
+    let resp = post(&mock, "/v1/chat/completions", chat_body(true)).await;
+    let mut body = resp.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while mock.streams_cancelled() == 0 {
+        assert!(Instant::now() < deadline, "the mock never noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.streams_cancelled(), 1);
 }
 
 #[tokio::test]

@@ -123,12 +123,14 @@ impl Shared {
 
     /// Admit a call, or say why not.
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
-        let now = Instant::now();
         let mut m = self.lock();
         let probe = match m.phase {
             Phase::Closed { .. } => false,
-            Phase::Open { until } if now < until => return Err(self.open_error(until - now)),
-            Phase::Open { .. } => {
+            Phase::Open { until } => {
+                let now = Instant::now();
+                if now < until {
+                    return Err(self.open_error(until - now));
+                }
                 self.transition(
                     &mut m,
                     Phase::HalfOpen {

@@ -294,7 +294,7 @@ where
     }
 
     let (parts, body) = req.into_parts();
-    let collected = collect(body, cap).await.map_err(|e| RequestBodyError(e))?;
+    let collected = collect(body, cap).await.map_err(RequestBodyError)?;
     let body = collected.bytes;
     if collected.over_cap {
         let req = Request::from_parts(parts, B::from(body));

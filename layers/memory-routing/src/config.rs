@@ -118,8 +118,8 @@ impl Config {
                 warnings.push(ConfigProblem::new(
                     path,
                     format!(
-                        "unescaped \".\" in {:?} matches any character; write {:?} to match a literal dot",
-                        p.pattern, fixed
+                        "unescaped \".\" matches any character, not just a dot; for a literal \
+                         dot write '{fixed}' (a TOML literal string keeps the backslashes)"
                     ),
                 ));
             }
@@ -188,6 +188,9 @@ fn one_line(e: &regex::Error) -> String {
                     .collect::<Vec<_>>()
                     .join(" "),
             }
+        }
+        regex::Error::CompiledTooBig(limit) => {
+            format!("compiled regex is too big (size limit {limit} bytes)")
         }
         other => other.to_string().replace('\n', " "),
     }
@@ -455,7 +458,7 @@ mod tests {
         assert_eq!(
             w,
             vec![
-                r#"patterns[0].pattern: unescaped "." in "api.openai.com" matches any character; write "api\\.openai\\.com" to match a literal dot"#
+                r#"patterns[0].pattern: unescaped "." matches any character, not just a dot; for a literal dot write 'api\.openai\.com' (a TOML literal string keeps the backslashes)"#
             ]
         );
     }

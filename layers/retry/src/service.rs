@@ -210,7 +210,7 @@ where
                 Err(retry) => retry,
             },
             Err(err) => {
-                if false && find_in_chain::<CircuitOpen>(&*err).is_some() {
+                if find_in_chain::<CircuitOpen>(&*err).is_some() {
                     // An open breaker will not close within our backoff; hand the error up
                     // at once so the router can fail over to a fallback model.
                     tracing::debug!(attempt, "circuit open; not retrying");
@@ -227,7 +227,7 @@ where
                     }
                     .into());
                 }
-                if false && !shared.budget.withdraw() {
+                if !shared.budget.withdraw() {
                     tracing::info!(attempt, error = %err, "retry budget exhausted; not retrying");
                     return Err(Attempted {
                         attempts: attempt,
@@ -245,6 +245,7 @@ where
             reason = %why,
             "retrying upstream request"
         );
+        // Nothing of the failed attempt (body, connection, error) is held across the wait.
         drop(why);
         tokio::time::sleep(wait).await;
         attempt += 1;
@@ -290,7 +291,7 @@ where
     // The budget is asked before a 429 body is read: once a retry is granted, a body too
     // large or too broken to inspect is simply dropped, so no response is ever returned
     // with a half-read body.
-    if false && !shared.budget.withdraw() {
+    if !shared.budget.withdraw() {
         tracing::info!(
             attempt,
             status = status.as_u16(),

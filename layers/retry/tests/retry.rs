@@ -60,6 +60,16 @@ where
     String::from_utf8(b.collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
+/// The result of a spawned call; fails (rather than hangs) if it is still waiting on an
+/// upstream nobody answers, e.g. because it retried when it should not have.
+async fn done<T>(call: tokio::task::JoinHandle<T>) -> T {
+    // Paused time jumps straight here once every task is idle.
+    tokio::time::timeout(Duration::from_secs(24 * 3600), call)
+        .await
+        .expect("call still in flight: an unexpected retry?")
+        .unwrap()
+}
+
 /// Answer the next request with `resp`, returning the request's body.
 async fn answer(handle: &mut Handle, resp: Resp) -> (http::request::Parts, String) {
     let (req, send) = handle.next_request().await.expect("a request");
@@ -93,7 +103,7 @@ async fn retries_503_until_200_and_replays_identical_requests() {
         );
         seen.push(body);
     }
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(attempts(&resp), "3");
     assert_eq!(body_string(resp.into_body()).await, "ok");
@@ -128,7 +138,7 @@ async fn backoff_stays_within_the_exponential_cap() {
             }
             last = now;
         }
-        let resp = call.await.unwrap().unwrap();
+        let resp = done(call).await.unwrap();
         assert_eq!(attempts(&resp), "6");
         for (wait, cap) in waits.iter().zip([1, 2, 3, 3, 3]) {
             assert!(*wait <= Duration::from_secs(cap), "{waits:?}");
@@ -141,7 +151,7 @@ async fn other_4xx_are_not_retried() {
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
     answer(&mut handle, response(400, r#"{"error":{"message":"bad"}}"#)).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(attempts(&resp), "1");
     assert_eq!(
@@ -158,7 +168,7 @@ async fn insufficient_quota_429_is_not_retried_and_its_body_is_intact() {
     let call = tokio::spawn(svc.oneshot(request("{}")));
     let resp = with_header(response(429, body), "x-request-id", "abc");
     answer(&mut handle, resp).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(attempts(&resp), "1");
     assert_eq!(resp.headers()["x-request-id"], "abc");
@@ -173,7 +183,7 @@ async fn rate_limit_429_is_retried() {
     let limited = r#"{"error":{"type":"requests","code":"rate_limit_exceeded"}}"#;
     answer(&mut handle, response(429, limited)).await;
     answer(&mut handle, response(200, "ok")).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(attempts(&resp), "2");
 }
@@ -195,7 +205,7 @@ async fn retry_after_seconds_is_waited_exactly() {
         waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1002),
         "{waited:?}"
     );
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(attempts(&resp), "2");
 }
 
@@ -212,7 +222,7 @@ async fn retry_after_ms_and_http_date_are_waited() {
         waited >= Duration::from_millis(2500) && waited <= Duration::from_millis(2502),
         "{waited:?}"
     );
-    call.await.unwrap().unwrap();
+    done(call).await.unwrap();
 
     // An HTTP date is counted from the wall clock, which paused time does not move.
     let (svc, mut handle) = service(Config::default());
@@ -231,7 +241,7 @@ async fn retry_after_ms_and_http_date_are_waited() {
         waited > Duration::from_secs(3) && waited <= Duration::from_secs(5),
         "{waited:?}"
     );
-    call.await.unwrap().unwrap();
+    done(call).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,7 +260,7 @@ async fn retry_after_is_ignored_when_not_respected() {
     .await;
     answer(&mut handle, response(200, "ok")).await;
     assert!(start.elapsed() <= Duration::from_millis(100));
-    assert_eq!(attempts(&call.await.unwrap().unwrap()), "2");
+    assert_eq!(attempts(&done(call).await.unwrap()), "2");
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,7 +274,7 @@ async fn retry_after_beyond_max_is_returned_at_once() {
         "31",
     );
     answer(&mut handle, r).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "31");
@@ -285,7 +295,7 @@ async fn x_should_retry_false_is_obeyed() {
         with_header(response(503, "no"), "x-should-retry", "false"),
     )
     .await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(attempts(&resp), "1");
     assert!(handle.next_request().await.is_none());
@@ -301,7 +311,7 @@ async fn x_should_retry_true_retries_a_409_but_not_a_400() {
     )
     .await;
     answer(&mut handle, response(200, "ok")).await;
-    assert_eq!(attempts(&call.await.unwrap().unwrap()), "2");
+    assert_eq!(attempts(&done(call).await.unwrap()), "2");
 
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
@@ -310,7 +320,7 @@ async fn x_should_retry_true_retries_a_409_but_not_a_400() {
         with_header(response(400, ""), "x-should-retry", "true"),
     )
     .await;
-    assert_eq!(call.await.unwrap().unwrap().status(), 400);
+    assert_eq!(done(call).await.unwrap().status(), 400);
     assert!(handle.next_request().await.is_none());
 }
 
@@ -325,7 +335,7 @@ async fn errors_are_retried_and_the_last_is_returned_with_attempts() {
             format!("connection refused {i}"),
         ));
     }
-    let err = call.await.unwrap().unwrap_err();
+    let err = done(call).await.unwrap_err();
     let attempted = err.downcast_ref::<Attempted>().expect("Attempted");
     assert_eq!(attempted.attempts, 3);
     assert_eq!(err.to_string(), "connection refused 2");
@@ -339,7 +349,7 @@ async fn an_error_then_success_is_a_success() {
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error("connection reset");
     answer(&mut handle, response(200, "ok")).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(attempts(&resp), "2");
 }
 
@@ -352,7 +362,7 @@ async fn circuit_open_is_not_retried() {
         upstream: "openai".into(),
         retry_after: Duration::from_secs(30),
     });
-    let err = call.await.unwrap().unwrap_err();
+    let err = done(call).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 1);
     let open = find_in_chain::<CircuitOpen>(&*err).expect("CircuitOpen in chain");
     assert_eq!(open.retry_after, Duration::from_secs(30));
@@ -369,7 +379,7 @@ async fn circuit_open_on_a_retry_stops_there() {
         upstream: "openai".into(),
         retry_after: Duration::from_secs(30),
     });
-    let err = call.await.unwrap().unwrap_err();
+    let err = done(call).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 2);
     assert!(find_in_chain::<CircuitOpen>(&*err).is_some());
     assert!(handle.next_request().await.is_none());
@@ -394,11 +404,11 @@ async fn an_empty_budget_stops_retries() {
     let call = tokio::spawn(first.oneshot(request("{}")));
     answer(&mut handle, response(503, "")).await;
     answer(&mut handle, response(200, "ok")).await;
-    assert_eq!(attempts(&call.await.unwrap().unwrap()), "2");
+    assert_eq!(attempts(&done(call).await.unwrap()), "2");
 
     let call = tokio::spawn(second.oneshot(request("{}")));
     answer(&mut handle, response(503, "busy")).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(attempts(&resp), "1");
     assert_eq!(body_string(resp.into_body()).await, "busy");
@@ -409,7 +419,7 @@ async fn an_empty_budget_stops_retries() {
     let call = tokio::spawn(svc.oneshot(request("{}")));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error("reset");
-    let err = call.await.unwrap().unwrap_err();
+    let err = done(call).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 1);
 }
 
@@ -421,7 +431,7 @@ async fn max_attempts_one_never_retries() {
     });
     let call = tokio::spawn(svc.oneshot(request("{}")));
     answer(&mut handle, response(503, "busy")).await;
-    let resp = call.await.unwrap().unwrap();
+    let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(attempts(&resp), "1");
     assert!(handle.next_request().await.is_none());
@@ -490,7 +500,7 @@ async fn bodies_over_the_cap_or_of_unknown_size_are_sent_once() {
         let (req, send) = handle.next_request().await.unwrap();
         send.send_response(response(503, "busy"));
         assert_eq!(body_string(req.into_body()).await, "{\"a\":1}");
-        let resp = call.await.unwrap().unwrap();
+        let resp = done(call).await.unwrap();
         assert_eq!(resp.status(), 503);
         assert_eq!(attempts(&resp), "1");
         assert!(handle.next_request().await.is_none());
@@ -507,7 +517,7 @@ async fn chunked_bodies_within_the_cap_are_replayed_whole() {
         send.send_response(response(status, ""));
         assert_eq!(body_string(req.into_body()).await, "{\"a\":1}");
     }
-    assert_eq!(attempts(&call.await.unwrap().unwrap()), "2");
+    assert_eq!(attempts(&done(call).await.unwrap()), "2");
 }
 
 #[tokio::test(start_paused = true)]
@@ -601,7 +611,9 @@ async fn body_read_errors_are_reported_without_an_attempt() {
     }
     let (mock, mut handle) = mock::pair::<Request<Broken>, Resp>();
     let svc = layer(Config::default()).layer(mock);
-    let err: BoxError = svc.oneshot(Request::new(Broken)).await.unwrap_err();
+    let err: BoxError = done(tokio::spawn(svc.oneshot(Request::new(Broken))))
+        .await
+        .unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 0);
     assert!(find_in_chain::<std::io::Error>(&*err).is_some());
     assert!(handle.next_request().await.is_none());

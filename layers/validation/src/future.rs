@@ -36,7 +36,7 @@ pin_project_lite::pin_project! {
     {
         Reading {
             read: ReadBody,
-            // Options so they can be moved out when the body is in; always Some before that.
+            // Options so they can be moved out once the body is in; Some until then.
             parts: Option<Parts>,
             inner: Option<S>,
             route: Route,
@@ -112,31 +112,38 @@ where
                     route,
                     level,
                 } => {
-                    let route = *route;
-                    let bytes = match ready!(read.as_mut().poll(cx)) {
-                        Ok(bytes) => bytes,
-                        Err(CollectError::TooLarge { limit }) => {
+                    let (route, level) = (*route, *level);
+                    let read = ready!(read.as_mut().poll(cx));
+                    let next = match (read, parts.take(), inner.take()) {
+                        (Ok(bytes), Some(mut parts), Some(mut inner)) => {
+                            match validate(route, level, &bytes) {
+                                Ok(meta) => {
+                                    tracing::trace!(%route, model = ?meta.model, stream = meta.stream, "request body is valid");
+                                    parts.extensions.insert(meta);
+                                    Ok(inner.call(Request::from_parts(parts, B::from(bytes))))
+                                }
+                                Err(err) => {
+                                    tracing::debug!(%route, %level, field = %err.field, reason = %err.message, "request rejected: invalid body");
+                                    Err(err.into())
+                                }
+                            }
+                        }
+                        (Err(CollectError::TooLarge { limit }), ..) => {
                             tracing::debug!(%route, limit, "request rejected: body over the limit");
-                            return Poll::Ready(Err(BodyTooLarge { limit }.into()));
+                            Err(BodyTooLarge { limit }.into())
                         }
-                        Err(CollectError::Read(source)) => {
+                        (Err(CollectError::Read(source)), ..) => {
                             tracing::debug!(%route, error = %source, "reading the request body failed");
-                            return Poll::Ready(Err(BodyReadError { source }.into()));
+                            Err(BodyReadError { source }.into())
                         }
+                        (Ok(_), ..) => Err("polled after completion".into()),
                     };
-                    let (Some(mut parts), Some(mut inner)) = (parts.take(), inner.take()) else {
-                        return Poll::Ready(Err("polled after completion".into()));
-                    };
-                    match validate(route, *level, &bytes) {
-                        Ok(meta) => {
-                            tracing::trace!(%route, model = ?meta.model, stream = meta.stream, "request body is valid");
-                            parts.extensions.insert(meta);
-                            let fut = inner.call(Request::from_parts(parts, B::from(bytes)));
-                            this.state.set(State::Inner { fut });
-                        }
+                    // Either way the body future is done with; drop it (and the client's body) now.
+                    match next {
+                        Ok(fut) => this.state.set(State::Inner { fut }),
                         Err(err) => {
-                            tracing::debug!(%route, level = %level, field = %err.field, reason = %err.message, "request rejected: invalid body");
-                            return Poll::Ready(Err(err.into()));
+                            this.state.set(State::Failed { err: None });
+                            return Poll::Ready(Err(err));
                         }
                     }
                 }
