@@ -253,11 +253,26 @@ impl Default for MemoryRoutingConfig {
 }
 
 /// `[cookies]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CookiesConfig {
     /// Where jars are saved and loaded; empty: memory only.
     pub persist_path: String,
+    /// Most cookies one upstream's jar holds (expired first, then the oldest, are evicted).
+    pub max_cookies: usize,
+    /// With `persist_path`: how often changed jars are saved (and once at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
+}
+
+impl Default for CookiesConfig {
+    fn default() -> Self {
+        Self {
+            persist_path: String::new(),
+            max_cookies: 1000,
+            save_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[retry]`

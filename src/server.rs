@@ -20,6 +20,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
+    let autosave = gateway.cookie_persist.as_ref().map(|p| p.spawn_autosave());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway
         .app
@@ -44,6 +45,9 @@ pub async fn serve(
             false
         }
     };
+    if let Some(task) = autosave {
+        task.abort();
+    }
     if let Some(p) = &gateway.cookie_persist {
         match p.save() {
             Ok(()) => tracing::info!(path = %p.path.display(), "cookie jars saved"),

@@ -82,9 +82,20 @@ pub struct CookiePersist {
     pub path: PathBuf,
     /// Jars by upstream name.
     pub jars: Vec<(String, CookieJar)>,
+    /// How often changed jars are saved while running.
+    pub interval: std::time::Duration,
 }
 
 impl CookiePersist {
+    /// Save changed jars every `interval` until the task is aborted.
+    pub fn spawn_autosave(&self) -> tokio::task::JoinHandle<()> {
+        portcullis_cookie_session::persist::spawn_autosave(
+            self.path.clone(),
+            self.jars.clone(),
+            self.interval,
+        )
+    }
+
     /// Save every jar atomically.
     pub fn save(&self) -> Result<(), BoxError> {
         let jars: Vec<(&str, &CookieJar)> =
@@ -162,6 +173,14 @@ fn dedup_config(c: &config::DedupConfig, max_body: usize) -> portcullis_dedup_ca
     }
 }
 
+fn cookies_config(c: &config::CookiesConfig) -> portcullis_cookie_session::Config {
+    portcullis_cookie_session::Config {
+        persist_path: PathBuf::from(&c.persist_path),
+        max_cookies: c.max_cookies,
+        save_interval: c.save_interval,
+    }
+}
+
 fn validation_config(c: &Config) -> portcullis_validation::Config {
     use portcullis_validation::Level;
     portcullis_validation::Config {
@@ -203,6 +222,7 @@ pub(crate) fn validate_layers(
         dedup_config(&c.dedup, c.server.max_body_bytes).validate(),
     );
     push("validation", validation_config(c).validate());
+    push("cookies", cookies_config(&c.cookies).validate());
 }
 
 /// The compiled memory-routing patterns of `config` (also used by `portcullis route`).
@@ -258,9 +278,13 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
-        let jar = u
-            .cookies
-            .then(|| loaded_jars.remove(&u.name).unwrap_or_default());
+        let jar = u.cookies.then(|| match loaded_jars.remove(&u.name) {
+            Some(j) => {
+                j.set_max_cookies(config.cookies.max_cookies);
+                j
+            }
+            None => cookies_config(&config.cookies).new_jar(),
+        });
         let breaker = config.circuit_breaker.enabled.then(|| {
             CircuitBreakerLayer::new(u.name.clone(), breaker_config(&config.circuit_breaker))
         });
@@ -409,6 +433,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let cookie_persist = persist_path.map(|path| CookiePersist {
         path,
         jars: persisted,
+        interval: config.cookies.save_interval,
     });
     Ok(Gateway {
         app,

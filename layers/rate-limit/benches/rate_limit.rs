@@ -19,6 +19,12 @@ fn keys(n: usize) -> Vec<RateKey> {
 }
 
 fn check(c: &mut Criterion) {
+    // Checks run inside the runtime in the gateway (where the pruning task lives).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
     // A quota no bench run can exhaust, so every check takes the allow path (the common
     // one); and one so small that every check is refused.
     let roomy = Quota::new(u32::MAX, u32::MAX);

@@ -11,6 +11,20 @@
 //! Optional per-model limits ([`RateLimitLayer::with_model_limit`]) hold an expensive model
 //! tighter. See the [`limiter`] module for the algorithm, memory bounds and backends.
 //!
+//! # Behaviour in detail
+//! - Keys are 16-byte hashes ([`RateKey`]); raw API keys and user ids are never stored.
+//!   `api_key` falls back to the client IP, then to one shared `anonymous` bucket.
+//! - `x-ratelimit-limit` is the burst (the bucket's capacity), so `remaining` counts down
+//!   from it and `reset` is when it is back at `limit`.
+//! - Queueing (`queue_timeout > 0`) sleeps only when the slot comes within the timeout, then
+//!   checks again; it is not a reservation, so under contention a request may wait again
+//!   (never past its deadline) and order is not strictly first-come first-served.
+//! - A per-model limit is checked after the caller's main limit, with the same key and one
+//!   deadline for both; a request refused by the model limit still counts against the
+//!   main limit. Reported headers are those of whichever limit has less room.
+//! - Capacity is decided in `call`, not `poll_ready`: the bucket depends on the request.
+//! - Redis errors let requests through (logged at `warn`, at most every 10 s).
+//!
 //! # Example
 //! ```
 //! use std::convert::Infallible;

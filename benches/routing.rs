@@ -1,0 +1,74 @@
+//! The per-request routing path: read `model` from the body, pick the `[[models]]` entry,
+//! rewrite the model for the upstream.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use portcullis::{
+    config::ModelConfig,
+    upstream::router::{resolve, rewrite_model},
+};
+
+fn model(name: &str, upstream: &str) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        upstream: upstream.into(),
+        model: None,
+        fallbacks: vec![],
+        rate_limit: None,
+    }
+}
+
+fn body(bytes: usize) -> Vec<u8> {
+    let content = "x".repeat(bytes.saturating_sub(120));
+    serde_json::to_vec(&serde_json::json!({
+        "model": "claude-sonnet-4",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 256
+    }))
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut models: Vec<ModelConfig> = (0..50)
+        .map(|i| model(&format!("gpt-4o-variant-{i}"), "openai"))
+        .collect();
+    models.push(model("claude-*", "anthropic"));
+    models.push(model("claude-sonnet-*", "anthropic-fast"));
+    models.push(model("*", "openai"));
+
+    let mut g = c.benchmark_group("resolve");
+    g.bench_function("exact (53 entries)", |b| {
+        b.iter(|| resolve(&models, std::hint::black_box("gpt-4o-variant-42")))
+    });
+    g.bench_function("longest prefix", |b| {
+        b.iter(|| resolve(&models, std::hint::black_box("claude-sonnet-4")))
+    });
+    g.bench_function("star", |b| {
+        b.iter(|| resolve(&models, std::hint::black_box("llama-3.1-70b")))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("route_request");
+    for size in [1024usize, 100 * 1024] {
+        let b_ = body(size);
+        g.throughput(Throughput::Bytes(b_.len() as u64));
+        g.bench_with_input(BenchmarkId::new("parse+resolve", size), &b_, |b, body| {
+            b.iter(|| {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let m = v["model"].as_str().unwrap();
+                resolve(&models, m).map(|e| e.upstream.len())
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("parse+resolve+rewrite", size), &b_, |b, body| {
+            b.iter(|| {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let m = v["model"].as_str().unwrap();
+                let _ = resolve(&models, m);
+                rewrite_model(body, "claude-sonnet-4-20250514").unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

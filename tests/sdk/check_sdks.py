@@ -1,0 +1,132 @@
+"""The official OpenAI and Anthropic Python SDKs, unchanged, pointed at portcullis.
+
+Run by tests/sdk.rs with GATEWAY_URL set to a gateway in front of the mock upstream.
+Prints one line per check and "N passed, N failed" at the end; exits non-zero on failure.
+"""
+import os
+import sys
+import traceback
+
+import anthropic
+import openai
+
+BASE = os.environ["GATEWAY_URL"]
+results = []
+
+
+def check(name):
+    def wrap(fn):
+        try:
+            fn()
+            results.append((name, None))
+            print(f"ok   {name}")
+        except Exception:  # noqa: BLE001 - report every failure
+            results.append((name, traceback.format_exc()))
+            print(f"FAIL {name}\n{traceback.format_exc()}")
+        return fn
+    return wrap
+
+
+oa = openai.OpenAI(base_url=f"{BASE}/v1", api_key="sk-test-client", max_retries=0)
+an = anthropic.Anthropic(base_url=BASE, api_key="sk-ant-test-client", max_retries=0)
+
+
+@check("openai chat")
+def _():
+    r = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content, r
+    assert r.model == "gpt-4o-mini", r.model
+    assert r.usage.total_tokens > 0
+
+
+@check("openai streaming chat")
+def _():
+    stream = oa.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text = ""
+    usage = None
+    chunks = 0
+    for chunk in stream:
+        chunks += 1
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert chunks >= 3, chunks
+    assert text.strip(), text
+    assert usage is not None and usage.completion_tokens > 0
+
+
+@check("openai embeddings")
+def _():
+    r = oa.embeddings.create(model="text-embedding-3-small", input=["a", "b", "c"])
+    assert len(r.data) == 3 and len(r.data[0].embedding) > 0
+
+
+@check("openai completions")
+def _():
+    r = oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi")
+    assert r.choices[0].text
+
+
+@check("openai models list")
+def _():
+    ids = [m.id for m in oa.models.list()]
+    assert ids, ids
+
+
+@check("openai unknown model raises NotFoundError")
+def _():
+    try:
+        oa.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    except openai.NotFoundError as e:
+        assert "no-such-model" in str(e), e
+        return
+    raise AssertionError("no NotFoundError")
+
+
+@check("anthropic messages")
+def _():
+    r = an.messages.create(model="claude-3-5-haiku-latest", max_tokens=64,
+                           messages=[{"role": "user", "content": "hi"}])
+    assert r.content[0].text, r
+    assert r.usage.output_tokens > 0
+
+
+@check("anthropic streaming messages")
+def _():
+    with an.messages.stream(model="claude-3-5-haiku-latest", max_tokens=64,
+                            messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text.strip(), text
+    assert final.usage.output_tokens > 0
+
+
+@check("anthropic unknown model raises NotFoundError")
+def _():
+    try:
+        an.messages.create(model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    except anthropic.NotFoundError as e:
+        assert "no-such-model" in str(e), e
+        return
+    raise AssertionError("no NotFoundError")
+
+
+@check("openai invalid request raises BadRequestError")
+def _():
+    try:
+        oa.chat.completions.create(model="gpt-4o-mini", messages=[])
+    except openai.BadRequestError as e:
+        assert "messages" in str(e), e
+        return
+    raise AssertionError("no BadRequestError")
+
+
+failed = sum(1 for _, e in results if e)
+print(f"{len(results) - failed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
