@@ -347,7 +347,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             ),
             None => RateLimitLayer::from_config(&rl),
         }
-        .map_err(problems)?;
+        .map_err(problems)?
+        .with_max_body_bytes(config.server.max_body_bytes);
         for m in &config.models {
             if let Some(q) = &m.rate_limit {
                 layer = layer.with_model_limit(
