@@ -91,7 +91,7 @@ def _():
 
 @check("anthropic messages")
 def _():
-    r = an.messages.create(model="claude-3-5-haiku-latest", max_tokens=64,
+    r = an.messages.create(model="claude-sonnet-4-5", max_tokens=64,
                            messages=[{"role": "user", "content": "hi"}])
     assert r.content[0].text, r
     assert r.usage.output_tokens > 0
@@ -99,7 +99,7 @@ def _():
 
 @check("anthropic streaming messages")
 def _():
-    with an.messages.stream(model="claude-3-5-haiku-latest", max_tokens=64,
+    with an.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
                             messages=[{"role": "user", "content": "hi"}]) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
