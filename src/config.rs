@@ -808,7 +808,7 @@ impl Config {
                     format!("required when auth = \"{}\"", auth.as_str()),
                 );
             }
-            for (name, _) in &u.headers {
+            for name in u.headers.keys() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     p(
                         format!("upstreams[{i}].headers.{name}"),

@@ -442,7 +442,7 @@ pub fn scan_html(text: &str) -> (Option<u32>, Option<String>, Option<String>) {
         while let Some(i) = lower[from..].find(pat) {
             let start = from + i + pat.len();
             let rest = &lower[start..];
-            let rest = rest.trim_start_matches(|c: char| c == ' ' || c == ':' || c == '#');
+            let rest = rest.trim_start_matches([' ', ':', '#']);
             let rest = strip_tags(rest);
             let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             if (3..=5).contains(&n.len()) {
@@ -454,7 +454,7 @@ pub fn scan_html(text: &str) -> (Option<u32>, Option<String>, Option<String>) {
     };
     let cf_error = digits_after("error code").or_else(|| digits_after("error"));
     let ray = lower.find("ray id").map(|i| {
-        let rest = strip_tags(text[i + 6..].trim_start_matches(|c: char| c == ' ' || c == ':'));
+        let rest = strip_tags(text[i + 6..].trim_start_matches([' ', ':']));
         rest.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect::<String>()

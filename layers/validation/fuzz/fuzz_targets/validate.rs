@@ -11,7 +11,10 @@ fuzz_target!(|body: &[u8]| {
         for level in Level::ALL {
             match validate(route, level, body) {
                 Ok(meta) => {
-                    assert!(!looser_rejected, "{route}: {level} accepted what a looser level rejected");
+                    assert!(
+                        !looser_rejected,
+                        "{route}: {level} accepted what a looser level rejected"
+                    );
                     assert!(meta.model.is_some_and(|m| !m.is_empty()));
                 }
                 Err(e) => {
