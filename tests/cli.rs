@@ -220,3 +220,22 @@ fn serve_on_embedded_defaults_and_stop_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_supermemory_example_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["check", "--config", "examples/supermemory.toml"])
+        .current_dir(root)
+        .env("SUPERMEMORY_API_KEY", "sm-test")
+        .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("https://api.supermemory.ai/v3/https://api.anthropic.com"));
+    // The API keys were resolved but are not printed.
+    assert!(!stdout.contains("sm-test") && !stdout.contains("sk-ant-test"), "{stdout}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+}
