@@ -91,6 +91,20 @@ where
     }
 }
 
+/// Whether `headers` carry one of `keys` (an empty set lets everyone in).
+pub fn check_key(keys: &[ApiKeyHash], headers: &http::HeaderMap) -> Result<(), Unauthorized> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    match api_key(headers) {
+        Some(k) if keys.contains(&ApiKeyHash::of(k)) => Ok(()),
+        Some(_) => Err(Unauthorized("invalid API key")),
+        None => Err(Unauthorized(
+            "missing API key: send Authorization: Bearer <key> or x-api-key: <key>",
+        )),
+    }
+}
+
 /// Whether a caller may use `/admin/*`: with an admin key, it must be presented as a bearer
 /// token; without one, only loopback clients are let in.
 pub fn admin_allowed(admin_key: &str, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> bool {

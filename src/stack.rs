@@ -49,6 +49,8 @@ pub struct AppState {
     pub upstreams: Arc<Vec<UpstreamHealth>>,
     /// The compiled memory-routing patterns.
     pub memory: Arc<MemoryRouter>,
+    /// Hashes of `server.api_keys`.
+    pub api_keys: Arc<Vec<portcullis_core::ApiKeyHash>>,
 }
 
 /// Health handles of one upstream.
@@ -396,8 +398,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // May key on that user id; rejects before any upstream work.
         .option_layer(rate_limit)
         // Identical in-flight requests of one caller share one upstream call; the key
-        // includes the caller's identity.
+        // includes the caller's identity. Without it every answer is a cache `bypass`.
         .option_layer(dedup)
+        .map_response(mark_cache_bypass)
         .service(router.clone());
     let proxy = BoxCloneSyncService::new(proxy);
 
@@ -406,6 +409,14 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         router,
         upstreams: Arc::new(health),
         memory,
+        api_keys: Arc::new(
+            config
+                .server
+                .api_keys
+                .iter()
+                .map(|k| portcullis_core::ApiKeyHash::of(k.expose()))
+                .collect(),
+        ),
     };
 
     let app = Router::new()
@@ -441,6 +452,14 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         state,
         cookie_persist,
     })
+}
+
+/// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
+fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
+    resp.headers_mut()
+        .entry(portcullis_core::headers::X_PORTCULLIS_CACHE)
+        .or_insert(http::HeaderValue::from_static("bypass"));
+    resp
 }
 
 fn client_ip(mut req: Request<Body>) -> Request<Body> {

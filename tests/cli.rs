@@ -233,9 +233,16 @@ fn the_supermemory_example_config_is_valid() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("https://api.supermemory.ai/v3/https://api.anthropic.com"));
     // The API keys were resolved but are not printed.
-    assert!(!stdout.contains("sm-test") && !stdout.contains("sk-ant-test"), "{stdout}");
+    assert!(
+        !stdout.contains("sm-test") && !stdout.contains("sk-ant-test"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("warning"), "{stdout}");
 }

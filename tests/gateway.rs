@@ -26,6 +26,8 @@ async fn every_route_reaches_the_upstream() {
     assert_eq!(r.json()["model"], "gpt-4o-mini");
     assert_eq!(r.header("x-portcullis-upstream"), Some("mock"));
     assert_eq!(r.header("x-portcullis-attempts"), Some("1"));
+    // Dedup is off by default: every answer is a cache bypass.
+    assert_eq!(r.header("x-portcullis-cache"), Some("bypass"));
     assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
 
     let r = post_json(
@@ -184,7 +186,14 @@ async fn api_keys_guard_proxied_routes() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // Health stays open.
+    // The model list is guarded too; health stays open.
+    assert_eq!(get(&gw.url("/v1/models"), &[]).await.status, 401);
+    assert_eq!(
+        get(&gw.url("/v1/models"), &[("x-api-key", "gw-key-1")])
+            .await
+            .status,
+        200
+    );
     assert_eq!(get(&gw.url("/health"), &[]).await.status, 200);
     assert_eq!(mock.request_count(), 2);
 }

@@ -69,5 +69,9 @@ upstream = "mock"
     );
     assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
     // The SDKs really went through the gateway to the upstream.
-    assert_eq!(mock.request_count(), 6, "chat, stream, embeddings, completions, messages, stream");
+    assert_eq!(
+        mock.request_count(),
+        6,
+        "chat, stream, embeddings, completions, messages, stream"
+    );
 }
