@@ -60,12 +60,18 @@ async fn upstream_sees_the_user_id_chosen_per_client() {
             "alice",
         ),
         // A client's own x-sm-user-id wins over a pattern.
-        (&[("user-agent", PYCHARM_UA), ("x-sm-user-id", "bob")], "bob"),
+        (
+            &[("user-agent", PYCHARM_UA), ("x-sm-user-id", "bob")],
+            "bob",
+        ),
     ];
     for (headers, want) in cases {
         let (user, forwarded_client_header) = upstream_user(&gw, &mock, headers).await;
         assert_eq!(user.as_deref(), Some(*want), "{headers:?}");
-        assert!(!forwarded_client_header, "{headers:?}: x-memory-user-id leaked upstream");
+        assert!(
+            !forwarded_client_header,
+            "{headers:?}: x-memory-user-id leaked upstream"
+        );
     }
     assert!(mock
         .requests()
@@ -164,8 +170,8 @@ async fn info_endpoint_and_route_command_agree() {
 
 #[tokio::test]
 async fn supermemory_style_upstream() {
-    const VAR: &str = "PORTCULLIS_E2E_SUPERMEMORY_KEY";
-    // Unique to this test; std's env lock makes this safe against other std readers.
+    const VAR: &str = "E2E_SUPERMEMORY_KEY";
+    // Unique to this test and not PORTCULLIS_-prefixed (that would be config for `route`).
     std::env::set_var(VAR, "sm-secret-123");
     let mock = MockUpstream::start().await.unwrap();
     let toml = format!(

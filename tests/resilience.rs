@@ -69,7 +69,10 @@ async fn retries_503s_then_succeeds_resending_the_same_body() {
         assert_eq!(req.body, seen[0].body, "every attempt sends the same body");
         assert_eq!(req.path, "/v1/chat/completions");
     }
-    assert_eq!(seen[0].json().unwrap()["messages"][0]["content"], "retry me");
+    assert_eq!(
+        seen[0].json().unwrap()["messages"][0]["content"],
+        "retry me"
+    );
 }
 
 #[tokio::test]
@@ -89,17 +92,24 @@ async fn retry_after_one_second_is_waited_for() {
 
 #[tokio::test]
 async fn retry_after_above_the_cap_returns_the_429_at_once() {
-    let (mock, gw) = setup(
-        "[retry]\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\nmax_retry_after = \"2s\"",
-    )
-    .await;
+    let (mock, gw) =
+        setup("[retry]\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\nmax_retry_after = \"2s\"")
+            .await;
     mock.push(MockResponse::status(429).retry_after("60"));
     let start = Instant::now();
     let r = post_json(&gw.url("/v1/chat/completions"), &chat("gpt-4o-mini"), &[]).await;
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("x-portcullis-attempts"), Some("1"));
-    assert_eq!(r.header("retry-after"), Some("60"), "the upstream's own answer");
+    assert_eq!(
+        r.header("retry-after"),
+        Some("60"),
+        "the upstream's own answer"
+    );
     assert_eq!(r.json()["error"]["message"], "mock error");
     assert_eq!(mock.request_count(), 1);
 }
@@ -118,7 +128,10 @@ async fn client_errors_and_insufficient_quota_pass_through_unretried() {
     assert_eq!(r.status, 400);
     assert_eq!(r.header("x-portcullis-attempts"), Some("1"));
     assert_eq!(r.body, bad.to_string(), "body passes through byte for byte");
-    assert!(r.header("x-portcullis-error").is_none(), "not a gateway error");
+    assert!(
+        r.header("x-portcullis-error").is_none(),
+        "not a gateway error"
+    );
     assert_eq!(mock.request_count(), 1);
 
     let quota = json!({"error": {
@@ -161,7 +174,12 @@ async fn cloudflare_cookie_from_the_failed_attempt_gets_the_retry_through() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-portcullis-attempts"), Some("1"));
     assert_eq!(mock.request_count(), 3);
-    assert!(mock.last_request().unwrap().header("cookie").unwrap().contains(VALUE));
+    assert!(mock
+        .last_request()
+        .unwrap()
+        .header("cookie")
+        .unwrap()
+        .contains(VALUE));
 
     let (entry, text) = upstream_health(&gw, "mock").await;
     assert!(entry["cookies"].as_u64().unwrap() >= 1, "{text}");
@@ -175,8 +193,16 @@ async fn cloudflare_cookie_from_the_failed_attempt_gets_the_retry_through() {
     assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
     let r = post_json(&url, &chat("gpt-4o-mini"), &[]).await;
     assert_eq!(r.status, 200);
-    let cookie = mock.last_request().unwrap().header("cookie").unwrap().to_string();
-    assert!(cookie.contains("__cf_bm=bm-42") && cookie.contains(VALUE), "{cookie}");
+    let cookie = mock
+        .last_request()
+        .unwrap()
+        .header("cookie")
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("__cf_bm=bm-42") && cookie.contains(VALUE),
+        "{cookie}"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +255,11 @@ async fn breaker_opens_fails_fast_and_closes_after_a_probe() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("x-portcullis-error"), Some("circuit_open"));
     assert_eq!(r.json()["error"]["code"], "circuit_open");
-    let retry_after: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     assert_eq!(mock.request_count(), 2, "an open breaker sends nothing");
 
@@ -366,7 +396,10 @@ async fn fallback_serves_from_the_backup_when_the_primary_keeps_failing() {
     assert_eq!(a.request_count(), 3, "a got its retries first");
     assert_eq!(b.request_count(), 1);
     assert_eq!(r.header("x-portcullis-attempts"), Some("4"));
-    assert_eq!(a.last_request().unwrap().json().unwrap()["model"], "primary");
+    assert_eq!(
+        a.last_request().unwrap().json().unwrap()["model"],
+        "primary"
+    );
     assert_eq!(b.last_request().unwrap().json().unwrap()["model"], "backup");
     assert_eq!(r.json()["model"], "backup");
 }

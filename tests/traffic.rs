@@ -59,18 +59,31 @@ async fn rate_limit_per_api_key() {
     assert_eq!(r.header("x-portcullis-error"), Some("rate_limited"));
     assert_eq!(r.json()["error"]["code"], "rate_limited");
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
-    let retry_after: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-    let reset: u64 = r.header("x-ratelimit-reset").expect("reset").parse().unwrap();
+    let reset: u64 = r
+        .header("x-ratelimit-reset")
+        .expect("reset")
+        .parse()
+        .unwrap();
     assert!(reset >= 1, "{reset}");
     assert_eq!(mock.request_count(), 3, "the refused request never left");
 
     // Another caller has its own bucket.
     let r = post_json(&url, &chat("m"), &[("authorization", &bearer("sk-bob"))]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = post_json(&url, &messages("claude-3-5-haiku"), &[("x-api-key", "sk-carol")]).await;
+    let r = post_json(
+        &url,
+        &messages("claude-3-5-haiku"),
+        &[("x-api-key", "sk-carol")],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.request_count(), 5);
 }
@@ -101,8 +114,14 @@ async fn rate_limit_per_memory_user_id() {
     .await;
     let url = gw.url("/v1/chat/completions");
     // The same API key for everyone: only the user id separates them.
-    let alice = [("authorization", "Bearer shared"), ("x-memory-user-id", "alice")];
-    let bob = [("authorization", "Bearer shared"), ("x-memory-user-id", "bob")];
+    let alice = [
+        ("authorization", "Bearer shared"),
+        ("x-memory-user-id", "alice"),
+    ];
+    let bob = [
+        ("authorization", "Bearer shared"),
+        ("x-memory-user-id", "bob"),
+    ];
     assert_eq!(post_json(&url, &chat("m"), &alice).await.status, 200);
     let r = post_json(&url, &chat("m"), &alice).await;
     assert_eq!(r.status, 429, "{}", r.text());
@@ -175,7 +194,12 @@ async fn rate_limit_in_redis_is_shared_by_two_gateways() {
 // === Dedup and cache ===
 
 /// Fire `n` identical requests at once.
-async fn concurrent(url: &str, body: &serde_json::Value, headers: &[(&str, &str)], n: usize) -> Vec<Resp> {
+async fn concurrent(
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> Vec<Resp> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let url = url.to_string();
@@ -185,8 +209,10 @@ async fn concurrent(url: &str, body: &serde_json::Value, headers: &[(&str, &str)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             tokio::spawn(async move {
-                let h: Vec<(&str, &str)> =
-                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 post_json(&url, &body, &h).await
             })
         })
@@ -199,7 +225,9 @@ async fn concurrent(url: &str, body: &serde_json::Value, headers: &[(&str, &str)
 }
 
 fn cache_header(r: &Resp) -> String {
-    r.header("x-portcullis-cache").unwrap_or("<none>").to_string()
+    r.header("x-portcullis-cache")
+        .unwrap_or("<none>")
+        .to_string()
 }
 
 #[tokio::test]
@@ -238,7 +266,10 @@ async fn dedup_never_shares_between_callers() {
     let b = post_json(&url, &chat("m"), &[("authorization", "Bearer sk-two")]).await;
     let a = a.await.unwrap();
     assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
-    assert_eq!((cache_header(&a).as_str(), cache_header(&b).as_str()), ("miss", "miss"));
+    assert_eq!(
+        (cache_header(&a).as_str(), cache_header(&b).as_str()),
+        ("miss", "miss")
+    );
     assert_eq!(mock.request_count(), 2, "different API keys");
 
     let a = {
@@ -247,7 +278,10 @@ async fn dedup_never_shares_between_callers() {
             post_json(
                 &url,
                 &chat("m"),
-                &[("authorization", "Bearer sk-one"), ("x-memory-user-id", "alice")],
+                &[
+                    ("authorization", "Bearer sk-one"),
+                    ("x-memory-user-id", "alice"),
+                ],
             )
             .await
         })
@@ -255,11 +289,17 @@ async fn dedup_never_shares_between_callers() {
     let b = post_json(
         &url,
         &chat("m"),
-        &[("authorization", "Bearer sk-one"), ("x-memory-user-id", "bob")],
+        &[
+            ("authorization", "Bearer sk-one"),
+            ("x-memory-user-id", "bob"),
+        ],
     )
     .await;
     let a = a.await.unwrap();
-    assert_eq!((cache_header(&a).as_str(), cache_header(&b).as_str()), ("miss", "miss"));
+    assert_eq!(
+        (cache_header(&a).as_str(), cache_header(&b).as_str()),
+        ("miss", "miss")
+    );
     assert_eq!(mock.request_count(), 4, "different memory user ids");
 }
 
@@ -297,7 +337,10 @@ async fn no_cache_and_streams_bypass() {
     let r = post_json(
         &url,
         &chat("m"),
-        &[("authorization", "Bearer sk-bypass"), ("cache-control", "no-cache")],
+        &[
+            ("authorization", "Bearer sk-bypass"),
+            ("cache-control", "no-cache"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200);
@@ -310,7 +353,9 @@ async fn no_cache_and_streams_bypass() {
         let s = post_stream(&url, &body, &h).await;
         assert_eq!(s.status, 200);
         assert_eq!(
-            s.headers.get("x-portcullis-cache").and_then(|v| v.to_str().ok()),
+            s.headers
+                .get("x-portcullis-cache")
+                .and_then(|v| v.to_str().ok()),
             Some("bypass")
         );
         assert!(s.text().contains("data: [DONE]"), "{}", s.text());
@@ -358,7 +403,13 @@ async fn cache_in_redis_is_shared_by_two_gateways() {
 
 /// Posts `body` to `path` and expects a 400 naming `field`, in the route's error shape, with
 /// nothing sent upstream.
-async fn rejected(gw: &TestGateway, mock: &MockUpstream, path: &str, body: serde_json::Value, field: &str) {
+async fn rejected(
+    gw: &TestGateway,
+    mock: &MockUpstream,
+    path: &str,
+    body: serde_json::Value,
+    field: &str,
+) {
     let r = post_json(&gw.url(path), &body, &[]).await;
     assert_eq!(r.status, 400, "{body}: {}", r.text());
     assert_eq!(r.header("x-portcullis-error"), Some("invalid_request"));
@@ -440,9 +491,17 @@ async fn lenient_validation_lets_a_chat_without_messages_through() {
     let r = post_json(&gw.url("/v1/chat/completions"), &json!({"model": "m"}), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.request_count(), 1);
-    assert_eq!(mock.last_request().unwrap().json().unwrap(), json!({"model": "m"}));
+    assert_eq!(
+        mock.last_request().unwrap().json().unwrap(),
+        json!({"model": "m"})
+    );
     // Even lenient needs a model.
-    let r = post_json(&gw.url("/v1/chat/completions"), &json!({"messages": []}), &[]).await;
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &json!({"messages": []}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(mock.request_count(), 1);
 }
