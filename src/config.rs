@@ -667,8 +667,11 @@ impl Config {
             }
         };
         figment = figment.merge(
+            // Only PORTCULLIS_SECTION__KEY variables are configuration. A flat variable
+            // (PORTCULLIS_CONFIG, or a deployment's own PORTCULLIS_FOO) is not; a nested one
+            // with a typo (PORTCULLIS_RETRY__MAX_ATEMPTS) is still an unknown-key error.
             Env::prefixed("PORTCULLIS_")
-                .ignore(&["CONFIG", "LOG"])
+                .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
         if let Some(l) = &overrides.listen {

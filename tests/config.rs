@@ -262,9 +262,21 @@ fn missing_file_and_bad_extension_are_clear() {
 #[test]
 fn env_unknown_key_is_an_error_naming_it() {
     Jail::expect_with(|jail| {
+        // A flat variable is not configuration and is left alone.
+        jail.set_env("PORTCULLIS_SOMETHING_ELSE", "1");
+        assert!(load().is_ok());
         jail.set_env("PORTCULLIS_RETRY__MAX_ATEMPTS", "5");
         let e = load().unwrap_err();
         assert!(paths(&e).contains(&"retry.max_atempts".to_string()), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn env_unknown_section_is_an_error_naming_it() {
+    Jail::expect_with(|jail| {
+        jail.set_env("PORTCULLIS_NOSECTION__KEY", "1");
+        assert!(paths(&load().unwrap_err()).contains(&"nosection".to_string()));
         Ok(())
     });
 }
