@@ -33,7 +33,10 @@ async fn forward(
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().unwrap_or("127.0.0.1:9102".into()).parse()?;
-    let upstream: Uri = args.next().unwrap_or("http://127.0.0.1:9101".into()).parse()?;
+    let upstream: Uri = args
+        .next()
+        .unwrap_or("http://127.0.0.1:9101".into())
+        .parse()?;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build_http();
     let listener = TcpListener::bind(listen).await?;

@@ -58,14 +58,18 @@ fn bench(c: &mut Criterion) {
                 resolve(&models, m).map(|e| e.upstream.len())
             })
         });
-        g.bench_with_input(BenchmarkId::new("parse+resolve+rewrite", size), &b_, |b, body| {
-            b.iter(|| {
-                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-                let m = v["model"].as_str().unwrap();
-                let _ = resolve(&models, m);
-                rewrite_model(body, "claude-sonnet-4-20250514").unwrap()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse+resolve+rewrite", size),
+            &b_,
+            |b, body| {
+                b.iter(|| {
+                    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let m = v["model"].as_str().unwrap();
+                    let _ = resolve(&models, m);
+                    rewrite_model(body, "claude-sonnet-4-20250514").unwrap()
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -55,7 +55,11 @@ async fn main() -> Result<(), BoxError> {
                     .get::<UserId>()
                     .map(|u| u.to_string())
                     .unwrap_or_default();
-                let status = if n % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                let status = if n % 2 == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
                 let mut resp = Response::new(Body::from(format!("{{\"served_user\":\"{user}\"}}")));
                 *resp.status_mut() = status;
                 Ok::<_, BoxError>(resp)
@@ -95,7 +99,11 @@ async fn main() -> Result<(), BoxError> {
         .build_http::<String>();
     let good = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let bad = r#"{"model":"gpt-4o-mini","messages":[{"role":"robot","content":"hi"}]}"#;
-    for (label, body) in [("valid", good), ("valid again", good), ("invalid role", bad)] {
+    for (label, body) in [
+        ("valid", good),
+        ("valid again", good),
+        ("invalid role", bad),
+    ] {
         let req = Request::post(format!("http://{addr}/v1/chat/completions"))
             .header("content-type", "application/json")
             .header("user-agent", "OpenAIClientImpl/Java")

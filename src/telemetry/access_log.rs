@@ -1,29 +1,51 @@
-//! One log event and one set of metrics per proxied request, with what every layer decided.
+//! The request span (HTTP server + GenAI semantic conventions), one access-log event and one
+//! set of metrics per proxied request, with what every layer decided.
+//!
+//! The span and the log line are finished when the response body ends, not when its head is
+//! ready: a stream's token usage arrives in its last events, and a stream's cost is its whole
+//! duration. A body dropped early (the client went away) finishes them too, marked `aborted`.
 
 use std::{
     future::Future,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::body::Body;
-use http::{Request, Response};
-use portcullis_core::headers::{X_PORTCULLIS_CACHE, X_REQUEST_ID};
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use opentelemetry::{trace::Status, KeyValue};
+use pin_project_lite::pin_project;
+use portcullis_core::{
+    headers::{X_PORTCULLIS_CACHE, X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    RequestMeta, UserId,
+};
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::{
+    genai::{self, Sniffer, Usage},
+    propagation,
+};
 use crate::{error::ErrorCode, upstream::RouteInfo};
 
-/// Wraps the proxy stack: opens the request span and, when the response head is ready,
-/// logs `method path model upstream status latency_ms request_id attempts cache user_id error`
-/// and counts the request in `portcullis_requests_total` / `portcullis_request_duration_seconds`.
+/// Wraps the proxy stack: opens the request span (continuing the client's `traceparent`) and,
+/// when the response body ends, records the GenAI attributes on it, logs
+/// `method path model upstream status latency_ms ttfb_ms request_id attempts cache user_id
+/// error trace_id input_tokens output_tokens` (target `portcullis::access`) and counts the
+/// request in the `portcullis_*` metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AccessLogLayer;
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
+        // Counters recorded before the recorder exists would be lost.
+        let _ = super::metrics::handle();
         AccessLog { inner }
     }
 }
@@ -48,90 +70,491 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let start = Instant::now();
+        let slot = RequestSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let path: Arc<str> = req.uri().path().into();
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let request_id = req
+        let request_id: Arc<str> = req
             .headers()
             .get(X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
-            .to_string();
+            .into();
+        let (system, operation) = genai::api_of(&path);
+        // The proxied paths are fixed routes, so the path is also the route (low cardinality).
+        // Few tracing fields (pretty logs print them on every line inside the span); the
+        // semantic-convention attributes go straight to OpenTelemetry.
         let span = tracing::info_span!(
             "request",
-            http.request.method = %method,
-            url.path = %path,
+            otel.name = %format_args!("{method} {path}"),
+            otel.kind = "server",
             request_id = %request_id,
         );
+        propagation::continue_trace(&span, req.headers());
+        if !span.is_disabled() {
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("url.path", path.to_string()),
+                KeyValue::new("http.route", path.to_string()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("gen_ai.system", system),
+                KeyValue::new("gen_ai.provider.name", system),
+                KeyValue::new("gen_ai.operation.name", operation),
+            ];
+            if let Some(ua) = req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
+            }
+            if let Some(axum::extract::ConnectInfo(addr)) =
+                req.extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            {
+                attrs.push(KeyValue::new("client.address", addr.ip().to_string()));
+            }
+            attrs.push(KeyValue::new(
+                "network.protocol.version",
+                version_str(req.version()),
+            ));
+            for kv in attrs {
+                span.set_attribute(kv.key, kv.value);
+            }
+        }
         let fut = self.inner.call(req).instrument(span.clone());
+        let started = Started {
+            span,
+            start,
+            method,
+            path,
+            request_id,
+            slot,
+        };
         Box::pin(async move {
             let result = fut.await;
-            if let Ok(resp) = &result {
-                let _enter = span.enter();
-                let status = resp.status().as_u16();
-                let latency = start.elapsed();
-                let route = resp.extensions().get::<RouteInfo>();
-                let model = route.map(|r| &*r.model).unwrap_or("");
-                let upstream = route.map(|r| &*r.upstream).unwrap_or("");
-                let attempts = route.map(|r| r.attempts).unwrap_or(0);
-                let user_id = route.and_then(|r| r.user_id.as_deref()).unwrap_or("");
-                let cache = resp
-                    .headers()
-                    .get(X_PORTCULLIS_CACHE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let error = resp
-                    .extensions()
-                    .get::<ErrorCode>()
-                    .map(|e| e.0)
-                    .unwrap_or("");
-                tracing::info!(
-                    target: "portcullis::access",
-                    method = %method,
-                    path = %path,
-                    model,
-                    upstream,
-                    status,
-                    latency_ms = latency.as_secs_f64() * 1000.0,
-                    request_id = %request_id,
-                    attempts,
-                    cache,
-                    user_id,
-                    error,
-                    "request"
-                );
-                let labels = [
-                    ("model", model.to_string()),
-                    ("upstream", upstream.to_string()),
-                    ("status", status.to_string()),
-                ];
-                metrics::counter!("portcullis_requests_total", &labels).increment(1);
-                metrics::histogram!(
-                    "portcullis_request_duration_seconds",
-                    &[
-                        ("model", model.to_string()),
-                        ("upstream", upstream.to_string())
-                    ]
-                )
-                .record(latency.as_secs_f64());
-                if attempts > 1 {
-                    metrics::counter!("portcullis_upstream_retries_total", "upstream" => upstream.to_string())
-                        .increment(u64::from(attempts - 1));
+            match result {
+                Ok(resp) => {
+                    let finish = Finish::new(started, &resp);
+                    let sniffer = Sniffer::for_response(resp.status(), resp.headers());
+                    Ok(resp.map(|inner| {
+                        Body::new(ObservedBody {
+                            inner,
+                            finish: Some(finish),
+                            sniffer,
+                        })
+                    }))
                 }
-                if attempts > 0 {
-                    metrics::counter!("portcullis_upstream_attempts_total", "upstream" => upstream.to_string())
-                        .increment(u64::from(attempts));
-                }
-                if !cache.is_empty() {
-                    metrics::counter!("portcullis_cache_total", "outcome" => cache.to_string())
-                        .increment(1);
-                }
-                if error == "rate_limited" {
-                    metrics::counter!("portcullis_rate_limited_total").increment(1);
+                Err(e) => {
+                    // The rescue layer below makes this unreachable in the gateway; a bare
+                    // stack still gets its log line.
+                    let Started {
+                        span,
+                        method,
+                        path,
+                        request_id,
+                        ..
+                    } = started;
+                    let _enter = span.enter();
+                    tracing::warn!(target: "portcullis::access", method = %method, path = %path,
+                        request_id = %request_id, "request failed without a response");
+                    Err(e)
                 }
             }
-            result
         })
+    }
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What [`RecordRequestLayer`] saw of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The requested model (the validation layer's [`RequestMeta`]).
+    pub model: Option<Arc<str>>,
+    /// The memory user id ([`UserId`]).
+    pub user_id: Option<Arc<str>>,
+}
+
+/// Where [`RecordRequestLayer`] leaves the requested model and user id for the access log,
+/// for responses that carry no [`RouteInfo`] (cache hits, coalesced followers, rate-limit
+/// refusals). A request extension that [`AccessLog`] inserts; cloning shares the slot.
+#[derive(Debug, Clone, Default)]
+pub struct RequestSlot(Arc<OnceLock<Recorded>>);
+
+impl RequestSlot {
+    /// What was recorded, if anything.
+    pub fn get(&self) -> Option<&Recorded> {
+        self.0.get()
+    }
+}
+
+/// Copies the validation layer's [`RequestMeta`] model and the memory user id into the access
+/// log's [`RequestSlot`]. Stack it right inside the memory-routing layer (after validation),
+/// so that responses made above the model router (cache hits, rate-limit refusals) are still
+/// logged, traced and counted under their model and user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordRequestLayer;
+
+impl<S> Layer<S> for RecordRequestLayer {
+    type Service = RecordRequest<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordRequest { inner }
+    }
+}
+
+/// See [`RecordRequestLayer`].
+#[derive(Debug, Clone)]
+pub struct RecordRequest<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RecordRequest<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let ext = req.extensions();
+        if let Some(slot) = ext.get::<RequestSlot>() {
+            let _ = slot.0.set(Recorded {
+                model: ext.get::<RequestMeta>().and_then(|m| m.model.clone()),
+                user_id: ext.get::<UserId>().map(|u| u.0.clone()),
+            });
+        }
+        self.inner.call(req)
+    }
+}
+
+/// What the request brought, kept until its response.
+#[derive(Debug)]
+struct Started {
+    span: tracing::Span,
+    start: Instant,
+    method: http::Method,
+    path: Arc<str>,
+    request_id: Arc<str>,
+    slot: RequestSlot,
+}
+
+/// Everything known when the response head is ready, kept until the body ends.
+#[derive(Debug)]
+struct Finish {
+    span: tracing::Span,
+    start: Instant,
+    ttfb: Duration,
+    method: http::Method,
+    path: Arc<str>,
+    request_id: Arc<str>,
+    status: StatusCode,
+    route: Option<RouteInfo>,
+    cache: Option<String>,
+    error: Option<&'static str>,
+    stream: bool,
+}
+
+/// How the response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Complete,
+    Failed,
+    Aborted,
+}
+
+impl Finish {
+    fn new(started: Started, resp: &Response<Body>) -> Self {
+        let Started {
+            span,
+            start,
+            method,
+            path,
+            request_id,
+            slot,
+        } = started;
+        let ttfb = start.elapsed();
+        let status = resp.status();
+        let route = resp.extensions().get::<RouteInfo>().cloned().or_else(|| {
+            // Not routed here: a cache hit, a coalesced follower, or a refusal. The model
+            // comes from the validation layer's parse, the upstream from the response header.
+            let recorded = slot.get().cloned().unwrap_or_default();
+            let upstream = header_str(resp.headers(), X_PORTCULLIS_UPSTREAM.as_str());
+            if recorded.model.is_none() && upstream.is_none() {
+                return None;
+            }
+            Some(RouteInfo {
+                model: recorded.model.unwrap_or_else(|| "".into()),
+                upstream: upstream.unwrap_or("").into(),
+                attempts: 0,
+                user_id: recorded.user_id,
+            })
+        });
+        let cache = header_str(resp.headers(), X_PORTCULLIS_CACHE.as_str()).map(str::to_string);
+        let error = resp.extensions().get::<ErrorCode>().map(|e| e.0);
+        let stream = header_str(resp.headers(), header::CONTENT_TYPE.as_str())
+            .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        // What is known at the head goes on the span now: a stream that never ends still
+        // shows where it went.
+        if !span.is_disabled() {
+            let mut attrs = vec![KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            )];
+            if let Some(r) = &route {
+                if !r.model.is_empty() {
+                    attrs.push(KeyValue::new("gen_ai.request.model", r.model.to_string()));
+                }
+                if !r.upstream.is_empty() {
+                    attrs.push(KeyValue::new("portcullis.upstream", r.upstream.to_string()));
+                }
+                attrs.push(KeyValue::new("portcullis.attempts", i64::from(r.attempts)));
+                if let Some(u) = &r.user_id {
+                    attrs.push(KeyValue::new("portcullis.user_id", u.to_string()));
+                }
+            }
+            if let Some(c) = &cache {
+                attrs.push(KeyValue::new("portcullis.cache", c.clone()));
+            }
+            if let Some(remaining) = header_str(resp.headers(), "x-ratelimit-remaining") {
+                attrs.push(KeyValue::new("portcullis.rate_limit", "allowed"));
+                if let Ok(n) = remaining.parse::<i64>() {
+                    attrs.push(KeyValue::new("portcullis.rate_limit.remaining", n));
+                }
+            } else if error == Some("rate_limited") {
+                attrs.push(KeyValue::new("portcullis.rate_limit", "limited"));
+            }
+            if error == Some("circuit_open") {
+                attrs.push(KeyValue::new("portcullis.circuit", "open"));
+            }
+            if let Some(code) = error {
+                attrs.push(KeyValue::new("portcullis.error", code));
+            }
+            if status.is_server_error() {
+                let kind = error.map_or_else(|| status.as_u16().to_string(), str::to_string);
+                attrs.push(KeyValue::new("error.type", kind.clone()));
+                span.set_status(Status::error(kind));
+            }
+            attrs.push(KeyValue::new("portcullis.stream", stream));
+            for kv in attrs {
+                span.set_attribute(kv.key, kv.value);
+            }
+        }
+        Self {
+            span,
+            start,
+            ttfb,
+            method,
+            path,
+            request_id,
+            status,
+            route,
+            cache,
+            error,
+            stream,
+        }
+    }
+
+    fn complete(self, usage: Option<Usage>, ending: Ending) {
+        let latency = self.start.elapsed();
+        let usage = usage.unwrap_or_default();
+        let model = self.route.as_ref().map_or("", |r| &*r.model);
+        let upstream = self.route.as_ref().map_or("", |r| &*r.upstream);
+        let attempts = self.route.as_ref().map_or(0, |r| r.attempts);
+        let user_id = self.route.as_ref().and_then(|r| r.user_id.as_deref());
+        let span = &self.span;
+        if !span.is_disabled() {
+            if let Some(m) = &usage.response_model {
+                span.set_attribute("gen_ai.response.model", m.clone());
+            }
+            if let Some(id) = &usage.response_id {
+                span.set_attribute("gen_ai.response.id", id.clone());
+            }
+            if let Some(n) = usage.input_tokens {
+                span.set_attribute("gen_ai.usage.input_tokens", clamp(n));
+            }
+            if let Some(n) = usage.output_tokens {
+                span.set_attribute("gen_ai.usage.output_tokens", clamp(n));
+            }
+            if ending != Ending::Complete {
+                span.set_attribute("portcullis.body", ending.as_str());
+            }
+        }
+        let trace_id = propagation::trace_id(span);
+        let status = self.status.as_u16();
+        span.in_scope(|| {
+            tracing::info!(
+                target: "portcullis::access",
+                method = %self.method,
+                path = %self.path,
+                model,
+                upstream,
+                status,
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
+                request_id = %self.request_id,
+                attempts,
+                cache = self.cache.as_deref().unwrap_or(""),
+                user_id = user_id.unwrap_or(""),
+                error = self.error,
+                trace_id = trace_id.as_deref(),
+                stream = self.stream,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                body = (ending != Ending::Complete).then(|| ending.as_str()),
+                "request"
+            );
+        });
+        self.count(model, upstream, attempts, latency, &usage);
+    }
+
+    fn count(&self, model: &str, upstream: &str, attempts: u32, latency: Duration, usage: &Usage) {
+        let model = model.to_string();
+        let upstream = upstream.to_string();
+        metrics::counter!(
+            "portcullis_requests_total",
+            "model" => model.clone(),
+            "upstream" => upstream.clone(),
+            "status" => self.status.as_u16().to_string()
+        )
+        .increment(1);
+        metrics::histogram!(
+            "portcullis_request_duration_seconds",
+            "model" => model.clone(),
+            "upstream" => upstream.clone()
+        )
+        .record(latency.as_secs_f64());
+        metrics::histogram!(
+            "portcullis_time_to_first_byte_seconds",
+            "model" => model.clone(),
+            "upstream" => upstream.clone()
+        )
+        .record(self.ttfb.as_secs_f64());
+        if attempts > 0 {
+            metrics::counter!("portcullis_upstream_attempts_total", "upstream" => upstream.clone())
+                .increment(u64::from(attempts));
+        }
+        if attempts > 1 {
+            metrics::counter!("portcullis_upstream_retries_total", "upstream" => upstream.clone())
+                .increment(u64::from(attempts - 1));
+        }
+        if let Some(c) = &self.cache {
+            metrics::counter!("portcullis_cache_total", "outcome" => c.clone()).increment(1);
+        }
+        if self.error == Some("rate_limited") {
+            metrics::counter!("portcullis_rate_limited_total").increment(1);
+        }
+        // Replayed and shared responses cost the upstream nothing: only calls that reached it
+        // count as tokens spent.
+        let spent = !matches!(self.cache.as_deref(), Some("hit" | "coalesced"));
+        if spent {
+            if let Some(n) = usage.input_tokens {
+                metrics::counter!("portcullis_tokens_total", "model" => model.clone(), "type" => "input")
+                    .increment(n);
+            }
+            if let Some(n) = usage.output_tokens {
+                metrics::counter!("portcullis_tokens_total", "model" => model, "type" => "output")
+                    .increment(n);
+            }
+        }
+    }
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pin_project! {
+    /// The response body, passed through unchanged while GenAI usage is read from it; holds
+    /// the request span open until it ends.
+    struct ObservedBody {
+        #[pin]
+        inner: Body,
+        finish: Option<Finish>,
+        sniffer: Option<Sniffer>,
+    }
+
+    impl PinnedDrop for ObservedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(f) = this.finish.take() {
+                // A body that was empty from the start may be dropped without being polled.
+                let ending = if this.inner.is_end_stream() { Ending::Complete } else { Ending::Aborted };
+                f.complete(this.sniffer.take().map(Sniffer::finish), ending);
+            }
+        }
+    }
+}
+
+impl ObservedBody {
+    fn end(self: Pin<&mut Self>, ending: Ending) {
+        let this = self.project();
+        if let Some(f) = this.finish.take() {
+            f.complete(this.sniffer.take().map(Sniffer::finish), ending);
+        }
+    }
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.as_mut().project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(s), Some(d)) = (this.sniffer.as_mut(), frame.data_ref()) {
+                    s.feed(d);
+                }
+                if self.inner.is_end_stream() {
+                    self.end(Ending::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.end(Ending::Failed),
+            Poll::Ready(None) => self.end(Ending::Complete),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

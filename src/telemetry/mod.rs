@@ -1,23 +1,189 @@
-//! Logs, metrics and traces: subscriber set-up, the per-request access log, and the
+//! Logs, metrics and traces: subscriber set-up (fmt + OpenTelemetry), the per-request access
+//! log and request span, W3C trace context, GenAI usage read from responses, and the
 //! Prometheus recorder behind `GET /metrics`.
+//!
+//! # Why the OpenTelemetry layer is installed even without an endpoint
+//!
+//! With no `otlp_endpoint` (and no `OTEL_EXPORTER_OTLP_*ENDPOINT`) nothing is exported, but
+//! spans still get W3C ids: the JSON access log carries a `trace_id`, and a client's
+//! `traceparent` still continues through the gateway to the upstream. The tracer provider
+//! then has no span processor, so finished spans are dropped at once; the `tracing_overhead`
+//! bench measures what the layer costs.
 
 pub mod access_log;
+pub mod client;
+pub mod genai;
 pub mod metrics;
+pub mod propagation;
 
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    trace::{BatchSpanProcessor, SdkTracerProvider},
+    Resource,
+};
+use tracing_subscriber::{
+    filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Keeps telemetry running; flushes what is buffered when dropped.
+/// What reaches the OpenTelemetry layer, whatever `RUST_LOG` says: spans are the product here,
+/// not log noise. Layer decisions logged at debug by the layer crates become span events; the
+/// exporter's own stack (reqwest, hyper, the SDK) is kept out so exporting never traces itself.
+/// Memory routing stays at info: its debug events may quote matched header values, and its
+/// decision is the `portcullis.user_id` attribute anyway.
+const OTEL_TARGETS: &[(&str, tracing::Level)] = &[
+    ("portcullis", tracing::Level::INFO),
+    ("portcullis::access", tracing::Level::INFO),
+    ("portcullis_retry", tracing::Level::DEBUG),
+    ("portcullis_circuit_breaker", tracing::Level::DEBUG),
+    ("portcullis_rate_limit", tracing::Level::DEBUG),
+    ("portcullis_dedup_cache", tracing::Level::DEBUG),
+    ("portcullis_cookie_session", tracing::Level::INFO),
+    ("portcullis_memory_routing", tracing::Level::INFO),
+    // Its debug rejections quote the offending field's reason, which may echo request text.
+    ("portcullis_validation", tracing::Level::INFO),
+];
+
+/// How long the exit waits for the last spans to reach the collector.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps telemetry running; flushes buffered spans when dropped (at most a few seconds, so a
+/// dead collector never holds up the exit).
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
-    _private: (),
+    provider: Option<SdkTracerProvider>,
 }
 
-/// Install the global subscriber: `RUST_LOG`-style filtering (default `info`), pretty or JSON.
+impl TelemetryGuard {
+    /// Whether spans are exported (an endpoint was configured and the subscriber installed).
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+                // The subscriber may be gone by now: say it where a human sees it.
+                eprintln!("warning: flushing traces at exit failed: {e}");
+            }
+        }
+    }
+}
+
+/// Where spans go: the configured base URL, else the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceExport {
+    /// No exporter.
+    Off,
+    /// `otlp_endpoint` + `/v1/traces`.
+    Endpoint(String),
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` (read by the
+    /// exporter itself, with the same rules as every other OpenTelemetry SDK).
+    FromEnv,
+}
+
+impl TraceExport {
+    /// Decide from the config and an environment lookup (a parameter so tests need not touch
+    /// the process environment).
+    pub fn resolve(cfg: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
+        {
+            return Self::Off;
+        }
+        let base = cfg.otlp_endpoint.trim();
+        if !base.is_empty() {
+            return Self::Endpoint(traces_url(base));
+        }
+        if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            return Self::FromEnv;
+        }
+        Self::Off
+    }
+}
+
+/// `http://host:4318` -> `http://host:4318/v1/traces`, as `OTEL_EXPORTER_OTLP_ENDPOINT` works.
+pub fn traces_url(base: &str) -> String {
+    format!("{}/v1/traces", base.trim_end_matches('/'))
+}
+
+/// The `service.name` resource: the config's, unless it is the default and
+/// `OTEL_SERVICE_NAME` names one (so the standard variable works without a config change).
+fn service_name(cfg: &TelemetryConfig) -> String {
+    let default = TelemetryConfig::default().service_name;
+    match std::env::var("OTEL_SERVICE_NAME") {
+        Ok(v) if !v.trim().is_empty() && cfg.service_name == default => v,
+        _ => cfg.service_name.clone(),
+    }
+}
+
+/// Build the tracer provider: a batch exporter when `export` says so, else none at all.
+fn tracer_provider(cfg: &TelemetryConfig, export: &TraceExport) -> SdkTracerProvider {
+    let resource = Resource::builder()
+        .with_service_name(service_name(cfg))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let exporter = match export {
+        TraceExport::Off => None,
+        TraceExport::Endpoint(url) => Some(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url.clone())
+                .build(),
+        ),
+        TraceExport::FromEnv => Some(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build(),
+        ),
+    };
+    match exporter {
+        // The batch processor queues on the request path and exports from its own thread:
+        // a full queue drops spans (with a warning) instead of making a request wait.
+        Some(Ok(exporter)) => builder
+            .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+            .build(),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot build the OTLP exporter; traces are not exported");
+            builder.build()
+        }
+        None => builder.build(),
+    }
+}
+
+/// Install the global subscriber: `RUST_LOG`-style filtering of logs (default `info`), pretty
+/// or JSON, plus the OpenTelemetry layer. Call once, inside the Tokio runtime; keep the guard
+/// until exit.
 pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    // Installs the Prometheus recorder before the first request counts anything.
+    let _ = metrics::handle();
+    let export = TraceExport::resolve(cfg, |k| std::env::var(k).ok());
+    let provider = tracer_provider(cfg, &export);
+    let tracer = provider.tracer("portcullis");
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel_filter = Targets::new().with_targets(OTEL_TARGETS.iter().copied());
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(otel_filter);
+    let registry = tracing_subscriber::registry().with(otel);
     let result = match cfg.log_format {
         LogFormat::Json => registry
             .with(
@@ -25,13 +191,77 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(log_filter),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().compact().with_filter(log_filter))
+            .try_init(),
     };
     if result.is_err() {
-        // Already installed (tests start several gateways in one process).
+        // Already installed (tests start several gateways in one process): ours is unused.
+        let _ = provider.shutdown();
+        return TelemetryGuard::default();
     }
-    TelemetryGuard::default()
+    match &export {
+        TraceExport::Off => {
+            tracing::debug!("no OTLP endpoint configured; traces are not exported");
+            TelemetryGuard::default()
+        }
+        TraceExport::Endpoint(url) => {
+            tracing::info!(endpoint = %url, "exporting traces over OTLP/HTTP");
+            TelemetryGuard {
+                provider: Some(provider),
+            }
+        }
+        TraceExport::FromEnv => {
+            tracing::info!("exporting traces over OTLP/HTTP to the OTEL_EXPORTER_OTLP_* endpoint");
+            TelemetryGuard {
+                provider: Some(provider),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(endpoint: &str) -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: endpoint.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoint_is_a_base_url() {
+        let none = |_: &str| None;
+        assert_eq!(
+            TraceExport::resolve(&cfg("http://127.0.0.1:4318"), none),
+            TraceExport::Endpoint("http://127.0.0.1:4318/v1/traces".into())
+        );
+        assert_eq!(
+            TraceExport::resolve(&cfg("http://c:4318/"), none),
+            TraceExport::Endpoint("http://c:4318/v1/traces".into())
+        );
+        assert_eq!(TraceExport::resolve(&cfg(""), none), TraceExport::Off);
+    }
+
+    #[test]
+    fn standard_variables_are_honoured() {
+        let env = |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://c:4318".into());
+        assert_eq!(TraceExport::resolve(&cfg(""), env), TraceExport::FromEnv);
+        let disabled = |k: &str| (k == "OTEL_SDK_DISABLED").then(|| "true".into());
+        assert_eq!(
+            TraceExport::resolve(&cfg("http://c:4318"), disabled),
+            TraceExport::Off
+        );
+        let none = |k: &str| (k == "OTEL_TRACES_EXPORTER").then(|| "none".into());
+        assert_eq!(
+            TraceExport::resolve(&cfg("http://c:4318"), none),
+            TraceExport::Off
+        );
+    }
 }

@@ -19,6 +19,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use tower::{BoxError, Service};
+use tracing::Instrument;
 
 /// The upstream did not send response headers within its `timeout`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -155,20 +156,28 @@ impl Service<Request<Body>> for UpstreamClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The client span (a child of the retry attempt's span) and its traceparent on the
+        // upstream request; the span stays open until the response body ends.
+        let attempt = crate::telemetry::client::Attempt::start(&self.name, &mut req);
+        let span = attempt.span().clone();
         let fut = self.inner.request(req);
         let name = self.name.clone();
         let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Err(_) => Err(Box::new(UpstreamTimeout {
-                    upstream: name.to_string(),
-                    timeout,
-                }) as BoxError),
-                Ok(Err(e)) => Err(Box::new(connect_error(&name, e)) as BoxError),
-                Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+        Box::pin(
+            async move {
+                let result = match tokio::time::timeout(timeout, fut).await {
+                    Err(_) => Err(Box::new(UpstreamTimeout {
+                        upstream: name.to_string(),
+                        timeout,
+                    }) as BoxError),
+                    Ok(Err(e)) => Err(Box::new(connect_error(&name, e)) as BoxError),
+                    Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+                };
+                attempt.finish(result)
             }
-        })
+            .instrument(span),
+        )
     }
 }
 

@@ -1,0 +1,379 @@
+//! GenAI semantic conventions: which API a request speaks, and the response model and token
+//! usage read from the response body as it passes (never the prompt or the completion text).
+//!
+//! Streams are scanned line by line as frames go by: only the SSE `data:` lines that can
+//! carry what we need (`"usage"`, or `"model"` until it is known) are parsed, into structs
+//! that skip everything else, so content deltas are never copied. A non-streaming JSON body is
+//! kept up to [`JSON_CAP`] bytes and parsed once at its end.
+
+use serde::Deserialize;
+
+/// The most of a non-streaming JSON response kept for reading its usage.
+pub const JSON_CAP: usize = 2 * 1024 * 1024;
+
+/// The longest SSE line kept while waiting for its end; longer ones are skipped.
+const LINE_CAP: usize = 1024 * 1024;
+
+/// The `gen_ai.system` and `gen_ai.operation.name` of a proxied path.
+pub fn api_of(path: &str) -> (&'static str, &'static str) {
+    if path.ends_with("/v1/messages") {
+        ("anthropic", "chat")
+    } else if path.ends_with("/v1/embeddings") {
+        ("openai", "embeddings")
+    } else if path.ends_with("/v1/completions") && !path.ends_with("/chat/completions") {
+        ("openai", "text_completion")
+    } else {
+        ("openai", "chat")
+    }
+}
+
+/// What was learnt from a response body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `gen_ai.response.model`.
+    pub response_model: Option<String>,
+    /// `gen_ai.response.id`.
+    pub response_id: Option<String>,
+    /// `gen_ai.usage.input_tokens` (Anthropic: cache reads and writes included, as OpenAI's
+    /// `prompt_tokens` includes cached tokens).
+    pub input_tokens: Option<u64>,
+    /// `gen_ai.usage.output_tokens`.
+    pub output_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    /// Anthropic `message_start` nests the message.
+    #[serde(default)]
+    message: Option<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct UsageJson {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn absorb(&mut self, chunk: Chunk) {
+        if self.response_model.is_none() {
+            self.response_model = chunk
+                .model
+                .or_else(|| chunk.message.as_ref().and_then(|m| m.model.clone()));
+        }
+        if self.response_id.is_none() {
+            self.response_id = chunk
+                .id
+                .or_else(|| chunk.message.as_ref().and_then(|m| m.id.clone()));
+        }
+        for u in [chunk.usage, chunk.message.and_then(|m| m.usage)]
+            .into_iter()
+            .flatten()
+        {
+            // Anthropic reports counts cumulatively (message_start, then message_delta):
+            // the largest is the total. OpenAI reports once.
+            let input = u.prompt_tokens.or(u.input_tokens.map(|i| {
+                i + u.cache_creation_input_tokens.unwrap_or(0)
+                    + u.cache_read_input_tokens.unwrap_or(0)
+            }));
+            let output = u.completion_tokens.or(u.output_tokens);
+            if let Some(i) = input {
+                self.input_tokens = Some(self.input_tokens.map_or(i, |o| o.max(i)));
+            }
+            if let Some(o) = output {
+                self.output_tokens = Some(self.output_tokens.map_or(o, |p| p.max(o)));
+            }
+        }
+    }
+}
+
+/// How to read a response body.
+#[derive(Debug)]
+pub enum Sniffer {
+    /// Server-sent events.
+    Sse {
+        /// The unfinished last line.
+        line: Vec<u8>,
+        /// The current line is over [`LINE_CAP`]: skip to its end.
+        skipping: bool,
+        /// Found so far.
+        usage: Usage,
+    },
+    /// One JSON document.
+    Json {
+        /// The body so far.
+        buf: Vec<u8>,
+        /// Over [`JSON_CAP`]: give up.
+        over: bool,
+    },
+}
+
+impl Sniffer {
+    /// A sniffer for a response with these headers, or `None` when there is nothing to read
+    /// (an error status, a compressed or non-JSON body).
+    pub fn for_response(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Self> {
+        if !status.is_success() {
+            return None;
+        }
+        if headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.eq_ignore_ascii_case("identity"))
+        {
+            return None;
+        }
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())?
+            .trim_start()
+            .to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            Some(Self::Sse {
+                line: Vec::new(),
+                skipping: false,
+                usage: Usage::default(),
+            })
+        } else if ct.starts_with("application/json") {
+            Some(Self::Json {
+                buf: Vec::new(),
+                over: false,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Look at the next piece of the body.
+    pub fn feed(&mut self, data: &[u8]) {
+        match self {
+            Self::Sse {
+                line,
+                skipping,
+                usage,
+            } => {
+                let mut rest = data;
+                while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                    let (head, tail) = rest.split_at(nl);
+                    rest = &tail[1..];
+                    if *skipping {
+                        *skipping = false;
+                        line.clear();
+                        continue;
+                    }
+                    if line.is_empty() {
+                        sse_line(head, usage);
+                    } else {
+                        line.extend_from_slice(head);
+                        sse_line(line, usage);
+                        line.clear();
+                    }
+                }
+                if !*skipping && !rest.is_empty() {
+                    if line.len() + rest.len() > LINE_CAP {
+                        *skipping = true;
+                        line.clear();
+                    } else {
+                        line.extend_from_slice(rest);
+                    }
+                }
+            }
+            Self::Json { buf, over } => {
+                if *over {
+                    return;
+                }
+                if buf.len() + data.len() > JSON_CAP {
+                    *over = true;
+                    *buf = Vec::new();
+                } else {
+                    buf.extend_from_slice(data);
+                }
+            }
+        }
+    }
+
+    /// The body ended (or was dropped): what was found.
+    pub fn finish(self) -> Usage {
+        match self {
+            Self::Sse {
+                line,
+                skipping,
+                mut usage,
+            } => {
+                if !skipping && !line.is_empty() {
+                    sse_line(&line, &mut usage);
+                }
+                usage
+            }
+            Self::Json { buf, over } => {
+                let mut usage = Usage::default();
+                if !over {
+                    if let Ok(chunk) = serde_json::from_slice::<Chunk>(&buf) {
+                        usage.absorb(chunk);
+                    }
+                }
+                usage
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn sse_line(line: &[u8], usage: &mut Usage) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(payload) = line.strip_prefix(b"data:") else {
+        return;
+    };
+    let payload = payload.trim_ascii_start();
+    if !payload.starts_with(b"{") {
+        return; // `[DONE]`, keep-alives
+    }
+    // Most chunks carry only content: parse only those that can tell us something.
+    let wanted = (usage.response_model.is_none() && contains(payload, b"\"model\""))
+        || (contains(payload, b"\"usage\"") && !contains(payload, b"\"usage\":null"));
+    if !wanted {
+        return;
+    }
+    if let Ok(chunk) = serde_json::from_slice::<Chunk>(payload) {
+        usage.absorb(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn sniffer(ct: &str) -> Sniffer {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_str(ct).unwrap());
+        Sniffer::for_response(StatusCode::OK, &h).unwrap()
+    }
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-3-5-haiku-20241022\",\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n",
+        "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage model\"}}\r\n\r\n",
+        "event: message_delta\r\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\r\n\r\n",
+        "event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n",
+    );
+
+    fn feed_in_pieces(mut s: Sniffer, text: &str, piece: usize) -> Usage {
+        for chunk in text.as_bytes().chunks(piece) {
+            s.feed(chunk);
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn openai_final_usage_chunk() {
+        for piece in [1, 7, 64, 4096] {
+            let u = feed_in_pieces(sniffer("text/event-stream"), OPENAI_STREAM, piece);
+            assert_eq!(u.response_model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
+            assert_eq!(u.response_id.as_deref(), Some("chatcmpl-1"));
+            assert_eq!(
+                (u.input_tokens, u.output_tokens),
+                (Some(12), Some(3)),
+                "{piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn anthropic_message_start_and_delta() {
+        for piece in [1, 5, 100, 4096] {
+            let u = feed_in_pieces(
+                sniffer("text/event-stream; charset=utf-8"),
+                ANTHROPIC_STREAM,
+                piece,
+            );
+            assert_eq!(
+                u.response_model.as_deref(),
+                Some("claude-3-5-haiku-20241022")
+            );
+            assert_eq!((u.input_tokens, u.output_tokens), (Some(30), Some(15)));
+        }
+    }
+
+    #[test]
+    fn stream_without_usage_has_none() {
+        let text = "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\"\"}}]}\n\ndata: [DONE]\n\n";
+        let u = feed_in_pieces(sniffer("text/event-stream"), text, 3);
+        assert_eq!(u.response_model.as_deref(), Some("m"));
+        assert_eq!((u.input_tokens, u.output_tokens), (None, None));
+    }
+
+    #[test]
+    fn json_bodies() {
+        let openai = r#"{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-4o","choices":[{"message":{"role":"assistant","content":"secret words"}}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+        let u = feed_in_pieces(sniffer("application/json"), openai, 10);
+        assert_eq!(u.response_model.as_deref(), Some("gpt-4o"));
+        assert_eq!((u.input_tokens, u.output_tokens), (Some(9), Some(2)));
+
+        let anthropic = r#"{"id":"msg_1","type":"message","model":"claude-x","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":4,"output_tokens":6}}"#;
+        let u = feed_in_pieces(sniffer("application/json"), anthropic, 4096);
+        assert_eq!(u.response_model.as_deref(), Some("claude-x"));
+        assert_eq!((u.input_tokens, u.output_tokens), (Some(4), Some(6)));
+
+        let embeddings = r#"{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+        let u = feed_in_pieces(sniffer("application/json"), embeddings, 4096);
+        assert_eq!((u.input_tokens, u.output_tokens), (Some(5), None));
+    }
+
+    #[test]
+    fn oversized_json_is_given_up() {
+        let mut s = sniffer("application/json");
+        s.feed(br#"{"model":"m","usage":{"prompt_tokens":1},"pad":""#);
+        s.feed(&vec![b'x'; JSON_CAP]);
+        s.feed(br#""}"#);
+        assert_eq!(s.finish(), Usage::default());
+    }
+
+    #[test]
+    fn nothing_to_read() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        assert!(Sniffer::for_response(StatusCode::TOO_MANY_REQUESTS, &h).is_none());
+        h.insert("content-encoding", HeaderValue::from_static("gzip"));
+        assert!(Sniffer::for_response(StatusCode::OK, &h).is_none());
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/html"));
+        assert!(Sniffer::for_response(StatusCode::OK, &h).is_none());
+    }
+
+    #[test]
+    fn apis() {
+        assert_eq!(api_of("/v1/messages"), ("anthropic", "chat"));
+        assert_eq!(api_of("/v1/chat/completions"), ("openai", "chat"));
+        assert_eq!(api_of("/v1/completions"), ("openai", "text_completion"));
+        assert_eq!(api_of("/v1/embeddings"), ("openai", "embeddings"));
+    }
+}
