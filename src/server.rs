@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::stack::Gateway;
@@ -25,6 +26,11 @@ pub async fn serve(
     let app = gateway
         .app
         .into_make_service_with_connect_info::<SocketAddr>();
+    // Streams are many small writes (one SSE event each): without TCP_NODELAY, Nagle's
+    // algorithm and the client's delayed ACKs hold each event back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining in-flight requests");

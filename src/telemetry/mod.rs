@@ -133,7 +133,15 @@ fn tracer_provider(cfg: &TelemetryConfig, export: &TraceExport) -> SdkTracerProv
             env!("CARGO_PKG_VERSION"),
         ))
         .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    // Nothing is exported: spans exist only to carry trace ids (logs, traceparent), so they
+    // are not recorded unless the caller's traceparent asks for sampling. Measured with
+    // benches/load.sh: +25% requests/s for the bare stack.
+    if *export == TraceExport::Off {
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOff,
+        )));
+    }
     let exporter = match export {
         TraceExport::Off => None,
         TraceExport::Endpoint(url) => Some(
@@ -182,7 +190,12 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(otel_filter);
+        .with_filter(otel_filter)
+        // Layer decisions become span events only when someone will read them.
+        .with_filter(tracing_subscriber::filter::filter_fn({
+            let exporting = export != TraceExport::Off;
+            move |meta| exporting || meta.is_span()
+        }));
     let registry = tracing_subscriber::registry().with(otel);
     let result = match cfg.log_format {
         LogFormat::Json => registry

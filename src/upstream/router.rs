@@ -11,7 +11,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response};
 use portcullis_core::{
     body::collect_limited,
     error::find_in_chain,
@@ -484,11 +484,6 @@ fn strip_tags(mut s: &str) -> &str {
             return s;
         }
     }
-}
-
-/// Status for a response that is not an API answer.
-pub fn is_server_error(s: StatusCode) -> bool {
-    s.is_server_error()
 }
 
 #[cfg(test)]
