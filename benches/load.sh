@@ -2,7 +2,8 @@
 # End-to-end load benchmark, measured in one run on one machine:
 #   1. the mock upstream, direct;
 #   2. a minimal hyper pass-through proxy in front of it (benches/passthrough_proxy.rs);
-#   3. portcullis in front of it with every layer on (benches/load.toml).
+#   3. portcullis with every optional layer off (benches/load-bare.toml);
+#   4. portcullis with every layer on (benches/load.toml).
 # Non-streaming and streaming chat requests; requests/s, p50, p99 (wrk) and RSS.
 #
 #   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]
@@ -17,7 +18,7 @@ command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wr
 
 cargo build --release --quiet --bin portcullis --example mock_upstream --example passthrough_proxy
 BIN=target/release
-MOCK=127.0.0.1:9101 PASS=127.0.0.1:9102 GW=127.0.0.1:9103
+MOCK=127.0.0.1:9101 PASS=127.0.0.1:9102 GW=127.0.0.1:9103 BARE=127.0.0.1:9104
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -27,7 +28,9 @@ $BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!); M
 $BIN/examples/passthrough_proxy $PASS http://$MOCK >"$tmp/pass.log" 2>&1 & pids+=($!); PASS_PID=$!
 sed "s#@MOCK@#http://$MOCK#" benches/load.toml >"$tmp/load.toml"
 RUST_LOG=warn $BIN/portcullis serve --config "$tmp/load.toml" --listen $GW >"$tmp/gw.log" 2>&1 & pids+=($!); GW_PID=$!
-for a in $MOCK $PASS $GW; do
+sed "s#@MOCK@#http://$MOCK#" benches/load-bare.toml >"$tmp/bare.toml"
+RUST_LOG=warn $BIN/portcullis serve --config "$tmp/bare.toml" --listen $BARE >"$tmp/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
+for a in $MOCK $PASS $GW $BARE; do
   for _ in $(seq 100); do curl -sf "http://$a/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
@@ -62,6 +65,7 @@ run() { # name addr pid stream
 for stream in false true; do
   run direct $MOCK $MOCK_PID $stream
   run passthrough $PASS $PASS_PID $stream
+  run portcullis-bare $BARE $BARE_PID $stream
   run portcullis $GW $GW_PID $stream
 done
 
@@ -72,7 +76,7 @@ echo "| target | mode | requests/s | p50 ms | p99 ms | errors | RSS MiB |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 for stream in false true; do
   mode=$([ $stream = true ] && echo streaming || echo json)
-  for t in direct passthrough portcullis; do
+  for t in direct passthrough portcullis-bare portcullis; do
     read -r rps p50 p99 errs mem <<<"${R[$t-$stream]}"
     echo "| $t | $mode | $rps | $p50 | $p99 | $errs | $mem |"
   done
