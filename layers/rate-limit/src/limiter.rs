@@ -420,6 +420,15 @@ mod tests {
         assert!(l.is_empty());
         let weak = Arc::downgrade(&l.inner);
         drop(l);
+        // A prune already running on the blocking pool holds the limiter until it returns
+        // (real time, not tokio's): give it a moment, then nothing may keep it alive.
+        for _ in 0..2_000 {
+            if weak.strong_count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert!(
             weak.upgrade().is_none(),
             "the pruner holds no strong reference"
