@@ -29,7 +29,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     genai::{self, Sniffer, Usage},
-    propagation,
+    propagation::{self, TraceContext},
 };
 use crate::{error::ErrorCode, upstream::RouteInfo};
 
@@ -93,6 +93,9 @@ where
             request_id = %request_id,
         );
         propagation::continue_trace(&span, req.headers());
+        // The hand-kept context, for when no OpenTelemetry layer gives the span W3C ids.
+        let trace = TraceContext::from_headers(req.headers());
+        req.extensions_mut().insert(trace);
         if !span.is_disabled() {
             let mut attrs = vec![
                 KeyValue::new("http.request.method", method.to_string()),
@@ -132,6 +135,7 @@ where
             path,
             request_id,
             slot,
+            trace,
         };
         Box::pin(async move {
             let result = fut.await;
@@ -256,6 +260,7 @@ struct Started {
     path: Arc<str>,
     request_id: Arc<str>,
     slot: RequestSlot,
+    trace: TraceContext,
 }
 
 /// Everything known when the response head is ready, kept until the body ends.
@@ -272,6 +277,7 @@ struct Finish {
     cache: Option<String>,
     error: Option<&'static str>,
     stream: bool,
+    trace: TraceContext,
 }
 
 /// How the response body ended.
@@ -291,6 +297,7 @@ impl Finish {
             path,
             request_id,
             slot,
+            trace,
         } = started;
         let ttfb = start.elapsed();
         let status = resp.status();
@@ -371,6 +378,7 @@ impl Finish {
             cache,
             error,
             stream,
+            trace,
         }
     }
 
@@ -399,7 +407,7 @@ impl Finish {
                 span.set_attribute("portcullis.body", ending.as_str());
             }
         }
-        let trace_id = propagation::trace_id(span);
+        let trace_id = propagation::trace_id(span, Some(&self.trace));
         let status = self.status.as_u16();
         span.in_scope(|| {
             tracing::info!(

@@ -66,7 +66,11 @@ impl Attempt {
                 span.set_attribute(kv.key, kv.value);
             }
         }
-        super::propagation::inject(&span, req.headers_mut());
+        let fallback = req
+            .extensions()
+            .get::<super::propagation::TraceContext>()
+            .copied();
+        super::propagation::inject(&span, req.headers_mut(), fallback.as_ref());
         Self {
             span,
             upstream: upstream.clone(),
