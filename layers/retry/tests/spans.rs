@@ -7,63 +7,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body;
-use http_body_util::{BodyExt, Full};
-use portcullis_retry::{Config, Retry, RetryLayer};
-use tower::{Layer, ServiceExt};
-use tower_test::mock;
+use portcullis_retry::Config;
+use tower::ServiceExt;
 
-type Req = Request<Full<Bytes>>;
-type Resp = Response<Full<Bytes>>;
-type Handle = mock::Handle<Req, Resp>;
+mod support;
 
-fn layer(config: Config) -> RetryLayer {
-    RetryLayer::from_config(&config).expect("valid config")
-}
-
-fn service(config: Config) -> (Retry<mock::Mock<Req, Resp>>, Handle) {
-    let (mock, handle) = mock::pair::<Req, Resp>();
-    (layer(config).layer(mock), handle)
-}
-
-fn request(body: &'static str) -> Req {
-    Request::post("http://upstream/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
-}
-
-fn response(status: u16, body: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r
-}
-
-fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
-    r.headers_mut().insert(name, value.parse().unwrap());
-    r
-}
-
-fn attempts(r: &Resp) -> &str {
-    r.headers()["x-portcullis-attempts"].to_str().unwrap()
-}
-
-async fn body_string<B: Body<Data = Bytes>>(b: B) -> String
-where
-    B::Error: std::fmt::Debug,
-{
-    String::from_utf8(b.collect().await.unwrap().to_bytes().to_vec()).unwrap()
-}
-
-/// Answer the next request with `resp`, returning the request's body.
-async fn answer(handle: &mut Handle, resp: Resp) -> (http::request::Parts, String) {
-    let (req, send) = handle.next_request().await.expect("a request");
-    let (parts, body) = req.into_parts();
-    send.send_response(resp);
-    (parts, body_string(body).await)
-}
+use support::*;
 
 #[tokio::test(start_paused = true)]
 async fn each_attempt_is_its_own_span() {
