@@ -38,18 +38,8 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1), and headers the
-/// gateway consumes itself.
+/// Headers the gateway consumes itself or recomputes (hop-by-hop ones are stripped too).
 const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "host",
     "content-length",
     // The gateway reads bodies (errors, usage); upstreams must answer uncompressed.
@@ -126,17 +116,7 @@ impl Upstream {
 
     /// Rewrite the client's headers for this upstream, in place.
     pub fn prepare_headers(&self, headers: &mut HeaderMap) {
-        // Headers named in `Connection` are hop-by-hop too.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in listed {
-            headers.remove(n);
-        }
+        portcullis_core::headers::strip_hop_by_hop(headers);
         for n in DROPPED {
             headers.remove(*n);
         }

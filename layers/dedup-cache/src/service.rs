@@ -545,7 +545,8 @@ where
     let (parts, body) = resp.into_parts();
     let collected = collect(body, cap).await.map_err(ResponseBodyError)?;
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
+    // A copy served on another connection must not carry the leader's connection headers.
+    portcullis_core::headers::strip_hop_by_hop(&mut headers);
     let cacheable =
         parts.status.is_success() && !collected.over_cap && !response_says_no_store(&headers);
     Ok(Fetched::Complete(SharedResponse {
@@ -556,34 +557,6 @@ where
         body: collected.bytes,
         cacheable,
     }))
-}
-
-/// Headers about one connection, not the response: a copy served on another connection
-/// must not carry them.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
 }
 
 fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {
@@ -697,7 +670,7 @@ mod tests {
         m.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         m.insert("content-type", HeaderValue::from_static("application/json"));
         m.insert("set-cookie", HeaderValue::from_static("a=b"));
-        strip_hop_by_hop(&mut m);
+        portcullis_core::headers::strip_hop_by_hop(&mut m);
         let left: Vec<_> = m.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type", "set-cookie"]);
     }
