@@ -4,6 +4,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+/// The request body cap every layer uses unless told otherwise (the gateway's
+/// `server.max_body_bytes` default): 10 MiB, well above any chat request, far below what
+/// would hurt a process that buffers a few hundred of them at once.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
 /// Why a body could not be collected.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
