@@ -2,18 +2,14 @@
 //! rewrite the model for the upstream.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portcullis::{
-    config::ModelConfig,
-    upstream::router::{resolve, rewrite_model},
-};
+use portcullis::upstream::router::{resolve, rewrite_model, ModelRoute};
 
-fn model(name: &str, upstream: &str) -> ModelConfig {
-    ModelConfig {
+fn model(name: &str, upstream: &str) -> ModelRoute {
+    ModelRoute {
         name: name.into(),
         upstream: upstream.into(),
         model: None,
         fallbacks: vec![],
-        rate_limit: None,
     }
 }
 
@@ -28,7 +24,7 @@ fn body(bytes: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut models: Vec<ModelConfig> = (0..50)
+    let mut models: Vec<ModelRoute> = (0..50)
         .map(|i| model(&format!("gpt-4o-variant-{i}"), "openai"))
         .collect();
     models.push(model("claude-*", "anthropic"));

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::{
     auth::admin_allowed,
     error::{ApiShape, GatewayError},
-    stack::AppState,
+    state::AppState,
 };
 
 /// `GET /health`

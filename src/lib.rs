@@ -13,5 +13,6 @@ pub mod error;
 pub mod mock;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -14,7 +14,7 @@ use axum::{
     Router,
 };
 use http::Request;
-use portcullis_circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
+use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
 use portcullis_core::{ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
@@ -28,43 +28,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::{
     admin,
     auth::AuthLayer,
-    config::{self, Config, StateBackend},
+    config::{Config, StateBackend},
     error::RescueLayer,
+    state::{AppState, UpstreamHealth},
     telemetry::access_log::{AccessLogLayer, RecordRequestLayer},
     upstream::{
         client::ClientOptions,
-        router::{UpstreamRoute, UpstreamService},
+        router::{ModelRoute, UpstreamRoute, UpstreamService},
         ModelRouter, Upstream, UpstreamClient,
     },
 };
-
-/// What the gateway's own endpoints need to see.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The loaded configuration.
-    pub config: Arc<Config>,
-    /// The model router (for `GET /v1/models`).
-    pub router: ModelRouter,
-    /// Per-upstream health handles, in config order.
-    pub upstreams: Arc<Vec<UpstreamHealth>>,
-    /// The compiled memory-routing patterns.
-    pub memory: Arc<MemoryRouter>,
-    /// Hashes of `server.api_keys`.
-    pub api_keys: Arc<Vec<portcullis_core::ApiKeyHash>>,
-}
-
-/// Health handles of one upstream.
-#[derive(Clone, Debug)]
-pub struct UpstreamHealth {
-    /// Name.
-    pub name: String,
-    /// Base URL.
-    pub base_url: String,
-    /// Its breaker, when the breaker layer is on.
-    pub breaker: Option<BreakerHandle>,
-    /// Its cookie jar, when cookies are on.
-    pub jar: Option<CookieJar>,
-}
 
 /// A built gateway: the axum app and the state behind it.
 #[derive(Debug)]
@@ -112,124 +85,9 @@ impl CookiePersist {
 #[error("{0}")]
 pub struct BuildError(pub String);
 
-// === Layer configs: the binary's sections mapped onto each layer's own Config ===
-
-fn retry_config(c: &config::RetryConfig) -> portcullis_retry::Config {
-    portcullis_retry::Config {
-        max_attempts: c.max_attempts,
-        base_delay: c.base_delay,
-        max_delay: c.max_delay,
-        retry_on: c.retry_on.clone(),
-        respect_retry_after: c.respect_retry_after,
-        max_retry_after: c.max_retry_after,
-        ..Default::default()
-    }
-}
-
-fn breaker_config(c: &config::CircuitBreakerConfig) -> portcullis_circuit_breaker::Config {
-    portcullis_circuit_breaker::Config {
-        failure_threshold: c.failure_threshold,
-        open_timeout: c.open_timeout,
-        success_threshold: c.success_threshold,
-    }
-}
-
-fn memory_config(c: &config::MemoryRoutingConfig) -> portcullis_memory_routing::Config {
-    portcullis_memory_routing::Config {
-        upstream_header: c.upstream_header.clone(),
-        client_header: c.client_header.clone(),
-        default_user_id: c.default_user_id.clone(),
-        patterns: c
-            .patterns
-            .iter()
-            .map(|p| portcullis_memory_routing::Pattern {
-                header: p.header.clone(),
-                pattern: p.pattern.clone(),
-                user_id: p.user_id.clone(),
-            })
-            .collect(),
-    }
-}
-
-fn rate_limit_config(c: &config::RateLimitConfig) -> portcullis_rate_limit::Config {
-    use portcullis_rate_limit::KeyKind;
-    portcullis_rate_limit::Config {
-        requests_per_minute: c.requests_per_minute,
-        burst: c.burst,
-        key: match c.key {
-            config::RateLimitKey::ApiKey => KeyKind::ApiKey,
-            config::RateLimitKey::UserId => KeyKind::UserId,
-            config::RateLimitKey::Ip => KeyKind::Ip,
-            config::RateLimitKey::Global => KeyKind::Global,
-        },
-        queue_timeout: c.queue_timeout,
-    }
-}
-
-fn dedup_config(c: &config::DedupConfig, max_body: usize) -> portcullis_dedup_cache::Config {
-    portcullis_dedup_cache::Config {
-        coalesce: true,
-        cache_ttl: c.cache_ttl,
-        max_entries: c.max_entries,
-        max_body_bytes: max_body,
-    }
-}
-
-fn cookies_config(c: &config::CookiesConfig) -> portcullis_cookie_session::Config {
-    portcullis_cookie_session::Config {
-        persist_path: PathBuf::from(&c.persist_path),
-        max_cookies: c.max_cookies,
-        save_interval: c.save_interval,
-    }
-}
-
-fn validation_config(c: &Config) -> portcullis_validation::Config {
-    use portcullis_validation::Level;
-    portcullis_validation::Config {
-        level: match c.validation.level {
-            config::ValidationLevel::Strict => Level::Strict,
-            config::ValidationLevel::Moderate => Level::Moderate,
-            config::ValidationLevel::Lenient => Level::Lenient,
-        },
-        max_body_bytes: c.server.max_body_bytes,
-    }
-}
-
-/// Each layer validates its own section; problems come back with the section's key path.
-pub(crate) fn validate_layers(
-    c: &Config,
-    problem: &mut dyn FnMut(String, String),
-    warnings: &mut Vec<ConfigProblem>,
-) {
-    let mut push = |section: &str, ps: Vec<ConfigProblem>| {
-        for p in ps {
-            problem(format!("{section}.{}", p.path), p.message);
-        }
-    };
-    push("retry", retry_config(&c.retry).validate());
-    push(
-        "circuit_breaker",
-        breaker_config(&c.circuit_breaker).validate(),
-    );
-    let mem = memory_config(&c.memory_routing);
-    push("memory_routing", mem.validate());
-    warnings.extend(
-        mem.warnings()
-            .into_iter()
-            .map(|p| ConfigProblem::new(format!("memory_routing.{}", p.path), p.message)),
-    );
-    push("rate_limit", rate_limit_config(&c.rate_limit).validate());
-    push(
-        "dedup",
-        dedup_config(&c.dedup, c.server.max_body_bytes).validate(),
-    );
-    push("validation", validation_config(c).validate());
-    push("cookies", cookies_config(&c.cookies).validate());
-}
-
 /// The compiled memory-routing patterns of `config` (also used by `portcullis route`).
 pub fn memory_router(config: &Config) -> Result<MemoryRouter, Vec<ConfigProblem>> {
-    MemoryRouter::new(&memory_config(&config.memory_routing))
+    MemoryRouter::new(&config.memory_routing)
 }
 
 /// Build the gateway from a validated config.
@@ -259,8 +117,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     };
 
     // Cookie jars: loaded from persist_path when set, one per upstream.
-    let persist_path = (!config.cookies.persist_path.is_empty())
-        .then(|| PathBuf::from(&config.cookies.persist_path));
+    let persist_path = config.cookies.persist_path().map(PathBuf::from);
     let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
         Some(p) => portcullis_cookie_session::persist::load_all(p)
             .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
@@ -285,15 +142,15 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
                 j.set_max_cookies(config.cookies.max_cookies);
                 j
             }
-            None => cookies_config(&config.cookies).new_jar(),
+            None => config.cookies.new_jar(),
         });
         let breaker = config.circuit_breaker.enabled.then(|| {
-            CircuitBreakerLayer::new(u.name.clone(), breaker_config(&config.circuit_breaker))
+            CircuitBreakerLayer::new(u.name.clone(), config.circuit_breaker.config.clone())
         });
         let retry = config
             .retry
             .enabled
-            .then(|| RetryLayer::from_config(&retry_config(&config.retry)))
+            .then(|| RetryLayer::from_config(&config.retry))
             .transpose()
             .map_err(problems)?;
         let service: UpstreamService = BoxCloneSyncService::new(
@@ -325,12 +182,17 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     }
 
     let failover_on = config.retry.retry_on.clone();
-    let router = ModelRouter::new(
-        config.models.clone(),
-        routes,
-        failover_on,
-        config.server.max_body_bytes,
-    );
+    let models = config
+        .models
+        .iter()
+        .map(|m| ModelRoute {
+            name: m.name.clone(),
+            upstream: m.upstream.clone(),
+            model: m.model.clone(),
+            fallbacks: m.fallbacks.clone(),
+        })
+        .collect();
+    let router = ModelRouter::new(models, routes, failover_on, config.server.max_body_bytes);
 
     let memory = Arc::new(memory_router(&config).map_err(problems)?);
     let memory_layer = config
@@ -339,24 +201,21 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .then(|| MemoryRoutingLayer::new(memory.clone()));
 
     let rate_limit = if config.rate_limit.enabled {
-        let rl = rate_limit_config(&config.rate_limit);
+        let rl = &config.rate_limit;
         let mut layer = match &redis {
             Some(conn) => RateLimitLayer::from_config_with_backend(
-                &rl,
+                rl,
                 portcullis_rate_limit::Backend::Redis(portcullis_rate_limit::RedisStore::new(
                     conn.clone(),
                 )),
             ),
-            None => RateLimitLayer::from_config(&rl),
+            None => RateLimitLayer::from_config(rl),
         }
         .map_err(problems)?
         .with_max_body_bytes(config.server.max_body_bytes);
         for m in &config.models {
             if let Some(q) = &m.rate_limit {
-                layer = layer.with_model_limit(
-                    m.name.as_str(),
-                    portcullis_rate_limit::Quota::new(q.requests_per_minute, q.burst),
-                );
+                layer = layer.with_model_limit(m.name.as_str(), q.clone());
             }
         }
         Some(layer)
@@ -365,7 +224,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     };
 
     let dedup = if config.dedup.enabled {
-        let dc = dedup_config(&config.dedup, config.server.max_body_bytes);
+        let dc = portcullis_dedup_cache::Config {
+            max_body_bytes: config.server.max_body_bytes,
+            ..config.dedup.config.clone()
+        };
         Some(match &redis {
             Some(conn) if dc.caching() => DedupCacheLayer::with_store(
                 dc,
@@ -377,7 +239,11 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         None
     };
 
-    let validation = ValidationLayer::from_config(&validation_config(&config)).map_err(problems)?;
+    let validation = ValidationLayer::from_config(&portcullis_validation::Config {
+        max_body_bytes: config.server.max_body_bytes,
+        ..config.validation.clone()
+    })
+    .map_err(problems)?;
 
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.

@@ -1,5 +1,5 @@
 //! The client span of one upstream attempt (HTTP client semantic conventions): opened by
-//! [`UpstreamClient`](crate::upstream::UpstreamClient) for each request it sends, closed when
+//! the upstream client for each request it sends, closed when
 //! the upstream's response body ends, so its duration is what the attempt cost.
 
 use std::{
@@ -18,7 +18,30 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::upstream::client::{UpstreamConnectError, UpstreamTimeout};
+/// How an attempt failed before a response arrived: the kind names the `error.type` of the
+/// span and the `outcome` label of the attempt histogram.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// No response headers within the upstream's timeout.
+    Timeout(BoxError),
+    /// Connect, TLS or transport failure.
+    Connect(BoxError),
+}
+
+impl AttemptError {
+    fn kind(&self) -> &'static str {
+        match self {
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Connect(_) => "connect_error",
+        }
+    }
+
+    fn into_inner(self) -> BoxError {
+        match self {
+            AttemptError::Timeout(e) | AttemptError::Connect(e) => e,
+        }
+    }
+}
 
 /// One upstream attempt being observed.
 #[derive(Debug)]
@@ -86,7 +109,7 @@ impl Attempt {
     /// Record the outcome; a response's body keeps the span open until it ends.
     pub fn finish(
         self,
-        result: Result<Response<Body>, BoxError>,
+        result: Result<Response<Body>, AttemptError>,
     ) -> Result<Response<Body>, BoxError> {
         let elapsed = self.start.elapsed().as_secs_f64();
         let span = self.span;
@@ -115,13 +138,8 @@ impl Attempt {
                 }))
             }
             Err(e) => {
-                let kind = if e.downcast_ref::<UpstreamTimeout>().is_some() {
-                    "timeout"
-                } else if e.downcast_ref::<UpstreamConnectError>().is_some() {
-                    "connect_error"
-                } else {
-                    "error"
-                };
+                let kind = e.kind();
+                let e = e.into_inner();
                 if !span.is_disabled() {
                     span.set_attribute("error.type", kind);
                     span.set_status(Status::error(kind));

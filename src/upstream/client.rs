@@ -4,7 +4,6 @@
 use std::{
     fmt,
     future::Future,
-    path::Path,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -20,6 +19,8 @@ use hyper_util::{
 };
 use tower::{BoxError, Service};
 use tracing::Instrument;
+
+use crate::telemetry::client::{Attempt, AttemptError};
 
 /// The upstream did not send response headers within its `timeout`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,20 +42,6 @@ pub struct UpstreamConnectError {
     pub message: String,
     #[source]
     source: Option<BoxError>,
-}
-
-/// Read a PEM CA file into root certificates; the error is a message for `check`.
-pub fn read_ca_file(
-    path: &Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
-    let certs =
-        certs.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificates found", path.display()));
-    }
-    Ok(certs)
 }
 
 /// Install the process-wide rustls crypto provider (idempotent).
@@ -107,7 +94,7 @@ impl UpstreamClient {
             let _ = roots.add(cert);
         }
         if let Some(path) = &opts.ca_file {
-            for cert in read_ca_file(path)? {
+            for cert in crate::config::upstreams::read_ca_file(path)? {
                 roots
                     .add(cert)
                     .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
@@ -159,7 +146,7 @@ impl Service<Request<Body>> for UpstreamClient {
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The client span (a child of the retry attempt's span) and its traceparent on the
         // upstream request; the span stays open until the response body ends.
-        let attempt = crate::telemetry::client::Attempt::start(&self.name, &mut req);
+        let attempt = Attempt::start(&self.name, &mut req);
         let span = attempt.span().clone();
         let fut = self.inner.request(req);
         let name = self.name.clone();
@@ -167,11 +154,11 @@ impl Service<Request<Body>> for UpstreamClient {
         Box::pin(
             async move {
                 let result = match tokio::time::timeout(timeout, fut).await {
-                    Err(_) => Err(Box::new(UpstreamTimeout {
+                    Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
                         upstream: name.to_string(),
                         timeout,
-                    }) as BoxError),
-                    Ok(Err(e)) => Err(Box::new(connect_error(&name, e)) as BoxError),
+                    }))),
+                    Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
                     Ok(Ok(resp)) => Ok(resp.map(Body::new)),
                 };
                 attempt.finish(result)

@@ -24,7 +24,6 @@ use super::{
     client::{UpstreamConnectError, UpstreamTimeout},
     prepare::Upstream,
 };
-use crate::config::ModelConfig;
 
 /// The per-upstream service (retry -> breaker -> cookies -> client).
 pub type UpstreamService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
@@ -107,6 +106,20 @@ pub struct RouteInfo {
     pub user_id: Option<Arc<str>>,
 }
 
+/// One model name clients may ask for, as the router sees it (built from a `[[models]]`
+/// entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoute {
+    /// What clients ask for: exact, `prefix*`, or `*`.
+    pub name: String,
+    /// The upstream that serves it.
+    pub upstream: String,
+    /// The model name sent upstream instead of the client's.
+    pub model: Option<String>,
+    /// Other model names tried in order when this one fails.
+    pub fallbacks: Vec<String>,
+}
+
 struct Entry {
     upstream: Upstream,
     service: UpstreamService,
@@ -114,7 +127,7 @@ struct Entry {
 }
 
 struct Inner {
-    models: Vec<ModelConfig>,
+    models: Vec<ModelRoute>,
     upstreams: HashMap<String, Entry>,
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
@@ -150,7 +163,7 @@ pub struct UpstreamRoute {
 impl ModelRouter {
     /// Build the router.
     pub fn new(
-        models: Vec<ModelConfig>,
+        models: Vec<ModelRoute>,
         upstreams: Vec<UpstreamRoute>,
         failover_on: Vec<u16>,
         max_body_bytes: usize,
@@ -185,7 +198,7 @@ impl ModelRouter {
 
     /// The `[[models]]` entry for a requested model: exact name, else the longest matching
     /// `prefix*`, else `*`.
-    pub fn resolve(&self, model: &str) -> Option<&ModelConfig> {
+    pub fn resolve(&self, model: &str) -> Option<&ModelRoute> {
         resolve(&self.inner.models, model)
     }
 
@@ -209,11 +222,11 @@ impl ModelRouter {
 }
 
 /// Resolve a model name against the configured entries.
-pub fn resolve<'a>(models: &'a [ModelConfig], model: &str) -> Option<&'a ModelConfig> {
+pub fn resolve<'a>(models: &'a [ModelRoute], model: &str) -> Option<&'a ModelRoute> {
     if let Some(m) = models.iter().find(|m| m.name == model) {
         return Some(m);
     }
-    let mut best: Option<(&ModelConfig, usize)> = None;
+    let mut best: Option<(&ModelRoute, usize)> = None;
     for m in models {
         if let Some(prefix) = m.name.strip_suffix('*') {
             if model.starts_with(prefix) && best.is_none_or(|(_, l)| prefix.len() > l) {
@@ -276,7 +289,7 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
             configured: inner.models.iter().map(|m| m.name.clone()).collect(),
         }));
     };
-    let mut chain: Vec<&ModelConfig> = vec![first];
+    let mut chain: Vec<&ModelRoute> = vec![first];
     for f in &first.fallbacks {
         if let Some(m) = inner.models.iter().find(|m| &m.name == f) {
             chain.push(m);
@@ -490,13 +503,12 @@ fn strip_tags(mut s: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn m(name: &str, up: &str) -> ModelConfig {
-        ModelConfig {
+    fn m(name: &str, up: &str) -> ModelRoute {
+        ModelRoute {
             name: name.into(),
             upstream: up.into(),
             model: None,
             fallbacks: vec![],
-            rate_limit: None,
         }
     }
 

@@ -14,10 +14,7 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use portcullis::{
-    config::Config,
-    stack::{self, AppState},
-};
+use portcullis::{config::Config, stack, state::AppState};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// A gateway serving on 127.0.0.1:<random>.

@@ -1,0 +1,247 @@
+//! `[[upstreams]]` and `[[models]]`: where requests go, and the checks that tie the two lists
+//! together (every model names a known upstream, every fallback a known model).
+
+use std::{collections::BTreeMap, collections::HashSet, path::Path, time::Duration};
+
+use portcullis_core::ConfigProblem;
+use serde::{Deserialize, Serialize};
+
+use super::{problems::list, Secret};
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <api_key>`
+    Bearer,
+    /// `x-api-key: <api_key>` (Anthropic)
+    XApiKey,
+    /// The caller's own `Authorization` / `x-api-key` goes through unchanged.
+    Passthrough,
+    /// No credentials are sent.
+    None,
+}
+
+impl AuthMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Bearer => "bearer",
+            AuthMode::XApiKey => "x-api-key",
+            AuthMode::Passthrough => "passthrough",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// `[[upstreams]]`: one provider the gateway forwards to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// What `models[].upstream` refers to; also the `upstream` label of logs and metrics.
+    pub name: String,
+    /// Scheme, host and optional path prefix; request paths are appended after the prefix.
+    pub base_url: String,
+    /// The upstream's API key (a secret reference such as `env:NAME`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// How to authenticate; unset: `bearer` when `api_key` is set, else `passthrough`.
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
+    /// Extra headers sent on every request; values may be secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Whole-request timeout (until the response headers arrive).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// TCP + TLS connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Keep a persistent cookie jar for this upstream.
+    #[serde(default = "yes")]
+    pub cookies: bool,
+    /// PEM file with extra trusted root certificates.
+    #[serde(default)]
+    pub ca_file: String,
+}
+
+impl UpstreamConfig {
+    /// The effective auth mode.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth.unwrap_or(if self.api_key.is_some() {
+            AuthMode::Bearer
+        } else {
+            AuthMode::Passthrough
+        })
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[[models]]`: what clients may ask for and where it goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name clients use: exact, `prefix*`, or `*`.
+    pub name: String,
+    /// The `[[upstreams]]` entry that serves it.
+    pub upstream: String,
+    /// Model name sent upstream instead of the client's.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Other model names tried in order when this one fails.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// A tighter rate limit for this model (the rate-limit layer's own quota type).
+    #[serde(default)]
+    pub rate_limit: Option<portcullis_rate_limit::Quota>,
+}
+
+/// Read a PEM CA file into root certificates; the error is a message for `check`. The
+/// upstream client loads `ca_file` with this same function, so a file that passes `check`
+/// also loads.
+pub fn read_ca_file(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    let certs =
+        certs.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificates found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Check both lists and the references between them.
+pub(super) fn check(
+    upstreams: &[UpstreamConfig],
+    models: &[ModelConfig],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let mut p = |path: String, msg: String| problems.push(ConfigProblem::new(path, msg));
+
+    let mut names = HashSet::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        let at = |k: &str| format!("upstreams[{i}].{k}");
+        if u.name.trim().is_empty() {
+            p(at("name"), "must not be empty".into());
+        } else if !names.insert(u.name.as_str()) {
+            p(at("name"), format!("duplicate upstream name {:?}", u.name));
+        }
+        match url::Url::parse(&u.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    p(at("base_url"), "must not have a query or fragment".into());
+                }
+                // /health/upstreams shows base_url: credentials belong in api_key or headers.
+                if !url.username().is_empty() || url.password().is_some() {
+                    p(
+                        at("base_url"),
+                        "must not carry credentials (user:password@); use api_key or headers"
+                            .into(),
+                    );
+                }
+            }
+            Ok(url) => p(
+                at("base_url"),
+                format!(
+                    "{:?}: scheme must be http or https with a host (got {:?})",
+                    u.base_url,
+                    url.scheme()
+                ),
+            ),
+            Err(e) => p(
+                at("base_url"),
+                format!("{:?} is not a URL: {e}", u.base_url),
+            ),
+        }
+        let auth = u.auth_mode();
+        if matches!(auth, AuthMode::Bearer | AuthMode::XApiKey) && u.api_key.is_none() {
+            p(
+                at("api_key"),
+                format!("required when auth = \"{}\"", auth.as_str()),
+            );
+        }
+        for name in u.headers.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p(
+                    format!("upstreams[{i}].headers.{name}"),
+                    "is not a valid header name".into(),
+                );
+            }
+        }
+        if u.timeout.is_zero() {
+            p(at("timeout"), "must be > 0".into());
+        }
+        if u.connect_timeout.is_zero() {
+            p(at("connect_timeout"), "must be > 0".into());
+        }
+        if !u.ca_file.is_empty() {
+            if let Err(e) = read_ca_file(Path::new(&u.ca_file)) {
+                p(at("ca_file"), e);
+            }
+        }
+    }
+
+    let mut model_names = HashSet::new();
+    for (i, m) in models.iter().enumerate() {
+        let at = |k: &str| format!("models[{i}].{k}");
+        if m.name.trim().is_empty() {
+            p(at("name"), "must not be empty".into());
+        } else if !model_names.insert(m.name.as_str()) {
+            p(at("name"), format!("duplicate model name {:?}", m.name));
+        }
+        if m.name.len() > 1 && m.name[..m.name.len() - 1].contains('*') {
+            p(
+                at("name"),
+                "\"*\" is only allowed at the end (prefix match) or alone".into(),
+            );
+        }
+        if !upstreams.iter().any(|u| u.name == m.upstream) {
+            p(
+                at("upstream"),
+                format!(
+                    "unknown upstream {:?}; configured: {}",
+                    m.upstream,
+                    list(upstreams.iter().map(|u| u.name.as_str()))
+                ),
+            );
+        }
+        for (j, f) in m.fallbacks.iter().enumerate() {
+            if f == &m.name {
+                p(
+                    format!("models[{i}].fallbacks[{j}]"),
+                    "a model cannot fall back to itself".into(),
+                );
+            } else if !models.iter().any(|o| &o.name == f) {
+                p(
+                    format!("models[{i}].fallbacks[{j}]"),
+                    format!("unknown model {f:?}"),
+                );
+            }
+        }
+        if let Some(q) = &m.rate_limit {
+            for problem in q.validate() {
+                p(at(&format!("rate_limit.{}", problem.path)), problem.message);
+            }
+        }
+    }
+    if upstreams.is_empty() {
+        p(
+            "upstreams".into(),
+            "at least one upstream is required".into(),
+        );
+    }
+    if models.is_empty() {
+        p("models".into(), "at least one model is required".into());
+    }
+}

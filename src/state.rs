@@ -1,0 +1,39 @@
+//! What the gateway's own endpoints see: the configuration, the router, and per-upstream
+//! health handles. Built by [`stack::build`](crate::stack::build), read by [`admin`](crate::admin).
+
+use std::sync::Arc;
+
+use portcullis_circuit_breaker::BreakerHandle;
+use portcullis_cookie_session::CookieJar;
+use portcullis_memory_routing::MemoryRouter;
+
+use crate::{config::Config, upstream::ModelRouter};
+
+/// The state behind the gateway's own endpoints. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// The model router (for `GET /v1/models`).
+    pub router: ModelRouter,
+    /// Per-upstream health handles, in config order.
+    pub upstreams: Arc<Vec<UpstreamHealth>>,
+    /// The compiled memory-routing patterns (for `GET /memory-routing/info`).
+    pub memory: Arc<MemoryRouter>,
+    /// Hashes of `server.api_keys`: keys are never kept in clear.
+    pub api_keys: Arc<Vec<portcullis_core::ApiKeyHash>>,
+}
+
+/// What `/health/upstreams` and `/metrics` read about one upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamHealth {
+    /// The `[[upstreams]]` name.
+    pub name: String,
+    /// Its base URL, shown on `/health/upstreams` (it holds no credentials: keys live in
+    /// headers, and a URL with user info fails `check`).
+    pub base_url: String,
+    /// Its breaker, when the breaker layer is on.
+    pub breaker: Option<BreakerHandle>,
+    /// Its cookie jar, when cookies are on.
+    pub jar: Option<CookieJar>,
+}
