@@ -215,7 +215,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .with_max_body_bytes(config.server.max_body_bytes);
         for m in &config.models {
             if let Some(q) = &m.rate_limit {
-                layer = layer.with_model_limit(m.name.as_str(), q.clone());
+                layer = layer.with_model_limit(m.name.as_str(), *q);
             }
         }
         Some(layer)
