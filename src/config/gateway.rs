@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use portcullis_core::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
-use super::{layers::serde_read, Secret, Section};
+use super::{sections::serde_read, Secret, Section};
 
 /// `[server]`: the listener and the gateway's own access control.
 #[derive(Debug, Clone, Serialize, Deserialize)]

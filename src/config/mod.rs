@@ -6,10 +6,10 @@
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | this one | the section table ([`Config`]), loading, the `check` summary |
+//! | this one | loading, the `check` summary |
+//! | [`sections`] | the table of sections ([`Config`]): each layer crate's own `Config`, in a [`Toggle`] when it can be switched off |
 //! | [`gateway`] | `[server]`, `[telemetry]`, `[state]` |
 //! | [`upstreams`] | `[[upstreams]]`, `[[models]]` and the references between them |
-//! | [`layers`] | each layer crate's own `Config` as its section ([`Toggle`] adds `enabled`) |
 //! | [`secret`] | `env:NAME` / `os.environ/NAME` references |
 //! | `problems` | figment errors turned into key paths |
 //!
@@ -19,44 +19,13 @@
 //! failure is recorded with its key path, and the typed sections are then checked for meaning
 //! (ranges, references between upstreams and models, secrets that resolve).
 
-pub mod gateway;
-pub mod layers;
-mod problems;
-pub mod secret;
-pub mod upstreams;
-
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
-
-use figment::{
-    providers::{Env, Format, Toml, Yaml},
-    value::Dict,
-    Figment,
-};
-use portcullis_core::ConfigProblem;
-use serde::Serialize;
-
-pub use gateway::{LogFormat, ServerConfig, StateBackend, StateConfig, TelemetryConfig};
-pub use layers::{Section, Toggle};
-pub use problems::ConfigErrors;
-use problems::{figment_problem, list_at};
-pub use secret::Secret;
-pub use upstreams::{AuthMode, ModelConfig, UpstreamConfig};
-
-const EMBEDDED_DEFAULTS: &str = include_str!("defaults.toml");
-
-/// Environment variable naming the config file when `--config` is not given.
-pub const CONFIG_ENV: &str = "PORTCULLIS_CONFIG";
-
-/// The table of sections: each line is a config key, its type (a layer's own `Config`, in a
-/// [`Toggle`] when it can be switched off) and, by its [`Section`] impl, how it is checked
-/// and named in `check`'s layer list. Layers are listed outermost first, as stacked.
-macro_rules! sections {
+// Defines `Config` from the table of sections in `sections.rs`: each line is a config key
+// and its type; the type's `Section` impl says how it is read, checked and named in
+// `check`'s layer list. Defined before the modules so `sections.rs` can use it.
+macro_rules! sections_table {
     ($( $(#[$doc:meta])* $key:ident : $ty:ty, )*) => {
         /// The whole gateway configuration.
-        #[derive(Debug, Clone, Default, Serialize)]
+        #[derive(Debug, Clone, Default, serde::Serialize)]
         pub struct Config {
             /// `[[upstreams]]`
             pub upstreams: Vec<UpstreamConfig>,
@@ -66,9 +35,11 @@ macro_rules! sections {
         }
 
         /// Every top-level key.
-        const SECTIONS: &[&str] = &["upstreams", "models", $(stringify!($key)),*];
+        pub(super) const SECTIONS: &[&str] = &[
+            "upstreams", "models", $(stringify!($key)),*
+        ];
 
-        fn read_sections(cfg: &mut Config, root: &Dict, problems: &mut Vec<ConfigProblem>) {
+        pub(super) fn read_sections(cfg: &mut Config, root: &Dict, problems: &mut Vec<ConfigProblem>) {
             $(
                 if let Some(v) = root.get(stringify!($key)) {
                     if let Some(s) = <$ty as Section>::read(stringify!($key), v, problems) {
@@ -79,7 +50,7 @@ macro_rules! sections {
         }
 
         impl Config {
-            fn check_sections(
+            pub(super) fn check_sections(
                 &self,
                 problems: &mut Vec<ConfigProblem>,
                 warnings: &mut Vec<ConfigProblem>,
@@ -104,28 +75,36 @@ macro_rules! sections {
     };
 }
 
-sections! {
-    /// `[server]`
-    server: ServerConfig,
-    /// `[validation]`
-    validation: portcullis_validation::Config,
-    /// `[memory_routing]`
-    memory_routing: Toggle<portcullis_memory_routing::Config, true>,
-    /// `[rate_limit]`
-    rate_limit: Toggle<portcullis_rate_limit::Config, false>,
-    /// `[dedup]`
-    dedup: Toggle<portcullis_dedup_cache::Config, false>,
-    /// `[retry]`
-    retry: Toggle<portcullis_retry::Config, true>,
-    /// `[circuit_breaker]`
-    circuit_breaker: Toggle<portcullis_circuit_breaker::Config, true>,
-    /// `[cookies]`
-    cookies: portcullis_cookie_session::Config,
-    /// `[telemetry]`
-    telemetry: TelemetryConfig,
-    /// `[state]`
-    state: StateConfig,
-}
+pub mod gateway;
+mod problems;
+pub mod secret;
+pub mod sections;
+pub mod upstreams;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    providers::{Env, Format, Toml, Yaml},
+    value::Dict,
+    Figment,
+};
+use portcullis_core::ConfigProblem;
+
+pub use gateway::{LogFormat, ServerConfig, StateBackend, StateConfig, TelemetryConfig};
+pub use problems::ConfigErrors;
+use problems::{figment_problem, list_at};
+pub use secret::Secret;
+use sections::{read_sections, SECTIONS};
+pub use sections::{Config, Section, Toggle};
+pub use upstreams::{AuthMode, ModelConfig, UpstreamConfig};
+
+const EMBEDDED_DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "PORTCULLIS_CONFIG";
 
 /// Where the configuration came from, for the start-up log and `check`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! The layers' sections: each is the layer crate's own `Config`, read as it is (no mirror
-//! types), wrapped in [`Toggle`] when the layer can be switched off.
+//! The table of sections: every top-level key of the config file and its type. A layer's
+//! section is the layer crate's own `Config`, read as it is (no mirror types), wrapped in
+//! [`Toggle`] when the layer can be switched off.
 //!
-//! A new layer adds one line to the `sections!` table in `mod.rs` and, here, one
-//! [`Section`] impl saying how it is checked and named in `portcullis check`'s summary.
+//! A new layer adds its line to the table below and, in this file, one [`LayerSection`] (or
+//! [`Section`]) impl saying how it is checked and named in `portcullis check`'s summary.
 
 use std::ops::{Deref, DerefMut};
 
@@ -10,7 +11,34 @@ use figment::value::{Dict, Value};
 use portcullis_core::ConfigProblem;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{problems::deserialize_at, Config};
+use super::{
+    problems::deserialize_at, ModelConfig, ServerConfig, StateConfig, TelemetryConfig,
+    UpstreamConfig,
+};
+
+// Layers are listed outermost first, as `stack.rs` stacks them (the order of `check`'s list).
+sections_table! {
+    /// `[server]`
+    server: ServerConfig,
+    /// `[validation]`
+    validation: portcullis_validation::Config,
+    /// `[memory_routing]`
+    memory_routing: Toggle<portcullis_memory_routing::Config, true>,
+    /// `[rate_limit]`
+    rate_limit: Toggle<portcullis_rate_limit::Config, false>,
+    /// `[dedup]`
+    dedup: Toggle<portcullis_dedup_cache::Config, false>,
+    /// `[retry]`
+    retry: Toggle<portcullis_retry::Config, true>,
+    /// `[circuit_breaker]`
+    circuit_breaker: Toggle<portcullis_circuit_breaker::Config, true>,
+    /// `[cookies]`
+    cookies: portcullis_cookie_session::Config,
+    /// `[telemetry]`
+    telemetry: TelemetryConfig,
+    /// `[state]`
+    state: StateConfig,
+}
 
 /// One `[section]` of the config file: how it is read, checked and summarised.
 pub trait Section: Sized {
