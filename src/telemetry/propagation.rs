@@ -1,9 +1,11 @@
 //! W3C trace context (`traceparent`, `tracestate`): read from the client's request, written on
 //! the upstream request.
 //!
-//! The W3C propagator is used directly rather than the global one, so the gateway continues a
-//! client's trace however the process's OpenTelemetry globals are set up (tests and embedders
-//! build the stack without [`init`](super::init)).
+//! One parser reads the client's `traceparent` ([`TraceParent::parse`]), with or without an
+//! OpenTelemetry layer, so both modes continue exactly the same traces. Writing uses the W3C
+//! propagator directly rather than the global one, so it works however the process's
+//! OpenTelemetry globals are set up (tests and embedders build the stack without
+//! [`init`](super::init)).
 //!
 //! # Without an OpenTelemetry layer
 //!
@@ -18,24 +20,12 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
-    propagation::{Extractor, Injector, TextMapPropagator},
-    trace::TraceContextExt,
+    propagation::{Injector, TextMapPropagator},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
     Context,
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 
@@ -53,14 +43,28 @@ impl Injector for HeaderInjector<'_> {
 /// Make `span` a child of the trace named by the request's `traceparent`, if it has a valid
 /// one. Call before anything enters the span or creates a child of it.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    if !headers.contains_key("traceparent") {
+    let Some(tp) = headers
+        .get("traceparent")
+        .and_then(|v| TraceParent::parse(v.as_bytes()))
+    else {
         return;
-    }
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    if cx.span().span_context().is_valid() {
-        // Fails only when no OpenTelemetry layer is installed: then there is no trace to join.
-        let _ = span.set_parent(cx);
-    }
+    };
+    // A malformed tracestate is dropped, the trace still continues (W3C: the two headers are
+    // validated independently).
+    let state = headers
+        .get("tracestate")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let remote = SpanContext::new(
+        TraceId::from_bytes(tp.trace_id),
+        SpanId::from_bytes(tp.parent_id),
+        TraceFlags::new(tp.flags & 0x01),
+        true,
+        state,
+    );
+    // Fails only when no OpenTelemetry layer is installed: then there is no trace to join.
+    let _ = span.set_parent(Context::new().with_remote_span_context(remote));
 }
 
 /// Write `span`'s context as `traceparent`/`tracestate` on an outgoing request, replacing what
@@ -119,13 +123,26 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// Parse a version `00` `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase). `None`
-    /// for anything else: another version, uppercase or non-hex digits, wrong lengths, an
+    /// Parse a `traceparent` (`VV-<32 hex>-<16 hex>-<2 hex>`, lowercase), as W3C Trace
+    /// Context level 1 says a receiver must: version `00` is exactly that; a later version
+    /// (`01`..`fe`) is read the same way and may carry more fields after a `-`; `ff` is
+    /// invalid. `None` for anything else: uppercase or non-hex digits, wrong lengths, an
     /// all-zero trace or parent id.
+    ///
+    /// The one parser of the gateway: the request span (with or without OpenTelemetry) and
+    /// the hand-kept [`TraceContext`] both continue exactly the traces this accepts.
     pub fn parse(value: &[u8]) -> Option<Self> {
         let v = value.trim_ascii();
-        if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
+        if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
             return None;
+        }
+        let mut version = [0u8; 1];
+        decode_hex(&v[..2], &mut version)?;
+        match version[0] {
+            0x00 if v.len() == 55 => {}
+            0x00 | 0xff => return None,
+            _ if v.len() == 55 || v[55] == b'-' => {}
+            _ => return None,
         }
         let mut trace_id = [0u8; 16];
         let mut parent_id = [0u8; 8];
@@ -268,12 +285,24 @@ mod tests {
     }
 
     #[test]
+    fn later_versions_are_read_as_version_00() {
+        for v in [
+            format!("01-{TRACE}-{PARENT}-01"),
+            format!("fe-{TRACE}-{PARENT}-01-what-comes-next"),
+        ] {
+            let tp = TraceParent::parse(v.as_bytes()).expect(&v);
+            assert_eq!(tp.trace_id[0], 0x4b);
+            assert_eq!(tp.flags, 1);
+        }
+    }
+
+    #[test]
     fn malformed_traceparents_are_refused() {
         let bad = [
             String::new(),
             "garbage".into(),
-            format!("01-{TRACE}-{PARENT}-01"),
             format!("ff-{TRACE}-{PARENT}-01"),
+            format!("01-{TRACE}-{PARENT}-01x"),
             format!("00-{TRACE}-{PARENT}-01-extra"),
             format!("00-{TRACE}-{PARENT}-1"),
             format!("00-{TRACE}-{PARENT}-0g"),
