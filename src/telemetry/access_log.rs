@@ -21,16 +21,14 @@ use opentelemetry::{trace::Status, KeyValue};
 use pin_project_lite::pin_project;
 use portcullis_core::{
     headers::{X_PORTCULLIS_CACHE, X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    usage::{Sniffer, Usage},
     RequestMeta, UserId,
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{
-    genai::{self, Sniffer, Usage},
-    propagation::{self, TraceContext},
-};
+use super::propagation::{self, TraceContext};
 use crate::{error::ErrorCode, upstream::RouteInfo};
 
 /// Wraps the proxy stack: opens the request span (continuing the client's `traceparent`) and,
@@ -82,7 +80,7 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .into();
-        let (system, operation) = genai::api_of(&path);
+        let (system, operation) = api_of(&path);
         // The proxied paths are fixed routes, so the path is also the route (low cardinality).
         // Few tracing fields (pretty logs print them on every line inside the span); the
         // semantic-convention attributes go straight to OpenTelemetry.
@@ -168,6 +166,21 @@ where
                 }
             }
         })
+    }
+}
+
+/// The `gen_ai.system` and `gen_ai.operation.name` of a proxied path.
+fn api_of(path: &str) -> (&'static str, &'static str) {
+    if path.ends_with("/v1/messages") {
+        ("anthropic", "chat")
+    } else if path.ends_with("/v1/responses") {
+        ("openai", "responses")
+    } else if path.ends_with("/v1/embeddings") {
+        ("openai", "embeddings")
+    } else if path.ends_with("/v1/completions") && !path.ends_with("/chat/completions") {
+        ("openai", "text_completion")
+    } else {
+        ("openai", "chat")
     }
 }
 

@@ -13,7 +13,6 @@
 
 pub mod access_log;
 pub mod client;
-pub mod genai;
 pub mod metrics;
 pub mod propagation;
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod headers;
 pub mod identity;
 pub mod meta;
+pub mod usage;
 
 pub use error::CircuitOpen;
 pub use identity::{ApiKeyHash, ClientIp, UserId};

@@ -1,5 +1,7 @@
-//! GenAI semantic conventions: which API a request speaks, and the response model and token
-//! usage read from the response body as it passes (never the prompt or the completion text).
+//! Token usage, response model and id read from an LLM response body as it passes (never the
+//! prompt or the completion text), for OpenAI chat/completions/embeddings, the Responses API
+//! and Anthropic messages, plain or streamed. Read by the gateway's access log, spans and
+//! metrics; here so any layer (token budgets, an audit log) can read usage too.
 //!
 //! Streams are scanned line by line as frames go by: only the SSE `data:` lines that can
 //! carry what we need (`"usage"`, or `"model"` until it is known) are parsed, into structs
@@ -14,19 +16,6 @@ pub const JSON_CAP: usize = 2 * 1024 * 1024;
 /// The longest SSE line kept while waiting for its end; longer ones are skipped.
 const LINE_CAP: usize = 1024 * 1024;
 
-/// The `gen_ai.system` and `gen_ai.operation.name` of a proxied path.
-pub fn api_of(path: &str) -> (&'static str, &'static str) {
-    if path.ends_with("/v1/messages") {
-        ("anthropic", "chat")
-    } else if path.ends_with("/v1/embeddings") {
-        ("openai", "embeddings")
-    } else if path.ends_with("/v1/completions") && !path.ends_with("/chat/completions") {
-        ("openai", "text_completion")
-    } else {
-        ("openai", "chat")
-    }
-}
-
 /// What was learnt from a response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -39,6 +28,9 @@ pub struct Usage {
     pub input_tokens: Option<u64>,
     /// `gen_ai.usage.output_tokens`.
     pub output_tokens: Option<u64>,
+    /// Input tokens served from the provider's prompt cache (OpenAI `cached_tokens`,
+    /// Anthropic `cache_read_input_tokens`), part of `input_tokens`.
+    pub cached_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +44,9 @@ struct Chunk {
     /// Anthropic `message_start` nests the message.
     #[serde(default)]
     message: Option<Message>,
+    /// Responses API events (`response.created`, `response.completed`) nest the response.
+    #[serde(default)]
+    response: Option<Message>,
 }
 
 #[derive(Deserialize)]
@@ -72,24 +67,43 @@ struct UsageJson {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// Chat completions.
+    prompt_tokens_details: Option<CachedJson>,
+    /// Responses API.
+    input_tokens_details: Option<CachedJson>,
+}
+
+#[derive(Deserialize)]
+struct CachedJson {
+    cached_tokens: Option<u64>,
 }
 
 impl Usage {
     fn absorb(&mut self, chunk: Chunk) {
+        // The Responses API's events say `"type":"response.created"` etc. beside the nested
+        // response; their own `id`/`model` are absent, so the nested ones are read.
+        let nested = chunk.message.or(chunk.response);
         if self.response_model.is_none() {
             self.response_model = chunk
                 .model
-                .or_else(|| chunk.message.as_ref().and_then(|m| m.model.clone()));
+                .or_else(|| nested.as_ref().and_then(|m| m.model.clone()));
         }
         if self.response_id.is_none() {
             self.response_id = chunk
                 .id
-                .or_else(|| chunk.message.as_ref().and_then(|m| m.id.clone()));
+                .or_else(|| nested.as_ref().and_then(|m| m.id.clone()));
         }
-        for u in [chunk.usage, chunk.message.and_then(|m| m.usage)]
+        for u in [chunk.usage, nested.and_then(|m| m.usage)]
             .into_iter()
             .flatten()
         {
+            let cached = u
+                .cache_read_input_tokens
+                .or(u.prompt_tokens_details.and_then(|d| d.cached_tokens))
+                .or(u.input_tokens_details.and_then(|d| d.cached_tokens));
+            if let Some(c) = cached {
+                self.cached_input_tokens = Some(self.cached_input_tokens.map_or(c, |o| o.max(c)));
+            }
             // Anthropic reports counts cumulatively (message_start, then message_delta):
             // the largest is the total. OpenAI reports once.
             let input = u.prompt_tokens.or(u.input_tokens.map(|i| {
@@ -369,11 +383,49 @@ mod tests {
         assert!(Sniffer::for_response(StatusCode::OK, &h).is_none());
     }
 
+    const RESPONSES_STREAM: &str = concat!(
+        "event: response.created\n",
+        "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-5-2025-08-07\",\"output\":[],\"usage\":null}}\n\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\n",
+        "data: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-5-2025-08-07\",",
+        "\"usage\":{\"input_tokens\":40,\"input_tokens_details\":{\"cached_tokens\":32},\"output_tokens\":9,\"output_tokens_details\":{\"reasoning_tokens\":4},\"total_tokens\":49}}}\n\n",
+    );
+
     #[test]
-    fn apis() {
-        assert_eq!(api_of("/v1/messages"), ("anthropic", "chat"));
-        assert_eq!(api_of("/v1/chat/completions"), ("openai", "chat"));
-        assert_eq!(api_of("/v1/completions"), ("openai", "text_completion"));
-        assert_eq!(api_of("/v1/embeddings"), ("openai", "embeddings"));
+    fn responses_api_usage_comes_from_response_completed() {
+        for piece in [1, 9, 4096] {
+            let u = feed_in_pieces(sniffer("text/event-stream"), RESPONSES_STREAM, piece);
+            assert_eq!(u.response_model.as_deref(), Some("gpt-5-2025-08-07"));
+            assert_eq!(u.response_id.as_deref(), Some("resp_1"));
+            assert_eq!((u.input_tokens, u.output_tokens), (Some(40), Some(9)));
+            assert_eq!(u.cached_input_tokens, Some(32), "{piece}");
+        }
+        let plain = r#"{"id":"resp_2","object":"response","model":"gpt-5","output":[],
+            "usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}"#;
+        let mut s = sniffer("application/json");
+        s.feed(plain.as_bytes());
+        let u = s.finish();
+        assert_eq!((u.input_tokens, u.output_tokens), (Some(5), Some(2)));
+        assert_eq!(u.response_id.as_deref(), Some("resp_2"));
+    }
+
+    #[test]
+    fn cached_tokens_of_chat_completions_and_anthropic() {
+        let chat = r#"{"id":"c","model":"m","usage":{"prompt_tokens":100,"completion_tokens":1,
+            "prompt_tokens_details":{"cached_tokens":64}}}"#;
+        let mut s = sniffer("application/json");
+        s.feed(chat.as_bytes());
+        assert_eq!(s.finish().cached_input_tokens, Some(64));
+        let anthropic = r#"{"id":"msg","model":"claude","usage":{"input_tokens":10,
+            "cache_read_input_tokens":90,"output_tokens":3}}"#;
+        let mut s = sniffer("application/json");
+        s.feed(anthropic.as_bytes());
+        let u = s.finish();
+        assert_eq!(
+            (u.input_tokens, u.cached_input_tokens),
+            (Some(100), Some(90))
+        );
     }
 }
