@@ -430,8 +430,8 @@ impl Finish {
                 model,
                 upstream,
                 status,
-                latency_ms = latency.as_secs_f64() * 1000.0,
-                ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
+                latency_ms = millis(latency),
+                ttfb_ms = millis(self.ttfb),
                 request_id = %self.request_id,
                 attempts,
                 cache = self.cache.as_deref().unwrap_or(""),
@@ -508,6 +508,11 @@ impl Ending {
             Self::Aborted => "aborted",
         }
     }
+}
+
+/// Milliseconds with microsecond precision: `63.886`, not `63.88618999999999`.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 fn clamp(n: u64) -> i64 {

@@ -198,7 +198,12 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().compact().with_filter(log_filter))
+            .with(
+                fmt::layer()
+                    .compact()
+                    .fmt_fields(HumanFields)
+                    .with_filter(log_filter),
+            )
             .try_init(),
     };
     if result.is_err() {
@@ -222,6 +227,58 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
     TelemetryGuard { provider }
 }
 
+/// Field formatting of the pretty log: as tracing-subscriber's default, without the
+/// `otel.*` fields that only name and classify spans for OpenTelemetry (they would be printed
+/// on every line inside the span).
+#[derive(Debug, Clone, Copy)]
+struct HumanFields;
+
+impl<'w> fmt::FormatFields<'w> for HumanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = HumanVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct HumanVisitor<'w> {
+    writer: fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for HumanVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value:?}")
+        } else {
+            write!(self.writer, "{sep}{name}={value:?}")
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +287,48 @@ mod tests {
         TelemetryConfig {
             otlp_endpoint: endpoint.into(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pretty_lines_leave_out_otel_names() {
+        use std::sync::{Arc, Mutex};
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let make_writer = move || SharedBuf(sink.clone());
+        let sub = tracing_subscriber::registry().with(
+            fmt::layer()
+                .compact()
+                .with_ansi(false)
+                .without_time()
+                .fmt_fields(HumanFields)
+                .with_writer(make_writer),
+        );
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "GET /x",
+                otel.kind = "server",
+                request_id = "r1"
+            );
+            span.in_scope(|| tracing::info!(latency_ms = 1.5, "hello"));
+        });
+        let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(out.contains("hello"), "{out}");
+        assert!(out.contains("request_id=\"r1\""), "{out}");
+        assert!(out.contains("latency_ms=1.5"), "{out}");
+        assert!(!out.contains("otel."), "{out}");
+    }
+
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 
