@@ -46,7 +46,7 @@ pub struct ConfigArg {
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
     #[command(flatten)]
-    /// Config file.
+    /// `--config PATH`.
     pub config: ConfigArg,
     /// Listen address, overrides server.listen.
     #[arg(long, value_name = "ADDR")]
@@ -60,7 +60,7 @@ pub struct RouteArgs {
     #[arg(long = "header", short = 'H', value_name = "HEADER")]
     pub headers: Vec<String>,
     #[command(flatten)]
-    /// Config file.
+    /// `--config PATH`.
     pub config: ConfigArg,
 }
 

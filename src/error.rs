@@ -60,7 +60,7 @@ pub struct GatewayError {
     pub status: StatusCode,
     /// `x-portcullis-error` code.
     pub code: &'static str,
-    /// Human message.
+    /// What the caller reads: says what was wrong and, where it helps, what to do.
     pub message: String,
     /// Extra response headers (Retry-After, rate-limit headers, attempts, upstream).
     pub headers: HeaderMap,

@@ -44,7 +44,7 @@ use crate::{
 pub struct Gateway {
     /// The full HTTP app (proxied routes and the gateway's own endpoints).
     pub app: Router,
-    /// Shared state.
+    /// What the gateway's own endpoints read (also handy to tests).
     pub state: AppState,
     /// Cookie persistence, when `cookies.persist_path` is set.
     pub cookie_persist: Option<CookiePersist>,
@@ -53,7 +53,7 @@ pub struct Gateway {
 /// Where and what to save on shutdown.
 #[derive(Debug, Clone)]
 pub struct CookiePersist {
-    /// File.
+    /// `cookies.persist_path`.
     pub path: PathBuf,
     /// Jars by upstream name.
     pub jars: Vec<(String, CookieJar)>,

@@ -69,7 +69,7 @@ impl Section for ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// For humans.
+    /// Compact lines for a terminal.
     #[default]
     Pretty,
     /// One JSON object per line.
@@ -80,7 +80,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Log format.
+    /// `pretty` for people at a terminal, `json` (one object per line) for log pipelines.
     pub log_format: LogFormat,
     /// OTLP/HTTP base URL; empty: no trace export.
     pub otlp_endpoint: String,

@@ -26,7 +26,7 @@ use crate::telemetry::client::{Attempt, AttemptError};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("upstream {upstream:?} did not answer within {timeout:?}")]
 pub struct UpstreamTimeout {
-    /// Upstream name.
+    /// The `[[upstreams]]` name.
     pub upstream: String,
     /// The timeout that passed.
     pub timeout: Duration,
@@ -36,7 +36,7 @@ pub struct UpstreamTimeout {
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {upstream:?} unreachable: {message}")]
 pub struct UpstreamConnectError {
-    /// Upstream name.
+    /// The `[[upstreams]]` name.
     pub upstream: String,
     /// What went wrong (connect refused, reset, TLS failure...).
     pub message: String,

@@ -47,7 +47,7 @@ pub struct MissingModel(pub String);
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct UpstreamHtml {
-    /// Upstream name.
+    /// The `[[upstreams]]` name of the upstream that sent the page.
     pub upstream: String,
     /// The upstream's status.
     pub status: u16,
@@ -152,7 +152,7 @@ impl std::fmt::Debug for ModelRouter {
 /// Builder input for one upstream.
 #[derive(Debug)]
 pub struct UpstreamRoute {
-    /// Request template.
+    /// How a request is rewritten for this upstream (URL, credentials, headers).
     pub upstream: Upstream,
     /// Its service stack.
     pub service: UpstreamService,

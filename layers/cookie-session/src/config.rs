@@ -12,8 +12,8 @@ use crate::CookieJar;
 /// Settings shared by every upstream's jar (the `[cookies]` section; whether an upstream
 /// gets a jar at all is its own `cookies = true|false`).
 ///
-/// `max_cookies` and `save_interval` are not in the gateway's documented config; the binary
-/// may expose them or keep these defaults.
+/// The gateway reads this type as its `[cookies]` section, all three keys included
+/// (`cookies.max_cookies`, `cookies.save_interval`).
 ///
 /// ```
 /// let config: portcullis_cookie_session::Config =
