@@ -25,7 +25,7 @@ use tower::{BoxError, Layer, Service};
 
 use crate::upstream::{
     router::{MissingModel, RoutedError},
-    ModelNotFound, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
+    ModelNotFound, RouteInfo, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
 };
 
 /// Which API's error shape a caller expects.
@@ -64,6 +64,9 @@ pub struct GatewayError {
     pub message: String,
     /// Extra response headers (Retry-After, rate-limit headers, attempts, upstream).
     pub headers: HeaderMap,
+    /// Where the request went before it failed (model, upstream, attempts), for the access
+    /// log and metrics of the error response.
+    pub route: Option<RouteInfo>,
 }
 
 /// The error code of a gateway-made response (a response extension for logs and metrics).
@@ -78,6 +81,7 @@ impl GatewayError {
             code,
             message: message.into(),
             headers: HeaderMap::new(),
+            route: None,
         }
     }
 
@@ -110,6 +114,9 @@ impl GatewayError {
         h.insert(X_PORTCULLIS_ERROR, HeaderValue::from_static(self.code));
         h.extend(self.headers);
         resp.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(route) = self.route {
+            resp.extensions_mut().insert(route);
+        }
         resp
     }
 }
@@ -134,10 +141,11 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     let mut g = classify_inner(err);
     if let Some(r) = find_in_chain::<RoutedError>(err) {
         g.headers
-            .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(r.attempts));
-        if let Ok(v) = HeaderValue::from_str(&r.upstream) {
+            .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(r.route.attempts));
+        if let Ok(v) = HeaderValue::from_str(&r.route.upstream) {
             g.headers.insert(X_PORTCULLIS_UPSTREAM, v);
         }
+        g.route = Some(r.route.clone());
     }
     g
 }

@@ -79,14 +79,13 @@ impl UpstreamHtml {
     }
 }
 
-/// An error that happened after a route was chosen: carries what the error response needs.
+/// An error that happened after a route was chosen: carries what the error response and its
+/// log line need (the upstream that failed last, attempts over all candidates).
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
 pub struct RoutedError {
-    /// The upstream that failed last.
-    pub upstream: String,
-    /// Upstream attempts made over all candidates.
-    pub attempts: u32,
+    /// Where the request went.
+    pub route: RouteInfo,
     /// The underlying error.
     #[source]
     pub source: BoxError,
@@ -302,6 +301,13 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         .unwrap_or("/")
         .to_string();
     let mut attempts = 0u32;
+    let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
+    let route_info = |upstream: &str, attempts: u32| RouteInfo {
+        model: requested.clone(),
+        upstream: upstream.into(),
+        attempts,
+        user_id: user_id.clone(),
+    };
     let last = chain.len() - 1;
     for (i, entry) in chain.into_iter().enumerate() {
         let Some(up) = inner.upstreams.get(&entry.upstream) else {
@@ -341,8 +347,7 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
                 if is_html(resp.headers()) {
                     let err = html_error(&up.upstream.name, resp).await;
                     return Err(Box::new(RoutedError {
-                        upstream: up.upstream.name.clone(),
-                        attempts,
+                        route: route_info(&up.upstream.name, attempts),
                         source: Box::new(err),
                     }));
                 }
@@ -354,12 +359,8 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
                     h.insert(X_PORTCULLIS_UPSTREAM, v);
                 }
                 h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(attempts));
-                resp.extensions_mut().insert(RouteInfo {
-                    model: requested.clone(),
-                    upstream: up.upstream.name.as_str().into(),
-                    attempts,
-                    user_id: parts.extensions.get::<UserId>().map(|u| u.0.clone()),
-                });
+                resp.extensions_mut()
+                    .insert(route_info(&up.upstream.name, attempts));
                 return Ok(resp);
             }
             Err(e) => {
@@ -378,8 +379,7 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
                     continue;
                 }
                 return Err(Box::new(RoutedError {
-                    upstream: up.upstream.name.clone(),
-                    attempts,
+                    route: route_info(&up.upstream.name, attempts),
                     source: e,
                 }));
             }
