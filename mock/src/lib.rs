@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use portcullis::mock::{MockResponse, MockUpstream};
+//! use portcullis_mock::{MockResponse, MockUpstream};
 //!
 //! let mock = MockUpstream::start().await?;
 //! mock.push(MockResponse::status(503).retry_after("1"));
@@ -45,8 +45,6 @@
 mod response;
 mod routes;
 mod server;
-#[cfg(test)]
-mod tests;
 
 use std::collections::VecDeque;
 use std::io;
@@ -71,7 +69,7 @@ pub use response::MockResponse;
 /// server down: the listener closes and open connections (hanging requests included) are cut.
 /// The server's tasks run on the Tokio runtime that `start*` was called from, so that runtime
 /// must keep running while the mock is in use (mind this in benches with several runtimes).
-/// See the [module docs](self) for the default behaviour.
+/// See the [crate docs](crate) for the default behaviour.
 pub struct MockUpstream {
     addr: SocketAddr,
     tls: bool,
