@@ -1,4 +1,7 @@
-//! A scriptable in-process mock of the OpenAI and Anthropic APIs, for tests, examples and benches.
+//! Test fixtures for portcullis: a scriptable in-process mock of the OpenAI and Anthropic APIs.
+//!
+//! A dev-only crate (`publish = false`) for tests, examples and benches; no library depends on
+//! it. Besides the mock upstream it holds [`RedisServer`], a `redis-server` owned by one test.
 //!
 //! [`MockUpstream`] is a real HTTP server on a local port (plain HTTP, or HTTPS with ALPN `h2`
 //! and `http/1.1`). With nothing scripted it answers like the real APIs:
@@ -42,6 +45,7 @@
 //! which `axum::serve` cannot express; the loop here gives each connection a handle the request
 //! handler can use. The routing itself is an axum handler.
 
+mod redis;
 mod response;
 mod routes;
 mod server;
@@ -61,6 +65,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+pub use redis::RedisServer;
 pub use response::MockResponse;
 
 /// A mock OpenAI/Anthropic upstream listening on a local port.
