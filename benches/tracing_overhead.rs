@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use portcullis::mock::MockUpstream;
+use portcullis_mock::MockUpstream;
 
 struct Gateway {
     child: Child,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use portcullis::mock::MockUpstream;
+use portcullis_mock::MockUpstream;
 
 const USAGE: &str = "usage: mock_upstream [--listen ADDR] [--chunk-delay DURATION]
 

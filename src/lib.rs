@@ -10,7 +10,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod mock;
 pub mod server;
 pub mod stack;
 pub mod state;

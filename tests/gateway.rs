@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use portcullis::mock::{MockResponse, MockUpstream};
+use portcullis_mock::{MockResponse, MockUpstream};
 use serde_json::json;
 use support::*;
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use portcullis::mock::MockUpstream;
+use portcullis_mock::MockUpstream;
 use serde_json::{json, Value};
 use support::*;
 

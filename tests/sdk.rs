@@ -8,7 +8,7 @@ mod support;
 
 use std::{path::PathBuf, process::Command};
 
-use portcullis::mock::MockUpstream;
+use portcullis_mock::MockUpstream;
 use support::TestGateway;
 
 fn venv_python() -> PathBuf {

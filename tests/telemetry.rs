@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portcullis::mock::{MockResponse, MockUpstream};
+use portcullis_mock::{MockResponse, MockUpstream};
 use serde_json::{json, Value};
 use support::{get, mock_config, post_json, post_stream, TestGateway};
 

@@ -1,12 +1,12 @@
 //! End to end (issue 4): rate limits, dedup and the response cache, and request validation,
-//! through the real gateway on a socket in front of the mock upstream. The Redis tests expect
-//! Redis on 127.0.0.1:6379.
+//! through the real gateway on a socket in front of the mock upstream. The Redis tests start
+//! their own `redis-server` on a free port.
 
 mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use portcullis::mock::{MockResponse, MockUpstream};
+use portcullis_mock::{MockResponse, MockUpstream, RedisServer};
 use serde_json::json;
 use support::*;
 
@@ -158,11 +158,15 @@ async fn rate_limit_queue_waits_for_a_slot_instead_of_429() {
 
 #[tokio::test]
 async fn rate_limit_in_redis_is_shared_by_two_gateways() {
+    let redis = RedisServer::start();
     let mock = MockUpstream::start().await.unwrap();
     let config = mock_config(
         &mock.url(),
-        "[rate_limit]\nenabled = true\nrequests_per_minute = 60\nburst = 2\nkey = \"api_key\"\n\
-         [state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"",
+        &format!(
+            "[rate_limit]\nenabled = true\nrequests_per_minute = 60\nburst = 2\nkey = \"api_key\"\n\
+             [state]\nbackend = \"redis\"\nredis_url = \"{}\"",
+            redis.url()
+        ),
     );
     let gw1 = TestGateway::start(&config).await;
     let gw2 = TestGateway::start(&config).await;
@@ -365,11 +369,15 @@ async fn no_cache_and_streams_bypass() {
 
 #[tokio::test]
 async fn cache_in_redis_is_shared_by_two_gateways() {
+    let redis = RedisServer::start();
     let mock = MockUpstream::start().await.unwrap();
     let config = mock_config(
         &mock.url(),
-        "[dedup]\nenabled = true\ncache_ttl = \"30s\"\n\
-         [state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"",
+        &format!(
+            "[dedup]\nenabled = true\ncache_ttl = \"30s\"\n\
+             [state]\nbackend = \"redis\"\nredis_url = \"{}\"",
+            redis.url()
+        ),
     );
     let gw1 = TestGateway::start(&config).await;
     let gw2 = TestGateway::start(&config).await;

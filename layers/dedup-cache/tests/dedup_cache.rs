@@ -22,6 +22,7 @@ use portcullis_dedup_cache::{
     CacheHit, CacheStore, CachedResponse, Config, DedupCacheLayer, Key, RedisStore, SharedCallLost,
     SharedError,
 };
+use portcullis_mock::RedisServer;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 
 // === test plumbing ===
@@ -778,27 +779,25 @@ async fn from_config_reports_problems() {
     assert!(DedupCacheLayer::from_config(&caching(1)).is_ok());
 }
 
-// === redis ===
+// === redis (each test owns a redis-server on a free port; they fail, not skip, without one) ===
 
-/// A key prefix no other test run uses.
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("portcullis-test:{test}:{}:{nanos}:", std::process::id())
+/// The key prefix of a test's entries (each test has its own server, so it only has to be
+/// recognisable).
+fn prefix(test: &str) -> String {
+    format!("portcullis-test:{test}:")
 }
 
-async fn redis() -> RedisStore {
-    RedisStore::connect("redis://127.0.0.1:6379")
+async fn redis(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(&server.url())
         .await
-        .expect("these tests need Redis on 127.0.0.1:6379")
+        .expect("connect to the test's redis-server")
 }
 
 #[tokio::test]
 async fn redis_store_round_trips_with_a_ttl() {
-    let prefix = unique_prefix("round-trip");
-    let store = redis().await.with_prefix(prefix.clone());
+    let server = RedisServer::start();
+    let prefix = prefix("round-trip");
+    let store = redis(&server).await.with_prefix(prefix.clone());
     let key = Key([42; 32]);
     assert_eq!(store.get(&key).await.unwrap(), None);
 
@@ -821,7 +820,7 @@ async fn redis_store_round_trips_with_a_ttl() {
 
     let redis_key = store.redis_key(&key);
     assert_eq!(redis_key, format!("{prefix}{}", "2a".repeat(32)));
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let pttl: i64 = redis::cmd("PTTL")
         .arg(&redis_key)
@@ -841,7 +840,8 @@ async fn redis_store_round_trips_with_a_ttl() {
 
 #[tokio::test]
 async fn redis_entries_expire() {
-    let store = redis().await.with_prefix(unique_prefix("expiry"));
+    let server = RedisServer::start();
+    let store = redis(&server).await.with_prefix(prefix("expiry"));
     let key = Key([1; 32]);
     let response = CachedResponse {
         status: StatusCode::OK,
@@ -859,16 +859,19 @@ async fn redis_entries_expire() {
 
 #[tokio::test]
 async fn layer_on_redis_replays_across_layers_like_two_replicas() {
-    let prefix = unique_prefix("replicas");
+    let server = RedisServer::start();
+    let prefix = prefix("replicas");
     let (inner, seen) = upstream(Duration::ZERO, ok_json);
     let replica_a = DedupCacheLayer::with_store(
         caching(30),
-        Arc::new(redis().await.with_prefix(prefix.clone())),
+        Arc::new(redis(&server).await.with_prefix(prefix.clone())),
     )
     .layer(inner.clone());
-    let replica_b =
-        DedupCacheLayer::with_store(caching(30), Arc::new(redis().await.with_prefix(prefix)))
-            .layer(inner);
+    let replica_b = DedupCacheLayer::with_store(
+        caching(30),
+        Arc::new(redis(&server).await.with_prefix(prefix)),
+    )
+    .layer(inner);
 
     let first = replica_a.oneshot(chat(BODY)).await.unwrap();
     assert_eq!(cache_of(&first), "miss");
@@ -883,6 +886,53 @@ async fn layer_on_redis_replays_across_layers_like_two_replicas() {
     bob.headers_mut()
         .insert("authorization", "Bearer sk-bob".parse().unwrap());
     assert_eq!(cache_of(&replica_b.oneshot(bob).await.unwrap()), "miss");
+}
+
+// Known bug, left for the layer's owner: with Redis killed, the ConnectionManager's reconnect
+// attempts (exponential backoff) hold each command about 9 s, past its 500 ms response timeout,
+// before the layer can treat it as a miss (interface.md: every Redis call is bounded, 50 ms).
+// Run with `cargo test -p portcullis-dedup-cache --test dedup_cache -- --ignored`.
+#[tokio::test]
+#[ignore = "known bug: with Redis gone a store call takes ~9 s before it counts as a miss"]
+async fn layer_on_redis_that_goes_away_misses_then_caches_again_when_back() {
+    let mut server = RedisServer::start();
+    let (inner, seen) = upstream(Duration::ZERO, ok_json);
+    let store = redis(&server).await.with_prefix(prefix("goes-away"));
+    let svc = DedupCacheLayer::with_store(caching(30), Arc::new(store)).layer(inner);
+    assert_eq!(
+        cache_of(&svc.clone().oneshot(chat(BODY)).await.unwrap()),
+        "miss"
+    );
+    assert_eq!(
+        cache_of(&svc.clone().oneshot(chat(BODY)).await.unwrap()),
+        "hit"
+    );
+
+    server.stop();
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        let r = svc.clone().oneshot(chat(BODY)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(cache_of(&r), "miss", "with Redis gone, a miss");
+        // The store's own bound (500 ms per command) plus slack; not the reconnect backoff.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(seen.calls(), 3);
+
+    // Back, and empty: the connection re-establishes itself and answers are cached again.
+    server.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache_of(&svc.clone().oneshot(chat(BODY)).await.unwrap()) != "hit" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cache hit 5 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // === properties of the key ===

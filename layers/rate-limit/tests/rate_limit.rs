@@ -1,5 +1,5 @@
-//! The rate-limit layer against a mock upstream, with paused tokio time (and against the real
-//! Redis at 127.0.0.1:6379 for the shared backend).
+//! The rate-limit layer against a mock upstream, with paused tokio time (and against a real
+//! `redis-server` that each Redis test starts for itself, for the shared backend).
 
 use std::{
     convert::Infallible,
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{header::RETRY_AFTER, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use portcullis_core::{error::find_in_chain, ClientIp, RequestMeta, UserId};
+use portcullis_mock::RedisServer;
 use portcullis_rate_limit::{
     Backend, Config, KeyKind, Limiter, MemoryLimiter, Quota, RateKey, RateLimitLayer, RateLimited,
     RedisLimiter, RedisStore,
@@ -510,25 +511,21 @@ async fn a_million_distinct_keys_leave_memory_bounded() {
     );
 }
 
-// === Redis (CI starts Redis at 127.0.0.1:6379; these fail, not skip, without it) ===
+// === Redis (each test owns a redis-server on a free port; they fail, not skip, without one) ===
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-async fn redis_store() -> RedisStore {
-    let prefix = format!(
-        "portcullis-test:{}:{:016x}:",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    RedisStore::connect(REDIS_URL)
+/// A fresh server and a store on it. Keep the server alive for as long as the store is used.
+async fn redis_store() -> (RedisServer, RedisStore) {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url())
         .await
-        .expect("Redis must be running at 127.0.0.1:6379 for these tests")
-        .with_prefix(prefix)
+        .expect("connect to the test's redis-server")
+        .with_prefix("portcullis-test:");
+    (server, store)
 }
 
 #[tokio::test]
 async fn redis_burst_then_429() {
-    let store = redis_store().await;
+    let (_redis, store) = redis_store().await;
     let cfg = config(1, 3, KeyKind::ApiKey); // one per minute: no refill during the test
     let layer = RateLimitLayer::from_config_with_backend(&cfg, Backend::Redis(store)).unwrap();
     let up = Upstream::default();
@@ -554,10 +551,10 @@ async fn redis_burst_then_429() {
 
 #[tokio::test]
 async fn redis_replicas_share_one_budget_and_keys_expire() {
-    let store = redis_store().await;
+    let (server, store) = redis_store().await;
     // Two limiters with separate connections stand for two gateway replicas.
     let replica_a = Limiter::Redis(RedisLimiter::new(store.clone(), Quota::new(1, 4)));
-    let second = RedisStore::connect(REDIS_URL)
+    let second = RedisStore::connect(&server.url())
         .await
         .unwrap()
         .with_prefix(store.prefix());
@@ -583,7 +580,7 @@ async fn redis_replicas_share_one_budget_and_keys_expire() {
     assert!(!replica_b.check(&other, 2).await.allowed);
 
     // The bucket's key expires when it would be full again: idle keys do not accumulate.
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("PTTL")
         .arg(store.key_name(&key))
@@ -595,7 +592,7 @@ async fn redis_replicas_share_one_budget_and_keys_expire() {
 
 #[tokio::test]
 async fn redis_per_model_limits_use_the_same_backend() {
-    let store = redis_store().await;
+    let (_redis, store) = redis_store().await;
     let layer = RateLimitLayer::from_config_with_backend(
         &config(60, 10, KeyKind::ApiKey),
         Backend::Redis(store),
@@ -610,6 +607,50 @@ async fn redis_per_model_limits_use_the_same_backend() {
     send(&mut svc, chat("big")).await.unwrap();
     assert!(send(&mut svc, chat("big")).await.is_err());
     send(&mut svc, chat("small")).await.unwrap();
+}
+
+// Known bug, left for the layer's owner: `RedisStore::connect` uses a ConnectionManager without
+// timeouts, so with Redis killed the first check waits about 9 s for its reconnect attempts
+// instead of failing open at once (interface.md: every Redis call is bounded, 50 ms).
+// Run with `cargo test -p portcullis-rate-limit --test rate_limit -- --ignored`.
+#[tokio::test]
+#[ignore = "known bug: with Redis gone a check takes ~9 s before failing open"]
+async fn redis_that_goes_away_fails_open_then_limits_again_when_back() {
+    let (mut server, store) = redis_store().await;
+    let layer = RateLimitLayer::from_config_with_backend(
+        &config(1, 1, KeyKind::Global),
+        Backend::Redis(store),
+    )
+    .unwrap();
+    let up = Upstream::default();
+    let mut svc = layer.layer(up.service());
+    send(&mut svc, plain()).await.unwrap();
+    limited(&send(&mut svc, plain()).await.unwrap_err());
+
+    server.stop();
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        send(&mut svc, plain())
+            .await
+            .expect("with Redis gone, requests go through");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(up.calls(), 4);
+
+    // Back, and empty: the connection re-establishes itself and limits apply again.
+    server.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while send(&mut svc, plain()).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not limited 5 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A minimal RESP server: answers the connection handshake, fails every script call.

@@ -11,9 +11,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -26,13 +27,13 @@ use tower::ServiceExt;
 
 use super::response::{Action, BodyKind, MockResponse, MOCK_ERROR_BODY};
 use super::routes::{default_reply, Call, Reply, ReplyBody, Route, DEFAULT_CONTENT};
-use super::{RecordedRequest, Shared};
+use super::{ws, RecordedRequest, Shared, UPLOAD_RECORD_PREFIX};
 
 /// Per-connection handle given to the handler (as a request extension) so a scripted
 /// [`MockResponse::reset`] can tear down the connection it arrived on.
 #[derive(Clone, Debug)]
-struct ConnCtx {
-    token: CancellationToken,
+pub(crate) struct ConnCtx {
+    pub(crate) token: CancellationToken,
     rst: Arc<AtomicBool>,
 }
 
@@ -165,7 +166,9 @@ where
         req
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    // With upgrades: the WebSocket echo takes the connection over after its 101.
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::select! {
         r = conn => if let Err(e) = r {
             tracing::trace!(error = %e, "mock upstream: connection ended with an error");
@@ -176,10 +179,24 @@ where
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let conn = parts.extensions.get::<ConnCtx>().cloned();
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let route = Route::of(&parts.method, parts.uri.path(), content_type.as_deref());
+    // Uploads go through the byte-counting sink, never into memory whole.
+    let read = if route.is_upload() {
+        sink(body).await
+    } else {
+        axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map(|b| (b.len() as u64, b))
+    };
+    let (body_len, body) = match read {
+        Ok(read) => read,
         Err(e) => {
             tracing::debug!(error = %e, "mock upstream: could not read the request body");
             return respond(
@@ -197,7 +214,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = parts
         .uri
         .path_and_query()
-        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
+        .to_owned();
+    let path = path.as_str();
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     shared.count.fetch_add(1, Ordering::Relaxed);
     if shared.recording.load(Ordering::Relaxed) {
@@ -206,6 +225,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             path: path.to_owned(),
             headers: parts.headers.clone(),
             body: body.clone(),
+            body_len,
         };
         shared.lock_recorded().push(recorded);
     }
@@ -229,7 +249,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Action::Hang => return std::future::pending().await,
     }
 
-    let route = Route::of(&parts.method, parts.uri.path());
+    // A WebSocket handshake on a socket route gets the echo, unless a script says otherwise
+    // (e.g. `MockResponse::status(401)` refuses the upgrade).
+    if ws::is_upgrade(&parts) && matches!(scripted.body, BodyKind::RouteDefault) {
+        if let Some(resp) = ws::accept(&mut parts, &scripted.headers, conn) {
+            return resp;
+        }
+    }
+
     let content = scripted.content.as_deref().unwrap_or(DEFAULT_CONTENT);
     let mut reply = match &scripted.body {
         BodyKind::RouteDefault => default_reply(&Call {
@@ -239,6 +266,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             body: &body,
             seq,
             content,
+            body_len,
+            content_type: content_type.as_deref(),
         }),
         BodyKind::MockError => Reply {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -266,6 +295,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let gap = scripted.chunk_delay.unwrap_or_else(|| shared.chunk_delay());
     respond(&shared, reply, &scripted.headers, gap, scripted.abort_after)
+}
+
+/// Reads a body frame by frame, counting its bytes and keeping only the first
+/// [`UPLOAD_RECORD_PREFIX`] of them: a large upload is never held in memory.
+async fn sink(mut body: Body) -> Result<(u64, Bytes), axum::Error> {
+    let mut len = 0_u64;
+    let mut prefix = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            len += data.len() as u64;
+            let room = UPLOAD_RECORD_PREFIX.saturating_sub(prefix.len());
+            prefix.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    Ok((len, prefix.freeze()))
 }
 
 /// Turns a reply into the HTTP response: scripted headers win over the mock's own, streams

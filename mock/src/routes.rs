@@ -26,12 +26,50 @@ pub(crate) enum Route {
     Embeddings,
     Models,
     Messages,
+    CountTokens,
+    /// `POST .../v1/responses`: create a response.
+    Responses,
+    /// `POST .../v1/responses/input_tokens`.
+    ResponsesInputTokens,
+    /// `GET .../v1/responses/{id}`.
+    ResponseGet,
+    /// `DELETE .../v1/responses/{id}`.
+    ResponseDelete,
+    /// `GET .../v1/responses/{id}/input_items`.
+    ResponseInputItems,
+    /// `POST .../v1/responses/{id}/cancel`.
+    ResponseCancel,
+    /// A multipart or binary upload, counted by the streaming sink and never buffered whole.
+    Upload(Upload),
     WrongMethod,
     NotFound,
 }
 
+/// What an upload route answers as (`object` of the reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upload {
+    File,
+    Part,
+    Audio,
+    /// Any other path with a multipart or binary body.
+    Other,
+}
+
+impl Upload {
+    fn object(self) -> &'static str {
+        match self {
+            Upload::File => "file",
+            Upload::Part => "upload.part",
+            Upload::Audio => "audio.transcription",
+            Upload::Other => "upload",
+        }
+    }
+}
+
 impl Route {
-    pub(crate) fn of(method: &Method, path: &str) -> Route {
+    /// The route of a request; `content_type` sends multipart and binary bodies on paths the
+    /// mock does not know to the upload sink.
+    pub(crate) fn of(method: &Method, path: &str, content_type: Option<&str>) -> Route {
         let (route, want) = if path.ends_with("/v1/chat/completions") {
             (Route::Chat, Method::POST)
         } else if path.ends_with("/v1/completions") {
@@ -40,8 +78,33 @@ impl Route {
             (Route::Embeddings, Method::POST)
         } else if path.ends_with("/v1/messages") {
             (Route::Messages, Method::POST)
+        } else if path.ends_with("/v1/messages/count_tokens") {
+            (Route::CountTokens, Method::POST)
         } else if path.ends_with("/v1/models") {
             (Route::Models, Method::GET)
+        } else if path.ends_with("/v1/responses") {
+            (Route::Responses, Method::POST)
+        } else if let Some(rest) = after_last(path, "/v1/responses/") {
+            match rest.split('/').collect::<Vec<_>>()[..] {
+                ["input_tokens"] => (Route::ResponsesInputTokens, Method::POST),
+                [id] if !id.is_empty() => match *method {
+                    Method::DELETE => (Route::ResponseDelete, Method::DELETE),
+                    _ => (Route::ResponseGet, Method::GET),
+                },
+                [id, "input_items"] if !id.is_empty() => (Route::ResponseInputItems, Method::GET),
+                [id, "cancel"] if !id.is_empty() => (Route::ResponseCancel, Method::POST),
+                _ => return Route::NotFound,
+            }
+        } else if path.ends_with("/v1/files") {
+            (Route::Upload(Upload::File), Method::POST)
+        } else if path.ends_with("/v1/audio/transcriptions")
+            || path.ends_with("/v1/audio/translations")
+        {
+            (Route::Upload(Upload::Audio), Method::POST)
+        } else if path.ends_with("/v1/uploads") || after_last(path, "/v1/uploads/").is_some() {
+            (Route::Upload(Upload::Part), Method::POST)
+        } else if *method == Method::POST && content_type.is_some_and(is_upload_type) {
+            (Route::Upload(Upload::Other), Method::POST)
         } else {
             return Route::NotFound;
         };
@@ -51,6 +114,30 @@ impl Route {
             Route::WrongMethod
         }
     }
+
+    /// Whether the body goes to the streaming sink instead of being read whole.
+    pub(crate) fn is_upload(self) -> bool {
+        matches!(self, Route::Upload(_))
+    }
+}
+
+/// Multipart forms and raw binary: the bodies a real API streams to storage.
+fn is_upload_type(content_type: &str) -> bool {
+    let ct = content_type.trim_start().to_ascii_lowercase();
+    ct.starts_with("multipart/") || ct.starts_with("application/octet-stream")
+}
+
+/// What follows the last `needle` in `path` (the query string is already gone).
+fn after_last<'a>(path: &'a str, needle: &str) -> Option<&'a str> {
+    path.rfind(needle).map(|i| &path[i + needle.len()..])
+}
+
+/// The `{id}` of `.../v1/responses/{id}[/...]`.
+fn response_id(path: &str) -> &str {
+    let path = path.split('?').next().unwrap_or(path);
+    after_last(path, "/v1/responses/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("resp_mock")
 }
 
 /// A built answer, before scripted headers and body pacing are applied.
@@ -95,6 +182,9 @@ pub(crate) struct Call<'a> {
     /// The request's sequence number (1-based), used in ids.
     pub(crate) seq: u64,
     pub(crate) content: &'a str,
+    /// The body's full size (for uploads `body` holds only a prefix).
+    pub(crate) body_len: u64,
+    pub(crate) content_type: Option<&'a str>,
 }
 
 /// The route's default answer.
@@ -116,12 +206,35 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
             "invalid_request_error",
             "method_not_allowed",
         ),
-        Route::Chat | Route::Completions | Route::Embeddings | Route::Messages => {
+        Route::Upload(kind) => upload(call, kind),
+        Route::ResponseGet => {
+            let resp = response_object(call, response_id(call.path), "gpt-mock", "completed");
+            Reply::json(StatusCode::OK, &resp)
+        }
+        Route::ResponseCancel => {
+            let mut resp = response_object(call, response_id(call.path), "gpt-mock", "cancelled");
+            resp["output"] = json!([]);
+            resp["usage"] = Value::Null;
+            resp["completed_at"] = Value::Null;
+            Reply::json(StatusCode::OK, &resp)
+        }
+        Route::ResponseDelete => Reply::json(
+            StatusCode::OK,
+            &json!({"id": response_id(call.path), "object": "response.deleted", "deleted": true}),
+        ),
+        Route::ResponseInputItems => input_items(call),
+        Route::Chat
+        | Route::Completions
+        | Route::Embeddings
+        | Route::Messages
+        | Route::CountTokens
+        | Route::Responses
+        | Route::ResponsesInputTokens => {
             let req: Value = match serde_json::from_slice(call.body) {
                 Ok(v @ Value::Object(_)) => v,
                 _ => {
                     let msg = "mock upstream: request body is not a JSON object";
-                    return if call.route == Route::Messages {
+                    return if matches!(call.route, Route::Messages | Route::CountTokens) {
                         anthropic_error(StatusCode::BAD_REQUEST, msg)
                     } else {
                         openai_error(
@@ -137,6 +250,15 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
                 Route::Chat => chat(call, &req),
                 Route::Completions => completions(call, &req),
                 Route::Embeddings => embeddings(&req),
+                Route::CountTokens => Reply::json(
+                    StatusCode::OK,
+                    &json!({"input_tokens": prompt_tokens(call.body)}),
+                ),
+                Route::Responses => responses(call, &req),
+                Route::ResponsesInputTokens => Reply::json(
+                    StatusCode::OK,
+                    &json!({"object": "response.input_tokens", "input_tokens": prompt_tokens(call.body)}),
+                ),
                 _ => messages(call, &req),
             }
         }
@@ -424,6 +546,168 @@ fn models() -> Reply {
     Reply::json(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
+// === OpenAI Responses API ===
+
+/// The `usage` of a response: input tokens by the body rule, output tokens the words.
+fn response_usage(input: u64, output: u64) -> Value {
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input + output,
+    })
+}
+
+/// The assistant's `message` output item, `text` in one `output_text` part.
+fn message_item(id: &str, status: &str, text: Option<&str>) -> Value {
+    let content = match text {
+        Some(t) => json!([output_text(t)]),
+        None => json!([]),
+    };
+    json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
+}
+
+fn output_text(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+/// A whole `response` object with id `id`, completed (with output and usage) unless `status`
+/// says otherwise; request fields the API echoes are echoed from the call's JSON body.
+fn response_object(call: &Call<'_>, id: &str, fallback_model: &str, status: &str) -> Value {
+    let req: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
+    let model = model_of(&req, fallback_model);
+    let created = now();
+    let words = words(call.content).len() as u64;
+    let echo = |field: &str, default: Value| req.get(field).cloned().unwrap_or(default);
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "completed_at": created,
+        "background": echo("background", json!(false)),
+        "error": null,
+        "incomplete_details": null,
+        "instructions": echo("instructions", Value::Null),
+        "max_output_tokens": echo("max_output_tokens", Value::Null),
+        "model": model,
+        "output": [message_item(&format!("msg_mock_{}", call.seq), "completed", Some(call.content))],
+        "parallel_tool_calls": echo("parallel_tool_calls", json!(true)),
+        "previous_response_id": echo("previous_response_id", Value::Null),
+        "reasoning": {"effort": null, "summary": null},
+        "store": echo("store", json!(true)),
+        "temperature": echo("temperature", json!(1.0)),
+        "text": {"format": {"type": "text"}},
+        "tool_choice": echo("tool_choice", json!("auto")),
+        "tools": echo("tools", json!([])),
+        "top_p": echo("top_p", json!(1.0)),
+        "truncation": "disabled",
+        "usage": response_usage(prompt_tokens(call.body), words),
+        "user": null,
+        "metadata": echo("metadata", json!({})),
+    })
+}
+
+fn responses(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("resp_mock_{}", call.seq);
+    let done = response_object(call, &id, "gpt-mock", "completed");
+    if !wants_stream(req) {
+        return Reply::json(StatusCode::OK, &done);
+    }
+    let item_id = format!("msg_mock_{}", call.seq);
+    let mut pending = done.clone();
+    pending["status"] = json!("in_progress");
+    pending["completed_at"] = Value::Null;
+    pending["output"] = json!([]);
+    pending["usage"] = Value::Null;
+
+    let mut seq = 0_u64;
+    let mut event = |kind: &str, mut v: Value| {
+        v["type"] = json!(kind);
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        Bytes::from(format!("event: {kind}\ndata: {v}\n\n"))
+    };
+    let at = |extra: Value| {
+        let mut v = json!({"item_id": item_id, "output_index": 0, "content_index": 0});
+        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+            v.extend(extra);
+        }
+        v
+    };
+    let words = words(call.content);
+    let mut events = Vec::with_capacity(words.len() + 8);
+    events.push(event("response.created", json!({"response": pending})));
+    events.push(event("response.in_progress", json!({"response": pending})));
+    events.push(event(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": message_item(&item_id, "in_progress", None)}),
+    ));
+    events.push(event(
+        "response.content_part.added",
+        at(json!({"part": output_text("")})),
+    ));
+    for w in &words {
+        events.push(event(
+            "response.output_text.delta",
+            at(json!({"delta": w, "logprobs": []})),
+        ));
+    }
+    events.push(event(
+        "response.output_text.done",
+        at(json!({"text": call.content, "logprobs": []})),
+    ));
+    events.push(event(
+        "response.content_part.done",
+        at(json!({"part": output_text(call.content)})),
+    ));
+    events.push(event(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": message_item(&item_id, "completed", Some(call.content))}),
+    ));
+    events.push(event("response.completed", json!({"response": done})));
+    Reply::events(events)
+}
+
+fn input_items(call: &Call<'_>) -> Reply {
+    let id = response_id(call.path);
+    let item = format!("msg_mock_in_{}", call.seq);
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": [{
+                "id": item,
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": format!("input of {id}")}],
+            }],
+            "first_id": item,
+            "last_id": item,
+            "has_more": false,
+        }),
+    )
+}
+
+// === Uploads ===
+
+/// The streaming sink's answer: what arrived, never the bytes themselves.
+fn upload(call: &Call<'_>, kind: Upload) -> Reply {
+    let mut v = json!({
+        "id": format!("file-mock-{}", call.seq),
+        "object": kind.object(),
+        "bytes": call.body_len,
+        "content_type": call.content_type,
+        "created_at": now(),
+    });
+    if kind == Upload::Audio {
+        v["text"] = json!(call.content);
+    }
+    Reply::json(StatusCode::OK, &v)
+}
+
 // === Anthropic ===
 
 fn messages(call: &Call<'_>, req: &Value) -> Reply {
@@ -493,16 +777,69 @@ mod tests {
     #[test]
     fn routes_match_on_suffix() {
         let post = Method::POST;
-        assert_eq!(Route::of(&post, "/v1/messages"), Route::Messages);
+        let route = |m: &Method, p: &str| Route::of(m, p, None);
+        assert_eq!(route(&post, "/v1/messages"), Route::Messages);
         assert_eq!(
-            Route::of(&post, "/v3/https://api.anthropic.com/v1/messages"),
+            route(&post, "/v3/https://api.anthropic.com/v1/messages"),
             Route::Messages
         );
-        assert_eq!(Route::of(&post, "/v1/chat/completions"), Route::Chat);
-        assert_eq!(Route::of(&post, "/v1/completions"), Route::Completions);
-        assert_eq!(Route::of(&Method::GET, "/v1/models"), Route::Models);
-        assert_eq!(Route::of(&Method::GET, "/v1/messages"), Route::WrongMethod);
-        assert_eq!(Route::of(&post, "/v1/nothing"), Route::NotFound);
+        assert_eq!(route(&post, "/v1/chat/completions"), Route::Chat);
+        assert_eq!(route(&post, "/v1/completions"), Route::Completions);
+        assert_eq!(route(&Method::GET, "/v1/models"), Route::Models);
+        assert_eq!(route(&Method::GET, "/v1/messages"), Route::WrongMethod);
+        assert_eq!(route(&post, "/v1/nothing"), Route::NotFound);
+        assert_eq!(
+            route(&post, "/v1/messages/count_tokens"),
+            Route::CountTokens
+        );
+        assert_eq!(route(&post, "/openai/v1/responses"), Route::Responses);
+        assert_eq!(
+            route(&Method::GET, "/v1/responses/resp_1"),
+            Route::ResponseGet
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/v1/responses/resp_1"),
+            Route::ResponseDelete
+        );
+        assert_eq!(route(&post, "/v1/responses/resp_1"), Route::WrongMethod);
+        assert_eq!(
+            route(&Method::GET, "/v1/responses/resp_1/input_items"),
+            Route::ResponseInputItems
+        );
+        assert_eq!(
+            route(&post, "/v1/responses/resp_1/cancel"),
+            Route::ResponseCancel
+        );
+        assert_eq!(
+            route(&post, "/v1/responses/input_tokens"),
+            Route::ResponsesInputTokens
+        );
+        assert_eq!(route(&post, "/v1/responses/a/b/c"), Route::NotFound);
+        assert_eq!(route(&post, "/v1/files"), Route::Upload(Upload::File));
+        assert_eq!(
+            route(&post, "/v1/audio/transcriptions"),
+            Route::Upload(Upload::Audio)
+        );
+        assert_eq!(
+            route(&post, "/v1/uploads/upload_1/parts"),
+            Route::Upload(Upload::Part)
+        );
+        assert_eq!(
+            Route::of(
+                &post,
+                "/v1/images/edits",
+                Some("multipart/form-data; boundary=x")
+            ),
+            Route::Upload(Upload::Other)
+        );
+        assert_eq!(
+            Route::of(&post, "/v1/images/edits", Some("application/json")),
+            Route::NotFound
+        );
+        assert_eq!(
+            response_id("/v1/responses/resp_9/input_items?limit=2"),
+            "resp_9"
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(crate) enum BodyKind {
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
 /// use std::time::Duration;
-/// use portcullis::mock::{MockResponse, MockUpstream};
+/// use portcullis_mock::{MockResponse, MockUpstream};
 ///
 /// let mock = MockUpstream::start().await?;
 /// mock.push(MockResponse::status(429).retry_after("1"));

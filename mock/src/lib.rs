@@ -1,4 +1,7 @@
-//! A scriptable in-process mock of the OpenAI and Anthropic APIs, for tests, examples and benches.
+//! Test fixtures for portcullis: a scriptable in-process mock of the OpenAI and Anthropic APIs.
+//!
+//! A dev-only crate (`publish = false`) for tests, examples and benches; no library depends on
+//! it. Besides the mock upstream it holds [`RedisServer`], a `redis-server` owned by one test.
 //!
 //! [`MockUpstream`] is a real HTTP server on a local port (plain HTTP, or HTTPS with ALPN `h2`
 //! and `http/1.1`). With nothing scripted it answers like the real APIs:
@@ -9,12 +12,27 @@
 //! | `POST .../v1/completions`                 | `text_completion` (streams too)                   |
 //! | `POST .../v1/embeddings`                  | one 8-float vector per input (`dimensions`, `encoding_format: "base64"` honoured) |
 //! | `POST .../v1/messages`                    | Anthropic `message` (Anthropic SSE events with `"stream": true`) |
+//! | `POST .../v1/messages/count_tokens`       | `{"input_tokens": N}`, N by the same rule as `/v1/messages` |
+//! | `POST .../v1/responses`                   | OpenAI Responses API `response` (with `"stream": true` the real event sequence: `response.created`, `response.in_progress`, `response.output_item.added`, `response.content_part.added`, one `response.output_text.delta` per word, `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, `response.completed`; each `event: TYPE` + `data:` carrying `type` and `sequence_number` from 0) |
+//! | `GET .../v1/responses/{id}`               | a completed `response` with that id               |
+//! | `DELETE .../v1/responses/{id}`            | `{"id", "object": "response.deleted", "deleted": true}` |
+//! | `GET .../v1/responses/{id}/input_items`   | a `list` with one user `message` item             |
+//! | `POST .../v1/responses/{id}/cancel`       | the `response` with `status: "cancelled"`         |
+//! | `POST .../v1/responses/input_tokens`      | `{"object": "response.input_tokens", "input_tokens": N}` |
+//! | `GET .../v1/responses`, `GET .../v1/realtime` with `Connection: upgrade`, `Upgrade: websocket` | a WebSocket echo: text and binary messages come back unchanged, a close is answered with a close; the first offered subprotocol is accepted |
+//! | `POST .../v1/files`, `.../v1/audio/transcriptions`, `.../v1/audio/translations`, `.../v1/uploads[/...]`, and any other `POST` with a `multipart/*` or `application/octet-stream` body | the streaming sink: the body is read frame by frame and counted, never held whole; answers `{"id": "file-mock-N", "object": "file" (or `upload.part`, `audio.transcription` + `text`, `upload`), "bytes": N, "content_type": the request's}` |
 //! | `GET  .../v1/models`                      | an OpenAI model list                              |
 //! | anything else                             | 404 JSON (405 for a known path with the wrong method) |
 //!
 //! The `model` of the request is echoed; the assistant says `"Hello from mock"`; usage is
 //! deterministic: prompt/input tokens are `max(1, request body bytes / 4)`, completion/output
-//! tokens the number of words. Ids count requests: `chatcmpl-mock-N`, `cmpl-mock-N`, `msg_mock_N`.
+//! tokens the number of words. Ids count requests: `chatcmpl-mock-N`, `cmpl-mock-N`, `msg_mock_N`,
+//! `resp_mock_N`, `file-mock-N`.
+//!
+//! Every request is recorded ([`MockUpstream::requests`]), WebSocket handshakes included (headers
+//! and query, empty body); of an upload only the first [`UPLOAD_RECORD_PREFIX`] bytes are kept,
+//! with the full size in [`RecordedRequest::body_len`]. Scripted responses apply to WebSocket
+//! handshakes too: a queued [`MockResponse::status(401)`](MockResponse::status) refuses the upgrade.
 //! Because routes match on the suffix, prefixed paths such as
 //! `/v3/https://api.anthropic.com/v1/messages` (Supermemory's router) work too.
 //!
@@ -24,7 +42,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use portcullis::mock::{MockResponse, MockUpstream};
+//! use portcullis_mock::{MockResponse, MockUpstream};
 //!
 //! let mock = MockUpstream::start().await?;
 //! mock.push(MockResponse::status(503).retry_after("1"));
@@ -42,11 +60,11 @@
 //! which `axum::serve` cannot express; the loop here gives each connection a handle the request
 //! handler can use. The routing itself is an axum handler.
 
+mod redis;
 mod response;
 mod routes;
 mod server;
-#[cfg(test)]
-mod tests;
+mod ws;
 
 use std::collections::VecDeque;
 use std::io;
@@ -63,6 +81,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+pub use redis::RedisServer;
 pub use response::MockResponse;
 
 /// A mock OpenAI/Anthropic upstream listening on a local port.
@@ -71,7 +90,7 @@ pub use response::MockResponse;
 /// server down: the listener closes and open connections (hanging requests included) are cut.
 /// The server's tasks run on the Tokio runtime that `start*` was called from, so that runtime
 /// must keep running while the mock is in use (mind this in benches with several runtimes).
-/// See the [module docs](self) for the default behaviour.
+/// See the [crate docs](crate) for the default behaviour.
 pub struct MockUpstream {
     addr: SocketAddr,
     tls: bool,
@@ -288,14 +307,28 @@ pub struct RecordedRequest {
     pub path: String,
     /// The request headers, exactly as received (secrets included: this is a test tool).
     pub headers: HeaderMap,
-    /// The whole request body.
+    /// The request body: whole, except for uploads (multipart and binary bodies, which the
+    /// mock streams into a byte counter) where it is the first [`UPLOAD_RECORD_PREFIX`] bytes.
+    /// Empty for a WebSocket handshake.
     pub body: Bytes,
+    /// The size of the whole body in bytes, however much of it `body` holds.
+    pub body_len: u64,
 }
+
+/// How much of an upload's body [`RecordedRequest::body`] keeps (64 KiB): enough to assert on
+/// a multipart form's first part without holding a large upload in memory.
+pub const UPLOAD_RECORD_PREFIX: usize = 64 * 1024;
 
 impl RecordedRequest {
     /// The body parsed as JSON, if it is JSON.
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// Whether this was a WebSocket handshake (`Upgrade: websocket`).
+    pub fn is_websocket(&self) -> bool {
+        self.header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
     }
 
     /// The first value of header `name`, if present and visible ASCII.
