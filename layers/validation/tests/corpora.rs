@@ -71,7 +71,10 @@ fn rejected(route: Route) -> Vec<Case> {
             };
             let body = match obj.remove("//body") {
                 Some(Value::String(raw)) => raw.into_bytes(),
-                Some(other) => panic!("{}: \"//body\" must be a string, got {other}", path.display()),
+                Some(other) => panic!(
+                    "{}: \"//body\" must be a string, got {other}",
+                    path.display()
+                ),
                 None => serde_json::to_vec(&doc).unwrap(),
             };
             Case {
@@ -184,12 +187,16 @@ async fn call(level: Level, path: &str, body: Vec<u8>) -> Response<String> {
 }
 
 fn accepted_file(route: Route, stem: &str) -> Vec<u8> {
-    let case = accepted(route).into_iter().find(|c| c.path.file_stem().unwrap() == stem);
+    let case = accepted(route)
+        .into_iter()
+        .find(|c| c.path.file_stem().unwrap() == stem);
     case.unwrap_or_else(|| panic!("{route}: no {stem}")).body
 }
 
 fn rejected_file(route: Route, stem: &str) -> (Vec<u8>, Expect) {
-    let case = rejected(route).into_iter().find(|c| c.path.file_stem().unwrap() == stem);
+    let case = rejected(route)
+        .into_iter()
+        .find(|c| c.path.file_stem().unwrap() == stem);
     let case = case.unwrap_or_else(|| panic!("{route}: no {stem}"));
     (case.body, case.expect.unwrap())
 }
@@ -204,7 +211,12 @@ async fn the_issues_agent_request_reaches_the_upstream_on_defaults() {
     assert_eq!(resp.body(), "upstream saw claude-sonnet-4-5-20250929");
 
     let body = accepted_file(Route::CountTokens, "01_claude_code_agent_beta");
-    let resp = call(Level::default(), "/v1/messages/count_tokens?beta=true", body).await;
+    let resp = call(
+        Level::default(),
+        "/v1/messages/count_tokens?beta=true",
+        body,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK, "{}", resp.body());
 
     let body = accepted_file(Route::Responses, "11_codex_stateless_reasoning");
@@ -233,14 +245,20 @@ async fn rejected_bodies_answer_400_naming_the_field() {
         let error: Value = serde_json::from_str(resp.body()).unwrap();
         let message = error["error"]["message"].as_str().unwrap();
         assert!(
-            message.starts_with(&format!("{}: ", expect.field)) && message.contains(&expect.message),
+            message.starts_with(&format!("{}: ", expect.field))
+                && message.contains(&expect.message),
             "{route} {stem}: {message}"
         );
     }
     // The field path is exact, e.g. for the chat body above:
     let (body, _) = rejected_file(Route::ChatCompletions, "13_part_type_missing");
     let resp = call(Level::Moderate, "/v1/chat/completions", body).await;
-    assert!(resp.body().contains("messages[2].content[0].type: is required"), "{}", resp.body());
+    assert!(
+        resp.body()
+            .contains("messages[2].content[0].type: is required"),
+        "{}",
+        resp.body()
+    );
 }
 
 #[tokio::test]
@@ -248,5 +266,10 @@ async fn strict_still_rejects_what_moderate_lets_through() {
     let body = accepted_file(Route::ChatCompletions, "30_new_role_passes");
     let resp = call(Level::Strict, "/v1/chat/completions", body).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.body().contains("messages[2].role: unknown role \\\"ipython\\\""), "{}", resp.body());
+    assert!(
+        resp.body()
+            .contains("messages[2].role: unknown role \\\"ipython\\\""),
+        "{}",
+        resp.body()
+    );
 }

@@ -4,8 +4,8 @@
 //! block types are part of the schema here.
 
 use super::{
-    array_of_strings, boolean, fail, message_list, object, present, role, string,
-    string_or_object, wrong_type, Check, Path, Rules,
+    array_of_strings, boolean, fail, message_list, object, present, role, string, string_or_object,
+    wrong_type, Check, Path, Rules,
 };
 use crate::json::Node;
 
@@ -112,7 +112,12 @@ pub(super) fn messages(body: &Node<'_>, r: Rules, with_max_tokens: bool) -> Chec
         r.typed_object(&at.key("tool_choice"), choice, "tool choice", TOOL_CHOICES)?;
     }
     if let Some(thinking) = present(body, "thinking") {
-        r.typed_object(&at.key("thinking"), thinking, "thinking type", THINKING_TYPES)?;
+        r.typed_object(
+            &at.key("thinking"),
+            thinking,
+            "thinking type",
+            THINKING_TYPES,
+        )?;
         r.integer(thinking, &at.key("thinking"), "budget_tokens", 1, None)?;
     }
     for key in [
@@ -126,7 +131,13 @@ pub(super) fn messages(body: &Node<'_>, r: Rules, with_max_tokens: bool) -> Chec
         object(body, at, key)?;
     }
     string(body, at, "inference_geo")?;
-    r.enumerated(body, at, "service_tier", "service tier", &["auto", "standard_only"])?;
+    r.enumerated(
+        body,
+        at,
+        "service_tier",
+        "service tier",
+        &["auto", "standard_only"],
+    )?;
     r.enumerated(body, at, "speed", "speed", &["standard", "fast"])?;
     string_or_object(body, at, "container")
 }

@@ -207,7 +207,14 @@ impl Rules {
     }
 
     /// A number; at strict an integer within `min..=max` (or `>= min`).
-    fn integer(self, obj: &Node<'_>, at: &Path<'_>, key: &str, min: i128, max: Option<i128>) -> Check {
+    fn integer(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        min: i128,
+        max: Option<i128>,
+    ) -> Check {
         match present(obj, key) {
             Some(v) => self.integer_value(&at.key(key), v, min, max),
             None => Ok(()),
@@ -236,7 +243,14 @@ impl Rules {
     }
 
     /// A string; at strict one of `known` (`what` names the kind of value in the error).
-    fn enumerated(self, obj: &Node<'_>, at: &Path<'_>, key: &str, what: &str, known: &[&str]) -> Check {
+    fn enumerated(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        what: &str,
+        known: &[&str],
+    ) -> Check {
         match present(obj, key) {
             None => Ok(()),
             Some(Node::Str(s)) => self.one_of(&at.key(key), s, what, known),
@@ -273,7 +287,14 @@ impl Rules {
     /// Content: a string, or an array of parts (objects with a string `type`; at strict one of
     /// `types`). `parts` names them in errors ("content parts", "content blocks"), `what` names
     /// their type ("content part type").
-    fn content(self, path: &Path<'_>, v: &Node<'_>, parts: &str, what: &str, types: &[&str]) -> Check {
+    fn content(
+        self,
+        path: &Path<'_>,
+        v: &Node<'_>,
+        parts: &str,
+        what: &str,
+        types: &[&str],
+    ) -> Check {
         match v {
             Node::Str(_) => Ok(()),
             Node::Arr(items) => {
@@ -294,7 +315,13 @@ impl Rules {
 
     /// An object with a string `type` (every content part, block and format has one); at strict
     /// the type is one of `types`. Returns the type.
-    fn typed_object<'n>(self, path: &Path<'_>, v: &'n Node<'_>, what: &str, types: &[&str]) -> Result<&'n str, InvalidRequest> {
+    fn typed_object<'n>(
+        self,
+        path: &Path<'_>,
+        v: &'n Node<'_>,
+        what: &str,
+        types: &[&str],
+    ) -> Result<&'n str, InvalidRequest> {
         if !matches!(v, Node::Obj(_)) {
             return Err(wrong_type(path, "an object", v));
         }
@@ -311,7 +338,14 @@ impl Rules {
 
     /// An array of objects (`tools`, `tool_calls`...); at strict each has a `type` in
     /// `types` (unless `types` is empty), required unless `type_optional`.
-    fn array_of_objects(self, obj: &Node<'_>, at: &Path<'_>, key: &str, types: &[&str], type_optional: bool) -> Check {
+    fn array_of_objects(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        types: &[&str],
+        type_optional: bool,
+    ) -> Check {
         let Some(v) = present(obj, key) else {
             return Ok(());
         };
@@ -340,7 +374,13 @@ impl Rules {
 
 // === typed optional fields (the same at every level) ===
 
-fn typed(obj: &Node<'_>, at: &Path<'_>, key: &str, expected: &str, is: fn(&Node<'_>) -> bool) -> Check {
+fn typed(
+    obj: &Node<'_>,
+    at: &Path<'_>,
+    key: &str,
+    expected: &str,
+    is: fn(&Node<'_>) -> bool,
+) -> Check {
     match present(obj, key) {
         Some(v) if !is(v) => Err(wrong_type(&at.key(key), expected, v)),
         _ => Ok(()),
@@ -399,7 +439,11 @@ fn stop(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
     match present(obj, key) {
         None | Some(Node::Str(_)) => Ok(()),
         Some(v @ Node::Arr(_)) => array_of_strings_value(&at.key(key), v),
-        Some(v) => Err(wrong_type(&at.key(key), "a string or an array of strings", v)),
+        Some(v) => Err(wrong_type(
+            &at.key(key),
+            "a string or an array of strings",
+            v,
+        )),
     }
 }
 

@@ -1,9 +1,9 @@
 //! OpenAI routes: chat completions, completions, embeddings, responses.
 
 use super::{
-    array, array_of_strings, array_of_strings_value, boolean, fail, message_list, object,
-    present, role, stop, string, string_or_array, string_or_object, text_or_tokens,
-    wrong_type, Check, Path, Rules,
+    array, array_of_strings, array_of_strings_value, boolean, fail, message_list, object, present,
+    role, stop, string, string_or_array, string_or_object, text_or_tokens, wrong_type, Check, Path,
+    Rules,
 };
 use crate::json::Node;
 
@@ -18,7 +18,14 @@ const TOOL_CHOICE_MODES: &[&str] = &["none", "auto", "required"];
 
 // === POST /v1/chat/completions ===
 
-const CHAT_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const CHAT_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 const CHAT_PART_TYPES: &[&str] = &["text", "image_url", "input_audio", "file", "refusal"];
 const CHAT_TOOL_TYPES: &[&str] = &["function", "custom"];
 const CHAT_FORMAT_TYPES: &[&str] = &["text", "json_object", "json_schema"];
@@ -69,10 +76,22 @@ pub(super) fn chat(body: &Node<'_>, r: Rules) -> Check {
     for key in ["user", "prompt_cache_key", "safety_identifier"] {
         string(body, at, key)?;
     }
-    r.enumerated(body, at, "reasoning_effort", "reasoning effort", REASONING_EFFORTS)?;
+    r.enumerated(
+        body,
+        at,
+        "reasoning_effort",
+        "reasoning effort",
+        REASONING_EFFORTS,
+    )?;
     r.enumerated(body, at, "service_tier", "service tier", CHAT_SERVICE_TIERS)?;
     r.enumerated(body, at, "verbosity", "verbosity", VERBOSITIES)?;
-    r.enumerated(body, at, "prompt_cache_retention", "retention", CACHE_RETENTIONS)?;
+    r.enumerated(
+        body,
+        at,
+        "prompt_cache_retention",
+        "retention",
+        CACHE_RETENTIONS,
+    )?;
     if let Some(m) = present(body, "modalities") {
         let path = at.key("modalities");
         array_of_strings_value(&path, m)?;
@@ -245,7 +264,13 @@ pub(super) fn embeddings(body: &Node<'_>, r: Rules) -> Check {
     }
     r.integer(body, at, "dimensions", 1, None)?;
     string(body, at, "user")?;
-    r.enumerated(body, at, "encoding_format", "encoding format", &["float", "base64"])
+    r.enumerated(
+        body,
+        at,
+        "encoding_format",
+        "encoding format",
+        &["float", "base64"],
+    )
 }
 
 pub(super) const EMBEDDINGS_FIELDS: &[&str] =
@@ -338,7 +363,13 @@ pub(super) fn responses(body: &Node<'_>, r: Rules) -> Check {
                     response_item(&path.index(i), item, r)?;
                 }
             }
-            other => return Err(wrong_type(&path, "a string or an array of input items", other)),
+            other => {
+                return Err(wrong_type(
+                    &path,
+                    "a string or an array of input items",
+                    other,
+                ))
+            }
         }
     }
     // The create call documents a string; a response object echoes it as a list of items,
@@ -374,7 +405,13 @@ pub(super) fn responses(body: &Node<'_>, r: Rules) -> Check {
         if !matches!(reasoning, Node::Obj(_)) {
             return Err(wrong_type(&path, "an object", reasoning));
         }
-        r.enumerated(reasoning, &path, "effort", "reasoning effort", REASONING_EFFORTS)?;
+        r.enumerated(
+            reasoning,
+            &path,
+            "effort",
+            "reasoning effort",
+            REASONING_EFFORTS,
+        )?;
         let summaries = &["auto", "concise", "detailed"];
         r.enumerated(reasoning, &path, "summary", "summary", summaries)?;
     }
@@ -405,14 +442,31 @@ pub(super) fn responses(body: &Node<'_>, r: Rules) -> Check {
         string(body, at, key)?;
     }
     string_or_object(body, at, "conversation")?;
-    for key in ["metadata", "stream_options", "moderation", "prompt_cache_options"] {
+    for key in [
+        "metadata",
+        "stream_options",
+        "moderation",
+        "prompt_cache_options",
+    ] {
         object(body, at, key)?;
     }
     array_of_strings(body, at, "include")?;
     r.array_of_objects(body, at, "context_management", &[], true)?;
-    r.enumerated(body, at, "service_tier", "service tier", RESPONSES_SERVICE_TIERS)?;
+    r.enumerated(
+        body,
+        at,
+        "service_tier",
+        "service tier",
+        RESPONSES_SERVICE_TIERS,
+    )?;
     r.enumerated(body, at, "truncation", "truncation", &["auto", "disabled"])?;
-    r.enumerated(body, at, "prompt_cache_retention", "retention", CACHE_RETENTIONS)
+    r.enumerated(
+        body,
+        at,
+        "prompt_cache_retention",
+        "retention",
+        CACHE_RETENTIONS,
+    )
 }
 
 /// One item of a Responses `input`: a message (with or without `"type": "message"`), an
