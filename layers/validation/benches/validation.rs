@@ -1,5 +1,6 @@
-//! Validation throughput (MB/s) at each level for a 1 KB and a 100 KB chat request, and the
-//! parse that dominates it: the borrowed tree the validator uses against `serde_json::Value`.
+//! Validation throughput (MB/s) at each level for a 1 KB and a 100 KB chat request and for the
+//! agent requests of the corpora (Anthropic messages, OpenAI responses), and the parse that
+//! dominates it: the borrowed tree the validator uses against `serde_json::Value`.
 
 use std::hint::black_box;
 
@@ -55,6 +56,32 @@ fn bench(c: &mut Criterion) {
             assert!(validate(Route::ChatCompletions, level, body).is_ok());
             group.bench_with_input(BenchmarkId::new(level.as_str(), name), body, |b, body| {
                 b.iter(|| validate(Route::ChatCompletions, level, black_box(body)))
+            });
+        }
+    }
+    group.finish();
+
+    let agents: [(&str, Route, &[u8]); 2] = [
+        (
+            "messages_agent",
+            Route::Messages,
+            include_bytes!("../../../tests/corpora/messages/accept/01_claude_code_agent_beta.json"),
+        ),
+        (
+            "responses_agent",
+            Route::Responses,
+            include_bytes!(
+                "../../../tests/corpora/responses/accept/11_codex_stateless_reasoning.json"
+            ),
+        ),
+    ];
+    let mut group = c.benchmark_group("validate_agent");
+    for (name, route, body) in agents {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        for level in [Level::Lenient, Level::Moderate] {
+            assert!(validate(route, level, body).is_ok());
+            group.bench_with_input(BenchmarkId::new(level.as_str(), name), body, |b, body| {
+                b.iter(|| validate(route, level, black_box(body)))
             });
         }
     }

@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 pub enum Level {
     /// The body is a well-formed JSON object with a string `model`.
     Lenient,
-    /// Also the fields each API requires, their types and the ranges of numeric parameters.
+    /// Also the JSON types of every documented field and the fields every version of the API
+    /// requires; new roles, block types and fields pass.
     #[default]
     Moderate,
-    /// Also rejects top-level fields the API does not define, naming them.
+    /// Also the enumerations (roles, block and item types, known values), numeric ranges,
+    /// per-role requirements, and rejects top-level fields the API does not define.
     Strict,
 }
 
@@ -41,39 +43,24 @@ impl fmt::Display for Level {
     }
 }
 
-/// Configuration of [`ValidationLayer`](crate::ValidationLayer).
+/// Configuration of [`ValidationLayer`](crate::ValidationLayer): the gateway's `[validation]`
+/// section, embedded as is.
 ///
-/// The gateway's `[validation]` section sets `level`; `max_body_bytes` comes from
-/// `server.max_body_bytes`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The body size cap is not here: it is the server's (`server.max_body_bytes`), and is given
+/// to the layer with [`ValidationLayer::with_max_body_bytes`](crate::ValidationLayer::with_max_body_bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// How much is checked.
     pub level: Level,
-    /// Bodies larger than this are rejected with [`BodyTooLarge`](crate::BodyTooLarge).
-    pub max_body_bytes: usize,
-}
-
-/// Default for [`Config::max_body_bytes`]: 10 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            level: Level::default(),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
-    }
 }
 
 impl Config {
-    /// Every problem with this configuration, each with its key path.
+    /// Every problem with this configuration, each with its key path. Every `Config` that
+    /// deserializes is valid today; the method is kept so the gateway checks every section
+    /// the same way.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        if self.max_body_bytes == 0 {
-            problems.push(ConfigProblem::new("max_body_bytes", "must be >= 1"));
-        }
-        problems
+        Vec::new()
     }
 }
 
@@ -85,7 +72,6 @@ mod tests {
     fn defaults_match_the_interface() {
         let c = Config::default();
         assert_eq!(c.level, Level::Moderate);
-        assert_eq!(c.max_body_bytes, 10_485_760);
         assert!(c.validate().is_empty());
     }
 
@@ -93,27 +79,17 @@ mod tests {
     fn levels_are_lowercase_and_unknown_keys_fail() {
         let c: Config = serde_json::from_str(r#"{"level":"strict"}"#).unwrap();
         assert_eq!(c.level, Level::Strict);
-        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
-        let c: Config = serde_json::from_str(r#"{"level":"lenient","max_body_bytes":5}"#).unwrap();
-        assert_eq!((c.level, c.max_body_bytes), (Level::Lenient, 5));
+        let c: Config = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, Config::default());
         assert!(serde_json::from_str::<Config>(r#"{"level":"Strict"}"#).is_err());
         let e = serde_json::from_str::<Config>(r#"{"levle":"strict"}"#).unwrap_err();
         assert!(e.to_string().contains("levle"), "{e}");
+        // The cap moved to the server section; here it is an unknown key.
+        let e = serde_json::from_str::<Config>(r#"{"max_body_bytes":5}"#).unwrap_err();
+        assert!(e.to_string().contains("max_body_bytes"), "{e}");
         assert_eq!(
             serde_json::to_string(&Level::Moderate).unwrap(),
             r#""moderate""#
-        );
-    }
-
-    #[test]
-    fn zero_body_limit_is_a_problem() {
-        let c = Config {
-            max_body_bytes: 0,
-            ..Config::default()
-        };
-        assert_eq!(
-            c.validate(),
-            vec![ConfigProblem::new("max_body_bytes", "must be >= 1")]
         );
     }
 }

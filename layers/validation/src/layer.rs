@@ -1,6 +1,6 @@
 //! [`ValidationLayer`]: wraps a service in [`Validation`].
 
-use portcullis_core::ConfigProblem;
+use portcullis_core::{body::DEFAULT_MAX_BODY_BYTES, ConfigProblem};
 use tower::Layer;
 
 use crate::{Config, Validation};
@@ -9,15 +9,26 @@ use crate::{Config, Validation};
 ///
 /// The layer holds no shared state: it is only configuration, so clones are cheap and
 /// independent.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ValidationLayer {
     config: Config,
+    max_body_bytes: usize,
+}
+
+impl Default for ValidationLayer {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
 }
 
 impl ValidationLayer {
-    /// A layer with this configuration (not checked; see [`ValidationLayer::from_config`]).
+    /// A layer with this configuration (not checked; see [`ValidationLayer::from_config`]) and
+    /// the default body cap, [`DEFAULT_MAX_BODY_BYTES`].
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
     }
 
     /// A layer with this configuration, or every problem with it.
@@ -30,9 +41,22 @@ impl ValidationLayer {
         }
     }
 
+    /// Reject bodies larger than `limit` bytes with [`BodyTooLarge`](crate::BodyTooLarge)
+    /// (the gateway passes `server.max_body_bytes`). Default: [`DEFAULT_MAX_BODY_BYTES`].
+    /// With 0, every checked request with a non-empty body is rejected.
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The body cap in use.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 }
 
@@ -40,6 +64,6 @@ impl<S> Layer<S> for ValidationLayer {
     type Service = Validation<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Validation::new(inner, self.config.clone())
+        Validation::new(inner, self.config.clone()).with_max_body_bytes(self.max_body_bytes)
     }
 }

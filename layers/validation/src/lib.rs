@@ -1,18 +1,27 @@
 //! A tower layer that checks LLM API request bodies (OpenAI chat completions, completions,
-//! embeddings; Anthropic messages) before anything goes upstream.
+//! embeddings, responses; Anthropic messages and count_tokens) before anything goes upstream.
 //!
-//! [`ValidationLayer`] reads the body of `POST /v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings` and `/v1/messages` (up to `max_body_bytes`), checks it at the configured
-//! [`Level`], and either fails with [`InvalidRequest`] (naming the field, e.g.
-//! `messages[2].role`) without calling the inner service, or passes the same bytes on with a
-//! [`RequestMeta`](portcullis_core::RequestMeta) extension (model and stream flag) so later
-//! layers need not parse the body again. Other requests pass through unread.
+//! [`ValidationLayer`] reads the body of `POST` requests to the [`Route`]s
+//! (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`,
+//! `/v1/messages`, `/v1/messages/count_tokens`; the query string, e.g. `?beta=true`, does not
+//! matter), up to a size cap ([`ValidationLayer::with_max_body_bytes`], default
+//! [`portcullis_core::body::DEFAULT_MAX_BODY_BYTES`]). It checks the body against the route's
+//! own schema at the configured [`Level`], and either fails with [`InvalidRequest`] (naming the
+//! field, e.g. `messages[2].content[0].type`) without calling the inner service, or passes the
+//! same bytes on with a [`RequestMeta`](portcullis_core::RequestMeta) extension (model and
+//! stream flag) so later layers need not parse the body again. Other requests pass through
+//! unread.
 //!
 //! | level | checks |
 //! | --- | --- |
 //! | `lenient` | a JSON object with a non-empty string `model` |
-//! | `moderate` (default) | also required fields and their types (`messages` with known roles and content, Anthropic `max_tokens`, `input`, `prompt`) and numeric ranges (`temperature`, `top_p`, `n`, `max_tokens`...) |
-//! | `strict` | also rejects top-level fields the API does not define (and duplicate keys), naming them |
+//! | `moderate` (default) | also what no version of the route's API accepts: missing or mistyped `messages` / `input` (embeddings) / Anthropic `max_tokens` (not on count_tokens), messages that are not objects or lack a string `role`, content that is neither a string nor an array of objects with a string `type`, and wrong JSON types of documented fields (`max_tokens` a string, `tools` not an array of objects, `stream` not a boolean...). New roles, block and item types and top-level fields pass |
+//! | `strict` | also the enumerations (roles, content block / part / input item / tool types, known values such as `reasoning_effort`), numeric ranges and integer-ness, non-empty lists, per-role required fields (`tool_call_id`, `content`...), and rejects top-level fields the API does not define (and duplicate keys), naming them |
+//!
+//! On `/v1/responses`, `model` may be left out when a `prompt` template is given (the stored
+//! prompt names the model); the request then carries no model in its `RequestMeta`. `input`
+//! is optional there (`previous_response_id`, `conversation` or `prompt` can carry it). On
+//! `/v1/completions`, `prompt` is only required at strict (the API defaults a missing one).
 //!
 //! The rules are also available as a pure function, [`validate`].
 //!
@@ -28,7 +37,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = ValidationLayer::new(Config { level: Level::Moderate, ..Config::default() });
+//! let layer = ValidationLayer::new(Config { level: Level::Moderate })
+//!     .with_max_body_bytes(1 << 20); // the gateway passes `server.max_body_bytes`
 //! let svc = ServiceBuilder::new().layer(layer).service(service_fn(|req: Request<Full<Bytes>>| async move {
 //!     // Only valid requests get here, and they say what they ask for.
 //!     let model = req.extensions().get::<RequestMeta>().and_then(|m| m.model.clone());
@@ -41,12 +51,12 @@
 //! assert_eq!(svc.clone().oneshot(ok).await.unwrap().into_body(), "model gpt-4o");
 //!
 //! let bad = Request::post("/v1/chat/completions")
-//!     .body(Full::from(r#"{"model":"gpt-4o","messages":[],"temperature":3}"#))
+//!     .body(Full::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":"64"}"#))
 //!     .unwrap();
 //! let err = svc.oneshot(bad).await.unwrap_err();
 //! let err = err.downcast_ref::<InvalidRequest>().unwrap();
-//! assert_eq!(err.field, "messages");
-//! assert_eq!(err.to_string(), "messages: must not be empty");
+//! assert_eq!(err.field, "max_tokens");
+//! assert_eq!(err.to_string(), "max_tokens: must be an integer, got a string");
 //! # }
 //! ```
 //!
@@ -65,7 +75,7 @@ mod route;
 mod service;
 mod validate;
 
-pub use config::{Config, Level, DEFAULT_MAX_BODY_BYTES};
+pub use config::{Config, Level};
 pub use error::{BodyReadError, BodyTooLarge, InvalidRequest};
 pub use layer::ValidationLayer;
 pub use route::Route;

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// An LLM API endpoint whose request body this layer knows how to check.
+/// An LLM API endpoint whose request body this layer knows how to check. Each has its own
+/// schema: see the crate docs for what each [`Level`](crate::Level) checks on each route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     /// `POST /v1/chat/completions` (OpenAI).
@@ -11,17 +12,24 @@ pub enum Route {
     Completions,
     /// `POST /v1/embeddings` (OpenAI).
     Embeddings,
-    /// `POST /v1/messages` (Anthropic).
+    /// `POST /v1/responses` (OpenAI Responses API).
+    Responses,
+    /// `POST /v1/messages` (Anthropic; `?beta=true` and beta fields included).
     Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic): like [`Route::Messages`], without
+    /// `max_tokens`.
+    CountTokens,
 }
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 6] = [
         Route::ChatCompletions,
         Route::Completions,
         Route::Embeddings,
+        Route::Responses,
         Route::Messages,
+        Route::CountTokens,
     ];
 
     /// The route for an exact request path (no query string), if it is one this layer checks.
@@ -30,7 +38,9 @@ impl Route {
             "/v1/chat/completions" => Route::ChatCompletions,
             "/v1/completions" => Route::Completions,
             "/v1/embeddings" => Route::Embeddings,
+            "/v1/responses" => Route::Responses,
             "/v1/messages" => Route::Messages,
+            "/v1/messages/count_tokens" => Route::CountTokens,
             _ => return None,
         })
     }
@@ -41,7 +51,22 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Completions => "/v1/completions",
             Route::Embeddings => "/v1/embeddings",
+            Route::Responses => "/v1/responses",
             Route::Messages => "/v1/messages",
+            Route::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// A short snake_case name (`chat_completions`, `count_tokens`...), as used for the
+    /// request corpora's folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::Completions => "completions",
+            Route::Embeddings => "embeddings",
+            Route::Responses => "responses",
+            Route::Messages => "messages",
+            Route::CountTokens => "count_tokens",
         }
     }
 }
@@ -65,10 +90,24 @@ mod tests {
             "/v1/models",
             "/health",
             "/v1/chat/completions/",
-            "/v1/messages/count_tokens",
+            "/v1/messages/count_tokens/",
+            "/v1/responses/resp_123",
+            "/v1/responses/resp_123/input_items",
+            "/v1/messages/batches",
             "",
         ] {
             assert_eq!(Route::from_path(p), None, "{p}");
         }
+        assert_eq!(
+            Route::from_path("/v1/messages/count_tokens"),
+            Some(Route::CountTokens)
+        );
+        assert_eq!(Route::from_path("/v1/responses"), Some(Route::Responses));
+    }
+
+    #[test]
+    fn names_are_distinct() {
+        let names: std::collections::HashSet<_> = Route::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), Route::ALL.len());
     }
 }

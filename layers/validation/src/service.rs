@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header::CONTENT_LENGTH, HeaderMap, Method, Request};
 use http_body::Body;
-use portcullis_core::body::collect_limited;
+use portcullis_core::body::{collect_limited, DEFAULT_MAX_BODY_BYTES};
 use tower::{BoxError, Service};
 
 use crate::{future::ResponseFuture, BodyTooLarge, Config, Route};
@@ -13,8 +13,9 @@ use crate::{future::ResponseFuture, BodyTooLarge, Config, Route};
 /// Checks the body of `POST` requests to the LLM API routes ([`Route`]) and passes the request
 /// on only if it is valid, with a [`RequestMeta`](portcullis_core::RequestMeta) extension.
 ///
-/// Other requests (other paths, other methods, e.g. `GET /v1/models` or OpenAI's
-/// `GET /v1/chat/completions` listing) pass through untouched, their bodies unread.
+/// Other requests (other paths, other methods, e.g. `GET /v1/models`, `GET /v1/responses/{id}`
+/// or OpenAI's `GET /v1/chat/completions` listing) pass through untouched, their bodies unread
+/// and uncapped here (the gateway caps them elsewhere).
 ///
 /// Errors, boxed: [`InvalidRequest`](crate::InvalidRequest) (the inner service is not called),
 /// [`BodyTooLarge`] (before reading when `content-length` says so, otherwise as soon as the
@@ -23,12 +24,24 @@ use crate::{future::ResponseFuture, BodyTooLarge, Config, Route};
 pub struct Validation<S> {
     inner: S,
     config: Config,
+    max_body_bytes: usize,
 }
 
 impl<S> Validation<S> {
-    /// Wrap `inner`.
+    /// Wrap `inner`, with the default body cap ([`DEFAULT_MAX_BODY_BYTES`]).
     pub fn new(inner: S, config: Config) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// Reject bodies larger than `limit` bytes (see
+    /// [`ValidationLayer::with_max_body_bytes`](crate::ValidationLayer::with_max_body_bytes)).
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
     }
 
     /// The inner service.
@@ -71,7 +84,7 @@ where
         let Some(route) = route else {
             return ResponseFuture::inner(self.inner.call(req));
         };
-        let limit = self.config.max_body_bytes;
+        let limit = self.max_body_bytes;
         if content_length(req.headers()).is_some_and(|len| len > limit as u64) {
             tracing::debug!(%route, limit, "request rejected: content-length over the body limit");
             return ResponseFuture::failed(BodyTooLarge { limit }.into());

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use portcullis_core::{error::find_in_chain, RequestMeta};
+use portcullis_core::{body::DEFAULT_MAX_BODY_BYTES, error::find_in_chain, RequestMeta};
 use portcullis_validation::{
     BodyReadError, BodyTooLarge, Config, InvalidRequest, Level, Validation, ValidationLayer,
 };
@@ -102,8 +102,13 @@ type Mock = mock::Mock<Request<TestBody>, Response<&'static str>>;
 type Handle = mock::Handle<Request<TestBody>, Response<&'static str>>;
 
 fn service(config: Config) -> (Validation<Mock>, Handle) {
+    capped(config, DEFAULT_MAX_BODY_BYTES)
+}
+
+fn capped(config: Config, max_body_bytes: usize) -> (Validation<Mock>, Handle) {
     let (inner, handle) = mock::pair();
-    (ValidationLayer::new(config).layer(inner), handle)
+    let layer = ValidationLayer::new(config).with_max_body_bytes(max_body_bytes);
+    (layer.layer(inner), handle)
 }
 
 fn post(path: &str, body: impl Into<TestBody>) -> Request<TestBody> {
@@ -134,11 +139,25 @@ async fn rejected(
 #[tokio::test]
 async fn invalid_bodies_never_reach_the_inner_service() {
     let (svc, handle) = service(Config::default());
-    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"a"},{"role":"robot","content":"b"}]}"#;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"a"},{"role":"user","content":5}]}"#;
     let err = rejected(svc, handle, post("/v1/chat/completions", body)).await;
     let invalid = find_in_chain::<InvalidRequest>(&*err).expect("an InvalidRequest");
-    assert_eq!(invalid.field, "messages[1].role");
-    assert!(invalid.message.starts_with("unknown role \"robot\""));
+    assert_eq!(invalid.field, "messages[1].content");
+    assert!(invalid.message.ends_with("got a number"), "{invalid}");
+
+    // The new routes are checked too.
+    for (path, body, field) in [
+        ("/v1/responses", r#"{"model":"gpt-5","input":7}"#, "input"),
+        (
+            "/v1/messages/count_tokens",
+            r#"{"model":"claude-x","messages":{}}"#,
+            "messages",
+        ),
+    ] {
+        let (svc, handle) = service(Config::default());
+        let err = rejected(svc, handle, post(path, body)).await;
+        assert_eq!(err.downcast_ref::<InvalidRequest>().unwrap().field, field);
+    }
 
     let (svc, handle) = service(Config::default());
     let err = rejected(svc, handle, post("/v1/embeddings", "not json")).await;
@@ -177,7 +196,6 @@ async fn the_level_comes_from_the_config() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"foo":1}"#;
     let (svc, handle) = service(Config {
         level: Level::Strict,
-        ..Config::default()
     });
     let err = rejected(svc, handle, post("/v1/chat/completions", body)).await;
     assert_eq!(err.to_string(), r#"foo: unknown field "foo""#);
@@ -185,7 +203,6 @@ async fn the_level_comes_from_the_config() {
     // Lenient lets through what moderate would reject.
     let (mut svc, mut handle) = service(Config {
         level: Level::Lenient,
-        ..Config::default()
     });
     let call = tokio::spawn(svc.ready().await.unwrap().call(post(
         "/v1/messages",
@@ -198,10 +215,7 @@ async fn the_level_comes_from_the_config() {
 
 #[tokio::test]
 async fn too_large_by_content_length_is_rejected_before_reading() {
-    let (svc, handle) = service(Config {
-        max_body_bytes: 16,
-        ..Config::default()
-    });
+    let (svc, handle) = capped(Config::default(), 16);
     let body = TestBody::chunked([CHAT.as_bytes()]);
     let polls = body.polls.clone();
     let mut req = post("/v1/chat/completions", body);
@@ -217,10 +231,7 @@ async fn too_large_by_content_length_is_rejected_before_reading() {
 
 #[tokio::test]
 async fn too_large_without_content_length_is_rejected_while_reading() {
-    let (svc, handle) = service(Config {
-        max_body_bytes: 100,
-        ..Config::default()
-    });
+    let (svc, handle) = capped(Config::default(), 100);
     let body = TestBody::chunked([&[b' '; 30][..]; 10]);
     let polls = body.polls.clone();
     let err = rejected(svc, handle, post("/v1/completions", body)).await;
@@ -232,10 +243,7 @@ async fn too_large_without_content_length_is_rejected_while_reading() {
 
 #[tokio::test]
 async fn a_body_exactly_at_the_limit_passes() {
-    let (mut svc, mut handle) = service(Config {
-        max_body_bytes: CHAT.len(),
-        ..Config::default()
-    });
+    let (mut svc, mut handle) = capped(Config::default(), CHAT.len());
     let mut req = post("/v1/chat/completions", CHAT);
     req.headers_mut()
         .insert(http::header::CONTENT_LENGTH, CHAT.len().into());
@@ -260,15 +268,15 @@ async fn other_requests_pass_through_unread() {
     for (method, path) in [
         (Method::GET, "/v1/models"),
         (Method::GET, "/health"),
-        (Method::POST, "/v1/messages/count_tokens"),
+        (Method::POST, "/v1/messages/batches"),
+        (Method::GET, "/v1/responses/resp_123"),
+        (Method::POST, "/v1/responses/resp_123/cancel"),
+        (Method::DELETE, "/v1/responses/resp_123"),
         (Method::POST, "/admin/circuit-breakers/openai/reset"),
         // OpenAI's stored-completions listing shares the chat path.
         (Method::GET, "/v1/chat/completions"),
     ] {
-        let (mut svc, mut handle) = service(Config {
-            max_body_bytes: 1,
-            ..Config::default()
-        });
+        let (mut svc, mut handle) = capped(Config::default(), 1);
         let body = TestBody::chunked([&b"not json, and over the limit"[..]]);
         let polls = body.polls.clone();
         let req = Request::builder()
@@ -317,16 +325,46 @@ async fn poll_ready_is_the_inner_services() {
 }
 
 #[test]
-fn from_config_reports_problems() {
-    let problems = ValidationLayer::from_config(&Config {
-        max_body_bytes: 0,
-        ..Config::default()
-    })
-    .unwrap_err();
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].to_string(), "max_body_bytes: must be >= 1");
+fn the_body_cap_is_the_layers_not_the_configs() {
     let layer = ValidationLayer::from_config(&Config::default()).unwrap();
     assert_eq!(layer.config(), &Config::default());
+    assert_eq!(layer.max_body_bytes(), DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(
+        ValidationLayer::default().max_body_bytes(),
+        DEFAULT_MAX_BODY_BYTES
+    );
+    let layer = layer.with_max_body_bytes(5);
+    assert_eq!(layer.max_body_bytes(), 5);
+    assert_eq!(layer.config().level, Level::Moderate);
+}
+
+#[tokio::test]
+async fn the_anthropic_beta_query_does_not_change_the_route() {
+    // The Anthropic SDK's beta client posts to /v1/messages?beta=true.
+    let (svc, handle) = service(Config::default());
+    let err = rejected(
+        svc,
+        handle,
+        post(
+            "/v1/messages?beta=true",
+            r#"{"model":"claude-x","messages":[]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(err.to_string(), "max_tokens: is required");
+
+    let (mut svc, mut handle) = service(Config::default());
+    let body = r#"{"model":"claude-x","max_tokens":5,"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"context_management":{"edits":[]}}"#;
+    let call = tokio::spawn(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(post("/v1/messages?beta=true", body)),
+    );
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.uri().query(), Some("beta=true"));
+    send.send_response(Response::new("ok"));
+    call.await.unwrap().unwrap();
 }
 
 #[test]

@@ -1,12 +1,26 @@
 //! The rules: what each [`Level`] checks for each [`Route`].
 //!
-//! The rules follow the public OpenAI and Anthropic API references. They check what every
-//! OpenAI-compatible server agrees on (required fields, JSON types, documented numeric ranges)
-//! and leave enumerations that grow often (model names, `reasoning_effort` values, content part
-//! types) to the upstream, so a new API feature does not need a gateway release. `null` is
+//! # Why moderate checks so little
+//!
+//! The default level sits in front of providers whose APIs grow every month: new roles
+//! (`system` entries inside Anthropic `messages`), new content block and input item types, new
+//! top-level (often beta) fields. A gateway that rejects a request the provider would have
+//! served is broken, not strict. So `moderate` rejects only what no version of the route's API
+//! takes: the required structure (`model`, `messages`, `input`, Anthropic `max_tokens`) and the
+//! JSON types of documented fields. Everything that is an enumeration or a value constraint
+//! (roles, block types, known values, numeric ranges, non-empty lists, per-role required
+//! fields) is checked only by `strict`, together with unknown top-level fields. `null` is
 //! accepted wherever a field is optional, as both APIs accept it.
+//!
+//! The rules follow the official SDKs' request types (openai-python `types/chat`,
+//! `types/responses`, `completion_create_params.py`, `embedding_create_params.py`;
+//! anthropic-sdk-python `message_create_params.py`, `message_count_tokens_params.py` and their
+//! `beta/` versions).
 
-use std::{collections::HashSet, fmt, sync::Arc};
+mod anthropic;
+mod openai;
+
+use std::{borrow::Cow, collections::HashSet, fmt, sync::Arc};
 
 use portcullis_core::RequestMeta;
 
@@ -25,13 +39,17 @@ type Check = Result<(), InvalidRequest>;
 /// ```
 /// use portcullis_validation::{validate, Level, Route};
 ///
+/// // New roles pass the default level; strict knows the enumeration.
 /// let body = br#"{"model":"gpt-4o","messages":[{"role":"robot","content":"hi"}]}"#;
-/// let err = validate(Route::ChatCompletions, Level::Moderate, body).unwrap_err();
+/// assert!(validate(Route::ChatCompletions, Level::Moderate, body).is_ok());
+/// let err = validate(Route::ChatCompletions, Level::Strict, body).unwrap_err();
 /// assert_eq!(err.field, "messages[0].role");
-/// assert_eq!(
-///     err.to_string(),
-///     r#"messages[0].role: unknown role "robot"; expected one of system, developer, user, assistant, tool"#
-/// );
+///
+/// // Wrong JSON types fail at the default level, naming the field.
+/// let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":7}]}]}"#;
+/// let err = validate(Route::ChatCompletions, Level::Moderate, body).unwrap_err();
+/// assert_eq!(err.to_string(), "messages[0].content[0].type: must be a string, got a number");
+///
 /// let meta = validate(Route::ChatCompletions, Level::Lenient, body).unwrap();
 /// assert_eq!(meta.model.as_deref(), Some("gpt-4o"));
 /// ```
@@ -51,36 +69,44 @@ pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, 
         ));
     };
 
-    let model = match root.get("model") {
-        None => return Err(fail(&Path::Root.key("model"), "is required")),
-        Some(Node::Str(s)) if s.is_empty() => {
-            return Err(fail(&Path::Root.key("model"), "must not be empty"))
-        }
-        Some(Node::Str(s)) => Arc::<str>::from(&**s),
-        Some(other) => {
-            return Err(fail(
-                &Path::Root.key("model"),
-                format!("must be a string, got {}", other.kind()),
-            ))
-        }
-    };
+    let model = model(route, &root)?;
     let stream = matches!(root.get("stream"), Some(Node::Bool(true)));
 
     if level >= Level::Moderate {
+        let r = Rules {
+            strict: level >= Level::Strict,
+        };
         match route {
-            Route::ChatCompletions => chat(&root, level)?,
-            Route::Completions => completions(&root)?,
-            Route::Embeddings => embeddings(&root)?,
-            Route::Messages => messages(&root)?,
+            Route::ChatCompletions => openai::chat(&root, r)?,
+            Route::Completions => openai::completions(&root, r)?,
+            Route::Embeddings => openai::embeddings(&root, r)?,
+            Route::Responses => openai::responses(&root, r)?,
+            Route::Messages => anthropic::messages(&root, r, true)?,
+            Route::CountTokens => anthropic::messages(&root, r, false)?,
         }
     }
     if level >= Level::Strict {
         top_level_fields(route, fields)?;
     }
-    Ok(RequestMeta {
-        model: Some(model),
-        stream,
-    })
+    Ok(RequestMeta { model, stream })
+}
+
+/// `model`, at every level: a non-empty string. The Responses API alone lets a stored prompt
+/// template (`prompt`) name the model, so there a missing `model` beside a `prompt` passes and
+/// the request carries no model ([`RequestMeta::model`] is `None`).
+fn model(route: Route, root: &Node<'_>) -> Result<Option<Arc<str>>, InvalidRequest> {
+    let path = Path::Root.key("model");
+    match root.get("model") {
+        None if route == Route::Responses && present(root, "prompt").is_some() => Ok(None),
+        None if route == Route::Responses => Err(fail(
+            &path,
+            "is required (unless a \"prompt\" template names it)",
+        )),
+        None => Err(fail(&path, "is required")),
+        Some(Node::Str(s)) if s.is_empty() => Err(fail(&path, "must not be empty")),
+        Some(Node::Str(s)) => Ok(Some(Arc::from(&**s))),
+        Some(other) => Err(wrong_type(&path, "a string", other)),
+    }
 }
 
 // === field paths ===
@@ -149,55 +175,205 @@ fn wrong_type(path: &Path<'_>, expected: &str, got: &Node<'_>) -> InvalidRequest
     fail(path, format!("must be {expected}, got {}", got.kind()))
 }
 
-// === typed optional fields ===
-//
-// Each takes the object holding the field and the object's path; an absent or null field passes.
-
+/// The value of `key`, unless absent or `null`.
 fn present<'n, 'a>(obj: &'n Node<'a>, key: &str) -> Option<&'n Node<'a>> {
     obj.get(key).filter(|v| !matches!(v, Node::Null))
 }
 
-fn number(obj: &Node<'_>, at: &Path<'_>, key: &str, min: f64, max: f64) -> Check {
-    let Some(v) = present(obj, key) else {
-        return Ok(());
-    };
-    let path = at.key(key);
-    match v {
-        Node::Num(n) if (min..=max).contains(&n.as_f64()) => Ok(()),
-        Node::Num(n) => Err(fail(
-            &path,
-            format!("must be between {min} and {max}, got {n}"),
-        )),
-        other => Err(wrong_type(&path, "a number", other)),
-    }
+// === the rules, by level ===
+
+/// The checks of one level. Every method checks the JSON type at moderate and adds the
+/// enumeration or range at strict; an absent or `null` optional field passes.
+#[derive(Clone, Copy)]
+struct Rules {
+    strict: bool,
 }
 
-fn integer(obj: &Node<'_>, at: &Path<'_>, key: &str, min: i128, max: Option<i128>) -> Check {
-    match present(obj, key) {
-        Some(v) => integer_value(&at.key(key), v, min, max),
-        None => Ok(()),
+impl Rules {
+    /// A number; within `min..=max` at strict.
+    fn number(self, obj: &Node<'_>, at: &Path<'_>, key: &str, min: f64, max: f64) -> Check {
+        let Some(v) = present(obj, key) else {
+            return Ok(());
+        };
+        let path = at.key(key);
+        match v {
+            Node::Num(n) if !self.strict || (min..=max).contains(&n.as_f64()) => Ok(()),
+            Node::Num(n) => Err(fail(
+                &path,
+                format!("must be between {min} and {max}, got {n}"),
+            )),
+            other => Err(wrong_type(&path, "a number", other)),
+        }
     }
-}
 
-fn integer_value(path: &Path<'_>, v: &Node<'_>, min: i128, max: Option<i128>) -> Check {
-    let n = match v {
-        Node::Num(n) => n,
-        other => return Err(wrong_type(path, "an integer", other)),
-    };
-    let Some(i) = n.as_int() else {
-        return Err(fail(path, format!("must be an integer, got {n}")));
-    };
-    match max {
-        Some(max) if !(min..=max).contains(&i) => Err(fail(
+    /// A number; at strict an integer within `min..=max` (or `>= min`).
+    fn integer(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        min: i128,
+        max: Option<i128>,
+    ) -> Check {
+        match present(obj, key) {
+            Some(v) => self.integer_value(&at.key(key), v, min, max),
+            None => Ok(()),
+        }
+    }
+
+    fn integer_value(self, path: &Path<'_>, v: &Node<'_>, min: i128, max: Option<i128>) -> Check {
+        let n = match v {
+            Node::Num(n) => n,
+            other => return Err(wrong_type(path, "an integer", other)),
+        };
+        if !self.strict {
+            return Ok(());
+        }
+        let Some(i) = n.as_int() else {
+            return Err(fail(path, format!("must be an integer, got {n}")));
+        };
+        match max {
+            Some(max) if !(min..=max).contains(&i) => Err(fail(
+                path,
+                format!("must be between {min} and {max}, got {i}"),
+            )),
+            None if i < min => Err(fail(path, format!("must be >= {min}, got {i}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A string; at strict one of `known` (`what` names the kind of value in the error).
+    fn enumerated(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        what: &str,
+        known: &[&str],
+    ) -> Check {
+        match present(obj, key) {
+            None => Ok(()),
+            Some(Node::Str(s)) => self.one_of(&at.key(key), s, what, known),
+            Some(other) => Err(wrong_type(&at.key(key), "a string", other)),
+        }
+    }
+
+    /// At strict, `value` must be one of `known`.
+    fn one_of(self, path: &Path<'_>, value: &str, what: &str, known: &[&str]) -> Check {
+        if !self.strict || known.contains(&value) {
+            return Ok(());
+        }
+        Err(fail(
             path,
-            format!("must be between {min} and {max}, got {i}"),
-        )),
-        None if i < min => Err(fail(path, format!("must be >= {min}, got {i}"))),
-        _ => Ok(()),
+            format!(
+                "unknown {what} {}; expected one of {}",
+                quoted(value),
+                known.join(", ")
+            ),
+        ))
+    }
+
+    /// At strict, `key` must be present and not `null`.
+    fn required(self, obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
+        if self.strict && present(obj, key).is_none() {
+            return Err(match obj.get(key) {
+                None => fail(&at.key(key), "is required"),
+                Some(v) => wrong_type(&at.key(key), "set", v),
+            });
+        }
+        Ok(())
+    }
+
+    /// Content: a string, or an array of parts (objects with a string `type`; at strict one of
+    /// `types`). `parts` names them in errors ("content parts", "content blocks"), `what` names
+    /// their type ("content part type").
+    fn content(
+        self,
+        path: &Path<'_>,
+        v: &Node<'_>,
+        parts: &str,
+        what: &str,
+        types: &[&str],
+    ) -> Check {
+        match v {
+            Node::Str(_) => Ok(()),
+            Node::Arr(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.typed_object(&path.index(i), item, what, types)?;
+                }
+                Ok(())
+            }
+            other => Err(fail(
+                path,
+                format!(
+                    "must be a string or an array of {parts}, got {}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    /// An object with a string `type` (every content part, block and format has one); at strict
+    /// the type is one of `types`. Returns the type.
+    fn typed_object<'n>(
+        self,
+        path: &Path<'_>,
+        v: &'n Node<'_>,
+        what: &str,
+        types: &[&str],
+    ) -> Result<&'n str, InvalidRequest> {
+        if !matches!(v, Node::Obj(_)) {
+            return Err(wrong_type(path, "an object", v));
+        }
+        let type_path = path.key("type");
+        match v.get("type") {
+            Some(Node::Str(t)) => {
+                self.one_of(&type_path, t, what, types)?;
+                Ok(t)
+            }
+            None => Err(fail(&type_path, "is required")),
+            Some(other) => Err(wrong_type(&type_path, "a string", other)),
+        }
+    }
+
+    /// An array of objects (`tools`, `tool_calls`...); at strict each has a `type` in
+    /// `types` (unless `types` is empty), required unless `type_optional`.
+    fn array_of_objects(
+        self,
+        obj: &Node<'_>,
+        at: &Path<'_>,
+        key: &str,
+        types: &[&str],
+        type_optional: bool,
+    ) -> Check {
+        let Some(v) = present(obj, key) else {
+            return Ok(());
+        };
+        let path = at.key(key);
+        let Node::Arr(items) = v else {
+            return Err(wrong_type(&path, "an array of objects", v));
+        };
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
+            if !matches!(item, Node::Obj(_)) {
+                return Err(wrong_type(&item_path, "an object", item));
+            }
+            match item.get("type") {
+                None | Some(Node::Null) if type_optional || !self.strict || types.is_empty() => {}
+                Some(Node::Str(t)) if !types.is_empty() => {
+                    self.one_of(&item_path.key("type"), t, "type", types)?
+                }
+                Some(Node::Str(_)) => {}
+                None => return Err(fail(&item_path.key("type"), "is required")),
+                Some(other) => return Err(wrong_type(&item_path.key("type"), "a string", other)),
+            }
+        }
+        Ok(())
     }
 }
 
-/// A field whose value must match `is`, described as `expected` in the error.
+// === typed optional fields (the same at every level) ===
+
 fn typed(
     obj: &Node<'_>,
     at: &Path<'_>,
@@ -223,30 +399,30 @@ fn object(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
     typed(obj, at, key, "an object", |v| matches!(v, Node::Obj(_)))
 }
 
+fn array(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
+    typed(obj, at, key, "an array", |v| matches!(v, Node::Arr(_)))
+}
+
 fn string_or_object(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
     typed(obj, at, key, "a string or an object", |v| {
         matches!(v, Node::Str(_) | Node::Obj(_))
     })
 }
 
-/// An array whose items are all objects (`tools`, `functions`, `tool_calls`...).
-fn array_of_objects(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
-    let Some(v) = present(obj, key) else {
-        return Ok(());
-    };
-    let path = at.key(key);
-    let Node::Arr(items) = v else {
-        return Err(wrong_type(&path, "an array of objects", v));
-    };
-    for (i, item) in items.iter().enumerate() {
-        if !matches!(item, Node::Obj(_)) {
-            return Err(wrong_type(&path.index(i), "an object", item));
-        }
-    }
-    Ok(())
+fn string_or_array(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
+    typed(obj, at, key, "a string or an array", |v| {
+        matches!(v, Node::Str(_) | Node::Arr(_))
+    })
 }
 
-fn array_of_strings(path: &Path<'_>, v: &Node<'_>) -> Check {
+fn array_of_strings(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
+    match present(obj, key) {
+        Some(v) => array_of_strings_value(&at.key(key), v),
+        None => Ok(()),
+    }
+}
+
+fn array_of_strings_value(path: &Path<'_>, v: &Node<'_>) -> Check {
     let Node::Arr(items) = v else {
         return Err(wrong_type(path, "an array of strings", v));
     };
@@ -262,7 +438,7 @@ fn array_of_strings(path: &Path<'_>, v: &Node<'_>) -> Check {
 fn stop(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
     match present(obj, key) {
         None | Some(Node::Str(_)) => Ok(()),
-        Some(v @ Node::Arr(_)) => array_of_strings(&at.key(key), v),
+        Some(v @ Node::Arr(_)) => array_of_strings_value(&at.key(key), v),
         Some(v) => Err(wrong_type(
             &at.key(key),
             "a string or an array of strings",
@@ -271,50 +447,15 @@ fn stop(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
     }
 }
 
-/// Message content: a string, or an array of parts (objects with a string `type`).
-fn content(path: &Path<'_>, v: &Node<'_>, parts: &str) -> Check {
-    match v {
-        Node::Str(_) => Ok(()),
-        Node::Arr(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let item_path = path.index(i);
-                if !matches!(item, Node::Obj(_)) {
-                    return Err(wrong_type(&item_path, "an object", item));
-                }
-                match item.get("type") {
-                    Some(Node::Str(_)) => {}
-                    None => return Err(fail(&item_path.key("type"), "is required")),
-                    Some(other) => {
-                        return Err(wrong_type(&item_path.key("type"), "a string", other))
-                    }
-                }
-            }
-            Ok(())
-        }
-        other => Err(fail(
-            path,
-            format!(
-                "must be a string or an array of {parts}, got {}",
-                other.kind()
-            ),
-        )),
-    }
-}
-
-fn required_content(msg: &Node<'_>, at: &Path<'_>, parts: &str) -> Check {
-    let path = at.key("content");
-    match msg.get("content") {
-        None => Err(fail(&path, "is required")),
-        Some(v) => content(&path, v, parts),
-    }
-}
-
-/// A required, non-empty array of message objects; calls `each` on every message.
-fn message_list(body: &Node<'_>, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -> Check {
+/// A required array of message objects (`messages`): present and an array at moderate,
+/// non-empty at strict. Calls `each` on every message.
+fn message_list(body: &Node<'_>, r: Rules, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -> Check {
     let path = Path::Root.key("messages");
     match body.get("messages") {
         None => Err(fail(&path, "is required")),
-        Some(Node::Arr(msgs)) if msgs.is_empty() => Err(fail(&path, "must not be empty")),
+        Some(Node::Arr(msgs)) if msgs.is_empty() && r.strict => {
+            Err(fail(&path, "must not be empty"))
+        }
         Some(Node::Arr(msgs)) => {
             for (i, msg) in msgs.iter().enumerate() {
                 let msg_path = path.index(i);
@@ -329,6 +470,8 @@ fn message_list(body: &Node<'_>, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -
     }
 }
 
+/// A message's `role`: required and a string at every level (no API version takes a message
+/// without one); its value is only checked at strict, by the caller.
 fn role<'n>(msg: &'n Node<'_>, at: &Path<'_>) -> Result<&'n str, InvalidRequest> {
     let path = at.key("role");
     match msg.get("role") {
@@ -338,193 +481,21 @@ fn role<'n>(msg: &'n Node<'_>, at: &Path<'_>) -> Result<&'n str, InvalidRequest>
     }
 }
 
-// === POST /v1/chat/completions ===
-
-const CHAT_ROLES: &str = "system, developer, user, assistant, tool";
-
-fn chat(body: &Node<'_>, level: Level) -> Check {
-    message_list(body, |at, msg| chat_message(at, msg, level))?;
-    let at = &Path::Root;
-    number(body, at, "temperature", 0.0, 2.0)?;
-    number(body, at, "top_p", 0.0, 1.0)?;
-    number(body, at, "presence_penalty", -2.0, 2.0)?;
-    number(body, at, "frequency_penalty", -2.0, 2.0)?;
-    integer(body, at, "n", 1, Some(128))?;
-    integer(body, at, "max_tokens", 1, None)?;
-    integer(body, at, "max_completion_tokens", 1, None)?;
-    integer(body, at, "top_logprobs", 0, Some(20))?;
-    integer(
-        body,
-        at,
-        "seed",
-        i128::from(i64::MIN),
-        Some(i128::from(u64::MAX)),
-    )?;
-    boolean(body, at, "stream")?;
-    boolean(body, at, "logprobs")?;
-    boolean(body, at, "parallel_tool_calls")?;
-    boolean(body, at, "store")?;
-    stop(body, at, "stop")?;
-    array_of_objects(body, at, "tools")?;
-    array_of_objects(body, at, "functions")?;
-    string_or_object(body, at, "tool_choice")?;
-    string_or_object(body, at, "function_call")?;
-    object(body, at, "response_format")?;
-    if let Some(format) = present(body, "response_format") {
-        let path = at.key("response_format");
-        match format.get("type") {
-            Some(Node::Str(_)) => {}
-            None => return Err(fail(&path.key("type"), "is required")),
-            Some(other) => return Err(wrong_type(&path.key("type"), "a string", other)),
-        }
-    }
-    for key in [
-        "stream_options",
-        "metadata",
-        "logit_bias",
-        "prediction",
-        "audio",
-        "web_search_options",
-    ] {
-        object(body, at, key)?;
-    }
-    for key in [
-        "user",
-        "reasoning_effort",
-        "service_tier",
-        "verbosity",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-    ] {
-        string(body, at, key)?;
-    }
-    if let Some(m) = present(body, "modalities") {
-        array_of_strings(&at.key("modalities"), m)?;
-    }
-    Ok(())
-}
-
-fn chat_message(at: &Path<'_>, msg: &Node<'_>, level: Level) -> Check {
-    const PARTS: &str = "content parts";
-    let role = role(msg, at)?;
-    string(msg, at, "name")?;
-    match role {
-        "system" | "developer" | "user" => required_content(msg, at, PARTS),
-        "assistant" => {
-            array_of_objects(msg, at, "tool_calls")?;
-            string_or_object(msg, at, "function_call")?;
-            // Content may be left out when the turn was a tool call, an audio reply or a refusal.
-            let replaced = ["tool_calls", "function_call", "audio", "refusal"]
-                .iter()
-                .any(|k| present(msg, k).is_some());
-            match present(msg, "content") {
-                None if replaced => Ok(()),
-                _ => required_content(msg, at, PARTS),
-            }
-        }
-        "tool" => {
-            required_content(msg, at, PARTS)?;
-            // OpenAI needs it, but some OpenAI-compatible servers do not: only strict insists.
-            if level >= Level::Strict && present(msg, "tool_call_id").is_none() {
-                return Err(fail(&at.key("tool_call_id"), "is required"));
-            }
-            string(msg, at, "tool_call_id")
-        }
-        // Deprecated by OpenAI but still accepted there, so not rejected here.
-        "function" => {
-            match msg.get("name") {
-                None => return Err(fail(&at.key("name"), "is required")),
-                Some(Node::Str(_)) => {}
-                Some(other) => return Err(wrong_type(&at.key("name"), "a string", other)),
-            }
-            string(msg, at, "content")
-        }
-        other => Err(fail(
-            &at.key("role"),
-            format!(
-                "unknown role {}; expected one of {CHAT_ROLES}",
-                quoted(other)
-            ),
-        )),
-    }
-}
-
-// === POST /v1/completions ===
-
-fn completions(body: &Node<'_>) -> Check {
-    let at = &Path::Root;
-    let path = at.key("prompt");
-    match body.get("prompt") {
-        None => return Err(fail(&path, "is required")),
-        Some(v) => text_or_tokens(&path, v, true)?,
-    }
-    number(body, at, "temperature", 0.0, 2.0)?;
-    number(body, at, "top_p", 0.0, 1.0)?;
-    number(body, at, "presence_penalty", -2.0, 2.0)?;
-    number(body, at, "frequency_penalty", -2.0, 2.0)?;
-    integer(body, at, "n", 1, Some(128))?;
-    // 0 is meaningful here: with `echo` it scores the prompt without generating.
-    integer(body, at, "max_tokens", 0, None)?;
-    integer(body, at, "best_of", 0, Some(20))?;
-    integer(body, at, "logprobs", 0, Some(5))?;
-    integer(
-        body,
-        at,
-        "seed",
-        i128::from(i64::MIN),
-        Some(i128::from(u64::MAX)),
-    )?;
-    boolean(body, at, "stream")?;
-    boolean(body, at, "echo")?;
-    stop(body, at, "stop")?;
-    string(body, at, "suffix")?;
-    string(body, at, "user")?;
-    object(body, at, "logit_bias")?;
-    object(body, at, "stream_options")
-}
-
-// === POST /v1/embeddings ===
-
-fn embeddings(body: &Node<'_>) -> Check {
-    let at = &Path::Root;
-    let path = at.key("input");
-    match body.get("input") {
-        None => return Err(fail(&path, "is required")),
-        Some(v) => text_or_tokens(&path, v, false)?,
-    }
-    integer(body, at, "dimensions", 1, None)?;
-    string(body, at, "user")?;
-    match present(body, "encoding_format") {
-        None => Ok(()),
-        Some(Node::Str(s)) if s == "float" || s == "base64" => Ok(()),
-        Some(Node::Str(s)) => Err(fail(
-            &at.key("encoding_format"),
-            format!(
-                "unknown encoding format {}; expected one of float, base64",
-                quoted(s)
-            ),
-        )),
-        Some(other) => Err(wrong_type(&at.key("encoding_format"), "a string", other)),
-    }
-}
-
 /// Embedding `input` and completion `prompt`: a string, an array of strings, an array of tokens
-/// (integers) or an array of token arrays. Embedding inputs must not be empty (OpenAI rejects
-/// them); an empty prompt is valid.
-fn text_or_tokens(path: &Path<'_>, v: &Node<'_>, allow_empty: bool) -> Check {
+/// (integers) or an array of token arrays. At strict, tokens are integers >= 0, and (unless
+/// `allow_empty`) strings and lists are not empty.
+fn text_or_tokens(r: Rules, path: &Path<'_>, v: &Node<'_>, allow_empty: bool) -> Check {
     #[derive(PartialEq)]
     enum Shape {
         Text,
         Token,
         Tokens,
     }
+    let check_empty = r.strict && !allow_empty;
     let items = match v {
-        Node::Str(s) if s.is_empty() && !allow_empty => {
-            return Err(fail(path, "must not be empty"))
-        }
+        Node::Str(s) if s.is_empty() && check_empty => return Err(fail(path, "must not be empty")),
         Node::Str(_) => return Ok(()),
-        Node::Arr(items) if items.is_empty() && !allow_empty => {
+        Node::Arr(items) if items.is_empty() && check_empty => {
             return Err(fail(path, "must not be empty"))
         }
         Node::Arr(items) => items,
@@ -553,18 +524,18 @@ fn text_or_tokens(path: &Path<'_>, v: &Node<'_>, allow_empty: bool) -> Check {
         let item_path = path.index(i);
         match (&shape, item) {
             (Shape::Text, Node::Str(s)) => {
-                if s.is_empty() && !allow_empty {
+                if s.is_empty() && check_empty {
                     return Err(fail(&item_path, "must not be empty"));
                 }
             }
-            (Shape::Token, Node::Num(n)) => token(&item_path, *n)?,
+            (Shape::Token, Node::Num(n)) => token(r, &item_path, *n)?,
             (Shape::Tokens, Node::Arr(tokens)) => {
-                if tokens.is_empty() && !allow_empty {
+                if tokens.is_empty() && check_empty {
                     return Err(fail(&item_path, "must not be empty"));
                 }
                 for (j, t) in tokens.iter().enumerate() {
                     match t {
-                        Node::Num(n) => token(&item_path.index(j), *n)?,
+                        Node::Num(n) => token(r, &item_path.index(j), *n)?,
                         other => {
                             return Err(wrong_type(&item_path.index(j), "a token (integer)", other))
                         }
@@ -590,8 +561,9 @@ fn text_or_tokens(path: &Path<'_>, v: &Node<'_>, allow_empty: bool) -> Check {
     Ok(())
 }
 
-fn token(path: &Path<'_>, n: Num) -> Check {
+fn token(r: Rules, path: &Path<'_>, n: Num) -> Check {
     match n.as_int() {
+        _ if !r.strict => Ok(()),
         Some(i) if i >= 0 => Ok(()),
         _ => Err(fail(
             path,
@@ -600,168 +572,24 @@ fn token(path: &Path<'_>, n: Num) -> Check {
     }
 }
 
-// === POST /v1/messages (Anthropic) ===
-
-fn messages(body: &Node<'_>) -> Check {
-    const BLOCKS: &str = "content blocks";
-    let at = &Path::Root;
-    match body.get("max_tokens") {
-        None => return Err(fail(&at.key("max_tokens"), "is required")),
-        Some(v) => integer_value(&at.key("max_tokens"), v, 1, None)?,
-    }
-    message_list(body, |at, msg| match role(msg, at)? {
-        "user" | "assistant" => required_content(msg, at, BLOCKS),
-        "system" => Err(fail(
-            &at.key("role"),
-            "unknown role \"system\"; expected one of user, assistant \
-             (a system prompt goes in the top-level \"system\" field)",
-        )),
-        other => Err(fail(
-            &at.key("role"),
-            format!(
-                "unknown role {}; expected one of user, assistant",
-                quoted(other)
-            ),
-        )),
-    })?;
-    if let Some(system) = present(body, "system") {
-        content(&at.key("system"), system, BLOCKS)?;
-    }
-    number(body, at, "temperature", 0.0, 1.0)?;
-    number(body, at, "top_p", 0.0, 1.0)?;
-    integer(body, at, "top_k", 0, None)?;
-    boolean(body, at, "stream")?;
-    if let Some(v) = present(body, "stop_sequences") {
-        array_of_strings(&at.key("stop_sequences"), v)?;
-    }
-    array_of_objects(body, at, "tools")?;
-    array_of_objects(body, at, "mcp_servers")?;
-    for key in [
-        "tool_choice",
-        "metadata",
-        "thinking",
-        "context_management",
-        "output_format",
-        "output_config",
-    ] {
-        object(body, at, key)?;
-    }
-    if let Some(thinking) = present(body, "thinking") {
-        match thinking.get("type") {
-            Some(Node::Str(_)) => {}
-            None => return Err(fail(&at.key("thinking").key("type"), "is required")),
-            Some(other) => {
-                return Err(wrong_type(
-                    &at.key("thinking").key("type"),
-                    "a string",
-                    other,
-                ))
-            }
-        }
-    }
-    string(body, at, "service_tier")?;
-    string_or_object(body, at, "container")
-}
-
 // === strict: the top-level fields each API defines ===
-
-const CHAT_FIELDS: &[&str] = &[
-    "model",
-    "messages",
-    "audio",
-    "frequency_penalty",
-    "function_call",
-    "functions",
-    "logit_bias",
-    "logprobs",
-    "max_completion_tokens",
-    "max_tokens",
-    "metadata",
-    "modalities",
-    "n",
-    "parallel_tool_calls",
-    "prediction",
-    "presence_penalty",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "reasoning_effort",
-    "response_format",
-    "safety_identifier",
-    "seed",
-    "service_tier",
-    "stop",
-    "store",
-    "stream",
-    "stream_options",
-    "temperature",
-    "tool_choice",
-    "tools",
-    "top_logprobs",
-    "top_p",
-    "user",
-    "verbosity",
-    "web_search_options",
-];
-
-const COMPLETIONS_FIELDS: &[&str] = &[
-    "model",
-    "prompt",
-    "best_of",
-    "echo",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "max_tokens",
-    "n",
-    "presence_penalty",
-    "seed",
-    "stop",
-    "stream",
-    "stream_options",
-    "suffix",
-    "temperature",
-    "top_p",
-    "user",
-];
-
-const EMBEDDINGS_FIELDS: &[&str] = &["model", "input", "dimensions", "encoding_format", "user"];
-
-const MESSAGES_FIELDS: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "container",
-    "context_management",
-    "mcp_servers",
-    "metadata",
-    "output_config",
-    "output_format",
-    "service_tier",
-    "stop_sequences",
-    "stream",
-    "system",
-    "temperature",
-    "thinking",
-    "tool_choice",
-    "tools",
-    "top_k",
-    "top_p",
-];
 
 /// The top-level fields `route`'s API defines (what strict mode accepts).
 pub fn known_fields(route: Route) -> &'static [&'static str] {
     match route {
-        Route::ChatCompletions => CHAT_FIELDS,
-        Route::Completions => COMPLETIONS_FIELDS,
-        Route::Embeddings => EMBEDDINGS_FIELDS,
-        Route::Messages => MESSAGES_FIELDS,
+        Route::ChatCompletions => openai::CHAT_FIELDS,
+        Route::Completions => openai::COMPLETIONS_FIELDS,
+        Route::Embeddings => openai::EMBEDDINGS_FIELDS,
+        Route::Responses => openai::RESPONSES_FIELDS,
+        Route::Messages => anthropic::MESSAGES_FIELDS,
+        Route::CountTokens => anthropic::COUNT_TOKENS_FIELDS,
     }
 }
 
 /// How many unknown fields one error names before summarising the rest.
 const MAX_NAMED: usize = 10;
 
-fn top_level_fields(route: Route, fields: &[(std::borrow::Cow<'_, str>, Node<'_>)]) -> Check {
+fn top_level_fields(route: Route, fields: &[(Cow<'_, str>, Node<'_>)]) -> Check {
     let known = known_fields(route);
     // Sets keep this linear: an attacker may send a million keys.
     let mut seen = HashSet::with_capacity(fields.len());

@@ -1,5 +1,6 @@
 //! Each rule at each level: a body that breaks one rule must pass below the rule's level and
-//! fail from it upwards, naming the field.
+//! fail from it upwards, naming the field. (The request corpora in `tests/corpora/` hold the
+//! realistic bodies; these are the rules one by one.)
 
 use serde_json::{json, Value};
 
@@ -45,9 +46,28 @@ fn invalid_from(route: Route, from: Level, body: Value, field: &str, message: &s
     }
 }
 
+/// Each `(key, value, field, message)`: `base` with `key` set to `value` fails from `from`.
+#[track_caller]
+fn cases(route: Route, from: Level, base: fn() -> Value, cases: &[(&str, Value, &str, &str)]) {
+    for (key, value, field, message) in cases {
+        invalid_from(
+            route,
+            from,
+            with(base(), key, value.clone()),
+            field,
+            message,
+        );
+    }
+}
+
 /// `base` with top-level `key` set to `value`.
 fn with(mut base: Value, key: &str, value: Value) -> Value {
     base[key] = value;
+    base
+}
+
+fn without(mut base: Value, key: &str) -> Value {
+    base.as_object_mut().unwrap().remove(key);
     base
 }
 
@@ -67,6 +87,14 @@ fn embedding() -> Value {
     json!({"model": "text-embedding-3-small", "input": "hello"})
 }
 
+fn response() -> Value {
+    json!({"model": "gpt-5", "input": "hello"})
+}
+
+fn response_with_input(input: Value) -> Value {
+    with(response(), "input", input)
+}
+
 fn anthropic() -> Value {
     json!({
         "model": "claude-sonnet-4-5",
@@ -75,16 +103,22 @@ fn anthropic() -> Value {
     })
 }
 
+fn count_tokens() -> Value {
+    without(anthropic(), "max_tokens")
+}
+
 fn base(route: Route) -> Value {
     match route {
         Route::ChatCompletions => chat(),
         Route::Completions => completion(),
         Route::Embeddings => embedding(),
+        Route::Responses => response(),
         Route::Messages => anthropic(),
+        Route::CountTokens => count_tokens(),
     }
 }
 
-// === lenient: every route, every level ===
+// === every route ===
 
 #[test]
 fn minimal_bodies_pass_everywhere_and_report_meta() {
@@ -135,9 +169,13 @@ fn body_must_be_a_json_object() {
 #[test]
 fn model_is_a_non_empty_string_at_every_level() {
     for route in Route::ALL {
-        let mut body = base(route);
-        body.as_object_mut().unwrap().remove("model");
-        invalid_from(route, Level::Lenient, body, "model", "is required");
+        invalid_from(
+            route,
+            Level::Lenient,
+            without(base(route), "model"),
+            "model",
+            "is required",
+        );
         invalid_from(
             route,
             Level::Lenient,
@@ -156,11 +194,41 @@ fn model_is_a_non_empty_string_at_every_level() {
 }
 
 #[test]
+fn a_responses_prompt_template_may_name_the_model() {
+    let r = Route::Responses;
+    let body = json!({"prompt": {"id": "pmpt_1", "variables": {"x": "y"}}, "input": "go"});
+    valid(r, body.clone());
+    assert_eq!(run(r, Level::Strict, &body).unwrap().model, None);
+    // Without a prompt (or with a null one) the model is required, and says why.
+    let e = run(r, Level::Lenient, &json!({"input": "go", "prompt": null})).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"model: is required (unless a "prompt" template names it)"#
+    );
+    // Other routes have no such escape.
+    invalid_from(
+        Route::ChatCompletions,
+        Level::Lenient,
+        with(without(chat(), "model"), "prompt", json!({"id": "p"})),
+        "model",
+        "is required",
+    );
+    // At strict, a template needs its id.
+    invalid_from(
+        r,
+        Level::Strict,
+        json!({"prompt": {"version": "2"}}),
+        "prompt.id",
+        "is required",
+    );
+}
+
+#[test]
 fn lenient_checks_nothing_but_model() {
-    let body = json!({"model": "m", "messages": 5, "temperature": 99, "whatever": true});
+    let body = json!({"model": "m", "messages": 5, "input": 5, "prompt": 5, "max_tokens": "x", "temperature": "hot", "whatever": true});
     for route in Route::ALL {
-        assert!(run(route, Level::Lenient, &body).is_ok());
-        assert!(run(route, Level::Moderate, &body).is_err());
+        assert!(run(route, Level::Lenient, &body).is_ok(), "{route}");
+        assert!(run(route, Level::Moderate, &body).is_err(), "{route}");
     }
     // A non-boolean stream is not an error at lenient, and does not count as streaming.
     let meta = run(
@@ -171,17 +239,34 @@ fn lenient_checks_nothing_but_model() {
     assert!(!meta.unwrap().stream);
 }
 
+#[test]
+fn moderate_lets_new_top_level_fields_through_and_strict_names_them() {
+    for route in Route::ALL {
+        invalid_from(
+            route,
+            Level::Strict,
+            with(base(route), "brand_new_option", json!({"on": true})),
+            "brand_new_option",
+            r#"unknown field "brand_new_option""#,
+        );
+    }
+}
+
 // === chat completions ===
 
 #[test]
-fn chat_messages_must_be_a_non_empty_array_of_objects() {
-    let mut body = chat();
-    body.as_object_mut().unwrap().remove("messages");
+fn chat_messages_must_be_an_array_of_objects() {
     let r = Route::ChatCompletions;
-    invalid_from(r, Level::Moderate, body, "messages", "is required");
     invalid_from(
         r,
         Level::Moderate,
+        without(chat(), "messages"),
+        "messages",
+        "is required",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
         chat_with_messages(json!([])),
         "messages",
         "must not be empty",
@@ -203,7 +288,7 @@ fn chat_messages_must_be_a_non_empty_array_of_objects() {
 }
 
 #[test]
-fn chat_roles_are_known() {
+fn chat_roles_are_strings_at_moderate_and_known_at_strict() {
     let r = Route::ChatCompletions;
     let body = chat_with_messages(json!([
         {"role": "system", "content": "s"},
@@ -212,15 +297,15 @@ fn chat_roles_are_known() {
     ]));
     invalid_from(
         r,
-        Level::Moderate,
+        Level::Strict,
         body.clone(),
         "messages[2].role",
         "unknown role",
     );
-    let e = run(r, Level::Moderate, &body).unwrap_err();
+    let e = run(r, Level::Strict, &body).unwrap_err();
     assert_eq!(
         e.to_string(),
-        r#"messages[2].role: unknown role "robot"; expected one of system, developer, user, assistant, tool"#
+        r#"messages[2].role: unknown role "robot"; expected one of system, developer, user, assistant, tool, function"#
     );
     invalid_from(
         r,
@@ -249,11 +334,11 @@ fn chat_roles_are_known() {
 }
 
 #[test]
-fn chat_roles_in_errors_are_cut_short() {
+fn roles_in_errors_are_cut_short() {
     let role = "x".repeat(10_000);
     let e = run(
         Route::ChatCompletions,
-        Level::Moderate,
+        Level::Strict,
         &chat_with_messages(json!([{"role": role, "content": "c"}])),
     )
     .unwrap_err();
@@ -271,25 +356,25 @@ fn chat_content_is_a_string_or_parts_with_a_type() {
     for role in ["system", "developer", "user", "tool"] {
         invalid_from(
             r,
-            Level::Moderate,
+            Level::Strict,
             chat_with_messages(json!([{"role": role, "tool_call_id": "c"}])),
             "messages[0].content",
             "is required",
         );
-        invalid_from(
-            r,
-            Level::Moderate,
-            chat_with_messages(json!([{"role": role, "content": null, "tool_call_id": "c"}])),
-            "messages[0].content",
-            "must be a string or an array of content parts, got null",
-        );
     }
+    invalid_from(
+        r,
+        Level::Strict,
+        chat_with_messages(json!([{"role": "user", "content": null}])),
+        "messages[0].content",
+        "must be set, got null",
+    );
     invalid_from(
         r,
         Level::Moderate,
         chat_with_messages(json!([{"role": "user", "content": 5}])),
         "messages[0].content",
-        "got a number",
+        "must be a string or an array of content parts, got a number",
     );
     invalid_from(
         r,
@@ -316,6 +401,13 @@ fn chat_content_is_a_string_or_parts_with_a_type() {
     );
     invalid_from(
         r,
+        Level::Strict,
+        chat_with_messages(json!([{"role": "user", "content": [{"type": "video_url"}]}])),
+        "messages[0].content[0].type",
+        r#"unknown content part type "video_url""#,
+    );
+    invalid_from(
+        r,
         Level::Moderate,
         chat_with_messages(json!([{"role": "user", "content": "a", "name": 3}])),
         "messages[0].name",
@@ -324,7 +416,7 @@ fn chat_content_is_a_string_or_parts_with_a_type() {
 }
 
 #[test]
-fn chat_assistant_content_may_be_null_only_beside_a_tool_call() {
+fn chat_assistant_content_may_be_left_out_beside_a_tool_call() {
     let r = Route::ChatCompletions;
     let call =
         json!([{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
@@ -342,14 +434,7 @@ fn chat_assistant_content_may_be_null_only_beside_a_tool_call() {
     );
     invalid_from(
         r,
-        Level::Moderate,
-        chat_with_messages(json!([{"role": "assistant", "content": null}])),
-        "messages[0].content",
-        "got null",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
+        Level::Strict,
         chat_with_messages(json!([{"role": "assistant"}])),
         "messages[0].content",
         "is required",
@@ -392,7 +477,7 @@ fn chat_tool_call_id_is_typed_at_moderate_and_required_at_strict() {
 }
 
 #[test]
-fn chat_deprecated_function_role_needs_a_name() {
+fn chat_deprecated_function_role_needs_a_name_at_strict() {
     let r = Route::ChatCompletions;
     valid(
         r,
@@ -404,61 +489,106 @@ fn chat_deprecated_function_role_needs_a_name() {
     );
     invalid_from(
         r,
-        Level::Moderate,
+        Level::Strict,
         chat_with_messages(json!([{"role": "function", "content": "42"}])),
         "messages[0].name",
         "is required",
     );
     invalid_from(
         r,
-        Level::Moderate,
-        chat_with_messages(json!([{"role": "function", "name": "f", "content": [1]}])),
+        Level::Strict,
+        chat_with_messages(
+            json!([{"role": "function", "name": "f", "content": [{"type": "text"}]}]),
+        ),
         "messages[0].content",
         "must be a string",
     );
 }
 
 #[test]
-fn chat_numbers_are_in_range() {
+fn chat_numbers_are_typed_at_moderate_and_ranged_at_strict() {
     let r = Route::ChatCompletions;
-    let cases: &[(&str, Value, &str)] = &[
-        (
-            "temperature",
-            json!(2.01),
-            "must be between 0 and 2, got 2.01",
-        ),
-        ("temperature", json!(-0.5), "between 0 and 2"),
-        (
-            "temperature",
-            json!("0.7"),
-            "must be a number, got a string",
-        ),
-        ("top_p", json!(1.5), "must be between 0 and 1, got 1.5"),
-        ("presence_penalty", json!(-2.5), "between -2 and 2"),
-        ("frequency_penalty", json!(3), "between -2 and 2"),
-        ("n", json!(0), "must be between 1 and 128, got 0"),
-        ("n", json!(129), "between 1 and 128"),
-        ("n", json!(1.5), "must be an integer, got 1.5"),
-        ("max_tokens", json!(0), "must be >= 1, got 0"),
-        ("max_tokens", json!(100.0), "must be an integer, got 100.0"),
-        (
-            "max_tokens",
-            json!("100"),
-            "must be an integer, got a string",
-        ),
-        ("max_completion_tokens", json!(-1), "must be >= 1"),
-        ("top_logprobs", json!(21), "between 0 and 20"),
-        ("seed", json!(1.5), "must be an integer"),
-    ];
-    for (key, value, message) in cases {
-        invalid_from(
-            r,
-            Level::Moderate,
-            with(chat(), key, value.clone()),
-            key,
-            message,
-        );
-    }
+    cases(
+        r,
+        Level::Strict,
+        chat,
+        &[
+            (
+                "temperature",
+                json!(2.01),
+                "temperature",
+                "must be between 0 and 2, got 2.01",
+            ),
+            ("temperature", json!(-0.5), "temperature", "between 0 and 2"),
+            (
+                "top_p",
+                json!(1.5),
+                "top_p",
+                "must be between 0 and 1, got 1.5",
+            ),
+            (
+                "presence_penalty",
+                json!(-2.5),
+                "presence_penalty",
+                "between -2 and 2",
+            ),
+            (
+                "frequency_penalty",
+                json!(3),
+                "frequency_penalty",
+                "between -2 and 2",
+            ),
+            ("n", json!(0), "n", "must be between 1 and 128, got 0"),
+            ("n", json!(129), "n", "between 1 and 128"),
+            ("n", json!(1.5), "n", "must be an integer, got 1.5"),
+            ("max_tokens", json!(0), "max_tokens", "must be >= 1, got 0"),
+            (
+                "max_tokens",
+                json!(100.0),
+                "max_tokens",
+                "must be an integer, got 100.0",
+            ),
+            (
+                "max_completion_tokens",
+                json!(-1),
+                "max_completion_tokens",
+                "must be >= 1",
+            ),
+            (
+                "top_logprobs",
+                json!(21),
+                "top_logprobs",
+                "between 0 and 20",
+            ),
+            ("seed", json!(1.5), "seed", "must be an integer"),
+        ],
+    );
+    cases(
+        r,
+        Level::Moderate,
+        chat,
+        &[
+            (
+                "temperature",
+                json!("0.7"),
+                "temperature",
+                "must be a number, got a string",
+            ),
+            (
+                "temperature",
+                json!({}),
+                "temperature",
+                "must be a number, got an object",
+            ),
+            (
+                "max_tokens",
+                json!("100"),
+                "max_tokens",
+                "must be an integer, got a string",
+            ),
+            ("n", json!(true), "n", "must be an integer, got a boolean"),
+        ],
+    );
     let mut body = chat();
     for (key, value) in [
         ("temperature", json!(0)),
@@ -479,93 +609,177 @@ fn chat_numbers_are_in_range() {
 #[test]
 fn chat_other_fields_have_their_types() {
     let r = Route::ChatCompletions;
-    let cases: &[(&str, Value, &str)] = &[
-        ("stream", json!("yes"), "must be a boolean, got a string"),
-        ("logprobs", json!(1), "must be a boolean"),
-        ("parallel_tool_calls", json!("no"), "must be a boolean"),
-        ("store", json!(0), "must be a boolean"),
-        (
-            "stop",
-            json!(5),
-            "must be a string or an array of strings, got a number",
-        ),
-        (
-            "tools",
-            json!({"type": "function"}),
-            "must be an array of objects",
-        ),
-        ("functions", json!("f"), "must be an array of objects"),
-        ("tool_choice", json!(1), "must be a string or an object"),
-        ("function_call", json!([]), "must be a string or an object"),
-        ("response_format", json!("json"), "must be an object"),
-        ("stream_options", json!(true), "must be an object"),
-        ("metadata", json!([]), "must be an object"),
-        ("logit_bias", json!(1), "must be an object"),
-        ("user", json!(1), "must be a string"),
-        ("reasoning_effort", json!(1), "must be a string"),
-        ("modalities", json!("text"), "must be an array of strings"),
-    ];
-    for (key, value, message) in cases {
-        invalid_from(
-            r,
-            Level::Moderate,
-            with(chat(), key, value.clone()),
-            key,
-            message,
-        );
-    }
-    invalid_from(
+    cases(
         r,
         Level::Moderate,
-        with(chat(), "stop", json!(["a", 1])),
-        "stop[1]",
-        "must be a string, got a number",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        with(chat(), "tools", json!([1])),
-        "tools[0]",
-        "must be an object",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        with(chat(), "response_format", json!({})),
-        "response_format.type",
-        "is required",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        with(chat(), "modalities", json!(["text", 1])),
-        "modalities[1]",
-        "must be a string",
+        chat,
+        &[
+            (
+                "stream",
+                json!("yes"),
+                "stream",
+                "must be a boolean, got a string",
+            ),
+            ("logprobs", json!(1), "logprobs", "must be a boolean"),
+            (
+                "parallel_tool_calls",
+                json!("no"),
+                "parallel_tool_calls",
+                "must be a boolean",
+            ),
+            ("store", json!(0), "store", "must be a boolean"),
+            (
+                "stop",
+                json!(5),
+                "stop",
+                "must be a string or an array of strings, got a number",
+            ),
+            (
+                "stop",
+                json!(["a", 1]),
+                "stop[1]",
+                "must be a string, got a number",
+            ),
+            (
+                "tools",
+                json!({"type": "function"}),
+                "tools",
+                "must be an array of objects",
+            ),
+            ("tools", json!([1]), "tools[0]", "must be an object"),
+            (
+                "functions",
+                json!("f"),
+                "functions",
+                "must be an array of objects",
+            ),
+            (
+                "tool_choice",
+                json!(1),
+                "tool_choice",
+                "must be a string or an object",
+            ),
+            (
+                "function_call",
+                json!([]),
+                "function_call",
+                "must be a string or an object",
+            ),
+            (
+                "response_format",
+                json!("json"),
+                "response_format",
+                "must be an object",
+            ),
+            (
+                "response_format",
+                json!({}),
+                "response_format.type",
+                "is required",
+            ),
+            (
+                "stream_options",
+                json!(true),
+                "stream_options",
+                "must be an object",
+            ),
+            ("metadata", json!([]), "metadata", "must be an object"),
+            ("logit_bias", json!(1), "logit_bias", "must be an object"),
+            ("prediction", json!("x"), "prediction", "must be an object"),
+            ("user", json!(1), "user", "must be a string"),
+            (
+                "reasoning_effort",
+                json!(1),
+                "reasoning_effort",
+                "must be a string",
+            ),
+            (
+                "modalities",
+                json!("text"),
+                "modalities",
+                "must be an array of strings",
+            ),
+            (
+                "modalities",
+                json!(["text", 1]),
+                "modalities[1]",
+                "must be a string",
+            ),
+        ],
     );
 }
 
 #[test]
-fn chat_realistic_request_with_nulls_passes_strict() {
+fn chat_known_values_are_checked_at_strict_only() {
+    let r = Route::ChatCompletions;
+    cases(
+        r,
+        Level::Strict,
+        chat,
+        &[
+            (
+                "reasoning_effort",
+                json!("ultra"),
+                "reasoning_effort",
+                r#"unknown reasoning effort "ultra""#,
+            ),
+            (
+                "service_tier",
+                json!("platinum"),
+                "service_tier",
+                "unknown service tier",
+            ),
+            (
+                "verbosity",
+                json!("chatty"),
+                "verbosity",
+                "unknown verbosity",
+            ),
+            (
+                "modalities",
+                json!(["text", "video"]),
+                "modalities[1]",
+                "unknown modality",
+            ),
+            (
+                "tool_choice",
+                json!("sometimes"),
+                "tool_choice",
+                "unknown tool choice",
+            ),
+            (
+                "tools",
+                json!([{"type": "plugin"}]),
+                "tools[0].type",
+                r#"unknown type "plugin"; expected one of function, custom"#,
+            ),
+            (
+                "tools",
+                json!([{"function": {"name": "f"}}]),
+                "tools[0].type",
+                "is required",
+            ),
+            (
+                "response_format",
+                json!({"type": "yaml"}),
+                "response_format.type",
+                "unknown response format type",
+            ),
+            (
+                "response_format",
+                json!({"type": "json_schema"}),
+                "response_format.json_schema",
+                "is required",
+            ),
+        ],
+    );
     valid(
-        Route::ChatCompletions,
-        json!({
-            "model": "gpt-4o",
-            "messages": [
-                {"role": "developer", "content": "Be brief."},
-                {"role": "user", "content": [{"type": "text", "text": "What's in this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
-            ],
-            "temperature": null, "top_p": null, "n": 1, "stream": true,
-            "stream_options": {"include_usage": true}, "stop": ["\n\n"],
-            "max_completion_tokens": 512, "presence_penalty": 0, "frequency_penalty": 0,
-            "logit_bias": null, "logprobs": false, "top_logprobs": null, "user": "u-1",
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-            "tool_choice": "auto", "parallel_tool_calls": true,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
-            "seed": 7, "service_tier": "auto", "store": false, "metadata": {"k": "v"},
-            "reasoning_effort": "low", "modalities": ["text"], "prediction": null,
-            "audio": null, "web_search_options": {}, "verbosity": "low",
-            "prompt_cache_key": "k", "safety_identifier": "s"
-        }),
+        r,
+        with(
+            with(chat(), "reasoning_effort", json!("xhigh")),
+            "service_tier",
+            json!("priority"),
+        ),
     );
 }
 
@@ -574,25 +788,30 @@ fn chat_realistic_request_with_nulls_passes_strict() {
 #[test]
 fn completions_prompt_is_text_or_tokens() {
     let r = Route::Completions;
-    let mut body = completion();
-    body.as_object_mut().unwrap().remove("prompt");
-    invalid_from(r, Level::Moderate, body, "prompt", "is required");
+    // The API defaults a missing prompt; the SDK's own type allows null.
+    invalid_from(
+        r,
+        Level::Strict,
+        without(completion(), "prompt"),
+        "prompt",
+        "is required",
+    );
+    valid(r, with(completion(), "prompt", json!(null)));
     for prompt in [
         json!(""),
-        json!(["a", "b"]),
+        json!(["a", ""]),
         json!([1, 2, 3]),
         json!([[1, 2], [3]]),
         json!([]),
     ] {
         valid(r, with(completion(), "prompt", prompt));
     }
-    let cases: &[(Value, &str, &str)] = &[
+    let moderate: &[(Value, &str, &str)] = &[
         (
             json!(5),
             "prompt",
             "must be a string or an array of strings or tokens, got a number",
         ),
-        (json!(null), "prompt", "got null"),
         (
             json!([true]),
             "prompt[0]",
@@ -609,12 +828,6 @@ fn completions_prompt_is_text_or_tokens() {
             "must be a token (integer) like the first item",
         ),
         (
-            json!([-1]),
-            "prompt[0]",
-            "must be a token (an integer >= 0), got -1",
-        ),
-        (json!([1.5]), "prompt[0]", "got 1.5"),
-        (
             json!([[1], [2, "x"]]),
             "prompt[1][1]",
             "must be a token (integer), got a string",
@@ -625,7 +838,7 @@ fn completions_prompt_is_text_or_tokens() {
             "must be an array of tokens like the first item",
         ),
     ];
-    for (prompt, field, message) in cases {
+    for (prompt, field, message) in moderate {
         invalid_from(
             r,
             Level::Moderate,
@@ -634,10 +847,27 @@ fn completions_prompt_is_text_or_tokens() {
             message,
         );
     }
+    let strict: &[(Value, &str, &str)] = &[
+        (
+            json!([-1]),
+            "prompt[0]",
+            "must be a token (an integer >= 0), got -1",
+        ),
+        (json!([1.5]), "prompt[0]", "got 1.5"),
+    ];
+    for (prompt, field, message) in strict {
+        invalid_from(
+            r,
+            Level::Strict,
+            with(completion(), "prompt", prompt.clone()),
+            field,
+            message,
+        );
+    }
 }
 
 #[test]
-fn completions_numbers_are_in_range() {
+fn completions_fields_are_typed_and_ranged() {
     let r = Route::Completions;
     valid(
         r,
@@ -651,36 +881,54 @@ fn completions_numbers_are_in_range() {
             json!(5),
         ),
     );
-    let cases: &[(&str, Value, &str)] = &[
-        ("max_tokens", json!(-1), "must be >= 0"),
-        ("best_of", json!(21), "between 0 and 20"),
-        ("logprobs", json!(6), "between 0 and 5"),
-        ("logprobs", json!(true), "must be an integer"),
-        ("temperature", json!(2.5), "between 0 and 2"),
-        ("n", json!(0), "between 1 and 128"),
-        ("echo", json!("x"), "must be a boolean"),
-        ("suffix", json!(1), "must be a string"),
-        ("stop", json!({}), "must be a string or an array of strings"),
-    ];
-    for (key, value, message) in cases {
-        invalid_from(
-            r,
-            Level::Moderate,
-            with(completion(), key, value.clone()),
-            key,
-            message,
-        );
-    }
+    cases(
+        r,
+        Level::Strict,
+        completion,
+        &[
+            ("max_tokens", json!(-1), "max_tokens", "must be >= 0"),
+            ("best_of", json!(21), "best_of", "between 0 and 20"),
+            ("logprobs", json!(6), "logprobs", "between 0 and 5"),
+            ("temperature", json!(2.5), "temperature", "between 0 and 2"),
+            ("n", json!(0), "n", "between 1 and 128"),
+        ],
+    );
+    cases(
+        r,
+        Level::Moderate,
+        completion,
+        &[
+            ("logprobs", json!(true), "logprobs", "must be an integer"),
+            ("echo", json!("x"), "echo", "must be a boolean"),
+            ("suffix", json!(1), "suffix", "must be a string"),
+            (
+                "stop",
+                json!({}),
+                "stop",
+                "must be a string or an array of strings",
+            ),
+            (
+                "stream_options",
+                json!(1),
+                "stream_options",
+                "must be an object",
+            ),
+        ],
+    );
 }
 
 // === embeddings ===
 
 #[test]
-fn embeddings_input_is_present_and_non_empty() {
+fn embeddings_input_is_required_and_non_empty_at_strict() {
     let r = Route::Embeddings;
-    let mut body = embedding();
-    body.as_object_mut().unwrap().remove("input");
-    invalid_from(r, Level::Moderate, body, "input", "is required");
+    invalid_from(
+        r,
+        Level::Moderate,
+        without(embedding(), "input"),
+        "input",
+        "is required",
+    );
     for input in [
         json!("a"),
         json!(["a", "b"]),
@@ -689,20 +937,32 @@ fn embeddings_input_is_present_and_non_empty() {
     ] {
         valid(r, with(embedding(), "input", input));
     }
-    let cases: &[(Value, &str, &str)] = &[
+    let strict: &[(Value, &str, &str)] = &[
         (json!(""), "input", "must not be empty"),
         (json!([]), "input", "must not be empty"),
         (json!(["a", ""]), "input[1]", "must not be empty"),
         (json!([[1], []]), "input[1]", "must not be empty"),
+        (json!([[1, -2]]), "input[0][1]", "must be a token"),
+    ];
+    for (input, field, message) in strict {
+        invalid_from(
+            r,
+            Level::Strict,
+            with(embedding(), "input", input.clone()),
+            field,
+            message,
+        );
+    }
+    let moderate: &[(Value, &str, &str)] = &[
+        (json!(null), "input", "got null"),
         (json!({"text": "a"}), "input", "got an object"),
         (
             json!(["a", ["b"]]),
             "input[1]",
             "must be a string like the first item, got an array",
         ),
-        (json!([[1, -2]]), "input[0][1]", "must be a token"),
     ];
-    for (input, field, message) in cases {
+    for (input, field, message) in moderate {
         invalid_from(
             r,
             Level::Moderate,
@@ -724,40 +984,267 @@ fn embeddings_options_are_checked() {
             json!(256),
         ),
     );
-    invalid_from(
+    cases(
         r,
-        Level::Moderate,
-        with(embedding(), "encoding_format", json!("hex")),
-        "encoding_format",
-        r#"unknown encoding format "hex"; expected one of float, base64"#,
+        Level::Strict,
+        embedding,
+        &[
+            (
+                "encoding_format",
+                json!("hex"),
+                "encoding_format",
+                r#"unknown encoding format "hex"; expected one of float, base64"#,
+            ),
+            ("dimensions", json!(0), "dimensions", "must be >= 1"),
+        ],
     );
-    invalid_from(
+    cases(
         r,
         Level::Moderate,
-        with(embedding(), "dimensions", json!(0)),
-        "dimensions",
-        "must be >= 1",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        with(embedding(), "user", json!(false)),
-        "user",
-        "must be a string",
+        embedding,
+        &[
+            (
+                "encoding_format",
+                json!(1),
+                "encoding_format",
+                "must be a string",
+            ),
+            (
+                "dimensions",
+                json!("256"),
+                "dimensions",
+                "must be an integer, got a string",
+            ),
+            ("user", json!(false), "user", "must be a string"),
+        ],
     );
 }
 
-// === Anthropic messages ===
+// === responses ===
 
 #[test]
-fn anthropic_max_tokens_is_a_required_positive_integer() {
-    let r = Route::Messages;
-    let mut body = anthropic();
-    body.as_object_mut().unwrap().remove("max_tokens");
-    invalid_from(r, Level::Moderate, body, "max_tokens", "is required");
+fn responses_input_is_optional_text_or_items() {
+    let r = Route::Responses;
+    valid(
+        r,
+        json!({"model": "gpt-5", "previous_response_id": "resp_1"}),
+    );
+    valid(
+        r,
+        response_with_input(json!([
+            {"role": "developer", "content": "d"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "u"}, {"type": "input_image", "image_url": "https://x"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "42"},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+            {"type": "item_reference", "id": "msg_1"},
+            {"id": "fc_2"},
+        ])),
+    );
     invalid_from(
         r,
         Level::Moderate,
+        response_with_input(json!(5)),
+        "input",
+        "must be a string or an array of input items, got a number",
+    );
+    invalid_from(
+        r,
+        Level::Moderate,
+        response_with_input(json!([{"role": "user", "content": {"type": "input_text"}}])),
+        "input[0].content",
+        "must be a string or an array of content parts, got an object",
+    );
+    invalid_from(
+        r,
+        Level::Moderate,
+        response_with_input(json!([{"type": "function_call_output", "call_id": "c", "output": 1}])),
+        "input[0].output",
+        "must be a string or an array",
+    );
+}
+
+#[test]
+fn responses_new_item_types_and_roles_pass_moderate_only() {
+    let r = Route::Responses;
+    invalid_from(
+        r,
+        Level::Strict,
+        response_with_input(json!([{"type": "hologram", "data": 1}])),
+        "input[0].type",
+        r#"unknown item type "hologram""#,
+    );
+    invalid_from(
+        r,
+        Level::Strict,
+        response_with_input(json!([{"role": "tool", "content": "x"}])),
+        "input[0].role",
+        "unknown role",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
+        response_with_input(json!([{"role": "user", "content": [{"type": "input_video"}]}])),
+        "input[0].content[0].type",
+        "unknown content part type",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
+        response_with_input(json!([{"content": "no role, no type, no id"}])),
+        "input[0].id",
+        "is required",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
+        response_with_input(json!([{"type": "function_call_output", "output": "x"}])),
+        "input[0].call_id",
+        "is required",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
+        with(response(), "tools", json!([{"type": "teleport"}])),
+        "tools[0].type",
+        "unknown type",
+    );
+}
+
+#[test]
+fn responses_options_are_checked() {
+    let r = Route::Responses;
+    cases(
+        r,
+        Level::Moderate,
+        response,
+        &[
+            (
+                "text",
+                json!("json"),
+                "text",
+                "must be an object, got a string",
+            ),
+            (
+                "text",
+                json!({"format": "json"}),
+                "text.format",
+                "must be an object",
+            ),
+            (
+                "text",
+                json!({"format": {"type": 1}}),
+                "text.format.type",
+                "must be a string",
+            ),
+            (
+                "text",
+                json!({"format": {"type": "json_schema", "name": "n", "schema": "s"}}),
+                "text.format.schema",
+                "must be an object",
+            ),
+            (
+                "reasoning",
+                json!({"effort": 1}),
+                "reasoning.effort",
+                "must be a string",
+            ),
+            ("tools", json!([1]), "tools[0]", "must be an object"),
+            (
+                "tool_choice",
+                json!(1),
+                "tool_choice",
+                "must be a string or an object",
+            ),
+            ("include", json!([1]), "include[0]", "must be a string"),
+            (
+                "conversation",
+                json!(1),
+                "conversation",
+                "must be a string or an object",
+            ),
+            (
+                "context_management",
+                json!({}),
+                "context_management",
+                "must be an array of objects",
+            ),
+            (
+                "background",
+                json!("yes"),
+                "background",
+                "must be a boolean",
+            ),
+            (
+                "max_output_tokens",
+                json!("1"),
+                "max_output_tokens",
+                "must be an integer",
+            ),
+            (
+                "instructions",
+                json!({}),
+                "instructions",
+                // (strict says "must be a string")
+                "must be a string",
+            ),
+        ],
+    );
+    cases(
+        r,
+        Level::Strict,
+        response,
+        &[
+            (
+                "text",
+                json!({"format": {"type": "json_schema", "schema": {}}}),
+                "text.format.name",
+                "is required",
+            ),
+            (
+                "text",
+                json!({"format": {"type": "xml"}}),
+                "text.format.type",
+                "unknown format type",
+            ),
+            (
+                "reasoning",
+                json!({"effort": "extreme"}),
+                "reasoning.effort",
+                "unknown reasoning effort",
+            ),
+            (
+                "truncation",
+                json!("sometimes"),
+                "truncation",
+                "unknown truncation",
+            ),
+            ("temperature", json!(3), "temperature", "between 0 and 2"),
+            (
+                "instructions",
+                json!([{"role": "system", "content": "x"}]),
+                "instructions",
+                "must be a string, got an array",
+            ),
+        ],
+    );
+}
+
+// === Anthropic messages and count_tokens ===
+
+#[test]
+fn anthropic_max_tokens_is_required_on_messages_only() {
+    let r = Route::Messages;
+    invalid_from(
+        r,
+        Level::Moderate,
+        without(anthropic(), "max_tokens"),
+        "max_tokens",
+        "is required",
+    );
+    invalid_from(
+        r,
+        Level::Strict,
         with(anthropic(), "max_tokens", json!(0)),
         "max_tokens",
         "must be >= 1, got 0",
@@ -776,129 +1263,248 @@ fn anthropic_max_tokens_is_a_required_positive_integer() {
         "max_tokens",
         "must be an integer, got null",
     );
+    // count_tokens takes the same body without it, and strict does not know it there.
+    valid(Route::CountTokens, count_tokens());
+    invalid_from(
+        Route::CountTokens,
+        Level::Strict,
+        anthropic(),
+        "max_tokens",
+        r#"unknown field "max_tokens""#,
+    );
 }
 
 #[test]
-fn anthropic_messages_have_user_or_assistant_roles_and_content() {
-    let r = Route::Messages;
-    let msgs = |m: Value| with(anthropic(), "messages", m);
-    invalid_from(
-        r,
-        Level::Moderate,
-        msgs(json!([])),
-        "messages",
-        "must not be empty",
-    );
-    let e = run(
-        r,
-        Level::Moderate,
-        &msgs(json!([{"role": "system", "content": "s"}])),
-    )
-    .unwrap_err();
-    assert_eq!(e.field, "messages[0].role");
-    assert!(e.message.contains("top-level \"system\" field"), "{e}");
-    invalid_from(
-        r,
-        Level::Moderate,
-        msgs(json!([{"role": "tool", "content": "s"}])),
-        "messages[0].role",
-        r#"unknown role "tool"; expected one of user, assistant"#,
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        msgs(json!([{"role": "user"}])),
-        "messages[0].content",
-        "is required",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        msgs(json!([{"role": "user", "content": 1}])),
-        "messages[0].content",
-        "must be a string or an array of content blocks",
-    );
-    invalid_from(
-        r,
-        Level::Moderate,
-        msgs(json!([{"role": "user", "content": [{"text": "x"}]}])),
-        "messages[0].content[0].type",
-        "is required",
-    );
-    valid(
-        r,
-        msgs(json!([
-            {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "calc", "input": {}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "4"}]},
-            {"role": "assistant", "content": "The answer is"}
-        ])),
-    );
+fn anthropic_system_entries_in_messages_pass_every_level() {
+    // The issue: an agent sends `system` entries inside `messages`; the current API takes them.
+    for r in [Route::Messages, Route::CountTokens] {
+        valid(
+            r,
+            with(
+                base(r),
+                "messages",
+                json!([
+                    {"role": "system", "content": "Answer in French."},
+                    {"role": "user", "content": "Hello"},
+                    {"role": "system", "content": [{"type": "text", "text": "Now German."}]},
+                ]),
+            ),
+        );
+    }
+}
+
+#[test]
+fn anthropic_messages_have_roles_and_content_blocks() {
+    for r in [Route::Messages, Route::CountTokens] {
+        let msgs = |m: Value| with(base(r), "messages", m);
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([])),
+            "messages",
+            "must not be empty",
+        );
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([{"role": "tool", "content": "s"}])),
+            "messages[0].role",
+            r#"unknown role "tool"; expected one of user, assistant, system"#,
+        );
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([{"role": "user"}])),
+            "messages[0].content",
+            "is required",
+        );
+        invalid_from(
+            r,
+            Level::Moderate,
+            msgs(json!([{"role": "user", "content": 1}])),
+            "messages[0].content",
+            "must be a string or an array of content blocks",
+        );
+        invalid_from(
+            r,
+            Level::Moderate,
+            msgs(json!([{"role": "user", "content": [{"text": "x"}]}])),
+            "messages[0].content[0].type",
+            "is required",
+        );
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([{"role": "user", "content": [{"type": "hologram"}]}])),
+            "messages[0].content[0].type",
+            r#"unknown block type "hologram""#,
+        );
+        invalid_from(
+            r,
+            Level::Moderate,
+            msgs(
+                json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": 5}]}]}]),
+            ),
+            "messages[0].content[0].content[0].type",
+            "must be a string",
+        );
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([{"role": "user", "content": [{"type": "tool_result", "content": "x"}]}])),
+            "messages[0].content[0].tool_use_id",
+            "is required",
+        );
+        invalid_from(
+            r,
+            Level::Strict,
+            msgs(json!([{"role": "user", "content": [{"type": "image"}]}])),
+            "messages[0].content[0].source",
+            "is required",
+        );
+        valid(
+            r,
+            msgs(json!([
+                {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "add", "signature": "sig"},
+                    {"type": "redacted_thinking", "data": "xyz"},
+                    {"type": "tool_use", "id": "t1", "name": "calc", "input": {}}
+                ]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "4"}]}]},
+                {"role": "assistant", "content": "The answer is"}
+            ])),
+        );
+    }
 }
 
 #[test]
 fn anthropic_options_are_checked() {
     let r = Route::Messages;
-    let cases: &[(&str, Value, &str, &str)] = &[
-        (
-            "temperature",
-            json!(1.5),
-            "temperature",
-            "must be between 0 and 1, got 1.5",
-        ),
-        ("top_p", json!(-0.1), "top_p", "between 0 and 1"),
-        ("top_k", json!(-1), "top_k", "must be >= 0"),
-        ("top_k", json!(0.5), "top_k", "must be an integer"),
-        ("stream", json!(1), "stream", "must be a boolean"),
-        (
-            "stop_sequences",
-            json!("END"),
-            "stop_sequences",
-            "must be an array of strings",
-        ),
-        (
-            "stop_sequences",
-            json!(["END", 2]),
-            "stop_sequences[1]",
-            "must be a string",
-        ),
-        (
-            "system",
-            json!(5),
-            "system",
-            "must be a string or an array of content blocks",
-        ),
-        (
-            "system",
-            json!([{"text": "x"}]),
-            "system[0].type",
-            "is required",
-        ),
-        ("tools", json!({}), "tools", "must be an array of objects"),
-        (
-            "tool_choice",
-            json!("auto"),
-            "tool_choice",
-            "must be an object",
-        ),
-        ("metadata", json!("u"), "metadata", "must be an object"),
-        (
-            "thinking",
-            json!({"budget_tokens": 1024}),
-            "thinking.type",
-            "is required",
-        ),
-        ("service_tier", json!(1), "service_tier", "must be a string"),
-    ];
-    for (key, value, field, message) in cases {
-        invalid_from(
-            r,
-            Level::Moderate,
-            with(anthropic(), key, value.clone()),
-            field,
-            message,
-        );
-    }
+    cases(
+        r,
+        Level::Strict,
+        anthropic,
+        &[
+            (
+                "temperature",
+                json!(1.5),
+                "temperature",
+                "must be between 0 and 1, got 1.5",
+            ),
+            ("top_p", json!(-0.1), "top_p", "between 0 and 1"),
+            ("top_k", json!(-1), "top_k", "must be >= 0"),
+            ("top_k", json!(0.5), "top_k", "must be an integer"),
+            (
+                "system",
+                json!([{"type": "image"}]),
+                "system[0].type",
+                r#"unknown system block type "image""#,
+            ),
+            (
+                "tool_choice",
+                json!({"type": "sometimes"}),
+                "tool_choice.type",
+                "unknown tool choice",
+            ),
+            (
+                "thinking",
+                json!({"type": "eager"}),
+                "thinking.type",
+                "unknown thinking type",
+            ),
+            (
+                "tools",
+                json!([{"type": "teleport_20990101", "name": "t"}]),
+                "tools[0].type",
+                "unknown type",
+            ),
+            (
+                "mcp_servers",
+                json!([{"url": "https://x", "name": "x"}]),
+                "mcp_servers[0].type",
+                "is required",
+            ),
+            (
+                "service_tier",
+                json!("gold"),
+                "service_tier",
+                "unknown service tier",
+            ),
+        ],
+    );
+    cases(
+        r,
+        Level::Moderate,
+        anthropic,
+        &[
+            ("stream", json!(1), "stream", "must be a boolean"),
+            (
+                "stop_sequences",
+                json!("END"),
+                "stop_sequences",
+                "must be an array of strings",
+            ),
+            (
+                "stop_sequences",
+                json!(["END", 2]),
+                "stop_sequences[1]",
+                "must be a string",
+            ),
+            (
+                "system",
+                json!(5),
+                "system",
+                "must be a string or an array of text blocks",
+            ),
+            (
+                "system",
+                json!([{"text": "x"}]),
+                "system[0].type",
+                "is required",
+            ),
+            ("tools", json!({}), "tools", "must be an array of objects"),
+            (
+                "tool_choice",
+                json!("auto"),
+                "tool_choice",
+                "must be an object",
+            ),
+            ("metadata", json!("u"), "metadata", "must be an object"),
+            (
+                "thinking",
+                json!({"type": 1}),
+                "thinking.type",
+                "must be a string",
+            ),
+            (
+                "thinking",
+                json!({"budget_tokens": 1024}),
+                "thinking.type",
+                "is required",
+            ),
+            ("service_tier", json!(1), "service_tier", "must be a string"),
+            (
+                "context_management",
+                json!([]),
+                "context_management",
+                "must be an object",
+            ),
+            (
+                "container",
+                json!(1),
+                "container",
+                "must be a string or an object",
+            ),
+            (
+                "cache_control",
+                json!("ephemeral"),
+                "cache_control",
+                "must be an object",
+            ),
+        ],
+    );
+    // Custom tools may leave out their type.
     valid(
         r,
         json!({
@@ -907,9 +1513,10 @@ fn anthropic_options_are_checked() {
             "messages": [{"role": "user", "content": "hi"}],
             "temperature": 1, "top_p": 0.9, "top_k": 40, "stop_sequences": ["END"],
             "stream": true, "metadata": {"user_id": "u"},
-            "tools": [{"name": "calc", "input_schema": {"type": "object"}}],
+            "tools": [{"name": "calc", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "web_search"}],
             "tool_choice": {"type": "auto"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
-            "service_tier": "auto"
+            "service_tier": "auto", "context_management": {"edits": []}, "output_config": {"effort": "high"},
+            "container": {"id": "c", "skills": []}, "mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]
         }),
     );
 }
@@ -959,6 +1566,13 @@ fn strict_rejects_unknown_top_level_fields_naming_them() {
         Level::Strict,
         with(embedding(), "stream", json!(false)),
         "stream",
+        "unknown field",
+    );
+    invalid_from(
+        Route::Responses,
+        Level::Strict,
+        with(response(), "messages", json!([])),
+        "messages",
         "unknown field",
     );
     // Unknown keys inside messages are not checked.
@@ -1017,7 +1631,7 @@ fn strict_rejects_duplicate_keys() {
 
 #[test]
 fn every_known_field_is_accepted_by_strict() {
-    // The known-field lists include what the rules check, and the must-haves of both APIs.
+    // The known-field lists include what the rules check, and the must-haves of the APIs.
     for (route, must) in [
         (
             Route::ChatCompletions,
@@ -1041,6 +1655,28 @@ fn every_known_field_is_accepted_by_strict() {
                 "reasoning_effort",
                 "store",
                 "max_completion_tokens",
+                "prompt_cache_key",
+                "verbosity",
+            ][..],
+        ),
+        (
+            Route::Responses,
+            &[
+                "input",
+                "instructions",
+                "tools",
+                "tool_choice",
+                "text",
+                "reasoning",
+                "previous_response_id",
+                "store",
+                "stream",
+                "include",
+                "prompt",
+                "prompt_cache_key",
+                "background",
+                "conversation",
+                "truncation",
             ][..],
         ),
         (
@@ -1056,6 +1692,21 @@ fn every_known_field_is_accepted_by_strict() {
                 "service_tier",
                 "container",
                 "mcp_servers",
+                "context_management",
+                "output_config",
+                "output_format",
+                "cache_control",
+            ][..],
+        ),
+        (
+            Route::CountTokens,
+            &[
+                "system",
+                "thinking",
+                "tools",
+                "tool_choice",
+                "mcp_servers",
+                "context_management",
             ][..],
         ),
         (
@@ -1070,14 +1721,16 @@ fn every_known_field_is_accepted_by_strict() {
         for field in must {
             assert!(known_fields(route).contains(field), "{route} {field}");
         }
-        // null passes every moderate rule for optional fields, so each known field can be
-        // tried on its own at strict.
+        // null passes every rule for optional fields, so each known field can be tried on its
+        // own at strict.
         for field in known_fields(route) {
             if ["model", "messages", "max_tokens", "input", "prompt"].contains(field) {
                 continue;
             }
             let body = with(base(route), field, Value::Null);
-            assert!(run(route, Level::Strict, &body).is_ok(), "{route} {field}");
+            if let Err(e) = run(route, Level::Strict, &body) {
+                panic!("{route} {field}: {e}");
+            }
         }
     }
 }
