@@ -239,11 +239,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         None
     };
 
-    let validation = ValidationLayer::from_config(&portcullis_validation::Config {
-        max_body_bytes: config.server.max_body_bytes,
-        ..config.validation.clone()
-    })
-    .map_err(problems)?;
+    let validation = ValidationLayer::from_config(&config.validation)
+        .map_err(problems)?
+        .with_max_body_bytes(config.server.max_body_bytes);
 
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
