@@ -277,7 +277,7 @@ mod tests {
     }
 
     /// The rule, written as plainly as possible, to check the indexed version against.
-    fn reference<'a>(patterns: &'a [(String, u32)], model: &str) -> Option<u32> {
+    fn reference(patterns: &[(String, u32)], model: &str) -> Option<u32> {
         // Later duplicates replace earlier ones.
         let last = |p: &str| patterns.iter().rev().find(|(q, _)| q == p).map(|(_, v)| *v);
         if let Some(v) = patterns
