@@ -224,17 +224,15 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     };
 
     let dedup = if config.dedup.enabled {
-        let dc = portcullis_dedup_cache::Config {
-            max_body_bytes: config.server.max_body_bytes,
-            ..config.dedup.config.clone()
-        };
-        Some(match &redis {
+        let dc = config.dedup.config.clone();
+        let layer = match &redis {
             Some(conn) if dc.caching() => DedupCacheLayer::with_store(
                 dc,
                 Arc::new(portcullis_dedup_cache::RedisStore::new(conn.clone())),
             ),
             _ => DedupCacheLayer::new(dc),
-        })
+        };
+        Some(layer.with_max_body_bytes(config.server.max_body_bytes))
     } else {
         None
     };

@@ -7,14 +7,15 @@ use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use portcullis_core::CircuitOpen;
+use portcullis_core::{BreakerState, CircuitOpen};
 use tower::BoxError;
 
 use crate::state::Permit;
 
 pin_project! {
     /// Either the breaker's immediate [`CircuitOpen`] error, or the inner call, whose outcome
-    /// is reported to the breaker when it completes.
+    /// is reported to the breaker when it completes. Its response carries the
+    /// [`BreakerState`] the call was admitted in (`Closed`, or `HalfOpen` for a probe).
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -79,12 +80,16 @@ where
                 Poll::Ready(Err(Box::new(error)))
             }
             KindProj::Called { future, permit } => {
-                let result = ready!(future.poll(cx));
+                let mut result = ready!(future.poll(cx));
                 let success = match &result {
                     Ok(response) => response.status().as_u16() < 500,
                     Err(_) => false,
                 };
                 if let Some(permit) = permit.take() {
+                    let state: BreakerState = permit.state();
+                    if let Ok(response) = &mut result {
+                        response.extensions_mut().insert(state);
+                    }
                     permit.record(success);
                 }
                 Poll::Ready(result.map_err(Into::into))

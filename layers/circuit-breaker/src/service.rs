@@ -15,6 +15,10 @@ use crate::Config;
 ///
 /// A response with status >= 500 or an error from `S` (connect error, timeout, ...) is a
 /// failure; anything else, 4xx included, is a success. Clones share one breaker.
+///
+/// Each response carries the [`BreakerState`](portcullis_core::BreakerState) its call was
+/// admitted in (`Closed`, or `HalfOpen` for a probe); a refused call fails with
+/// [`CircuitOpen`](portcullis_core::CircuitOpen), which stands for `Open`.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker<S> {
     inner: S,
@@ -39,20 +43,7 @@ impl<S> CircuitBreaker<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
 }
 
 impl<S, B, RB> Service<Request<B>> for CircuitBreaker<S>

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use portcullis_core::CircuitOpen;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::Config;
@@ -16,40 +15,16 @@ pub const PROBE_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 const GAUGE: &str = "portcullis_circuit_breaker_state";
 
-/// Where a breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Calls go through; failures are counted.
-    Closed,
-    /// Calls fail fast with [`CircuitOpen`] until `open_timeout` has passed.
-    Open,
-    /// Probes are being let through one at a time; everything else fails fast.
-    HalfOpen,
-}
+/// Where a breaker stands: the shared [`BreakerState`](portcullis_core::BreakerState), so
+/// what [`BreakerHandle::state`] reports and what a response's extension says are one type.
+pub use portcullis_core::outcome::BreakerState as State;
 
-impl State {
-    /// `"closed"`, `"open"` or `"half_open"` (as in `/health/upstreams`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-
-    fn gauge_value(self) -> f64 {
-        match self {
-            State::Closed => 0.0,
-            State::Open => 1.0,
-            State::HalfOpen => 2.0,
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The value of the `portcullis_circuit_breaker_state` gauge.
+fn gauge_value(state: State) -> f64 {
+    match state {
+        State::Closed => 0.0,
+        State::Open => 1.0,
+        State::HalfOpen => 2.0,
     }
 }
 
@@ -104,7 +79,7 @@ impl fmt::Debug for Shared {
 
 impl Shared {
     pub(crate) fn new(name: Arc<str>, config: Config) -> Arc<Self> {
-        metrics::gauge!(GAUGE, "upstream" => name.to_string()).set(State::Closed.gauge_value());
+        metrics::gauge!(GAUGE, "upstream" => name.to_string()).set(gauge_value(State::Closed));
         Arc::new(Self {
             name,
             config,
@@ -255,7 +230,7 @@ impl Shared {
             // `open` logs with the failure count.
             State::Open => {}
         }
-        metrics::gauge!(GAUGE, "upstream" => self.name.to_string()).set(to.gauge_value());
+        metrics::gauge!(GAUGE, "upstream" => self.name.to_string()).set(gauge_value(to));
     }
 
     fn reset(&self) {
@@ -286,6 +261,15 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
+    /// The state the call was admitted in: `HalfOpen` for a probe, else `Closed`.
+    pub(crate) fn state(&self) -> State {
+        if self.probe {
+            State::HalfOpen
+        } else {
+            State::Closed
+        }
+    }
+
     pub(crate) fn record(mut self, success: bool) {
         self.settled = true;
         self.shared.record(self.epoch, self.probe, success);

@@ -343,3 +343,26 @@ fn from_config_reports_problems() {
     let problems = CircuitBreakerLayer::from_config("x", &bad).unwrap_err();
     assert_eq!(problems.len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn responses_carry_the_state_their_call_was_admitted_in() {
+    let mut h = harness(config(1, 1));
+    let res = h.call_answered(Some(200)).await.unwrap();
+    assert_eq!(res.extensions().get(), Some(&State::Closed));
+    let res = h.call_answered(Some(503)).await.unwrap();
+    assert_eq!(
+        res.extensions().get(),
+        Some(&State::Closed),
+        "admitted closed"
+    );
+    assert_eq!(h.breaker.state(), State::Open);
+
+    tokio::time::advance(OPEN).await;
+    let res = h.call_answered(Some(200)).await.unwrap();
+    assert_eq!(
+        res.extensions().get::<portcullis_core::BreakerState>(),
+        Some(&State::HalfOpen),
+        "the probe"
+    );
+    assert_eq!(h.breaker.state(), State::Closed);
+}

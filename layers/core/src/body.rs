@@ -1,8 +1,22 @@
-//! Collecting bodies with a size cap.
+//! Collecting request and response bodies with a size cap, in two modes.
+//!
+//! - [`collect_limited`]: the whole body or an error. For a layer that cannot go on without
+//!   the body (the router needs the `model`), a body over the cap is the caller's mistake.
+//! - [`collect_up_to`]: the whole body, or, past the cap, what was read plus the unread
+//!   rest ([`Collected::Partial`]). For a layer that would *like* the body but can step aside
+//!   without it (a cache), so an over-cap body still goes through, unbuffered:
+//!   [`Collected::into_body`] gives a [`Prefixed`] body that yields the prefix, then the rest,
+//!   without copying either.
+
+use std::{
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
 
 /// The request body cap every layer uses unless told otherwise (the gateway's
 /// `server.max_body_bytes` default): 10 MiB, well above any chat request, far below what
@@ -24,54 +38,259 @@ pub enum CollectError {
 }
 
 /// Collect `body` into one buffer, failing as soon as it passes `limit` bytes.
+///
+/// Trailers are dropped. A body that arrives in one chunk (the common case) is returned
+/// without a copy.
 pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
 where
     B: Body,
     B::Error: Into<tower::BoxError>,
 {
-    if let Some(upper) = body.size_hint().upper() {
-        if upper > limit as u64 {
-            return Err(CollectError::TooLarge { limit });
-        }
+    if body.size_hint().lower() > limit as u64 {
+        return Err(CollectError::TooLarge { limit });
     }
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut len = 0usize;
+    let mut acc = Accumulator::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
         let Ok(mut data) = frame.into_data() else {
             continue; // trailers are dropped
         };
-        let chunk = data.copy_to_bytes(data.remaining());
-        len += chunk.len();
-        if len > limit {
+        acc.push(data.copy_to_bytes(data.remaining()));
+        if acc.len > limit {
             return Err(CollectError::TooLarge { limit });
         }
-        // Single-chunk bodies (the common case) are returned without copying.
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(chunk),
+    }
+    Ok(acc.finish())
+}
+
+/// What [`collect_up_to`] read.
+#[derive(Debug)]
+pub enum Collected<B> {
+    /// The whole body, at most `limit` bytes (trailers dropped).
+    Complete(Bytes),
+    /// The body is longer than `limit`: `prefix` is what was read (a little more than
+    /// `limit`, up to the end of the chunk that crossed it, or nothing when the body's size
+    /// hint already said it was too large) and `rest` is the body, positioned after it.
+    Partial {
+        /// The bytes already read.
+        prefix: Bytes,
+        /// The unread remainder (trailers included).
+        rest: B,
+    },
+}
+
+impl<B> Collected<B> {
+    /// The whole body, if it was within the limit.
+    pub fn complete(&self) -> Option<&Bytes> {
+        match self {
+            Collected::Complete(bytes) => Some(bytes),
+            Collected::Partial { .. } => None,
+        }
+    }
+
+    /// A body that yields everything the original would have: the bytes already read, then
+    /// the rest. Nothing is copied.
+    pub fn into_body(self) -> Prefixed<B> {
+        match self {
+            Collected::Complete(bytes) => Prefixed::new(bytes, None),
+            Collected::Partial { prefix, rest } => Prefixed::new(prefix, Some(rest)),
+        }
+    }
+
+    /// Read whatever is left, with no limit, and return the whole body in one buffer.
+    ///
+    /// Only for a caller that has nothing better to do with an over-cap body than buffer
+    /// it (e.g. one that can only rebuild a body `From<Bytes>`); bound it some other way.
+    pub async fn into_bytes(self) -> Result<Bytes, CollectError>
+    where
+        B: Body + Unpin,
+        B::Error: Into<tower::BoxError>,
+    {
+        match self {
+            Collected::Complete(bytes) => Ok(bytes),
+            Collected::Partial { prefix, mut rest } => {
+                let mut acc = Accumulator::default();
+                acc.push(prefix);
+                read_into(&mut acc, &mut rest, usize::MAX).await?;
+                Ok(acc.finish())
+            }
+        }
+    }
+}
+
+/// Read `body` up to `limit` bytes: the whole body ([`Collected::Complete`]) or, past the
+/// limit, the part read and the rest ([`Collected::Partial`]), so the caller can still pass
+/// the body on, unbuffered, with [`Collected::into_body`].
+///
+/// Only a read failure is an error ([`CollectError::Read`]). A body whose size hint is
+/// already over `limit` is not read at all.
+pub async fn collect_up_to<B>(mut body: B, limit: usize) -> Result<Collected<B>, CollectError>
+where
+    B: Body + Unpin,
+    B::Error: Into<tower::BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(Collected::Partial {
+            prefix: Bytes::new(),
+            rest: body,
+        });
+    }
+    let mut acc = Accumulator::default();
+    if read_into(&mut acc, &mut body, limit).await? {
+        Ok(Collected::Complete(acc.finish()))
+    } else {
+        Ok(Collected::Partial {
+            prefix: acc.finish(),
+            rest: body,
+        })
+    }
+}
+
+/// Read data frames into `acc` until the body ends (`true`) or `acc` passes `limit`
+/// (`false`). Trailers are skipped.
+async fn read_into<B>(
+    acc: &mut Accumulator,
+    body: &mut B,
+    limit: usize,
+) -> Result<bool, CollectError>
+where
+    B: Body + Unpin,
+    B::Error: Into<tower::BoxError>,
+{
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        acc.push(data.copy_to_bytes(data.remaining()));
+        if acc.len > limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Chunks read so far. One chunk, the common case, is kept as it came, without a copy.
+#[derive(Default)]
+struct Accumulator {
+    first: Option<Bytes>,
+    buf: Option<BytesMut>,
+    len: usize,
+}
+
+impl Accumulator {
+    fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.len = self.len.saturating_add(chunk.len());
+        match (&mut self.first, &mut self.buf) {
+            (None, None) => self.first = Some(chunk),
             (Some(f), None) => {
                 let mut b = BytesMut::with_capacity(f.len() + chunk.len());
                 b.extend_from_slice(f);
                 b.extend_from_slice(&chunk);
-                first = None;
-                buf = Some(b);
+                self.first = None;
+                self.buf = Some(b);
             }
             (_, Some(b)) => b.extend_from_slice(&chunk),
         }
     }
-    Ok(match (first, buf) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
+
+    fn finish(self) -> Bytes {
+        match (self.first, self.buf) {
+            (_, Some(b)) => b.freeze(),
+            (Some(f), None) => f,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+pin_project! {
+    /// A body made of bytes already read and, optionally, the rest of the body they came
+    /// from: yields the prefix as one data frame, then every frame of the rest.
+    ///
+    /// Made by [`Collected::into_body`].
+    #[derive(Debug)]
+    pub struct Prefixed<B> {
+        prefix: Option<Bytes>,
+        #[pin]
+        rest: Option<B>,
+    }
+}
+
+impl<B> Prefixed<B> {
+    /// `prefix`, then (if any) every frame of `rest`.
+    pub fn new(prefix: Bytes, rest: Option<B>) -> Self {
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            rest,
+        }
+    }
+
+    /// The prefix and the rest, as given.
+    pub fn into_parts(self) -> (Bytes, Option<B>) {
+        (self.prefix.unwrap_or_default(), self.rest)
+    }
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        match this.rest.as_pin_mut() {
+            Some(rest) => Poll::Ready(ready!(rest.poll_frame(cx))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        // Upper first: `set_lower` checks against the old upper bound.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper.saturating_add(prefix));
+        }
+        hint.set_lower(hint.lower().saturating_add(prefix));
+        hint
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
+
+    type Chunk = Result<Frame<Bytes>, std::convert::Infallible>;
+
+    fn chunks(
+        n: usize,
+        chunk: &'static [u8],
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Chunk>>> {
+        let items: Vec<Chunk> = (0..n)
+            .map(|_| Ok(Frame::data(Bytes::from_static(chunk))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(items))
+    }
 
     #[tokio::test]
     async fn collects_and_caps() {
@@ -87,22 +306,88 @@ mod tests {
 
     #[tokio::test]
     async fn caps_streams_without_size_hint() {
-        let chunks = (0..10).map(|_| {
-            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"abcd")))
-        });
-        let body = StreamBody::new(futures_stream(chunks.collect()));
-        let e = collect_limited(body, 20).await.unwrap_err();
+        let e = collect_limited(chunks(10, b"abcd"), 20).await.unwrap_err();
         assert!(matches!(e, CollectError::TooLarge { .. }));
-        let chunks = (0..3).map(|_| {
-            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"abcd")))
-        });
-        let b = collect_limited(StreamBody::new(futures_stream(chunks.collect())), 20)
-            .await
-            .unwrap();
+        let b = collect_limited(chunks(3, b"abcd"), 20).await.unwrap();
         assert_eq!(&b[..], b"abcdabcdabcd");
     }
 
-    fn futures_stream<T>(items: Vec<T>) -> impl futures_util::Stream<Item = T> {
-        futures_util::stream::iter(items)
+    #[tokio::test]
+    async fn up_to_returns_a_body_within_the_limit_whole() {
+        let c = collect_up_to(chunks(3, b"abcd"), 12).await.unwrap();
+        assert_eq!(c.complete().map(|b| &b[..]), Some(&b"abcdabcdabcd"[..]));
+        let one = Bytes::from_static(b"single chunk");
+        let c = collect_up_to(Full::new(one.clone()), 100).await.unwrap();
+        // One chunk is kept as it came: the same allocation, no copy.
+        assert_eq!(c.complete().unwrap().as_ptr(), one.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn up_to_stops_past_the_limit_and_keeps_the_rest() {
+        let c = collect_up_to(chunks(10, b"abcd"), 6).await.unwrap();
+        let Collected::Partial { prefix, rest } = c else {
+            panic!("expected a partial read");
+        };
+        assert_eq!(
+            &prefix[..],
+            b"abcdabcd",
+            "stops at the chunk that crosses the limit"
+        );
+        let rest = rest.collect().await.unwrap().to_bytes();
+        assert_eq!(rest.len(), 32, "the rest is unread");
+    }
+
+    #[tokio::test]
+    async fn up_to_trusts_a_size_hint_over_the_limit() {
+        let c = collect_up_to(Full::new(Bytes::from_static(b"0123456789")), 4)
+            .await
+            .unwrap();
+        let Collected::Partial { prefix, rest } = c else {
+            panic!("expected a partial read");
+        };
+        assert!(prefix.is_empty());
+        assert_eq!(rest.size_hint().exact(), Some(10));
+    }
+
+    #[tokio::test]
+    async fn a_partial_read_rechains_into_the_original_body() {
+        for limit in [0, 3, 4, 5, 39, 40, 41] {
+            let c = collect_up_to(chunks(10, b"abcd"), limit).await.unwrap();
+            let whole = c.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(whole, "abcd".repeat(10).as_bytes(), "limit {limit}");
+        }
+        let c = collect_up_to(chunks(10, b"abcd"), 6).await.unwrap();
+        let body = c.into_body();
+        assert_eq!(body.size_hint().lower(), 8, "the prefix counts in the hint");
+        let c = collect_up_to(chunks(10, b"abcd"), 6).await.unwrap();
+        assert_eq!(
+            &c.into_bytes().await.unwrap()[..],
+            "abcd".repeat(10).as_bytes()
+        );
+    }
+
+    #[tokio::test]
+    async fn prefixed_bodies_end() {
+        let b: Prefixed<Full<Bytes>> = Prefixed::new(Bytes::new(), None);
+        assert!(b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(0));
+        let b = Prefixed::new(
+            Bytes::from_static(b"ab"),
+            Some(Full::new(Bytes::from_static(b"cd"))),
+        );
+        assert!(!b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(4));
+        assert_eq!(&b.collect().await.unwrap().to_bytes()[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn read_errors_are_reported() {
+        let items: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("gone")),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(items));
+        let e = collect_up_to(body, 100).await.unwrap_err();
+        assert!(matches!(e, CollectError::Read(_)), "{e}");
     }
 }

@@ -1,5 +1,6 @@
-//! Types the portcullis layers share: caller identity, the shared error types, header names
-//! and a size-capped body collector.
+//! Types the portcullis layers share: caller identity, the shared error types, header names,
+//! a size-capped body collector, the request-meta peek, model-name patterns, typed outcomes
+//! and the service accessor macro.
 //!
 //! Layers depend on this crate instead of on each other, so each layer stays usable alone:
 //! the memory-routing layer *writes* a [`UserId`] extension and the rate-limit and dedup
@@ -9,12 +10,17 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod identity;
+mod macros;
 pub mod meta;
+pub mod outcome;
+pub mod pattern;
 pub mod usage;
 
 pub use error::CircuitOpen;
 pub use identity::{ApiKeyHash, ClientIp, UserId};
 pub use meta::RequestMeta;
+pub use outcome::{Attempts, BreakerState, CacheOutcome, RateLimitOutcome};
+pub use pattern::{ModelPattern, PatternSet};
 
 /// One problem found in a layer's configuration: the key (relative to the layer's own config
 /// section, e.g. `patterns[3].pattern`) and what is wrong with it.

@@ -5,11 +5,12 @@ use std::time::Duration;
 use portcullis_core::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
-/// Default cap on request and response bodies the layer buffers: 10 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-
 /// Settings of the dedup/cache layer (the `[dedup]` section, minus `enabled`, which is the
 /// binary's business: a disabled layer is simply not stacked).
+///
+/// The cap on the bodies the layer buffers is not a setting of the section: it is the
+/// gateway's own body cap, given with
+/// [`DedupCacheLayer::with_max_body_bytes`](crate::DedupCacheLayer::with_max_body_bytes).
 ///
 /// ```
 /// let config: portcullis_dedup_cache::Config =
@@ -28,9 +29,6 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Most responses the in-memory cache holds (least recently used go first).
     pub max_entries: u64,
-    /// Request and response bodies larger than this are not deduplicated or cached: such a
-    /// request goes straight through (`bypass`).
-    pub max_body_bytes: usize,
 }
 
 impl Default for Config {
@@ -39,7 +37,6 @@ impl Default for Config {
             coalesce: true,
             cache_ttl: Duration::ZERO,
             max_entries: 10_000,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -59,9 +56,6 @@ impl Config {
                 "must be >= 1 when cache_ttl > 0",
             ));
         }
-        if self.max_body_bytes < 1 {
-            problems.push(ConfigProblem::new("max_body_bytes", "must be >= 1"));
-        }
         problems
     }
 }
@@ -78,17 +72,14 @@ mod tests {
         assert_eq!(c.cache_ttl, Duration::ZERO);
         assert!(!c.caching());
         assert_eq!(c.max_entries, 10_000);
-        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
         assert!(c.validate().is_empty());
     }
 
     #[test]
     fn reports_every_problem() {
-        let c: Config =
-            serde_json::from_str(r#"{ "cache_ttl": "5m", "max_entries": 0, "max_body_bytes": 0 }"#)
-                .unwrap();
+        let c: Config = serde_json::from_str(r#"{ "cache_ttl": "5m", "max_entries": 0 }"#).unwrap();
         let paths: Vec<_> = c.validate().into_iter().map(|p| p.path).collect();
-        assert_eq!(paths, ["max_entries", "max_body_bytes"]);
+        assert_eq!(paths, ["max_entries"]);
     }
 
     #[test]
@@ -112,7 +103,6 @@ mod tests {
             coalesce: false,
             cache_ttl: Duration::from_millis(1500),
             max_entries: 7,
-            max_body_bytes: 1024,
         };
         let back: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);

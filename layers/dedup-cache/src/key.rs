@@ -88,31 +88,17 @@ impl fmt::Display for Key {
 /// );
 /// ```
 pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
-    analyze(parts, body).key
-}
-
-/// What the layer learns from one pass over a request.
-#[derive(Debug)]
-pub(crate) struct Analysis {
-    pub(crate) key: Key,
-    /// The body is a JSON object with `"stream": true` at the top level.
-    pub(crate) stream: bool,
-}
-
-pub(crate) fn analyze(parts: &Parts, body: &[u8]) -> Analysis {
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     field(&mut h, parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     field(&mut h, path.as_bytes());
 
-    let mut stream = false;
-    match canonicalize(body, Some(&mut stream)) {
+    match canonical_json(body) {
         Some(canonical) => {
             h.update(b"j");
             field(&mut h, &canonical);
         }
         None => {
-            stream = false;
             h.update(b"r");
             field(&mut h, body);
         }
@@ -138,10 +124,7 @@ pub(crate) fn analyze(parts: &Parts, body: &[u8]) -> Analysis {
             field(&mut h, v.as_bytes());
         }
     }
-    Analysis {
-        key: Key(*h.finalize().as_bytes()),
-        stream,
-    }
+    Key(*h.finalize().as_bytes())
 }
 
 fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
@@ -162,18 +145,9 @@ fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// assert_eq!(canonical_json(b"not json"), None);
 /// ```
 pub fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
-    canonicalize(body, None)
-}
-
-fn canonicalize(body: &[u8], stream: Option<&mut bool>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     let mut de = serde_json::Deserializer::from_slice(body);
-    Canon {
-        out: &mut out,
-        stream,
-    }
-    .deserialize(&mut de)
-    .ok()?;
+    Canon { out: &mut out }.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(out)
 }
@@ -181,16 +155,11 @@ fn canonicalize(body: &[u8], stream: Option<&mut bool>) -> Option<Vec<u8>> {
 /// Writes the canonical form of one JSON value to `out`.
 struct Canon<'o> {
     out: &'o mut Vec<u8>,
-    /// Set only for the top-level value: records a top-level `"stream": true`.
-    stream: Option<&'o mut bool>,
 }
 
 impl Canon<'_> {
     fn nested(&mut self) -> Canon<'_> {
-        Canon {
-            out: self.out,
-            stream: None,
-        }
+        Canon { out: self.out }
     }
 }
 
@@ -276,13 +245,7 @@ impl<'de> Visitor<'de> for Canon<'_> {
             let begin = self.out.len();
             write_str(self.out, &key);
             self.out.push(b':');
-            let value_at = self.out.len();
             map.next_value_seed(self.nested())?;
-            if let Some(stream) = self.stream.as_deref_mut() {
-                if key == "stream" {
-                    *stream = &self.out[value_at..] == b"true";
-                }
-            }
             if let Some((prev, _)) = members.last() {
                 sorted &= *prev <= key;
             }
@@ -491,19 +454,6 @@ mod tests {
             dedup_key(&parts("POST", "/"), b"{\"a\":1} x"),
             dedup_key(&parts("POST", "/"), b"{\"a\":1}")
         );
-    }
-
-    #[test]
-    fn finds_top_level_stream_flag() {
-        let p = parts("POST", "/v1/chat/completions");
-        assert!(analyze(&p, br#"{"model":"m","stream":true}"#).stream);
-        assert!(analyze(&p, br#"{ "stream" : true , "model":"m"}"#).stream);
-        assert!(!analyze(&p, br#"{"model":"m","stream":false}"#).stream);
-        assert!(!analyze(&p, br#"{"model":"m"}"#).stream);
-        assert!(!analyze(&p, br#"{"x":{"stream":true}}"#).stream);
-        assert!(!analyze(&p, br#"{"stream":"true"}"#).stream);
-        assert!(!analyze(&p, br#"[{"stream":true}]"#).stream);
-        assert!(!analyze(&p, br#"{"stream":true"#).stream, "invalid json");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use portcullis_core::ConfigProblem;
+use portcullis_core::{body::DEFAULT_MAX_BODY_BYTES, ConfigProblem};
 use tower::Layer;
 
 use crate::{service::Shared, store::CacheStore, Config, DedupCache};
@@ -14,6 +14,7 @@ use crate::{service::Shared, store::CacheStore, Config, DedupCache};
 #[derive(Clone)]
 pub struct DedupCacheLayer {
     shared: Arc<Shared>,
+    max_body_bytes: usize,
 }
 
 impl DedupCacheLayer {
@@ -23,6 +24,7 @@ impl DedupCacheLayer {
     pub fn new(config: Config) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, None)),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -32,7 +34,25 @@ impl DedupCacheLayer {
     pub fn with_store(config: Config, store: Arc<dyn CacheStore>) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, Some(store))),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Request and response bodies larger than `limit` bytes are not deduplicated or cached:
+    /// such a request goes straight through (`bypass`). Default
+    /// [`DEFAULT_MAX_BODY_BYTES`] (the gateway's `server.max_body_bytes` default).
+    ///
+    /// # Panics
+    /// If `limit` is 0.
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "max_body_bytes must be >= 1");
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// The body cap in force.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 
     /// Validate `config` (every problem, with its key) and build an in-memory layer.
@@ -60,6 +80,7 @@ impl fmt::Debug for DedupCacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DedupCacheLayer")
             .field("shared", &self.shared)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }
@@ -68,6 +89,6 @@ impl<S> Layer<S> for DedupCacheLayer {
     type Service = DedupCache<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DedupCache::from_shared(inner, self.shared.clone())
+        DedupCache::from_shared(inner, self.shared.clone(), self.max_body_bytes)
     }
 }

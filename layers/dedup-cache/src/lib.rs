@@ -12,21 +12,39 @@
 //! memory [`UserId`](portcullis_core::UserId)) and a few response-shaping headers
 //! ([`VARY_HEADERS`]). One caller's answer never reaches another.
 //!
-//! Every response that passes gets `x-portcullis-cache`:
+//! Every response that passes gets `x-portcullis-cache` and the same value as a
+//! [`CacheOutcome`](portcullis_core::CacheOutcome) extension, for logs and metrics:
 //! - `miss`: this request made the upstream call (alone or as a leader);
-//! - `hit`: replayed from the cache (with `age` in seconds);
+//! - `hit`: replayed from the cache (with `age` in seconds, and an
+//!   [`Attempts(0)`](portcullis_core::Attempts) extension: no upstream call);
 //! - `coalesced`: shared another request's call;
 //! - `bypass`: the layer stepped aside: a method other than GET/POST, `Cache-Control:
 //!   no-cache`/`no-store` (or `Pragma: no-cache`), a streaming request (`RequestMeta::stream`,
-//!   else `"stream": true` in the body), a body over `max_body_bytes`, or a follower whose
-//!   leader got a response that could not be shared.
+//!   else `"stream": true` in the body, read with `portcullis_core::meta::parse`, which
+//!   also inserts the `RequestMeta` for the layers after this one), a body over the body cap
+//!   ([`DedupCacheLayer::with_max_body_bytes`], default
+//!   `portcullis_core::body::DEFAULT_MAX_BODY_BYTES`), or a follower whose leader got a
+//!   response that could not be shared.
+//!
+//! # Readiness
+//!
+//! [`DedupCache`] is always ready, and each request readies a clone of the inner service
+//! (`ServiceExt::oneshot`) only when it actually sends, as tower's and linkerd's retry
+//! layers do for their retries. A request may be answered without the inner service (a
+//! hit, a follower), so the inner service's backpressure must not hold it back; and a
+//! request that waits (for its body, the cache, the leader it follows) must not hold
+//! capacity the inner service's readiness reserved (a concurrency permit, a buffer slot)
+//! that another request could use.
 //!
 //! # Responses that cannot be shared
 //!
-//! A response that is `text/event-stream` or declares a length over `max_body_bytes` is handed
+//! A response that is `text/event-stream` or declares a length over the body cap is handed
 //! to the leader untouched, as a stream; its followers then make their own calls (`bypass`).
 //! A response of unknown length that turns out bigger than the cap is read whole (a generic
-//! layer has only `From<Bytes>` to rebuild a body), shared with the waiters but not cached.
+//! layer has only `From<Bytes>` to rebuild a body, so the unread rest that
+//! `portcullis_core::body::collect_up_to` hands back cannot be re-chained onto it), shared
+//! with the waiters but not cached. A request body of unknown length over the cap is read
+//! whole and sent on for the same reason (`bypass`).
 //!
 //! # Errors
 //!
@@ -85,7 +103,7 @@ mod layer;
 mod service;
 mod store;
 
-pub use config::{Config, DEFAULT_MAX_BODY_BYTES};
+pub use config::Config;
 pub use error::{RequestBodyError, ResponseBodyError, SharedCallLost, SharedError};
 pub use key::{canonical_json, dedup_key, Key, VARY_HEADERS};
 pub use layer::DedupCacheLayer;

@@ -4,24 +4,23 @@
 use std::{
     collections::{hash_map::Entry, HashMap},
     fmt,
-    pin::pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{
     header::{self, HeaderName},
     Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
 use http_body::Body;
-use http_body_util::BodyExt;
 use portcullis_core::{
+    body::{collect_up_to, CollectError, Collected, DEFAULT_MAX_BODY_BYTES},
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_CACHE},
-    RequestMeta,
+    meta, Attempts, CacheOutcome, RequestMeta,
 };
 use tokio::sync::{oneshot, watch};
-use tower::{BoxError, Service};
+use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::{
@@ -37,37 +36,36 @@ use crate::{
 ///
 /// Clones share the in-flight map and the cache (they live in an `Arc`), as do all services
 /// made by one [`DedupCacheLayer`](crate::DedupCacheLayer).
+///
+/// Always ready: each request readies a clone of the inner service only when it sends (see
+/// "Readiness" in the crate docs).
 #[derive(Clone)]
 pub struct DedupCache<S> {
     inner: S,
     shared: Arc<Shared>,
+    max_body_bytes: usize,
 }
 
 impl<S> DedupCache<S> {
     /// Wrap `inner` with its own in-flight map and, if `config.cache_ttl > 0`, its own
-    /// in-memory cache.
+    /// in-memory cache; bodies are capped at [`DEFAULT_MAX_BODY_BYTES`].
     pub fn new(inner: S, config: Config) -> Self {
-        Self::from_shared(inner, Arc::new(Shared::new(config, None)))
+        Self::from_shared(
+            inner,
+            Arc::new(Shared::new(config, None)),
+            DEFAULT_MAX_BODY_BYTES,
+        )
     }
 
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>, max_body_bytes: usize) -> Self {
+        Self {
+            inner,
+            shared,
+            max_body_bytes,
+        }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug> fmt::Debug for DedupCache<S> {
@@ -75,6 +73,7 @@ impl<S: fmt::Debug> fmt::Debug for DedupCache<S> {
         f.debug_struct("DedupCache")
             .field("inner", &self.inner)
             .field("shared", &self.shared)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }
@@ -93,15 +92,22 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<RB>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Always ready: a request may be answered without the inner service (a hit, a
+        // follower), so the inner service's backpressure must not hold it back, and none
+        // of its capacity is reserved for a request that may wait. Each request readies a
+        // clone of the inner service when, and if, it sends.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The service that was driven to readiness is the one that must be called.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(Box::pin(handle(self.shared.clone(), inner, req)))
+        let cap = self.max_body_bytes;
+        // Never readied (see poll_ready): the request's future readies it to send.
+        let inner = self.inner.clone();
+        if let Some(reason) = bypass_before_body(&req, &self.shared.config, cap) {
+            return ResponseFuture::new(Box::pin(bypass(inner, req, None, reason)));
+        }
+        ResponseFuture::new(Box::pin(handle(self.shared.clone(), inner, req, cap)))
     }
 }
 
@@ -203,13 +209,13 @@ pub(crate) struct SharedResponse {
 }
 
 impl SharedResponse {
-    fn to_response<RB: From<Bytes>>(&self, status: CacheStatus) -> Response<RB> {
+    fn to_response<RB: From<Bytes>>(&self, outcome: CacheOutcome) -> Response<RB> {
         let mut resp = Response::new(RB::from(self.body.clone()));
         *resp.status_mut() = self.status;
         *resp.version_mut() = self.version;
         *resp.headers_mut() = self.headers.clone();
         *resp.extensions_mut() = self.extensions.clone();
-        status.mark(&mut resp);
+        mark(&mut resp, outcome);
         resp
     }
 }
@@ -237,39 +243,30 @@ impl Drop for InFlightGuard {
 
 // === the request path ===
 
-/// The value of `x-portcullis-cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CacheStatus {
-    Miss,
-    Hit,
-    Coalesced,
-    Bypass,
+/// Tell the client and the layers outside what was done: the `x-portcullis-cache` header and
+/// the [`CacheOutcome`] extension.
+fn mark<RB>(resp: &mut Response<RB>, outcome: CacheOutcome) {
+    resp.headers_mut()
+        .insert(X_PORTCULLIS_CACHE, outcome.header_value());
+    resp.extensions_mut().insert(outcome);
 }
 
-impl CacheStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Miss => "miss",
-            Self::Hit => "hit",
-            Self::Coalesced => "coalesced",
-            Self::Bypass => "bypass",
-        }
-    }
+fn record(outcome: CacheOutcome, key: Option<&Key>, reason: &'static str) {
+    let key = key.map(Key::short);
+    tracing::debug!(
+        cache = outcome.as_str(),
+        key = key.as_deref(),
+        reason,
+        "dedup cache decision"
+    );
+    metrics::counter!("portcullis_dedup_cache_total", "outcome" => outcome.as_str()).increment(1);
+}
 
-    fn mark<RB>(self, resp: &mut Response<RB>) {
-        resp.headers_mut()
-            .insert(X_PORTCULLIS_CACHE, HeaderValue::from_static(self.as_str()));
-    }
-
-    fn record(self, key: Option<&Key>, reason: &'static str) {
-        let key = key.map(Key::short);
-        tracing::debug!(
-            cache = self.as_str(),
-            key = key.as_deref(),
-            reason,
-            "dedup cache decision"
-        );
-        metrics::counter!("portcullis_dedup_cache_total", "outcome" => self.as_str()).increment(1);
+/// A body read failure as the error it was, not wrapped in the collector's own.
+fn read_error(e: CollectError) -> BoxError {
+    match e {
+        CollectError::Read(e) => e,
+        other => other.into(),
     }
 }
 
@@ -277,6 +274,7 @@ async fn handle<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<B>,
+    cap: usize,
 ) -> Result<Response<RB>, BoxError>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
@@ -288,42 +286,54 @@ where
     RB::Error: Into<BoxError>,
 {
     let cfg = &shared.config;
-    let cap = cfg.max_body_bytes;
-    if let Some(reason) = bypass_before_body(&req, cfg) {
-        return bypass(inner, req, None, reason).await;
-    }
+    let (mut parts, body) = req.into_parts();
+    // Boxed: `collect_up_to` hands back the unread rest, so it needs a body it can unpin.
+    let collected = collect_up_to(Box::pin(body), cap)
+        .await
+        .map_err(|e| RequestBodyError(read_error(e)))?;
+    let body = match collected {
+        Collected::Complete(body) => body,
+        partial => {
+            // `B: From<Bytes>` is all a generic layer can rebuild a body from, so the rest
+            // is read too (the edge's own body cap bounds it) and the request sent as is.
+            let body = partial
+                .into_bytes()
+                .await
+                .map_err(|e| RequestBodyError(read_error(e)))?;
+            let req = Request::from_parts(parts, B::from(body));
+            return bypass(inner, req, None, "request body over max_body_bytes").await;
+        }
+    };
 
-    let (parts, body) = req.into_parts();
-    let collected = collect(body, cap).await.map_err(RequestBodyError)?;
-    let body = collected.bytes;
-    if collected.over_cap {
-        let req = Request::from_parts(parts, B::from(body));
-        return bypass(inner, req, None, "request body over max_body_bytes").await;
-    }
-
-    let analysis = key::analyze(&parts, &body);
-    let key = analysis.key;
-    // A `RequestMeta` saying "not streaming" was checked before the body was read.
-    if parts.extensions.get::<RequestMeta>().is_none() && analysis.stream {
-        let req = Request::from_parts(parts, B::from(body));
-        return bypass(inner, req, Some(&key), "streaming request").await;
+    let key = key::dedup_key(&parts, &body);
+    // A `RequestMeta` saying "not streaming" was checked before the body was read. Without
+    // one, the body is peeked, and what it says kept for the layers after this one.
+    if parts.extensions.get::<RequestMeta>().is_none() {
+        if let Some(m) = meta::parse(&body) {
+            let stream = m.stream;
+            parts.extensions.insert(m);
+            if stream {
+                let req = Request::from_parts(parts, B::from(body));
+                return bypass(inner, req, Some(&key), "streaming request").await;
+            }
+        }
     }
 
     if let Some(hit) = shared.cache_get(&key).await {
-        CacheStatus::Hit.record(Some(&key), "fresh cache entry");
+        record(CacheOutcome::Hit, Some(&key), "fresh cache entry");
         return Ok(hit_response(hit));
     }
 
     if !cfg.coalesce {
-        CacheStatus::Miss.record(Some(&key), "not cached");
+        record(CacheOutcome::Miss, Some(&key), "not cached");
         let req = Request::from_parts(parts, B::from(body));
         return match fetch(inner, req, cap).await? {
             Fetched::Complete(r) => {
                 shared.cache_put(&key, &r).await;
-                Ok(r.to_response(CacheStatus::Miss))
+                Ok(r.to_response(CacheOutcome::Miss))
             }
             Fetched::Streamed(mut resp) => {
-                CacheStatus::Miss.mark(&mut resp);
+                mark(&mut resp, CacheOutcome::Miss);
                 Ok(resp)
             }
         };
@@ -340,7 +350,7 @@ where
 
     match role {
         Role::Leader(tx, rx) => {
-            CacheStatus::Miss.record(Some(&key), "leads a shared call");
+            record(CacheOutcome::Miss, Some(&key), "leads a shared call");
             // Made before the spawn so the entry goes even if the task never runs.
             let guard = InFlightGuard {
                 shared: shared.clone(),
@@ -351,13 +361,13 @@ where
             let req = Request::from_parts(parts, B::from(body));
             // Spawned, so the call goes on for the followers if this client disconnects.
             tokio::spawn(
-                lead(shared.clone(), inner, req, key, tx, resp_tx, guard).in_current_span(),
+                lead(shared.clone(), inner, req, key, cap, tx, resp_tx, guard).in_current_span(),
             );
             match wait(rx).await {
-                Some(Outcome::Ready(r)) => Ok(r.to_response(CacheStatus::Miss)),
+                Some(Outcome::Ready(r)) => Ok(r.to_response(CacheOutcome::Miss)),
                 Some(Outcome::Streamed) => {
                     let mut resp = resp_rx.await.map_err(|_| SharedCallLost)?;
-                    CacheStatus::Miss.mark(&mut resp);
+                    mark(&mut resp, CacheOutcome::Miss);
                     Ok(resp)
                 }
                 Some(Outcome::Failed(e)) => Err(e.into()),
@@ -366,8 +376,12 @@ where
         }
         Role::Follower(rx) => match wait(rx).await {
             Some(Outcome::Ready(r)) => {
-                CacheStatus::Coalesced.record(Some(&key), "shared the leader's call");
-                Ok(r.to_response(CacheStatus::Coalesced))
+                record(
+                    CacheOutcome::Coalesced,
+                    Some(&key),
+                    "shared the leader's call",
+                );
+                Ok(r.to_response(CacheOutcome::Coalesced))
             }
             Some(Outcome::Streamed) => {
                 let req = Request::from_parts(parts, B::from(body));
@@ -380,7 +394,11 @@ where
                 .await
             }
             Some(Outcome::Failed(e)) => {
-                CacheStatus::Coalesced.record(Some(&key), "shared the leader's error");
+                record(
+                    CacheOutcome::Coalesced,
+                    Some(&key),
+                    "shared the leader's error",
+                );
                 Err(e.into())
             }
             None => Err(SharedCallLost.into()),
@@ -397,11 +415,13 @@ enum Role {
 }
 
 /// The leader's upstream call, run in its own task.
+#[allow(clippy::too_many_arguments)] // all of them are the one call's, passed once
 async fn lead<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<B>,
     key: Key,
+    cap: usize,
     tx: watch::Sender<Option<Outcome>>,
     resp_tx: oneshot::Sender<Response<RB>>,
     guard: InFlightGuard,
@@ -411,7 +431,7 @@ async fn lead<S, B, RB>(
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let outcome = match fetch(inner, req, shared.config.max_body_bytes).await {
+    let outcome = match fetch(inner, req, cap).await {
         Ok(Fetched::Complete(r)) => {
             // Stored before anyone is answered, so a client that repeats its request after
             // getting the answer finds it in the cache.
@@ -439,9 +459,9 @@ async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
         .and_then(|o| o.clone())
 }
 
-/// Pass the request straight to the inner service.
+/// Pass the request straight to the inner service, readied only now.
 async fn bypass<S, B, RB>(
-    mut inner: S,
+    inner: S,
     req: Request<B>,
     key: Option<&Key>,
     reason: &'static str,
@@ -450,14 +470,14 @@ where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
 {
-    CacheStatus::Bypass.record(key, reason);
-    let mut resp = inner.call(req).await.map_err(Into::into)?;
-    CacheStatus::Bypass.mark(&mut resp);
+    record(CacheOutcome::Bypass, key, reason);
+    let mut resp = inner.oneshot(req).await.map_err(Into::into)?;
+    mark(&mut resp, CacheOutcome::Bypass);
     Ok(resp)
 }
 
 /// Why a request must bypass the layer, judged from its head alone.
-fn bypass_before_body<B: Body>(req: &Request<B>, cfg: &Config) -> Option<&'static str> {
+fn bypass_before_body<B: Body>(req: &Request<B>, cfg: &Config, cap: usize) -> Option<&'static str> {
     if !cfg.coalesce && !cfg.caching() {
         return Some("coalescing and caching both off");
     }
@@ -474,7 +494,7 @@ fn bypass_before_body<B: Body>(req: &Request<B>, cfg: &Config) -> Option<&'stati
     {
         return Some("streaming request");
     }
-    if known_larger_than(req.headers(), req.body(), cfg.max_body_bytes) {
+    if known_larger_than(req.headers(), req.body(), cap) {
         return Some("request body over max_body_bytes");
     }
     None
@@ -530,31 +550,38 @@ enum Fetched<RB> {
     Streamed(Response<RB>),
 }
 
-/// Call the inner service and buffer its response if it can be shared.
-async fn fetch<S, B, RB>(mut inner: S, req: Request<B>, cap: usize) -> Result<Fetched<RB>, BoxError>
+/// Ready the inner service, call it, and buffer its response if it can be shared.
+async fn fetch<S, B, RB>(inner: S, req: Request<B>, cap: usize) -> Result<Fetched<RB>, BoxError>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let resp = inner.call(req).await.map_err(Into::into)?;
+    let resp = inner.oneshot(req).await.map_err(Into::into)?;
     if is_event_stream(resp.headers()) || known_larger_than(resp.headers(), resp.body(), cap) {
         return Ok(Fetched::Streamed(resp));
     }
     let (parts, body) = resp.into_parts();
-    let collected = collect(body, cap).await.map_err(ResponseBodyError)?;
+    let response_error = |e| ResponseBodyError(read_error(e));
+    let (bytes, over_cap) = match collect_up_to(Box::pin(body), cap)
+        .await
+        .map_err(response_error)?
+    {
+        Collected::Complete(bytes) => (bytes, false),
+        // Read whole: see "Responses that cannot be shared" in the crate docs.
+        partial => (partial.into_bytes().await.map_err(response_error)?, true),
+    };
     let mut headers = parts.headers;
     // A copy served on another connection must not carry the leader's connection headers.
     portcullis_core::headers::strip_hop_by_hop(&mut headers);
-    let cacheable =
-        parts.status.is_success() && !collected.over_cap && !response_says_no_store(&headers);
+    let cacheable = parts.status.is_success() && !over_cap && !response_says_no_store(&headers);
     Ok(Fetched::Complete(SharedResponse {
         status: parts.status,
         version: parts.version,
         headers,
         extensions: parts.extensions,
-        body: collected.bytes,
+        body: bytes,
         cacheable,
     }))
 }
@@ -571,56 +598,9 @@ fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {
         resp.headers_mut()
             .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from_static("0"));
     }
-    CacheStatus::Hit.mark(&mut resp);
+    resp.extensions_mut().insert(Attempts(0));
+    mark(&mut resp, CacheOutcome::Hit);
     resp
-}
-
-struct Collected {
-    bytes: Bytes,
-    /// More than the cap was read: the bytes are all there, but too many to share or keep.
-    over_cap: bool,
-}
-
-/// Read a whole body. Past `cap` it keeps reading, because a body that was partly consumed
-/// cannot be handed on any other way (`B: From<Bytes>` is all a generic layer has); the
-/// result is then only passed through, never shared or cached. Trailers are dropped.
-async fn collect<T>(body: T, cap: usize) -> Result<Collected, BoxError>
-where
-    T: Body<Data = Bytes>,
-    T::Error: Into<BoxError>,
-{
-    let mut body = pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(mut data) = frame.map_err(Into::into)?.into_data() else {
-            continue;
-        };
-        let chunk = data.copy_to_bytes(data.remaining());
-        len = len.saturating_add(chunk.len());
-        // One-chunk bodies, the common case, are kept without a copy.
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(chunk),
-            (Some(f), None) => {
-                let mut b = BytesMut::with_capacity(f.len() + chunk.len());
-                b.extend_from_slice(f);
-                b.extend_from_slice(&chunk);
-                first = None;
-                buf = Some(b);
-            }
-            (_, Some(b)) => b.extend_from_slice(&chunk),
-        }
-    }
-    let bytes = match (first, buf) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    };
-    Ok(Collected {
-        bytes,
-        over_cap: len > cap,
-    })
 }
 
 #[cfg(test)]
@@ -686,17 +666,5 @@ mod tests {
         assert!(is_event_stream(&m));
         m.insert("content-type", HeaderValue::from_static("application/json"));
         assert!(!is_event_stream(&m));
-    }
-
-    #[tokio::test]
-    async fn collect_marks_over_cap_but_keeps_everything() {
-        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let c = collect(body, 4).await.unwrap();
-        assert!(c.over_cap);
-        assert_eq!(&c.bytes[..], b"0123456789");
-        let c = collect(http_body_util::Full::new(Bytes::from_static(b"0123")), 4)
-            .await
-            .unwrap();
-        assert!(!c.over_cap);
     }
 }

@@ -17,7 +17,9 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use portcullis_core::{error::find_in_chain, CircuitOpen, RequestMeta, UserId};
+use portcullis_core::{
+    error::find_in_chain, Attempts, CacheOutcome, CircuitOpen, RequestMeta, UserId,
+};
 use portcullis_dedup_cache::{
     CacheHit, CacheStore, CachedResponse, Config, DedupCacheLayer, Key, RedisStore, SharedCallLost,
     SharedError,
@@ -652,11 +654,9 @@ async fn methods_other_than_get_and_post_bypass() {
 #[tokio::test(start_paused = true)]
 async fn a_request_body_over_the_cap_goes_through_intact() {
     let (inner, seen) = upstream(Duration::from_secs(1), ok_json);
-    let svc = DedupCacheLayer::new(Config {
-        max_body_bytes: 32,
-        ..caching(60)
-    })
-    .layer(inner);
+    let svc = DedupCacheLayer::new(caching(60))
+        .with_max_body_bytes(32)
+        .layer(inner);
     let big = format!(
         r#"{{"model":"m","messages":[{{"content":"{}"}}]}}"#,
         "x".repeat(100)
@@ -684,11 +684,9 @@ async fn an_over_cap_response_reaches_the_leader_intact_and_followers_call_thems
     let (inner, seen) = upstream(Duration::from_secs(1), move |_| {
         Ok(Response::new(TestBody::text(&b)))
     });
-    let svc = DedupCacheLayer::new(Config {
-        max_body_bytes: 100,
-        ..caching(60)
-    })
-    .layer(inner);
+    let svc = DedupCacheLayer::new(caching(60))
+        .with_max_body_bytes(100)
+        .layer(inner);
     let answers = concurrently(svc.clone(), vec![chat(BODY), chat(BODY), chat(BODY)]).await;
     let mut marks = Vec::new();
     for a in answers {
@@ -710,11 +708,9 @@ async fn an_over_cap_response_of_unknown_length_is_shared_whole_but_not_cached()
     let (inner, seen) = upstream(Duration::from_secs(1), move |_| {
         Ok(Response::new(TestBody::chunked(&b, 64)))
     });
-    let svc = DedupCacheLayer::new(Config {
-        max_body_bytes: 100,
-        ..caching(60)
-    })
-    .layer(inner);
+    let svc = DedupCacheLayer::new(caching(60))
+        .with_max_body_bytes(100)
+        .layer(inner);
     let answers = concurrently(svc.clone(), vec![chat(BODY), chat(BODY)]).await;
     let mut marks = Vec::new();
     for a in answers {
@@ -1071,4 +1067,139 @@ mod props {
             );
         }
     }
+}
+
+// === readiness and typed outcomes ===
+
+type MockHandle = tower_test::mock::Handle<Req, Resp>;
+
+/// The next request the mock upstream gets; fails (rather than hangs) if none comes.
+async fn next_request(handle: &mut MockHandle) -> (Req, tower_test::mock::SendResponse<Resp>) {
+    tokio::time::timeout(Duration::from_millis(500), handle.next_request())
+        .await
+        .expect("no request reached the inner service within 500ms")
+        .expect("the inner service was dropped")
+}
+
+/// Long enough, on the paused clock, for every spawned task to run until it waits.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// A follower waits for its leader's answer without holding any of the inner service's
+/// capacity: with room for two calls, one in flight (the leader's) and one follower waiting,
+/// an unrelated request still gets through.
+#[tokio::test(start_paused = true)]
+async fn a_follower_holds_no_inner_capacity_while_it_waits() {
+    let (mock, mut handle) = tower_test::mock::pair::<Req, Resp>();
+    // Its poll_ready takes a permit, held until the call's response (or until dropped).
+    let inner = tower::limit::ConcurrencyLimit::new(mock, 2);
+    let svc = DedupCacheLayer::new(Config::default()).layer(inner);
+
+    let leader = tokio::spawn(svc.clone().oneshot(chat(BODY)));
+    let (_, answer_leader) = next_request(&mut handle).await;
+    let follower = tokio::spawn(svc.clone().oneshot(chat(BODY)));
+    settle().await;
+    assert!(!follower.is_finished());
+
+    let other = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"other"}]}"#;
+    let unrelated = tokio::spawn(svc.clone().oneshot(chat(other)));
+    let (req, answer) = next_request(&mut handle).await;
+    assert_eq!(text_of(req.into_body()).await, other);
+    answer.send_response(Response::new(TestBody::text("{}")));
+    let resp = unrelated.await.unwrap().unwrap();
+    assert_eq!(resp.extensions().get(), Some(&CacheOutcome::Miss));
+
+    answer_leader.send_response(Response::new(TestBody::text(r#"{"id":1}"#)));
+    let lead = leader.await.unwrap().unwrap();
+    let follow = follower.await.unwrap().unwrap();
+    assert_eq!(lead.extensions().get(), Some(&CacheOutcome::Miss));
+    assert_eq!(follow.extensions().get(), Some(&CacheOutcome::Coalesced));
+    assert_eq!(text(follow).await, r#"{"id":1}"#);
+}
+
+/// A follower whose leader's answer cannot be shared makes its own call, readying the inner
+/// service only then.
+#[tokio::test(start_paused = true)]
+async fn a_follower_of_a_stream_readies_the_inner_service_when_it_sends() {
+    let (mock, mut handle) = tower_test::mock::pair::<Req, Resp>();
+    let inner = tower::limit::ConcurrencyLimit::new(mock, 1);
+    let svc = DedupCacheLayer::new(Config::default()).layer(inner);
+
+    let leader = tokio::spawn(svc.clone().oneshot(chat(BODY)));
+    let (_, answer_leader) = next_request(&mut handle).await;
+    // The only permit is the leader's; the follower can still come in and wait.
+    let follower = tokio::spawn(svc.clone().oneshot(chat(BODY)));
+    settle().await;
+    let mut stream = Response::new(TestBody::text("data: {}\n\n"));
+    stream
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    answer_leader.send_response(stream);
+    let lead = leader.await.unwrap().unwrap();
+    assert_eq!(lead.extensions().get(), Some(&CacheOutcome::Miss));
+    // The leader's permit goes with its response; the follower's own call then gets it.
+    drop(lead);
+    let (_, answer) = next_request(&mut handle).await;
+    answer.send_response(Response::new(TestBody::text("{}")));
+    let follow = follower.await.unwrap().unwrap();
+    assert_eq!(
+        follow.extensions().get(),
+        Some(&CacheOutcome::Bypass),
+        "the follower must join the leader even while the inner service is at capacity"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_response_carries_its_cache_outcome() {
+    let (inner, _seen) = upstream(Duration::from_secs(1), ok_json);
+    let svc = DedupCacheLayer::new(caching(60)).layer(inner);
+    let answers = concurrently(svc.clone(), vec![chat(BODY), chat(BODY)]).await;
+    let mut outcomes: Vec<CacheOutcome> = answers
+        .iter()
+        .map(|a| *a.as_ref().unwrap().extensions().get().unwrap())
+        .collect();
+    outcomes.sort_by_key(|o| o.as_str());
+    assert_eq!(outcomes, [CacheOutcome::Coalesced, CacheOutcome::Miss]);
+    for a in &answers {
+        let a = a.as_ref().unwrap();
+        let outcome: &CacheOutcome = a.extensions().get().unwrap();
+        assert_eq!(cache_of(a), outcome.as_str(), "header and extension agree");
+    }
+
+    let hit = svc.clone().oneshot(chat(BODY)).await.unwrap();
+    assert_eq!(hit.extensions().get(), Some(&CacheOutcome::Hit));
+    assert_eq!(
+        hit.extensions().get(),
+        Some(&Attempts(0)),
+        "no upstream call"
+    );
+
+    let mut no_cache = chat(BODY);
+    no_cache
+        .headers_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    let bypass = svc.oneshot(no_cache).await.unwrap();
+    assert_eq!(bypass.extensions().get(), Some(&CacheOutcome::Bypass));
+}
+
+/// Without a `RequestMeta`, the layer reads `stream` from the body itself and leaves what it
+/// read for the layers after it.
+#[tokio::test(start_paused = true)]
+async fn the_body_is_peeked_once_and_the_meta_passed_on() {
+    let (mock, mut handle) = tower_test::mock::pair::<Req, Resp>();
+    let svc = DedupCacheLayer::new(Config::default()).layer(mock);
+    let streaming = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let call = tokio::spawn(svc.clone().oneshot(chat(streaming)));
+    let (req, answer) = next_request(&mut handle).await;
+    let meta = req.extensions().get::<RequestMeta>().cloned().unwrap();
+    assert_eq!(meta.model.as_deref(), Some("gpt-4o"));
+    assert!(meta.stream);
+    answer.send_response(Response::new(TestBody::text("data: {}\n\n")));
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.extensions().get(), Some(&CacheOutcome::Bypass));
+}
+
+async fn text_of(body: TestBody) -> String {
+    String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }

@@ -29,20 +29,7 @@ impl<S> MemoryRouting<S> {
         Self { inner, router }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
 
     /// The shared router.
     pub fn router(&self) -> &Arc<MemoryRouter> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::{header::RETRY_AFTER, HeaderMap, HeaderName, HeaderValue};
+use portcullis_core::RateLimitOutcome;
 
 use crate::Decision;
 
@@ -16,7 +17,10 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 /// The request is over its rate limit (and could not be queued): answer 429 `rate_limited`.
 ///
 /// The binary renders it in the caller's API shape and adds [`RateLimited::headers`] so
-/// every 429 carries the same `Retry-After` and `x-ratelimit-*` headers.
+/// every 429 carries the same `Retry-After` and `x-ratelimit-*` headers. It is the
+/// [`RateLimitOutcome::Limited`] outcome: a refused request has no response to carry the
+/// extension, so the edge finds this error with `portcullis_core::error::find_in_chain`
+/// (see [`RateLimited::outcome`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limit exceeded; retry in {}s", secs_ceil(*retry_after))]
 pub struct RateLimited {
@@ -39,6 +43,11 @@ impl RateLimited {
             remaining: d.remaining,
             reset_after: d.reset_after,
         }
+    }
+
+    /// The outcome this refusal stands for: always [`RateLimitOutcome::Limited`].
+    pub fn outcome(&self) -> RateLimitOutcome {
+        RateLimitOutcome::Limited
     }
 
     /// `Retry-After` (whole seconds, rounded up, at least 1) and the `x-ratelimit-*` headers.

@@ -9,6 +9,7 @@ use std::{
 
 use http::Response;
 use pin_project_lite::pin_project;
+use portcullis_core::RateLimitOutcome;
 use tower::BoxError;
 
 use crate::{error::insert_limit_headers, Decision, RateLimited};
@@ -16,8 +17,8 @@ use crate::{error::insert_limit_headers, Decision, RateLimited};
 type BoxedCall<RB> = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
 
 pin_project! {
-    /// Resolves to the inner service's response (with `x-ratelimit-*` headers added) or to a
-    /// boxed [`RateLimited`].
+    /// Resolves to the inner service's response (with `x-ratelimit-*` headers and a
+    /// [`RateLimitOutcome`] extension added) or to a boxed [`RateLimited`].
     pub struct ResponseFuture<F, RB> {
         #[pin]
         state: State<F, RB>,
@@ -77,6 +78,7 @@ where
                     decision.remaining,
                     decision.reset_after,
                 );
+                response.extensions_mut().insert(RateLimitOutcome::Allowed);
                 Poll::Ready(Ok(response))
             }
             StateProj::Boxed { future } => future.as_mut().poll(cx),

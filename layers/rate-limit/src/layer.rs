@@ -2,14 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use portcullis_core::ConfigProblem;
+use portcullis_core::{body::DEFAULT_MAX_BODY_BYTES, pattern::PatternSet, ConfigProblem};
 use tower::Layer;
 
 use crate::{Backend, Config, KeyKind, Limiter, Quota, RateLimit};
-
-/// Default cap on a request body read to find its `model` (only when per-model limits are
-/// set and no `RequestMeta` extension is present): the gateway's default `max_body_bytes`.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Limits requests per caller with GCRA (see the crate docs).
 ///
@@ -26,12 +22,13 @@ pub(crate) struct Shared {
     pub(crate) key: KeyKind,
     pub(crate) queue_timeout: Duration,
     pub(crate) backend: Backend,
-    pub(crate) models: Vec<ModelLimit>,
+    pub(crate) models: PatternSet<ModelLimit>,
     pub(crate) max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct ModelLimit {
+    /// The pattern as written: the model budget's key.
     pub(crate) pattern: Arc<str>,
     pub(crate) limiter: Limiter,
 }
@@ -49,7 +46,7 @@ impl RateLimitLayer {
                 key,
                 queue_timeout: Duration::ZERO,
                 backend,
-                models: Vec::new(),
+                models: PatternSet::new(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             }),
         }
@@ -96,12 +93,18 @@ impl RateLimitLayer {
         let shared = Arc::make_mut(&mut self.shared);
         let pattern = model.into();
         let limiter = shared.backend.limiter(quota);
-        shared.models.retain(|m| m.pattern != pattern);
-        shared.models.push(ModelLimit { pattern, limiter });
+        shared.models.insert(
+            &*pattern,
+            ModelLimit {
+                pattern: pattern.clone(),
+                limiter,
+            },
+        );
         self
     }
 
-    /// Cap on a body read to find its model (default [`DEFAULT_MAX_BODY_BYTES`]); a larger
+    /// Cap on a body read to find its model (default
+    /// [`portcullis_core::body::DEFAULT_MAX_BODY_BYTES`]); a larger
     /// body fails with `portcullis_core::body::CollectError::TooLarge`.
     pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.shared).max_body_bytes = limit;
@@ -121,17 +124,7 @@ impl RateLimitLayer {
 
 impl Shared {
     pub(crate) fn model_limit(&self, model: &str) -> Option<&ModelLimit> {
-        if let Some(exact) = self.models.iter().find(|m| &*m.pattern == model) {
-            return Some(exact);
-        }
-        self.models
-            .iter()
-            .filter_map(|m| {
-                let prefix = m.pattern.strip_suffix('*')?;
-                model.starts_with(prefix).then_some((prefix.len(), m))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, m)| m)
+        self.models.lookup(model)
     }
 }
 

@@ -23,6 +23,11 @@
 //!   deadline for both; a request refused by the model limit still counts against the
 //!   main limit. Reported headers are those of whichever limit has less room.
 //! - Capacity is decided in `call`, not `poll_ready`: the bucket depends on the request.
+//!   `poll_ready` is the inner service's; a request that may wait gives that readiness back
+//!   in `call` and readies a clone of the inner service only once admitted, so queued
+//!   requests hold no inner capacity (see [`RateLimit`]).
+//! - Allowed responses carry a [`RateLimitOutcome`](portcullis_core::RateLimitOutcome)
+//!   extension (`Allowed` or `Queued(waited)`); a refusal is the [`RateLimited`] error.
 //! - Redis errors let requests through (logged at `warn`, at most every 10 s).
 //!
 //! # Example
@@ -74,7 +79,7 @@ pub use error::{
     insert_limit_headers, RateLimited, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 pub use key::RateKey;
-pub use layer::{RateLimitLayer, DEFAULT_MAX_BODY_BYTES};
+pub use layer::RateLimitLayer;
 pub use limiter::{Backend, Decision, Limiter, MemoryLimiter, DEFAULT_PRUNE_INTERVAL};
 pub use redis::{RedisLimiter, RedisStore, DEFAULT_PREFIX};
 pub use service::RateLimit;

@@ -7,9 +7,9 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response};
-use portcullis_core::RequestMeta;
+use portcullis_core::RateLimitOutcome;
 use tokio::time::Instant;
-use tower::{BoxError, Service};
+use tower::{BoxError, Service, ServiceExt};
 
 use crate::{
     error::insert_limit_headers, future::ResponseFuture, layer::Shared, Decision, Limiter, RateKey,
@@ -20,7 +20,17 @@ use crate::{
 /// bucket is empty, or waits for a slot when queueing is on. See [`RateLimitLayer`].
 ///
 /// Allowed responses get `x-ratelimit-limit`, `x-ratelimit-remaining` and
-/// `x-ratelimit-reset` headers. Clones share the buckets.
+/// `x-ratelimit-reset` headers and a [`RateLimitOutcome`] extension (`Allowed`, or
+/// `Queued(waited)`). Clones share the buckets.
+///
+/// # Readiness
+///
+/// `poll_ready` is the inner service's, so backpressure reaches the caller. A request that
+/// is let through at once is sent on the service `poll_ready` readied. A request that may
+/// wait (queueing, a per-model limit that reads the body, the Redis backend) or is refused
+/// drops that service in `call`, giving back whatever its readiness reserved (a concurrency
+/// permit, a buffer slot), and its future readies a clone only once it is admitted: a
+/// request waiting for its slot never holds capacity another request could use.
 ///
 /// [`RateLimitLayer`]: crate::RateLimitLayer
 #[derive(Debug, Clone)]
@@ -39,20 +49,7 @@ impl<S> RateLimit<S> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
 }
 
 impl<S, B, RB> Service<Request<B>> for RateLimit<S>
@@ -69,10 +66,10 @@ where
     type Future = ResponseFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Unlike tower's `RateLimit`, capacity cannot be reserved here: which bucket to
-        // charge depends on the request (its API key, user id, IP, model), which poll_ready
-        // has not seen. So readiness is the inner service's, and the bucket is charged in
-        // `call`.
+        // Unlike tower's `RateLimit`, bucket capacity cannot be reserved here: which bucket
+        // to charge depends on the request (its API key, user id, IP, model), which
+        // poll_ready has not seen. So readiness is the inner service's, and the bucket is
+        // charged in `call`, which also gives the readiness back if the request may wait.
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
@@ -90,14 +87,16 @@ where
                 return ResponseFuture::called(self.inner.call(req), d);
             }
             if shared.queue_timeout.is_zero() {
+                release_readiness(&mut self.inner);
                 return ResponseFuture::limited(refuse(&key, &d));
             }
             first = Some(d);
         }
 
-        // Slow path: the ready service goes into the future (it may wait before calling).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // Slow path: the request may wait. The readied service must not wait with it (it
+        // would hold its reservation all that time): drop it, and let the future ready a
+        // clone once the request is admitted.
+        let inner = release_readiness(&mut self.inner);
         ResponseFuture::boxed(Box::pin(admit_then_call(
             shared.clone(),
             inner,
@@ -108,9 +107,18 @@ where
     }
 }
 
+/// Drop the service `poll_ready` readied, giving back whatever its readiness reserved, and
+/// leave an unready clone in its place; returns another unready clone for a future to ready
+/// (with `ServiceExt::ready`/`oneshot`) when it sends.
+fn release_readiness<S: Clone>(inner: &mut S) -> S {
+    let unready = inner.clone();
+    drop(std::mem::replace(inner, unready));
+    inner.clone()
+}
+
 async fn admit_then_call<S, B, RB>(
     shared: Arc<Shared>,
-    mut inner: S,
+    inner: S,
     req: Request<B>,
     key: RateKey,
     first: Option<Decision>,
@@ -122,13 +130,15 @@ where
     B::Error: Into<BoxError>,
 {
     // One deadline for every limit the request must pass: queue_timeout bounds the total wait.
-    let deadline = Instant::now() + shared.queue_timeout;
+    let start = Instant::now();
+    let deadline = start + shared.queue_timeout;
     let mut report = admit(&shared.limiter, &key, deadline, first).await?;
 
     let mut req = req;
     if !shared.models.is_empty() {
-        let (with_body, model) = model_of(req, shared.max_body_bytes).await?;
+        let (with_body, meta) = portcullis_core::meta::peek(req, shared.max_body_bytes).await?;
         req = with_body;
+        let model = meta.and_then(|m| m.model);
         if let Some(limit) = model.as_deref().and_then(|m| shared.model_limit(m)) {
             let model_key = key.for_model(&limit.pattern);
             // A request refused here has already been charged to the caller's main bucket:
@@ -142,13 +152,21 @@ where
         }
     }
 
-    let mut response = inner.call(req).await.map_err(Into::into)?;
+    let waited = start.elapsed();
+    // Readied only now, after every wait: see "Readiness" on `RateLimit`.
+    let mut response = inner.oneshot(req).await.map_err(Into::into)?;
     insert_limit_headers(
         response.headers_mut(),
         report.limit,
         report.remaining,
         report.reset_after,
     );
+    let outcome = if waited.is_zero() {
+        RateLimitOutcome::Allowed
+    } else {
+        RateLimitOutcome::Queued(waited)
+    };
+    response.extensions_mut().insert(outcome);
     Ok(response)
 }
 
@@ -191,57 +209,4 @@ fn refuse(key: &RateKey, d: &Decision) -> RateLimited {
         "rate limit: refused"
     );
     RateLimited::from_decision(d)
-}
-
-/// The requested model: from the `RequestMeta` extension, or else from the JSON body (which
-/// is then put back, and a `RequestMeta` inserted so later layers need not parse it again).
-async fn model_of<B>(
-    req: Request<B>,
-    max_body_bytes: usize,
-) -> Result<(Request<B>, Option<Arc<str>>), BoxError>
-where
-    B: http_body::Body<Data = Bytes> + From<Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    if let Some(meta) = req.extensions().get::<RequestMeta>() {
-        let model = meta.model.clone();
-        return Ok((req, model));
-    }
-    let (mut parts, body) = req.into_parts();
-    let bytes = portcullis_core::body::collect_limited(body, max_body_bytes).await?;
-    let meta = parse_meta(&bytes);
-    let model = meta.as_ref().and_then(|m| m.model.clone());
-    if let Some(meta) = meta {
-        parts.extensions.insert(meta);
-    }
-    Ok((Request::from_parts(parts, B::from(bytes)), model))
-}
-
-fn parse_meta(body: &[u8]) -> Option<RequestMeta> {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        model: Option<String>,
-        stream: Option<bool>,
-    }
-    let peek: Peek = serde_json::from_slice(body).ok()?;
-    Some(RequestMeta {
-        model: peek.model.map(Into::into),
-        stream: peek.stream.unwrap_or(false),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_model_and_stream() {
-        let m = parse_meta(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#).unwrap();
-        assert_eq!(m.model.as_deref(), Some("gpt-4o"));
-        assert!(m.stream);
-        let m = parse_meta(br#"{"messages":[]}"#).unwrap();
-        assert_eq!(m.model, None);
-        assert!(parse_meta(b"not json").is_none());
-        assert!(parse_meta(br#"{"model":5}"#).is_none());
-    }
 }

@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 use http::{header::RETRY_AFTER, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use portcullis_core::{error::find_in_chain, ClientIp, RequestMeta, UserId};
+use portcullis_core::{error::find_in_chain, ClientIp, RateLimitOutcome, RequestMeta, UserId};
 use portcullis_mock::RedisServer;
 use portcullis_rate_limit::{
     Backend, Config, KeyKind, Limiter, MemoryLimiter, Quota, RateKey, RateLimitLayer, RateLimited,
@@ -715,4 +715,96 @@ async fn redis_failure_fails_open() {
         send(&mut svc, plain()).await.unwrap();
     }
     assert_eq!(up.calls(), 3, "with the store down, requests go through");
+}
+
+/// A queued request must not hold the inner service's capacity while it waits: with an
+/// inner service that takes one request at a time, a request for another caller goes
+/// through while the queued one sleeps.
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_holds_no_inner_capacity_while_it_waits() {
+    type Req = Request<Body>;
+    let (mock, mut handle) = tower_test::mock::pair::<Req, Response<Body>>();
+    // poll_ready takes the one permit; it is held until the call's response (or drop).
+    let inner = tower::limit::ConcurrencyLimit::new(mock, 1);
+    let cfg = Config {
+        queue_timeout: Duration::from_secs(5),
+        ..config(60, 1, KeyKind::ApiKey)
+    };
+    let svc = RateLimitLayer::from_config(&cfg).unwrap().layer(inner);
+    async fn next(
+        handle: &mut tower_test::mock::Handle<Req, Response<Body>>,
+    ) -> (Req, tower_test::mock::SendResponse<Response<Body>>) {
+        tokio::time::timeout(Duration::from_millis(500), handle.next_request())
+            .await
+            .expect("no request reached the inner service within 500ms")
+            .expect("inner service dropped")
+    }
+
+    // Spend k's burst.
+    let first = tokio::spawn(svc.clone().oneshot(with_key("k")));
+    let (_, send) = next(&mut handle).await;
+    send.send_response(Response::new(Body::default()));
+    let resp = first.await.unwrap().unwrap();
+    assert_eq!(
+        resp.extensions().get::<RateLimitOutcome>(),
+        Some(&RateLimitOutcome::Allowed)
+    );
+
+    // k's next request queues for 1s.
+    let queued = tokio::spawn(svc.clone().oneshot(with_key("k")));
+    tokio::task::yield_now().await;
+    // Another caller is let through by the limiter and must reach the inner service now.
+    let other = tokio::spawn(svc.clone().oneshot(with_key("other")));
+    let start = Instant::now();
+    let (req, send) = next(&mut handle).await;
+    assert_eq!(
+        req.headers()["authorization"],
+        "Bearer other",
+        "the queued request went first"
+    );
+    assert!(start.elapsed() < Duration::from_secs(1));
+    send.send_response(Response::new(Body::default()));
+    other.await.unwrap().unwrap();
+
+    // The queued request readies the inner service once its slot comes, and is sent.
+    let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
+        .await
+        .expect("the queued request never reached the inner service")
+        .unwrap();
+    assert_eq!(req.headers()["authorization"], "Bearer k");
+    send.send_response(Response::new(Body::default()));
+    let resp = queued.await.unwrap().unwrap();
+    assert_eq!(
+        resp.extensions().get::<RateLimitOutcome>(),
+        Some(&RateLimitOutcome::Queued(Duration::from_secs(1)))
+    );
+}
+
+/// A refused request gives back the readiness its `poll_ready` reserved.
+#[tokio::test(start_paused = true)]
+async fn a_refused_request_gives_its_readiness_back() {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let inner = tower::limit::ConcurrencyLimit::new(mock, 1);
+    let layer = RateLimitLayer::from_config(&config(60, 1, KeyKind::ApiKey)).unwrap();
+    let mut refused = layer.layer(inner.clone());
+    let mut ok = layer.layer(inner);
+    // Spend k's burst on a separate caller path first.
+    let spend = tokio::spawn(layer.layer(ok.get_ref().clone()).oneshot(with_key("k")));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new(Body::default()));
+    spend.await.unwrap().unwrap();
+
+    // `refused` stays alive after its call (as a buffer worker's service would).
+    let err = refused
+        .ready()
+        .await
+        .unwrap()
+        .call(with_key("k"))
+        .await
+        .unwrap_err();
+    assert_eq!(limited(&err).outcome(), RateLimitOutcome::Limited);
+    tokio::time::timeout(Duration::from_millis(500), ok.ready())
+        .await
+        .expect("the refused request kept the inner service's only permit")
+        .unwrap();
 }

@@ -30,7 +30,8 @@ pub struct Config {
     /// The retry budget that keeps retries a fraction of the traffic.
     pub budget: BudgetConfig,
     /// Request bodies up to this size are buffered so they can be replayed; a larger body
-    /// (or one whose size is not known up front) is sent once and never retried.
+    /// (or one whose size is not known up front) is sent once and never retried. Default:
+    /// `portcullis_core::body::DEFAULT_MAX_BODY_BYTES`.
     pub max_replay_body_bytes: usize,
 }
 
@@ -44,7 +45,7 @@ impl Default for Config {
             respect_retry_after: true,
             max_retry_after: Duration::from_secs(30),
             budget: BudgetConfig::default(),
-            max_replay_body_bytes: 10 * 1024 * 1024,
+            max_replay_body_bytes: portcullis_core::body::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }

@@ -28,8 +28,9 @@
 //! - **Streaming**: a response is retried only on its status and headers. Once a response is
 //!   handed to the caller it is never retried, so a streamed body is never retried after
 //!   its first byte.
-//! - **Reporting**: every response gets `x-portcullis-attempts: N` (also `1`); errors are
-//!   wrapped in [`Attempted`], which carries `N`. Each attempt runs in an `upstream_attempt`
+//! - **Reporting**: every response gets `x-portcullis-attempts: N` (also `1`) and an
+//!   [`Attempts(N)`](portcullis_core::Attempts) extension; errors are wrapped in
+//!   [`Attempted`], which carries `N`. Each attempt runs in an `upstream_attempt`
 //!   tracing span with an `attempt` field; an `info` event before each wait gives the wait
 //!   in milliseconds and the reason.
 //!

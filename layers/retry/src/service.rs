@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http::{request, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use portcullis_core::{
-    body::collect_limited, error::find_in_chain, headers::X_PORTCULLIS_ATTEMPTS, CircuitOpen,
+    body::collect_limited, error::find_in_chain, headers::X_PORTCULLIS_ATTEMPTS, Attempts,
+    CircuitOpen,
 };
 use tower::{retry::budget::Budget, BoxError, Service, ServiceExt};
 use tracing::Instrument;
@@ -33,6 +34,9 @@ pub struct Retry<S> {
 }
 
 /// The error [`Retry`] returns: the last attempt's error, and how many attempts were made.
+///
+/// It is how a failed request reports its [`Attempts`]: an error has no extensions, so the
+/// edge finds this with `find_in_chain::<Attempted>` (or calls [`Attempted::attempts`]).
 ///
 /// Displays as the underlying error; [`std::error::Error::source`] is that error, so
 /// `find_in_chain` still finds e.g. a [`CircuitOpen`] inside. `attempts` is `0` only when
@@ -61,19 +65,13 @@ impl<S> Retry<S> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
+}
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
+impl Attempted {
+    /// The attempts made, as the typed outcome a response would carry.
+    pub fn attempts(&self) -> Attempts {
+        Attempts(self.attempts)
     }
 }
 
@@ -318,5 +316,6 @@ where
 fn with_attempts<RB>(mut resp: Response<RB>, attempts: u32) -> Response<RB> {
     resp.headers_mut()
         .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(attempts));
+    resp.extensions_mut().insert(Attempts(attempts));
     resp
 }

@@ -100,7 +100,7 @@ async fn other_4xx_are_not_retried() {
         body_string(resp.into_body()).await,
         r#"{"error":{"message":"bad"}}"#
     );
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,7 +115,7 @@ async fn insufficient_quota_429_is_not_retried_and_its_body_is_intact() {
     assert_eq!(attempts(&resp), "1");
     assert_eq!(resp.headers()["x-request-id"], "abc");
     assert_eq!(body_string(resp.into_body()).await, body);
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -225,7 +225,7 @@ async fn retry_after_beyond_max_is_returned_at_once() {
         body_string(resp.into_body()).await,
         r#"{"error":{"code":"rate_limit_exceeded"}}"#
     );
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,7 +240,7 @@ async fn x_should_retry_false_is_obeyed() {
     let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(attempts(&resp), "1");
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,7 +263,7 @@ async fn x_should_retry_true_retries_a_409_but_not_a_400() {
     )
     .await;
     assert_eq!(done(call).await.unwrap().status(), 400);
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,7 +271,7 @@ async fn errors_are_retried_and_the_last_is_returned_with_attempts() {
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
     for i in 0..3 {
-        let (_, send) = handle.next_request().await.unwrap();
+        let (_, send) = next_request(&mut handle).await.unwrap();
         send.send_error(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             format!("connection refused {i}"),
@@ -288,7 +288,7 @@ async fn errors_are_retried_and_the_last_is_returned_with_attempts() {
 async fn an_error_then_success_is_a_success() {
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
-    let (_, send) = handle.next_request().await.unwrap();
+    let (_, send) = next_request(&mut handle).await.unwrap();
     send.send_error("connection reset");
     answer(&mut handle, response(200, "ok")).await;
     let resp = done(call).await.unwrap();
@@ -299,7 +299,7 @@ async fn an_error_then_success_is_a_success() {
 async fn circuit_open_is_not_retried() {
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
-    let (_, send) = handle.next_request().await.unwrap();
+    let (_, send) = next_request(&mut handle).await.unwrap();
     send.send_error(CircuitOpen {
         upstream: "openai".into(),
         retry_after: Duration::from_secs(30),
@@ -308,7 +308,7 @@ async fn circuit_open_is_not_retried() {
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 1);
     let open = find_in_chain::<CircuitOpen>(&*err).expect("CircuitOpen in chain");
     assert_eq!(open.retry_after, Duration::from_secs(30));
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,7 +316,7 @@ async fn circuit_open_on_a_retry_stops_there() {
     let (svc, mut handle) = service(Config::default());
     let call = tokio::spawn(svc.oneshot(request("{}")));
     answer(&mut handle, response(503, "")).await;
-    let (_, send) = handle.next_request().await.unwrap();
+    let (_, send) = next_request(&mut handle).await.unwrap();
     send.send_error(CircuitOpen {
         upstream: "openai".into(),
         retry_after: Duration::from_secs(30),
@@ -324,7 +324,7 @@ async fn circuit_open_on_a_retry_stops_there() {
     let err = done(call).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 2);
     assert!(find_in_chain::<CircuitOpen>(&*err).is_some());
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -359,7 +359,7 @@ async fn an_empty_budget_stops_retries() {
     let (mock, mut handle) = mock::pair::<Req, Resp>();
     let svc = layer.layer(mock);
     let call = tokio::spawn(svc.oneshot(request("{}")));
-    let (_, send) = handle.next_request().await.unwrap();
+    let (_, send) = next_request(&mut handle).await.unwrap();
     send.send_error("reset");
     let err = done(call).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 1);
@@ -376,7 +376,7 @@ async fn max_attempts_one_never_retries() {
     let resp = done(call).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(attempts(&resp), "1");
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 /// A body that streams chunks and, when `known` is false, does not know its size.
@@ -439,13 +439,13 @@ async fn bodies_over_the_cap_or_of_unknown_size_are_sent_once() {
         let (mock, mut handle) = mock::pair::<StreamReq, Resp>();
         let svc = layer(cfg).layer(mock);
         let call = tokio::spawn(svc.oneshot(chunked(known)));
-        let (req, send) = handle.next_request().await.unwrap();
+        let (req, send) = next_request(&mut handle).await.unwrap();
         send.send_response(response(503, "busy"));
         assert_eq!(body_string(req.into_body()).await, "{\"a\":1}");
         let resp = done(call).await.unwrap();
         assert_eq!(resp.status(), 503);
         assert_eq!(attempts(&resp), "1");
-        assert!(handle.next_request().await.is_none());
+        assert!(next_request(&mut handle).await.is_none());
     }
 }
 
@@ -455,7 +455,7 @@ async fn chunked_bodies_within_the_cap_are_replayed_whole() {
     let svc = layer(Config::default()).layer(mock);
     let call = tokio::spawn(svc.oneshot(chunked(true)));
     for status in [502, 200] {
-        let (req, send) = handle.next_request().await.unwrap();
+        let (req, send) = next_request(&mut handle).await.unwrap();
         send.send_response(response(status, ""));
         assert_eq!(body_string(req.into_body()).await, "{\"a\":1}");
     }
@@ -490,7 +490,7 @@ async fn body_read_errors_are_reported_without_an_attempt() {
         .unwrap_err();
     assert_eq!(err.downcast_ref::<Attempted>().unwrap().attempts, 0);
     assert!(find_in_chain::<std::io::Error>(&*err).is_some());
-    assert!(handle.next_request().await.is_none());
+    assert!(next_request(&mut handle).await.is_none());
 }
 
 #[test]
@@ -501,4 +501,26 @@ fn invalid_config_is_refused_by_from_config() {
     })
     .unwrap_err();
     assert_eq!(problems[0].to_string(), "max_attempts: must be >= 1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_final_response_carries_its_attempts_as_an_extension() {
+    let (svc, mut handle) = service(Config::default());
+    let call = tokio::spawn(svc.oneshot(request("{}")));
+    answer(&mut handle, response(503, "")).await;
+    answer(&mut handle, response(200, "ok")).await;
+    let resp = done(call).await.unwrap();
+    assert_eq!(resp.extensions().get(), Some(&portcullis_core::Attempts(2)));
+
+    // A request that ends in an error reports its attempts through `Attempted`.
+    let (svc, mut handle) = service(Config {
+        max_attempts: 1,
+        ..Config::default()
+    });
+    let call = tokio::spawn(svc.oneshot(request("{}")));
+    let (_, send) = next_request(&mut handle).await.unwrap();
+    send.send_error("reset");
+    let err = done(call).await.unwrap_err();
+    let attempted = find_in_chain::<Attempted>(&*err).unwrap();
+    assert_eq!(attempted.attempts(), portcullis_core::Attempts(1));
 }

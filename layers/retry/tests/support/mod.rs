@@ -64,9 +64,20 @@ pub async fn done<T>(call: tokio::task::JoinHandle<T>) -> T {
         .unwrap()
 }
 
+/// The next request the mock gets, or `None` once every mock is dropped; fails (rather than
+/// hangs) if neither happens, e.g. because a retry never readied or called the service.
+pub async fn next_request<T, U>(
+    handle: &mut mock::Handle<T, U>,
+) -> Option<(T, mock::SendResponse<U>)> {
+    // Paused time jumps straight here once every task is idle.
+    tokio::time::timeout(Duration::from_secs(24 * 3600), handle.next_request())
+        .await
+        .expect("no request reached the upstream, and the upstream was not dropped: a retry that never readied or called it?")
+}
+
 /// Answer the next request with `resp`, returning the request's body.
 pub async fn answer(handle: &mut Handle, resp: Resp) -> (http::request::Parts, String) {
-    let (req, send) = handle.next_request().await.expect("a request");
+    let (req, send) = next_request(handle).await.expect("a request");
     let (parts, body) = req.into_parts();
     send.send_response(resp);
     (parts, body_string(body).await)

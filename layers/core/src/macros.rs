@@ -1,0 +1,44 @@
+//! Macros for writing layers.
+
+/// Define `get_ref`, `get_mut` and `into_inner` for a service struct whose wrapped service
+/// is the field `inner` of the type parameter `S` (or the one named), as tower-http does.
+///
+/// Use it inside the struct's inherent `impl` block:
+///
+/// ```
+/// pub struct Logged<S> {
+///     inner: S,
+///     label: &'static str,
+/// }
+///
+/// impl<S> Logged<S> {
+///     portcullis_core::define_inner_service_accessors!();
+/// }
+///
+/// let mut svc = Logged { inner: 1u8, label: "x" };
+/// *svc.get_mut() += 1;
+/// assert_eq!(*svc.get_ref(), 2);
+/// assert_eq!(svc.into_inner(), 2);
+/// ```
+#[macro_export]
+macro_rules! define_inner_service_accessors {
+    () => {
+        $crate::define_inner_service_accessors!(S);
+    };
+    ($svc:ident) => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &$svc {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut $svc {
+            &mut self.inner
+        }
+
+        /// Unwrap the inner service.
+        pub fn into_inner(self) -> $svc {
+            self.inner
+        }
+    };
+}
