@@ -446,16 +446,16 @@ async fn moderate_validation_rejects_before_the_upstream() {
         chat_path,
         json!({"model": "m", "messages": [
             {"role": "user", "content": "hi"},
-            {"role": "robot", "content": "beep"}
+            {"role": "robot", "content": 5}
         ]}),
-        "messages[1].role",
+        "messages[1].content",
     )
     .await;
     rejected(
         &gw,
         &mock,
         chat_path,
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
         "temperature",
     )
     .await;

@@ -266,7 +266,7 @@ fn chat_messages_must_be_an_array_of_objects() {
     );
     invalid_from(
         r,
-        Level::Strict,
+        Level::Moderate,
         chat_with_messages(json!([])),
         "messages",
         "must not be empty",
@@ -1299,7 +1299,7 @@ fn anthropic_messages_have_roles_and_content_blocks() {
         let msgs = |m: Value| with(base(r), "messages", m);
         invalid_from(
             r,
-            Level::Strict,
+            Level::Moderate,
             msgs(json!([])),
             "messages",
             "must not be empty",
