@@ -84,7 +84,7 @@ pub(super) fn messages(body: &Node<'_>, r: Rules, with_max_tokens: bool) -> Chec
             Some(v) => r.integer_value(&at.key("max_tokens"), v, 1, None)?,
         }
     }
-    message_list(body, r, |at, msg| {
+    message_list(body, |at, msg| {
         let role = role(msg, at)?;
         r.one_of(&at.key("role"), role, "role", ROLES)?;
         if let Some(content) = present(msg, "content") {

@@ -450,13 +450,11 @@ fn stop(obj: &Node<'_>, at: &Path<'_>, key: &str) -> Check {
 /// A required, non-empty array of message objects (`messages`). Empty is refused at every
 /// level but lenient: neither OpenAI nor Anthropic has ever answered a request without a
 /// message. Calls `each` on every message.
-fn message_list(body: &Node<'_>, r: Rules, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -> Check {
+fn message_list(body: &Node<'_>, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -> Check {
     let path = Path::Root.key("messages");
     match body.get("messages") {
         None => Err(fail(&path, "is required")),
-        Some(Node::Arr(msgs)) if msgs.is_empty() => {
-            Err(fail(&path, "must not be empty"))
-        }
+        Some(Node::Arr(msgs)) if msgs.is_empty() => Err(fail(&path, "must not be empty")),
         Some(Node::Arr(msgs)) => {
             for (i, msg) in msgs.iter().enumerate() {
                 let msg_path = path.index(i);

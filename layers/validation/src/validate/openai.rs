@@ -33,7 +33,7 @@ const CHAT_SERVICE_TIERS: &[&str] = &["auto", "default", "flex", "scale", "prior
 const MODALITIES: &[&str] = &["text", "audio"];
 
 pub(super) fn chat(body: &Node<'_>, r: Rules) -> Check {
-    message_list(body, r, |at, msg| chat_message(at, msg, r))?;
+    message_list(body, |at, msg| chat_message(at, msg, r))?;
     let at = &Path::Root;
     r.number(body, at, "temperature", 0.0, 2.0)?;
     r.number(body, at, "top_p", 0.0, 1.0)?;
