@@ -1,8 +1,9 @@
-//! The per-request routing path: read `model` from the body, pick the `[[models]]` entry,
-//! rewrite the model for the upstream.
+//! The per-request routing path: read `model` from the body (the core peek parser), pick the
+//! `[[models]]` entry (the core pattern set), rewrite the model for the upstream.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portcullis::upstream::router::{resolve, rewrite_model, ModelRoute};
+use portcullis::upstream::router::{rewrite_model, ModelRoute};
+use portcullis_core::pattern::PatternSet;
 
 fn model(name: &str, upstream: &str) -> ModelRoute {
     ModelRoute {
@@ -30,6 +31,11 @@ fn bench(c: &mut Criterion) {
     models.push(model("claude-*", "anthropic"));
     models.push(model("claude-sonnet-*", "anthropic-fast"));
     models.push(model("*", "openai"));
+    let models: PatternSet<ModelRoute> = models
+        .into_iter()
+        .map(|m| (portcullis_core::pattern::ModelPattern::parse(&m.name), m))
+        .collect();
+    let resolve = |models: &PatternSet<ModelRoute>, name: &str| models.lookup(name).cloned();
 
     let mut g = c.benchmark_group("resolve");
     g.bench_function("exact (53 entries)", |b| {
@@ -49,9 +55,9 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(b_.len() as u64));
         g.bench_with_input(BenchmarkId::new("parse+resolve", size), &b_, |b, body| {
             b.iter(|| {
-                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-                let m = v["model"].as_str().unwrap();
-                resolve(&models, m).map(|e| e.upstream.len())
+                let meta = portcullis_core::meta::parse(body).unwrap();
+                let m = meta.model.unwrap();
+                resolve(&models, &m).map(|e| e.upstream.len())
             })
         });
         g.bench_with_input(
@@ -59,9 +65,8 @@ fn bench(c: &mut Criterion) {
             &b_,
             |b, body| {
                 b.iter(|| {
-                    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-                    let m = v["model"].as_str().unwrap();
-                    let _ = resolve(&models, m);
+                    let meta = portcullis_core::meta::parse(body).unwrap();
+                    let _ = resolve(&models, &meta.model.unwrap());
                     rewrite_model(body, "claude-sonnet-4-20250514").unwrap()
                 })
             },

@@ -19,13 +19,13 @@ use portcullis_core::{
     body::CollectError,
     error::find_in_chain,
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
-    CircuitOpen,
+    BreakerState, CircuitOpen,
 };
 use tower::{BoxError, Layer, Service};
 
 use crate::upstream::{
     router::{MissingModel, RoutedError},
-    ModelNotFound, RouteInfo, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
+    ModelNotFound, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
 };
 
 /// Which API's error shape a caller expects.
@@ -64,9 +64,10 @@ pub struct GatewayError {
     pub message: String,
     /// Extra response headers (Retry-After, rate-limit headers, attempts, upstream).
     pub headers: HeaderMap,
-    /// Where the request went before it failed (model, upstream, attempts), for the access
-    /// log and metrics of the error response.
-    pub route: Option<RouteInfo>,
+    /// Typed outcomes for the access log and metrics of the error response: where the
+    /// request went before it failed ([`RouteInfo`]), a layer's decision (rate limit,
+    /// breaker state).
+    pub extensions: http::Extensions,
 }
 
 /// The error code of a gateway-made response (a response extension for logs and metrics).
@@ -81,7 +82,7 @@ impl GatewayError {
             code,
             message: message.into(),
             headers: HeaderMap::new(),
-            route: None,
+            extensions: http::Extensions::new(),
         }
     }
 
@@ -113,10 +114,8 @@ impl GatewayError {
         );
         h.insert(X_PORTCULLIS_ERROR, HeaderValue::from_static(self.code));
         h.extend(self.headers);
+        resp.extensions_mut().extend(self.extensions);
         resp.extensions_mut().insert(ErrorCode(self.code));
-        if let Some(route) = self.route {
-            resp.extensions_mut().insert(route);
-        }
         resp
     }
 }
@@ -145,7 +144,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> GatewayError {
         if let Ok(v) = HeaderValue::from_str(&r.route.upstream) {
             g.headers.insert(X_PORTCULLIS_UPSTREAM, v);
         }
-        g.route = Some(r.route.clone());
+        g.extensions.insert(r.route.clone());
     }
     g
 }
@@ -187,11 +186,14 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
         for (k, v) in e.headers().iter() {
             g.headers.insert(k.clone(), v.clone());
         }
+        g.extensions.insert(e.outcome());
         return g;
     }
     if let Some(e) = find_in_chain::<CircuitOpen>(err) {
-        return GatewayError::new(S::SERVICE_UNAVAILABLE, "circuit_open", e.to_string())
+        let mut g = GatewayError::new(S::SERVICE_UNAVAILABLE, "circuit_open", e.to_string())
             .retry_after(e.retry_after);
+        g.extensions.insert(BreakerState::Open);
+        return g;
     }
     if let Some(e) = find_in_chain::<UpstreamTimeout>(err) {
         return GatewayError::new(S::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string());

@@ -16,7 +16,7 @@ use axum::{
 use http::Request;
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
-use portcullis_core::{ClientIp, ConfigProblem};
+use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
 use portcullis_rate_limit::RateLimitLayer;
@@ -259,7 +259,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .option_layer(memory_layer)
         // Hand the model and user id to the access log and request span now, so answers made
         // above the router (cache hits, rate-limit refusals) are logged under them too.
-        .layer(RecordRequestLayer)
+        .layer(RecordRequestLayer::new(
+            config.models.iter().map(|m| m.name.as_str()),
+        ))
         // May key on that user id; rejects before any upstream work.
         .option_layer(rate_limit)
         // Identical in-flight requests of one caller share one upstream call; the key
@@ -321,9 +323,13 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
 
 /// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
 fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
-    resp.headers_mut()
-        .entry(portcullis_core::headers::X_PORTCULLIS_CACHE)
-        .or_insert(http::HeaderValue::from_static("bypass"));
+    if resp.extensions().get::<CacheOutcome>().is_none() {
+        resp.extensions_mut().insert(CacheOutcome::Bypass);
+        resp.headers_mut().insert(
+            portcullis_core::headers::X_PORTCULLIS_CACHE,
+            CacheOutcome::Bypass.header_value(),
+        );
+    }
     resp
 }
 

@@ -531,6 +531,30 @@ async fn upstream_json_errors_pass_through_unchanged() {
 }
 
 #[tokio::test]
+async fn an_upstream_cannot_pose_as_the_gateway() {
+    let (mock, gw) = setup("").await;
+    mock.push(
+        MockResponse::ok()
+            .header("x-portcullis-cache", "hit")
+            .header("x-portcullis-attempts", "4294967295")
+            .header("x-portcullis-error", "forged")
+            .header("x-portcullis-upstream", "elsewhere")
+            .header("connection", "x-hop-secret")
+            .header("x-hop-secret", "1"),
+    );
+    let r = post_json(&gw.url("/v1/chat/completions"), &chat("m"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-portcullis-cache"), Some("bypass"));
+    assert_eq!(r.header("x-portcullis-attempts"), Some("1"));
+    assert_eq!(r.header("x-portcullis-upstream"), Some("mock"));
+    assert!(r.header("x-portcullis-error").is_none());
+    assert!(
+        r.header("x-hop-secret").is_none(),
+        "named in Connection: hop-by-hop"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_drains_an_in_flight_stream() {
     let mock = MockUpstream::start().await.unwrap();
     mock.set_chunk_delay(Duration::from_millis(100));

@@ -20,7 +20,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use opentelemetry::{trace::Status, KeyValue};
 use pin_project_lite::pin_project;
 use portcullis_core::{
-    headers::{X_PORTCULLIS_CACHE, X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    headers::{X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    outcome::{BreakerState, CacheOutcome, RateLimitOutcome},
+    pattern::{ModelPattern, PatternSet},
     usage::{Sniffer, Usage},
     RequestMeta, UserId,
 };
@@ -203,6 +205,8 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub struct Recorded {
     /// The requested model (the validation layer's [`RequestMeta`]).
     pub model: Option<Arc<str>>,
+    /// The `[[models]]` entry that model matches (the metrics label).
+    pub entry: Option<Arc<str>>,
     /// The memory user id ([`UserId`]).
     pub user_id: Option<Arc<str>>,
 }
@@ -224,13 +228,36 @@ impl RequestSlot {
 /// log's [`RequestSlot`]. Stack it right inside the memory-routing layer (after validation),
 /// so that responses made above the model router (cache hits, rate-limit refusals) are still
 /// logged, traced and counted under their model and user.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecordRequestLayer;
+///
+/// It also knows the configured model names, so a response made above the router is counted
+/// under its `[[models]]` entry like a routed one (metrics labels come from config only).
+/// Cloning shares the names.
+#[derive(Debug, Clone, Default)]
+pub struct RecordRequestLayer {
+    entries: Arc<PatternSet<Arc<str>>>,
+}
+
+impl RecordRequestLayer {
+    /// Label requests with these `[[models]]` names (exact, `prefix*` or `*`).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            entries: Arc::new(
+                names
+                    .into_iter()
+                    .map(|n| (ModelPattern::parse(n), Arc::<str>::from(n)))
+                    .collect(),
+            ),
+        }
+    }
+}
 
 impl<S> Layer<S> for RecordRequestLayer {
     type Service = RecordRequest<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RecordRequest { inner }
+        RecordRequest {
+            inner,
+            entries: self.entries.clone(),
+        }
     }
 }
 
@@ -238,6 +265,7 @@ impl<S> Layer<S> for RecordRequestLayer {
 #[derive(Debug, Clone)]
 pub struct RecordRequest<S> {
     inner: S,
+    entries: Arc<PatternSet<Arc<str>>>,
 }
 
 impl<S, B> Service<Request<B>> for RecordRequest<S>
@@ -255,8 +283,14 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let ext = req.extensions();
         if let Some(slot) = ext.get::<RequestSlot>() {
+            let model = ext.get::<RequestMeta>().and_then(|m| m.model.clone());
+            let entry = model
+                .as_deref()
+                .and_then(|m| self.entries.lookup(m))
+                .cloned();
             let _ = slot.0.set(Recorded {
-                model: ext.get::<RequestMeta>().and_then(|m| m.model.clone()),
+                model,
+                entry,
                 user_id: ext.get::<UserId>().map(|u| u.0.clone()),
             });
         }
@@ -287,7 +321,8 @@ struct Finish {
     request_id: Arc<str>,
     status: StatusCode,
     route: Option<RouteInfo>,
-    cache: Option<String>,
+    cache: Option<CacheOutcome>,
+    rate_limit: Option<RateLimitOutcome>,
     error: Option<&'static str>,
     stream: bool,
     trace: TraceContext,
@@ -324,12 +359,18 @@ impl Finish {
             }
             Some(RouteInfo {
                 model: recorded.model.unwrap_or_else(|| "".into()),
+                entry: recorded.entry,
                 upstream: upstream.unwrap_or("").into(),
                 attempts: 0,
                 user_id: recorded.user_id,
             })
         });
-        let cache = header_str(resp.headers(), X_PORTCULLIS_CACHE.as_str()).map(str::to_string);
+        // What the layers decided, as they recorded it (typed extensions, never headers an
+        // upstream could have sent).
+        let ext = resp.extensions();
+        let cache = ext.get::<CacheOutcome>().copied();
+        let rate_limit = ext.get::<RateLimitOutcome>().copied();
+        let breaker = ext.get::<BreakerState>().copied();
         let error = resp.extensions().get::<ErrorCode>().map(|e| e.0);
         let stream = header_str(resp.headers(), header::CONTENT_TYPE.as_str())
             .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
@@ -352,19 +393,14 @@ impl Finish {
                     attrs.push(KeyValue::new("portcullis.user_id", u.to_string()));
                 }
             }
-            if let Some(c) = &cache {
-                attrs.push(KeyValue::new("portcullis.cache", c.clone()));
+            if let Some(c) = cache {
+                attrs.push(KeyValue::new("portcullis.cache", c.as_str()));
             }
-            if let Some(remaining) = header_str(resp.headers(), "x-ratelimit-remaining") {
-                attrs.push(KeyValue::new("portcullis.rate_limit", "allowed"));
-                if let Ok(n) = remaining.parse::<i64>() {
-                    attrs.push(KeyValue::new("portcullis.rate_limit.remaining", n));
-                }
-            } else if error == Some("rate_limited") {
-                attrs.push(KeyValue::new("portcullis.rate_limit", "limited"));
+            if let Some(r) = rate_limit {
+                attrs.push(KeyValue::new("portcullis.rate_limit", r.as_str()));
             }
-            if error == Some("circuit_open") {
-                attrs.push(KeyValue::new("portcullis.circuit", "open"));
+            if let Some(b) = breaker {
+                attrs.push(KeyValue::new("portcullis.circuit", b.as_str()));
             }
             if let Some(code) = error {
                 attrs.push(KeyValue::new("portcullis.error", code));
@@ -389,6 +425,7 @@ impl Finish {
             status,
             route,
             cache,
+            rate_limit,
             error,
             stream,
             trace,
@@ -434,7 +471,7 @@ impl Finish {
                 ttfb_ms = millis(self.ttfb),
                 request_id = %self.request_id,
                 attempts,
-                cache = self.cache.as_deref().unwrap_or(""),
+                cache = self.cache.map_or("", CacheOutcome::as_str),
                 user_id = user_id.unwrap_or(""),
                 error = self.error,
                 trace_id = trace_id.as_deref(),
@@ -445,7 +482,13 @@ impl Finish {
                 "request"
             );
         });
-        self.count(model, upstream, attempts, latency, &usage);
+        // Metrics are labelled with configured names only: a client cannot grow `/metrics`.
+        let entry = self
+            .route
+            .as_ref()
+            .and_then(|r| r.entry.as_deref())
+            .unwrap_or("other");
+        self.count(entry, upstream, attempts, latency, &usage);
     }
 
     fn count(&self, model: &str, upstream: &str, attempts: u32, latency: Duration, usage: &Usage) {
@@ -478,15 +521,15 @@ impl Finish {
             metrics::counter!("portcullis_upstream_retries_total", "upstream" => upstream.clone())
                 .increment(u64::from(attempts - 1));
         }
-        if let Some(c) = &self.cache {
-            metrics::counter!("portcullis_cache_total", "outcome" => c.clone()).increment(1);
-        }
-        if self.error == Some("rate_limited") {
+        if self.rate_limit == Some(RateLimitOutcome::Limited) {
             metrics::counter!("portcullis_rate_limited_total").increment(1);
         }
         // Replayed and shared responses cost the upstream nothing: only calls that reached it
         // count as tokens spent.
-        let spent = !matches!(self.cache.as_deref(), Some("hit" | "coalesced"));
+        let spent = !matches!(
+            self.cache,
+            Some(CacheOutcome::Hit | CacheOutcome::Coalesced)
+        );
         if spent {
             if let Some(n) = usage.input_tokens {
                 metrics::counter!("portcullis_tokens_total", "model" => model.clone(), "type" => "input")

@@ -159,7 +159,11 @@ impl Service<Request<Body>> for UpstreamClient {
                         timeout,
                     }))),
                     Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
-                    Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+                    Ok(Ok(mut resp)) => {
+                        // Nothing an upstream sends may pose as the gateway's own headers.
+                        portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
+                        Ok(resp.map(Body::new))
+                    }
                 };
                 attempt.finish(result)
             }

@@ -16,7 +16,8 @@ use portcullis_core::{
     body::collect_limited,
     error::find_in_chain,
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
-    CircuitOpen, RequestMeta, UserId,
+    pattern::{ModelPattern, PatternSet},
+    Attempts, CircuitOpen, RequestMeta, UserId,
 };
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
@@ -97,6 +98,8 @@ pub struct RoutedError {
 pub struct RouteInfo {
     /// The model the client asked for.
     pub model: Arc<str>,
+    /// The `[[models]]` entry it matched (a configured name: the metrics label).
+    pub entry: Option<Arc<str>>,
     /// The upstream that answered.
     pub upstream: Arc<str>,
     /// Upstream attempts made.
@@ -126,11 +129,18 @@ struct Entry {
 }
 
 struct Inner {
-    models: Vec<ModelRoute>,
+    /// Model names to routes: exact names win, then the longest `prefix*`, then `*`.
+    models: PatternSet<ModelRoute>,
     upstreams: HashMap<String, Entry>,
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
     max_body_bytes: usize,
+}
+
+impl Inner {
+    fn model_names(&self) -> Vec<String> {
+        self.models.iter().map(|(_, m)| m.name.clone()).collect()
+    }
 }
 
 /// The model router (a `tower::Service`). Cloning shares the tables.
@@ -182,7 +192,10 @@ impl ModelRouter {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                models,
+                models: models
+                    .into_iter()
+                    .map(|m| (ModelPattern::parse(&m.name), m))
+                    .collect(),
                 upstreams,
                 failover_on,
                 max_body_bytes,
@@ -192,13 +205,13 @@ impl ModelRouter {
 
     /// Configured model names, in config order.
     pub fn model_names(&self) -> Vec<String> {
-        self.inner.models.iter().map(|m| m.name.clone()).collect()
+        self.inner.model_names()
     }
 
     /// The `[[models]]` entry for a requested model: exact name, else the longest matching
     /// `prefix*`, else `*`.
     pub fn resolve(&self, model: &str) -> Option<&ModelRoute> {
-        resolve(&self.inner.models, model)
+        self.inner.models.lookup(model)
     }
 
     /// `GET /v1/models` in OpenAI's list shape.
@@ -207,7 +220,7 @@ impl ModelRouter {
             .inner
             .models
             .iter()
-            .map(|m| {
+            .map(|(_, m)| {
                 serde_json::json!({
                     "id": m.name,
                     "object": "model",
@@ -218,22 +231,6 @@ impl ModelRouter {
             .collect();
         serde_json::json!({ "object": "list", "data": data })
     }
-}
-
-/// Resolve a model name against the configured entries.
-pub fn resolve<'a>(models: &'a [ModelRoute], model: &str) -> Option<&'a ModelRoute> {
-    if let Some(m) = models.iter().find(|m| m.name == model) {
-        return Some(m);
-    }
-    let mut best: Option<(&ModelRoute, usize)> = None;
-    for m in models {
-        if let Some(prefix) = m.name.strip_suffix('*') {
-            if model.starts_with(prefix) && best.is_none_or(|(_, l)| prefix.len() > l) {
-                best = Some((m, prefix.len()));
-            }
-        }
-    }
-    best.map(|(m, _)| m)
 }
 
 /// Replace the body's `model` with `model`; the rest of the body is kept as parsed.
@@ -282,15 +279,15 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         _ => model_from_body(&bytes)?,
     };
     let requested: Arc<str> = meta.model.clone().unwrap_or_else(|| "".into());
-    let Some(first) = resolve(&inner.models, &requested) else {
+    let Some(first) = inner.models.lookup(&requested) else {
         return Err(Box::new(ModelNotFound {
             model: requested.to_string(),
-            configured: inner.models.iter().map(|m| m.name.clone()).collect(),
+            configured: inner.model_names(),
         }));
     };
     let mut chain: Vec<&ModelRoute> = vec![first];
     for f in &first.fallbacks {
-        if let Some(m) = inner.models.iter().find(|m| &m.name == f) {
+        if let Some(m) = inner.models.get(&ModelPattern::parse(f)) {
             chain.push(m);
         }
     }
@@ -302,8 +299,10 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         .to_string();
     let mut attempts = 0u32;
     let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
+    let entry: Arc<str> = first.name.as_str().into();
     let route_info = |upstream: &str, attempts: u32| RouteInfo {
         model: requested.clone(),
+        entry: Some(entry.clone()),
         upstream: upstream.into(),
         attempts,
         user_id: user_id.clone(),
@@ -338,7 +337,10 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = i, "routing");
         match up.service.clone().oneshot(upstream_req).await {
             Ok(mut resp) => {
-                attempts += attempts_of(resp.headers());
+                // The retry layer's count; one attempt without it. Never a header: an
+                // upstream could send one.
+                let made = resp.extensions().get::<Attempts>().map_or(1, |a| a.0);
+                attempts = attempts.saturating_add(made);
                 let status = resp.status().as_u16();
                 if i < last && inner.failover_on.contains(&status) {
                     tracing::info!(upstream = %up.upstream.name, status, "failing over to the next fallback");
@@ -364,13 +366,15 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
                 return Ok(resp);
             }
             Err(e) => {
-                attempts += find_in_chain::<portcullis_retry::Attempted>(&*e)
-                    .map(|a| a.attempts)
-                    .unwrap_or(if find_in_chain::<CircuitOpen>(&*e).is_some() {
-                        0
-                    } else {
-                        1
-                    });
+                attempts = attempts.saturating_add(
+                    find_in_chain::<portcullis_retry::Attempted>(&*e)
+                        .map(|a| a.attempts)
+                        .unwrap_or(if find_in_chain::<CircuitOpen>(&*e).is_some() {
+                            0
+                        } else {
+                            1
+                        }),
+                );
                 let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
                     || find_in_chain::<UpstreamConnectError>(&*e).is_some()
                     || find_in_chain::<UpstreamTimeout>(&*e).is_some();
@@ -387,15 +391,8 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
     }
     Err(Box::new(ModelNotFound {
         model: requested.to_string(),
-        configured: inner.models.iter().map(|m| m.name.clone()).collect(),
+        configured: inner.model_names(),
     }))
-}
-
-fn attempts_of(h: &http::HeaderMap) -> u32 {
-    h.get(X_PORTCULLIS_ATTEMPTS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }
 
 fn is_html(h: &http::HeaderMap) -> bool {
@@ -502,39 +499,6 @@ fn strip_tags(mut s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(name: &str, up: &str) -> ModelRoute {
-        ModelRoute {
-            name: name.into(),
-            upstream: up.into(),
-            model: None,
-            fallbacks: vec![],
-        }
-    }
-
-    #[test]
-    fn exact_then_longest_prefix_then_star() {
-        let models = vec![
-            m("*", "openai"),
-            m("claude-*", "anthropic"),
-            m("claude-3-5-*", "special"),
-            m("claude-3-5-sonnet", "exact"),
-        ];
-        assert_eq!(
-            resolve(&models, "claude-3-5-sonnet").unwrap().upstream,
-            "exact"
-        );
-        assert_eq!(
-            resolve(&models, "claude-3-5-haiku").unwrap().upstream,
-            "special"
-        );
-        assert_eq!(
-            resolve(&models, "claude-opus-4").unwrap().upstream,
-            "anthropic"
-        );
-        assert_eq!(resolve(&models, "gpt-4o").unwrap().upstream, "openai");
-        assert!(resolve(&models[1..], "gpt-4o").is_none());
-    }
 
     #[test]
     fn rewrite_keeps_other_fields() {

@@ -54,8 +54,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is one of the gateway's own `x-portcullis-*` headers.
+pub fn is_gateway_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-portcullis-")
+}
+
+/// Make an upstream's response headers safe to pass on: hop-by-hop headers go
+/// ([`strip_hop_by_hop`]), and so does every `x-portcullis-*` header, which only the gateway
+/// may set (an upstream's `x-portcullis-cache: hit` or `x-portcullis-attempts` must not reach
+/// the client, the access log or the metrics).
+pub fn sanitize_upstream_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    if headers.keys().any(is_gateway_header) {
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_gateway_header(n))
+            .cloned()
+            .collect();
+        for name in ours {
+            headers.remove(name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_upstreams_gateway_and_hop_by_hop_headers_go() {
+        use http::HeaderValue;
+        let mut h = HeaderMap::new();
+        h.insert("x-portcullis-cache", HeaderValue::from_static("hit"));
+        h.insert(
+            "x-portcullis-attempts",
+            HeaderValue::from_static("4294967295"),
+        );
+        h.insert("connection", HeaderValue::from_static("x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("x-request-id", HeaderValue::from_static("kept"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        sanitize_upstream_response(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+    }
+
     use super::*;
 
     #[test]

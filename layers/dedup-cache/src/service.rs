@@ -259,7 +259,7 @@ fn record(outcome: CacheOutcome, key: Option<&Key>, reason: &'static str) {
         reason,
         "dedup cache decision"
     );
-    metrics::counter!("portcullis_dedup_cache_total", "outcome" => outcome.as_str()).increment(1);
+    metrics::counter!("portcullis_cache_total", "outcome" => outcome.as_str()).increment(1);
 }
 
 /// A body read failure as the error it was, not wrapped in the collector's own.
