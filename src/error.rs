@@ -10,16 +10,14 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use axum::body::Body;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use portcullis_core::{
     body::CollectError,
-    error::find_in_chain,
+    error::{find_in_chain, Refused},
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
-    BreakerState, CircuitOpen,
 };
 use tower::{BoxError, Layer, Service};
 
@@ -86,13 +84,6 @@ impl GatewayError {
         }
     }
 
-    fn retry_after(mut self, d: Duration) -> Self {
-        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-        self.headers
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        self
-    }
-
     /// Render in `shape`.
     pub fn into_response(self, shape: ApiShape) -> Response<Body> {
         let (kind_openai, kind_anthropic) = error_types(self.status);
@@ -154,11 +145,13 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     if let Some(e) = find_in_chain::<Unauthorized>(err) {
         return GatewayError::new(S::UNAUTHORIZED, "unauthorized", e.0);
     }
-    if let Some(e) = find_in_chain::<portcullis_validation::InvalidRequest>(err) {
-        return GatewayError::new(S::BAD_REQUEST, "invalid_request", e.to_string());
-    }
-    if let Some(e) = find_in_chain::<portcullis_validation::BodyTooLarge>(err) {
-        return GatewayError::new(S::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string());
+    // A layer's refusal: it says its own status, code, headers and outcomes.
+    if let Some(r) = find_in_chain::<Refused>(err) {
+        let r = r.refusal();
+        let mut g = GatewayError::new(r.status(), r.code(), r.to_string());
+        g.headers = r.headers();
+        r.outcomes(&mut g.extensions);
+        return g;
     }
     if let Some(e) = find_in_chain::<CollectError>(err) {
         return match e {
@@ -179,21 +172,6 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     }
     if let Some(e) = find_in_chain::<ModelNotFound>(err) {
         return GatewayError::new(S::NOT_FOUND, "model_not_found", e.to_string());
-    }
-    if let Some(e) = find_in_chain::<portcullis_rate_limit::RateLimited>(err) {
-        let mut g = GatewayError::new(S::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
-            .retry_after(e.retry_after);
-        for (k, v) in e.headers().iter() {
-            g.headers.insert(k.clone(), v.clone());
-        }
-        g.extensions.insert(e.outcome());
-        return g;
-    }
-    if let Some(e) = find_in_chain::<CircuitOpen>(err) {
-        let mut g = GatewayError::new(S::SERVICE_UNAVAILABLE, "circuit_open", e.to_string())
-            .retry_after(e.retry_after);
-        g.extensions.insert(BreakerState::Open);
-        return g;
     }
     if let Some(e) = find_in_chain::<UpstreamTimeout>(err) {
         return GatewayError::new(S::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string());

@@ -77,7 +77,7 @@ where
                 let error = error
                     .take()
                     .expect("circuit breaker ResponseFuture polled after completion");
-                Poll::Ready(Err(Box::new(error)))
+                Poll::Ready(Err(portcullis_core::error::Refused::boxed(error)))
             }
             KindProj::Called { future, permit } => {
                 let mut result = ready!(future.poll(cx));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::{header::RETRY_AFTER, HeaderMap, HeaderName, HeaderValue};
-use portcullis_core::RateLimitOutcome;
+use portcullis_core::{error::Refusal, RateLimitOutcome};
 
 use crate::Decision;
 
@@ -59,6 +59,21 @@ impl RateLimited {
         );
         insert_limit_headers(&mut h, self.limit, self.remaining, self.reset_after);
         h
+    }
+}
+
+impl Refusal for RateLimited {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> &'static str {
+        "rate_limited"
+    }
+    fn headers(&self) -> HeaderMap {
+        RateLimited::headers(self)
+    }
+    fn outcomes(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.outcome());
     }
 }
 

@@ -67,7 +67,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Limited { error } => match error.take() {
-                Some(e) => Poll::Ready(Err(e.into())),
+                Some(e) => Poll::Ready(Err(portcullis_core::error::Refused::boxed(e))),
                 None => panic!("ResponseFuture polled after completion"),
             },
             StateProj::Called { future, decision } => {

@@ -7,7 +7,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response};
-use portcullis_core::RateLimitOutcome;
+use portcullis_core::{error::Refused, RateLimitOutcome};
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt};
 
@@ -188,7 +188,7 @@ async fn admit(
         }
         let wake = Instant::now() + d.retry_after;
         if wake > deadline {
-            return Err(refuse(key, &d).into());
+            return Err(Refused::boxed(refuse(key, &d)));
         }
         tracing::debug!(
             ?key,

@@ -1,7 +1,11 @@
-//! The failures this layer adds. The gateway's edge maps them to responses:
-//! [`InvalidRequest`] to `400 invalid_request`, [`BodyTooLarge`] to `413 body_too_large`.
+//! The failures this layer adds, each a [`Refusal`] (returned wrapped in
+//! [`Refused`](portcullis_core::error::Refused)): [`InvalidRequest`] is `400 invalid_request`,
+//! [`BodyTooLarge`] `413 body_too_large`, [`BodyReadError`] `400 invalid_request`.
 
 use std::fmt;
+
+use http::StatusCode;
+use portcullis_core::error::Refusal;
 
 /// The request body failed validation; the request was not passed on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,4 +54,31 @@ pub struct BodyReadError {
     /// The body's own error.
     #[source]
     pub source: tower::BoxError,
+}
+
+impl Refusal for InvalidRequest {
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+    fn code(&self) -> &'static str {
+        "invalid_request"
+    }
+}
+
+impl Refusal for BodyTooLarge {
+    fn status(&self) -> StatusCode {
+        StatusCode::PAYLOAD_TOO_LARGE
+    }
+    fn code(&self) -> &'static str {
+        "body_too_large"
+    }
+}
+
+impl Refusal for BodyReadError {
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+    fn code(&self) -> &'static str {
+        "invalid_request"
+    }
 }

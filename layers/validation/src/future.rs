@@ -12,6 +12,8 @@ use http::{request::Parts, Request};
 use portcullis_core::body::CollectError;
 use tower::{BoxError, Service};
 
+use portcullis_core::error::Refused;
+
 use crate::{validate, BodyReadError, BodyTooLarge, Level, Route};
 
 type ReadBody = Pin<Box<dyn Future<Output = Result<Bytes, CollectError>> + Send>>;
@@ -124,17 +126,17 @@ where
                                 }
                                 Err(err) => {
                                     tracing::debug!(%route, %level, field = %err.field, reason = %err.message, "request rejected: invalid body");
-                                    Err(err.into())
+                                    Err(Refused::boxed(err))
                                 }
                             }
                         }
                         (Err(CollectError::TooLarge { limit }), ..) => {
                             tracing::debug!(%route, limit, "request rejected: body over the limit");
-                            Err(BodyTooLarge { limit }.into())
+                            Err(Refused::boxed(BodyTooLarge { limit }))
                         }
                         (Err(CollectError::Read(source)), ..) => {
                             tracing::debug!(%route, error = %source, "reading the request body failed");
-                            Err(BodyReadError { source }.into())
+                            Err(Refused::boxed(BodyReadError { source }))
                         }
                         (Ok(_), ..) => Err("polled after completion".into()),
                     };

@@ -54,7 +54,8 @@
 //!     .body(Full::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":"64"}"#))
 //!     .unwrap();
 //! let err = svc.oneshot(bad).await.unwrap_err();
-//! let err = err.downcast_ref::<InvalidRequest>().unwrap();
+//! // A `Refused` (400 invalid_request for an edge to render) wrapping the typed error.
+//! let err = portcullis_core::error::find_in_chain::<InvalidRequest>(&*err).unwrap();
 //! assert_eq!(err.field, "max_tokens");
 //! assert_eq!(err.to_string(), "max_tokens: must be an integer, got a string");
 //! # }

@@ -8,6 +8,8 @@ use http_body::Body;
 use portcullis_core::body::{collect_limited, DEFAULT_MAX_BODY_BYTES};
 use tower::{BoxError, Service};
 
+use portcullis_core::error::Refused;
+
 use crate::{future::ResponseFuture, BodyTooLarge, Config, Route};
 
 /// Checks the body of `POST` requests to the LLM API routes ([`Route`]) and passes the request
@@ -87,7 +89,7 @@ where
         let limit = self.max_body_bytes;
         if content_length(req.headers()).is_some_and(|len| len > limit as u64) {
             tracing::debug!(%route, limit, "request rejected: content-length over the body limit");
-            return ResponseFuture::failed(BodyTooLarge { limit }.into());
+            return ResponseFuture::failed(Refused::boxed(BodyTooLarge { limit }));
         }
         // The ready service goes into the future; `self` keeps a fresh clone (tower's idiom).
         let clone = self.inner.clone();
