@@ -31,20 +31,18 @@ use tracing_subscriber::{
 use crate::config::{LogFormat, TelemetryConfig};
 
 /// What reaches the OpenTelemetry layer, whatever `RUST_LOG` says: spans are the product here,
-/// not log noise. Layer decisions logged at debug by the layer crates become span events; the
-/// exporter's own stack (reqwest, hyper, the SDK) is kept out so exporting never traces itself.
-/// Memory routing stays at info: its debug events may quote matched header values, and its
-/// decision is the `portcullis.user_id` attribute anyway.
+/// not log noise. Layer decisions logged at debug by the layer crates (`portcullis_*`, matched
+/// by the `portcullis` prefix, so a new layer needs no entry) become span events; the
+/// gateway's own modules (`portcullis::*`) stay at info; the exporter's own stack (reqwest,
+/// hyper, the SDK) is kept out so exporting never traces itself. The exceptions stay at info
+/// because their debug events may quote request content: memory routing's quote matched
+/// header values (its decision is the `portcullis.user_id` attribute anyway), validation's
+/// quote the offending field, cookie session's name cookies.
 const OTEL_TARGETS: &[(&str, tracing::Level)] = &[
-    ("portcullis", tracing::Level::INFO),
-    ("portcullis::access", tracing::Level::INFO),
-    ("portcullis_retry", tracing::Level::DEBUG),
-    ("portcullis_circuit_breaker", tracing::Level::DEBUG),
-    ("portcullis_rate_limit", tracing::Level::DEBUG),
-    ("portcullis_dedup_cache", tracing::Level::DEBUG),
+    ("portcullis", tracing::Level::DEBUG),
+    ("portcullis::", tracing::Level::INFO),
     ("portcullis_cookie_session", tracing::Level::INFO),
     ("portcullis_memory_routing", tracing::Level::INFO),
-    // Its debug rejections quote the offending field's reason, which may echo request text.
     ("portcullis_validation", tracing::Level::INFO),
 ];
 
@@ -288,6 +286,19 @@ mod tests {
             otlp_endpoint: endpoint.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn otel_targets_take_layer_debug_but_not_private_or_foreign_events() {
+        use tracing::Level;
+        let t = Targets::new().with_targets(OTEL_TARGETS.iter().copied());
+        assert!(t.would_enable("portcullis_retry", &Level::DEBUG));
+        assert!(t.would_enable("portcullis_a_new_layer", &Level::DEBUG));
+        assert!(t.would_enable("portcullis::access", &Level::INFO));
+        assert!(!t.would_enable("portcullis::stack", &Level::DEBUG));
+        assert!(!t.would_enable("portcullis_validation", &Level::DEBUG));
+        assert!(!t.would_enable("portcullis_memory_routing", &Level::DEBUG));
+        assert!(!t.would_enable("hyper_util::client", &Level::INFO));
     }
 
     #[test]
