@@ -18,6 +18,7 @@ use portcullis_core::{
     body::CollectError,
     error::{find_in_chain, Refused},
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
+    ErrorCode,
 };
 use tower::{BoxError, Layer, Service};
 
@@ -67,10 +68,6 @@ pub struct GatewayError {
     /// breaker state).
     pub extensions: http::Extensions,
 }
-
-/// The error code of a gateway-made response (a response extension for logs and metrics).
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
 
 impl GatewayError {
     /// A new error.

@@ -24,14 +24,13 @@ use portcullis_core::{
     outcome::{BreakerState, CacheOutcome, RateLimitOutcome},
     pattern::{ModelPattern, PatternSet},
     usage::{Sniffer, Usage},
-    RequestMeta, UserId,
+    ErrorCode, RequestMeta, RouteInfo, UserId,
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::propagation::{self, TraceContext};
-use crate::{error::ErrorCode, upstream::RouteInfo};
 
 /// Wraps the proxy stack: opens the request span (continuing the client's `traceparent`) and,
 /// when the response body ends, records the GenAI attributes on it, logs

@@ -7,4 +7,4 @@ pub mod router;
 
 pub use client::{UpstreamClient, UpstreamConnectError, UpstreamTimeout};
 pub use prepare::Upstream;
-pub use router::{ModelNotFound, ModelRouter, RouteInfo, UpstreamHtml};
+pub use router::{ModelNotFound, ModelRouter, UpstreamHtml};

@@ -17,7 +17,7 @@ use portcullis_core::{
     error::find_in_chain,
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
     pattern::{ModelPattern, PatternSet},
-    Attempts, CircuitOpen, RequestMeta, UserId,
+    Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
@@ -90,22 +90,6 @@ pub struct RoutedError {
     /// The underlying error.
     #[source]
     pub source: BoxError,
-}
-
-/// Which model and upstream served a request (a response extension, read by the access log
-/// and metrics).
-#[derive(Debug, Clone)]
-pub struct RouteInfo {
-    /// The model the client asked for.
-    pub model: Arc<str>,
-    /// The `[[models]]` entry it matched (a configured name: the metrics label).
-    pub entry: Option<Arc<str>>,
-    /// The upstream that answered.
-    pub upstream: Arc<str>,
-    /// Upstream attempts made.
-    pub attempts: u32,
-    /// The memory user id, when memory routing chose one.
-    pub user_id: Option<Arc<str>>,
 }
 
 /// One model name clients may ask for, as the router sees it (built from a `[[models]]`

@@ -19,7 +19,7 @@ pub mod usage;
 pub use error::CircuitOpen;
 pub use identity::{ApiKeyHash, ClientIp, UserId};
 pub use meta::RequestMeta;
-pub use outcome::{Attempts, BreakerState, CacheOutcome, RateLimitOutcome};
+pub use outcome::{Attempts, BreakerState, CacheOutcome, ErrorCode, RateLimitOutcome, RouteInfo};
 pub use pattern::{ModelPattern, PatternSet};
 
 /// One problem found in a layer's configuration: the key (relative to the layer's own config

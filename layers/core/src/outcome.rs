@@ -5,7 +5,7 @@
 //! instead of parsing the layer's headers back. Where a layer fails the request instead, its
 //! error type says what happened (see each type's docs for where to find it then).
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::HeaderValue;
 use serde::Serialize;
@@ -122,6 +122,28 @@ impl fmt::Display for BreakerState {
 /// the error (`portcullis_retry::Attempted`) carries the same count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Attempts(pub u32);
+
+/// Where a request went: the model asked for, the `[[models]]` entry it matched, the upstream
+/// that answered, the attempts made. Inserted by the gateway's model router on the response
+/// (and on an error response, by the edge); read by the access log and metrics.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The model the client asked for.
+    pub model: Arc<str>,
+    /// The `[[models]]` entry it matched (a configured name: the metrics label).
+    pub entry: Option<Arc<str>>,
+    /// The upstream that answered.
+    pub upstream: Arc<str>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The memory user id, when memory routing chose one.
+    pub user_id: Option<Arc<str>>,
+}
+
+/// The `x-portcullis-error` code of a response the gateway made itself (e.g.
+/// `rate_limited`), for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 #[cfg(test)]
 mod tests {
