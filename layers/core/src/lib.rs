@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod error;
+pub mod future;
 pub mod headers;
 pub mod identity;
 mod macros;

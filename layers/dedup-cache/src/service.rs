@@ -105,9 +105,9 @@ where
         // Never readied (see poll_ready): the request's future readies it to send.
         let inner = self.inner.clone();
         if let Some(reason) = bypass_before_body(&req, &self.shared.config, cap) {
-            return ResponseFuture::new(Box::pin(bypass(inner, req, None, reason)));
+            return ResponseFuture::new(bypass(inner, req, None, reason));
         }
-        ResponseFuture::new(Box::pin(handle(self.shared.clone(), inner, req, cap)))
+        ResponseFuture::new(handle(self.shared.clone(), inner, req, cap))
     }
 }
 
