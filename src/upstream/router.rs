@@ -226,17 +226,16 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, serde_json::Erro
     Ok(Bytes::from(serde_json::to_vec(&v)?))
 }
 
+/// The model and stream flag of a body no layer above has parsed (validation off, or a
+/// path it does not check), with the one parser of `portcullis_core::meta`.
 fn model_from_body(body: &[u8]) -> Result<RequestMeta, MissingModel> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| MissingModel(format!("request body is not valid JSON: {e}")))?;
-    let model = v
-        .get("model")
-        .and_then(|m| m.as_str())
-        .ok_or_else(|| MissingModel("model: is required and must be a string".into()))?;
-    Ok(RequestMeta {
-        model: Some(model.into()),
-        stream: v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
-    })
+    match portcullis_core::meta::parse(body) {
+        None => Err(MissingModel("request body is not a JSON object".into())),
+        Some(m) if m.model.is_none() => Err(MissingModel(
+            "model: is required and must be a string".into(),
+        )),
+        Some(m) => Ok(m),
+    }
 }
 
 impl Service<Request<Body>> for ModelRouter {

@@ -46,20 +46,7 @@ impl<S> Validation<S> {
         self
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwrap the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    portcullis_core::define_inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for Validation<S>
