@@ -23,6 +23,7 @@ use portcullis_core::{
 use tower::{BoxError, Layer, Service};
 
 use crate::upstream::{
+    passthrough::NoUpstream,
     router::{MissingModel, RoutedError},
     ModelNotFound, UpstreamConnectError, UpstreamHtml, UpstreamTimeout,
 };
@@ -166,6 +167,9 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     }
     if let Some(e) = find_in_chain::<MissingModel>(err) {
         return GatewayError::new(S::BAD_REQUEST, "invalid_request", e.0.clone());
+    }
+    if let Some(e) = find_in_chain::<NoUpstream>(err) {
+        return GatewayError::new(S::NOT_FOUND, "not_found", e.to_string());
     }
     if let Some(e) = find_in_chain::<ModelNotFound>(err) {
         return GatewayError::new(S::NOT_FOUND, "model_not_found", e.to_string());

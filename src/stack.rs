@@ -10,7 +10,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 use axum::{
     body::Body,
     extract::ConnectInfo,
-    routing::{get, post, post_service},
+    routing::{any_service, get, post, post_service},
     Router,
 };
 use http::Request;
@@ -34,6 +34,7 @@ use crate::{
     telemetry::access_log::{AccessLogLayer, RecordRequestLayer},
     upstream::{
         client::ClientOptions,
+        passthrough,
         router::{ModelRoute, UpstreamRoute, UpstreamService},
         ModelRouter, Upstream, UpstreamClient,
     },
@@ -256,20 +257,52 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // parsed model and stream flag (RequestMeta) without parsing again.
         .layer(validation)
         // The memory user id exists before anything keys on it.
-        .option_layer(memory_layer)
+        .option_layer(memory_layer.clone())
         // Hand the model and user id to the access log and request span now, so answers made
         // above the router (cache hits, rate-limit refusals) are logged under them too.
         .layer(RecordRequestLayer::new(
             config.models.iter().map(|m| m.name.as_str()),
         ))
         // May key on that user id; rejects before any upstream work.
-        .option_layer(rate_limit)
+        .option_layer(rate_limit.clone())
         // Identical in-flight requests of one caller share one upstream call; the key
         // includes the caller's identity. Without it every answer is a cache `bypass`.
         .option_layer(dedup)
         .map_response(mark_cache_bypass)
         .service(router.clone());
     let proxy = BoxCloneSyncService::new(proxy);
+
+    // Every other /v1/* path: the same edge, keys, memory routing and limits, but no body
+    // checks and no dedup (uploads and binary bodies stream through, never buffered whole);
+    // retry, breaker and cookies apply per upstream as above (retry only replays a body
+    // small enough to buffer).
+    let max_body = config.server.max_body_bytes;
+    let passthrough = ServiceBuilder::new()
+        .layer(AccessLogLayer)
+        .layer(RescueLayer)
+        .map_request(client_ip)
+        .layer(AuthLayer::new(
+            config.server.api_keys.iter().map(|k| k.expose()),
+        ))
+        // A JSON body naming a model is read once (it routes and keys limits); any other
+        // body is left alone.
+        .filter_async(move |req| passthrough::peek_json(req, max_body))
+        .option_layer(memory_layer.clone())
+        .layer(RecordRequestLayer::new(
+            config.models.iter().map(|m| m.name.as_str()),
+        ))
+        .option_layer(rate_limit)
+        .map_response(mark_cache_bypass)
+        .service(router.passthrough());
+    let passthrough = BoxCloneSyncService::new(passthrough);
+
+    // Paths the gateway does not know: 404 in the caller's shape, logged like any request.
+    let unknown =
+        ServiceBuilder::new()
+            .layer(AccessLogLayer)
+            .service_fn(|req: Request<Body>| async move {
+                Ok::<_, std::convert::Infallible>(admin::not_found(req.uri().clone()).await)
+            });
 
     let state = AppState {
         config: config.clone(),
@@ -290,7 +323,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .route("/v1/chat/completions", post_service(proxy.clone()))
         .route("/v1/completions", post_service(proxy.clone()))
         .route("/v1/embeddings", post_service(proxy.clone()))
-        .route("/v1/messages", post_service(proxy))
+        .route("/v1/messages", post_service(proxy.clone()))
+        .route("/v1/messages/count_tokens", post_service(proxy.clone()))
+        .route("/v1/responses", post_service(proxy))
+        .route("/v1/{*rest}", any_service(passthrough))
         .route("/v1/models", get(admin::models))
         .route("/health", get(admin::health))
         .route("/health/upstreams", get(admin::health_upstreams))
@@ -300,7 +336,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             "/admin/circuit-breakers/{upstream}/reset",
             post(admin::reset_breaker),
         )
-        .fallback(admin::not_found)
+        .fallback_service(unknown)
         .with_state(state.clone())
         .layer(
             ServiceBuilder::new()

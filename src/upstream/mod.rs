@@ -1,7 +1,8 @@
-//! Talking to upstreams: the pooled HTTPS client, request preparation (URL, auth, headers)
-//! and the model router with its fallbacks.
+//! Talking to upstreams: the pooled HTTPS client, request preparation (URL, auth, headers),
+//! the model router with its fallbacks, and the pass-through of every other `/v1/*` path.
 
 pub mod client;
+pub mod passthrough;
 pub mod prepare;
 pub mod router;
 

@@ -106,23 +106,23 @@ pub struct ModelRoute {
     pub fallbacks: Vec<String>,
 }
 
-struct Entry {
-    upstream: Upstream,
-    service: UpstreamService,
+pub(super) struct Entry {
+    pub(super) upstream: Upstream,
+    pub(super) service: UpstreamService,
     strip_set_cookie: bool,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// Model names to routes: exact names win, then the longest `prefix*`, then `*`.
-    models: PatternSet<ModelRoute>,
-    upstreams: HashMap<String, Entry>,
+    pub(super) models: PatternSet<ModelRoute>,
+    pub(super) upstreams: HashMap<String, Entry>,
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
-    max_body_bytes: usize,
+    pub(super) max_body_bytes: usize,
 }
 
 impl Inner {
-    fn model_names(&self) -> Vec<String> {
+    pub(super) fn model_names(&self) -> Vec<String> {
         self.models.iter().map(|(_, m)| m.name.clone()).collect()
     }
 }
@@ -130,7 +130,7 @@ impl Inner {
 /// The model router (a `tower::Service`). Cloning shares the tables.
 #[derive(Clone)]
 pub struct ModelRouter {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for ModelRouter {
@@ -257,11 +257,24 @@ impl Service<Request<Body>> for ModelRouter {
 async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
     let (parts, body) = req.into_parts();
     let bytes = collect_limited(body, inner.max_body_bytes).await?;
-    let meta = match parts.extensions.get::<RequestMeta>() {
-        Some(m) if m.model.is_some() => m.clone(),
-        _ => model_from_body(&bytes)?,
-    };
-    let requested: Arc<str> = meta.model.clone().unwrap_or_else(|| "".into());
+    // A layer above (validation) has read the body already; without one, read it here. A
+    // request validation let through without a model (a Responses API call naming a stored
+    // prompt instead) goes where "" resolves: the `*` model.
+    let requested = match parts.extensions.get::<RequestMeta>() {
+        Some(m) => m.model.clone(),
+        None => model_from_body(&bytes)?.model,
+    }
+    .unwrap_or_else(|| "".into());
+    route_model(&inner, parts, bytes, requested).await
+}
+
+/// Send a buffered body to the model's upstream, failing over to its fallbacks.
+pub(super) async fn route_model(
+    inner: &Inner,
+    parts: http::request::Parts,
+    bytes: Bytes,
+    requested: Arc<str>,
+) -> Result<Response<Body>, BoxError> {
     let Some(first) = inner.models.lookup(&requested) else {
         return Err(Box::new(ModelNotFound {
             model: requested.to_string(),
@@ -319,45 +332,19 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         let upstream_req = builder.body(Body::from(body))?;
         tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = i, "routing");
         match up.service.clone().oneshot(upstream_req).await {
-            Ok(mut resp) => {
-                // The retry layer's count; one attempt without it. Never a header: an
-                // upstream could send one.
-                let made = resp.extensions().get::<Attempts>().map_or(1, |a| a.0);
-                attempts = attempts.saturating_add(made);
+            Ok(resp) => {
+                attempts = attempts.saturating_add(attempts_made(&resp));
                 let status = resp.status().as_u16();
                 if i < last && inner.failover_on.contains(&status) {
                     tracing::info!(upstream = %up.upstream.name, status, "failing over to the next fallback");
                     continue;
                 }
-                if is_html(resp.headers()) {
-                    let err = html_error(&up.upstream.name, resp).await;
-                    return Err(Box::new(RoutedError {
-                        route: route_info(&up.upstream.name, attempts),
-                        source: Box::new(err),
-                    }));
-                }
-                let h = resp.headers_mut();
-                if up.strip_set_cookie {
-                    h.remove(header::SET_COOKIE);
-                }
-                if let Ok(v) = HeaderValue::from_str(&up.upstream.name) {
-                    h.insert(X_PORTCULLIS_UPSTREAM, v);
-                }
-                h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(attempts));
-                resp.extensions_mut()
-                    .insert(route_info(&up.upstream.name, attempts));
-                return Ok(resp);
+                return up
+                    .answer(resp, route_info(&up.upstream.name, attempts), |_| true)
+                    .await;
             }
             Err(e) => {
-                attempts = attempts.saturating_add(
-                    find_in_chain::<portcullis_retry::Attempted>(&*e)
-                        .map(|a| a.attempts)
-                        .unwrap_or(if find_in_chain::<CircuitOpen>(&*e).is_some() {
-                            0
-                        } else {
-                            1
-                        }),
-                );
+                attempts = attempts.saturating_add(attempts_failed(&*e));
                 let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
                     || find_in_chain::<UpstreamConnectError>(&*e).is_some()
                     || find_in_chain::<UpstreamTimeout>(&*e).is_some();
@@ -376,6 +363,54 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
         model: requested.to_string(),
         configured: inner.model_names(),
     }))
+}
+
+/// Upstream attempts behind a response: the retry layer's count, one without it. Never a
+/// header: an upstream could send one.
+pub(super) fn attempts_made(resp: &Response<Body>) -> u32 {
+    resp.extensions().get::<Attempts>().map_or(1, |a| a.0)
+}
+
+/// Upstream attempts behind an error: the retry layer's count; none when the breaker
+/// refused the call, one otherwise.
+pub(super) fn attempts_failed(e: &(dyn std::error::Error + 'static)) -> u32 {
+    find_in_chain::<portcullis_retry::Attempted>(e)
+        .map(|a| a.attempts)
+        .unwrap_or(if find_in_chain::<CircuitOpen>(e).is_some() {
+            0
+        } else {
+            1
+        })
+}
+
+impl Entry {
+    /// The upstream's answer as the client gets it: an HTML page (where `html_is_error` says
+    /// the status calls for JSON) becomes a 502 naming what the page says; the jar keeps
+    /// `Set-Cookie`; `x-portcullis-upstream` and `-attempts` say where it went.
+    pub(super) async fn answer(
+        &self,
+        mut resp: Response<Body>,
+        route: RouteInfo,
+        html_is_error: impl Fn(http::StatusCode) -> bool,
+    ) -> Result<Response<Body>, BoxError> {
+        if is_html(resp.headers()) && html_is_error(resp.status()) {
+            let err = html_error(&self.upstream.name, resp).await;
+            return Err(Box::new(RoutedError {
+                route,
+                source: Box::new(err),
+            }));
+        }
+        let h = resp.headers_mut();
+        if self.strip_set_cookie {
+            h.remove(header::SET_COOKIE);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.upstream.name) {
+            h.insert(X_PORTCULLIS_UPSTREAM, v);
+        }
+        h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(route.attempts));
+        resp.extensions_mut().insert(route);
+        Ok(resp)
+    }
 }
 
 fn is_html(h: &http::HeaderMap) -> bool {

@@ -1,0 +1,253 @@
+//! Every other `/v1/*` path (files, uploads, images, audio, batches, moderations, stored
+//! responses, ...): sent to an upstream as it came, the body streamed, never buffered whole.
+//!
+//! The upstream is the one of the body's `model` when the body is JSON naming one (routed
+//! like an API call: model rewrite, fallbacks), else the one named by the request header
+//! `x-portcullis-upstream`, else the one of the `*` model; none: 404.
+//!
+//! `server.max_body_bytes` still bounds the body: a larger `Content-Length` is refused at
+//! once, and a body without one is cut off and answered 413 when it crosses the limit.
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderName, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use portcullis_core::{
+    body::{collect_limited, CollectError},
+    RequestMeta, RouteInfo, UserId,
+};
+use tower::{BoxError, Service, ServiceExt};
+
+use super::router::{attempts_failed, attempts_made, route_model, Inner, ModelRouter, RoutedError};
+
+/// The request header that names the upstream of a pass-through request without a model.
+pub const X_PORTCULLIS_UPSTREAM_REQUEST: HeaderName =
+    HeaderName::from_static("x-portcullis-upstream");
+
+/// No upstream for a pass-through request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct NoUpstream(pub String);
+
+/// The pass-through service: see the module docs. Cloning shares the router's tables.
+#[derive(Clone, Debug)]
+pub struct Passthrough {
+    router: ModelRouter,
+}
+
+impl ModelRouter {
+    /// The service for every `/v1/*` path that is not a JSON API route.
+    pub fn passthrough(&self) -> Passthrough {
+        Passthrough {
+            router: self.clone(),
+        }
+    }
+}
+
+impl Service<Request<Body>> for Passthrough {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // As the router: readiness is per upstream, checked when it is known (oneshot).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let inner = self.router.inner.clone();
+        Box::pin(pass(inner, req))
+    }
+}
+
+async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    // A JSON body naming a model (peeked above, see `peek_json`) is routed like an API call.
+    if let Some(model) = req
+        .extensions()
+        .get::<RequestMeta>()
+        .and_then(|m| m.model.clone())
+    {
+        let (parts, body) = req.into_parts();
+        let bytes = collect_limited(body, inner.max_body_bytes).await?;
+        return route_model(&inner, parts, bytes, model).await;
+    }
+    let name = pick_upstream(&inner, req.headers())?;
+    let Some(up) = inner.upstreams.get(&name) else {
+        return Err(Box::new(NoUpstream(format!("no upstream named {name:?}"))));
+    };
+    let limit = inner.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
+    if length
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(Box::new(CollectError::TooLarge { limit }));
+    }
+    let over = Arc::new(AtomicBool::new(false));
+    let body = Body::new(Capped {
+        inner: body,
+        left: limit,
+        over: over.clone(),
+    });
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(up.upstream.uri_for(path_and_query)?);
+    if let Some(h) = builder.headers_mut() {
+        *h = parts.headers.clone();
+        up.upstream.prepare_headers(h);
+        // The body goes on unchanged, so its length still holds (uploads often need it).
+        if let Some(len) = length {
+            h.insert(header::CONTENT_LENGTH, len);
+        }
+    }
+    if let Some(ext) = builder.extensions_mut() {
+        *ext = parts.extensions.clone();
+    }
+    let upstream_req = builder.body(body)?;
+    let route = |attempts| RouteInfo {
+        model: "".into(),
+        entry: None,
+        upstream: up.upstream.name.as_str().into(),
+        attempts,
+        user_id: parts.extensions.get::<UserId>().map(|u| u.0.clone()),
+    };
+    tracing::debug!(upstream = %up.upstream.name, path = %parts.uri.path(), "passing through");
+    match up.service.clone().oneshot(upstream_req).await {
+        // An HTML page is an error page only where an error status says so: a file's own
+        // content may be HTML.
+        Ok(resp) => {
+            let attempts = attempts_made(&resp);
+            up.answer(resp, route(attempts), |s| {
+                s.is_client_error() || s.is_server_error()
+            })
+            .await
+        }
+        Err(_) if over.load(Ordering::Acquire) => Err(Box::new(CollectError::TooLarge { limit })),
+        Err(e) => Err(Box::new(RoutedError {
+            route: route(attempts_failed(&*e)),
+            source: e,
+        })),
+    }
+}
+
+/// `x-portcullis-upstream`, else the `*` model's upstream.
+fn pick_upstream(inner: &Inner, headers: &http::HeaderMap) -> Result<String, NoUpstream> {
+    if let Some(v) = headers.get(X_PORTCULLIS_UPSTREAM_REQUEST) {
+        let name = v.to_str().unwrap_or("");
+        return if inner.upstreams.contains_key(name) {
+            Ok(name.to_string())
+        } else {
+            Err(NoUpstream(format!(
+                "x-portcullis-upstream names no configured upstream; configured: {}",
+                upstream_names(inner)
+            )))
+        };
+    }
+    match inner.models.lookup("") {
+        Some(star) => Ok(star.upstream.clone()),
+        None => Err(NoUpstream(format!(
+            "no upstream for this path: send a JSON body with a configured model, or the \
+             header x-portcullis-upstream naming one of: {}",
+            upstream_names(inner)
+        ))),
+    }
+}
+
+fn upstream_names(inner: &Inner) -> String {
+    let mut names: Vec<&str> = inner.upstreams.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
+/// For a pass-through request: a JSON body (within the cap) is read once, so its model can
+/// route it and key rate limits; any other body is left alone and marked as having no model,
+/// so no layer reads it.
+pub async fn peek_json(req: Request<Body>, limit: usize) -> Result<Request<Body>, BoxError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("application/json")
+        });
+    if json {
+        let (req, _) = portcullis_core::meta::peek(req, limit).await?;
+        return Ok(req);
+    }
+    let mut req = req;
+    req.extensions_mut().insert(RequestMeta::default());
+    Ok(req)
+}
+
+pin_project! {
+    /// A request body that ends with an error once it passes `left` bytes, and says so in
+    /// `over`: the upstream sees a broken body, the client a 413.
+    struct Capped {
+        #[pin]
+        inner: Body,
+        left: usize,
+        over: Arc<AtomicBool>,
+    }
+}
+
+impl HttpBody for Capped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if data.len() > *this.left {
+                        this.over.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(CollectError::TooLarge {
+                            limit: 0,
+                        }))));
+                    }
+                    *this.left -= data.len();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for Capped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capped").field("left", &self.left).finish()
+    }
+}
