@@ -161,14 +161,18 @@ pub const REDIS_KEY_PREFIX: &str = "portcullis:dedup:";
 /// call bound: a reconnect runs in the background and the next probe picks it up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The connection's own response timeout: only a backstop, so that calls the health's bound
+/// gave up on do not pile up on a hung connection. It must not be shorter than any call
+/// bound ([`RedisStore::with_call_timeout`]), which is what cuts requests.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(1);
+
 /// One attempt per (re)connect (the [`RemoteHealth`] back-off paces them, not the client's
-/// retry loop, which would hold each command for seconds) and the call bound as the response
-/// timeout.
-fn manager_config(call_timeout: Duration) -> redis::aio::ConnectionManagerConfig {
+/// retry loop, which would hold each command for seconds) and a backstop response timeout.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new()
         .set_number_of_retries(0)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(call_timeout))
+        .set_response_timeout(Some(RESPONSE_BACKSTOP))
 }
 
 /// A [`CacheStore`] in Redis, shared by every gateway replica that points at it.
@@ -196,7 +200,7 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let health = RemoteHealth::new(store_name(&client));
         let conn = client
-            .get_connection_manager_with_config(manager_config(health.call_timeout()))
+            .get_connection_manager_with_config(manager_config())
             .await?;
         Ok(Self::new(Guarded::new(conn, health)))
     }
@@ -207,10 +211,7 @@ impl RedisStore {
     pub fn lazy(url: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let health = RemoteHealth::new(store_name(&client));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-            client,
-            manager_config(health.call_timeout()),
-        )?;
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config())?;
         Ok(Self::new(Guarded::new(conn, health)))
     }
 
@@ -218,8 +219,9 @@ impl RedisStore {
     ///
     /// Pass a [`Guarded`] connection to share its [`RemoteHealth`] with other stores (one
     /// outage state, one log line per transition); a bare `ConnectionManager` gets a health of
-    /// its own. Configure the connection with no retries of its own (see
-    /// [`connect`](Self::connect)), or a reconnect may hold calls until the bound cuts them.
+    /// its own. Configure the connection with no retries of its own and a response timeout no
+    /// shorter than the call bound (see [`connect`](Self::connect)), or reconnects and the
+    /// connection's own timeout decide instead of the bound.
     pub fn new(conn: impl Into<Guarded<redis::aio::ConnectionManager>>) -> Self {
         let (conn, health) = conn.into().into_parts();
         Self {

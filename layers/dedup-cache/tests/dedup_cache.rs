@@ -991,6 +991,43 @@ async fn a_lazy_redis_store_starts_without_redis_and_picks_it_up_later() {
     assert_eq!(key_count, 1, "the answer is now stored in Redis");
 }
 
+/// A Redis that accepts connections and never answers costs each call its bound (here a
+/// configured 20 ms), then nothing while the store backs off.
+#[tokio::test]
+async fn a_silent_redis_costs_the_configured_bound_then_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let store = RedisStore::lazy(&format!("redis://{addr}"))
+        .unwrap()
+        .with_call_timeout(Duration::from_millis(20));
+    let key = Key([3; 32]);
+    let start = std::time::Instant::now();
+    let err = store.get(&key).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        find_in_chain::<Unavailable>(&*err).is_some(),
+        "not Unavailable: {err}"
+    );
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_millis(150),
+        "{took:?}"
+    );
+    let start = std::time::Instant::now();
+    assert!(store.get(&key).await.is_err());
+    assert!(
+        start.elapsed() < Duration::from_millis(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(store.health().outages(), 1);
+}
+
 /// A store that reports itself unavailable (as `RedisStore` does during an outage): the
 /// layer caches in process instead, and without a log line per request.
 #[derive(Debug)]

@@ -45,14 +45,19 @@ static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_
 /// call bound: a reconnect runs in the background and the next probe picks it up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The connection's own response timeout: only a backstop, so that calls the health's bound
+/// gave up on do not pile up on a hung connection. It must not be shorter than any call
+/// bound ([`RedisStore::with_call_timeout`]), which is what cuts requests.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(1);
+
 /// The connection settings that keep every call bounded: one attempt per (re)connect (the
 /// [`RemoteHealth`] back-off paces the attempts, not the client's retry loop, which would hold
-/// each command for seconds) and the call bound as the response timeout.
-fn manager_config(call_timeout: Duration) -> ConnectionManagerConfig {
+/// each command for seconds) and a backstop response timeout.
+fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_number_of_retries(0)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(call_timeout))
+        .set_response_timeout(Some(RESPONSE_BACKSTOP))
 }
 
 /// A Redis connection (auto-reconnecting), the [`RemoteHealth`] its calls go through, and the
@@ -79,9 +84,7 @@ impl RedisStore {
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let health = RemoteHealth::new(store_name(&client));
-        let conn =
-            ConnectionManager::new_with_config(client, manager_config(health.call_timeout()))
-                .await?;
+        let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
         Ok(Self::new(Guarded::new(conn, health)))
     }
 
@@ -91,8 +94,7 @@ impl RedisStore {
     pub fn lazy(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let health = RemoteHealth::new(store_name(&client));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config(health.call_timeout()))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config())?;
         Ok(Self::new(Guarded::new(conn, health)))
     }
 
@@ -100,8 +102,9 @@ impl RedisStore {
     ///
     /// Pass a [`Guarded`] connection to share its [`RemoteHealth`] with other stores (one
     /// outage state, one log line per transition); a bare [`ConnectionManager`] gets a health
-    /// of its own. Configure the connection with no retries of its own (see
-    /// [`connect`](Self::connect)), or a reconnect may hold calls until the bound cuts them.
+    /// of its own. Configure the connection with no retries of its own and a response timeout
+    /// no shorter than the call bound (see [`connect`](Self::connect)), or reconnects and the
+    /// connection's own timeout decide instead of the bound.
     pub fn new(conn: impl Into<Guarded<ConnectionManager>>) -> Self {
         let (conn, health) = conn.into().into_parts();
         Self {

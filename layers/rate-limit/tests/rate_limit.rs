@@ -781,6 +781,19 @@ async fn the_call_bound_is_configurable() {
         start.elapsed()
     );
     assert_eq!(store.health().outages(), 1);
+
+    // A longer bound is waited for in full (the connection's own timeout does not cut it).
+    let store = RedisStore::lazy(&format!("redis://{addr}"))
+        .unwrap()
+        .with_call_timeout(Duration::from_millis(200));
+    let limiter = RedisLimiter::new(store, Quota::new(1, 1));
+    let start = std::time::Instant::now();
+    assert!(limiter.check(&RateKey::global(), 1).await.allowed);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
 }
 
 /// A server that accepts connections and never answers.
