@@ -360,3 +360,63 @@ async fn the_gateway_starts_while_redis_is_down_and_picks_it_up_later() {
     eprintln!("started without redis: shared {took:?} after it appeared");
     assert_eq!(transitions(port), (2, 2));
 }
+
+/// A Redis that accepts connections and never answers (a hung server, a black-holed network)
+/// is where the bound matters: a killed Redis refuses at once. Each request pays at most the
+/// 50 ms bound, and only the first and one probe a second pay it at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_costs_at_most_the_bound_and_only_on_probes() {
+    capture_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = TestGateway::start(&config(&mock, &format!("redis://127.0.0.1:{port}"))).await;
+    // The first request meets the hung Redis: it pays the bound, then local state serves.
+    let key = nonce("sk-hang");
+    let t = Instant::now();
+    assert_eq!(post(&gw, &key, "first").await.status, 200);
+    let first = t.elapsed();
+    assert!(
+        first < Duration::from_millis(50 + 60),
+        "first request: {first:?}"
+    );
+    assert_eq!(burst(&gw, &key, 3).await, [200, 200, 429], "local limits");
+
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        let t = Instant::now();
+        let r = post(&gw, &nonce("sk-hang-load"), "load").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        lat.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lat.sort();
+    let slow = lat
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(40))
+        .count();
+    eprintln!(
+        "hung redis: first request {first:?}; then n={} p50={:?} p99={:?} max={:?}; {} at the \
+         bound",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat[lat.len() - 1],
+        slow
+    );
+    assert!(
+        *lat.last().unwrap() < Duration::from_millis(50 + 60),
+        "a request waited past the bound: {:?}",
+        lat.last()
+    );
+    // One probe a second (each may pay the bound in both stores' calls, at most one each).
+    assert!(slow <= 4, "{slow} requests paid the bound: {lat:?}");
+    assert_eq!(transitions(port), (1, 0), "one warning, then quiet");
+}
