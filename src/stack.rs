@@ -110,10 +110,23 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             let url = config.state.redis_url.expose();
             let client = redis::Client::open(url)
                 .map_err(|e| BuildError(format!("state.redis_url: {e}")))?;
-            let conn = redis::aio::ConnectionManager::new(client)
-                .await
-                .map_err(|e| BuildError(format!("state.redis_url: cannot connect: {e}")))?;
-            Some(conn)
+            // One health for both stores: each Redis call bounded (50 ms), a failed Redis
+            // probed once a second meanwhile, one warning when it goes and one when it is back.
+            // Named by address only: the URL may hold a password.
+            let health = portcullis_core::remote::RemoteHealth::new(format!(
+                "redis at {}",
+                client.get_connection_info().addr()
+            ));
+            // Lazy: the gateway starts while Redis is down, on local state until it answers.
+            // No retries in the client: they would hold calls for seconds; the health paces
+            // reconnects instead.
+            let manager = redis::aio::ConnectionManagerConfig::new()
+                .set_number_of_retries(0)
+                .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+                .set_response_timeout(Some(health.call_timeout()));
+            let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager)
+                .map_err(|e| BuildError(format!("state.redis_url: {e}")))?;
+            Some(portcullis_core::remote::Guarded::new(conn, health))
         }
     };
 

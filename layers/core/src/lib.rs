@@ -1,6 +1,6 @@
 //! Types the portcullis layers share: caller identity, the shared error types, header names,
-//! a size-capped body collector, the request-meta peek, model-name patterns, typed outcomes
-//! and the service accessor macro.
+//! a size-capped body collector, the request-meta peek, model-name patterns, typed outcomes,
+//! the remote state store's health (bounded calls, back-off) and the service accessor macro.
 //!
 //! Layers depend on this crate instead of on each other, so each layer stays usable alone:
 //! the memory-routing layer *writes* a [`UserId`] extension and the rate-limit and dedup
@@ -15,6 +15,7 @@ mod macros;
 pub mod meta;
 pub mod outcome;
 pub mod pattern;
+pub mod remote;
 pub mod usage;
 
 pub use error::CircuitOpen;

@@ -31,6 +31,12 @@ impl DedupCacheLayer {
     /// A layer that keeps cached responses in `store` (e.g. a
     /// [`RedisStore`](crate::RedisStore) shared by several replicas). Coalescing of
     /// in-flight requests stays in this process. The store is not used if `cache_ttl` is 0.
+    ///
+    /// While the store fails with [`Unavailable`](portcullis_core::remote::Unavailable) in its
+    /// error chain (Redis down or slower than its bound), responses are cached in and replayed
+    /// from an in-process [`MemoryStore`](crate::MemoryStore) of `max_entries` instead; once
+    /// the store answers again it is used again (entries cached locally meanwhile are not
+    /// copied into it).
     pub fn with_store(config: Config, store: Arc<dyn CacheStore>) -> Self {
         Self {
             shared: Arc::new(Shared::new(config, Some(store))),

@@ -5,7 +5,10 @@
 //! (status, headers, body, extensions). The call runs in its own task, so it goes on for the
 //! followers if the leader's client disconnects. With `cache_ttl > 0`, completed 2xx
 //! non-streaming responses are also replayed for that long, from memory ([`MemoryStore`]) or
-//! Redis ([`RedisStore`]).
+//! Redis ([`RedisStore`]). Every Redis call is bounded (50 ms by default); while Redis is
+//! unavailable the cache is kept in memory instead, Redis is probed again once a second, and
+//! the outage and the recovery are logged once each
+//! ([`DedupCacheLayer::with_store`]).
 //!
 //! "Identical" is decided by [`dedup_key`]: method, path and query, the JSON body in canonical
 //! form (key order and whitespace do not matter), the caller's identity (API key hash and

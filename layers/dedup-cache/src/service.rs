@@ -17,7 +17,9 @@ use http_body::Body;
 use portcullis_core::{
     body::{collect_up_to, CollectError, Collected, DEFAULT_MAX_BODY_BYTES},
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_CACHE},
-    meta, Attempts, CacheOutcome, RequestMeta,
+    meta,
+    remote::Unavailable,
+    Attempts, CacheOutcome, RequestMeta,
 };
 use tokio::sync::{oneshot, watch};
 use tower::{BoxError, Service, ServiceExt};
@@ -118,22 +120,35 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// `None` when `cache_ttl` is zero.
     store: Option<Arc<dyn CacheStore>>,
+    /// With a store of the caller's (Redis): the in-process cache used while that store is
+    /// [`Unavailable`], so caching goes on per process during an outage.
+    local: Option<MemoryStore>,
     /// One entry per shared upstream call in progress; followers subscribe to its outcome.
     in_flight: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config, store: Option<Arc<dyn CacheStore>>) -> Self {
-        let store = if config.caching() {
-            Some(store.unwrap_or_else(|| Arc::new(MemoryStore::new(config.max_entries))))
-        } else {
-            None
+        let (store, local) = match (config.caching(), store) {
+            (false, _) => (None, None),
+            (true, None) => (
+                Some(Arc::new(MemoryStore::new(config.max_entries)) as Arc<dyn CacheStore>),
+                None,
+            ),
+            (true, Some(store)) => (Some(store), Some(MemoryStore::new(config.max_entries))),
         };
         Self {
             config,
             store,
+            local,
             in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The in-process fallback, if `error` says the store could not be reached.
+    fn fallback_for(&self, error: &BoxError) -> Option<&MemoryStore> {
+        let local = self.local.as_ref()?;
+        portcullis_core::error::find_in_chain::<Unavailable>(&**error).map(|_| local)
     }
 
     pub(crate) fn in_flight(
@@ -149,10 +164,14 @@ impl Shared {
         let store = self.store.as_ref()?;
         match store.get(key).await {
             Ok(hit) => hit,
-            Err(error) => {
-                tracing::warn!(key = %key.short(), %error, "dedup cache read failed; treating as a miss");
-                None
-            }
+            Err(error) => match self.fallback_for(&error) {
+                // The store logs the outage once; this request is served locally.
+                Some(local) => local.get(key).await.ok().flatten(),
+                None => {
+                    tracing::warn!(key = %key.short(), %error, "dedup cache read failed; treating as a miss");
+                    None
+                }
+            },
         }
     }
 
@@ -169,8 +188,17 @@ impl Shared {
             headers,
             body: r.body.clone(),
         };
-        if let Err(error) = store.put(key, cached, self.config.cache_ttl).await {
-            tracing::warn!(key = %key.short(), %error, "dedup cache write failed");
+        let ttl = self.config.cache_ttl;
+        // Only a write that failed because the store was unavailable needs the response
+        // again: keep a copy (bodies are reference-counted) for that case.
+        let copy = self.local.is_some().then(|| cached.clone());
+        if let Err(error) = store.put(key, cached, ttl).await {
+            match (self.fallback_for(&error), copy) {
+                (Some(local), Some(cached)) => {
+                    let _ = local.put(key, cached, ttl).await;
+                }
+                _ => tracing::warn!(key = %key.short(), %error, "dedup cache write failed"),
+            }
         }
     }
 }
@@ -180,6 +208,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("config", &self.config)
             .field("store", &self.store)
+            .field("local", &self.local)
             .field("in_flight", &self.in_flight().len())
             .finish()
     }

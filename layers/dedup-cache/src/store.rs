@@ -13,6 +13,7 @@ use std::{
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use portcullis_core::remote::{Guarded, RemoteHealth, Unavailable};
 use tokio::time::Instant;
 use tower::BoxError;
 
@@ -43,7 +44,9 @@ pub struct CacheHit {
 ///
 /// Implementations must not serve an entry after its `ttl`. Errors are reported, not hidden:
 /// the layer logs them at `warn` and carries on as on a miss, so a broken store never fails a
-/// request.
+/// request. A remote store that cannot be reached should fail with
+/// [`Unavailable`] in the error's chain (as [`RedisStore`] does): the layer then uses its
+/// in-process cache instead, without a log line per request (the store logs the outage).
 pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
     /// The response stored under `key`, if any and still fresh.
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<CacheHit>, BoxError>>;
@@ -154,36 +157,91 @@ impl CacheStore for MemoryStore {
 /// Default prefix of [`RedisStore`] keys: `portcullis:dedup:<64 hex digits>`.
 pub const REDIS_KEY_PREFIX: &str = "portcullis:dedup:";
 
+/// How long one (re)connection attempt may take. Requests never wait for it longer than the
+/// call bound: a reconnect runs in the background and the next probe picks it up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The connection's own response timeout: only a backstop, so that calls the health's bound
+/// gave up on do not pile up on a hung connection. It must not be shorter than any call
+/// bound ([`RedisStore::with_call_timeout`]), which is what cuts requests.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// One attempt per (re)connect (the [`RemoteHealth`] back-off paces them, not the client's
+/// retry loop, which would hold each command for seconds) and a backstop response timeout.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_BACKSTOP))
+}
+
 /// A [`CacheStore`] in Redis, shared by every gateway replica that points at it.
 ///
 /// Entries are written with `SET key value PX ttl`, in a compact binary encoding (version
-/// byte, status, store time, headers, body). Commands time out after 500 ms by default
-/// (through [`RedisStore::connect`]): a slow Redis costs a cache miss, not a stuck request.
-/// Cloning shares the connection.
+/// byte, status, store time, headers, body). Every command goes through the store's
+/// [`RemoteHealth`]: it is bounded (default
+/// [`DEFAULT_CALL_TIMEOUT`](portcullis_core::remote::DEFAULT_CALL_TIMEOUT), 50 ms), and after a
+/// failure Redis is left alone for a back-off (default 1 s). A call that gets no answer fails
+/// with [`Unavailable`] in its chain, which the layer answers from its in-process cache
+/// instead (see [`DedupCacheLayer::with_store`](crate::DedupCacheLayer::with_store)).
+/// Cloning shares the connection and the health.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: redis::aio::ConnectionManager,
+    health: RemoteHealth,
     prefix: Arc<str>,
 }
 
 impl RedisStore {
     /// Connect to `url` (e.g. `redis://127.0.0.1:6379`), failing now if Redis is unreachable.
-    /// The connection is re-established in the background if it drops later.
+    /// The connection is re-established in the background if it drops later. To start
+    /// without Redis, use [`lazy`](Self::lazy).
     pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_millis(500)));
-        let conn = client.get_connection_manager_with_config(config).await?;
-        Ok(Self::new(conn))
+        let health = RemoteHealth::new(store_name(&client));
+        let conn = client
+            .get_connection_manager_with_config(manager_config())
+            .await?;
+        Ok(Self::new(Guarded::new(conn, health)))
+    }
+
+    /// A store for `url` that connects on first use (and in the background after a drop), so
+    /// it can be made while Redis is down. Fails only on a malformed URL. Must be called
+    /// within a tokio runtime.
+    pub fn lazy(url: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let health = RemoteHealth::new(store_name(&client));
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(Self::new(Guarded::new(conn, health)))
     }
 
     /// A store on a connection you configured yourself.
-    pub fn new(conn: redis::aio::ConnectionManager) -> Self {
+    ///
+    /// Pass a [`Guarded`] connection to share its [`RemoteHealth`] with other stores (one
+    /// outage state, one log line per transition); a bare `ConnectionManager` gets a health of
+    /// its own. Configure the connection with no retries of its own and a response timeout no
+    /// shorter than the call bound (see [`connect`](Self::connect)), or reconnects and the
+    /// connection's own timeout decide instead of the bound.
+    pub fn new(conn: impl Into<Guarded<redis::aio::ConnectionManager>>) -> Self {
+        let (conn, health) = conn.into().into_parts();
         Self {
             conn,
+            health,
             prefix: REDIS_KEY_PREFIX.into(),
         }
+    }
+
+    /// Bound each command by `timeout` instead of 50 ms; past it the call counts as a miss
+    /// (the layer answers from its in-process cache).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.health = self.health.with_call_timeout(timeout);
+        self
+    }
+
+    /// After a failure, leave Redis alone for `backoff` instead of 1 s before probing again.
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.health = self.health.with_backoff(backoff);
+        self
     }
 
     /// Use `prefix` instead of [`REDIS_KEY_PREFIX`] (to keep several deployments, or tests,
@@ -193,16 +251,45 @@ impl RedisStore {
         self
     }
 
+    /// Whether Redis answers, and how often it went away.
+    pub fn health(&self) -> &RemoteHealth {
+        &self.health
+    }
+
     /// The Redis key an entry for `key` is stored under.
     pub fn redis_key(&self, key: &Key) -> String {
         format!("{}{}", self.prefix, key.to_hex())
     }
+
+    /// Run the command `cmd` through the health: bounded, skipped while backing off. A
+    /// connection found dead is re-dialled once within the bound (the manager starts the new
+    /// connection when it sees the old one dead), so Redis is back at the first probe after
+    /// it returns. `GET` and `SET` are safe to send twice.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        self.health
+            .call(async {
+                let mut conn = self.conn.clone();
+                match cmd.query_async(&mut conn).await {
+                    Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => {
+                        cmd.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            })
+            .await
+    }
+}
+
+/// `redis at HOST:PORT`: the address only, never the URL (it may hold a password).
+fn store_name(client: &redis::Client) -> String {
+    format!("redis at {}", client.get_connection_info().addr())
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("health", &self.health)
             .finish_non_exhaustive()
     }
 }
@@ -210,11 +297,9 @@ impl fmt::Debug for RedisStore {
 impl CacheStore for RedisStore {
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<CacheHit>, BoxError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let raw: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(self.redis_key(key))
-                .query_async(&mut conn)
-                .await?;
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.redis_key(key));
+            let raw: Option<Vec<u8>> = self.query(&cmd).await?;
             let Some(raw) = raw else { return Ok(None) };
             let (response, stored_ms) = decode(Bytes::from(raw))?;
             let age = Duration::from_millis(unix_millis().saturating_sub(stored_ms));
@@ -229,15 +314,13 @@ impl CacheStore for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let () = redis::cmd("SET")
-                .arg(self.redis_key(key))
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.redis_key(key))
                 .arg(encode(&response, unix_millis()).as_ref())
                 .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut conn)
-                .await?;
+                .arg(ttl_ms);
+            let () = self.query(&cmd).await?;
             Ok(())
         })
     }

@@ -28,7 +28,10 @@
 //!   requests hold no inner capacity (see [`RateLimit`]).
 //! - Allowed responses carry a [`RateLimitOutcome`](portcullis_core::RateLimitOutcome)
 //!   extension (`Allowed` or `Queued(waited)`); a refusal is the [`RateLimited`] error.
-//! - Redis errors let requests through (logged at `warn`, at most every 10 s).
+//! - With the Redis backend, every Redis call is bounded (50 ms by default,
+//!   [`RedisStore::with_call_timeout`]); while Redis is unavailable, checks use local
+//!   in-memory buckets of the same quota (limits hold per replica), Redis is probed again once
+//!   a second, and the outage and the recovery are logged once each (see [`RedisLimiter`]).
 //!
 //! # Example
 //! ```

@@ -1,16 +1,14 @@
 //! The Redis backend: the same GCRA in a Lua script, so replicas share budgets.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, LazyLock,
-    },
+    sync::{Arc, LazyLock},
     time::Duration,
 };
 
-use redis::aio::ConnectionManager;
+use portcullis_core::remote::{Guarded, RemoteHealth};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::{Decision, Quota, RateKey};
+use crate::{Decision, MemoryLimiter, Quota, RateKey};
 
 /// Key prefix of the buckets in Redis: `portcullis:rl:<32 hex digits>`.
 pub const DEFAULT_PREFIX: &str = "portcullis:rl:";
@@ -43,31 +41,90 @@ return {1, 0, remaining, math.ceil(new_tat - now)}
 
 static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_LUA));
 
-/// A Redis connection (auto-reconnecting) and the key prefix buckets are stored under.
+/// How long one (re)connection attempt may take. Requests never wait for it longer than the
+/// call bound: a reconnect runs in the background and the next probe picks it up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The connection's own response timeout: only a backstop, so that calls the health's bound
+/// gave up on do not pile up on a hung connection. It must not be shorter than any call
+/// bound ([`RedisStore::with_call_timeout`]), which is what cuts requests.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// The connection settings that keep every call bounded: one attempt per (re)connect (the
+/// [`RemoteHealth`] back-off paces the attempts, not the client's retry loop, which would hold
+/// each command for seconds) and a backstop response timeout.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_BACKSTOP))
+}
+
+/// A Redis connection (auto-reconnecting), the [`RemoteHealth`] its calls go through, and the
+/// key prefix buckets are stored under.
 ///
-/// Cloning shares the connection.
+/// Every call is bounded by the health's call timeout (default
+/// [`DEFAULT_CALL_TIMEOUT`](portcullis_core::remote::DEFAULT_CALL_TIMEOUT), 50 ms); after a
+/// failure Redis is left alone for the back-off (default 1 s) and the limiter uses its local
+/// buckets meanwhile (see [`RedisLimiter`]).
+///
+/// Cloning shares the connection and the health.
 #[derive(Clone, Debug)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    health: RemoteHealth,
     prefix: Arc<str>,
 }
 
 impl RedisStore {
-    /// Connect to `url` (e.g. `redis://127.0.0.1:6379`).
+    /// Connect to `url` (e.g. `redis://127.0.0.1:6379`) now, failing if Redis cannot be
+    /// reached. Once connected, the connection reconnects by itself.
     ///
-    /// Fails if Redis cannot be reached now; once connected, the connection reconnects by
-    /// itself and checks made while Redis is down are let through (see [`RedisLimiter`]).
+    /// To start without Redis, use [`lazy`](Self::lazy).
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        Ok(Self::new(ConnectionManager::new(client).await?))
+        let health = RemoteHealth::new(store_name(&client));
+        let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
+        Ok(Self::new(Guarded::new(conn, health)))
+    }
+
+    /// A store for `url` that connects on first use (and in the background after a drop), so
+    /// it can be made while Redis is down. Fails only on a malformed URL. Must be called
+    /// within a tokio runtime.
+    pub fn lazy(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let health = RemoteHealth::new(store_name(&client));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(Self::new(Guarded::new(conn, health)))
     }
 
     /// Use an existing connection, with keys under [`DEFAULT_PREFIX`].
-    pub fn new(conn: ConnectionManager) -> Self {
+    ///
+    /// Pass a [`Guarded`] connection to share its [`RemoteHealth`] with other stores (one
+    /// outage state, one log line per transition); a bare [`ConnectionManager`] gets a health
+    /// of its own. Configure the connection with no retries of its own and a response timeout
+    /// no shorter than the call bound (see [`connect`](Self::connect)), or reconnects and the
+    /// connection's own timeout decide instead of the bound.
+    pub fn new(conn: impl Into<Guarded<ConnectionManager>>) -> Self {
+        let (conn, health) = conn.into().into_parts();
         Self {
             conn,
+            health,
             prefix: DEFAULT_PREFIX.into(),
         }
+    }
+
+    /// Bound each call to Redis by `timeout` instead of 50 ms; past it the check is answered
+    /// by the local buckets.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.health = self.health.with_call_timeout(timeout);
+        self
+    }
+
+    /// After a failure, leave Redis alone for `backoff` instead of 1 s before probing again.
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.health = self.health.with_backoff(backoff);
+        self
     }
 
     /// Store buckets under `prefix` instead (several gateways on one Redis, tests).
@@ -81,25 +138,40 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// Whether Redis answers, and how often it went away.
+    pub fn health(&self) -> &RemoteHealth {
+        &self.health
+    }
+
     /// The Redis key of `key`'s bucket.
     pub fn key_name(&self, key: &RateKey) -> String {
         format!("{}{}", self.prefix, key.to_hex())
     }
 }
 
-/// Keyed GCRA buckets in Redis: one `EVALSHA` per check.
+/// `redis at HOST:PORT`: the address only, never the URL (it may hold a password).
+fn store_name(client: &redis::Client) -> String {
+    format!("redis at {}", client.get_connection_info().addr())
+}
+
+/// Keyed GCRA buckets in Redis: one `EVALSHA` per check, with local buckets to fall back on.
 ///
-/// # Why fail open
-/// If Redis cannot answer (down, timed out after the connection's response timeout), the
-/// request is let through and a warning is logged (at most one every 10 seconds): a rate
-/// limiter must not take the gateway down with it.
+/// # Why fall back to local buckets, not fail open
+/// If Redis cannot answer within the bound (down, slow, erroring), the check is made against
+/// in-memory buckets of the same quota instead: limits still hold, per replica, and the
+/// request pays at most the bound (nothing while Redis is backing off). Letting everything
+/// through would turn a Redis outage into an upstream bill; refusing everything would take
+/// the gateway down with Redis. The local buckets start full when Redis goes away, so a
+/// caller may get one extra burst per replica at the start of an outage; they are not merged
+/// back into Redis when it returns. The outage and the recovery are logged once each, by the
+/// store's [`RemoteHealth`].
 ///
-/// Cloning shares the connection.
+/// Cloning shares the connection and the local buckets.
 #[derive(Clone, Debug)]
 pub struct RedisLimiter {
     store: RedisStore,
     quota: Quota,
-    last_warn: Arc<AtomicU64>,
+    local: MemoryLimiter,
 }
 
 impl RedisLimiter {
@@ -108,7 +180,7 @@ impl RedisLimiter {
         Self {
             store,
             quota,
-            last_warn: Arc::new(AtomicU64::new(0)),
+            local: MemoryLimiter::new(quota),
         }
     }
 
@@ -122,19 +194,41 @@ impl RedisLimiter {
         &self.store
     }
 
-    /// Charge `cost` (clamped to `1..=burst`) to `key`'s bucket if it has room.
+    /// The in-memory buckets used while Redis is unavailable.
+    pub fn local(&self) -> &MemoryLimiter {
+        &self.local
+    }
+
+    /// Charge `cost` (clamped to `1..=burst`) to `key`'s bucket if it has room: in Redis, or
+    /// in the local buckets if Redis does not answer within the bound.
     pub async fn check(&self, key: &RateKey, cost: u32) -> Decision {
         let limit = self.quota.capacity();
         let n = cost.clamp(1, limit);
         let t_us = self.quota.emission_interval().as_nanos() as f64 / 1000.0;
         let tau_us = t_us * f64::from(limit - 1);
-        let mut conn = self.store.conn.clone();
-        let reply: redis::RedisResult<(i64, i64, i64, i64)> = GCRA
-            .key(self.store.key_name(key))
-            .arg(t_us)
-            .arg(tau_us)
-            .arg(n)
-            .invoke_async(&mut conn)
+        let redis_key = self.store.key_name(key);
+        let invoke = || {
+            let mut conn = self.store.conn.clone();
+            let mut script = GCRA.key(&redis_key);
+            script.arg(t_us).arg(tau_us).arg(n);
+            async move { script.invoke_async::<(i64, i64, i64, i64)>(&mut conn).await }
+        };
+        let reply = self
+            .store
+            .health
+            .call(async {
+                match invoke().await {
+                    // The connection was found dead (Redis restarted, or this is the failed
+                    // reconnect of an earlier outage): the manager has just started a new one,
+                    // which usually answers well within the bound, so Redis is back at the
+                    // first probe. Refused, the script never ran; dropped mid-call, it may
+                    // have (a check charged twice at worst).
+                    Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => {
+                        invoke().await
+                    }
+                    other => other,
+                }
+            })
             .await;
         match reply {
             Ok((allowed, retry_us, remaining, reset_us)) => Decision {
@@ -148,33 +242,10 @@ impl RedisLimiter {
                     micros(retry_us).max(Duration::from_micros(1))
                 },
             },
-            Err(err) => {
-                self.warn_fail_open(&err);
-                Decision {
-                    allowed: true,
-                    limit,
-                    remaining: limit,
-                    reset_after: Duration::ZERO,
-                    retry_after: Duration::ZERO,
-                }
+            Err(unavailable) => {
+                tracing::trace!(error = %unavailable, "rate limit checked locally");
+                self.local.check(key, cost)
             }
-        }
-    }
-
-    fn warn_fail_open(&self, err: &redis::RedisError) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_warn.load(Ordering::Relaxed);
-        if now >= last + 10
-            && self
-                .last_warn
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %err, "rate limit store unavailable; letting requests through");
-        } else {
-            tracing::debug!(error = %err, "rate limit store unavailable; request let through");
         }
     }
 }
