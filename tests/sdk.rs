@@ -67,11 +67,12 @@ upstream = "mock"
         out.status.success(),
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
     // The SDKs really went through the gateway to the upstream.
     assert_eq!(
         mock.request_count(),
-        6,
-        "chat, stream, embeddings, completions, messages, stream"
+        10,
+        "chat, stream, embeddings, completions, messages, stream, responses, stream, \
+         count_tokens, beta messages"
     );
 }

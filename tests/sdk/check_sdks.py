@@ -117,6 +117,50 @@ def _():
     raise AssertionError("no NotFoundError")
 
 
+@check("openai responses")
+def _():
+    r = oa.responses.create(model="gpt-5", input="hi", instructions="be brief",
+                            reasoning={"effort": "low"}, store=False)
+    assert r.output_text, r
+    assert r.usage.total_tokens > 0, r.usage
+
+
+@check("openai streaming responses")
+def _():
+    kinds = []
+    text = ""
+    with oa.responses.stream(model="gpt-5", input=[{"role": "user", "content": "hi"}]) as s:
+        for event in s:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+        final = s.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+    assert text.strip() and final.output_text == text, (text, final.output_text)
+    assert final.usage.output_tokens > 0
+
+
+@check("anthropic count_tokens")
+def _():
+    r = an.messages.count_tokens(model="claude-sonnet-4-5", system="be brief",
+                                 messages=[{"role": "user", "content": "hello there"}])
+    assert r.input_tokens > 0, r
+
+
+@check("anthropic beta messages with a system entry in messages")
+def _():
+    # What current Anthropic-API agents send: beta fields, thinking, a system-role entry.
+    r = an.beta.messages.create(
+        model="claude-sonnet-4-5", max_tokens=256,
+        thinking={"type": "enabled", "budget_tokens": 128},
+        betas=["context-management-2025-06-27"],
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body={"messages": [{"role": "system", "content": "be brief"},
+                                 {"role": "user", "content": "hi"}]},
+    )
+    assert r.content, r
+
+
 @check("openai invalid request raises BadRequestError")
 def _():
     try:
