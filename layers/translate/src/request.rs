@@ -1399,3 +1399,7 @@ fn input_parts(
     }
     Ok(ChatContent::Parts(out))
 }
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

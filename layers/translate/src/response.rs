@@ -615,3 +615,7 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
     };
     out.map(Bytes::from).map_err(invalid)
 }
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;
