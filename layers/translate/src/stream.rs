@@ -452,7 +452,13 @@ impl AnthropicDecoder {
                 }
             }
             StreamEvent::ContentBlockDelta { delta, .. } => {
-                if self.skipping {
+                let empty = match &delta {
+                    BlockDelta::TextDelta { text: s }
+                    | BlockDelta::ThinkingDelta { thinking: s }
+                    | BlockDelta::InputJsonDelta { partial_json: s } => s.is_empty(),
+                    _ => false,
+                };
+                if self.skipping || empty {
                     return;
                 }
                 match &delta {
