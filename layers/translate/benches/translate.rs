@@ -51,10 +51,30 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream_1000_events");
     g.throughput(Throughput::Elements(EVENTS as u64));
     for (name, upstream, client, input) in [
-        ("anthropic_to_chat", Format::Messages, Format::ChatCompletions, &anthropic),
-        ("anthropic_to_responses", Format::Messages, Format::Responses, &anthropic),
-        ("chat_to_anthropic", Format::ChatCompletions, Format::Messages, &chat),
-        ("chat_to_responses", Format::ChatCompletions, Format::Responses, &chat),
+        (
+            "anthropic_to_chat",
+            Format::Messages,
+            Format::ChatCompletions,
+            &anthropic,
+        ),
+        (
+            "anthropic_to_responses",
+            Format::Messages,
+            Format::Responses,
+            &anthropic,
+        ),
+        (
+            "chat_to_anthropic",
+            Format::ChatCompletions,
+            Format::Messages,
+            &chat,
+        ),
+        (
+            "chat_to_responses",
+            Format::ChatCompletions,
+            Format::Responses,
+            &chat,
+        ),
     ] {
         let mut plan = Plan::new(client, upstream);
         plan.stream = true;

@@ -17,7 +17,7 @@
 //!   [`StreamTranslator`] (streams); [`translate_request`] / [`translate_response`] on bytes.
 //! - [`types`]: serde types of the three APIs, tolerant of fields they do not know.
 //!
-//! The crate README has the tables of every mapping, every default, and every field that is
+//! The crate README (`layers/translate/README.md`) has the tables of every mapping, every default, and every field that is
 //! refused or dropped on purpose.
 //!
 //! # Example
@@ -83,7 +83,8 @@ pub use future::ResponseFuture;
 pub use layer::TranslateLayer;
 pub use request::{
     chat_to_messages, effort_for_budget, messages_to_chat, responses_to_chat,
-    responses_to_messages, thinking_budget, translate_request, Plan, DEFAULT_MAX_TOKENS,
+    responses_to_messages, thinking_budget, translate_request, Plan, UnknownEffort,
+    DEFAULT_MAX_TOKENS,
 };
 pub use response::{
     chat_to_messages_response, chat_to_responses_response, messages_to_chat_response,

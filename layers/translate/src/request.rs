@@ -46,16 +46,21 @@ pub const REDACTED_PREFIX: &str = "anthropic-redacted:";
 /// | `medium` | 4096 |
 /// | `high` | 16384 |
 /// | `xhigh` | 32768 |
-pub fn thinking_budget(effort: &str) -> Result<Option<u32>, ()> {
+pub fn thinking_budget(effort: &str) -> Result<Option<u32>, UnknownEffort> {
     match effort {
         "none" | "minimal" => Ok(None),
         "low" => Ok(Some(1024)),
         "medium" => Ok(Some(4096)),
         "high" => Ok(Some(16384)),
         "xhigh" => Ok(Some(32768)),
-        _ => Err(()),
+        _ => Err(UnknownEffort(effort.to_owned())),
     }
 }
+
+/// A `reasoning_effort` this crate has no thinking budget for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reasoning effort {0:?}")]
+pub struct UnknownEffort(pub String);
 
 /// The `reasoning_effort` for an Anthropic thinking budget: up to 2048 `low`, up to 8192
 /// `medium`, above `high`.
@@ -396,13 +401,7 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
         })?),
         None => match reasoning_effort.as_deref() {
             Some(effort) => thinking_budget(effort)
-                .map_err(|()| {
-                    TranslateError::unsupported(
-                        "reasoning_effort",
-                        T,
-                        format!("unknown effort {effort:?}"),
-                    )
-                })?
+                .map_err(|e| TranslateError::unsupported("reasoning_effort", T, e.to_string()))?
                 .map(|budget_tokens| Thinking::Enabled { budget_tokens }),
             None => None,
         },
