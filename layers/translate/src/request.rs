@@ -1,0 +1,1404 @@
+//! Request translation: chat completions <-> Messages, Responses -> chat completions and
+//! Responses -> Messages. Pure functions over the serde types; what the target cannot carry
+//! is a [`TranslateError::Unsupported`] naming the field, unless the crate docs' table lists
+//! it as dropped or mapped on purpose.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    api::Format,
+    error::TranslateError,
+    types::{
+        chat::{
+            AssistantMessage, ChatContent, ChatMessage, ChatPart, ChatRequest, ChatTool, FileRef,
+            FunctionCall, FunctionDef, ImageUrl, JsonSchemaFormat, ResponseFormat, Stop,
+            StreamOptions, ThinkingBlock, ToolCall,
+        },
+        messages::{
+            ContentBlock, ImageSource, Message, MessageContent, MessagesRequest, Metadata, Role,
+            SystemPrompt, Thinking, Tool, ToolChoice, ToolResultContent,
+        },
+        responses::{
+            InputContent, InputItem, InputPart, ResponsesInput, ResponsesRequest, TextFormat,
+        },
+    },
+};
+
+/// `max_tokens` sent to Anthropic when the client gave no output cap (Anthropic requires
+/// one; chat and Responses clients may omit it).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Name of the tool that carries a `json_schema` response format to Anthropic.
+pub const JSON_TOOL: &str = "json_response";
+
+/// Prefix of a Responses `encrypted_content` that holds an Anthropic thinking signature.
+pub const SIGNATURE_PREFIX: &str = "anthropic-signature:";
+/// Prefix of a Responses `encrypted_content` that holds Anthropic redacted thinking.
+pub const REDACTED_PREFIX: &str = "anthropic-redacted:";
+
+/// The thinking budget for an OpenAI `reasoning_effort` (`None`: thinking off).
+///
+/// | effort | `budget_tokens` |
+/// | --- | --- |
+/// | `none`, `minimal` | thinking off |
+/// | `low` | 1024 (Anthropic's minimum) |
+/// | `medium` | 4096 |
+/// | `high` | 16384 |
+/// | `xhigh` | 32768 |
+pub fn thinking_budget(effort: &str) -> Result<Option<u32>, UnknownEffort> {
+    match effort {
+        "none" | "minimal" => Ok(None),
+        "low" => Ok(Some(1024)),
+        "medium" => Ok(Some(4096)),
+        "high" => Ok(Some(16384)),
+        "xhigh" => Ok(Some(32768)),
+        _ => Err(UnknownEffort(effort.to_owned())),
+    }
+}
+
+/// A `reasoning_effort` this crate has no thinking budget for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reasoning effort {0:?}")]
+pub struct UnknownEffort(pub String);
+
+/// The `reasoning_effort` for an Anthropic thinking budget: up to 2048 `low`, up to 8192
+/// `medium`, above `high`.
+pub fn effort_for_budget(budget: u32) -> &'static str {
+    match budget {
+        0..=2048 => "low",
+        2049..=8192 => "medium",
+        _ => "high",
+    }
+}
+
+/// What the response translation needs to know about the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The client's API.
+    pub client: Format,
+    /// The upstream's API.
+    pub upstream: Format,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// A chat client asked for the final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// A `json_schema` response format travels as the [`JSON_TOOL`] tool: its call is the
+    /// answer's text.
+    pub json_tool: bool,
+}
+
+impl Plan {
+    /// A plan with no options.
+    pub fn new(client: Format, upstream: Format) -> Self {
+        Plan {
+            client,
+            upstream,
+            stream: false,
+            include_usage: false,
+            json_tool: false,
+        }
+    }
+}
+
+/// Translate a request body from `client`'s shape to `upstream`'s.
+pub fn translate_request(
+    client: Format,
+    upstream: Format,
+    body: &[u8],
+) -> Result<(Bytes, Plan), TranslateError> {
+    let invalid = |e: serde_json::Error| TranslateError::InvalidRequest {
+        format: client,
+        message: e.to_string(),
+    };
+    let mut plan = Plan::new(client, upstream);
+    let out = match (client, upstream) {
+        (Format::ChatCompletions, Format::Messages) => {
+            let req: ChatRequest = serde_json::from_slice(body).map_err(invalid)?;
+            plan.stream = req.stream == Some(true);
+            plan.include_usage = req
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
+            let out = chat_to_messages(req)?;
+            plan.json_tool = uses_json_tool(&out);
+            serde_json::to_vec(&out)
+        }
+        (Format::Messages, Format::ChatCompletions) => {
+            let req: MessagesRequest = serde_json::from_slice(body).map_err(invalid)?;
+            plan.stream = req.stream == Some(true);
+            serde_json::to_vec(&messages_to_chat(req)?)
+        }
+        (Format::Responses, Format::ChatCompletions) => {
+            let req: ResponsesRequest = serde_json::from_slice(body).map_err(invalid)?;
+            plan.stream = req.stream == Some(true);
+            serde_json::to_vec(&responses_to_chat(req)?)
+        }
+        (Format::Responses, Format::Messages) => {
+            let req: ResponsesRequest = serde_json::from_slice(body).map_err(invalid)?;
+            plan.stream = req.stream == Some(true);
+            let out = responses_to_messages(req)?;
+            plan.json_tool = uses_json_tool(&out);
+            serde_json::to_vec(&out)
+        }
+        (c, u) if c == u => return Ok((Bytes::copy_from_slice(body), plan)),
+        (_, u) => {
+            return Err(TranslateError::unsupported(
+                "request",
+                u,
+                format!("no translation from the {client} API"),
+            ))
+        }
+    };
+    let out = out.map_err(|e| TranslateError::InvalidRequest {
+        format: client,
+        message: e.to_string(),
+    })?;
+    Ok((Bytes::from(out), plan))
+}
+
+fn uses_json_tool(req: &MessagesRequest) -> bool {
+    req.tools
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|t| t.name == JSON_TOOL))
+}
+
+/// Tool call ids must match `^[a-zA-Z0-9_-]+$` at Anthropic; other servers make freer ones
+/// (`functions.get_weather:0`). The same id maps the same way in the call and its result.
+fn tool_id(id: &str) -> String {
+    if !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return id.to_owned();
+    }
+    let mut s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        s.push_str("call_");
+    }
+    s
+}
+
+/// `data:<media type>;base64,<data>` -> (media type, data).
+fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+fn image_block(url: &str, field: &str) -> Result<ContentBlock, TranslateError> {
+    let source = if url.starts_with("data:") {
+        let (media_type, data) = parse_data_url(url).ok_or_else(|| {
+            TranslateError::unsupported(field, Format::Messages, "only base64 data URLs")
+        })?;
+        ImageSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        }
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        ImageSource::Url {
+            url: url.to_owned(),
+        }
+    } else {
+        return Err(TranslateError::unsupported(
+            field,
+            Format::Messages,
+            "images must be http(s) or data URLs",
+        ));
+    };
+    Ok(ContentBlock::Image {
+        source,
+        extra: Map::new(),
+    })
+}
+
+fn refuse_keys(
+    extra: &Map<String, Value>,
+    keys: &[(&str, &str)],
+    target: Format,
+) -> Result<(), TranslateError> {
+    for (k, why) in keys {
+        match extra.get(*k) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => return Err(TranslateError::unsupported(*k, target, *why)),
+        }
+    }
+    Ok(())
+}
+
+// === chat completions -> Messages ===
+
+/// Translate a chat completions request to a Messages request.
+pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateError> {
+    const T: Format = Format::Messages;
+    let ChatRequest {
+        model,
+        messages,
+        max_tokens,
+        max_completion_tokens,
+        temperature,
+        top_p,
+        stop,
+        stream,
+        stream_options: _,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        response_format,
+        reasoning_effort,
+        n,
+        logprobs,
+        top_logprobs,
+        user,
+        seed: _,
+        frequency_penalty,
+        presence_penalty,
+        logit_bias,
+        modalities,
+        audio,
+        mut extra,
+    } = req;
+    if n.is_some_and(|n| n > 1) {
+        return Err(TranslateError::unsupported(
+            "n",
+            T,
+            "Anthropic gives one choice per request",
+        ));
+    }
+    if logprobs == Some(true) || top_logprobs.is_some_and(|n| n > 0) {
+        return Err(TranslateError::unsupported(
+            "logprobs",
+            T,
+            "Anthropic gives no log probabilities",
+        ));
+    }
+    for (name, v) in [
+        ("frequency_penalty", frequency_penalty),
+        ("presence_penalty", presence_penalty),
+    ] {
+        if v.is_some_and(|v| v != 0.0) {
+            return Err(TranslateError::unsupported(
+                name,
+                T,
+                "Anthropic has no repetition penalties",
+            ));
+        }
+    }
+    if logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(TranslateError::unsupported(
+            "logit_bias",
+            T,
+            "Anthropic has no token biases",
+        ));
+    }
+    if audio.is_some()
+        || modalities
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m != "text"))
+    {
+        return Err(TranslateError::unsupported(
+            "modalities",
+            T,
+            "Anthropic answers only in text",
+        ));
+    }
+    refuse_keys(
+        &extra,
+        &[
+            ("functions", "legacy functions; send tools"),
+            ("function_call", "legacy function_call; send tool_choice"),
+            ("web_search_options", "OpenAI's built-in web search"),
+        ],
+        T,
+    )?;
+    // Dropped on purpose (see the crate docs' table).
+    for k in [
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "verbosity",
+        "prediction",
+    ] {
+        extra.remove(k);
+    }
+    let safety_id = match extra.remove("safety_identifier") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+
+    let mut system: Vec<ContentBlock> = Vec::new();
+    let mut turns: Vec<(Role, Vec<ContentBlock>)> = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        match m {
+            ChatMessage::System { content, .. } | ChatMessage::Developer { content, .. } => {
+                let text = content.as_text().ok_or_else(|| {
+                    TranslateError::unsupported(
+                        format!("messages[{i}].content"),
+                        T,
+                        "system messages carry only text",
+                    )
+                })?;
+                if !text.is_empty() {
+                    system.push(ContentBlock::text(text));
+                }
+            }
+            ChatMessage::User { content, .. } => {
+                let blocks = user_blocks(content, &format!("messages[{i}].content"))?;
+                push_turn(&mut turns, Role::User, blocks);
+            }
+            ChatMessage::Assistant(a) => {
+                let blocks = assistant_blocks(a, i)?;
+                push_turn(&mut turns, Role::Assistant, blocks);
+            }
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+            } => {
+                let field = format!("messages[{i}].content");
+                let content = match content {
+                    ChatContent::Text(s) => ToolResultContent::Text(s),
+                    parts => ToolResultContent::Blocks(user_blocks(parts, &field)?),
+                };
+                let block = ContentBlock::ToolResult {
+                    tool_use_id: tool_id(&tool_call_id),
+                    content: Some(content),
+                    is_error: None,
+                    extra: Map::new(),
+                };
+                push_turn(&mut turns, Role::User, vec![block]);
+            }
+            ChatMessage::Function { .. } => {
+                return Err(TranslateError::unsupported(
+                    format!("messages[{i}]"),
+                    T,
+                    "legacy function messages; send tool messages",
+                ))
+            }
+        }
+    }
+
+    // Thinking: an explicit Anthropic `thinking` (a client extension, or model params merged
+    // in upstream's shape) wins over `reasoning_effort`.
+    let mut thinking = match extra.remove("thinking") {
+        Some(v) => Some(serde_json::from_value::<Thinking>(v).map_err(|e| {
+            TranslateError::InvalidRequest {
+                format: Format::ChatCompletions,
+                message: format!("thinking: {e}"),
+            }
+        })?),
+        None => match reasoning_effort.as_deref() {
+            Some(effort) => thinking_budget(effort)
+                .map_err(|e| TranslateError::unsupported("reasoning_effort", T, e.to_string()))?
+                .map(|budget_tokens| Thinking::Enabled { budget_tokens }),
+            None => None,
+        },
+    };
+    // A chat client cannot send the thinking blocks back: Anthropic refuses a thinking request
+    // whose last assistant turn used a tool without them, so thinking is off for that turn.
+    if matches!(
+        thinking,
+        Some(Thinking::Enabled { .. } | Thinking::Adaptive)
+    ) {
+        if let Some((_, last)) = turns.iter().rev().find(|(r, _)| *r == Role::Assistant) {
+            let uses_tool = last
+                .iter()
+                .any(|b| matches!(b, ContentBlock::ToolUse { .. }));
+            let thought = last.iter().any(|b| {
+                matches!(
+                    b,
+                    ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
+                )
+            });
+            if uses_tool && !thought {
+                thinking = None;
+            }
+        }
+    }
+    let thinking_on = matches!(
+        thinking,
+        Some(Thinking::Enabled { .. } | Thinking::Adaptive)
+    );
+
+    let mut max_tokens = max_completion_tokens
+        .or(max_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    if let Some(Thinking::Enabled { budget_tokens }) = thinking {
+        if max_tokens <= budget_tokens {
+            max_tokens = max_tokens.saturating_add(budget_tokens);
+        }
+    }
+    // Anthropic takes 0..1 and, with thinking, only temperature 1 and top_p >= 0.95.
+    let temperature = temperature
+        .map(|t| t.clamp(0.0, 1.0))
+        .filter(|t| !thinking_on || *t == 1.0);
+    let top_p = top_p.filter(|p| !thinking_on || *p >= 0.95);
+
+    let mut out_tools: Vec<Tool> = Vec::new();
+    for (k, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        match (t.kind.as_str(), t.function) {
+            ("function", Some(f)) => out_tools.push(Tool {
+                name: f.name,
+                description: f.description,
+                input_schema: Some(
+                    f.parameters
+                        .unwrap_or_else(|| json!({"type":"object","properties":{}})),
+                ),
+                kind: None,
+                extra: Map::new(),
+            }),
+            (kind, _) => {
+                return Err(TranslateError::unsupported(
+                    format!("tools[{k}]"),
+                    T,
+                    format!("{kind} tools"),
+                ))
+            }
+        }
+    }
+    let client_has_tools = !out_tools.is_empty();
+    let mut choice = match tool_choice {
+        None => None,
+        Some(v) => Some(chat_choice_to_anthropic(&v)?),
+    };
+    if parallel_tool_calls == Some(false) && client_has_tools {
+        choice = Some(
+            match choice.unwrap_or(ToolChoice::Auto {
+                disable_parallel_tool_use: None,
+            }) {
+                ToolChoice::Auto { .. } => ToolChoice::Auto {
+                    disable_parallel_tool_use: Some(true),
+                },
+                ToolChoice::Any { .. } => ToolChoice::Any {
+                    disable_parallel_tool_use: Some(true),
+                },
+                ToolChoice::Tool { name, .. } => ToolChoice::Tool {
+                    name,
+                    disable_parallel_tool_use: Some(true),
+                },
+                ToolChoice::None => ToolChoice::None,
+            },
+        );
+    }
+    match response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            system.push(ContentBlock::text(
+                "Respond with one JSON object and nothing else.",
+            ));
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            let schema = json_schema
+                .schema
+                .unwrap_or_else(|| json!({"type":"object"}));
+            if schema
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "object")
+            {
+                return Err(TranslateError::unsupported(
+                    "response_format.json_schema.schema",
+                    T,
+                    "the schema's root must be an object (it travels as a tool's input)",
+                ));
+            }
+            out_tools.push(Tool {
+                name: JSON_TOOL.into(),
+                description: Some(json_schema.description.unwrap_or_else(|| {
+                    format!(
+                        "Give the answer ({}) as this tool's input.",
+                        json_schema.name
+                    )
+                })),
+                input_schema: Some(schema),
+                kind: None,
+                extra: Map::new(),
+            });
+            if client_has_tools || thinking_on {
+                // Anthropic refuses a forced tool with thinking on, and forcing it would
+                // stop the client's own tools from being called.
+                system.push(ContentBlock::text(format!(
+                    "Give your final answer by calling the {JSON_TOOL} tool."
+                )));
+            } else {
+                choice = Some(ToolChoice::Tool {
+                    name: JSON_TOOL.into(),
+                    disable_parallel_tool_use: None,
+                });
+            }
+        }
+    }
+    if out_tools.is_empty() {
+        choice = None; // Anthropic wants no tool_choice without tools
+    }
+    let top_k = match extra.remove("top_k") {
+        Some(Value::Number(n)) => n.as_u64().map(|n| n as u32),
+        _ => None,
+    };
+    let system = match system.len() {
+        0 => None,
+        1 => match system.pop() {
+            Some(ContentBlock::Text { text, extra }) if extra.is_empty() => {
+                Some(SystemPrompt::Text(text))
+            }
+            Some(b) => Some(SystemPrompt::Blocks(vec![b])),
+            None => None,
+        },
+        _ => Some(SystemPrompt::Blocks(system)),
+    };
+    Ok(MessagesRequest {
+        model,
+        messages: turns
+            .into_iter()
+            .map(|(role, blocks)| Message {
+                role,
+                content: compact(blocks),
+            })
+            .collect(),
+        max_tokens,
+        system,
+        temperature,
+        top_p,
+        top_k,
+        stop_sequences: stop
+            .map(|s| {
+                s.into_vec()
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty()),
+        stream: stream.filter(|s| *s),
+        tools: (!out_tools.is_empty()).then_some(out_tools),
+        tool_choice: choice,
+        thinking,
+        metadata: user.or(safety_id).map(|u| Metadata {
+            user_id: Some(u),
+            extra: Map::new(),
+        }),
+        extra,
+    })
+}
+
+/// One text block without extras is sent as a plain string.
+fn compact(mut blocks: Vec<ContentBlock>) -> MessageContent {
+    if blocks.len() == 1 {
+        if let ContentBlock::Text { extra, .. } = &blocks[0] {
+            if extra.is_empty() {
+                if let Some(ContentBlock::Text { text, .. }) = blocks.pop() {
+                    return MessageContent::Text(text);
+                }
+            }
+        }
+    }
+    MessageContent::Blocks(blocks)
+}
+
+fn push_turn(turns: &mut Vec<(Role, Vec<ContentBlock>)>, role: Role, blocks: Vec<ContentBlock>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        // Anthropic alternates roles: consecutive tool results (and a user message after
+        // them) are one user turn.
+        Some((r, b)) if *r == role => b.extend(blocks),
+        _ => turns.push((role, blocks)),
+    }
+}
+
+fn user_blocks(content: ChatContent, field: &str) -> Result<Vec<ContentBlock>, TranslateError> {
+    const T: Format = Format::Messages;
+    let parts = match content {
+        ChatContent::Text(s) if s.is_empty() => return Ok(Vec::new()),
+        ChatContent::Text(s) => return Ok(vec![ContentBlock::text(s)]),
+        ChatContent::Parts(p) => p,
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.into_iter().enumerate() {
+        let f = format!("{field}[{j}]");
+        match p {
+            ChatPart::Text { text } | ChatPart::Refusal { refusal: text } => {
+                if !text.is_empty() {
+                    out.push(ContentBlock::text(text));
+                }
+            }
+            ChatPart::ImageUrl { image_url } => out.push(image_block(&image_url.url, &f)?),
+            ChatPart::InputAudio { .. } => {
+                return Err(TranslateError::unsupported(f, T, "Anthropic takes no audio"))
+            }
+            ChatPart::File { file } => match file.file_data.as_deref().and_then(parse_data_url) {
+                Some((media_type, data)) => {
+                    let mut extra = Map::new();
+                    if let Some(name) = file.filename {
+                        extra.insert("title".into(), Value::String(name));
+                    }
+                    out.push(ContentBlock::Document {
+                        source: json!({"type":"base64","media_type":media_type,"data":data}),
+                        extra,
+                    });
+                }
+                None => {
+                    return Err(TranslateError::unsupported(
+                        f,
+                        T,
+                        "files must be inline base64 data (an OpenAI file id means nothing to Anthropic)",
+                    ))
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+fn assistant_blocks(a: AssistantMessage, i: usize) -> Result<Vec<ContentBlock>, TranslateError> {
+    const T: Format = Format::Messages;
+    refuse_keys(
+        &a.extra,
+        &[
+            ("function_call", "legacy function_call; send tool_calls"),
+            ("audio", "audio answers"),
+        ],
+        T,
+    )?;
+    let mut out = Vec::new();
+    // Thinking comes first in an Anthropic turn, and only signed blocks are accepted.
+    for b in a.thinking_blocks.unwrap_or_default() {
+        match b {
+            ThinkingBlock::Thinking {
+                thinking,
+                signature: Some(signature),
+            } => out.push(ContentBlock::Thinking {
+                thinking,
+                signature,
+            }),
+            ThinkingBlock::Thinking {
+                signature: None, ..
+            } => {}
+            ThinkingBlock::RedactedThinking { data } => {
+                out.push(ContentBlock::RedactedThinking { data })
+            }
+        }
+    }
+    let text = match a.content {
+        None => None,
+        Some(c) => Some(c.as_text().ok_or_else(|| {
+            TranslateError::unsupported(
+                format!("messages[{i}].content"),
+                T,
+                "assistant messages carry only text",
+            )
+        })?),
+    };
+    if let Some(t) = text.or(a.refusal).filter(|t| !t.is_empty()) {
+        out.push(ContentBlock::text(t));
+    }
+    for (k, c) in a.tool_calls.unwrap_or_default().into_iter().enumerate() {
+        let args = c.function.arguments.trim();
+        let input = if args.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str::<Value>(args).map_err(|e| {
+                TranslateError::unsupported(
+                    format!("messages[{i}].tool_calls[{k}].function.arguments"),
+                    T,
+                    format!("arguments are not JSON ({e})"),
+                )
+            })?
+        };
+        out.push(ContentBlock::ToolUse {
+            id: tool_id(&c.id),
+            name: c.function.name,
+            input,
+            extra: Map::new(),
+        });
+    }
+    Ok(out)
+}
+
+fn chat_choice_to_anthropic(v: &Value) -> Result<ToolChoice, TranslateError> {
+    let bad = || TranslateError::unsupported("tool_choice", Format::Messages, format!("{v}"));
+    Ok(match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => ToolChoice::Auto {
+                disable_parallel_tool_use: None,
+            },
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Any {
+                disable_parallel_tool_use: None,
+            },
+            _ => return Err(bad()),
+        },
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(bad)?;
+            ToolChoice::Tool {
+                name: name.to_owned(),
+                disable_parallel_tool_use: None,
+            }
+        }
+        _ => return Err(bad()),
+    })
+}
+
+// === Messages -> chat completions ===
+
+/// Translate a Messages request to a chat completions request.
+pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateError> {
+    const T: Format = Format::ChatCompletions;
+    let MessagesRequest {
+        model,
+        messages,
+        max_tokens,
+        system,
+        temperature,
+        top_p,
+        top_k,
+        stop_sequences,
+        stream,
+        tools,
+        tool_choice,
+        thinking,
+        metadata,
+        mut extra,
+    } = req;
+    refuse_keys(
+        &extra,
+        &[
+            ("container", "Anthropic code-execution containers"),
+            ("mcp_servers", "Anthropic's MCP connector"),
+            ("context_management", "Anthropic's context management"),
+        ],
+        T,
+    )?;
+    extra.remove("service_tier");
+    let mut out: Vec<ChatMessage> = Vec::new();
+    match system {
+        None => {}
+        Some(SystemPrompt::Text(s)) => out.push(ChatMessage::System {
+            content: ChatContent::Text(s),
+            name: None,
+        }),
+        Some(SystemPrompt::Blocks(blocks)) => {
+            let mut texts = Vec::new();
+            for (k, b) in blocks.into_iter().enumerate() {
+                match b {
+                    ContentBlock::Text { text, .. } => texts.push(text),
+                    _ => {
+                        return Err(TranslateError::unsupported(
+                            format!("system[{k}]"),
+                            T,
+                            "system blocks must be text",
+                        ))
+                    }
+                }
+            }
+            out.push(ChatMessage::System {
+                content: ChatContent::Text(texts.join("\n\n")),
+                name: None,
+            });
+        }
+    }
+    for (i, m) in messages.into_iter().enumerate() {
+        let blocks = m.content.into_blocks();
+        match m.role {
+            Role::User => {
+                let mut parts: Vec<ChatPart> = Vec::new();
+                let mut late_images: Vec<ChatPart> = Vec::new();
+                for (j, b) in blocks.into_iter().enumerate() {
+                    let f = format!("messages[{i}].content[{j}]");
+                    match b {
+                        ContentBlock::ToolResult {
+                            tool_use_id,
+                            content,
+                            is_error,
+                            ..
+                        } => {
+                            let mut text = String::new();
+                            if is_error == Some(true) {
+                                text.push_str("Error: ");
+                            }
+                            match content {
+                                None => {}
+                                Some(ToolResultContent::Text(s)) => text.push_str(&s),
+                                Some(ToolResultContent::Blocks(bs)) => {
+                                    for (k, b) in bs.into_iter().enumerate() {
+                                        match b {
+                                            ContentBlock::Text { text: t, .. } => {
+                                                if !text.is_empty() && !text.ends_with(' ') {
+                                                    text.push('\n');
+                                                }
+                                                text.push_str(&t);
+                                            }
+                                            // Chat tool messages carry only text: images
+                                            // follow in a user message.
+                                            ContentBlock::Image { source, .. } => late_images.push(
+                                                image_part(source, &format!("{f}.content[{k}]"))?,
+                                            ),
+                                            _ => {
+                                                return Err(TranslateError::unsupported(
+                                                    format!("{f}.content[{k}]"),
+                                                    T,
+                                                    "tool results carry text and images only",
+                                                ))
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            out.push(ChatMessage::Tool {
+                                content: ChatContent::Text(text),
+                                tool_call_id: tool_use_id,
+                            });
+                        }
+                        ContentBlock::Text { text, .. } => parts.push(ChatPart::Text { text }),
+                        ContentBlock::Image { source, .. } => parts.push(image_part(source, &f)?),
+                        ContentBlock::Document { .. } => {
+                            return Err(TranslateError::unsupported(
+                                f,
+                                T,
+                                "document blocks (chat completions upstreams take no documents)",
+                            ))
+                        }
+                        _ => {
+                            return Err(TranslateError::unsupported(
+                                f,
+                                T,
+                                "this block in a user turn",
+                            ))
+                        }
+                    }
+                }
+                parts.extend(late_images);
+                if !parts.is_empty() {
+                    let content = match parts.as_slice() {
+                        [ChatPart::Text { .. }] => match parts.pop() {
+                            Some(ChatPart::Text { text }) => ChatContent::Text(text),
+                            _ => unreachable!("matched a single text part"),
+                        },
+                        _ => ChatContent::Parts(parts),
+                    };
+                    out.push(ChatMessage::User {
+                        content,
+                        name: None,
+                    });
+                }
+            }
+            Role::Assistant => {
+                let mut text = String::new();
+                let mut calls = Vec::new();
+                for (j, b) in blocks.into_iter().enumerate() {
+                    match b {
+                        ContentBlock::Text { text: t, .. } => text.push_str(&t),
+                        ContentBlock::ToolUse {
+                            id, name, input, ..
+                        } => calls.push(ToolCall {
+                            id,
+                            kind: "function".into(),
+                            function: FunctionCall {
+                                name,
+                                arguments: input.to_string(),
+                            },
+                        }),
+                        // Chat requests cannot carry reasoning back: dropped (table).
+                        ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
+                        _ => {
+                            return Err(TranslateError::unsupported(
+                                format!("messages[{i}].content[{j}]"),
+                                T,
+                                "this block in an assistant turn",
+                            ))
+                        }
+                    }
+                }
+                if text.is_empty() && calls.is_empty() {
+                    continue;
+                }
+                out.push(ChatMessage::Assistant(AssistantMessage {
+                    content: (!text.is_empty()).then_some(ChatContent::Text(text)),
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                    ..AssistantMessage::default()
+                }));
+            }
+        }
+    }
+    let mut out_tools = Vec::new();
+    for (k, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        match t.kind.as_deref() {
+            None | Some("custom") => out_tools.push(ChatTool {
+                kind: "function".into(),
+                function: Some(FunctionDef {
+                    name: t.name,
+                    description: t.description,
+                    parameters: t.input_schema,
+                    strict: None,
+                }),
+                extra: Map::new(),
+            }),
+            Some(kind) => {
+                return Err(TranslateError::unsupported(
+                    format!("tools[{k}]"),
+                    T,
+                    format!("the server tool {kind} runs only at Anthropic"),
+                ))
+            }
+        }
+    }
+    let mut parallel = None;
+    let choice = tool_choice.map(|c| match c {
+        ToolChoice::Auto {
+            disable_parallel_tool_use: d,
+        } => {
+            parallel = d.map(|d| !d);
+            json!("auto")
+        }
+        ToolChoice::Any {
+            disable_parallel_tool_use: d,
+        } => {
+            parallel = d.map(|d| !d);
+            json!("required")
+        }
+        ToolChoice::Tool {
+            name,
+            disable_parallel_tool_use: d,
+        } => {
+            parallel = d.map(|d| !d);
+            json!({"type":"function","function":{"name":name}})
+        }
+        ToolChoice::None => json!("none"),
+    });
+    if let Some(k) = top_k {
+        // vLLM, llama.cpp and LM Studio read `top_k`; OpenAI itself refuses it.
+        extra.insert("top_k".into(), Value::from(k));
+    }
+    let reasoning_effort = match thinking {
+        Some(Thinking::Enabled { budget_tokens }) => {
+            Some(effort_for_budget(budget_tokens).to_owned())
+        }
+        Some(Thinking::Adaptive) => Some("medium".to_owned()),
+        _ => None,
+    };
+    let streaming = stream == Some(true);
+    Ok(ChatRequest {
+        model,
+        messages: out,
+        max_tokens: Some(max_tokens),
+        temperature,
+        top_p,
+        stop: stop_sequences.filter(|s| !s.is_empty()).map(Stop::Many),
+        stream: streaming.then_some(true),
+        // Anthropic clients always get usage: ask for it.
+        stream_options: streaming.then(|| StreamOptions {
+            include_usage: Some(true),
+            extra: Map::new(),
+        }),
+        tools: (!out_tools.is_empty()).then_some(out_tools),
+        tool_choice: choice,
+        parallel_tool_calls: parallel,
+        reasoning_effort,
+        user: metadata.and_then(|m| m.user_id),
+        extra,
+        ..ChatRequest::default()
+    })
+}
+
+fn image_part(source: ImageSource, field: &str) -> Result<ChatPart, TranslateError> {
+    let url = match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url,
+        ImageSource::File { .. } => {
+            return Err(TranslateError::unsupported(
+                field,
+                Format::ChatCompletions,
+                "Anthropic file ids mean nothing to other upstreams",
+            ))
+        }
+    };
+    Ok(ChatPart::ImageUrl {
+        image_url: ImageUrl { url, detail: None },
+    })
+}
+
+// === Responses -> chat completions / Messages ===
+
+/// Translate a Responses request to a chat completions request.
+pub fn responses_to_chat(req: ResponsesRequest) -> Result<ChatRequest, TranslateError> {
+    responses_to_chat_for(req, Format::ChatCompletions)
+}
+
+/// Translate a Responses request to a Messages request (through chat completions, keeping
+/// what only Anthropic can take: signed reasoning, files).
+pub fn responses_to_messages(req: ResponsesRequest) -> Result<MessagesRequest, TranslateError> {
+    chat_to_messages(responses_to_chat_for(req, Format::Messages)?)
+}
+
+fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest, TranslateError> {
+    let to_anthropic = t == Format::Messages;
+    let ResponsesRequest {
+        model,
+        input,
+        instructions,
+        max_output_tokens,
+        temperature,
+        top_p,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        text,
+        reasoning,
+        stream,
+        store: _,
+        previous_response_id,
+        user,
+        mut extra,
+    } = req;
+    if previous_response_id.is_some() {
+        return Err(TranslateError::unsupported(
+            "previous_response_id",
+            t,
+            "the gateway stores no responses; send the whole conversation with store: false",
+        ));
+    }
+    refuse_keys(
+        &extra,
+        &[
+            ("conversation", "the gateway stores no conversations"),
+            ("background", "background responses need OpenAI's storage"),
+            ("prompt", "stored prompt templates live at OpenAI"),
+            ("top_logprobs", "log probabilities"),
+            ("max_tool_calls", "a cap on built-in tool calls"),
+        ],
+        t,
+    )?;
+    for k in [
+        "include",
+        "truncation",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "stream_options",
+    ] {
+        extra.remove(k);
+    }
+    if let Some(Value::String(s)) = extra.remove("safety_identifier") {
+        if user.is_none() {
+            extra.insert("user".into(), Value::String(s));
+        }
+    }
+    let user = user.or_else(|| match extra.remove("user") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    });
+
+    let mut msgs: Vec<ChatMessage> = Vec::new();
+    if let Some(i) = instructions.filter(|i| !i.is_empty()) {
+        msgs.push(ChatMessage::System {
+            content: ChatContent::Text(i),
+            name: None,
+        });
+    }
+    let items = match input {
+        None => Vec::new(),
+        Some(ResponsesInput::Text(s)) => {
+            msgs.push(ChatMessage::User {
+                content: ChatContent::Text(s),
+                name: None,
+            });
+            Vec::new()
+        }
+        Some(ResponsesInput::Items(items)) => items,
+    };
+    let mut pending_thinking: Vec<ThinkingBlock> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("input[{i}]");
+        match item {
+            InputItem::Message { role, content, .. } => match role.as_str() {
+                "system" | "developer" => {
+                    let text = input_text(content, &field, t)?;
+                    msgs.push(ChatMessage::System {
+                        content: ChatContent::Text(text),
+                        name: None,
+                    });
+                }
+                "user" => msgs.push(ChatMessage::User {
+                    content: input_parts(content, &field, t)?,
+                    name: None,
+                }),
+                "assistant" => {
+                    let text = input_text(content, &field, t)?;
+                    let a = assistant_slot(&mut msgs, &mut pending_thinking);
+                    match &mut a.content {
+                        Some(ChatContent::Text(s)) => s.push_str(&text),
+                        _ => a.content = Some(ChatContent::Text(text)),
+                    }
+                }
+                other => {
+                    return Err(TranslateError::unsupported(
+                        format!("{field}.role"),
+                        t,
+                        format!("role {other:?}"),
+                    ))
+                }
+            },
+            InputItem::FunctionCall {
+                call_id,
+                name,
+                arguments,
+                ..
+            } => {
+                let a = assistant_slot(&mut msgs, &mut pending_thinking);
+                a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
+                    id: call_id,
+                    kind: "function".into(),
+                    function: FunctionCall { name, arguments },
+                });
+            }
+            InputItem::FunctionCallOutput {
+                call_id, output, ..
+            } => {
+                let content = match output {
+                    InputContent::Text(s) => ChatContent::Text(s),
+                    parts if to_anthropic => input_parts(parts, &format!("{field}.output"), t)?,
+                    parts => ChatContent::Text(input_text(parts, &format!("{field}.output"), t)?),
+                };
+                msgs.push(ChatMessage::Tool {
+                    content,
+                    tool_call_id: call_id,
+                });
+            }
+            InputItem::Reasoning {
+                summary,
+                encrypted_content,
+                ..
+            } => {
+                // Only reasoning that came from Anthropic through this gateway can go back
+                // (its signature rides in encrypted_content); other reasoning is dropped.
+                if !to_anthropic {
+                    continue;
+                }
+                let text: String = summary
+                    .into_iter()
+                    .map(|s| s.text)
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                match encrypted_content.as_deref() {
+                    Some(e) if e.starts_with(SIGNATURE_PREFIX) => {
+                        pending_thinking.push(ThinkingBlock::Thinking {
+                            thinking: text,
+                            signature: Some(e[SIGNATURE_PREFIX.len()..].to_owned()),
+                        })
+                    }
+                    Some(e) if e.starts_with(REDACTED_PREFIX) => {
+                        pending_thinking.push(ThinkingBlock::RedactedThinking {
+                            data: e[REDACTED_PREFIX.len()..].to_owned(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            InputItem::Other(map) => {
+                let kind = map.get("type").and_then(Value::as_str).unwrap_or("(none)");
+                return Err(TranslateError::unsupported(
+                    field,
+                    t,
+                    format!("input items of type {kind:?}"),
+                ));
+            }
+        }
+    }
+    let mut out_tools = Vec::new();
+    for (k, tool) in tools.unwrap_or_default().into_iter().enumerate() {
+        match (tool.kind.as_str(), tool.name) {
+            ("function", Some(name)) => out_tools.push(ChatTool {
+                kind: "function".into(),
+                function: Some(FunctionDef {
+                    name,
+                    description: tool.description,
+                    parameters: tool.parameters,
+                    strict: tool.strict,
+                }),
+                extra: Map::new(),
+            }),
+            (kind, _) => {
+                return Err(TranslateError::unsupported(
+                    format!("tools[{k}]"),
+                    t,
+                    format!("{kind} tools run only at OpenAI"),
+                ))
+            }
+        }
+    }
+    let tool_choice = match tool_choice {
+        None => None,
+        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => {
+            Some(Value::String(s))
+        }
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+            Some(json!({"type":"function","function":{"name":name}}))
+        }
+        Some(v) => {
+            return Err(TranslateError::unsupported(
+                "tool_choice",
+                t,
+                format!("{v}"),
+            ))
+        }
+    };
+    let response_format = match text.and_then(|t| t.format) {
+        None | Some(TextFormat::Text) => None,
+        Some(TextFormat::JsonObject) => Some(ResponseFormat::JsonObject),
+        Some(TextFormat::JsonSchema {
+            name,
+            schema,
+            description,
+            strict,
+        }) => Some(ResponseFormat::JsonSchema {
+            json_schema: JsonSchemaFormat {
+                name,
+                schema,
+                description,
+                strict,
+            },
+        }),
+    };
+    let streaming = stream == Some(true);
+    Ok(ChatRequest {
+        model,
+        messages: msgs,
+        max_tokens: max_output_tokens,
+        temperature,
+        top_p,
+        stream: streaming.then_some(true),
+        stream_options: (streaming && !to_anthropic).then(|| StreamOptions {
+            include_usage: Some(true),
+            extra: Map::new(),
+        }),
+        tools: (!out_tools.is_empty()).then_some(out_tools),
+        tool_choice,
+        parallel_tool_calls,
+        response_format,
+        reasoning_effort: reasoning.and_then(|r| r.effort),
+        user,
+        extra,
+        ..ChatRequest::default()
+    })
+}
+
+/// The assistant message the next output item belongs to: the last one, unless reasoning
+/// came in between (reasoning opens a new turn's thinking).
+fn assistant_slot<'a>(
+    msgs: &'a mut Vec<ChatMessage>,
+    pending: &mut Vec<ThinkingBlock>,
+) -> &'a mut AssistantMessage {
+    let reuse = pending.is_empty() && matches!(msgs.last(), Some(ChatMessage::Assistant(_)));
+    if !reuse {
+        msgs.push(ChatMessage::Assistant(AssistantMessage {
+            thinking_blocks: (!pending.is_empty()).then(|| std::mem::take(pending)),
+            ..AssistantMessage::default()
+        }));
+    }
+    match msgs.last_mut() {
+        Some(ChatMessage::Assistant(a)) => a,
+        _ => unreachable!("an assistant message was just ensured"),
+    }
+}
+
+fn input_text(content: InputContent, field: &str, t: Format) -> Result<String, TranslateError> {
+    match content {
+        InputContent::Text(s) => Ok(s),
+        InputContent::Parts(parts) => {
+            let mut out = String::new();
+            for (j, p) in parts.into_iter().enumerate() {
+                match p {
+                    InputPart::InputText { text }
+                    | InputPart::OutputText { text, .. }
+                    | InputPart::Refusal { refusal: text } => out.push_str(&text),
+                    _ => {
+                        return Err(TranslateError::unsupported(
+                            format!("{field}.content[{j}]"),
+                            t,
+                            "only text is possible here",
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn input_parts(
+    content: InputContent,
+    field: &str,
+    t: Format,
+) -> Result<ChatContent, TranslateError> {
+    let parts = match content {
+        InputContent::Text(s) => return Ok(ChatContent::Text(s)),
+        InputContent::Parts(p) => p,
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.into_iter().enumerate() {
+        let f = format!("{field}.content[{j}]");
+        out.push(match p {
+            InputPart::InputText { text }
+            | InputPart::OutputText { text, .. }
+            | InputPart::Refusal { refusal: text } => ChatPart::Text { text },
+            InputPart::InputImage {
+                image_url: Some(url),
+                detail,
+                ..
+            } => ChatPart::ImageUrl {
+                image_url: ImageUrl { url, detail },
+            },
+            InputPart::InputImage { .. } => {
+                return Err(TranslateError::unsupported(
+                    f,
+                    t,
+                    "images by OpenAI file id",
+                ))
+            }
+            InputPart::InputFile {
+                file_data: Some(data),
+                filename,
+                ..
+            } if t == Format::Messages => ChatPart::File {
+                file: FileRef {
+                    file_data: Some(data),
+                    file_id: None,
+                    filename,
+                },
+            },
+            InputPart::InputFile { .. } => {
+                return Err(TranslateError::unsupported(
+                    f,
+                    t,
+                    "files (only inline file_data, and only to Anthropic)",
+                ))
+            }
+            InputPart::InputAudio { .. } => {
+                return Err(TranslateError::unsupported(f, t, "audio input"))
+            }
+        });
+    }
+    Ok(ChatContent::Parts(out))
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

@@ -1,0 +1,591 @@
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+
+fn chat(v: Value) -> ChatRequest {
+    serde_json::from_value(v).unwrap()
+}
+
+fn to_msgs(v: Value) -> Value {
+    serde_json::to_value(chat_to_messages(chat(v)).unwrap()).unwrap()
+}
+
+fn refused(r: Result<impl std::fmt::Debug, TranslateError>, field: &str) {
+    match r {
+        Err(TranslateError::Unsupported { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected {field} to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn chat_to_messages_maps_the_conversation() {
+    let out = to_msgs(json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in these?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR", "detail": "high"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"n\":1}"}},
+                {"id": "functions.look:2", "type": "function", "function": {"name": "look", "arguments": ""}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+            {"role": "tool", "tool_call_id": "functions.look:2", "content": [{"type": "text", "text": "a dog"}]},
+            {"role": "user", "content": "Thanks"}
+        ],
+        "max_completion_tokens": 300,
+        "temperature": 1.5,
+        "top_p": 0.9,
+        "stop": "END",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "tools": [{"type": "function", "function": {"name": "look", "description": "Look", "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}, "strict": true}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "user": "u-42",
+        "seed": 7,
+        "store": true,
+        "metadata": {"k": "v"},
+        "service_tier": "auto",
+        "x_vendor": {"keep": true}
+    }));
+    assert_eq!(
+        out,
+        json!({
+            "model": "claude-sonnet-4-5",
+            "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use tools."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_1", "name": "look", "input": {"n": 1}},
+                    {"type": "tool_use", "id": "functions_look_2", "name": "look", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "a cat"},
+                    {"type": "tool_result", "tool_use_id": "functions_look_2", "content": [{"type": "text", "text": "a dog"}]},
+                    {"type": "text", "text": "Thanks"}
+                ]}
+            ],
+            "max_tokens": 300,
+            "temperature": 1.0,
+            "top_p": 0.9,
+            "stop_sequences": ["END"],
+            "stream": true,
+            "tools": [{"name": "look", "description": "Look", "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "u-42"},
+            "x_vendor": {"keep": true}
+        })
+    );
+}
+
+#[test]
+fn defaults_and_reasoning_effort() {
+    let out = to_msgs(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
+    assert_eq!(out["messages"], json!([{"role": "user", "content": "hi"}]));
+    assert!(out.get("system").is_none() && out.get("thinking").is_none());
+
+    let out = to_msgs(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "high", "temperature": 0.2, "top_p": 0.5}),
+    );
+    assert_eq!(
+        out["thinking"],
+        json!({"type": "enabled", "budget_tokens": 16384})
+    );
+    assert_eq!(
+        out["max_tokens"],
+        4096 + 16384,
+        "the budget comes on top of the answer's cap"
+    );
+    assert!(
+        out.get("temperature").is_none(),
+        "Anthropic takes only temperature 1 with thinking"
+    );
+    assert!(out.get("top_p").is_none());
+
+    for (effort, budget) in [
+        ("low", Some(1024)),
+        ("medium", Some(4096)),
+        ("minimal", None),
+    ] {
+        assert_eq!(thinking_budget(effort).unwrap(), budget);
+    }
+    refused(
+        chat_to_messages(chat(
+            json!({"model": "m", "messages": [], "reasoning_effort": "max"}),
+        )),
+        "reasoning_effort",
+    );
+}
+
+/// The first users' setup: a chat client, model params in Anthropic's own shape.
+#[test]
+fn thinking_param_passes_and_turns_off_after_unsigned_tool_use() {
+    let mut req = json!({"model": "claude-opus-4-1", "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "enabled", "budget_tokens": 4096}, "temperature": 0.7});
+    let out = to_msgs(req.clone());
+    assert_eq!(
+        out["thinking"],
+        json!({"type": "enabled", "budget_tokens": 4096})
+    );
+    assert_eq!(out["max_tokens"], 8192);
+    assert!(out.get("temperature").is_none());
+
+    req["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "sunny"}
+    ]);
+    let out = to_msgs(req.clone());
+    assert!(out.get("thinking").is_none(), "{out}");
+    assert_eq!(out["temperature"], 0.7);
+
+    // ... unless the client sent the signed thinking back.
+    req["messages"][1]["thinking_blocks"] =
+        json!([{"type": "thinking", "thinking": "hmm", "signature": "sig"}]);
+    let out = to_msgs(req);
+    assert_eq!(out["thinking"]["type"], "enabled");
+    assert_eq!(
+        out["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "hmm", "signature": "sig"})
+    );
+}
+
+#[test]
+fn response_formats() {
+    let base = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+    let mut r = base.clone();
+    r["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer",
+        "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}});
+    let out = to_msgs(r.clone());
+    assert_eq!(out["tools"][0]["name"], JSON_TOOL);
+    assert_eq!(
+        out["tools"][0]["input_schema"]["properties"]["a"]["type"],
+        "string"
+    );
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "tool", "name": JSON_TOOL})
+    );
+    let (_, plan) = translate_request(
+        Format::ChatCompletions,
+        Format::Messages,
+        r.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(plan.json_tool);
+
+    r["reasoning_effort"] = json!("low");
+    let out = to_msgs(r);
+    assert!(
+        out.get("tool_choice").is_none(),
+        "no forced tool with thinking"
+    );
+    assert!(out["system"].as_str().unwrap().contains(JSON_TOOL));
+
+    let mut r = base.clone();
+    r["response_format"] = json!({"type": "json_object"});
+    assert!(to_msgs(r)["system"].as_str().unwrap().contains("JSON"));
+
+    let mut r = base;
+    r["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "l", "schema": {"type": "array"}}});
+    refused(
+        chat_to_messages(chat(r)),
+        "response_format.json_schema.schema",
+    );
+}
+
+#[test]
+fn what_anthropic_cannot_carry_is_refused() {
+    let base = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+    let with = |k: &str, v: Value| {
+        let mut r = base.clone();
+        r[k] = v;
+        chat_to_messages(chat(r))
+    };
+    refused(with("n", json!(3)), "n");
+    refused(with("logprobs", json!(true)), "logprobs");
+    refused(with("frequency_penalty", json!(0.5)), "frequency_penalty");
+    refused(with("logit_bias", json!({"50256": -100})), "logit_bias");
+    refused(with("modalities", json!(["text", "audio"])), "modalities");
+    refused(with("web_search_options", json!({})), "web_search_options");
+    refused(with("functions", json!([{"name": "f"}])), "functions");
+    assert!(with("n", json!(1)).is_ok());
+    assert!(with("presence_penalty", json!(0)).is_ok());
+
+    let msgs = |m: Value| {
+        let mut r = base.clone();
+        r["messages"] = m;
+        chat_to_messages(chat(r))
+    };
+    refused(
+        msgs(
+            json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]),
+        ),
+        "messages[0].content[0]",
+    );
+    refused(
+        msgs(
+            json!([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]),
+        ),
+        "messages[0].content[0]",
+    );
+    refused(
+        msgs(json!([{"role": "function", "name": "f", "content": "x"}])),
+        "messages[0]",
+    );
+    refused(
+        msgs(
+            json!([{"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]),
+        ),
+        "messages[0].tool_calls[0].function.arguments",
+    );
+    let e = with("n", json!(2)).unwrap_err();
+    assert!(e.to_string().contains("anthropic messages"), "{e}");
+}
+
+#[test]
+fn pdf_files_become_documents() {
+    let out = to_msgs(
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}}]}]}),
+    );
+    assert_eq!(
+        out["messages"][0]["content"][0],
+        json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}, "title": "a.pdf"})
+    );
+}
+
+fn msgs_req(v: Value) -> MessagesRequest {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn messages_to_chat_maps_the_conversation() {
+    let out = serde_json::to_value(
+        messages_to_chat(msgs_req(json!({
+            "model": "qwen3",
+            "max_tokens": 1000,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "Look"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "Looking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {"x": 1}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": [
+                        {"type": "text", "text": "partial"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}}
+                    ]},
+                    {"type": "text", "text": "and?"}
+                ]}
+            ],
+            "temperature": 0.3,
+            "top_k": 40,
+            "stop_sequences": ["\n\nHuman:"],
+            "stream": true,
+            "tools": [{"name": "shot", "description": "Screenshot", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "thinking": {"type": "enabled", "budget_tokens": 10000},
+            "metadata": {"user_id": "u1"}
+        })))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "model": "qwen3",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Look"},
+                {"role": "assistant", "content": "Looking.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "shot", "arguments": "{\"x\":1}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: partial"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "and?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}
+                ]}
+            ],
+            "max_tokens": 1000,
+            "temperature": 0.3,
+            "stop": ["\n\nHuman:"],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "shot", "description": "Screenshot", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "reasoning_effort": "high",
+            "user": "u1",
+            "top_k": 40
+        })
+    );
+}
+
+#[test]
+fn what_chat_upstreams_cannot_carry_is_refused() {
+    let doc = msgs_req(
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "x"}}]}]}),
+    );
+    refused(messages_to_chat(doc), "messages[0].content[0]");
+    let server_tool = msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}]}));
+    refused(messages_to_chat(server_tool), "tools[0]");
+    let mcp =
+        msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [], "mcp_servers": [{}]}));
+    refused(messages_to_chat(mcp), "mcp_servers");
+}
+
+fn resp_req(v: Value) -> ResponsesRequest {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn responses_to_chat_maps_items() {
+    let out = serde_json::to_value(
+        responses_to_chat(resp_req(json!({
+            "model": "llama3",
+            "instructions": "You are Codex.",
+            "input": [
+                {"role": "user", "content": [
+                    {"type": "input_text", "text": "fix it"},
+                    {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}
+                ]},
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}], "encrypted_content": "gAAA"},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Running."}]},
+                {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{\"cmd\":\"ls\"}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "a b"}
+            ],
+            "tools": [{"type": "function", "name": "shell", "description": "Run", "parameters": {"type": "object"}, "strict": false}],
+            "tool_choice": {"type": "function", "name": "shell"},
+            "text": {"format": {"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": true}, "verbosity": "low"},
+            "reasoning": {"effort": "low", "summary": "auto"},
+            "max_output_tokens": 500,
+            "stream": true,
+            "store": false,
+            "include": ["reasoning.encrypted_content"],
+            "parallel_tool_calls": true,
+            "prompt_cache_key": "k"
+        })))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "model": "llama3",
+            "messages": [
+                {"role": "system", "content": "You are Codex."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "fix it"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}
+                ]},
+                {"role": "assistant", "content": "Running.", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": "{\"cmd\":\"ls\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "a b"}
+            ],
+            "max_tokens": 500,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "shell", "description": "Run", "parameters": {"type": "object"}, "strict": false}}],
+            "tool_choice": {"type": "function", "function": {"name": "shell"}},
+            "parallel_tool_calls": true,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": true}},
+            "reasoning_effort": "low"
+        })
+    );
+}
+
+#[test]
+fn what_responses_cannot_send_is_refused() {
+    let with = |extra: Value| {
+        let mut r = json!({"model": "m", "input": "hi"});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        responses_to_chat(resp_req(r))
+    };
+    refused(
+        with(json!({"previous_response_id": "resp_1"})),
+        "previous_response_id",
+    );
+    refused(with(json!({"tools": [{"type": "web_search"}]})), "tools[0]");
+    refused(with(json!({"conversation": "conv_1"})), "conversation");
+    refused(with(json!({"background": true})), "background");
+    refused(
+        with(json!({"input": [{"type": "item_reference", "id": "x"}]})),
+        "input[0]",
+    );
+    refused(
+        with(
+            json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,x"}]}]}),
+        ),
+        "input[0].content[0]",
+    );
+    assert!(with(json!({"background": false, "store": true})).is_ok());
+}
+
+#[test]
+fn responses_to_messages_keeps_signed_reasoning_and_files() {
+    let out = serde_json::to_value(
+        responses_to_messages(resp_req(json!({
+            "model": "claude-sonnet-4-5",
+            "input": [
+                {"role": "user", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,JVB", "filename": "r.pdf"}]},
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan"}], "encrypted_content": format!("{SIGNATURE_PREFIX}SIG")},
+                {"type": "function_call", "call_id": "toolu_9", "name": "read", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "toolu_9", "output": "done"}
+            ],
+            "reasoning": {"effort": "medium"}
+        })))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["messages"][0]["content"][0]["type"], "document");
+    assert_eq!(
+        out["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "plan", "signature": "SIG"},
+               {"type": "tool_use", "id": "toolu_9", "name": "read", "input": {}}])
+    );
+    assert_eq!(
+        out["thinking"],
+        json!({"type": "enabled", "budget_tokens": 4096}),
+        "kept: the thinking went back"
+    );
+    assert_eq!(out["messages"][2]["content"][0]["type"], "tool_result");
+}
+
+// === round trips ===
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 .,!?\"\\\\\n]{1,20}"
+}
+
+fn id() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_]{1,12}"
+}
+
+/// One exchange: a user text, then an assistant answer (text, tool calls or both), then
+/// results for its tool calls.
+fn exchange() -> impl Strategy<Value = Vec<ChatMessage>> {
+    (
+        text(),
+        proptest::option::of(text()),
+        proptest::collection::vec((id(), "[a-z_]{1,8}", text(), text()), 0..3),
+    )
+        .prop_filter("an assistant turn says something", |(_, t, calls)| {
+            t.is_some() || !calls.is_empty()
+        })
+        .prop_map(|(u, a, calls)| {
+            let mut out = vec![ChatMessage::User {
+                content: ChatContent::Text(u),
+                name: None,
+            }];
+            let mut seen = std::collections::HashSet::new();
+            let calls: Vec<_> = calls
+                .into_iter()
+                .filter(|c| seen.insert(c.0.clone()))
+                .collect();
+            out.push(ChatMessage::Assistant(AssistantMessage {
+                content: a.map(ChatContent::Text),
+                tool_calls: (!calls.is_empty()).then(|| {
+                    calls
+                        .iter()
+                        .map(|(id, name, arg, _)| ToolCall {
+                            id: id.clone(),
+                            kind: "function".into(),
+                            function: FunctionCall {
+                                name: name.clone(),
+                                arguments: json!({ "q": arg }).to_string(),
+                            },
+                        })
+                        .collect()
+                }),
+                ..AssistantMessage::default()
+            }));
+            for (id, _, _, result) in calls {
+                out.push(ChatMessage::Tool {
+                    content: ChatContent::Text(result),
+                    tool_call_id: id,
+                });
+            }
+            out
+        })
+}
+
+fn conversation() -> impl Strategy<Value = ChatRequest> {
+    (
+        proptest::option::of(text()),
+        proptest::collection::vec(exchange(), 1..4),
+        text(),
+        1u32..10_000,
+    )
+        .prop_map(|(system, exchanges, last, max)| {
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(ChatMessage::System {
+                    content: ChatContent::Text(s),
+                    name: None,
+                });
+            }
+            messages.extend(exchanges.into_iter().flatten());
+            messages.push(ChatMessage::User {
+                content: ChatContent::Text(last),
+                name: None,
+            });
+            ChatRequest {
+                model: "m".into(),
+                messages,
+                max_tokens: Some(max),
+                ..ChatRequest::default()
+            }
+        })
+}
+
+proptest! {
+    /// chat -> Messages -> chat gives the same conversation back.
+    #[test]
+    fn chat_round_trips_through_messages(req in conversation()) {
+        let there = chat_to_messages(req.clone()).unwrap();
+        // And it survives the wire.
+        let wire: MessagesRequest = serde_json::from_slice(&serde_json::to_vec(&there).unwrap()).unwrap();
+        prop_assert_eq!(&wire, &there);
+        let back = messages_to_chat(wire).unwrap();
+        prop_assert_eq!(back.messages, req.messages);
+        prop_assert_eq!(back.max_tokens, req.max_tokens);
+    }
+
+    /// Messages -> chat -> Messages gives the same request back.
+    #[test]
+    fn messages_round_trip_through_chat(req in conversation()) {
+        let msgs = chat_to_messages(req).unwrap();
+        let back = chat_to_messages(messages_to_chat(msgs.clone()).unwrap()).unwrap();
+        prop_assert_eq!(back, msgs);
+    }
+
+    /// No request body makes translation panic.
+    #[test]
+    fn arbitrary_json_never_panics(body in "\\PC{0,200}") {
+        for (c, u) in [(Format::ChatCompletions, Format::Messages), (Format::Messages, Format::ChatCompletions),
+                       (Format::Responses, Format::ChatCompletions), (Format::Responses, Format::Messages)] {
+            let _ = translate_request(c, u, body.as_bytes());
+        }
+    }
+}

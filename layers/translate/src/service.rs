@@ -1,0 +1,461 @@
+//! [`Translate`]: rewrites a request in the client's API to the upstream's, and the
+//! response (plain, streamed or error) back.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http_body::Body;
+use portcullis_core::body::{collect_limited, DEFAULT_MAX_BODY_BYTES};
+use tower::{BoxError, Service};
+
+use crate::{
+    error::map_error, future::ResponseFuture, request::translate_request,
+    response::translate_response, Api, Format, Plan, StreamTranslator, TranslateBody,
+    TranslateError,
+};
+
+/// The most of a non-streamed upstream answer read for translation.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most of an upstream error body read for translation.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+
+/// `anthropic-version` sent to Anthropic when the client sent none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Response header naming the translation made, e.g. `openai-chat->anthropic`.
+pub const X_PORTCULLIS_TRANSLATED: &str = "x-portcullis-translated";
+
+/// Service in front of an upstream speaking [`Api`]: requests to `/v1/chat/completions`,
+/// `/v1/messages` and `/v1/responses` in another shape are translated to the upstream's, and
+/// its answers back. Everything else passes through untouched, except the endpoints the
+/// upstream's API lacks (see [`route`]), which fail with [`TranslateError::UnsupportedPath`].
+#[derive(Debug, Clone)]
+pub struct Translate<S> {
+    inner: S,
+    api: Api,
+    max_body_bytes: usize,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Send it as it is.
+    Pass,
+    /// Translate from the first format to the second.
+    Translate(Format, Format),
+    /// Refuse it.
+    Refuse(TranslateError),
+}
+
+/// What [`Translate`] does with a request of `method` to `path` for an upstream speaking
+/// `api`.
+///
+/// - `any`, or the upstream's own shape: pass.
+/// - `POST` to one of the three endpoints in another shape: translate.
+/// - An `anthropic` upstream refuses `/v1/embeddings`, `/v1/completions`,
+///   `/v1/moderations`, `/v1/audio/*`, `/v1/images/*`, `/v1/responses/*` and
+///   `/v1/chat/completions/*` (stored objects): Anthropic has none of them.
+/// - An `openai` upstream refuses `/v1/messages/*` (`count_tokens`, batches) and
+///   `/v1/responses/*` (stored responses; the gateway stores none).
+/// - Any other path passes (`/v1/models`, `/v1/files`, ...).
+pub fn route(api: Api, method: &Method, path: &str) -> Route {
+    if api == Api::Any {
+        return Route::Pass;
+    }
+    // The upstream's base URL may have a path of its own
+    // (`https://api.supermemory.ai/v3/https://api.anthropic.com`): the endpoint is the rest.
+    let path = endpoint(path);
+    if let Some(client) = Format::from_path(path) {
+        return match client.target(api) {
+            Some(t) if method == Method::POST => Route::Translate(client, t),
+            _ => Route::Pass,
+        };
+    }
+    let refused: &[&str] = match api {
+        Api::Anthropic => &[
+            "/v1/embeddings",
+            "/v1/completions",
+            "/v1/moderations",
+            "/v1/audio/",
+            "/v1/images/",
+            "/v1/responses/",
+            "/v1/chat/completions/",
+        ],
+        Api::OpenAi => &["/v1/messages/", "/v1/responses/"],
+        Api::Any => &[],
+    };
+    if refused
+        .iter()
+        .any(|p| path == p.trim_end_matches('/') || (p.ends_with('/') && path.starts_with(p)))
+    {
+        Route::Refuse(TranslateError::UnsupportedPath {
+            path: path.to_owned(),
+            api,
+        })
+    } else {
+        Route::Pass
+    }
+}
+
+/// The API endpoint part of a request path: from its last `/v1/` on.
+fn endpoint(path: &str) -> &str {
+    path.rfind("/v1/").map_or(path, |i| &path[i..])
+}
+
+impl<S> Translate<S> {
+    /// Wrap `inner`, an upstream speaking `api`.
+    pub fn new(inner: S, api: Api) -> Self {
+        Translate {
+            inner,
+            api,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// See [`TranslateLayer::with_max_body_bytes`](crate::TranslateLayer::with_max_body_bytes).
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// The upstream's API.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Translate<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<TranslateBody<RB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        match route(self.api, req.method(), req.uri().path()) {
+            Route::Pass => {
+                let fut = self.inner.call(req);
+                ResponseFuture {
+                    inner: Box::pin(async move {
+                        let resp = fut.await.map_err(Into::into)?;
+                        Ok(resp.map(TranslateBody::passthrough))
+                    }),
+                }
+            }
+            Route::Refuse(e) => ResponseFuture {
+                inner: Box::pin(async move { Err(e.into()) }),
+            },
+            Route::Translate(client, upstream) => {
+                // The readied service serves this call; the clone waits for the next.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let limit = self.max_body_bytes;
+                ResponseFuture {
+                    inner: Box::pin(translated(inner, req, client, upstream, limit)),
+                }
+            }
+        }
+    }
+}
+
+async fn translated<S, B, RB>(
+    mut inner: S,
+    req: Request<B>,
+    client: Format,
+    upstream: Format,
+    limit: usize,
+) -> Result<Response<TranslateBody<RB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    let bytes = collect_limited(body, limit).await?;
+    let (out, plan) = translate_request(client, upstream, &bytes)?;
+    parts.uri = with_path(&parts.uri, upstream.path())?;
+    rewrite_request_headers(&mut parts.headers, upstream, out.len());
+    tracing::debug!(from = ?client, to = ?upstream, "translating request");
+    let resp = inner
+        .call(Request::from_parts(parts, B::from(out)))
+        .await
+        .map_err(Into::into)?;
+    translate_answer(resp, &plan).await
+}
+
+/// The same URI with another endpoint (any base path before it kept); the query is dropped
+/// (Claude Code's `?beta=true` means nothing to another API).
+fn with_path(uri: &Uri, path: &'static str) -> Result<Uri, http::Error> {
+    let old = uri.path();
+    let base = &old[..old.len() - endpoint(old).len()];
+    let path = format!("{base}{path}");
+    let mut b = Uri::builder();
+    if let Some(s) = uri.scheme() {
+        b = b.scheme(s.clone());
+    }
+    if let Some(a) = uri.authority() {
+        b = b.authority(a.clone());
+    }
+    b.path_and_query(path).build()
+}
+
+fn rewrite_request_headers(h: &mut HeaderMap, upstream: Format, len: usize) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Translation reads the answer: it must come uncompressed.
+    h.remove(header::ACCEPT_ENCODING);
+    match upstream {
+        Format::Messages => {
+            if !h.contains_key("anthropic-version") {
+                h.insert(
+                    "anthropic-version",
+                    HeaderValue::from_static(ANTHROPIC_VERSION),
+                );
+            }
+            // A passed-through OpenAI-style `Authorization: Bearer sk-ant-api..` is an
+            // Anthropic API key: Anthropic reads those from x-api-key. (OAuth tokens,
+            // `sk-ant-oat..`, do go in Authorization.)
+            if !h.contains_key("x-api-key") {
+                let key = h
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .filter(|k| k.starts_with("sk-ant-api"))
+                    .and_then(|k| HeaderValue::from_str(k).ok());
+                if let Some(mut k) = key {
+                    k.set_sensitive(true);
+                    h.remove(header::AUTHORIZATION);
+                    h.insert("x-api-key", k);
+                }
+            }
+        }
+        Format::ChatCompletions | Format::Responses => {
+            h.remove("anthropic-version");
+            h.remove("anthropic-beta");
+            if !h.contains_key(header::AUTHORIZATION) {
+                if let Some(k) = h.remove("x-api-key") {
+                    if let Ok(mut v) = HeaderValue::from_bytes(&[b"Bearer ", k.as_bytes()].concat())
+                    {
+                        v.set_sensitive(true);
+                        h.insert(header::AUTHORIZATION, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn tag(f: Format) -> &'static str {
+    match f {
+        Format::ChatCompletions => "openai-chat",
+        Format::Messages => "anthropic",
+        Format::Responses => "openai-responses",
+    }
+}
+
+async fn translate_answer<RB>(
+    resp: Response<RB>,
+    plan: &Plan,
+) -> Result<Response<TranslateBody<RB>>, BoxError>
+where
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let (mut parts, body) = resp.into_parts();
+    let ct = content_type(&parts.headers);
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let is_json = ct.starts_with("application/json") || ct.contains("+json");
+    let is_sse = ct.starts_with("text/event-stream");
+    let h = &mut parts.headers;
+    if let Ok(v) = HeaderValue::from_str(&format!("{}->{}", tag(plan.client), tag(plan.upstream))) {
+        h.insert(X_PORTCULLIS_TRANSLATED, v);
+    }
+    if parts.status.is_success() {
+        if encoded && (is_sse || is_json) {
+            return Err(TranslateError::InvalidUpstream {
+                format: plan.upstream,
+                message: "the answer is compressed".into(),
+            }
+            .into());
+        }
+        if is_sse {
+            h.remove(header::CONTENT_LENGTH);
+            let t = StreamTranslator::new(plan)?;
+            return Ok(Response::from_parts(parts, TranslateBody::stream(body, t)));
+        }
+        if is_json {
+            let bytes = collect_limited(body, MAX_RESPONSE_BYTES).await?;
+            let out = translate_response(plan, &bytes)?;
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            return Ok(Response::from_parts(parts, TranslateBody::full(out)));
+        }
+        return Ok(Response::from_parts(
+            parts,
+            TranslateBody::passthrough(body),
+        ));
+    }
+    // An error answer. HTML pages and compressed bodies go through as they are (the
+    // gateway's router reports HTML pages itself).
+    if encoded || ct.starts_with("text/html") {
+        return Ok(Response::from_parts(
+            parts,
+            TranslateBody::passthrough(body),
+        ));
+    }
+    let bytes = collect_limited(body, MAX_ERROR_BYTES).await?;
+    let m = map_error(plan.client, parts.status, &bytes);
+    parts.status = m.status;
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.body.len()));
+    if m.no_retry {
+        h.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    Ok(Response::from_parts(parts, TranslateBody::full(m.body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let post = Method::POST;
+        assert_eq!(route(Api::Any, &post, "/v1/messages"), Route::Pass);
+        assert_eq!(
+            route(Api::Anthropic, &post, "/v1/chat/completions"),
+            Route::Translate(Format::ChatCompletions, Format::Messages)
+        );
+        assert_eq!(route(Api::Anthropic, &post, "/v1/messages"), Route::Pass);
+        assert_eq!(
+            route(Api::Anthropic, &post, "/v1/messages/count_tokens"),
+            Route::Pass
+        );
+        assert_eq!(
+            route(Api::Anthropic, &Method::GET, "/v1/models"),
+            Route::Pass
+        );
+        assert!(matches!(
+            route(Api::Anthropic, &post, "/v1/embeddings"),
+            Route::Refuse(_)
+        ));
+        assert!(matches!(
+            route(Api::Anthropic, &post, "/v1/audio/speech"),
+            Route::Refuse(_)
+        ));
+        assert_eq!(
+            route(Api::OpenAi, &post, "/v1/responses"),
+            Route::Translate(Format::Responses, Format::ChatCompletions)
+        );
+        assert_eq!(route(Api::OpenAi, &post, "/v1/embeddings"), Route::Pass);
+        assert!(matches!(
+            route(Api::OpenAi, &post, "/v1/messages/count_tokens"),
+            Route::Refuse(_)
+        ));
+        assert!(matches!(
+            route(Api::OpenAi, &Method::GET, "/v1/responses/resp_1"),
+            Route::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn headers_for_anthropic_and_openai() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-ant-api03-x"),
+        );
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        rewrite_request_headers(&mut h, Format::Messages, 10);
+        assert_eq!(h["anthropic-version"], ANTHROPIC_VERSION);
+        assert_eq!(h["x-api-key"], "sk-ant-api03-x");
+        assert!(!h.contains_key(header::AUTHORIZATION));
+        assert!(!h.contains_key(header::ACCEPT_ENCODING));
+        assert_eq!(h[header::CONTENT_LENGTH], "10");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("local"));
+        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        h.insert("anthropic-beta", HeaderValue::from_static("x"));
+        rewrite_request_headers(&mut h, Format::ChatCompletions, 3);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer local");
+        assert!(!h.contains_key("anthropic-version"));
+        assert!(!h.contains_key("anthropic-beta"));
+        assert!(!h.contains_key("x-api-key"));
+    }
+
+    #[test]
+    fn path_rewrite_keeps_authority_drops_query() {
+        let u: Uri = "https://api.anthropic.com/v1/chat/completions?x=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_path(&u, "/v1/messages").unwrap().to_string(),
+            "https://api.anthropic.com/v1/messages"
+        );
+        let u: Uri = "https://api.supermemory.ai/v3/https://api.anthropic.com/v1/chat/completions"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_path(&u, "/v1/messages").unwrap().to_string(),
+            "https://api.supermemory.ai/v3/https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            route(Api::Anthropic, &Method::POST, u.path()),
+            Route::Translate(Format::ChatCompletions, Format::Messages)
+        );
+        let u: Uri = "/v1/messages?beta=true".parse().unwrap();
+        assert_eq!(
+            with_path(&u, "/v1/chat/completions").unwrap().to_string(),
+            "/v1/chat/completions"
+        );
+    }
+}
