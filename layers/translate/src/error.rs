@@ -112,8 +112,10 @@ impl TranslateError {
     /// The `x-portcullis-error` code.
     pub fn code(&self) -> &'static str {
         match self {
-            TranslateError::Unsupported { .. } => "untranslatable",
-            TranslateError::UnsupportedPath { .. } => "untranslatable_path",
+            // interface.md: what the upstream's API cannot carry is a 400 invalid_request
+            // naming the field and the API; an endpoint it lacks is a 404.
+            TranslateError::Unsupported { .. } => "invalid_request",
+            TranslateError::UnsupportedPath { .. } => "not_found",
             TranslateError::InvalidRequest { .. } => "invalid_request",
             TranslateError::InvalidUpstream { .. } => "upstream_error",
         }
@@ -376,10 +378,20 @@ mod tests {
         let e = TranslateError::unsupported("n", Format::Messages, "only one choice");
         assert_eq!(e.status(), 400);
         let j = v(&e.to_body(Format::ChatCompletions));
-        assert_eq!(j["error"]["code"], "untranslatable");
+        assert_eq!(j["error"]["code"], "invalid_request");
         assert!(j["error"]["message"]
             .as_str()
             .unwrap()
             .contains("anthropic messages"));
+    }
+}
+
+/// The gateway's edge renders a translation error like any layer's refusal.
+impl portcullis_core::error::Refusal for TranslateError {
+    fn status(&self) -> StatusCode {
+        TranslateError::status(self)
+    }
+    fn code(&self) -> &'static str {
+        TranslateError::code(self)
     }
 }

@@ -1,6 +1,7 @@
 //! [`Translate`]: rewrites a request in the client's API to the upstream's, and the
 //! response (plain, streamed or error) back.
 
+use portcullis_core::error::Refused;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -172,7 +173,7 @@ where
                 }
             }
             Route::Refuse(e) => ResponseFuture {
-                inner: Box::pin(async move { Err(e.into()) }),
+                inner: Box::pin(async move { Err(Refused::boxed(e)) }),
             },
             Route::Translate(client, upstream) => {
                 // The readied service serves this call; the clone waits for the next.
@@ -180,7 +181,15 @@ where
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let limit = self.max_body_bytes;
                 ResponseFuture {
-                    inner: Box::pin(translated(inner, req, client, upstream, limit)),
+                    inner: Box::pin(async move {
+                        translated(inner, req, client, upstream, limit)
+                            .await
+                            .map_err(|e| match e.downcast::<TranslateError>() {
+                                // A refusal the edge renders in the client's shape.
+                                Ok(t) => Refused::boxed(*t),
+                                Err(e) => e,
+                            })
+                    }),
                 }
             }
         }

@@ -292,7 +292,7 @@ async fn refusals_never_reach_the_upstream() {
         .oneshot(post("/v1/embeddings", json!({"model": "m", "input": "x"})))
         .await
         .unwrap_err();
-    let e = err.downcast_ref::<TranslateError>().unwrap();
+    let e = portcullis_core::error::find_in_chain::<TranslateError>(&*err).unwrap();
     assert!(matches!(e, TranslateError::UnsupportedPath { .. }), "{e}");
     assert_eq!(e.status(), 404);
 
@@ -304,18 +304,23 @@ async fn refusals_never_reach_the_upstream() {
         ))
         .await
         .unwrap_err();
-    let e = err.downcast_ref::<TranslateError>().unwrap();
+    let e = portcullis_core::error::find_in_chain::<TranslateError>(&*err).unwrap();
     assert_eq!(e.to_string(), "n cannot be translated to the anthropic messages API: Anthropic gives one choice per request");
-    assert_eq!((e.status().as_u16(), e.code()), (400, "untranslatable"));
+    assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_request"));
 
     let err = svc
         .oneshot(post("/v1/chat/completions", json!({"model": 5})))
         .await
         .unwrap_err();
     assert!(matches!(
-        err.downcast_ref::<TranslateError>(),
+        portcullis_core::error::find_in_chain::<TranslateError>(&*err),
         Some(TranslateError::InvalidRequest { .. })
     ));
+    // Wrapped for the edge, which renders it without knowing this crate.
+    let r = portcullis_core::error::find_in_chain::<portcullis_core::error::Refused>(&*err)
+        .unwrap()
+        .refusal();
+    assert_eq!(r.code(), "invalid_request");
     assert!(handle.poll_request().now_or_never_is_none());
 }
 
