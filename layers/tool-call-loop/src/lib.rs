@@ -1,0 +1,1 @@
+//! Tool-call loop detection (in progress).
