@@ -281,7 +281,9 @@ mod tests {
 
     fn texts(api: Api, payload: &str) -> Vec<(u32, String)> {
         let mut v = Vec::new();
-        stream_text(api, payload.as_bytes(), &mut |i, t| v.push((i, t.to_owned())));
+        stream_text(api, payload.as_bytes(), &mut |i, t| {
+            v.push((i, t.to_owned()))
+        });
         v
     }
 
@@ -294,7 +296,11 @@ mod tests {
             ),
             [(1, "a\"b".to_owned())]
         );
-        assert!(texts(Api::ChatCompletions, r#"{"choices":[{"delta":{"content":null}}]}"#).is_empty());
+        assert!(texts(
+            Api::ChatCompletions,
+            r#"{"choices":[{"delta":{"content":null}}]}"#
+        )
+        .is_empty());
         assert_eq!(
             texts(
                 Api::Responses,
@@ -340,11 +346,10 @@ mod tests {
             br#"{"choices":[{"index":0,"message":{"content":"c"}},{"index":1,"message":{"content":null}}]}"#,
             &mut |i, t| v.push((i, t.to_owned())),
         );
-        json_text(Api::ChatCompletions, b"{oops", &mut |i, t| v.push((i, t.to_owned())));
-        assert_eq!(
-            v,
-            [(0, "a".into()), (0, "b".into()), (0, "c".into())]
-        );
+        json_text(Api::ChatCompletions, b"{oops", &mut |i, t| {
+            v.push((i, t.to_owned()))
+        });
+        assert_eq!(v, [(0, "a".into()), (0, "b".into()), (0, "c".into())]);
     }
 
     #[test]

@@ -54,7 +54,11 @@ impl<B> LoopDetectionBody<B> {
         }
     }
 
-    pub(crate) fn with_tail(mut self, trailers: Option<HeaderMap>, error: Option<BoxError>) -> Self {
+    pub(crate) fn with_tail(
+        mut self,
+        trailers: Option<HeaderMap>,
+        error: Option<BoxError>,
+    ) -> Self {
         self.trailers = trailers;
         self.error = error;
         self

@@ -82,7 +82,11 @@ mod tests {
         let c: Config = serde_json::from_str("{}").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(
-            (c.min_pattern_length, c.max_pattern_length, c.min_repetitions),
+            (
+                c.min_pattern_length,
+                c.max_pattern_length,
+                c.min_repetitions
+            ),
             (50, 500, 4)
         );
         assert!(c.validate().is_empty());
@@ -104,7 +108,11 @@ mod tests {
         let paths: Vec<_> = c.validate().into_iter().map(|p| p.path).collect();
         assert_eq!(
             paths,
-            ["min_pattern_length", "max_pattern_length", "min_repetitions"]
+            [
+                "min_pattern_length",
+                "max_pattern_length",
+                "min_repetitions"
+            ]
         );
         let c = Config {
             min_pattern_length: 60,

@@ -204,8 +204,8 @@ mod tests {
                 }
                 let s = &t[t.len() - m..];
                 let periodic = (l..m).all(|i| s[i] == s[i - l]);
-                let primitive_short = (1..c.min_pattern_length)
-                    .any(|p| (p..m).all(|i| s[i] == s[i - p]));
+                let primitive_short =
+                    (1..c.min_pattern_length).any(|p| (p..m).all(|i| s[i] == s[i - p]));
                 if periodic && !primitive_short {
                     return Some((end, l));
                 }

@@ -201,4 +201,3 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
-

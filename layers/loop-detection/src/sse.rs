@@ -223,7 +223,11 @@ mod tests {
             for j in i..STREAM.len() {
                 let got = run(&[&STREAM[..i], &STREAM[i..j], &STREAM[j..]], b"-", 1 << 20);
                 assert_eq!(got, whole, "{i} {j}");
-                let stopped = run(&[&STREAM[..i], &STREAM[i..j], &STREAM[j..]], b"data: 2", 1 << 20);
+                let stopped = run(
+                    &[&STREAM[..i], &STREAM[i..j], &STREAM[j..]],
+                    b"data: 2",
+                    1 << 20,
+                );
                 assert_eq!(stopped.0, b"event: a\r\ndata: 1\r\n\r\n", "{i} {j}");
                 assert_eq!(stopped.2, Flow::Stop);
             }
@@ -252,7 +256,9 @@ mod tests {
         }
         let mut f = Framer::new(50);
         let mut out = VecDeque::new();
-        f.feed(Bytes::from(big.repeat(10)), &mut out, &mut |_| Flow::Continue);
+        f.feed(Bytes::from(big.repeat(10)), &mut out, &mut |_| {
+            Flow::Continue
+        });
         assert_eq!(f.held(), 0, "nothing over the cap is held");
     }
 }

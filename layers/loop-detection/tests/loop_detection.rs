@@ -181,7 +181,12 @@ fn frames_of(s: &str) -> Vec<Bytes> {
 /// The error event at the end of a stream, parsed.
 fn last_event(body: &[u8]) -> (Option<String>, serde_json::Value) {
     let text = std::str::from_utf8(body).unwrap();
-    let event = text.trim_end().rsplit("\n\n").next().unwrap().replace('\r', "");
+    let event = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap()
+        .replace('\r', "");
     let mut name = None;
     let mut data = None;
     for line in event.lines() {
@@ -203,7 +208,11 @@ async fn a_looping_stream_ends_with_one_error_event_in_each_shape() {
         let text = format!("Here is my plan.\n{}", LINE.repeat(20));
         // One frame per event: the upstream must be left unread after the loop.
         let stream = shape.stream(&text, 7);
-        let sep = if matches!(shape, Shape::Messages) { "\r\n\r\n" } else { "\n\n" };
+        let sep = if matches!(shape, Shape::Messages) {
+            "\r\n\r\n"
+        } else {
+            "\n\n"
+        };
         let frames: Vec<Bytes> = stream
             .split_inclusive(sep)
             .map(|e| Bytes::from(e.to_owned()))
@@ -212,7 +221,11 @@ async fn a_looping_stream_ends_with_one_error_event_in_each_shape() {
         let out = run(shape.path(), "text/event-stream", frames).await;
         let (status, body) = out.result.unwrap();
         assert_eq!(status, 200);
-        assert!(out.frames_read < total / 2, "{shape:?}: {} of {total}", out.frames_read);
+        assert!(
+            out.frames_read < total / 2,
+            "{shape:?}: {} of {total}",
+            out.frames_read
+        );
         assert!(out.upstream_dropped);
         let text = std::str::from_utf8(&body).unwrap();
         assert!(!text.contains("[DONE]") && !text.contains("message_stop"));
@@ -222,13 +235,19 @@ async fn a_looping_stream_ends_with_one_error_event_in_each_shape() {
                 assert_eq!(name, None);
                 assert_eq!(data["error"]["code"], "loop_detected");
                 assert_eq!(data["error"]["type"], "api_error");
-                assert!(data["error"]["message"].as_str().unwrap().contains("60-character"));
+                assert!(data["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("60-character"));
             }
             Shape::Messages => {
                 assert_eq!(name.as_deref(), Some("error"));
                 assert_eq!(data["type"], "error");
                 assert_eq!(data["error"]["type"], "api_error");
-                assert!(data["error"]["message"].as_str().unwrap().contains("loop detected"));
+                assert!(data["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("loop detected"));
             }
             Shape::Responses => {
                 assert_eq!(name.as_deref(), Some("error"));
@@ -256,7 +275,12 @@ async fn an_honest_stream_passes_through_byte_for_byte() {
     for shape in Shape::ALL {
         let text = "fn main() {\n    println!(\"hi\");\n}\n".repeat(3) + &"}\n".repeat(300);
         let stream = shape.stream(&text, 5);
-        let out = run(shape.path(), "text/event-stream; charset=utf-8", frames_of(&stream)).await;
+        let out = run(
+            shape.path(),
+            "text/event-stream; charset=utf-8",
+            frames_of(&stream),
+        )
+        .await;
         let (_, body) = out.result.unwrap();
         assert_eq!(body, stream.as_bytes(), "{shape:?}");
     }
@@ -265,14 +289,23 @@ async fn an_honest_stream_passes_through_byte_for_byte() {
 #[tokio::test]
 async fn malformed_events_pass_through_unchanged() {
     let garbage = "data: {not json\n\ndata: {\"choices\":\"oops\"}\n\n: comment\n\ndata: [DONE]\n\nno newline at all";
-    let out = run("/v1/chat/completions", "text/event-stream", frames_of(garbage)).await;
+    let out = run(
+        "/v1/chat/completions",
+        "text/event-stream",
+        frames_of(garbage),
+    )
+    .await;
     assert_eq!(out.result.unwrap().1, garbage.as_bytes());
 }
 
 #[tokio::test]
 async fn other_paths_off_switch_and_error_statuses_pass_through() {
     let stream = Shape::Chat.stream(&LINE.repeat(10), 9);
-    for path in ["/v1/completions", "/v1/messages/count_tokens", "/v1/responses/resp_1"] {
+    for path in [
+        "/v1/completions",
+        "/v1/messages/count_tokens",
+        "/v1/responses/resp_1",
+    ] {
         let out = run(path, "text/event-stream", frames_of(&stream)).await;
         assert_eq!(out.result.unwrap().1, stream.as_bytes(), "{path}");
     }
@@ -285,7 +318,9 @@ async fn other_paths_off_switch_and_error_statuses_pass_through() {
     assert_eq!(out.result.unwrap().1, stream.as_bytes());
 
     let json = Shape::Chat.json(&LINE.repeat(10));
-    let req = Request::post("/v1/chat/completions").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let out = run_with(&layer, req, 500, "application/json", frames_of(&json)).await;
     assert_eq!(out.result.unwrap(), (500, Bytes::from(json)));
 }
@@ -297,11 +332,19 @@ async fn a_looping_json_answer_becomes_loop_detected_in_each_shape() {
     for shape in Shape::ALL {
         let json = shape.json(&format!("Sure.\n{}", LINE.repeat(4)));
         // Split across frames: the whole body is read before deciding.
-        let frames = json.as_bytes().chunks(17).map(Bytes::copy_from_slice).collect();
+        let frames = json
+            .as_bytes()
+            .chunks(17)
+            .map(Bytes::copy_from_slice)
+            .collect();
         let out = run(shape.path(), "application/json", frames).await;
         let err = out.result.unwrap_err();
         let found = find_in_chain::<LoopDetected>(&*err).unwrap();
-        assert_eq!((found.pattern_length, found.repetitions), (60, 4), "{shape:?}");
+        assert_eq!(
+            (found.pattern_length, found.repetitions),
+            (60, 4),
+            "{shape:?}"
+        );
         assert_eq!(LoopDetected::CODE, "loop_detected");
     }
 }
@@ -310,11 +353,20 @@ async fn a_looping_json_answer_becomes_loop_detected_in_each_shape() {
 async fn an_honest_json_answer_passes_unchanged_and_three_copies_are_not_a_loop() {
     for shape in Shape::ALL {
         let json = shape.json(&LINE.repeat(3));
-        let frames = json.as_bytes().chunks(5).map(Bytes::copy_from_slice).collect();
+        let frames = json
+            .as_bytes()
+            .chunks(5)
+            .map(Bytes::copy_from_slice)
+            .collect();
         let out = run(shape.path(), "application/json", frames).await;
         assert_eq!(out.result.unwrap(), (200, Bytes::from(json)), "{shape:?}");
     }
-    let out = run("/v1/chat/completions", "application/json", frames_of("{\"choices\": 7")).await;
+    let out = run(
+        "/v1/chat/completions",
+        "application/json",
+        frames_of("{\"choices\": 7"),
+    )
+    .await;
     assert_eq!(out.result.unwrap().1, "{\"choices\": 7");
 }
 
@@ -322,8 +374,14 @@ async fn an_honest_json_answer_passes_unchanged_and_three_copies_are_not_a_loop(
 async fn a_json_answer_over_the_cap_passes_unchecked() {
     let layer = LoopDetectionLayer::new(Config::default()).with_max_json_bytes(100);
     let json = Shape::Chat.json(&LINE.repeat(10));
-    let frames: Vec<Bytes> = json.as_bytes().chunks(30).map(Bytes::copy_from_slice).collect();
-    let req = Request::post("/v1/chat/completions").body(Full::new(Bytes::new())).unwrap();
+    let frames: Vec<Bytes> = json
+        .as_bytes()
+        .chunks(30)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let req = Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let out = run_with(&layer, req, 200, "application/json", frames).await;
     assert_eq!(out.result.unwrap().1, json.as_bytes());
 }
@@ -333,26 +391,39 @@ async fn each_chat_choice_is_watched_on_its_own() {
     // Two choices interleaved: together they never repeat, but choice 1 loops.
     let mut stream = String::new();
     for i in 0..12 {
-        let a = serde_json::to_string(&format!("unique text number {i} for the first choice, ")).unwrap();
+        let a = serde_json::to_string(&format!("unique text number {i} for the first choice, "))
+            .unwrap();
         let b = serde_json::to_string(LINE).unwrap();
-        stream += &format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{a}}}}}]}}\n\n");
-        stream += &format!("data: {{\"choices\":[{{\"index\":1,\"delta\":{{\"content\":{b}}}}}]}}\n\n");
+        stream +=
+            &format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{a}}}}}]}}\n\n");
+        stream +=
+            &format!("data: {{\"choices\":[{{\"index\":1,\"delta\":{{\"content\":{b}}}}}]}}\n\n");
     }
-    let out = run("/v1/chat/completions", "text/event-stream", frames_of(&stream)).await;
+    let out = run(
+        "/v1/chat/completions",
+        "text/event-stream",
+        frames_of(&stream),
+    )
+    .await;
     let (_, data) = last_event(&out.result.unwrap().1);
     assert_eq!(data["error"]["code"], "loop_detected");
 }
 
 #[tokio::test]
 async fn poll_ready_is_the_inner_services() {
-    let (mut svc, mut handle) = tower_test::mock::spawn_layer::<Request<Full<Bytes>>, Response<Full<Bytes>>, _>(
-        LoopDetectionLayer::new(Config::default()),
-    );
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<Request<Full<Bytes>>, Response<Full<Bytes>>, _>(
+            LoopDetectionLayer::new(Config::default()),
+        );
     handle.allow(0);
     assert!(svc.poll_ready().is_pending());
     handle.allow(1);
     assert!(svc.poll_ready().is_ready());
-    let call = svc.call(Request::post("/v1/messages").body(Full::new(Bytes::new())).unwrap());
+    let call = svc.call(
+        Request::post("/v1/messages")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    );
     let (req, send) = handle.next_request().await.unwrap();
     assert_eq!(req.uri().path(), "/v1/messages");
     send.send_response(Response::new(Full::new(Bytes::from_static(b"ok"))));
@@ -365,8 +436,17 @@ async fn poll_ready_is_the_inner_services() {
 /// Source code full of short repeated lines, broken up by unique ones.
 fn code() -> impl Strategy<Value = String> {
     let short = prop::sample::select(vec![
-        "}", "", "    }", "{", "    return x;", "        i += 1;", "    return Ok(());", "else {",
-        "        break;", "#[test]", "    // TODO",
+        "}",
+        "",
+        "    }",
+        "{",
+        "    return x;",
+        "        i += 1;",
+        "    return Ok(());",
+        "else {",
+        "        break;",
+        "#[test]",
+        "    // TODO",
     ]);
     let line = prop_oneof![
         (short.clone(), 1..40usize).prop_map(|(l, n)| format!("{l}\n").repeat(n)),

@@ -97,7 +97,11 @@ impl<B> ToolCallLoopBody<B> {
 
     pub(crate) fn buffered(bytes: Bytes, rest: Option<Pin<Box<B>>>) -> Self {
         Self {
-            queue: if bytes.is_empty() { VecDeque::new() } else { VecDeque::from([bytes]) },
+            queue: if bytes.is_empty() {
+                VecDeque::new()
+            } else {
+                VecDeque::from([bytes])
+            },
             trailers: None,
             error: None,
             inner: rest,

@@ -295,10 +295,20 @@ impl StreamCalls {
             return Event::More;
         };
         for choice in chunk.choices {
-            for tc in choice.delta.and_then(|d| d.tool_calls).into_iter().flatten() {
+            for tc in choice
+                .delta
+                .and_then(|d| d.tool_calls)
+                .into_iter()
+                .flatten()
+            {
                 let f = tc.function;
                 let (name, args) = f.map_or((None, None), |f| (f.name, f.arguments));
-                self.add((choice.index, tc.index), name.as_deref(), args.as_deref(), None);
+                self.add(
+                    (choice.index, tc.index),
+                    name.as_deref(),
+                    args.as_deref(),
+                    None,
+                );
             }
         }
         Event::More
@@ -387,7 +397,13 @@ impl StreamCalls {
         }
     }
 
-    fn add(&mut self, key: (u32, u32), name: Option<&str>, args: Option<&str>, start: Option<Value>) {
+    fn add(
+        &mut self,
+        key: (u32, u32),
+        name: Option<&str>,
+        args: Option<&str>,
+        start: Option<Value>,
+    ) {
         let added = name.map_or(0, str::len) + args.map_or(0, str::len);
         self.bytes += added;
         if self.bytes > MAX_ARGUMENT_BYTES {
@@ -464,9 +480,15 @@ mod tests {
         let a = canonical_arguments(r#"{"b": {"y": 1, "x": [ {"k": 2, "j": 1} ]}, "a": "é\n"}"#);
         assert_eq!(a, r#"{"a":"é\n","b":{"x":[{"j":1,"k":2}],"y":1}}"#);
         assert_eq!(a, canonical_arguments(&a), "idempotent");
-        assert_ne!(canonical_arguments(r#"{"a":1}"#), canonical_arguments(r#"{"a":"1"}"#));
+        assert_ne!(
+            canonical_arguments(r#"{"a":1}"#),
+            canonical_arguments(r#"{"a":"1"}"#)
+        );
         assert_eq!(canonical_arguments("[1, 2]"), "[1,2]");
-        assert_eq!(canonical_arguments("{\"a\": 1.50}"), canonical_arguments("{\"a\":1.50}"));
+        assert_eq!(
+            canonical_arguments("{\"a\": 1.50}"),
+            canonical_arguments("{\"a\":1.50}")
+        );
     }
 
     #[test]
@@ -503,34 +525,49 @@ mod tests {
 
     #[test]
     fn streamed_answers_in_each_shape() {
-        let want = vec![ToolCall::new("read", r#"{"path":"a"}"#), ToolCall::new("ls", "{}")];
-        let chat = stream(Api::ChatCompletions, &[
-            r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"read","arguments":""}}]}}]}"#,
-            r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"pa"}}]}}]}"#,
-            r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"c2","type":"function","function":{"name":"ls","arguments":""}}]}}]}"#,
-            r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"th\": \"a\"}"}}]}}]}"#,
-            r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
-            "data: [DONE]",
-        ]);
+        let want = vec![
+            ToolCall::new("read", r#"{"path":"a"}"#),
+            ToolCall::new("ls", "{}"),
+        ];
+        let chat = stream(
+            Api::ChatCompletions,
+            &[
+                r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"read","arguments":""}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"pa"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"c2","type":"function","function":{"name":"ls","arguments":""}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"th\": \"a\"}"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+                "data: [DONE]",
+            ],
+        );
         assert_eq!(chat, (Some(want.clone()), true));
-        let responses = stream(Api::Responses, &[
-            r#"data: {"type":"response.function_call_arguments.delta","delta":"{\"pa"}"#,
-            r#"data: {"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","name":"read","arguments":"{\"path\":\"a\"}"}}"#,
-            r#"data: {"type":"response.output_item.done","output_index":1,"item":{"type":"function_call","name":"ls","arguments":""}}"#,
-            "event: response.completed",
-        ]);
+        let responses = stream(
+            Api::Responses,
+            &[
+                r#"data: {"type":"response.function_call_arguments.delta","delta":"{\"pa"}"#,
+                r#"data: {"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","name":"read","arguments":"{\"path\":\"a\"}"}}"#,
+                r#"data: {"type":"response.output_item.done","output_index":1,"item":{"type":"function_call","name":"ls","arguments":""}}"#,
+                "event: response.completed",
+            ],
+        );
         assert_eq!(responses, (Some(want.clone()), true));
-        let messages = stream(Api::Messages, &[
-            r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"input_json_delta"}}"#,
-            r#"data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"read","input":{}}}"#,
-            r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"path\":"}}"#,
-            r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"a\"}"}}"#,
-            r#"data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"u","name":"ls","input":{}}}"#,
-            r#"data: {"type":"message_stop"}"#,
-        ]);
+        let messages = stream(
+            Api::Messages,
+            &[
+                r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"input_json_delta"}}"#,
+                r#"data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"read","input":{}}}"#,
+                r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"path\":"}}"#,
+                r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"a\"}"}}"#,
+                r#"data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"u","name":"ls","input":{}}}"#,
+                r#"data: {"type":"message_stop"}"#,
+            ],
+        );
         assert_eq!(messages, (Some(want), true));
-        let garbage = stream(Api::Messages, &["data: {not json", "data: [DONE]", ": ping"]);
+        let garbage = stream(
+            Api::Messages,
+            &["data: {not json", "data: [DONE]", ": ping"],
+        );
         assert_eq!(garbage, (Some(vec![]), false));
     }
 }

@@ -104,8 +104,6 @@ pub use layer::{ToolCallLoopLayer, DEFAULT_MAX_EVENT_BYTES};
 pub use service::ToolCallLoopDetection;
 pub use session::{session_key, SessionKey, DEFAULT_MAX_SESSIONS, X_SESSION_ID};
 
-
-
 use http::{header, HeaderName, Response};
 
 use crate::{layer::Shared, session::Verdict};
@@ -182,4 +180,3 @@ pub(crate) fn kind<B>(resp: &Response<B>) -> Kind {
         Kind::Pass
     }
 }
-

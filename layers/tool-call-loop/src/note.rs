@@ -74,20 +74,41 @@ mod tests {
 
     #[test]
     fn each_shape_gets_a_user_message() {
-        let chat = added(Api::ChatCompletions, json!({"model":"m","messages":[{"role":"tool","tool_call_id":"c","content":"x"}]}));
+        let chat = added(
+            Api::ChatCompletions,
+            json!({"model":"m","messages":[{"role":"tool","tool_call_id":"c","content":"x"}]}),
+        );
         assert_eq!(chat["messages"][1], json!({"role":"user","content":"N"}));
 
         let tool_result = json!({"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"x"}]}]});
         let m = added(Api::Messages, tool_result);
         assert_eq!(m["messages"].as_array().unwrap().len(), 1);
-        assert_eq!(m["messages"][0]["content"][1], json!({"type":"text","text":"N"}));
-        let m = added(Api::Messages, json!({"messages":[{"role":"user","content":"hi"}]}));
-        assert_eq!(m["messages"][0]["content"], json!([{"type":"text","text":"hi"},{"type":"text","text":"N"}]));
-        let m = added(Api::Messages, json!({"messages":[{"role":"assistant","content":"x"}]}));
+        assert_eq!(
+            m["messages"][0]["content"][1],
+            json!({"type":"text","text":"N"})
+        );
+        let m = added(
+            Api::Messages,
+            json!({"messages":[{"role":"user","content":"hi"}]}),
+        );
+        assert_eq!(
+            m["messages"][0]["content"],
+            json!([{"type":"text","text":"hi"},{"type":"text","text":"N"}])
+        );
+        let m = added(
+            Api::Messages,
+            json!({"messages":[{"role":"assistant","content":"x"}]}),
+        );
         assert_eq!(m["messages"][1]["role"], "user");
 
-        let r = added(Api::Responses, json!({"input":[{"type":"function_call_output","call_id":"c","output":"x"}]}));
-        assert_eq!(r["input"][1], json!({"type":"message","role":"user","content":"N"}));
+        let r = added(
+            Api::Responses,
+            json!({"input":[{"type":"function_call_output","call_id":"c","output":"x"}]}),
+        );
+        assert_eq!(
+            r["input"][1],
+            json!({"type":"message","role":"user","content":"N"})
+        );
         let r = added(Api::Responses, json!({"input":"hi"}));
         assert_eq!(r["input"][0]["content"], "hi");
         assert_eq!(r["input"][1]["content"], "N");

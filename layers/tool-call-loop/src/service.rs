@@ -155,7 +155,12 @@ where
 
 /// The request with the `chance_then_block` note appended (unchanged if its body is not the
 /// JSON expected).
-async fn with_note<B>(req: Request<B>, api: Api, n: &Note, limit: usize) -> Result<Request<B>, BoxError>
+async fn with_note<B>(
+    req: Request<B>,
+    api: Api,
+    n: &Note,
+    limit: usize,
+) -> Result<Request<B>, BoxError>
 where
     B: Body<Data = Bytes> + From<Bytes>,
     B::Error: Into<BoxError>,
@@ -166,7 +171,9 @@ where
         Some(new) => {
             tracing::info!(api = api.as_str(), tool = %n.tool, repeats = n.repeats,
                 "tool call loop: a note was added to the request");
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
             new
         }
         None => bytes,

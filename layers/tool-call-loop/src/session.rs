@@ -90,7 +90,10 @@ pub fn session_key(headers: &HeaderMap, extensions: &Extensions) -> SessionKey {
 
 fn is_credential(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "authorization" | "x-api-key" | "api-key" | "x-goog-api-key") || n.ends_with("-api-key")
+    matches!(
+        n,
+        "authorization" | "x-api-key" | "api-key" | "x-goog-api-key"
+    ) || n.ends_with("-api-key")
 }
 
 fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
@@ -285,11 +288,26 @@ mod tests {
         let other = [ToolCall::new("read", r#"{"p":"b"}"#)];
         assert_eq!(s.record(key(1), &read, false), Verdict::Allow);
         assert_eq!(s.record(key(1), &read, false), Verdict::Allow);
-        assert_eq!(s.record(key(2), &read, false), Verdict::Allow, "another session");
-        assert!(matches!(s.record(key(1), &read, false), Verdict::Block { repeats: 3, .. }));
-        assert_eq!(s.record(key(1), &other, false), Verdict::Allow, "a different call resets");
+        assert_eq!(
+            s.record(key(2), &read, false),
+            Verdict::Allow,
+            "another session"
+        );
+        assert!(matches!(
+            s.record(key(1), &read, false),
+            Verdict::Block { repeats: 3, .. }
+        ));
+        assert_eq!(
+            s.record(key(1), &other, false),
+            Verdict::Allow,
+            "a different call resets"
+        );
         assert_eq!(s.record(key(1), &other, false), Verdict::Allow);
-        assert_eq!(s.record(key(1), &[], false), Verdict::Allow, "text ends a streak");
+        assert_eq!(
+            s.record(key(1), &[], false),
+            Verdict::Allow,
+            "text ends a streak"
+        );
         assert_eq!(s.record(key(1), &other, false), Verdict::Allow);
     }
 
@@ -303,7 +321,10 @@ mod tests {
         assert_eq!(s.record(key(1), &read, false), Verdict::Allow);
         tokio::time::advance(Duration::from_secs(299)).await;
         assert_eq!(s.record(key(1), &read, false), Verdict::Allow);
-        assert!(matches!(s.record(key(1), &read, false), Verdict::Block { .. }));
+        assert!(matches!(
+            s.record(key(1), &read, false),
+            Verdict::Block { .. }
+        ));
     }
 
     #[tokio::test]
@@ -315,19 +336,29 @@ mod tests {
         assert_eq!(s.take_pending(key(1)), (None, None));
         assert!(matches!(
             s.record(key(1), &read, true),
-            Verdict::LetThrough { header: "chance", repeats: 3, .. }
+            Verdict::LetThrough {
+                header: "chance",
+                repeats: 3,
+                ..
+            }
         ));
         let (note, header) = s.take_pending(key(1));
         assert_eq!(note.unwrap().repeats, 3);
         assert_eq!(header, Some("chance"));
         assert_eq!(s.take_pending(key(1)), (None, None), "given once");
-        assert!(matches!(s.record(key(1), &read, false), Verdict::Block { repeats: 4, .. }));
+        assert!(matches!(
+            s.record(key(1), &read, false),
+            Verdict::Block { repeats: 4, .. }
+        ));
     }
 
     #[test]
     fn sessions_are_bounded() {
         let s = Sessions::new(&Config::default(), 50);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let _g = rt.enter();
         for i in 0..5000u32 {
             let mut k = [0u8; 16];
@@ -342,7 +373,10 @@ mod tests {
         let k = |h: &[(&str, &str)], user: Option<&str>, ext_key: Option<&str>| {
             let mut r = http::Request::new(());
             for (n, v) in h {
-                r.headers_mut().append(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+                r.headers_mut().append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
             }
             if let Some(u) = user {
                 r.extensions_mut().insert(UserId::new(u));
@@ -352,17 +386,54 @@ mod tests {
             }
             session_key(r.headers(), r.extensions())
         };
-        let base = k(&[("authorization", "Bearer a"), ("x-session-id", "s")], None, None);
-        assert_ne!(base, k(&[("authorization", "Bearer b"), ("x-session-id", "s")], None, None));
-        assert_ne!(base, k(&[("authorization", "Bearer a"), ("x-session-id", "t")], None, None));
-        assert_eq!(base, k(&[("authorization", "Bearer a"), ("x-session-id", "s"), ("user-agent", "x")], Some("u"), None));
+        let base = k(
+            &[("authorization", "Bearer a"), ("x-session-id", "s")],
+            None,
+            None,
+        );
+        assert_ne!(
+            base,
+            k(
+                &[("authorization", "Bearer b"), ("x-session-id", "s")],
+                None,
+                None
+            )
+        );
+        assert_ne!(
+            base,
+            k(
+                &[("authorization", "Bearer a"), ("x-session-id", "t")],
+                None,
+                None
+            )
+        );
+        assert_eq!(
+            base,
+            k(
+                &[
+                    ("authorization", "Bearer a"),
+                    ("x-session-id", "s"),
+                    ("user-agent", "x")
+                ],
+                Some("u"),
+                None
+            )
+        );
         assert_ne!(
             k(&[("x-api-key", "a")], Some("alice"), None),
             k(&[("x-api-key", "a")], Some("bob"), None)
         );
         assert_ne!(
-            k(&[("x-api-key", "a"), ("anthropic-api-key", "p1")], None, None),
-            k(&[("x-api-key", "a"), ("anthropic-api-key", "p2")], None, None)
+            k(
+                &[("x-api-key", "a"), ("anthropic-api-key", "p1")],
+                None,
+                None
+            ),
+            k(
+                &[("x-api-key", "a"), ("anthropic-api-key", "p2")],
+                None,
+                None
+            )
         );
         assert_eq!(
             k(&[("x-api-key", "a")], None, Some("gw")),

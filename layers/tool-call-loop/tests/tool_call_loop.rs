@@ -50,7 +50,10 @@ impl Shape {
     /// The same answer as a stream, the arguments cut into two deltas.
     fn stream(self, args: &str) -> String {
         let (a, b) = args.split_at(args.len() / 2);
-        let (a, b) = (serde_json::to_string(a).unwrap(), serde_json::to_string(b).unwrap());
+        let (a, b) = (
+            serde_json::to_string(a).unwrap(),
+            serde_json::to_string(b).unwrap(),
+        );
         let q = serde_json::to_string(args).unwrap();
         match self {
             Shape::Chat => format!(concat!(
@@ -78,18 +81,20 @@ impl Shape {
         match self {
             Shape::Chat => r#"{"model":"m","messages":[{"role":"user","content":"fix it"}]}"#,
             Shape::Responses => r#"{"model":"m","input":"fix it"}"#,
-            Shape::Messages => r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"fix it"}]}"#,
+            Shape::Messages => {
+                r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"fix it"}]}"#
+            }
         }
         .to_owned()
     }
 }
 
+type Next = Arc<Mutex<(String, String)>>;
+type Seen = Arc<Mutex<Vec<String>>>;
 type Svc = BoxCloneService<Request<Full<Bytes>>, Response<Bytes>, tower::BoxError>;
 
 /// A service whose upstream answers with `next` (set per call) and records request bodies.
-fn service(
-    layer: &ToolCallLoopLayer,
-) -> (Svc, Arc<Mutex<(String, String)>>, Arc<Mutex<Vec<String>>>) {
+fn service(layer: &ToolCallLoopLayer) -> (Svc, Next, Seen) {
     let next = Arc::new(Mutex::new((String::new(), String::new())));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (n, s) = (next.clone(), seen.clone());
@@ -97,7 +102,9 @@ fn service(
         let (n, s) = (n.clone(), s.clone());
         async move {
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            s.lock().unwrap().push(String::from_utf8(body.to_vec()).unwrap());
+            s.lock()
+                .unwrap()
+                .push(String::from_utf8(body.to_vec()).unwrap());
             let (ct, text) = n.lock().unwrap().clone();
             Ok::<_, Infallible>(
                 Response::builder()
@@ -107,11 +114,13 @@ fn service(
             )
         }
     });
-    let svc = layer.layer(upstream).and_then(|resp: Response<ToolCallLoopBody<Full<Bytes>>>| async move {
-        let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await?.to_bytes();
-        Ok(Response::from_parts(parts, bytes))
-    });
+    let svc = layer.layer(upstream).and_then(
+        |resp: Response<ToolCallLoopBody<Full<Bytes>>>| async move {
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            Ok(Response::from_parts(parts, bytes))
+        },
+    );
     (BoxCloneService::new(svc), next, seen)
 }
 
@@ -131,7 +140,10 @@ fn config(mode: Mode) -> Config {
     }
 }
 
-async fn call(svc: &mut Svc, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, tower::BoxError> {
+async fn call(
+    svc: &mut Svc,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, tower::BoxError> {
     svc.ready().await?.call(req).await
 }
 
@@ -140,7 +152,10 @@ async fn block_refuses_the_answer_that_repeats_in_each_shape() {
     for shape in Shape::ALL {
         let layer = ToolCallLoopLayer::new(config(Mode::Block));
         let (mut svc, next, _) = service(&layer);
-        *next.lock().unwrap() = ("application/json".into(), shape.json(r#"{"path":"a.rs","lines":[1,2]}"#));
+        *next.lock().unwrap() = (
+            "application/json".into(),
+            shape.json(r#"{"path":"a.rs","lines":[1,2]}"#),
+        );
         for _ in 0..2 {
             let resp = call(&mut svc, request(shape, "s")).await.unwrap();
             assert!(resp.headers().get(X_PORTCULLIS_TOOL_CALL_LOOP).is_none());
@@ -148,10 +163,17 @@ async fn block_refuses_the_answer_that_repeats_in_each_shape() {
         // Another session is counted apart.
         call(&mut svc, request(shape, "other")).await.unwrap();
         // The same call with its keys in another order is the same call.
-        *next.lock().unwrap() = ("application/json".into(), shape.json(r#"{ "lines": [1, 2], "path": "a.rs" }"#));
+        *next.lock().unwrap() = (
+            "application/json".into(),
+            shape.json(r#"{ "lines": [1, 2], "path": "a.rs" }"#),
+        );
         let err = call(&mut svc, request(shape, "s")).await.unwrap_err();
         let looped = find_in_chain::<ToolCallLoop>(&*err).expect("a ToolCallLoop");
-        assert_eq!((looped.tool.as_str(), looped.repeats), ("read_file", 3), "{shape:?}");
+        assert_eq!(
+            (looped.tool.as_str(), looped.repeats),
+            ("read_file", 3),
+            "{shape:?}"
+        );
         assert_eq!(ToolCallLoop::CODE, "tool_call_loop");
         // Different arguments: a new streak.
         *next.lock().unwrap() = ("application/json".into(), shape.json(r#"{"path":"b.rs"}"#));
@@ -168,15 +190,32 @@ async fn block_ends_a_stream_with_an_error_event_in_each_shape() {
         *next.lock().unwrap() = ("text/event-stream".into(), stream.clone());
         for _ in 0..2 {
             let resp = call(&mut svc, request(shape, "s")).await.unwrap();
-            assert_eq!(resp.body(), stream.as_bytes(), "{shape:?}: passes unchanged");
+            assert_eq!(
+                resp.body(),
+                stream.as_bytes(),
+                "{shape:?}: passes unchanged"
+            );
         }
         let resp = call(&mut svc, request(shape, "s")).await.unwrap();
         let body = std::str::from_utf8(resp.body()).unwrap();
-        let (before, error) = body.split_at(body.rfind("\n\n").map_or(0, |i| body[..i].rfind("\n\n").map_or(0, |j| j + 2)));
-        assert!(stream.starts_with(before), "{shape:?}: whole events, then the error");
-        assert!(!body.contains("[DONE]") && !body.contains("message_stop") && !body.contains("response.completed"));
+        let (before, error) = body.split_at(
+            body.rfind("\n\n")
+                .map_or(0, |i| body[..i].rfind("\n\n").map_or(0, |j| j + 2)),
+        );
+        assert!(
+            stream.starts_with(before),
+            "{shape:?}: whole events, then the error"
+        );
+        assert!(
+            !body.contains("[DONE]")
+                && !body.contains("message_stop")
+                && !body.contains("response.completed")
+        );
         let data: serde_json::Value = serde_json::from_str(
-            error.lines().find_map(|l| l.strip_prefix("data: ")).unwrap(),
+            error
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap(),
         )
         .unwrap();
         match shape {
@@ -188,7 +227,10 @@ async fn block_ends_a_stream_with_an_error_event_in_each_shape() {
             Shape::Messages => {
                 assert!(error.starts_with("event: error\n"));
                 assert_eq!(data["error"]["type"], "invalid_request_error");
-                assert!(data["error"]["message"].as_str().unwrap().contains("read_file"));
+                assert!(data["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("read_file"));
             }
         }
     }
@@ -229,7 +271,11 @@ async fn chance_then_block_notes_the_next_request_then_blocks_in_each_shape() {
         call(&mut svc, request(shape, "s")).await.unwrap();
         let resp = call(&mut svc, request(shape, "s")).await.unwrap();
         assert_eq!(resp.headers()[X_PORTCULLIS_TOOL_CALL_LOOP], "chance");
-        assert!(seen.lock().unwrap().iter().all(|b| !b.contains("Note from the gateway")));
+        assert!(seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|b| !b.contains("Note from the gateway")));
         // The next request carries the note, in its own shape, and the answer repeats: blocked.
         let err = call(&mut svc, request(shape, "s")).await.unwrap_err();
         assert_eq!(find_in_chain::<ToolCallLoop>(&*err).unwrap().repeats, 4);
@@ -241,10 +287,18 @@ async fn chance_then_block_notes_the_next_request_then_blocks_in_each_shape() {
             Shape::Messages => sent["messages"][0]["content"][1]["text"].clone(),
         };
         let note = note.as_str().unwrap();
-        assert!(note.contains("read_file") && note.contains("same arguments"), "{shape:?}: {sent}");
+        assert!(
+            note.contains("read_file") && note.contains("same arguments"),
+            "{shape:?}: {sent}"
+        );
         // Only once.
         call(&mut svc, request(shape, "s")).await.unwrap_err();
-        assert!(!seen.lock().unwrap().last().unwrap().contains("Note from the gateway"));
+        assert!(!seen
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .contains("Note from the gateway"));
     }
 }
 
@@ -252,15 +306,26 @@ async fn chance_then_block_notes_the_next_request_then_blocks_in_each_shape() {
 async fn chance_then_block_after_a_streamed_loop_and_a_changed_course() {
     let layer = ToolCallLoopLayer::new(config(Mode::ChanceThenBlock));
     let (mut svc, next, seen) = service(&layer);
-    *next.lock().unwrap() = ("text/event-stream".into(), Shape::Messages.stream(r#"{"path":"a"}"#));
+    *next.lock().unwrap() = (
+        "text/event-stream".into(),
+        Shape::Messages.stream(r#"{"path":"a"}"#),
+    );
     for _ in 0..3 {
         call(&mut svc, request(Shape::Messages, "s")).await.unwrap();
     }
     // The model takes the hint.
-    *next.lock().unwrap() = ("application/json".into(), Shape::Messages.json(r#"{"path":"b"}"#));
+    *next.lock().unwrap() = (
+        "application/json".into(),
+        Shape::Messages.json(r#"{"path":"b"}"#),
+    );
     let resp = call(&mut svc, request(Shape::Messages, "s")).await.unwrap();
     assert_eq!(resp.headers()[X_PORTCULLIS_TOOL_CALL_LOOP], "chance");
-    assert!(seen.lock().unwrap().last().unwrap().contains("Note from the gateway"));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .contains("Note from the gateway"));
     assert_eq!(resp.status(), 200);
 }
 
@@ -269,7 +334,8 @@ async fn text_answers_other_paths_errors_and_garbage_pass_and_reset() {
     let layer = ToolCallLoopLayer::new(config(Mode::Block));
     let (mut svc, next, _) = service(&layer);
     let call_answer = Shape::Chat.json(r#"{"path":"a"}"#);
-    let text_answer = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"done"}}]}"#;
+    let text_answer =
+        r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"done"}}]}"#;
     for (ct, body) in [
         ("application/json", call_answer.as_str()),
         ("application/json", call_answer.as_str()),
@@ -285,7 +351,9 @@ async fn text_answers_other_paths_errors_and_garbage_pass_and_reset() {
     }
     *next.lock().unwrap() = ("application/json".into(), call_answer.clone());
     for _ in 0..5 {
-        let req = Request::post("/v1/embeddings").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::post("/v1/embeddings")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         call(&mut svc, req).await.unwrap();
     }
     assert_eq!(layer.session_count(), 1);
@@ -293,11 +361,10 @@ async fn text_answers_other_paths_errors_and_garbage_pass_and_reset() {
 
 #[tokio::test]
 async fn poll_ready_is_the_inner_services() {
-    let (mut svc, mut handle) = tower_test::mock::spawn_layer::<
-        Request<Full<Bytes>>,
-        Response<Full<Bytes>>,
-        _,
-    >(ToolCallLoopLayer::new(Config::default()));
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<Request<Full<Bytes>>, Response<Full<Bytes>>, _>(
+            ToolCallLoopLayer::new(Config::default()),
+        );
     handle.allow(0);
     assert!(svc.poll_ready().is_pending());
     handle.allow(1);
