@@ -309,6 +309,16 @@ pub(crate) fn openai_kind(kind: ErrorKind) -> (u16, &'static str) {
     }
 }
 
+/// The gateway's edge renders a translation error like any layer's refusal.
+impl portcullis_core::error::Refusal for TranslateError {
+    fn status(&self) -> StatusCode {
+        TranslateError::status(self)
+    }
+    fn code(&self) -> &'static str {
+        TranslateError::code(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,15 +393,5 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("anthropic messages"));
-    }
-}
-
-/// The gateway's edge renders a translation error like any layer's refusal.
-impl portcullis_core::error::Refusal for TranslateError {
-    fn status(&self) -> StatusCode {
-        TranslateError::status(self)
-    }
-    fn code(&self) -> &'static str {
-        TranslateError::code(self)
     }
 }

@@ -1,0 +1,143 @@
+//! Streaming throughput of a realistic chat-completions SSE stream through the loop-detection
+//! layer, against the same stream passed through untouched.
+//!
+//! Run with: `cargo bench -p portcullis-loop-detection`
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use portcullis_loop_detection::{Config, LoopDetectionLayer};
+use tower::{service_fn, Layer, ServiceExt};
+
+/// The upstream body: one event per frame, as upstreams send them.
+struct Frames(VecDeque<Bytes>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// About 3 000 chunks of one short token each (~2 000 words of prose with code), the shape of
+/// an OpenAI chat completion stream.
+fn stream() -> Vec<Bytes> {
+    let words = [
+        "The ",
+        "function ",
+        "reads ",
+        "the ",
+        "config ",
+        "file, ",
+        "then ",
+        "checks ",
+        "each ",
+        "value: ",
+        "`max_",
+        "attempts` ",
+        "must ",
+        "be ",
+        "at ",
+        "least ",
+        "one.\n",
+        "```rust\n",
+        "fn ",
+        "main() ",
+        "{\n",
+        "    let ",
+        "x ",
+        "= ",
+        "42;\n",
+        "}\n",
+        "```\n",
+    ];
+    let mut frames = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = words[(x % words.len() as u64) as usize];
+        let token = if i % 17 == 0 {
+            format!("{w}{i} ")
+        } else {
+            w.to_owned()
+        };
+        let token = serde_json::to_string(&token).unwrap();
+        frames.push(Bytes::from(format!(
+            "data: {{\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\"object\":\"chat.completion.chunk\",\"created\":1741570283,\"model\":\"gpt-4o-2024-08-06\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_eb9dce56a8\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{token}}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+        )));
+    }
+    frames.push(Bytes::from_static(b"data: {\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"));
+    frames
+}
+
+fn upstream(
+    frames: Vec<Bytes>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Frames>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Frames>, Infallible>>,
+> + Clone {
+    service_fn(move |_req: Request<()>| {
+        std::future::ready(Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Frames(frames.clone().into()))
+            .unwrap()))
+    })
+}
+
+fn request() -> Request<()> {
+    Request::post("/v1/chat/completions").body(()).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let frames = stream();
+    let bytes: usize = frames.iter().map(Bytes::len).sum();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("sse_stream");
+    group.throughput(Throughput::Bytes(bytes as u64));
+
+    let plain = upstream(frames.clone());
+    group.bench_function("passthrough", |b| {
+        b.to_async(&rt).iter(|| {
+            let svc = plain.clone();
+            async move {
+                let resp = svc.oneshot(request()).await.unwrap();
+                resp.into_body().collect().await.unwrap().to_bytes().len()
+            }
+        })
+    });
+
+    let watched = LoopDetectionLayer::new(Config::default()).layer(upstream(frames));
+    group.bench_function("loop_detection", |b| {
+        b.to_async(&rt).iter(|| {
+            let svc = watched.clone();
+            async move {
+                let resp = svc.oneshot(request()).await.unwrap();
+                resp.into_body().collect().await.unwrap().to_bytes().len()
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

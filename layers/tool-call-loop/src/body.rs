@@ -1,0 +1,268 @@
+//! [`ToolCallLoopBody`]: the response body, passed through while its tool calls are read.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use tower::BoxError;
+
+use crate::{
+    calls::{Event, StreamCalls},
+    layer::Shared,
+    session::{SessionKey, Verdict},
+    sse::{Flow, Framer},
+    Api, ToolCallLoop,
+};
+
+/// The body of a response that went through [`ToolCallLoopDetection`](crate::ToolCallLoopDetection).
+///
+/// Unwatched and non-streamed bodies pass through as they are. A watched stream is passed on
+/// an event at a time; at the event that ends the answer (`[DONE]`, `response.completed`,
+/// `message_stop`, or the end of the body) its tool calls are recorded, and a blocked loop
+/// replaces that event with one error event.
+pub struct ToolCallLoopBody<B> {
+    queue: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    error: Option<BoxError>,
+    inner: Option<Pin<Box<B>>>,
+    scan: Option<Box<Scan>>,
+}
+
+struct Scan {
+    framer: Framer,
+    watch: Watch,
+}
+
+struct Watch {
+    calls: StreamCalls,
+    api: Api,
+    key: SessionKey,
+    shared: Arc<Shared>,
+    /// The answer's calls were recorded.
+    recorded: bool,
+    /// The answer is a blocked loop.
+    blocked: Option<ToolCallLoop>,
+}
+
+impl Watch {
+    /// Record the answer once; `Stop` if it is a blocked loop.
+    fn end(&mut self) -> Flow {
+        if self.recorded {
+            return Flow::Continue;
+        }
+        self.recorded = true;
+        let Some(calls) = self.calls.finish() else {
+            return Flow::Continue;
+        };
+        match crate::judge(&self.shared, self.api, self.key, &calls, true) {
+            Verdict::Block { tool, repeats } => {
+                self.blocked = Some(ToolCallLoop {
+                    tool: tool.to_string(),
+                    repeats,
+                });
+                Flow::Stop
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) -> Flow {
+        if self.recorded {
+            return Flow::Continue;
+        }
+        match self.calls.line(line) {
+            Event::End => self.end(),
+            Event::More => Flow::Continue,
+        }
+    }
+}
+
+impl<B> ToolCallLoopBody<B> {
+    pub(crate) fn passthrough(inner: B) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            trailers: None,
+            error: None,
+            inner: Some(Box::pin(inner)),
+            scan: None,
+        }
+    }
+
+    pub(crate) fn buffered(bytes: Bytes, rest: Option<Pin<Box<B>>>) -> Self {
+        Self {
+            queue: if bytes.is_empty() {
+                VecDeque::new()
+            } else {
+                VecDeque::from([bytes])
+            },
+            trailers: None,
+            error: None,
+            inner: rest,
+            scan: None,
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            trailers: None,
+            error: Some(error),
+            inner: None,
+            scan: None,
+        }
+    }
+
+    pub(crate) fn watched(inner: B, api: Api, key: SessionKey, shared: Arc<Shared>) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            trailers: None,
+            error: None,
+            inner: Some(Box::pin(inner)),
+            scan: Some(Box::new(Scan {
+                framer: Framer::new(shared.max_event_bytes),
+                watch: Watch {
+                    calls: StreamCalls::new(api),
+                    api,
+                    key,
+                    shared,
+                    recorded: false,
+                    blocked: None,
+                },
+            })),
+        }
+    }
+
+    fn blocked(&mut self) {
+        self.inner = None;
+        self.trailers = None;
+        if let Some(scan) = self.scan.take() {
+            if let Some(err) = scan.watch.blocked {
+                self.queue.push_back(scan.watch.api.error_event(
+                    ToolCallLoop::CODE,
+                    ToolCallLoop::ERROR_TYPE,
+                    &err.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+impl<B> Body for ToolCallLoopBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(data) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if let Some(t) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+            if let Some(e) = this.error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = ready!(inner.as_mut().poll_frame(cx));
+            let Some(scan) = this.scan.as_deref_mut() else {
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            };
+            let flow = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let Scan { framer, watch } = scan;
+                        framer.feed(data, &mut this.queue, &mut |l| watch.line(l))
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        finish(scan, &mut this.queue)
+                    }
+                },
+                Some(Err(e)) => {
+                    // The upstream failed: the answer is incomplete and is not recorded; what
+                    // was held goes out before the error.
+                    scan.watch.recorded = true;
+                    scan.framer.finish(&mut this.queue, &mut |_| Flow::Continue);
+                    this.inner = None;
+                    this.scan = None;
+                    this.error = Some(e.into());
+                    continue;
+                }
+                None => {
+                    this.inner = None;
+                    finish(scan, &mut this.queue)
+                }
+            };
+            if flow == Flow::Stop {
+                this.blocked();
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.queue.is_empty()
+            && self.trailers.is_none()
+            && self.error.is_none()
+            && match &self.inner {
+                None => true,
+                Some(inner) => self.scan.is_none() && inner.is_end_stream(),
+            }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.scan.is_some() {
+            return SizeHint::default();
+        }
+        let queued: u64 = self.queue.iter().map(|b| b.len() as u64).sum();
+        match &self.inner {
+            None => SizeHint::with_exact(queued),
+            Some(inner) => {
+                let h = inner.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + queued);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + queued);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The body ended: its last event is read, then the answer is recorded if no end event did.
+fn finish(scan: &mut Scan, queue: &mut VecDeque<Bytes>) -> Flow {
+    let Scan { framer, watch } = scan;
+    let flow = framer.finish(queue, &mut |l| watch.line(l));
+    if flow == Flow::Continue {
+        watch.end()
+    } else {
+        flow
+    }
+}
+
+impl<B> fmt::Debug for ToolCallLoopBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolCallLoopBody")
+            .field("queued", &self.queue.len())
+            .field("watched", &self.scan.is_some())
+            .field("done", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
+}
