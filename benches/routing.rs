@@ -11,6 +11,8 @@ fn model(name: &str, upstream: &str) -> ModelRoute {
         upstream: upstream.into(),
         model: None,
         fallbacks: vec![],
+        params: None,
+        headers: std::sync::Arc::new([]),
     }
 }
 

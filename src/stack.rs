@@ -21,6 +21,7 @@ use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
 use portcullis_rate_limit::RateLimitLayer;
 use portcullis_retry::RetryLayer;
+use portcullis_translate::TranslateLayer;
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -167,18 +168,30 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             .then(|| RetryLayer::from_config(&config.retry))
             .transpose()
             .map_err(problems)?;
-        let service: UpstreamService = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                // Retry outside the breaker: a retry sees an open breaker at once and gives up,
-                // so the router can fail over instead of waiting.
-                .option_layer(retry)
-                // One breaker per upstream, counting every attempt's outcome.
-                .option_layer(breaker.clone())
-                // Inside retry: the cookie a failed attempt received goes out on the next one.
-                .option_layer(jar.clone().map(CookieSessionLayer::new))
-                .service(client)
-                .map_err(Into::<BoxError>::into),
-        );
+        let resilient = ServiceBuilder::new()
+            // Retry outside the breaker: a retry sees an open breaker at once and gives up,
+            // so the router can fail over instead of waiting.
+            .option_layer(retry)
+            // One breaker per upstream, counting every attempt's outcome.
+            .option_layer(breaker.clone())
+            // Inside retry: the cookie a failed attempt received goes out on the next one.
+            .option_layer(jar.clone().map(CookieSessionLayer::new))
+            .service(client)
+            .map_err(Into::<BoxError>::into);
+        let service: UpstreamService = match u.api {
+            portcullis_translate::Api::Any => BoxCloneSyncService::new(resilient),
+            // Translation outermost, per upstream (its `api` decides the shape): retries
+            // re-send the translated body and judge the upstream's own statuses, and the
+            // router, fallbacks and every layer above see the client's shape.
+            api => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .map_response(|r: http::Response<_>| r.map(Body::new))
+                    .layer(
+                        TranslateLayer::new(api).with_max_body_bytes(config.server.max_body_bytes),
+                    )
+                    .service(resilient),
+            ),
+        };
         health.push(UpstreamHealth {
             name: u.name.clone(),
             base_url: u.base_url.clone(),
@@ -199,13 +212,17 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let models = config
         .models
         .iter()
-        .map(|m| ModelRoute {
-            name: m.name.clone(),
-            upstream: m.upstream.clone(),
-            model: m.model.clone(),
-            fallbacks: m.fallbacks.clone(),
+        .map(|m| {
+            Ok(ModelRoute {
+                name: m.name.clone(),
+                upstream: m.upstream.clone(),
+                model: m.model.clone(),
+                fallbacks: m.fallbacks.clone(),
+                params: (!m.params.is_empty()).then(|| Arc::new(m.params.clone())),
+                headers: model_headers(m)?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, BuildError>>()?;
     let router = ModelRouter::new(models, routes, failover_on, config.server.max_body_bytes);
 
     let memory = Arc::new(memory_router(&config).map_err(problems)?);
@@ -368,6 +385,29 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         state,
         cookie_persist,
     })
+}
+
+/// A model's `headers`, parsed (names and values were checked at load; secrets are marked
+/// sensitive so they never show in a `Debug`).
+fn model_headers(
+    m: &crate::config::ModelConfig,
+) -> Result<Arc<[(http::HeaderName, http::HeaderValue)]>, BuildError> {
+    m.headers
+        .iter()
+        .map(|(name, value)| {
+            let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                BuildError(format!("models {:?}: headers.{name}: invalid name", m.name))
+            })?;
+            let mut v = http::HeaderValue::from_str(value.expose()).map_err(|_| {
+                BuildError(format!(
+                    "models {:?}: headers.{name}: invalid value",
+                    m.name
+                ))
+            })?;
+            v.set_sensitive(true);
+            Ok((n, v))
+        })
+        .collect()
 }
 
 /// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.

@@ -84,6 +84,15 @@ use tokio_util::sync::CancellationToken;
 pub use redis::RedisServer;
 pub use response::MockResponse;
 
+/// One API a mock may be limited to with [`MockUpstream::speak_only`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MockApi {
+    /// OpenAI: chat completions, completions, embeddings, responses (not `/v1/messages`).
+    OpenAi = 1,
+    /// Anthropic: `/v1/messages` and count_tokens only.
+    Anthropic = 2,
+}
+
 /// A mock OpenAI/Anthropic upstream listening on a local port.
 ///
 /// All methods take `&self`; share it across tasks with an `Arc`. Dropping it shuts the
@@ -253,9 +262,15 @@ impl MockUpstream {
             .store(nanos, Ordering::Relaxed);
     }
 
-    /// Whether to keep a copy of every request for [`requests`](Self::requests) (default on).
-    /// Turn it off for load tests, where the copies would pile up; [`request_count`](Self::request_count)
-    /// keeps counting either way.
+    /// Answer like an upstream that speaks one API only: the other API's routes answer 404
+    /// (a local chat-completions server has no `/v1/messages`; Anthropic has no
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` or `/v1/responses`).
+    /// Translation tests point the gateway at such a mock.
+    pub fn speak_only(&self, api: MockApi) {
+        self.shared.only.store(api as u8, Ordering::Relaxed);
+    }
+
+    /// Switch recording of requests on or off (on by default).
     pub fn set_recording(&self, on: bool) {
         self.shared.recording.store(on, Ordering::Relaxed);
     }
@@ -353,6 +368,8 @@ struct Shared {
     script: Mutex<Script>,
     recorded: Mutex<Vec<RecordedRequest>>,
     recording: AtomicBool,
+    /// 0: every API; 1: OpenAI only; 2: Anthropic only (see [`MockUpstream::speak_only`]).
+    pub(crate) only: std::sync::atomic::AtomicU8,
     /// Requests since start or clear.
     count: AtomicUsize,
     /// Request sequence for ids; never reset, so ids stay unique.
@@ -368,6 +385,7 @@ impl Default for Shared {
             script: Mutex::default(),
             recorded: Mutex::default(),
             recording: AtomicBool::new(true),
+            only: std::sync::atomic::AtomicU8::new(0),
             count: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             chunk_delay_nanos: AtomicU64::new(0),

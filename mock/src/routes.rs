@@ -115,6 +115,21 @@ impl Route {
         }
     }
 
+    /// `NotFound` for a route of the API this mock does not speak (`only`: 1 OpenAI only,
+    /// 2 Anthropic only, else every API).
+    pub(crate) fn spoken(self, only: u8) -> Route {
+        let anthropic = matches!(self, Route::Messages | Route::CountTokens);
+        let openai = matches!(
+            self,
+            Route::Chat | Route::Completions | Route::Embeddings | Route::Responses
+        );
+        match only {
+            1 if anthropic => Route::NotFound,
+            2 if openai => Route::NotFound,
+            _ => self,
+        }
+    }
+
     /// Whether the body goes to the streaming sink instead of being read whole.
     pub(crate) fn is_upload(self) -> bool {
         matches!(self, Route::Upload(_))

@@ -186,7 +186,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let route = Route::of(&parts.method, parts.uri.path(), content_type.as_deref());
+    let route = Route::of(&parts.method, parts.uri.path(), content_type.as_deref())
+        .spoken(shared.only.load(std::sync::atomic::Ordering::Relaxed));
     // Uploads go through the byte-counting sink, never into memory whole.
     let read = if route.is_upload() {
         sink(body).await

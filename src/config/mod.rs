@@ -256,12 +256,18 @@ impl Config {
                 v.resolve(&format!("upstreams[{i}].headers.{name}"), problems);
             }
         }
+        for (i, m) in self.models.iter_mut().enumerate() {
+            for (name, v) in m.headers.iter_mut() {
+                v.resolve(&format!("models[{i}].headers.{name}"), problems);
+            }
+        }
         self.state.redis_url.resolve("state.redis_url", problems);
     }
 
     /// Check meaning: ranges, names, references. Pushes every problem found.
     fn validate(&self, problems: &mut Vec<ConfigProblem>, warnings: &mut Vec<ConfigProblem>) {
         upstreams::check(&self.upstreams, &self.models, problems);
+        upstreams::warnings(&self.upstreams, &self.models, warnings);
         self.check_sections(problems, warnings);
     }
 
@@ -274,9 +280,10 @@ impl Config {
         for u in &self.upstreams {
             let _ = writeln!(
                 s,
-                "  {} -> {} (auth {}, cookies {})",
+                "  {} -> {} (api {}, auth {}, cookies {})",
                 u.name,
                 u.base_url,
+                u.api,
                 u.auth_mode().as_str(),
                 if u.cookies { "on" } else { "off" }
             );

@@ -63,6 +63,11 @@ pub struct UpstreamConfig {
     /// PEM file with extra trusted root certificates.
     #[serde(default)]
     pub ca_file: String,
+    /// The API shape the upstream speaks: `any` (requests go as the client sent them),
+    /// `openai` (chat completions; `/v1/messages` and `/v1/responses` are translated to it) or
+    /// `anthropic` (messages; `/v1/chat/completions` and `/v1/responses` are translated).
+    #[serde(default)]
+    pub api: portcullis_translate::Api,
 }
 
 impl UpstreamConfig {
@@ -103,6 +108,61 @@ pub struct ModelConfig {
     /// A tighter rate limit for this model (the rate-limit layer's own quota type).
     #[serde(default)]
     pub rate_limit: Option<portcullis_rate_limit::Quota>,
+    /// Body defaults merged into the request before sending (the client's own values win,
+    /// objects are merged key by key), e.g. `thinking = { type = "enabled", budget_tokens =
+    /// 4096 }`.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Extra request headers for this model; values may be secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// The top-level request fields an upstream of `api` understands (for `check`'s warning about
+/// `params` it would not).
+fn api_fields(api: portcullis_translate::Api) -> Vec<&'static str> {
+    use portcullis_translate::Api;
+    use portcullis_validation::{known_fields, Route};
+    let routes: &[Route] = match api {
+        Api::OpenAi => &[
+            Route::ChatCompletions,
+            Route::Completions,
+            Route::Embeddings,
+        ],
+        Api::Anthropic => &[Route::Messages],
+        Api::Any => &Route::ALL,
+    };
+    routes
+        .iter()
+        .flat_map(|r| known_fields(*r).iter().copied())
+        .collect()
+}
+
+/// Settings that load but will not do what they say: `params` keys the model's upstream API
+/// has no field for.
+pub(super) fn warnings(
+    upstreams: &[UpstreamConfig],
+    models: &[ModelConfig],
+    warnings: &mut Vec<ConfigProblem>,
+) {
+    for (i, m) in models.iter().enumerate() {
+        let Some(u) = upstreams.iter().find(|u| u.name == m.upstream) else {
+            continue;
+        };
+        let fields = api_fields(u.api);
+        for key in m.params.keys() {
+            if !fields.contains(&key.as_str()) {
+                warnings.push(ConfigProblem::new(
+                    format!("models[{i}].params.{key}"),
+                    format!(
+                        "upstream {:?} (api = \"{}\") has no request field {key:?}; it is sent \
+                         as it is",
+                        u.name, u.api
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Read a PEM CA file into root certificates; the error is a message for `check`. The
@@ -215,6 +275,14 @@ pub(super) fn check(
                     list(upstreams.iter().map(|u| u.name.as_str()))
                 ),
             );
+        }
+        for name in m.headers.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p(
+                    format!("models[{i}].headers.{name}"),
+                    "is not a valid header name".into(),
+                );
+            }
         }
         for (j, f) in m.fallbacks.iter().enumerate() {
             if f == &m.name {

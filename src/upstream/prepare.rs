@@ -188,6 +188,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             cookies: true,
             ca_file: String::new(),
+            api: Default::default(),
         }
     }
 

@@ -104,6 +104,10 @@ pub struct ModelRoute {
     pub model: Option<String>,
     /// Other model names tried in order when this one fails.
     pub fallbacks: Vec<String>,
+    /// Body defaults merged in before sending (the client's own values win).
+    pub params: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// Extra request headers for this model.
+    pub headers: Arc<[(http::HeaderName, HeaderValue)]>,
 }
 
 pub(super) struct Entry {
@@ -219,11 +223,47 @@ impl ModelRouter {
 
 /// Replace the body's `model` with `model`; the rest of the body is kept as parsed.
 pub fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, serde_json::Error> {
+    prepare_body(body, Some(model), None)
+}
+
+/// The body sent upstream: `model` replaced when given, `params` merged in under the client's
+/// own values (objects key by key, so `thinking = { budget_tokens = 4096 }` fills in what the
+/// client's `thinking` lacks). One parse and one write whatever is changed.
+pub fn prepare_body(
+    body: &[u8],
+    model: Option<&str>,
+    params: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<Bytes, serde_json::Error> {
     let mut v: serde_json::Value = serde_json::from_slice(body)?;
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("model".into(), serde_json::Value::String(model.into()));
+        if let Some(model) = model {
+            obj.insert("model".into(), serde_json::Value::String(model.into()));
+        }
+        if let Some(params) = params {
+            merge_defaults(obj, params);
+        }
     }
     Ok(Bytes::from(serde_json::to_vec(&v)?))
+}
+
+fn merge_defaults(
+    into: &mut serde_json::Map<String, serde_json::Value>,
+    defaults: &serde_json::Map<String, serde_json::Value>,
+) {
+    for (k, d) in defaults {
+        match into.get_mut(k) {
+            None => {
+                into.insert(k.clone(), d.clone());
+            }
+            Some(serde_json::Value::Object(mine)) => {
+                if let serde_json::Value::Object(d) = d {
+                    merge_defaults(mine, d);
+                }
+            }
+            // The client's own value wins.
+            Some(_) => {}
+        }
+    }
 }
 
 /// The model and stream flag of a body no layer above has parsed (validation off, or a
@@ -314,9 +354,10 @@ pub(super) async fn route_model(
             None if i > 0 && !entry.name.contains('*') => Some(entry.name.as_str()),
             None => None,
         };
-        let body = match send_model {
-            Some(m) if m != &*requested => rewrite_model(&bytes, m)?,
-            _ => bytes.clone(),
+        let rewrite = send_model.filter(|m| *m != &*requested);
+        let body = match (rewrite, &entry.params) {
+            (None, None) => bytes.clone(),
+            (model, params) => prepare_body(&bytes, model, params.as_deref())?,
         };
         let mut builder = Request::builder()
             .method(parts.method.clone())
@@ -324,6 +365,9 @@ pub(super) async fn route_model(
         if let Some(h) = builder.headers_mut() {
             *h = parts.headers.clone();
             up.upstream.prepare_headers(h);
+            for (n, v) in entry.headers.iter() {
+                h.insert(n.clone(), v.clone());
+            }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         if let Some(ext) = builder.extensions_mut() {
@@ -517,6 +561,29 @@ fn strip_tags(mut s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_fill_in_under_the_clients_values() {
+        let params = serde_json::json!({
+            "thinking": {"type": "enabled", "budget_tokens": 4096},
+            "temperature": 0.2,
+            "metadata": {"user_id": "u1"}
+        });
+        let b = prepare_body(
+            br#"{"model":"a","temperature":1,"metadata":{"tag":"x"},"messages":[]}"#,
+            Some("b"),
+            params.as_object(),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["temperature"], 1, "the client's value wins");
+        assert_eq!(v["thinking"]["budget_tokens"], 4096);
+        assert_eq!(
+            v["metadata"],
+            serde_json::json!({"tag": "x", "user_id": "u1"})
+        );
+    }
 
     #[test]
     fn rewrite_keeps_other_fields() {

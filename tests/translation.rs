@@ -1,0 +1,173 @@
+//! Translation end to end: the official OpenAI and Anthropic SDKs through the gateway to mock
+//! upstreams that each speak one API only (`upstreams[].api`), plain and streamed, tool
+//! history, refusals and provider errors mapped to the SDK's own exceptions; and model
+//! `params`/`headers` (the Supermemory setup's thinking budget).
+
+mod support;
+
+use std::{path::PathBuf, process::Command};
+
+use portcullis_mock::{MockApi, MockResponse, MockUpstream};
+use serde_json::json;
+use support::{post_json, TestGateway};
+
+fn venv_python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("bash")
+        .arg(root.join(".ci/telemetry-setup.sh"))
+        .status()
+        .expect("run .ci/telemetry-setup.sh");
+    assert!(status.success(), "creating the Python venv failed");
+    std::env::var_os("PORTCULLIS_PYVENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/pyvenv"))
+        .join("bin/python")
+}
+
+struct Upstreams {
+    anth: MockUpstream,
+    local: MockUpstream,
+    _overloaded: MockUpstream,
+}
+
+async fn two_apis() -> (Upstreams, TestGateway) {
+    let anth = MockUpstream::start().await.unwrap();
+    anth.speak_only(MockApi::Anthropic);
+    let local = MockUpstream::start().await.unwrap();
+    local.speak_only(MockApi::OpenAi);
+    // Anthropic answering every request `529 overloaded_error`.
+    let overloaded = MockUpstream::start().await.unwrap();
+    overloaded.speak_only(MockApi::Anthropic);
+    overloaded.set_default(Some(MockResponse::json(
+        529,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    )));
+    let toml = format!(
+        r#"
+[[upstreams]]
+name = "anth"
+base_url = "{}/v3/https://api.anthropic.com"
+api = "anthropic"
+[[upstreams]]
+name = "local"
+base_url = "{}"
+api = "openai"
+[[upstreams]]
+name = "overloaded"
+base_url = "{}"
+api = "anthropic"
+[[models]]
+name = "claude-overloaded"
+upstream = "overloaded"
+[[models]]
+name = "claude-*"
+upstream = "anth"
+params = {{ thinking = {{ type = "enabled", budget_tokens = 4096 }} }}
+headers = {{ x-sm-source = "portcullis" }}
+[[models]]
+name = "local-*"
+upstream = "local"
+[retry]
+enabled = false
+"#,
+        anth.url(),
+        local.url(),
+        overloaded.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    (
+        Upstreams {
+            anth,
+            local,
+            _overloaded: overloaded,
+        },
+        gw,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_reach_an_upstream_of_the_other_api() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let (
+        Upstreams {
+            anth,
+            local,
+            _overloaded: _keep,
+        },
+        gw,
+    ) = two_apis().await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_translation.py");
+    let url = format!("http://{}", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("GATEWAY_URL", url)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .output()
+            .expect("run python")
+    });
+    let out = out.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "translation checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
+    // Each upstream saw only its own API.
+    assert!(anth
+        .requests()
+        .iter()
+        .all(|r| r.path.ends_with("/v1/messages")));
+    assert!(local
+        .requests()
+        .iter()
+        .all(|r| r.path.ends_with("/v1/chat/completions")));
+    assert!(anth.request_count() >= 5 && local.request_count() >= 3);
+}
+
+#[tokio::test]
+async fn model_params_and_headers_reach_the_translated_request() {
+    let (
+        Upstreams {
+            anth,
+            _overloaded: _keep,
+            ..
+        },
+        gw,
+    ) = two_apis().await;
+    // PyCharm's AI assistant: an OpenAI chat client, Claude behind an Anthropic-only upstream
+    // (Supermemory's router), a thinking budget from the model's config.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("user-agent", "OpenAIClientImpl/Java unknown")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    let seen = anth.last_request().unwrap();
+    assert_eq!(seen.path, "/v3/https://api.anthropic.com/v1/messages");
+    let body = seen.json().unwrap();
+    assert_eq!(body["thinking"]["budget_tokens"], 4096);
+    assert!(
+        body["max_tokens"].as_u64().unwrap() > 4096,
+        "room for the budget: {body}"
+    );
+    assert_eq!(seen.header("x-sm-source"), Some("portcullis"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    // A provider error reaches the client in its own shape.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &json!({"model": "claude-overloaded", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
+    assert!(r.status.is_server_error(), "{}", r.status);
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("Overloaded"), "{}", r.text());
+}
