@@ -116,6 +116,7 @@ fn error_types(status: StatusCode) -> (&'static str, &'static str) {
         401 => ("authentication_error", "authentication_error"),
         403 => ("permission_error", "permission_error"),
         404 => ("invalid_request_error", "not_found_error"),
+        409 => ("invalid_request_error", "invalid_request_error"),
         413 => ("invalid_request_error", "request_too_large"),
         429 => ("rate_limit_error", "rate_limit_error"),
         503 => ("service_unavailable", "overloaded_error"),

@@ -18,9 +18,11 @@ use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
 use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
+use portcullis_loop_detection::LoopDetectionLayer;
 use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
 use portcullis_rate_limit::RateLimitLayer;
 use portcullis_retry::RetryLayer;
+use portcullis_tool_call_loop::ToolCallLoopLayer;
 use portcullis_translate::TranslateLayer;
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
@@ -299,6 +301,24 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // includes the caller's identity. Without it every answer is a cache `bypass`.
         .option_layer(dedup)
         .map_response(mark_cache_bypass)
+        // Around the router, so they watch the final answer the client gets (after retries
+        // and failover): the same tool call over and over in one session ...
+        .option_layer(config.tool_call_loop.enabled.then(|| {
+            ServiceBuilder::new()
+                .map_response(|r: http::Response<_>| r.map(Body::new))
+                .layer(
+                    ToolCallLoopLayer::new(config.tool_call_loop.config.clone())
+                        .with_max_body_bytes(config.server.max_body_bytes),
+                )
+        }))
+        // ... and an answer repeating itself, cut as it streams.
+        .option_layer(config.loop_detection.enabled.then(|| {
+            ServiceBuilder::new()
+                .map_response(|r: http::Response<_>| r.map(Body::new))
+                .layer(LoopDetectionLayer::new(
+                    config.loop_detection.config.clone(),
+                ))
+        }))
         .service(router.clone());
     let proxy = BoxCloneSyncService::new(proxy);
 

@@ -28,6 +28,10 @@ sections_table! {
     rate_limit: Toggle<portcullis_rate_limit::Config, false>,
     /// `[dedup]`
     dedup: Toggle<portcullis_dedup_cache::Config, false>,
+    /// `[tool_call_loop]`
+    tool_call_loop: Toggle<portcullis_tool_call_loop::Config, false>,
+    /// `[loop_detection]`
+    loop_detection: Toggle<portcullis_loop_detection::Config, false>,
     /// `[retry]`
     retry: Toggle<portcullis_retry::Config, true>,
     /// `[circuit_breaker]`
@@ -193,6 +197,18 @@ impl LayerSection for portcullis_dedup_cache::Config {
                 humantime::format_duration(self.cache_ttl)
             )
         }
+    }
+}
+
+impl LayerSection for portcullis_tool_call_loop::Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
+    }
+}
+
+impl LayerSection for portcullis_loop_detection::Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 

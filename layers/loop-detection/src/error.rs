@@ -35,3 +35,13 @@ impl LoopDetected {
         format!("{self}; the stream was ended")
     }
 }
+
+/// The edge renders it as `502 loop_detected` in the caller's shape.
+impl portcullis_core::error::Refusal for LoopDetected {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::BAD_GATEWAY
+    }
+    fn code(&self) -> &'static str {
+        Self::CODE
+    }
+}

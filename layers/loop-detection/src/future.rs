@@ -171,7 +171,7 @@ where
                         if let Some(d) = watch.found {
                             let err = LoopDetected::new(*api, d);
                             crate::report(&err, d.at_char, false);
-                            return Poll::Ready(Err(err.into()));
+                            return Poll::Ready(Err(portcullis_core::error::Refused::boxed(err)));
                         }
                     }
                     let queue = if whole.is_empty() {

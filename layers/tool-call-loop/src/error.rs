@@ -21,3 +21,13 @@ impl ToolCallLoop {
     /// The error `type` of the stream error event (and what the edge should use for 409).
     pub const ERROR_TYPE: &'static str = "invalid_request_error";
 }
+
+/// The edge renders it as `409 tool_call_loop` in the caller's shape.
+impl portcullis_core::error::Refusal for ToolCallLoop {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::CONFLICT
+    }
+    fn code(&self) -> &'static str {
+        Self::CODE
+    }
+}

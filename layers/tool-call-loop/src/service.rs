@@ -120,11 +120,10 @@ where
                     if let Some(calls) = json_calls(api, &bytes) {
                         match crate::judge(&shared, api, key, &calls, false) {
                             Verdict::Block { tool, repeats } => {
-                                return Err(ToolCallLoop {
+                                return Err(portcullis_core::error::Refused::boxed(ToolCallLoop {
                                     tool: tool.to_string(),
                                     repeats,
-                                }
-                                .into());
+                                }));
                             }
                             Verdict::LetThrough { header, .. } => {
                                 parts.headers.insert(
