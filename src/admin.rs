@@ -54,24 +54,37 @@ pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json:
     Json(json!({ "upstreams": upstreams }))
 }
 
+/// With gateway keys set, the caller must present one (the proxied routes' rule).
+fn guard(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    state.keys.check(headers).err().map(|e| {
+        GatewayError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.0)
+            .into_response(ApiShape::OpenAi)
+    })
+}
+
 /// `GET /v1/models`: the configured models, OpenAI list shape (guarded like the proxied
-/// routes when `server.api_keys` is set).
+/// routes when gateway keys are set).
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = crate::auth::check_key(&state.api_keys, &headers) {
-        return GatewayError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.0)
-            .into_response(ApiShape::OpenAi);
+    if let Some(r) = guard(&state, &headers) {
+        return r;
     }
     Json(state.router.models_json()).into_response()
 }
 
 /// `GET /memory-routing/info`: the decision for the caller's own headers.
 pub async fn memory_info(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(r) = guard(&state, &headers) {
+        return r;
+    }
     let decision = state.memory.decide(&headers);
     Json(decision).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(r) = guard(&state, &headers) {
+        return r;
+    }
     // Gauges that are state, not events, are refreshed at scrape time.
     for u in state.upstreams.iter() {
         if let Some(b) = &u.breaker {

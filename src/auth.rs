@@ -1,35 +1,171 @@
-//! Gateway access control: `server.api_keys` for proxied routes, `server.admin_key` for
+//! Gateway access control: gateway keys (`[[keys]]` with their policy, `server.api_keys`
+//! without one) for the proxied routes and the guarded endpoints, `server.admin_key` for
 //! `/admin/*`.
+//!
+//! [`AuthLayer`] runs before any body is read: it finds the key the caller presented, removes
+//! the header that carried it (so `auth = "passthrough"` never sends the gateway's key
+//! upstream), and names the caller for every layer below ([`KeyName`], its [`ApiKeyHash`]).
+//! [`KeyPolicyLayer`] runs after validation, when the model is known: the key's `models`,
+//! `rate_limit` and `max_concurrency`.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::body::Body;
-use futures_util::future::{Either, Ready};
-use http::{Request, Response};
-use portcullis_core::{identity::api_key, ApiKeyHash};
-use tower::{BoxError, Layer, Service};
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either, Ready};
+use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use portcullis_core::{
+    error::{Refusal, Refused},
+    pattern::{ModelPattern, PatternSet},
+    ApiKeyHash, KeyName, RequestMeta,
+};
+use portcullis_rate_limit::{MemoryLimiter, RateKey, RateLimited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::error::Unauthorized;
+use crate::{config::Config, error::Unauthorized};
 
-/// Requires one of the configured keys (`Authorization: Bearer K` or `x-api-key: K`).
-///
-/// Keys are kept only as hashes, so a heap dump or a `Debug` print does not reveal them.
-/// An empty key list lets every caller through. Cloning shares the key set.
+/// One gateway key and its policy.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// `[[keys]] name` (for `server.api_keys`, `api_keys[i]`).
+    pub name: Arc<str>,
+    /// The memory user id the key binds, if any.
+    pub user_id: Option<Arc<str>>,
+    /// The models it may use; `None`: every model.
+    models: Option<PatternSet<()>>,
+    /// Its own rate limit.
+    limiter: Option<MemoryLimiter>,
+    /// Its in-flight cap.
+    in_flight: Option<Arc<Semaphore>>,
+    max_concurrency: u32,
+}
+
+/// The gateway keys, by hash (never in clear). Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    by_hash: Arc<HashMap<ApiKeyHash, Arc<KeyEntry>>>,
+}
+
+/// The key a request was let in with (a request extension [`AuthLayer`] inserts).
+#[derive(Debug, Clone)]
+pub struct MatchedKey(pub Arc<KeyEntry>);
+
+impl Keys {
+    /// The keys of `[[keys]]` and `server.api_keys` (resolved secrets).
+    pub fn from_config(config: &Config) -> Self {
+        let mut by_hash = HashMap::new();
+        for (i, k) in config.server.api_keys.iter().enumerate() {
+            by_hash.insert(
+                ApiKeyHash::of(k.expose()),
+                Arc::new(KeyEntry {
+                    name: format!("api_keys[{i}]").into(),
+                    user_id: None,
+                    models: None,
+                    limiter: None,
+                    in_flight: None,
+                    max_concurrency: 0,
+                }),
+            );
+        }
+        for k in &config.keys {
+            let models = (!k.models.is_empty()).then(|| {
+                k.models
+                    .iter()
+                    .map(|m| (ModelPattern::parse(m), ()))
+                    .collect()
+            });
+            by_hash.insert(
+                ApiKeyHash::of(k.key.expose()),
+                Arc::new(KeyEntry {
+                    name: k.name.as_str().into(),
+                    user_id: k.user_id.as_deref().map(Arc::from),
+                    models,
+                    limiter: k.rate_limit.map(MemoryLimiter::new),
+                    in_flight: (k.max_concurrency > 0)
+                        .then(|| Arc::new(Semaphore::new(k.max_concurrency as usize))),
+                    max_concurrency: k.max_concurrency,
+                }),
+            );
+        }
+        Self {
+            by_hash: Arc::new(by_hash),
+        }
+    }
+
+    /// No keys configured: everyone is let in.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The key in `headers` (`Authorization: Bearer K`, else `x-api-key: K`) and the header
+    /// that carried it.
+    pub fn find(&self, headers: &HeaderMap) -> Result<(Arc<KeyEntry>, HeaderName), Unauthorized> {
+        let bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .map(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .unwrap_or(v)
+                    .trim()
+            });
+        let x_api_key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        // Either header may carry it: with `auth = "passthrough"` an Anthropic client sends
+        // the gateway key in one and its provider key in the other.
+        for (presented, header) in [
+            (bearer, AUTHORIZATION),
+            (x_api_key, HeaderName::from_static("x-api-key")),
+        ] {
+            if let Some(k) = presented.filter(|k| !k.is_empty()) {
+                if let Some(e) = self.by_hash.get(&ApiKeyHash::of(k)) {
+                    return Ok((e.clone(), header));
+                }
+            }
+        }
+        Err(Unauthorized(
+            if bearer.or(x_api_key).is_some_and(|k| !k.is_empty()) {
+                "invalid API key"
+            } else {
+                "missing API key: send Authorization: Bearer <key> or x-api-key: <key>"
+            },
+        ))
+    }
+
+    /// Whether `headers` carry a valid key (always, when there are none).
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Unauthorized> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.find(headers).map(|_| ())
+    }
+}
+
+// === AuthLayer ===
+
+/// Requires a gateway key when any is configured; see the module docs. Cloning shares the
+/// key table.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    keys: Arc<Vec<ApiKeyHash>>,
+    keys: Keys,
 }
 
 impl AuthLayer {
-    /// Accept these keys (none: accept everyone).
-    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            keys: Arc::new(keys.into_iter().map(ApiKeyHash::of).collect()),
-        }
+    /// Let in the callers presenting one of `keys` (none: everyone).
+    pub fn new(keys: Keys) -> Self {
+        Self { keys }
     }
 }
 
@@ -47,7 +183,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
-    keys: Arc<Vec<ApiKeyHash>>,
+    keys: Keys,
 }
 
 impl<S> Service<Request<Body>> for Auth<S>
@@ -66,21 +202,28 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         use futures_util::TryFutureExt;
         if !self.keys.is_empty() {
-            let ok = api_key(req.headers())
-                .map(ApiKeyHash::of)
-                .is_some_and(|h| self.keys.contains(&h));
-            if !ok {
-                let msg = if api_key(req.headers()).is_some() {
-                    "invalid API key"
-                } else {
-                    "missing API key: send Authorization: Bearer <key> or x-api-key: <key>"
-                };
-                return Either::Right(futures_util::future::ready(Err(
-                    Box::new(Unauthorized(msg)) as BoxError,
-                )));
+            match self.keys.find(req.headers()) {
+                Ok((entry, header)) => {
+                    // The gateway's key is for the gateway: it never goes upstream.
+                    req.headers_mut().remove(header);
+                    let ext = req.extensions_mut();
+                    ext.insert(KeyName(entry.name.clone()));
+                    // The caller's identity for rate limits keyed on `api_key`: the key's
+                    // name, stable across replicas and key rotation.
+                    ext.insert(ApiKeyHash::of(&format!(
+                        "portcullis key name {}",
+                        entry.name
+                    )));
+                    ext.insert(MatchedKey(entry));
+                }
+                Err(e) => {
+                    return Either::Right(futures_util::future::ready(
+                        Err(Box::new(e) as BoxError),
+                    ));
+                }
             }
         }
         Either::Left(
@@ -91,17 +234,170 @@ where
     }
 }
 
-/// Whether `headers` carry one of `keys` (an empty set lets everyone in).
-pub fn check_key(keys: &[ApiKeyHash], headers: &http::HeaderMap) -> Result<(), Unauthorized> {
-    if keys.is_empty() {
-        return Ok(());
+// === KeyPolicyLayer ===
+
+/// The key may not use this model: `403 model_not_allowed`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("key {key:?} may not use model {model:?}")]
+pub struct ModelNotAllowed {
+    /// The key's name.
+    pub key: Arc<str>,
+    /// The model asked for.
+    pub model: String,
+}
+
+impl Refusal for ModelNotAllowed {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::FORBIDDEN
     }
-    match api_key(headers) {
-        Some(k) if keys.contains(&ApiKeyHash::of(k)) => Ok(()),
-        Some(_) => Err(Unauthorized("invalid API key")),
-        None => Err(Unauthorized(
-            "missing API key: send Authorization: Bearer <key> or x-api-key: <key>",
-        )),
+    fn code(&self) -> &'static str {
+        "model_not_allowed"
+    }
+}
+
+/// The key already has `max_concurrency` requests in flight: `429 rate_limited`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("key {key:?} already has {max} requests in flight (its max_concurrency)")]
+pub struct TooManyInFlight {
+    /// The key's name.
+    pub key: Arc<str>,
+    /// Its cap.
+    pub max: u32,
+}
+
+impl Refusal for TooManyInFlight {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> &'static str {
+        "rate_limited"
+    }
+    fn headers(&self) -> HeaderMap {
+        portcullis_core::error::retry_after_header(std::time::Duration::from_secs(1))
+    }
+}
+
+/// A matched key's policy, once the model is known (after validation): its `models`, its
+/// own `rate_limit`, its `max_concurrency` (held until the response body ends).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyPolicyLayer;
+
+impl<S> Layer<S> for KeyPolicyLayer {
+    type Service = KeyPolicy<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyPolicy { inner }
+    }
+}
+
+/// See [`KeyPolicyLayer`].
+#[derive(Debug, Clone)]
+pub struct KeyPolicy<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for KeyPolicy<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Some(MatchedKey(key)) = req.extensions().get::<MatchedKey>().cloned() else {
+            let fut = self.inner.call(req);
+            return Box::pin(async move { fut.await.map_err(Into::into) });
+        };
+        if let Err(e) = admit(&key, &req) {
+            return Box::pin(async move { Err(e) });
+        }
+        let permit = match &key.in_flight {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let e = Refused::boxed(TooManyInFlight {
+                        key: key.name.clone(),
+                        max: key.max_concurrency,
+                    });
+                    return Box::pin(async move { Err(e) });
+                }
+            },
+        };
+        // The readied service serves this call; the clone waits for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let resp = inner.oneshot(req).await.map_err(Into::into)?;
+            Ok(match permit {
+                None => resp,
+                // The slot is the key's until the answer (a stream included) has ended.
+                Some(permit) => resp.map(|inner| {
+                    Body::new(HoldPermit {
+                        inner,
+                        _permit: permit,
+                    })
+                }),
+            })
+        })
+    }
+}
+
+fn admit(key: &KeyEntry, req: &Request<Body>) -> Result<(), BoxError> {
+    if let Some(models) = &key.models {
+        let model = req
+            .extensions()
+            .get::<RequestMeta>()
+            .and_then(|m| m.model.as_deref())
+            .unwrap_or("");
+        if models.lookup(model).is_none() {
+            return Err(Refused::boxed(ModelNotAllowed {
+                key: key.name.clone(),
+                model: model.chars().take(200).collect(),
+            }));
+        }
+    }
+    if let Some(limiter) = &key.limiter {
+        let d = limiter.check(&RateKey::derive("gateway key", key.name.as_bytes()), 1);
+        if !d.allowed {
+            return Err(Refused::boxed(RateLimited::from_decision(&d)));
+        }
+    }
+    Ok(())
+}
+
+pin_project! {
+    /// A response body holding the key's in-flight slot until it ends or is dropped.
+    struct HoldPermit {
+        #[pin]
+        inner: Body,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl HttpBody for HoldPermit {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -30,7 +30,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::{
     admin,
-    auth::AuthLayer,
+    auth::{AuthLayer, KeyPolicyLayer, Keys},
     config::{Config, StateBackend},
     error::RescueLayer,
     state::{AppState, UpstreamHealth},
@@ -274,6 +274,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .map_err(problems)?
         .with_max_body_bytes(config.server.max_body_bytes);
 
+    let keys = Keys::from_config(&config);
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
         .layer(AccessLogLayer)
@@ -282,12 +283,12 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // The client IP (for rate limits keyed on it) from the accepted connection.
         .map_request(client_ip)
         // Reject unauthenticated callers before reading their bodies.
-        .layer(AuthLayer::new(
-            config.server.api_keys.iter().map(|k| k.expose()),
-        ))
+        .layer(AuthLayer::new(keys.clone()))
         // Size cap and body checks: nothing invalid goes further, and later layers get the
         // parsed model and stream flag (RequestMeta) without parsing again.
         .layer(validation)
+        // The key's policy needs the model: its `models`, own rate limit, `max_concurrency`.
+        .layer(KeyPolicyLayer)
         // The memory user id exists before anything keys on it.
         .option_layer(memory_layer.clone())
         // Hand the model and user id to the access log and request span now, so answers made
@@ -331,12 +332,11 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(AccessLogLayer)
         .layer(RescueLayer)
         .map_request(client_ip)
-        .layer(AuthLayer::new(
-            config.server.api_keys.iter().map(|k| k.expose()),
-        ))
+        .layer(AuthLayer::new(keys.clone()))
         // A JSON body naming a model is read once (it routes and keys limits); any other
         // body is left alone.
         .filter_async(move |req| passthrough::peek_json(req, max_body))
+        .layer(KeyPolicyLayer)
         .option_layer(memory_layer.clone())
         .layer(RecordRequestLayer::new(
             config.models.iter().map(|m| m.name.as_str()),
@@ -359,14 +359,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         router,
         upstreams: Arc::new(health),
         memory,
-        api_keys: Arc::new(
-            config
-                .server
-                .api_keys
-                .iter()
-                .map(|k| portcullis_core::ApiKeyHash::of(k.expose()))
-                .collect(),
-        ),
+        keys,
     };
 
     let app = Router::new()

@@ -20,8 +20,9 @@ pub struct AppState {
     pub upstreams: Arc<Vec<UpstreamHealth>>,
     /// The compiled memory-routing patterns (for `GET /memory-routing/info`).
     pub memory: Arc<MemoryRouter>,
-    /// Hashes of `server.api_keys`: keys are never kept in clear.
-    pub api_keys: Arc<Vec<portcullis_core::ApiKeyHash>>,
+    /// The gateway keys (hashes, never in clear): they guard `/v1/models`,
+    /// `/memory-routing/info` and `/metrics` too.
+    pub keys: crate::auth::Keys,
 }
 
 /// What `/health/upstreams` and `/metrics` read about one upstream.

@@ -1,5 +1,6 @@
 //! The shape of `src/`: module dependencies point one way (no import circles), and a layer
-//! crate is named in at most three files of `src/` (README "Adding a layer").
+//! crate is named in at most three places of `src/` (README "Adding a layer"): the config
+//! module (its section; `src/config/` counts as one place), `stack.rs`, and one more.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -146,7 +147,16 @@ fn a_layer_crate_is_named_in_at_most_three_files_of_src() {
                     .unwrap()
                     .is_match(&code(f))
             })
-            .map(|f| f.strip_prefix(src()).unwrap().display().to_string())
+            .map(|f| {
+                let rel = f.strip_prefix(src()).unwrap().display().to_string();
+                if rel.starts_with("config/") {
+                    "config/".to_string()
+                } else {
+                    rel
+                }
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
         assert!(
             naming.len() <= 3,

@@ -22,6 +22,17 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A client that has not sent its whole request head by then is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body not fully received by then is answered 408 and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections accepted at once; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// CIDRs whose `X-Forwarded-For` is believed for the client IP (rate limits keyed on it,
+    /// the loopback rule of `/admin/*`).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +43,10 @@ impl Default for ServerConfig {
             admin_key: Secret::default(),
             max_body_bytes: portcullis_core::body::DEFAULT_MAX_BODY_BYTES,
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -60,6 +75,25 @@ impl Section for ServerConfig {
         }
         if self.max_body_bytes == 0 {
             p.push(ConfigProblem::new("max_body_bytes", "must be >= 1"));
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(ConfigProblem::new(key, "must be > 0"));
+            }
+        }
+        if self.max_connections == 0 {
+            p.push(ConfigProblem::new("max_connections", "must be >= 1"));
+        }
+        for (i, cidr) in self.trusted_proxies.iter().enumerate() {
+            if parse_cidr(cidr).is_none() {
+                p.push(ConfigProblem::new(
+                    format!("trusted_proxies[{i}]"),
+                    format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
+                ));
+            }
         }
         p
     }
@@ -166,5 +200,78 @@ impl Section for StateConfig {
             )];
         }
         Vec::new()
+    }
+}
+
+/// `a.b.c.d/n`, `::1/128` or a bare address (a /32 or /128): the network and prefix length.
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max)?,
+        None => max,
+    };
+    Some((ip, len))
+}
+
+/// `[[keys]]`: a gateway key with its own policy (`server.api_keys` are keys without one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs, metrics, spans and the audit line; never the key itself.
+    pub name: String,
+    /// What the client sends (`Authorization: Bearer K` or `x-api-key: K`); a secret.
+    pub key: Secret,
+    /// Binds the memory user id: client headers cannot override it.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Model names or patterns this key may use; empty: every model. Others answer
+    /// `403 model_not_allowed`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// This key's own rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<portcullis_rate_limit::Quota>,
+    /// > 0: at most this many requests of this key in flight (429 when over).
+    #[serde(default)]
+    pub max_concurrency: u32,
+}
+
+/// Check `[[keys]]` (names and keys unique and non-empty, quotas valid).
+pub(super) fn check_keys(keys: &[KeyConfig], problems: &mut Vec<ConfigProblem>) {
+    let mut names = std::collections::HashSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        let at = |f: &str| format!("keys[{i}].{f}");
+        if k.name.trim().is_empty() {
+            problems.push(ConfigProblem::new(at("name"), "must not be empty"));
+        } else if !names.insert(k.name.as_str()) {
+            problems.push(ConfigProblem::new(
+                at("name"),
+                format!("duplicate key name {:?}", k.name),
+            ));
+        }
+        if k.key.env_name().is_none() && k.key.is_empty() {
+            problems.push(ConfigProblem::new(at("key"), "must not be empty"));
+        }
+        if let Some(q) = &k.rate_limit {
+            for p in q.validate() {
+                problems.push(ConfigProblem::new(
+                    at(&format!("rate_limit.{}", p.path)),
+                    p.message,
+                ));
+            }
+        }
+        for (j, m) in k.models.iter().enumerate() {
+            if m.trim().is_empty() || (m.len() > 1 && m[..m.len() - 1].contains('*')) {
+                problems.push(ConfigProblem::new(
+                    format!("keys[{i}].models[{j}]"),
+                    "a model name, a \"prefix*\" or \"*\"",
+                ));
+            }
+        }
     }
 }

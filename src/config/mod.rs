@@ -31,12 +31,14 @@ macro_rules! sections_table {
             pub upstreams: Vec<UpstreamConfig>,
             /// `[[models]]`
             pub models: Vec<ModelConfig>,
+            /// `[[keys]]`
+            pub keys: Vec<KeyConfig>,
             $( $(#[$doc])* pub $key: $ty, )*
         }
 
         /// Every top-level key.
         pub(super) const SECTIONS: &[&str] = &[
-            "upstreams", "models", $(stringify!($key)),*
+            "upstreams", "models", "keys", $(stringify!($key)),*
         ];
 
         pub(super) fn read_sections(cfg: &mut Config, root: &Dict, problems: &mut Vec<ConfigProblem>) {
@@ -93,7 +95,7 @@ use figment::{
 };
 use portcullis_core::ConfigProblem;
 
-pub use gateway::{LogFormat, ServerConfig, StateBackend, StateConfig, TelemetryConfig};
+pub use gateway::{KeyConfig, LogFormat, ServerConfig, StateBackend, StateConfig, TelemetryConfig};
 pub use problems::ConfigErrors;
 use problems::{figment_problem, list_at};
 pub use secret::Secret;
@@ -228,6 +230,7 @@ impl Config {
         read_sections(&mut cfg, &root, &mut problems);
         cfg.upstreams = list_at("upstreams", root.get("upstreams"), &mut problems);
         cfg.models = list_at("models", root.get("models"), &mut problems);
+        cfg.keys = list_at("keys", root.get("keys"), &mut problems);
 
         let mut warnings = Vec::new();
         cfg.validate(&mut problems, &mut warnings);
@@ -248,6 +251,9 @@ impl Config {
             k.resolve(&format!("server.api_keys[{i}]"), problems);
         }
         self.server.admin_key.resolve("server.admin_key", problems);
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            k.key.resolve(&format!("keys[{i}].key"), problems);
+        }
         for (i, u) in self.upstreams.iter_mut().enumerate() {
             if let Some(k) = &mut u.api_key {
                 k.resolve(&format!("upstreams[{i}].api_key"), problems);
@@ -268,6 +274,7 @@ impl Config {
     fn validate(&self, problems: &mut Vec<ConfigProblem>, warnings: &mut Vec<ConfigProblem>) {
         upstreams::check(&self.upstreams, &self.models, problems);
         upstreams::warnings(&self.upstreams, &self.models, warnings);
+        gateway::check_keys(&self.keys, problems);
         self.check_sections(problems, warnings);
     }
 

@@ -12,7 +12,7 @@ use portcullis_core::ConfigProblem;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    problems::deserialize_at, ModelConfig, ServerConfig, StateConfig, TelemetryConfig,
+    problems::deserialize_at, KeyConfig, ModelConfig, ServerConfig, StateConfig, TelemetryConfig,
     UpstreamConfig,
 };
 

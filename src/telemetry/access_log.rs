@@ -24,7 +24,7 @@ use portcullis_core::{
     outcome::{BreakerState, CacheOutcome, RateLimitOutcome},
     pattern::{ModelPattern, PatternSet},
     usage::{Sniffer, Usage},
-    ErrorCode, RequestMeta, RouteInfo, UserId,
+    ErrorCode, KeyName, RequestMeta, RouteInfo, UserId,
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -208,6 +208,8 @@ pub struct Recorded {
     pub entry: Option<Arc<str>>,
     /// The memory user id ([`UserId`]).
     pub user_id: Option<Arc<str>>,
+    /// The gateway key's name ([`KeyName`]), never the key.
+    pub key: Option<Arc<str>>,
 }
 
 /// Where [`RecordRequestLayer`] leaves the requested model and user id for the access log,
@@ -290,6 +292,7 @@ where
             let _ = slot.0.set(Recorded {
                 model,
                 entry,
+                key: ext.get::<KeyName>().map(|k| k.0.clone()),
                 user_id: ext.get::<UserId>().map(|u| u.0.clone()),
             });
         }
@@ -322,6 +325,7 @@ struct Finish {
     route: Option<RouteInfo>,
     cache: Option<CacheOutcome>,
     rate_limit: Option<RateLimitOutcome>,
+    key: Option<Arc<str>>,
     error: Option<&'static str>,
     stream: bool,
     trace: TraceContext,
@@ -348,6 +352,7 @@ impl Finish {
         } = started;
         let ttfb = start.elapsed();
         let status = resp.status();
+        let key = slot.get().and_then(|r| r.key.clone());
         let route = resp.extensions().get::<RouteInfo>().cloned().or_else(|| {
             // Not routed here: a cache hit, a coalesced follower, or a refusal. The model
             // comes from the validation layer's parse, the upstream from the response header.
@@ -395,6 +400,9 @@ impl Finish {
             if let Some(c) = cache {
                 attrs.push(KeyValue::new("portcullis.cache", c.as_str()));
             }
+            if let Some(k) = &key {
+                attrs.push(KeyValue::new("portcullis.key", k.to_string()));
+            }
             if let Some(r) = rate_limit {
                 attrs.push(KeyValue::new("portcullis.rate_limit", r.as_str()));
             }
@@ -425,6 +433,7 @@ impl Finish {
             route,
             cache,
             rate_limit,
+            key,
             error,
             stream,
             trace,
@@ -472,6 +481,7 @@ impl Finish {
                 attempts,
                 cache = self.cache.map_or("", CacheOutcome::as_str),
                 user_id = user_id.unwrap_or(""),
+                key = self.key.as_deref().unwrap_or(""),
                 error = self.error,
                 trace_id = trace_id.as_deref(),
                 stream = self.stream,

@@ -33,6 +33,12 @@ impl fmt::Display for UserId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
 
+/// The name of the gateway key a caller presented (`[[keys]] name`), a request extension the
+/// gateway's key auth inserts. Logs, spans, metrics, rate limits and the audit line name the
+/// key by it; the key itself is never kept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyName(pub Arc<str>);
+
 /// A keyed hash of the caller's API key: safe to keep in memory, logs and cache keys.
 ///
 /// The raw key is never stored; two callers with different keys get different hashes.

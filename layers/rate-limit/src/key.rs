@@ -54,7 +54,14 @@ impl RateKey {
         match kind {
             // The caller's `ApiKeyHash` is already a 16-byte hash of the key: it is used as is
             // (hashing it again would cost a request ~200ns for nothing).
-            KeyKind::ApiKey => match ApiKeyHash::from_headers(req.headers()) {
+            // A gateway key matched by the gateway's auth (an `ApiKeyHash` extension: its
+            // header is gone by now) wins; else the key the request itself carries.
+            KeyKind::ApiKey => match req
+                .extensions()
+                .get::<ApiKeyHash>()
+                .copied()
+                .or_else(|| ApiKeyHash::from_headers(req.headers()))
+            {
                 Some(hash) => Self(hash.0),
                 None => match req.extensions().get::<ClientIp>() {
                     Some(ClientIp(ip)) => Self::from_ip(*ip),

@@ -1,0 +1,173 @@
+//! Gateway keys with policy (`[[keys]]`): the key never goes upstream, its `models`, its own
+//! rate limit and `max_concurrency`, and the endpoints it guards.
+
+mod support;
+
+use std::time::Duration;
+
+use portcullis_mock::MockUpstream;
+use serde_json::json;
+use support::{chat, get, mock_config, post_json, post_stream, TestGateway};
+
+const KEYS: &str = r#"
+[[keys]]
+name = "team-a"
+key = "gk-team-a"
+models = ["gpt-*"]
+rate_limit = { requests_per_minute = 60, burst = 3 }
+
+[[keys]]
+name = "team-b"
+key = "gk-team-b"
+max_concurrency = 1
+
+[server]
+api_keys = ["gk-plain"]
+"#;
+
+async fn setup() -> (MockUpstream, TestGateway) {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = TestGateway::start(&mock_config(&mock.url(), KEYS)).await;
+    (mock, gw)
+}
+
+#[tokio::test]
+async fn the_gateway_key_never_goes_upstream() {
+    let (mock, gw) = setup().await;
+    // Anthropic client with passthrough: gateway key in Authorization, provider key in x-api-key.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[
+            ("authorization", "Bearer gk-team-a"),
+            ("x-api-key", "sk-provider"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = mock.last_request().unwrap();
+    assert!(
+        seen.header("authorization").is_none(),
+        "the gateway key stayed here"
+    );
+    assert_eq!(seen.header("x-api-key"), Some("sk-provider"));
+    // The other way round.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[
+            ("x-api-key", "gk-plain"),
+            ("authorization", "Bearer sk-provider"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = mock.last_request().unwrap();
+    assert!(seen.header("x-api-key").is_none());
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-provider"));
+    // No key, a wrong key.
+    assert_eq!(
+        post_json(&gw.url("/v1/chat/completions"), &chat("gpt-4o"), &[])
+            .await
+            .status,
+        401
+    );
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[("authorization", "Bearer nope")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        !r.text().contains("nope"),
+        "a presented key is never echoed"
+    );
+}
+
+#[tokio::test]
+async fn a_key_uses_only_its_models_and_its_own_limit() {
+    let (mock, gw) = setup().await;
+    let auth = [("authorization", "Bearer gk-team-a")];
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("claude-sonnet-4-5"),
+        &auth,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-portcullis-error"), Some("model_not_allowed"));
+    assert_eq!(r.json()["error"]["type"], "permission_error");
+    let r = post_json(
+        &gw.url("/v1/messages"),
+        &json!({"model": "claude-x", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+        &auth,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["error"]["type"],
+        "permission_error",
+        "Anthropic's shape"
+    );
+    assert_eq!(mock.request_count(), 0);
+    // Its own burst of 3; another key is not charged.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            post_json(&gw.url("/v1/chat/completions"), &chat("gpt-4o"), &auth)
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[("authorization", "Bearer gk-team-b")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_holds_until_the_stream_ends() {
+    let (mock, gw) = setup().await;
+    mock.set_chunk_delay(Duration::from_millis(150));
+    let url = gw.url("/v1/chat/completions");
+    let auth = [("authorization", "Bearer gk-team-b")];
+    let mut body = chat("gpt-4o");
+    body["stream"] = json!(true);
+    let first = {
+        let url = url.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            post_stream(&url, &body, &[("authorization", "Bearer gk-team-b")]).await
+        })
+    };
+    assert!(support::eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
+    let r = post_json(&url, &chat("gpt-4o"), &auth).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("max_concurrency"));
+    assert_eq!(first.await.unwrap().status, 200);
+    mock.set_chunk_delay(Duration::ZERO);
+    let r = post_json(&url, &chat("gpt-4o"), &auth).await;
+    assert_eq!(r.status, 200, "the slot is free once the stream ended");
+}
+
+#[tokio::test]
+async fn with_keys_set_the_informational_endpoints_need_one_too() {
+    let (_mock, gw) = setup().await;
+    for path in ["/metrics", "/memory-routing/info", "/v1/models"] {
+        assert_eq!(get(&gw.url(path), &[]).await.status, 401, "{path}");
+        assert_eq!(
+            get(&gw.url(path), &[("authorization", "Bearer gk-team-b")])
+                .await
+                .status,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(get(&gw.url("/health"), &[]).await.status, 200);
+}
