@@ -48,6 +48,15 @@ impl ApiShape {
     }
 }
 
+/// The request body was not fully received within `server.body_read_timeout`: `408`, and
+/// the connection is closed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the request body was not received within {limit:?} (server.body_read_timeout)")]
+pub struct BodyReadTimeout {
+    /// The timeout that passed.
+    pub limit: std::time::Duration,
+}
+
 /// The caller sent no valid gateway API key.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -117,6 +126,7 @@ fn error_types(status: StatusCode) -> (&'static str, &'static str) {
         403 => ("permission_error", "permission_error"),
         404 => ("invalid_request_error", "not_found_error"),
         409 => ("invalid_request_error", "invalid_request_error"),
+        408 => ("invalid_request_error", "timeout_error"),
         413 => ("invalid_request_error", "request_too_large"),
         429 => ("rate_limit_error", "rate_limit_error"),
         503 => ("service_unavailable", "overloaded_error"),
@@ -143,6 +153,13 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     use StatusCode as S;
     if let Some(e) = find_in_chain::<Unauthorized>(err) {
         return GatewayError::new(S::UNAUTHORIZED, "unauthorized", e.0);
+    }
+    // Before refusals: a layer reading the body reports the timeout as its own read error.
+    if let Some(e) = find_in_chain::<BodyReadTimeout>(err) {
+        let mut g = GatewayError::new(S::REQUEST_TIMEOUT, "request_timeout", e.to_string());
+        g.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return g;
     }
     // A layer's refusal: it says its own status, code, headers and outcomes.
     if let Some(r) = find_in_chain::<Refused>(err) {

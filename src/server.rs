@@ -1,18 +1,36 @@
-//! Serving: bind, log the address, serve until a shutdown signal, then drain in-flight
-//! requests (streams included) for up to `server.shutdown_grace`.
+//! Serving: accept connections within the `[server]` limits, serve until a shutdown signal,
+//! then drain in-flight requests (streams included) for up to `server.shutdown_grace`.
 
 use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use axum::{body::Body, extract::ConnectInfo};
+use bytes::Bytes;
+use http::Request;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use pin_project_lite::pin_project;
+use tokio::{net::TcpListener, sync::Semaphore, time::Sleep};
+use tower::ServiceExt;
 
-use crate::stack::Gateway;
+use crate::{error::BodyReadTimeout, stack::Gateway};
 
 /// Serve `gateway` on `listener` until `shutdown` resolves, then drain for up to `grace`.
+///
+/// Connections are served by hyper directly (HTTP/1.1 and HTTP/2, upgrades for WebSockets)
+/// with the `[server]` limits: a request head not complete within `header_read_timeout`
+/// closes the connection, a body not complete within `body_read_timeout` is answered 408,
+/// and at most `max_connections` are served at once (past that, new ones wait in the
+/// kernel's backlog).
 ///
 /// Returns `true` when every in-flight request finished within the grace period.
 pub async fn serve(
@@ -22,31 +40,63 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<bool> {
     let autosave = gateway.cookie_persist.as_ref().map(|p| p.spawn_autosave());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = gateway
-        .app
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // Streams are many small writes (one SSE event each): without TCP_NODELAY, Nagle's
-    // algorithm and the client's delayed ACKs hold each event back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
+    let server_cfg = gateway.state.config.server.clone();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server_cfg.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(server_cfg.max_connections));
+    let body_timeout = server_cfg.body_read_timeout;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A slot first: past `max_connections`, connections wait in the backlog.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Streams are many small writes (one SSE event each): without TCP_NODELAY, Nagle's
+        // algorithm and the client's delayed ACKs hold each event back for up to 40 ms.
         let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutdown signal received; draining in-flight requests");
-        let _ = tx.send(());
-    });
-    let server = std::pin::pin!(server.into_future());
+        let app = gateway.app.clone();
+        let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let body = Body::new(Deadline {
+                inner: body,
+                sleep: tokio::time::sleep(body_timeout),
+                limit: body_timeout,
+            });
+            app.clone().oneshot(Request::from_parts(parts, body))
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+    drop(listener);
     let drained = tokio::select! {
-        r = server => { r?; true }
-        _ = async {
-            // The grace period starts at the signal, not at start-up.
-            if rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
+        () = graceful.shutdown() => true,
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(grace = ?grace, "shutdown grace period passed; dropping in-flight requests");
             false
         }
@@ -63,6 +113,56 @@ pub async fn serve(
         }
     }
     Ok(drained)
+}
+
+pin_project! {
+    /// A request body that fails with [`BodyReadTimeout`] if it has not ended by its deadline
+    /// (a trickled body holds a connection and its buffer no longer than that).
+    struct Deadline {
+        #[pin]
+        inner: hyper::body::Incoming,
+        #[pin]
+        sleep: Sleep,
+        limit: Duration,
+    }
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = tower::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err(Box::new(BodyReadTimeout { limit: *this.limit }))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit (a gateway holds two sockets per
+/// request in flight) and log the figure.
+pub fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

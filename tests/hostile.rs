@@ -1,0 +1,124 @@
+//! Attacks on a running gateway over raw sockets (issue 14): slow request heads, trickled
+//! bodies, connection floods, client-chosen metric labels. Each shows the clear error or the
+//! bound that holds.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use portcullis_mock::MockUpstream;
+use support::{get, mock_config, post_json, TestGateway};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+async fn gateway(extra: &str) -> (MockUpstream, TestGateway) {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = TestGateway::start(&mock_config(&mock.url(), extra)).await;
+    (mock, gw)
+}
+
+/// Read until the server closes the connection (or `limit` passes); what it sent.
+async fn read_to_close(s: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_sent_slowly_is_cut_off() {
+    let (_mock, gw) = gateway("[server]\nheader_read_timeout = \"300ms\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let closed = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a slowloris connection stays open");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_408_and_the_connection_closed() {
+    let (mock, gw) = gateway("[server]\nbody_read_timeout = \"400ms\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let reply = read_to_close(&mut s, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("request_timeout"), "{reply}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn past_max_connections_new_ones_wait() {
+    let (_mock, gw) = gateway("[server]\nmax_connections = 1").await;
+    // One keep-alive connection holds the only slot.
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // A second client waits in the backlog...
+    let url = gw.url("/health");
+    let second = tokio::spawn(async move { get(&url, &[]).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served past max_connections"
+    );
+    // ... and is served once the slot frees.
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("served after the first closed")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn client_chosen_model_names_never_become_metric_labels() {
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"m\"\nbase_url = \"{}\"\n[[models]]\nname = \"gpt-4o\"\nupstream = \"m\"\n",
+        mock.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    for i in 0..50 {
+        let model = format!("attack-{i}-{}", "x".repeat(10_000));
+        let r = post_json(&gw.url("/v1/chat/completions"), &support::chat(&model), &[]).await;
+        assert_eq!(r.status, 404);
+    }
+    let metrics = get(&gw.url("/metrics"), &[]).await.text();
+    assert!(
+        !metrics.contains("attack-"),
+        "a client string became a label"
+    );
+    assert!(
+        metrics.len() < 200_000,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+    assert!(metrics.contains("model=\"other\""));
+}
