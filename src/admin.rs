@@ -117,6 +117,19 @@ pub async fn reset_breaker(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
+    // Behind a trusted local reverse proxy the peer is the proxy: the client is in
+    // X-Forwarded-For.
+    let trusted: Vec<_> = state
+        .config
+        .server
+        .trusted_proxies
+        .iter()
+        .filter_map(|c| crate::config::gateway::parse_cidr(c))
+        .collect();
+    let peer = SocketAddr::new(
+        crate::auth::client_ip_of(peer.ip(), &headers, &trusted),
+        peer.port(),
+    );
     let admin_key = state.config.server.admin_key.expose();
     if !admin_allowed(admin_key, &headers, Some(peer)) {
         let (status, msg) = if admin_key.is_empty() {

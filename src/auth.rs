@@ -401,6 +401,47 @@ impl HttpBody for HoldPermit {
     }
 }
 
+/// The client IP for rate limits keyed on it: the peer's, or, when the peer is one of
+/// `server.trusted_proxies`, the last address in `X-Forwarded-For` that is not itself a
+/// trusted proxy (earlier entries are the client's word, not the proxies').
+pub fn client_ip_of(
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &[(std::net::IpAddr, u8)],
+) -> std::net::IpAddr {
+    let is_trusted =
+        |ip: std::net::IpAddr| trusted.iter().any(|(net, len)| in_cidr(ip, *net, *len));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer)
+}
+
+fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (ip, net) {
+        (V4(a), V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (V6(a), V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
 /// Whether a caller may use `/admin/*`: with an admin key, it must be presented as a bearer
 /// token; without one, only loopback clients are let in.
 pub fn admin_allowed(admin_key: &str, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> bool {
@@ -433,5 +474,34 @@ mod tests {
         assert!(admin_allowed("s3cret", &h, Some(remote)));
         assert!(!admin_allowed("other", &h, Some(lo)));
         assert!(!admin_allowed("s3cret", &none, Some(lo)));
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_only() {
+        let trusted = [
+            ("127.0.0.1".parse().unwrap(), 32),
+            ("10.0.0.0".parse().unwrap(), 8),
+        ];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.2.3".parse().unwrap());
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        // The last hop that is not a trusted proxy is the client.
+        assert_eq!(
+            client_ip_of(lo, &h, &trusted),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header is the client's word: ignored.
+        let other: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip_of(other, &h, &trusted), other);
+        // Behind a local proxy, a remote client is no longer loopback to the admin rule.
+        let peer = SocketAddr::new(client_ip_of(lo, &h, &trusted), 1);
+        assert!(!admin_allowed("", &HeaderMap::new(), Some(peer)));
+        // Without trusted proxies nothing changes.
+        assert_eq!(client_ip_of(lo, &h, &[]), lo);
     }
 }

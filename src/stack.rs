@@ -275,13 +275,30 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .with_max_body_bytes(config.server.max_body_bytes);
 
     let keys = Keys::from_config(&config);
+    let trusted: Arc<Vec<(std::net::IpAddr, u8)>> = Arc::new(
+        config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| crate::config::gateway::parse_cidr(c))
+            .collect(),
+    );
+    // The client IP (for rate limits keyed on it, the loopback rule of /admin/*).
+    let client_ip = move |mut req: Request<Body>| {
+        if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned()
+        {
+            let ip = crate::auth::client_ip_of(addr.ip(), req.headers(), &trusted);
+            req.extensions_mut().insert(ClientIp(ip));
+        }
+        req
+    };
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
         .layer(AccessLogLayer)
         // Every error below becomes a response in the caller's API shape.
         .layer(RescueLayer)
         // The client IP (for rate limits keyed on it) from the accepted connection.
-        .map_request(client_ip)
+        .map_request(client_ip.clone())
         // Reject unauthenticated callers before reading their bodies.
         .layer(AuthLayer::new(keys.clone()))
         // Size cap and body checks: nothing invalid goes further, and later layers get the
@@ -331,7 +348,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let passthrough = ServiceBuilder::new()
         .layer(AccessLogLayer)
         .layer(RescueLayer)
-        .map_request(client_ip)
+        .map_request(client_ip.clone())
         .layer(AuthLayer::new(keys.clone()))
         // A JSON body naming a model is read once (it routes and keys limits); any other
         // body is left alone.
@@ -433,11 +450,4 @@ fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
         );
     }
     resp
-}
-
-fn client_ip(mut req: Request<Body>) -> Request<Body> {
-    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned() {
-        req.extensions_mut().insert(ClientIp(addr.ip()));
-    }
-    req
 }
