@@ -252,6 +252,9 @@ impl Config {
             if let Some(k) = &mut u.api_key {
                 k.resolve(&format!("upstreams[{i}].api_key"), problems);
             }
+            for (j, k) in u.api_keys.iter_mut().enumerate() {
+                k.resolve(&format!("upstreams[{i}].api_keys[{j}]"), problems);
+            }
             for (name, v) in u.headers.iter_mut() {
                 v.resolve(&format!("upstreams[{i}].headers.{name}"), problems);
             }
