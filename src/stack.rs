@@ -171,7 +171,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // Several provider keys: one per attempt, innermost, so a retry after a 429 goes out
         // with the next key and every attempt's answer is fed back to the key it used.
         let keys = (!u.api_keys.is_empty())
-            .then(|| KeyRing::new(&u.name, u.auth_mode(), &u.api_keys))
+            .then(|| {
+                KeyRing::new(&u.name, u.auth_mode(), &u.api_keys)
+                    .map(|k| k.with_retry_after_parser(portcullis_retry::parse_retry_after))
+            })
             .transpose()
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         let keyed = ServiceBuilder::new()
@@ -208,7 +211,12 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             ),
         };
         let status = UpstreamStatus {
-            breaker: breaker.as_ref().map(|b| b.handle()),
+            // An open breaker whose open_timeout has passed lets a call through (the probe
+            // that may close it): only one that would refuse takes the upstream out.
+            breaker_refuses: breaker.as_ref().map(|b| {
+                let handle = b.handle();
+                Arc::new(move || handle.retry_after().is_some()) as _
+            }),
             check: HealthState::default(),
         };
         if u.health_check.enabled() {

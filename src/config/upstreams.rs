@@ -52,7 +52,7 @@ pub struct UpstreamConfig {
     /// Active health check: `GET path` every `interval`; failing takes the upstream out of
     /// its models' rotation until it passes again.
     #[serde(default)]
-    pub health_check: crate::upstream::health::HealthCheckConfig,
+    pub health_check: HealthCheckConfig,
     /// How to authenticate; unset: `bearer` when `api_key` is set, else `passthrough`.
     #[serde(default)]
     pub auth: Option<AuthMode>,
@@ -131,6 +131,33 @@ pub struct ModelConfig {
     /// Extra request headers for this model; values may be secrets.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+}
+
+/// `upstreams[].health_check`: `{ path = "/v1/models", interval = "30s" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path (and query) under the upstream's `base_url` to `GET`; empty: no active check.
+    pub path: String,
+    /// Time between two checks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Whether an active check runs.
+    pub fn enabled(&self) -> bool {
+        !self.path.is_empty()
+    }
 }
 
 /// The top-level request fields an upstream of `api` understands (for `check`'s warning about

@@ -12,38 +12,10 @@ use std::{
 
 use axum::body::Body;
 use http::{HeaderMap, Method, Request};
-use portcullis_circuit_breaker::BreakerHandle;
-use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
 use super::{router::UpstreamService, Upstream};
-
-/// `upstreams[].health_check`: `{ path = "/v1/models", interval = "30s" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheckConfig {
-    /// Path (and query) under the upstream's `base_url` to `GET`; empty: no active check.
-    pub path: String,
-    /// Time between two checks.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-impl Default for HealthCheckConfig {
-    fn default() -> Self {
-        Self {
-            path: String::new(),
-            interval: Duration::from_secs(30),
-        }
-    }
-}
-
-impl HealthCheckConfig {
-    /// Whether an active check runs.
-    pub fn enabled(&self) -> bool {
-        !self.path.is_empty()
-    }
-}
+use crate::config::HealthCheckConfig;
 
 /// The outcome of the last active check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,13 +77,25 @@ impl HealthState {
     }
 }
 
+/// Whether a breaker would refuse a call made now (`stack.rs` asks the breaker's handle).
+pub type BreakerRefuses = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Passive and active health of one upstream, as the router asks it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct UpstreamStatus {
-    /// Its breaker, when the breaker layer is on.
-    pub breaker: Option<BreakerHandle>,
+    /// Its breaker's view, when the breaker layer is on.
+    pub breaker_refuses: Option<BreakerRefuses>,
     /// Its active check's last result.
     pub check: HealthState,
+}
+
+impl std::fmt::Debug for UpstreamStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamStatus")
+            .field("available", &self.available())
+            .field("check", &self.check.get())
+            .finish()
+    }
 }
 
 impl UpstreamStatus {
@@ -120,9 +104,9 @@ impl UpstreamStatus {
     /// forever would never close it), and its active check is not failing.
     pub fn available(&self) -> bool {
         let breaker_ok = self
-            .breaker
+            .breaker_refuses
             .as_ref()
-            .is_none_or(|b| b.retry_after().is_none());
+            .is_none_or(|refuses| !refuses());
         breaker_ok && self.check.get() != Health::Failing
     }
 }

@@ -32,8 +32,12 @@ pub struct KeyRing {
     inner: Arc<Ring>,
 }
 
+/// Reads how long a refused key should rest from the provider's answer.
+pub type ParseRetryAfter = fn(&http::HeaderMap, SystemTime) -> Option<Duration>;
+
 struct Ring {
     upstream: Arc<str>,
+    parse_retry_after: ParseRetryAfter,
     header: HeaderName,
     keys: Vec<HeaderValue>,
     state: Mutex<RingState>,
@@ -85,6 +89,7 @@ impl KeyRing {
         Ok(Self {
             inner: Arc::new(Ring {
                 upstream: upstream.into(),
+                parse_retry_after: retry_after_secs,
                 header,
                 keys,
                 state: Mutex::new(RingState {
@@ -93,6 +98,15 @@ impl KeyRing {
                 }),
             }),
         })
+    }
+
+    /// Read `Retry-After` with `parse` (the retry layer's, which also knows HTTP dates and
+    /// `retry-after-ms`) instead of the default, which reads whole seconds only.
+    pub fn with_retry_after_parser(mut self, parse: ParseRetryAfter) -> Self {
+        if let Some(ring) = Arc::get_mut(&mut self.inner) {
+            ring.parse_retry_after = parse;
+        }
+        self
     }
 
     /// How many keys.
@@ -146,7 +160,7 @@ impl KeyRing {
             return;
         }
         let rest =
-            portcullis_retry::parse_retry_after(headers, SystemTime::now()).unwrap_or(DEFAULT_REST);
+            (self.inner.parse_retry_after)(headers, SystemTime::now()).unwrap_or(DEFAULT_REST);
         tracing::warn!(
             upstream = %self.inner.upstream,
             key = index,
@@ -159,6 +173,12 @@ impl KeyRing {
             *slot = Some(Instant::now() + rest);
         }
     }
+}
+
+/// `Retry-After: N` in whole seconds.
+fn retry_after_secs(headers: &http::HeaderMap, _now: SystemTime) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Puts a [`KeyRing`]'s key on every request and feeds the answer back.

@@ -391,9 +391,7 @@ pub(super) async fn route_model(
     // Deployments out of rotation (open breaker, failing health check) are skipped. If every
     // deployment of the model and of its fallbacks is out, they are all tried anyway, in the
     // usual order: a guess that they recovered beats failing without trying.
-    let any_available = chain
-        .iter()
-        .any(|d| d.routes().iter().any(|r| available(r)));
+    let any_available = chain.iter().any(|d| d.routes().iter().any(&available));
     let candidates: Vec<(usize, &ModelRoute)> = chain
         .iter()
         .enumerate()
