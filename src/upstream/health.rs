@@ -2,12 +2,9 @@
 //! requests showed) and its active health check (`health_check.path`, asked every
 //! `interval`). Either one out takes the upstream out of its models' rotation.
 
-use std::{
-    sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc, Weak,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicU8, Ordering},
+    Arc, Weak,
 };
 
 use axum::body::Body;
