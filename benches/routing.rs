@@ -11,6 +11,7 @@ fn model(name: &str, upstream: &str) -> ModelRoute {
         upstream: upstream.into(),
         model: None,
         fallbacks: vec![],
+        weight: 1,
         params: None,
         headers: std::sync::Arc::new([]),
     }

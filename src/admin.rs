@@ -15,6 +15,7 @@ use crate::{
     auth::admin_allowed,
     error::{ApiShape, GatewayError},
     state::AppState,
+    upstream::health::Health,
 };
 
 /// `GET /health`
@@ -48,6 +49,9 @@ pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json:
                 "cookies": cookies,
                 "cookies_enabled": u.jar.is_some(),
                 "circuit_breaker_enabled": u.breaker.is_some(),
+                "keys": u.keys.as_ref().map_or(0, |k| k.len()),
+                "keys_resting": u.keys.as_ref().map_or(0, |k| k.resting()),
+                "health": u.health.as_ref().map_or(Health::Unchecked, |h| h.get()).as_str(),
             })
         })
         .collect();
@@ -98,6 +102,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }
         if let Some(j) = &u.jar {
             metrics::gauge!("portcullis_cookies", "upstream" => u.name.clone()).set(j.len() as f64);
+        }
+        if let Some(h) = &u.health {
+            metrics::gauge!("portcullis_upstream_health", "upstream" => u.name.clone())
+                .set(h.get().gauge());
         }
     }
     (

@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `check` and `route`.
+//! The command line: `serve` (the default), `check`, `route` and `convert`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -32,6 +32,27 @@ pub enum Command {
     Check(ConfigArg),
     /// Print the memory-routing decision for the given headers, as GET /memory-routing/info would.
     Route(RouteArgs),
+    /// Convert another gateway's config to portcullis TOML (stdout); settings without an
+    /// equivalent are listed on stderr.
+    Convert(ConvertArgs),
+}
+
+/// `convert` flags.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The format of the file to convert.
+    #[arg(long, value_enum)]
+    pub from: ConvertFrom,
+    /// The file (e.g. LiteLLM's config.yaml).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// Formats `convert` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ConvertFrom {
+    /// A LiteLLM proxy config.yaml.
+    Litellm,
 }
 
 /// `--config`
@@ -71,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(a)) => serve(a),
         Some(Command::Check(a)) => check(a),
         Some(Command::Route(a)) => route(a),
+        Some(Command::Convert(a)) => convert(a),
     }
 }
 
@@ -158,6 +180,32 @@ fn check(args: ConfigArg) -> ExitCode {
             for p in &e.0 {
                 eprintln!("  {p}");
             }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn convert(args: ConvertArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let converted = match args.from {
+        ConvertFrom::Litellm => crate::convert::from_litellm(&text),
+    };
+    match converted {
+        Ok(c) => {
+            print!("{}", c.toml);
+            for line in &c.unsupported {
+                eprintln!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.path.display());
             ExitCode::from(2)
         }
     }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod server;
 pub mod stack;

@@ -2,8 +2,8 @@
 //!
 //! Outermost first:
 //! access log -> rescue -> auth -> validation -> memory routing -> rate limit -> dedup/cache
-//! -> model router + fallbacks -> (per upstream) retry -> circuit breaker -> cookie session
-//! -> hyper client.
+//! -> model router (deployments, then fallbacks) -> (per upstream) retry -> circuit breaker
+//! -> cookie session -> provider-key rotation -> hyper client.
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -37,6 +37,8 @@ use crate::{
     telemetry::access_log::{AccessLogLayer, RecordRequestLayer},
     upstream::{
         client::ClientOptions,
+        health::{spawn_health_check, HealthState, UpstreamStatus},
+        keys::{KeyRing, KeyRotationLayer},
         passthrough,
         router::{ModelRoute, UpstreamRoute, UpstreamService},
         ModelRouter, Upstream, UpstreamClient,
@@ -144,6 +146,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let mut routes = Vec::new();
     let mut health = Vec::new();
     let mut persisted = Vec::new();
+    // Health-check tasks end once this is dropped (the gateway was dropped or replaced).
+    let alive = Arc::new(());
     for u in &config.upstreams {
         let upstream = Upstream::from_config(u)
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
@@ -164,6 +168,18 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         let breaker = config.circuit_breaker.enabled.then(|| {
             CircuitBreakerLayer::new(u.name.clone(), config.circuit_breaker.config.clone())
         });
+        // Several provider keys: one per attempt, innermost, so a retry after a 429 goes out
+        // with the next key and every attempt's answer is fed back to the key it used.
+        let keys = (!u.api_keys.is_empty())
+            .then(|| {
+                KeyRing::new(&u.name, u.auth_mode(), &u.api_keys)
+                    .map(|k| k.with_retry_after_parser(portcullis_retry::parse_retry_after))
+            })
+            .transpose()
+            .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        let keyed = ServiceBuilder::new()
+            .option_layer(keys.clone().map(KeyRotationLayer::new))
+            .service(client);
         let retry = config
             .retry
             .enabled
@@ -178,7 +194,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             .option_layer(breaker.clone())
             // Inside retry: the cookie a failed attempt received goes out on the next one.
             .option_layer(jar.clone().map(CookieSessionLayer::new))
-            .service(client)
+            .service(keyed.clone())
             .map_err(Into::<BoxError>::into);
         let service: UpstreamService = match u.api {
             portcullis_translate::Api::Any => BoxCloneSyncService::new(resilient),
@@ -194,11 +210,34 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
                     .service(resilient),
             ),
         };
+        let status = UpstreamStatus {
+            // An open breaker whose open_timeout has passed lets a call through (the probe
+            // that may close it): only one that would refuse takes the upstream out.
+            breaker_refuses: breaker.as_ref().map(|b| {
+                let handle = b.handle();
+                Arc::new(move || handle.retry_after().is_some()) as _
+            }),
+            check: HealthState::default(),
+        };
+        if u.health_check.enabled() {
+            // Through the client with the upstream's credentials, but not retry or breaker.
+            let probe = BoxCloneSyncService::new(keyed.map_err(Into::<BoxError>::into));
+            spawn_health_check(
+                upstream.clone(),
+                &u.health_check,
+                probe,
+                status.check.clone(),
+                Arc::downgrade(&alive),
+            );
+        }
         health.push(UpstreamHealth {
             name: u.name.clone(),
             base_url: u.base_url.clone(),
             breaker: breaker.as_ref().map(|b| b.handle()),
             jar: jar.clone(),
+            keys,
+            health: u.health_check.enabled().then(|| status.check.clone()),
+            alive: alive.clone(),
         });
         if let Some(j) = &jar {
             persisted.push((u.name.clone(), j.clone()));
@@ -207,6 +246,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             upstream,
             service,
             strip_set_cookie: u.cookies,
+            status,
         });
     }
 
@@ -220,6 +260,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
                 upstream: m.upstream.clone(),
                 model: m.model.clone(),
                 fallbacks: m.fallbacks.clone(),
+                weight: m.weight,
                 params: (!m.params.is_empty()).then(|| Arc::new(m.params.clone())),
                 headers: model_headers(m)?,
             })

@@ -7,7 +7,10 @@ use portcullis_circuit_breaker::BreakerHandle;
 use portcullis_cookie_session::CookieJar;
 use portcullis_memory_routing::MemoryRouter;
 
-use crate::{config::Config, upstream::ModelRouter};
+use crate::{
+    config::Config,
+    upstream::{health::HealthState, keys::KeyRing, ModelRouter},
+};
 
 /// The state behind the gateway's own endpoints. Cloning shares it.
 #[derive(Clone, Debug)]
@@ -37,4 +40,10 @@ pub struct UpstreamHealth {
     pub breaker: Option<BreakerHandle>,
     /// Its cookie jar, when cookies are on.
     pub jar: Option<CookieJar>,
+    /// Its provider keys, when `api_keys` is set.
+    pub keys: Option<KeyRing>,
+    /// Its active health check's result, when `health_check.path` is set.
+    pub health: Option<HealthState>,
+    /// Keeps the gateway's health-check tasks running while this state exists.
+    pub alive: Arc<()>,
 }

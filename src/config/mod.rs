@@ -101,7 +101,7 @@ use problems::{figment_problem, list_at};
 pub use secret::Secret;
 use sections::{read_sections, SECTIONS};
 pub use sections::{Config, Section, Toggle};
-pub use upstreams::{AuthMode, ModelConfig, UpstreamConfig};
+pub use upstreams::{AuthMode, HealthCheckConfig, ModelConfig, UpstreamConfig};
 
 const EMBEDDED_DEFAULTS: &str = include_str!("defaults.toml");
 
@@ -258,6 +258,9 @@ impl Config {
             if let Some(k) = &mut u.api_key {
                 k.resolve(&format!("upstreams[{i}].api_key"), problems);
             }
+            for (j, k) in u.api_keys.iter_mut().enumerate() {
+                k.resolve(&format!("upstreams[{i}].api_keys[{j}]"), problems);
+            }
             for (name, v) in u.headers.iter_mut() {
                 v.resolve(&format!("upstreams[{i}].headers.{name}"), problems);
             }
@@ -294,12 +297,26 @@ impl Config {
                 u.auth_mode().as_str(),
                 if u.cookies { "on" } else { "off" }
             );
+            if !u.api_keys.is_empty() {
+                let _ = writeln!(s, "    {} provider keys in rotation", u.api_keys.len());
+            }
+            if u.health_check.enabled() {
+                let _ = writeln!(
+                    s,
+                    "    health check GET {} every {}",
+                    u.health_check.path,
+                    humantime::format_duration(u.health_check.interval)
+                );
+            }
         }
         let _ = writeln!(s, "models:");
         for m in &self.models {
             let _ = write!(s, "  {} -> {}", m.name, m.upstream);
             if let Some(r) = &m.model {
                 let _ = write!(s, " (as {r})");
+            }
+            if self.models.iter().filter(|o| o.name == m.name).count() > 1 {
+                let _ = write!(s, " weight {}", m.weight);
             }
             if !m.fallbacks.is_empty() {
                 let _ = write!(s, " fallbacks [{}]", m.fallbacks.join(", "));

@@ -45,6 +45,14 @@ pub struct UpstreamConfig {
     /// The upstream's API key (a secret reference such as `env:NAME`).
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// Several provider keys used in turn (secrets, like `api_key`); a key answered 429, 401
+    /// or 403 rests (its `Retry-After`, else 60 s) while the others serve.
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
+    /// Active health check: `GET path` every `interval`; failing takes the upstream out of
+    /// its models' rotation until it passes again.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
     /// How to authenticate; unset: `bearer` when `api_key` is set, else `passthrough`.
     #[serde(default)]
     pub auth: Option<AuthMode>,
@@ -73,11 +81,12 @@ pub struct UpstreamConfig {
 impl UpstreamConfig {
     /// The effective auth mode.
     pub fn auth_mode(&self) -> AuthMode {
-        self.auth.unwrap_or(if self.api_key.is_some() {
-            AuthMode::Bearer
-        } else {
-            AuthMode::Passthrough
-        })
+        self.auth
+            .unwrap_or(if self.api_key.is_some() || !self.api_keys.is_empty() {
+                AuthMode::Bearer
+            } else {
+                AuthMode::Passthrough
+            })
     }
 }
 
@@ -89,6 +98,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn yes() -> bool {
     true
+}
+fn one() -> u32 {
+    1
 }
 
 /// `[[models]]`: what clients may ask for and where it goes.
@@ -105,6 +117,9 @@ pub struct ModelConfig {
     /// Other model names tried in order when this one fails.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// This deployment's share when several `[[models]]` entries have one name (>= 1).
+    #[serde(default = "one")]
+    pub weight: u32,
     /// A tighter rate limit for this model (the rate-limit layer's own quota type).
     #[serde(default)]
     pub rate_limit: Option<portcullis_rate_limit::Quota>,
@@ -116,6 +131,33 @@ pub struct ModelConfig {
     /// Extra request headers for this model; values may be secrets.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+}
+
+/// `upstreams[].health_check`: `{ path = "/v1/models", interval = "30s" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path (and query) under the upstream's `base_url` to `GET`; empty: no active check.
+    pub path: String,
+    /// Time between two checks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Whether an active check runs.
+    pub fn enabled(&self) -> bool {
+        !self.path.is_empty()
+    }
 }
 
 /// The top-level request fields an upstream of `api` understands (for `check`'s warning about
@@ -225,11 +267,39 @@ pub(super) fn check(
             ),
         }
         let auth = u.auth_mode();
-        if matches!(auth, AuthMode::Bearer | AuthMode::XApiKey) && u.api_key.is_none() {
+        if matches!(auth, AuthMode::Bearer | AuthMode::XApiKey)
+            && u.api_key.is_none()
+            && u.api_keys.is_empty()
+        {
             p(
                 at("api_key"),
-                format!("required when auth = \"{}\"", auth.as_str()),
+                format!("required when auth = \"{}\" (or api_keys)", auth.as_str()),
             );
+        }
+        if !u.api_keys.is_empty() {
+            if u.api_key.is_some() {
+                p(
+                    at("api_keys"),
+                    "set either api_key or api_keys, not both (list every key in api_keys)".into(),
+                );
+            }
+            if !matches!(auth, AuthMode::Bearer | AuthMode::XApiKey) {
+                p(
+                    at("api_keys"),
+                    format!(
+                        "needs auth = \"bearer\" or \"x-api-key\" (auth is \"{}\")",
+                        auth.as_str()
+                    ),
+                );
+            }
+        }
+        if u.health_check.enabled() && u.health_check.interval.is_zero() {
+            p(at("health_check.interval"), "must be > 0".into());
+        }
+        if u.health_check.enabled()
+            && http::uri::PathAndQuery::try_from(u.health_check.path.as_str()).is_err()
+        {
+            p(at("health_check.path"), "is not a valid path".into());
         }
         for name in u.headers.keys() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -252,13 +322,45 @@ pub(super) fn check(
         }
     }
 
-    let mut model_names = HashSet::new();
     for (i, m) in models.iter().enumerate() {
         let at = |k: &str| format!("models[{i}].{k}");
         if m.name.trim().is_empty() {
             p(at("name"), "must not be empty".into());
-        } else if !model_names.insert(m.name.as_str()) {
-            p(at("name"), format!("duplicate model name {:?}", m.name));
+        }
+        if m.weight == 0 {
+            p(at("weight"), "must be >= 1".into());
+        }
+        // Entries sharing a name are one model's deployments: what belongs to the model (its
+        // fallbacks and rate limit) must not disagree between them. An entry that leaves it
+        // unset shares the other entries' setting.
+        if let Some((j, o)) = models[..i].iter().enumerate().find(|(_, o)| {
+            o.name == m.name
+                && !o.fallbacks.is_empty()
+                && !m.fallbacks.is_empty()
+                && o.fallbacks != m.fallbacks
+        }) {
+            p(
+                at("fallbacks"),
+                format!(
+                    "differs from models[{j}].fallbacks {:?}; deployments of {:?} share one \
+                     fallbacks list",
+                    o.fallbacks, m.name
+                ),
+            );
+        }
+        if let Some((j, _)) = models[..i].iter().enumerate().find(|(_, o)| {
+            o.name == m.name
+                && o.rate_limit.is_some()
+                && m.rate_limit.is_some()
+                && o.rate_limit != m.rate_limit
+        }) {
+            p(
+                at("rate_limit"),
+                format!(
+                    "differs from models[{j}].rate_limit; the limit is the model's, shared by \
+                     its deployments"
+                ),
+            );
         }
         if m.name.len() > 1 && m.name[..m.name.len() - 1].contains('*') {
             p(

@@ -1,7 +1,10 @@
 //! Talking to upstreams: the pooled HTTPS client, request preparation (URL, auth, headers),
 //! the model router with its fallbacks, and the pass-through of every other `/v1/*` path.
 
+pub mod balance;
 pub mod client;
+pub mod health;
+pub mod keys;
 pub mod passthrough;
 pub mod prepare;
 pub mod router;

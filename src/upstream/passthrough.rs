@@ -163,7 +163,7 @@ fn pick_upstream(inner: &Inner, headers: &http::HeaderMap) -> Result<String, NoU
         };
     }
     match inner.models.lookup("") {
-        Some(star) => Ok(star.upstream.clone()),
+        Some(star) => Ok(star.first().upstream.clone()),
         None => Err(NoUpstream(format!(
             "no upstream for this path: send a JSON body with a configured model, or the \
              header x-portcullis-upstream naming one of: {}",

@@ -182,6 +182,8 @@ mod tests {
             name: "u".into(),
             base_url: base.into(),
             api_key: key.map(Secret::literal),
+            api_keys: Vec::new(),
+            health_check: Default::default(),
             auth,
             headers: [("x-extra".to_string(), Secret::literal("1"))].into(),
             timeout: std::time::Duration::from_secs(1),

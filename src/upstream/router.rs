@@ -1,5 +1,9 @@
 //! The model router: picks the `[[models]]` entry for the body's `model`, rewrites it, sends
 //! the request to that entry's upstream stack, and fails over to `fallbacks` in order.
+//!
+//! Entries sharing a name are one model's deployments ([`balance`](super::balance)): a request
+//! goes to the available deployment whose turn it is by weight, a failed attempt moves on to
+//! the model's other deployments, and only then to its `fallbacks`.
 
 use std::{
     collections::HashMap,
@@ -22,7 +26,9 @@ use portcullis_core::{
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
 use super::{
+    balance::Deployments,
     client::{UpstreamConnectError, UpstreamTimeout},
+    health::UpstreamStatus,
     prepare::Upstream,
 };
 
@@ -104,6 +110,8 @@ pub struct ModelRoute {
     pub model: Option<String>,
     /// Other model names tried in order when this one fails.
     pub fallbacks: Vec<String>,
+    /// This deployment's share among the entries with the same name.
+    pub weight: u32,
     /// Body defaults merged in before sending (the client's own values win).
     pub params: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Extra request headers for this model.
@@ -114,11 +122,13 @@ pub(super) struct Entry {
     pub(super) upstream: Upstream,
     pub(super) service: UpstreamService,
     strip_set_cookie: bool,
+    /// Breaker and active health: whether the balancer may pick it.
+    status: UpstreamStatus,
 }
 
 pub(super) struct Inner {
-    /// Model names to routes: exact names win, then the longest `prefix*`, then `*`.
-    pub(super) models: PatternSet<ModelRoute>,
+    /// Model names to their deployments: exact names win, then the longest `prefix*`, then `*`.
+    pub(super) models: PatternSet<Deployments>,
     pub(super) upstreams: HashMap<String, Entry>,
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
@@ -127,7 +137,10 @@ pub(super) struct Inner {
 
 impl Inner {
     pub(super) fn model_names(&self) -> Vec<String> {
-        self.models.iter().map(|(_, m)| m.name.clone()).collect()
+        self.models
+            .iter()
+            .map(|(_, d)| d.first().name.clone())
+            .collect()
     }
 }
 
@@ -155,6 +168,8 @@ pub struct UpstreamRoute {
     pub service: UpstreamService,
     /// Strip `Set-Cookie` from responses (the jar keeps them).
     pub strip_set_cookie: bool,
+    /// Its breaker and active health check, which take it out of rotation.
+    pub status: UpstreamStatus,
 }
 
 impl ModelRouter {
@@ -174,15 +189,38 @@ impl ModelRouter {
                         upstream: r.upstream,
                         service: r.service,
                         strip_set_cookie: r.strip_set_cookie,
+                        status: r.status,
                     },
                 )
             })
             .collect();
+        // Entries sharing a name become one model's deployments, in config order; the model
+        // keeps the place of its first entry.
+        let mut grouped: Vec<(String, Vec<ModelRoute>)> = Vec::new();
+        for m in models {
+            match grouped.iter_mut().find(|(n, _)| *n == m.name) {
+                Some((_, d)) => d.push(m),
+                None => grouped.push((m.name.clone(), vec![m])),
+            }
+        }
         Self {
             inner: Arc::new(Inner {
-                models: models
+                models: grouped
                     .into_iter()
-                    .map(|m| (ModelPattern::parse(&m.name), m))
+                    .map(|(name, mut d)| {
+                        // The fallbacks are the model's: a deployment that leaves them unset
+                        // shares those of one that sets them (`check` refuses a conflict).
+                        if let Some(f) = d
+                            .iter()
+                            .map(|r| r.fallbacks.clone())
+                            .find(|f| !f.is_empty())
+                        {
+                            for r in &mut d {
+                                r.fallbacks = f.clone();
+                            }
+                        }
+                        (ModelPattern::parse(&name), Deployments::new(d))
+                    })
                     .collect(),
                 upstreams,
                 failover_on,
@@ -197,9 +235,9 @@ impl ModelRouter {
     }
 
     /// The `[[models]]` entry for a requested model: exact name, else the longest matching
-    /// `prefix*`, else `*`.
+    /// `prefix*`, else `*` (its first deployment when it has several).
     pub fn resolve(&self, model: &str) -> Option<&ModelRoute> {
-        self.inner.models.lookup(model)
+        self.inner.models.lookup(model).map(Deployments::first)
     }
 
     /// `GET /v1/models` in OpenAI's list shape.
@@ -208,7 +246,8 @@ impl ModelRouter {
             .inner
             .models
             .iter()
-            .map(|(_, m)| {
+            .map(|(_, d)| {
+                let m = d.first();
                 serde_json::json!({
                     "id": m.name,
                     "object": "model",
@@ -321,8 +360,8 @@ pub(super) async fn route_model(
             configured: inner.model_names(),
         }));
     };
-    let mut chain: Vec<&ModelRoute> = vec![first];
-    for f in &first.fallbacks {
+    let mut chain: Vec<&Deployments> = vec![first];
+    for f in &first.first().fallbacks {
         if let Some(m) = inner.models.get(&ModelPattern::parse(f)) {
             chain.push(m);
         }
@@ -335,16 +374,35 @@ pub(super) async fn route_model(
         .to_string();
     let mut attempts = 0u32;
     let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
-    let entry: Arc<str> = first.name.as_str().into();
+    let entry_name: Arc<str> = first.first().name.as_str().into();
     let route_info = |upstream: &str, attempts: u32| RouteInfo {
         model: requested.clone(),
-        entry: Some(entry.clone()),
+        entry: Some(entry_name.clone()),
         upstream: upstream.into(),
         attempts,
         user_id: user_id.clone(),
     };
-    let last = chain.len() - 1;
-    for (i, entry) in chain.into_iter().enumerate() {
+    let available = |r: &ModelRoute| {
+        inner
+            .upstreams
+            .get(&r.upstream)
+            .is_some_and(|u| u.status.available())
+    };
+    // Deployments out of rotation (open breaker, failing health check) are skipped. If every
+    // deployment of the model and of its fallbacks is out, they are all tried anyway, in the
+    // usual order: a guess that they recovered beats failing without trying.
+    let any_available = chain.iter().any(|d| d.routes().iter().any(&available));
+    let candidates: Vec<(usize, &ModelRoute)> = chain
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| {
+            d.order(available, !any_available)
+                .into_iter()
+                .map(move |j| (i, &d.routes()[j]))
+        })
+        .collect();
+    let last = candidates.len().saturating_sub(1);
+    for (n, (i, entry)) in candidates.into_iter().enumerate() {
         let Some(up) = inner.upstreams.get(&entry.upstream) else {
             continue; // validated at load; unreachable in practice
         };
@@ -374,13 +432,13 @@ pub(super) async fn route_model(
             *ext = parts.extensions.clone();
         }
         let upstream_req = builder.body(Body::from(body))?;
-        tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = i, "routing");
+        tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = n, "routing");
         match up.service.clone().oneshot(upstream_req).await {
             Ok(resp) => {
                 attempts = attempts.saturating_add(attempts_made(&resp));
                 let status = resp.status().as_u16();
-                if i < last && inner.failover_on.contains(&status) {
-                    tracing::info!(upstream = %up.upstream.name, status, "failing over to the next fallback");
+                if n < last && inner.failover_on.contains(&status) {
+                    tracing::info!(upstream = %up.upstream.name, status, "failing over to the next deployment or fallback");
                     continue;
                 }
                 return up
@@ -392,8 +450,8 @@ pub(super) async fn route_model(
                 let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
                     || find_in_chain::<UpstreamConnectError>(&*e).is_some()
                     || find_in_chain::<UpstreamTimeout>(&*e).is_some();
-                if i < last && failover {
-                    tracing::info!(upstream = %up.upstream.name, error = %e, "failing over to the next fallback");
+                if n < last && failover {
+                    tracing::info!(upstream = %up.upstream.name, error = %e, "failing over to the next deployment or fallback");
                     continue;
                 }
                 return Err(Box::new(RoutedError {
