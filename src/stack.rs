@@ -155,6 +155,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             name: u.name.clone(),
             timeout: u.timeout,
             connect_timeout: u.connect_timeout,
+            first_byte_timeout: u.first_byte_timeout,
+            idle_timeout: u.idle_timeout,
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;

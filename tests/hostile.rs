@@ -122,3 +122,77 @@ async fn client_chosen_model_names_never_become_metric_labels() {
     );
     assert!(metrics.contains("model=\"other\""));
 }
+
+#[tokio::test]
+async fn a_stream_cut_midway_ends_with_the_callers_error_event() {
+    let (mock, gw) = gateway("[retry]\nenabled = false").await;
+    // OpenAI shape: an error data line, no [DONE].
+    mock.push(portcullis_mock::MockResponse::ok().abort_after(2));
+    let s = support::post_stream(
+        &gw.url("/v1/chat/completions"),
+        &serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "a b c d e f"}]}),
+        &[],
+    )
+    .await;
+    let text = s.text();
+    assert!(text.contains("\"code\":\"upstream_error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    // Anthropic shape.
+    mock.push(portcullis_mock::MockResponse::ok().abort_after(2));
+    let s = support::post_stream(
+        &gw.url("/v1/messages"),
+        &serde_json::json!({"model": "c", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "a b c d"}]}),
+        &[],
+    )
+    .await;
+    let text = s.text();
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.contains("\"type\":\"error\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_ended_by_idle_timeout_and_a_late_first_byte_is_retried() {
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"mock\"\nbase_url = \"{}\"\nidle_timeout = \"300ms\"\nfirst_byte_timeout = \"1s\"\n\
+         [[models]]\nname = \"*\"\nupstream = \"mock\"\n[retry]\nbase_delay = \"1ms\"\n",
+        mock.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let body = serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "a b c"}]});
+    // Events 2 s apart: the stream goes silent after its first event and is ended with the
+    // client's error event after 300 ms, not after the upstream's 2 s.
+    mock.push(portcullis_mock::MockResponse::ok().chunk_delay(Duration::from_secs(2)));
+    let start = Instant::now();
+    let s = support::post_stream(&gw.url("/v1/chat/completions"), &body, &[]).await;
+    assert_eq!(s.status, 200);
+    let text = s.text();
+    assert!(text.contains("\"code\":\"upstream_timeout\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    // No first byte within first_byte_timeout: a timeout, retried, and the retry answers.
+    mock.push(portcullis_mock::MockResponse::ok().delay(Duration::from_secs(3)));
+    let before = mock.request_count();
+    let start = Instant::now();
+    let s = support::post_stream(&gw.url("/v1/chat/completions"), &body, &[]).await;
+    assert_eq!(s.status, 200);
+    assert!(
+        s.text().contains("[DONE]"),
+        "the retry answered: {}",
+        s.text()
+    );
+    assert_eq!(
+        mock.request_count() - before,
+        2,
+        "the late first byte was retried"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
+}

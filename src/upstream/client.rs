@@ -59,6 +59,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// > 0: time allowed until the first body byte.
+    pub first_byte_timeout: Duration,
+    /// > 0: longest silence inside a body.
+    pub idle_timeout: Duration,
     /// Extra roots (PEM file).
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -71,6 +75,8 @@ pub struct UpstreamClient {
     inner: HyperClient,
     name: Arc<str>,
     timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -124,6 +130,8 @@ impl UpstreamClient {
             inner,
             name: opts.name.as_str().into(),
             timeout: opts.timeout,
+            first_byte_timeout: opts.first_byte_timeout,
+            idle_timeout: opts.idle_timeout,
         })
     }
 
@@ -151,24 +159,139 @@ impl Service<Request<Body>> for UpstreamClient {
         let fut = self.inner.request(req);
         let name = self.name.clone();
         let timeout = self.timeout;
+        let first_byte = self.first_byte_timeout;
+        let idle = self.idle_timeout;
+        let start = tokio::time::Instant::now();
         Box::pin(
             async move {
-                let result = match tokio::time::timeout(timeout, fut).await {
+                // The status line is a response byte too: `first_byte_timeout` bounds it.
+                let head_timeout = match first_byte.is_zero() {
+                    true => timeout,
+                    false => timeout.min(first_byte),
+                };
+                let result = match tokio::time::timeout(head_timeout, fut).await {
                     Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
                         upstream: name.to_string(),
-                        timeout,
+                        timeout: head_timeout,
                     }))),
                     Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
                     Ok(Ok(mut resp)) => {
                         // Nothing an upstream sends may pose as the gateway's own headers.
                         portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
-                        Ok(resp.map(Body::new))
+                        let resp = match idle.is_zero() {
+                            true => resp.map(Body::new),
+                            false => resp.map(|b| {
+                                Body::new(IdleBody {
+                                    inner: b,
+                                    idle,
+                                    sleep: Box::pin(tokio::time::sleep(idle)),
+                                    upstream: name.clone(),
+                                })
+                            }),
+                        };
+                        if first_byte.is_zero() {
+                            Ok(resp)
+                        } else {
+                            first_byte_within(resp, start + first_byte, &name, first_byte).await
+                        }
                     }
                 };
                 attempt.finish(result)
             }
             .instrument(span),
         )
+    }
+}
+
+/// Wait for the first body frame until `deadline`: none by then is a timeout (retried and
+/// failed over like one, since nothing reached the client yet); the frame is put back in
+/// front of the rest of the body.
+async fn first_byte_within(
+    resp: Response<Body>,
+    deadline: tokio::time::Instant,
+    name: &Arc<str>,
+    limit: Duration,
+) -> Result<Response<Body>, AttemptError> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = resp.into_parts();
+    match tokio::time::timeout_at(deadline, body.frame()).await {
+        Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
+            upstream: name.to_string(),
+            timeout: limit,
+        }))),
+        Ok(None) => Ok(Response::from_parts(parts, Body::empty())),
+        Ok(Some(Err(e))) => Err(AttemptError::Connect(Box::new(UpstreamConnectError {
+            upstream: name.to_string(),
+            message: format!("the body failed before its first byte: {e}"),
+            source: Some(Box::new(e)),
+        }))),
+        Ok(Some(Ok(frame))) => {
+            let first = futures_util::stream::once(async move { Ok::<_, axum::Error>(frame) });
+            let rest = http_body_util::BodyStream::new(body);
+            use futures_util::StreamExt;
+            Ok(Response::from_parts(
+                parts,
+                Body::new(http_body_util::StreamBody::new(first.chain(rest))),
+            ))
+        }
+    }
+}
+
+/// The upstream's body went silent for `idle_timeout`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("upstream {upstream:?} sent nothing for {idle:?} (idle_timeout)")]
+pub struct UpstreamIdle {
+    /// The `[[upstreams]]` name.
+    pub upstream: String,
+    /// The timeout that passed.
+    pub idle: Duration,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that fails with [`UpstreamIdle`] when no frame arrives for `idle`.
+    struct IdleBody<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        upstream: Arc<str>,
+    }
+}
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            this.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.idle);
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle {
+                upstream: this.upstream.to_string(),
+                idle: *this.idle,
+            })))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

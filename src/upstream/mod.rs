@@ -8,6 +8,7 @@ pub mod keys;
 pub mod passthrough;
 pub mod prepare;
 pub mod router;
+pub mod stream_end;
 
 pub use client::{UpstreamClient, UpstreamConnectError, UpstreamTimeout};
 pub use prepare::Upstream;

@@ -191,6 +191,8 @@ mod tests {
             cookies: true,
             ca_file: String::new(),
             api: Default::default(),
+            first_byte_timeout: std::time::Duration::ZERO,
+            idle_timeout: std::time::Duration::ZERO,
         }
     }
 

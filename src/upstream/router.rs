@@ -25,6 +25,7 @@ use portcullis_core::{
 };
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
+use super::stream_end::{StreamEnd, StreamShape};
 use super::{
     balance::Deployments,
     client::{UpstreamConnectError, UpstreamTimeout},
@@ -441,9 +442,11 @@ pub(super) async fn route_model(
                     tracing::info!(upstream = %up.upstream.name, status, "failing over to the next deployment or fallback");
                     continue;
                 }
+                let shape = StreamShape::of(parts.uri.path());
                 return up
                     .answer(resp, route_info(&up.upstream.name, attempts), |_| true)
-                    .await;
+                    .await
+                    .map(|r| end_streams_loudly(r, shape));
             }
             Err(e) => {
                 attempts = attempts.saturating_add(attempts_failed(&*e));
@@ -512,6 +515,20 @@ impl Entry {
         h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(route.attempts));
         resp.extensions_mut().insert(route);
         Ok(resp)
+    }
+}
+
+/// An event stream that breaks after its first byte ends with the client's error event.
+fn end_streams_loudly(resp: Response<Body>, shape: StreamShape) -> Response<Body> {
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if sse {
+        resp.map(|b| Body::new(StreamEnd::new(b, shape)))
+    } else {
+        resp
     }
 }
 
