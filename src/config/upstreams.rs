@@ -76,12 +76,12 @@ pub struct UpstreamConfig {
     /// `anthropic` (messages; `/v1/chat/completions` and `/v1/responses` are translated).
     #[serde(default)]
     pub api: portcullis_translate::Api,
-    /// > 0: no first response body byte by then (from the request's start) counts as a
-    /// timeout, retried and failed over like one; 0: only `timeout` applies.
+    /// When non-zero: no first response byte by then (from the request's start) counts as
+    /// a timeout, retried and failed over like one; zero: only `timeout` applies.
     #[serde(default, with = "humantime_serde")]
     pub first_byte_timeout: Duration,
-    /// > 0: a response body silent this long is ended (a stream with the error event of the
-    /// caller's API).
+    /// When non-zero: a response body silent this long is ended (a stream with the error
+    /// event of the caller's API).
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Duration,
 }
