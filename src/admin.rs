@@ -54,14 +54,14 @@ pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json:
     Json(json!({ "upstreams": upstreams }))
 }
 
-/// `GET /v1/models`: the configured models, OpenAI list shape (guarded like the proxied
-/// routes when `server.api_keys` is set).
+/// `GET /v1/models`: the configured models, OpenAI list shape, pattern entries expanded from
+/// their upstreams' own lists (guarded like the proxied routes when `server.api_keys` is set).
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = crate::auth::check_key(&state.api_keys, &headers) {
         return GatewayError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.0)
             .into_response(ApiShape::OpenAi);
     }
-    Json(state.router.models_json()).into_response()
+    Json(state.models.list(&headers).await).into_response()
 }
 
 /// `GET /memory-routing/info`: the decision for the caller's own headers.

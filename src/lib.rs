@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod models;
 pub mod server;
 pub mod stack;
 pub mod state;

@@ -127,6 +127,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let mut routes = Vec::new();
     let mut health = Vec::new();
     let mut persisted = Vec::new();
+    let mut sockets = Vec::new();
     for u in &config.upstreams {
         let upstream = Upstream::from_config(u)
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
@@ -137,6 +138,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        // WebSocket handshakes use the same client's TLS roots and timeouts.
+        sockets.push((u.name.clone(), client.clone()));
         let jar = u.cookies.then(|| match loaded_jars.remove(&u.name) {
             Some(j) => {
                 j.set_max_cookies(config.cookies.max_cookies);
@@ -199,6 +202,24 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .memory_routing
         .enabled
         .then(|| MemoryRoutingLayer::new(memory.clone()));
+
+    // WebSocket handshakes (/v1/responses, /v1/realtime): the same edge, auth and memory
+    // routing as the proxied routes; no body to validate, cache or route on (the model is in
+    // the query), and the bytes after the 101 are the upstream's and the client's own.
+    let sockets = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AccessLogLayer)
+            .layer(RescueLayer)
+            .map_request(client_ip)
+            .layer(AuthLayer::new(
+                config.server.api_keys.iter().map(|k| k.expose()),
+            ))
+            .option_layer(memory_layer.clone())
+            .service(crate::upstream::websocket::WebSocketProxy::new(
+                router.clone(),
+                sockets,
+            )),
+    );
 
     let rate_limit = if config.rate_limit.enabled {
         let rl = &config.rate_limit;
@@ -273,6 +294,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
 
     let state = AppState {
         config: config.clone(),
+        models: crate::models::ModelCatalog::new(router.clone(), &config.models),
         router,
         upstreams: Arc::new(health),
         memory,
@@ -302,6 +324,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         )
         .fallback(admin::not_found)
         .with_state(state.clone())
+        // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
+        .layer(crate::upstream::websocket::WebSocketLayer::new(sockets))
         .layer(
             ServiceBuilder::new()
                 // A request id on every request and response, kept from the client if sent.

@@ -7,7 +7,7 @@ use portcullis_circuit_breaker::BreakerHandle;
 use portcullis_cookie_session::CookieJar;
 use portcullis_memory_routing::MemoryRouter;
 
-use crate::{config::Config, upstream::ModelRouter};
+use crate::{config::Config, models::ModelCatalog, upstream::ModelRouter};
 
 /// The state behind the gateway's own endpoints. Cloning shares it.
 #[derive(Clone, Debug)]
@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The model router (for `GET /v1/models`).
     pub router: ModelRouter,
+    /// `GET /v1/models`, with pattern entries expanded from the upstreams' own lists.
+    pub models: ModelCatalog,
     /// Per-upstream health handles, in config order.
     pub upstreams: Arc<Vec<UpstreamHealth>>,
     /// The compiled memory-routing patterns (for `GET /memory-routing/info`).
