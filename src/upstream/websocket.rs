@@ -548,7 +548,7 @@ mod tests {
         let app = axum::Router::new()
             .route("/v1/responses", post(|| async { "post" }))
             .layer(WebSocketLayer::new(sockets));
-        let status = |req| {
+        let status = |req: Request<Body>| {
             let app = app.clone();
             async move { app.oneshot(req).await.unwrap().status() }
         };
