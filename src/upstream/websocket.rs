@@ -22,7 +22,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::body::Body;
@@ -390,6 +390,11 @@ impl Drop for OpenSocket {
     }
 }
 
+/// After one side has ended and the other's write was shut down, how long the other side has
+/// to close in turn before the gateway drops it (a client that never closes its end after the
+/// close handshake must not hold a task forever).
+const LINGER: Duration = Duration::from_secs(10);
+
 /// Waits for both sides to switch protocols, then copies bytes both ways until both directions
 /// have ended (a side's EOF is passed on as a write shutdown, so a close handshake completes).
 async fn splice(client: OnUpgrade, upstream: OnUpgrade, socket: Socket) {
@@ -404,8 +409,8 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, socket: Socket) {
     let _open = OpenSocket::new();
     metrics::counter!("portcullis_websocket_total", "upstream" => socket.upstream.clone())
         .increment(1);
-    let mut client = Counted::new(TokioIo::new(client));
-    let mut upstream = Counted::new(TokioIo::new(upstream));
+    let mut client = Side::new(TokioIo::new(client), LINGER);
+    let mut upstream = Side::new(TokioIo::new(upstream), LINGER);
     let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     let error = result.err().map(|e| e.to_string());
     tracing::info!(
@@ -422,25 +427,39 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, socket: Socket) {
     );
 }
 
-/// A stream that counts the bytes read from it (kept after an error, unlike
-/// `copy_bidirectional`'s totals).
-struct Counted<T> {
+/// One side of a spliced socket: counts the bytes read from it (kept after an error, unlike
+/// `copy_bidirectional`'s totals), and once its write half is shut down (the other side
+/// ended) reads as ended after `linger`, whether or not the peer has closed.
+struct Side<T> {
     inner: T,
     read: u64,
+    linger: Duration,
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<T> Counted<T> {
-    fn new(inner: T) -> Self {
-        Self { inner, read: 0 }
+impl<T> Side<T> {
+    fn new(inner: T, linger: Duration) -> Self {
+        Self {
+            inner,
+            read: 0,
+            linger,
+            closing: None,
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Side<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.closing.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                // Nothing read: the copy takes it for the end of this side.
+                return Poll::Ready(Ok(()));
+            }
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.read += (buf.filled().len() - before) as u64;
@@ -448,7 +467,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Side<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -462,6 +481,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closing.is_none() {
+            let linger = self.linger;
+            self.closing = Some(Box::pin(tokio::time::sleep(linger)));
+            // A read of this side may already be waiting on the peer alone: poll it again so
+            // that it waits on the deadline too.
+            cx.waker().wake_by_ref();
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -564,5 +590,34 @@ mod tests {
         assert_eq!(status(post).await, StatusCode::OK);
         let get = Request::get("/v1/responses").body(Body::empty()).unwrap();
         assert_eq!(status(get).await, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    /// Bytes are counted each way; after the other side ends, a peer that never closes is
+    /// let go after the linger.
+    #[tokio::test(start_paused = true)]
+    async fn a_side_that_never_closes_is_let_go_after_the_linger() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client_io, mut client_peer) = tokio::io::duplex(1024);
+        let (upstream_io, mut upstream_peer) = tokio::io::duplex(1024);
+        let mut client = Side::new(client_io, Duration::from_secs(10));
+        let mut upstream = Side::new(upstream_io, Duration::from_secs(10));
+        let copy = tokio::spawn(async move {
+            let r = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            (r.is_ok(), client.read, upstream.read)
+        });
+        client_peer.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        upstream_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        upstream_peer.write_all(b"bye").await.unwrap();
+        // The upstream closes; the client never does.
+        drop(upstream_peer);
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye");
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!copy.is_finished(), "the client has the linger to close");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(copy.await.unwrap(), (true, 5, 3));
     }
 }
