@@ -66,13 +66,13 @@ fn guard(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// `GET /v1/models`: the configured models, OpenAI list shape (guarded like the proxied
-/// routes when gateway keys are set).
+/// `GET /v1/models`: the configured models, OpenAI list shape, pattern entries expanded from
+/// their upstreams' own lists (guarded like the proxied routes when gateway keys are set).
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(r) = guard(&state, &headers) {
         return r;
     }
-    Json(state.router.models_json()).into_response()
+    Json(state.models.list(&headers).await).into_response()
 }
 
 /// `GET /memory-routing/info`: the decision for the caller's own headers.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod models;
 pub mod server;
 pub mod stack;
 pub mod state;

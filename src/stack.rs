@@ -148,6 +148,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let mut persisted = Vec::new();
     // Health-check tasks end once this is dropped (the gateway was dropped or replaced).
     let alive = Arc::new(());
+    let mut sockets = Vec::new();
     for u in &config.upstreams {
         let upstream = Upstream::from_config(u)
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
@@ -160,6 +161,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        // WebSocket handshakes use the same client's TLS roots and timeouts.
+        sockets.push((u.name.clone(), client.clone()));
         let jar = u.cookies.then(|| match loaded_jars.remove(&u.name) {
             Some(j) => {
                 j.set_max_cookies(config.cookies.max_cookies);
@@ -335,6 +338,22 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         }
         req
     };
+    // WebSocket handshakes (/v1/responses, /v1/realtime): the same edge, auth and memory
+    // routing as the proxied routes; no body to validate, cache or route on (the model is in
+    // the query), and the bytes after the 101 are the upstream's and the client's own.
+    let sockets = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AccessLogLayer)
+            .layer(RescueLayer)
+            .map_request(client_ip.clone())
+            .layer(AuthLayer::new(keys.clone()))
+            .option_layer(memory_layer.clone())
+            .service(crate::upstream::websocket::WebSocketProxy::new(
+                router.clone(),
+                sockets,
+            )),
+    );
+
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
         .layer(AccessLogLayer)
@@ -416,6 +435,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
 
     let state = AppState {
         config: config.clone(),
+        models: crate::models::ModelCatalog::new(router.clone(), &config.models),
         router,
         upstreams: Arc::new(health),
         memory,
@@ -441,6 +461,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         )
         .fallback_service(unknown)
         .with_state(state.clone())
+        // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
+        .layer(crate::upstream::websocket::WebSocketLayer::new(sockets))
         .layer(
             ServiceBuilder::new()
                 // A request id on every request and response, kept from the client if sent.

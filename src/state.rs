@@ -9,6 +9,7 @@ use portcullis_memory_routing::MemoryRouter;
 
 use crate::{
     config::Config,
+    models::ModelCatalog,
     upstream::{health::HealthState, keys::KeyRing, ModelRouter},
 };
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The model router (for `GET /v1/models`).
     pub router: ModelRouter,
+    /// `GET /v1/models`, with pattern entries expanded from the upstreams' own lists.
+    pub models: ModelCatalog,
     /// Per-upstream health handles, in config order.
     pub upstreams: Arc<Vec<UpstreamHealth>>,
     /// The compiled memory-routing patterns (for `GET /memory-routing/info`).

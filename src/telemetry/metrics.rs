@@ -13,6 +13,8 @@
 //! | `portcullis_rate_limited_total` | | requests refused by the rate limit |
 //! | `portcullis_cookies` | upstream | gauge: cookies in the upstream's jar |
 //! | `portcullis_tokens_total` | model, type | `input`/`output` tokens the upstreams reported (cache hits excluded) |
+//! | `portcullis_websocket_connections` | | gauge: proxied WebSocket connections open now |
+//! | `portcullis_websocket_total` | upstream | proxied WebSocket connections opened |
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -96,6 +98,14 @@ fn describe() {
     describe_counter!(
         "portcullis_tokens_total",
         "Tokens reported by upstreams, by model and type (input, output)."
+    );
+    describe_gauge!(
+        "portcullis_websocket_connections",
+        "Proxied WebSocket connections open now."
+    );
+    describe_counter!(
+        "portcullis_websocket_total",
+        "Proxied WebSocket connections opened, by upstream."
     );
 }
 

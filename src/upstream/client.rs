@@ -1,5 +1,7 @@
 //! The hyper client every upstream call goes through: pooled, HTTP/1.1 and HTTP/2 by ALPN,
 //! rustls with webpki + native roots (+ an optional CA file), connect and request timeouts.
+//! WebSocket handshakes get a dedicated HTTP/1.1 connection each, with the same roots and
+//! timeouts ([`UpstreamClient::send_upgradable`]).
 
 use std::{
     fmt,
@@ -77,6 +79,9 @@ pub struct UpstreamClient {
     timeout: Duration,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
+    /// Same roots, ALPN `http/1.1` only: an upgrade needs HTTP/1.1 (h2 has no `Upgrade`).
+    upgrade: HttpsConnector<HttpConnector>,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -114,6 +119,9 @@ impl UpstreamClient {
         http.set_connect_timeout(Some(opts.connect_timeout));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let mut http1_only = tls.clone();
+        http1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let upgrade = HttpsConnector::from((http.clone(), http1_only));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -132,6 +140,8 @@ impl UpstreamClient {
             timeout: opts.timeout,
             first_byte_timeout: opts.first_byte_timeout,
             idle_timeout: opts.idle_timeout,
+            upgrade,
+            connect_timeout: opts.connect_timeout,
         })
     }
 
@@ -139,6 +149,79 @@ impl UpstreamClient {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Send `req` (absolute URI) on a new HTTP/1.1 connection of its own, outside the pool,
+    /// so that a `101 Switching Protocols` answer can take the connection over
+    /// (`hyper::upgrade::on` on the response). Connecting (TCP and TLS) is bounded by
+    /// `connect_timeout`, the answer's head by `timeout`.
+    pub async fn send_upgradable(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError> {
+        let target = req.uri().clone();
+        let connecting = tower::ServiceExt::oneshot(self.upgrade.clone(), target.clone());
+        let io = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => {
+                return Err(Box::new(UpstreamConnectError {
+                    upstream: self.name.to_string(),
+                    message: format!("connect timed out after {:?}", self.connect_timeout),
+                    source: None,
+                }))
+            }
+            Ok(Err(e)) => {
+                return Err(Box::new(UpstreamConnectError {
+                    upstream: self.name.to_string(),
+                    message: chain_message(&*e),
+                    source: Some(e),
+                }))
+            }
+            Ok(Ok(io)) => io,
+        };
+        let broken = |e: hyper::Error| -> BoxError {
+            Box::new(UpstreamConnectError {
+                upstream: self.name.to_string(),
+                message: chain_message(&e),
+                source: Some(Box::new(e)),
+            })
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(io)
+            .await
+            .map_err(broken)?;
+        // The connection task lives as long as the upgraded stream (or the plain answer's body).
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+            }
+        });
+        // On a connection of its own the request line takes the origin form.
+        *req.uri_mut() = target
+            .path_and_query()
+            .map_or_else(|| "/".parse(), |pq| pq.as_str().parse())?;
+        match tokio::time::timeout(self.timeout, sender.send_request(req)).await {
+            Err(_) => Err(Box::new(UpstreamTimeout {
+                upstream: self.name.to_string(),
+                timeout: self.timeout,
+            })),
+            Ok(Err(e)) => Err(broken(e)),
+            Ok(Ok(mut resp)) => {
+                // Nothing an upstream sends may pose as the gateway's own headers.
+                portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line (hyper's own Display is terse).
+fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    message
 }
 
 impl Service<Request<Body>> for UpstreamClient {

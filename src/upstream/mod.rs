@@ -1,5 +1,5 @@
 //! Talking to upstreams: the pooled HTTPS client, request preparation (URL, auth, headers),
-//! the model router with its fallbacks, and the pass-through of every other `/v1/*` path.
+//! the model router with its fallbacks, and the pass-through of every other `/v1/*` path, and the WebSocket proxy.
 
 pub mod balance;
 pub mod client;
@@ -9,6 +9,7 @@ pub mod passthrough;
 pub mod prepare;
 pub mod router;
 pub mod stream_end;
+pub mod websocket;
 
 pub use client::{UpstreamClient, UpstreamConnectError, UpstreamTimeout};
 pub use prepare::Upstream;

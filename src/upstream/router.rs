@@ -259,6 +259,15 @@ impl ModelRouter {
             .collect();
         serde_json::json!({ "object": "list", "data": data })
     }
+
+    /// The request template and service stack of the upstream named `name`, for requests the
+    /// gateway makes on its own behalf (`GET /v1/models`, WebSocket handshakes).
+    pub fn upstream(&self, name: &str) -> Option<(&Upstream, &UpstreamService)> {
+        self.inner
+            .upstreams
+            .get(name)
+            .map(|e| (&e.upstream, &e.service))
+    }
 }
 
 /// Replace the body's `model` with `model`; the rest of the body is kept as parsed.
