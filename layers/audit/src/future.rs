@@ -24,6 +24,16 @@ pin_project! {
         inner: F,
         started: Option<Started>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the response head (the client went away while waiting): the
+            // request still gets its line, without a status.
+            if let Some(started) = this.project().started.take() {
+                Box::new(Pending::failed(started)).complete(Ending::Aborted);
+            }
+        }
+    }
 }
 
 impl<F> ResponseFuture<F> {

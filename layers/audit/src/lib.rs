@@ -22,13 +22,13 @@
 //! | `response_model` | the model the upstream says answered (read from the body) |
 //! | `entry` | the `[[models]]` entry (`RouteInfo.entry`, else [`AuditLayer::with_model_entries`]) |
 //! | `upstream`, `attempts` | `RouteInfo.upstream` / `.attempts` (else `x-portcullis-upstream`, `Attempts`) |
-//! | `status` | the response status (`null`: the inner service failed without one) |
+//! | `status` | the response status (`null`: none: the inner service failed, or the request was dropped before its answer) |
 //! | `input_tokens`, `output_tokens`, `cached_tokens` | usage the upstream reported |
 //! | `latency_ms` | from the request to the end of the response body |
 //! | `cache` | `CacheOutcome`: `miss`, `hit`, `coalesced`, `bypass` |
 //! | `error` | the gateway's `ErrorCode` (`x-portcullis-error`) |
 //! | `stream` | the response was `text/event-stream` |
-//! | `ending` | `complete`, `failed` (the body errored), `aborted` (dropped early: the client went away), `no_response` |
+//! | `ending` | `complete`, `failed` (the body errored), `aborted` (dropped early, before or during the answer: the client went away), `no_response` |
 //! | `request_body`, `response_body` (+ `_truncated`) | only with `include_bodies`: the first `max_body_bytes` of each, as text |
 //!
 //! Headers are never written (no credential, cookie or key can reach the file); the key

@@ -584,3 +584,29 @@ fn an_unwritable_path_is_an_error_naming_it() {
     .unwrap_err();
     assert!(e.to_string().contains("queue"), "{e}");
 }
+
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_still_gets_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, path) = config(dir.path());
+    let layer = AuditLayer::from_config(&config).unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(
+        |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(json_response(CHAT_JSON, None))
+        },
+    ));
+    let fut = tower::Service::call(&mut svc, chat_request(Some("k")));
+    let mut fut = tokio_test::task::spawn(fut);
+    tokio_test::assert_pending!(fut.poll());
+    drop(fut);
+    handle.flush().await;
+    let l = &lines(&path)[0];
+    assert_eq!(
+        (l["ending"].as_str(), l["status"].clone()),
+        (Some("aborted"), Value::Null)
+    );
+    assert_eq!(l["key"], "k");
+    assert_eq!(handle.usage().get(Some("k"), OTHER).unwrap().errors, 1);
+}
