@@ -1,0 +1,275 @@
+//! One audit line: what is known when the request arrives ([`Started`]), when the response
+//! head is ready ([`Pending`]) and when its body ends ([`Pending::complete`]).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+use http::{header, HeaderMap, Response};
+use portcullis_core::{
+    headers::{X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    outcome::{Attempts, CacheOutcome},
+    usage::{Sniffer, Usage},
+    ErrorCode, RouteInfo,
+};
+use serde::Serialize;
+
+use crate::{body::Capture, layer::Shared, slot::AuditSlot, usage::Counts, usage::OTHER};
+
+/// The longest `x-session-id` / `x-request-id` written; longer ones are cut.
+const MAX_ID_BYTES: usize = 256;
+
+/// How the response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Complete,
+    Failed,
+    Aborted,
+    /// The inner service failed: there was no response.
+    NoResponse,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+            Self::NoResponse => "no_response",
+        }
+    }
+}
+
+/// What the request brought, kept until its response.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) time: SystemTime,
+    pub(crate) start: Instant,
+    pub(crate) method: http::Method,
+    pub(crate) path: Box<str>,
+    pub(crate) request_id: Option<Box<str>>,
+    pub(crate) session: Option<Box<str>>,
+    pub(crate) slot: AuditSlot,
+    pub(crate) request_body: Option<Arc<Mutex<Capture>>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) fn header_id(headers: &HeaderMap, name: &str) -> Option<Box<str>> {
+    let v = headers.get(name)?.to_str().ok()?;
+    let mut end = v.len().min(MAX_ID_BYTES);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    (!v.is_empty()).then(|| v[..end].into())
+}
+
+/// Everything known when the response head is ready, kept until its body ends.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    started: Started,
+    status: Option<u16>,
+    route: Option<RouteInfo>,
+    attempts: Option<u32>,
+    upstream: Option<Box<str>>,
+    cache: Option<CacheOutcome>,
+    error: Option<&'static str>,
+    stream: bool,
+    sniffer: Option<Sniffer>,
+    response_body: Option<Capture>,
+}
+
+impl Pending {
+    pub(crate) fn new<B>(mut started: Started, resp: &Response<B>) -> Self {
+        let ext = resp.extensions();
+        let headers = resp.headers();
+        if started.request_id.is_none() {
+            started.request_id = header_id(headers, X_REQUEST_ID.as_str());
+        }
+        let route = ext.get::<RouteInfo>().cloned();
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let capture = started.request_body.is_some();
+        let max_body = started.shared.max_body_bytes;
+        Self {
+            status: Some(resp.status().as_u16()),
+            attempts: route
+                .as_ref()
+                .map(|r| r.attempts)
+                .or_else(|| ext.get::<Attempts>().map(|a| a.0)),
+            // The gateway's own header (upstream ones are stripped before this layer).
+            upstream: route
+                .as_ref()
+                .map(|r| Box::from(&*r.upstream))
+                .or_else(|| header_id(headers, X_PORTCULLIS_UPSTREAM.as_str()))
+                .filter(|u| !u.is_empty()),
+            route,
+            cache: ext.get::<CacheOutcome>().copied(),
+            error: ext.get::<ErrorCode>().map(|e| e.0),
+            stream: ct.trim_start().starts_with("text/event-stream"),
+            sniffer: Sniffer::for_response(resp.status(), headers),
+            response_body: capture.then(|| Capture::new(max_body)),
+            started,
+        }
+    }
+
+    /// A request the inner service failed: no response, no body.
+    pub(crate) fn failed(started: Started) -> Self {
+        Self {
+            started,
+            status: None,
+            route: None,
+            attempts: None,
+            upstream: None,
+            cache: None,
+            error: None,
+            stream: false,
+            sniffer: None,
+            response_body: None,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        if let Some(s) = self.sniffer.as_mut() {
+            s.feed(data);
+        }
+        if let Some(c) = self.response_body.as_mut() {
+            c.push(data);
+        }
+    }
+
+    /// The body ended: count the request and queue its line.
+    pub(crate) fn complete(self: Box<Self>, ending: Ending) {
+        let latency = self.started.start.elapsed();
+        let Pending {
+            started,
+            status,
+            route,
+            attempts,
+            upstream,
+            cache,
+            error,
+            stream,
+            sniffer,
+            response_body,
+        } = *self;
+        let usage = sniffer.map(Sniffer::finish).unwrap_or_default();
+        let recorded = started.slot.get();
+        let shared = &started.shared;
+        let model = route
+            .as_ref()
+            .map(|r| r.model.clone())
+            .filter(|m| !m.is_empty())
+            .or(recorded.model);
+        let entry = route
+            .as_ref()
+            .and_then(|r| r.entry.clone())
+            .or_else(|| shared.entry_of(model.as_deref()));
+        let user_id = recorded
+            .user_id
+            .or_else(|| route.as_ref().and_then(|r| r.user_id.clone()));
+        let failed = status.is_none_or(|s| s >= 400) || ending == Ending::Failed;
+        // Replayed and shared answers cost the upstream nothing: only tokens spent count.
+        let spent = !matches!(cache, Some(CacheOutcome::Hit | CacheOutcome::Coalesced));
+        let tokens = |n: Option<u64>| if spent { n.unwrap_or(0) } else { 0 };
+        shared.usage.record(
+            recorded.key.as_deref(),
+            entry.as_deref().unwrap_or(OTHER),
+            &Counts {
+                requests: 1,
+                errors: u64::from(failed),
+                input_tokens: tokens(usage.input_tokens),
+                output_tokens: tokens(usage.output_tokens),
+                cached_tokens: tokens(usage.cached_input_tokens),
+            },
+        );
+        let Some(writer) = &shared.writer else {
+            return;
+        };
+        let Usage {
+            response_model,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            ..
+        } = usage;
+        let request_body = started
+            .request_body
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())));
+        let line = Line {
+            time: humantime::format_rfc3339_millis(started.time).to_string(),
+            request_id: started.request_id.as_deref(),
+            key: recorded.key.as_deref(),
+            user_id: user_id.as_deref(),
+            session: started.session.as_deref(),
+            method: started.method.as_str(),
+            path: &started.path,
+            model: model.as_deref(),
+            response_model: response_model.as_deref(),
+            entry: entry.as_deref(),
+            upstream: upstream.as_deref(),
+            status,
+            attempts,
+            input_tokens,
+            output_tokens,
+            cached_tokens: cached_input_tokens,
+            latency_ms: latency.as_micros() as f64 / 1000.0,
+            cache: cache.map(CacheOutcome::as_str),
+            error,
+            stream,
+            ending: ending.as_str(),
+            request_body: request_body
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(&c.buf)),
+            request_body_truncated: request_body.as_ref().map(|c| c.truncated),
+            response_body: response_body
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(&c.buf)),
+            response_body_truncated: response_body.as_ref().map(|c| c.truncated),
+        };
+        match serde_json::to_vec(&line) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                writer.send(bytes);
+            }
+            Err(e) => tracing::warn!(error = %e, "audit line could not be encoded"),
+        }
+    }
+}
+
+/// One line of the audit log (see the crate docs for each field).
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    request_id: Option<&'a str>,
+    key: Option<&'a str>,
+    user_id: Option<&'a str>,
+    session: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    model: Option<&'a str>,
+    response_model: Option<&'a str>,
+    entry: Option<&'a str>,
+    upstream: Option<&'a str>,
+    status: Option<u16>,
+    attempts: Option<u32>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    latency_ms: f64,
+    cache: Option<&'static str>,
+    error: Option<&'static str>,
+    stream: bool,
+    ending: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_body_truncated: Option<bool>,
+}

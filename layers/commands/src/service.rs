@@ -1,0 +1,248 @@
+//! [`Commands`]: the service that answers commands and applies session settings.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use portcullis_core::{body::collect_limited, future::BoxResponseFuture, RequestMeta};
+use portcullis_loop_detection::LoopDetectionOff;
+use serde_json::Value;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::{
+    api::{last_user_text, Reply},
+    config::MAX_COMMAND_BYTES,
+    exec,
+    layer::Shared,
+    session::{session_key, Settings},
+    Api, CommandsBody, CommandsLayer, Config, COMMANDS_METRIC, X_PORTCULLIS_COMMAND,
+};
+
+/// Answers in-chat commands without calling the inner service, and applies each session's
+/// settings to its other requests (see the [crate docs](crate)).
+///
+/// Clones share the session store (an `Arc`).
+#[derive(Clone)]
+pub struct Commands<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Commands<S> {
+    /// Wrap `inner` with its own session store (see [`CommandsLayer::new`]); to share one
+    /// between services, build them from one layer.
+    pub fn new(inner: S, config: Config) -> Self {
+        Self::from_shared(inner, CommandsLayer::new(config).shared)
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    portcullis_core::define_inner_service_accessors!();
+}
+
+impl<S: fmt::Debug> fmt::Debug for Commands<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Commands")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Commands<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Send + 'static,
+{
+    type Response = Response<CommandsBody<ResB>>;
+    type Error = BoxError;
+    type Future = BoxResponseFuture<CommandsBody<ResB>>;
+
+    /// Always ready: a command is answered without the inner service, so it is readied
+    /// (in `call`, on a clone) only for a request that goes on, as tower's `Steer` does.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        BoxResponseFuture::new(run(self.shared.clone(), self.inner.clone(), req))
+    }
+}
+
+async fn forward<S, ReqB, ResB>(
+    inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<CommandsBody<ResB>>, BoxError>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    let resp = inner.oneshot(req).await.map_err(Into::into)?;
+    Ok(resp.map(CommandsBody::inner))
+}
+
+async fn run<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<CommandsBody<ResB>>, BoxError>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB::Error: Into<BoxError>,
+{
+    let Some(api) = Api::from_path(req.uri().path()) else {
+        return forward(inner, req).await;
+    };
+    let key = session_key(req.headers(), req.extensions());
+    let settings = shared.sessions.get(key);
+    let (mut parts, body) = req.into_parts();
+    let bytes = collect_limited(body, shared.max_body_bytes).await?;
+    let prefix = shared.config.prefix.as_str();
+    // Most requests carry no command and their session no settings: they go on unparsed.
+    if settings.is_none() && !may_contain(&bytes, prefix) {
+        return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
+    }
+    let json = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(json) if json.is_object() => json,
+        // Not ours to judge (the validation layer's job): sent on as it came.
+        _ => return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await,
+    };
+    let stream = json.get("stream") == Some(&Value::Bool(true));
+    if let Some(text) = last_user_text(api, &json) {
+        let text = text.trim_start();
+        if let Some(command) = text.strip_prefix(prefix) {
+            let model = settings
+                .as_ref()
+                .and_then(|s| s.model.clone())
+                .or_else(|| json.get("model").and_then(Value::as_str).map(Arc::from))
+                .unwrap_or_else(|| Arc::from("portcullis"));
+            let reply = Reply {
+                api,
+                model: &model,
+                stream,
+                include_usage: json
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            };
+            return Ok(answer(&shared, key, api, command, &reply));
+        }
+    }
+    let Some(settings) = settings else {
+        return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
+    };
+    if settings.loop_detection_off {
+        parts.extensions.insert(LoopDetectionOff);
+    }
+    if let Some(model) = &settings.model {
+        // The layers after this one (the router above all) route by the meta, not the body.
+        let stream = parts
+            .extensions
+            .get::<RequestMeta>()
+            .map_or(stream, |m| m.stream);
+        parts.extensions.insert(RequestMeta {
+            model: Some(model.clone()),
+            stream,
+        });
+    }
+    let body = match apply(json, &settings) {
+        Some(new) => {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+            new
+        }
+        None => bytes,
+    };
+    forward(inner, Request::from_parts(parts, ReqB::from(body))).await
+}
+
+/// Whether `body` may hold `prefix` as JSON text: its bytes, or (for a prefix with `/`) the
+/// `\/` escape some encoders write. A prefix with non-ASCII characters is always looked for
+/// by parsing, as an encoder may have escaped them.
+fn may_contain(body: &[u8], prefix: &str) -> bool {
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    !prefix.is_ascii()
+        || contains(prefix.as_bytes())
+        || (prefix.contains('/') && contains(prefix.replace('/', "\\/").as_bytes()))
+        || prefix.contains(['"', '\\'])
+}
+
+/// The body with the session's settings applied: `model` replaced, each param added where
+/// the client did not set it. `None`: nothing changed.
+fn apply(mut json: Value, settings: &Settings) -> Option<Bytes> {
+    let obj = json.as_object_mut()?;
+    let mut changed = false;
+    if let Some(m) = &settings.model {
+        if obj.get("model").and_then(Value::as_str) != Some(&**m) {
+            obj.insert("model".to_owned(), Value::String(m.to_string()));
+            changed = true;
+        }
+    }
+    for (k, v) in &settings.params {
+        if !obj.contains_key(k) {
+            obj.insert(k.clone(), v.clone());
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&json).ok().map(Bytes::from)
+}
+
+fn answer<B>(
+    shared: &Shared,
+    key: crate::SessionKey,
+    api: Api,
+    command: &str,
+    reply: &Reply<'_>,
+) -> Response<CommandsBody<B>> {
+    let config = &shared.config;
+    let (kind, text) = if command.len() + config.prefix.len() > MAX_COMMAND_BYTES {
+        (
+            crate::CommandKind::Invalid,
+            format!(
+                "That command is too long (at most {MAX_COMMAND_BYTES} bytes). Nothing was changed.\n\n{}",
+                exec::help(&config.prefix, config.session_ttl)
+            ),
+        )
+    } else {
+        exec::run(
+            &shared.sessions,
+            key,
+            command,
+            &config.prefix,
+            config.max_params,
+            config.session_ttl,
+        )
+    };
+    tracing::info!(api = api.as_str(), command = kind.as_str(), session = ?key,
+        "in-chat command answered by the gateway");
+    metrics::counter!(COMMANDS_METRIC, "command" => kind.as_str()).increment(1);
+    let (content_type, body) = reply.render(&text);
+    let mut resp = Response::new(CommandsBody::answer(body));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        X_PORTCULLIS_COMMAND,
+        HeaderValue::from_static(kind.as_str()),
+    );
+    resp.extensions_mut().insert(kind);
+    resp
+}

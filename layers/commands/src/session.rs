@@ -1,0 +1,271 @@
+//! Sessions: whose settings a command changes, and the settings each session holds.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http::{Extensions, HeaderMap, HeaderName};
+use moka::{ops::compute::Op, sync::Cache};
+use portcullis_core::{ApiKeyHash, UserId};
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// The request header naming a client's session.
+pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+
+/// Which session a request belongs to: a 16-byte hash, never the raw key or id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub [u8; 16]);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "SessionKey({hex})")
+    }
+}
+
+/// The session of a request, from its headers and extensions:
+///
+/// - the **caller**: the [`ApiKeyHash`] request extension if a layer before this one set it
+///   (the gateway's auth), else every credential header the request carries (`authorization`,
+///   `x-api-key`, `api-key`, `x-goog-api-key`, any `*-api-key`), hashed together, so two
+///   callers never share a session;
+/// - then, **within that caller**, the `x-session-id` header if present and not empty, else
+///   the memory user id (the [`UserId`] extension of the memory-routing layer; absent: one
+///   session per caller).
+///
+/// An `x-session-id` is scoped by the caller: one caller sending another's session id reaches
+/// its own session of that name, never the other's.
+///
+/// ```
+/// use portcullis_commands::session_key;
+///
+/// let req = |key: &str, sid: &str| http::Request::post("/v1/messages")
+///     .header("x-api-key", key).header("x-session-id", sid).body(()).unwrap();
+/// let k = |r: &http::Request<()>| session_key(r.headers(), r.extensions());
+/// assert_eq!(k(&req("sk-a", "s1")), k(&req("sk-a", "s1")));
+/// assert_ne!(k(&req("sk-a", "s1")), k(&req("sk-a", "s2")));
+/// assert_ne!(k(&req("sk-a", "s1")), k(&req("sk-b", "s1")), "scoped by caller");
+/// ```
+pub fn session_key(headers: &HeaderMap, extensions: &Extensions) -> SessionKey {
+    let mut h = blake3::Hasher::new_derive_key("portcullis commands session v1");
+    if let Some(k) = extensions.get::<ApiKeyHash>() {
+        h.update(b"k");
+        field(&mut h, &k.0);
+    } else {
+        h.update(b"h");
+        let mut names: Vec<&HeaderName> = headers.keys().filter(|n| is_credential(n)).collect();
+        names.sort_unstable_by_key(|n| n.as_str());
+        for name in names {
+            field(&mut h, name.as_str().as_bytes());
+            let values = headers.get_all(name);
+            h.update(&(values.iter().count() as u64).to_le_bytes());
+            for v in values {
+                field(&mut h, v.as_bytes());
+            }
+        }
+    }
+    match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
+        Some(sid) => {
+            h.update(b"s");
+            field(&mut h, sid.as_bytes());
+        }
+        None => match extensions.get::<UserId>() {
+            Some(u) => {
+                h.update(b"u");
+                field(&mut h, u.as_str().as_bytes());
+            }
+            None => {
+                h.update(b"-");
+            }
+        },
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    SessionKey(out)
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "authorization" | "x-api-key" | "api-key" | "x-goog-api-key"
+    ) || n.ends_with("-api-key")
+}
+
+fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// What `!/set` stored for a session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Settings {
+    /// `model`: later requests are sent as this model.
+    pub(crate) model: Option<Arc<str>>,
+    /// `loop_detection=off`.
+    pub(crate) loop_detection_off: bool,
+    /// Every other key: body params merged into later requests (the client's own win).
+    pub(crate) params: BTreeMap<String, Value>,
+}
+
+impl Settings {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.model.is_none() && !self.loop_detection_off && self.params.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    settings: Arc<Settings>,
+    /// Last request of the session: it is forgotten `ttl` after. Kept behind a lock so a
+    /// read can refresh it without rewriting the entry.
+    seen: Mutex<Instant>,
+}
+
+/// The sessions: bounded in number, each forgotten `ttl` after its last request.
+#[derive(Clone)]
+pub(crate) struct Sessions {
+    cache: Cache<SessionKey, Arc<Entry>>,
+    ttl: Duration,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("count", &self.cache.entry_count())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Sessions {
+    pub(crate) fn new(max_sessions: u64, ttl: Duration) -> Self {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            // moka's idle expiry reclaims memory; the `seen` check decides "within ttl" (it
+            // follows tokio's clock, so tests can pause time).
+            cache: Cache::builder()
+                .max_capacity(max_sessions.max(1))
+                .time_to_idle(ttl)
+                .build(),
+            ttl,
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// The session's settings (refreshing its idle timer), if it has any.
+    pub(crate) fn get(&self, key: SessionKey) -> Option<Arc<Settings>> {
+        let entry = self.cache.get(&key)?;
+        let now = Instant::now();
+        let mut seen = entry.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(*seen) > self.ttl {
+            drop(seen);
+            self.cache.invalidate(&key);
+            return None;
+        }
+        *seen = now;
+        Some(entry.settings.clone())
+    }
+
+    /// Change the session's settings with `f` (on an empty set if it has none, or they
+    /// expired). `f` returns `Err` to change nothing. Empty settings remove the session.
+    pub(crate) fn update<T, E>(
+        &self,
+        key: SessionKey,
+        f: impl FnOnce(&mut Settings) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let now = Instant::now();
+        let mut f = Some(f);
+        let mut result = None;
+        self.cache.entry(key).and_compute_with(|old| {
+            let Some(f) = f.take() else {
+                return Op::Nop;
+            };
+            let mut settings = old
+                .map(|e| e.into_value())
+                .filter(|e| {
+                    let seen = *e.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    now.saturating_duration_since(seen) <= self.ttl
+                })
+                .map(|e| (*e.settings).clone())
+                .unwrap_or_default();
+            let r = f(&mut settings);
+            let op = match &r {
+                Err(_) => Op::Nop,
+                Ok(_) if settings.is_empty() => Op::Remove,
+                Ok(_) => Op::Put(Arc::new(Entry {
+                    settings: Arc::new(settings),
+                    seen: Mutex::new(now),
+                })),
+            };
+            result = Some(r);
+            op
+        });
+        match (result, f) {
+            (Some(r), _) => r,
+            // Not reached: `and_compute_with` calls the closure once.
+            (None, Some(f)) => f(&mut Settings::default()),
+            (None, None) => unreachable!("the closure that took `f` set `result`"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn settings_expire_after_ttl_without_a_request() {
+        let s = Sessions::new(10, Duration::from_secs(60));
+        let k = SessionKey([1; 16]);
+        s.update::<_, ()>(k, |st| {
+            st.loop_detection_off = true;
+            Ok(())
+        })
+        .unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(s.get(k).is_some(), "a request refreshes the session");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(s.get(k).is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(s.get(k).is_none(), "forgotten after ttl idle");
+    }
+
+    #[test]
+    fn a_refused_update_changes_nothing_and_empty_settings_go() {
+        let s = Sessions::new(10, Duration::from_secs(60));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let k = SessionKey([2; 16]);
+        let r: Result<(), &str> = s.update(k, |st| {
+            st.model = Some("x".into());
+            Err("no")
+        });
+        assert!(r.is_err());
+        assert!(s.get(k).is_none());
+        s.update::<_, ()>(k, |st| {
+            st.model = Some("x".into());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.get(k).unwrap().model.as_deref(), Some("x"));
+        s.update::<_, ()>(k, |st| {
+            st.model = None;
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.get(k).is_none());
+        assert_eq!(s.len(), 0);
+    }
+}
