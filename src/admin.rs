@@ -118,15 +118,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
-/// `POST /admin/circuit-breakers/{upstream}/reset`
-pub async fn reset_breaker(
-    State(state): State<AppState>,
-    Path(upstream): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    // Behind a trusted local reverse proxy the peer is the proxy: the client is in
-    // X-Forwarded-For.
+/// The guard of `/admin/*`: `server.admin_key` as a bearer token, else loopback clients only
+/// (behind a trusted local reverse proxy the peer is the proxy: the client is in
+/// `X-Forwarded-For`).
+fn admin_guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     let trusted: Vec<_> = state
         .config
         .server
@@ -135,23 +130,48 @@ pub async fn reset_breaker(
         .filter_map(|c| crate::config::gateway::parse_cidr(c))
         .collect();
     let peer = SocketAddr::new(
-        crate::auth::client_ip_of(peer.ip(), &headers, &trusted),
+        crate::auth::client_ip_of(peer.ip(), headers, &trusted),
         peer.port(),
     );
     let admin_key = state.config.server.admin_key.expose();
-    if !admin_allowed(admin_key, &headers, Some(peer)) {
-        let (status, msg) = if admin_key.is_empty() {
-            (
-                StatusCode::FORBIDDEN,
-                "admin endpoints answer only loopback clients when server.admin_key is not set",
-            )
-        } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                "admin key required: Authorization: Bearer <server.admin_key>",
-            )
-        };
-        return GatewayError::new(status, "unauthorized", msg).into_response(ApiShape::OpenAi);
+    if admin_allowed(admin_key, headers, Some(peer)) {
+        return None;
+    }
+    let (status, msg) = if admin_key.is_empty() {
+        (
+            StatusCode::FORBIDDEN,
+            "admin endpoints answer only loopback clients when server.admin_key is not set",
+        )
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "admin key required: Authorization: Bearer <server.admin_key>",
+        )
+    };
+    Some(GatewayError::new(status, "unauthorized", msg).into_response(ApiShape::OpenAi))
+}
+
+/// `GET /admin/usage`: requests, tokens and errors per key name and model since start.
+pub async fn usage(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin_guard(&state, peer, &headers) {
+        return r;
+    }
+    Json(state.usage.usage().to_json()).into_response()
+}
+
+/// `POST /admin/circuit-breakers/{upstream}/reset`
+pub async fn reset_breaker(
+    State(state): State<AppState>,
+    Path(upstream): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin_guard(&state, peer, &headers) {
+        return r;
     }
     let Some(u) = state.upstreams.iter().find(|u| u.name == upstream) else {
         return GatewayError::new(

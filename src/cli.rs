@@ -139,6 +139,21 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // SIGHUP: logrotate moved the audit file; open a fresh one.
+        #[cfg(unix)]
+        {
+            let audit = gateway.audit.clone();
+            if let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reopening the audit log");
+                        audit.reopen();
+                    }
+                });
+            }
+        }
         crate::server::raise_nofile_limit();
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,

@@ -104,6 +104,8 @@ pub async fn serve(
     if let Some(task) = autosave {
         task.abort();
     }
+    // The last audit lines reach the file before the process goes.
+    gateway.audit.flush().await;
     if let Some(p) = &gateway.cookie_persist {
         match p.save() {
             Ok(()) => tracing::info!(path = %p.path.display(), "cookie jars saved"),

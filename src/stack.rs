@@ -14,7 +14,9 @@ use axum::{
     Router,
 };
 use http::Request;
+use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
+use portcullis_commands::CommandsLayer;
 use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
 use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
@@ -54,6 +56,8 @@ pub struct Gateway {
     pub state: AppState,
     /// Cookie persistence, when `cookies.persist_path` is set.
     pub cookie_persist: Option<CookiePersist>,
+    /// The audit writer (reopened on SIGHUP, flushed at exit).
+    pub audit: AuditHandle,
 }
 
 /// Where and what to save on shutdown.
@@ -354,9 +358,17 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             )),
     );
 
+    // The audit line and usage table: beside the access log, they see the final status.
+    let audit = AuditLayer::from_config(&config.audit)
+        .map_err(|e| BuildError(format!("audit: {e}")))?
+        .with_model_entries(config.models.iter().map(|m| m.name.as_str()));
+    let audit_handle = audit.handle();
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
         .layer(AccessLogLayer)
+        .map_response(|r: http::Response<_>| r.map(Body::new))
+        .layer(audit.clone())
+        .map_request(|r: Request<_>| r.map(Body::new))
         // Every error below becomes a response in the caller's API shape.
         .layer(RescueLayer)
         // The client IP (for rate limits keyed on it) from the accepted connection.
@@ -375,6 +387,16 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(RecordRequestLayer::new(
             config.models.iter().map(|m| m.name.as_str()),
         ))
+        .layer(AuditRecordLayer)
+        // In-chat commands read the last user message and answer before anything is spent.
+        .option_layer(config.commands.enabled.then(|| {
+            ServiceBuilder::new()
+                .map_response(|r: http::Response<_>| r.map(Body::new))
+                .layer(
+                    CommandsLayer::new(config.commands.config.clone())
+                        .with_max_body_bytes(config.server.max_body_bytes),
+                )
+        }))
         // May key on that user id; rejects before any upstream work.
         .option_layer(rate_limit.clone())
         // Identical in-flight requests of one caller share one upstream call; the key
@@ -409,6 +431,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let max_body = config.server.max_body_bytes;
     let passthrough = ServiceBuilder::new()
         .layer(AccessLogLayer)
+        .map_response(|r: http::Response<_>| r.map(Body::new))
+        .layer(audit)
+        .map_request(|r: Request<_>| r.map(Body::new))
         .layer(RescueLayer)
         .map_request(client_ip.clone())
         .layer(AuthLayer::new(keys.clone()))
@@ -440,6 +465,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         upstreams: Arc::new(health),
         memory,
         keys,
+        usage: audit_handle.clone(),
     };
 
     let app = Router::new()
@@ -459,6 +485,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             "/admin/circuit-breakers/{upstream}/reset",
             post(admin::reset_breaker),
         )
+        .route("/admin/usage", get(admin::usage))
         .fallback_service(unknown)
         .with_state(state.clone())
         // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
@@ -479,6 +506,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         app,
         state,
         cookie_persist,
+        audit: audit_handle,
     })
 }
 

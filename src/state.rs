@@ -29,6 +29,8 @@ pub struct AppState {
     /// The gateway keys (hashes, never in clear): they guard `/v1/models`,
     /// `/memory-routing/info` and `/metrics` too.
     pub keys: crate::auth::Keys,
+    /// Requests, tokens and errors per key and model since start (`GET /admin/usage`).
+    pub usage: portcullis_audit::AuditHandle,
 }
 
 /// What `/health/upstreams` and `/metrics` read about one upstream.

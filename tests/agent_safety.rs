@@ -120,3 +120,85 @@ async fn the_same_tool_call_over_and_over_is_blocked_per_session() {
     let b = statuses("session-b").await;
     assert_eq!(b[0].0, 200, "{b:?}");
 }
+
+#[tokio::test]
+async fn in_chat_commands_are_answered_by_the_gateway_and_change_the_session() {
+    let (mock, gw) = setup("[commands]\nenabled = true").await;
+    let url = gw.url("/v1/chat/completions");
+    let ask =
+        |text: &str| json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]});
+    let session = [("x-session-id", "s1")];
+    let r = post_json(&url, &ask("!/help"), &session).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-portcullis-command"), Some("help"));
+    assert!(r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("!/set"));
+    assert_eq!(mock.request_count(), 0, "answered with no upstream call");
+    let r = post_json(
+        &url,
+        &ask("!/set(model=gpt-4o-mini, temperature=0.1)"),
+        &session,
+    )
+    .await;
+    assert_eq!(r.header("x-portcullis-command"), Some("set"));
+    let r = post_json(&url, &ask("!/set(oops"), &session).await;
+    assert_eq!(
+        r.status, 200,
+        "a malformed command is explained, never a 5xx"
+    );
+    assert_eq!(r.header("x-portcullis-command"), Some("invalid"));
+    // The session's next request goes as the model it chose, with its params.
+    let r = post_json(&url, &ask("hello"), &session).await;
+    assert_eq!(r.status, 200);
+    let sent = mock.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["temperature"], 0.1);
+    // Another session is untouched.
+    let _ = post_json(&url, &ask("hello"), &[("x-session-id", "s2")]).await;
+    assert_eq!(
+        mock.last_request().unwrap().json().unwrap()["model"],
+        "gpt-4o"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_names_the_key_and_usage_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (_mock, gw) = setup(&format!(
+        "[audit]\npath = \"{}\"\n[[keys]]\nname = \"team-a\"\nkey = \"gk-a\"\n",
+        path.display()
+    ))
+    .await;
+    let auth = [("authorization", "Bearer gk-a")];
+    for _ in 0..2 {
+        let r = post_json(
+            &gw.url("/v1/chat/completions"),
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+            &auth,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let usage = support::get(&gw.url("/admin/usage"), &[]).await;
+    assert_eq!(usage.status, 200, "{}", usage.text());
+    let text = usage.text();
+    assert!(text.contains("team-a"), "{text}");
+    // Lines are written in the background: poll briefly.
+    let mut lines = String::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&path).unwrap_or_default();
+        if lines.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["key"], "team-a");
+    assert_eq!(first["status"], 200);
+    assert!(first["input_tokens"].as_u64().unwrap() > 0, "{first}");
+    assert!(!lines.contains("gk-a"), "the key itself is never written");
+}

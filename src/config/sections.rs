@@ -24,6 +24,8 @@ sections_table! {
     validation: portcullis_validation::Config,
     /// `[memory_routing]`
     memory_routing: Toggle<portcullis_memory_routing::Config, true>,
+    /// `[commands]`
+    commands: Toggle<portcullis_commands::Config, false>,
     /// `[rate_limit]`
     rate_limit: Toggle<portcullis_rate_limit::Config, false>,
     /// `[dedup]`
@@ -38,6 +40,8 @@ sections_table! {
     circuit_breaker: Toggle<portcullis_circuit_breaker::Config, true>,
     /// `[cookies]`
     cookies: portcullis_cookie_session::Config,
+    /// `[audit]`
+    audit: portcullis_audit::Config,
     /// `[telemetry]`
     telemetry: TelemetryConfig,
     /// `[state]`
@@ -197,6 +201,23 @@ impl LayerSection for portcullis_dedup_cache::Config {
                 humantime::format_duration(self.cache_ttl)
             )
         }
+    }
+}
+
+impl LayerSection for portcullis_commands::Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
+    }
+}
+
+/// `[audit]`: the usage table is always kept (for `GET /admin/usage`); `path` adds the file.
+impl Section for portcullis_audit::Config {
+    serde_read!();
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
+    }
+    fn layer_name(&self, key: &str, _config: &Config) -> Option<String> {
+        (!self.path.is_empty()).then(|| format!("{key} ({})", self.path))
     }
 }
 

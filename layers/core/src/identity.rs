@@ -39,6 +39,24 @@ pub struct ClientIp(pub IpAddr);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KeyName(pub Arc<str>);
 
+impl KeyName {
+    /// Wrap a key name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A keyed hash of the caller's API key: safe to keep in memory, logs and cache keys.
 ///
 /// The raw key is never stored; two callers with different keys get different hashes.
