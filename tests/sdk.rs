@@ -71,8 +71,8 @@ upstream = "mock"
     // The SDKs really went through the gateway to the upstream.
     assert_eq!(
         mock.request_count(),
-        10,
-        "chat, stream, embeddings, completions, messages, stream, responses, stream, \
-         count_tokens, beta messages"
+        11,
+        "chat, stream, embeddings, completions, the models list expanding `gpt-*` from the \
+         upstream's own list, messages, stream, responses, stream, count_tokens, beta messages"
     );
 }
