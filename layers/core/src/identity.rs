@@ -29,6 +29,23 @@ impl fmt::Display for UserId {
     }
 }
 
+/// A memory user id bound to the caller's gateway key (`[[keys]] user_id`), inserted by the
+/// gateway's auth: the memory-routing layer uses it over the client's headers and patterns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BoundUserId(pub Arc<str>);
+
+impl BoundUserId {
+    /// Wrap a user id.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The client's IP address (inserted by the server that accepted the connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
