@@ -25,7 +25,7 @@ use pin_project_lite::pin_project;
 use portcullis_core::{
     error::{Refusal, Refused},
     pattern::{ModelPattern, PatternSet},
-    ApiKeyHash, KeyName, RequestMeta,
+    ApiKeyHash, BoundUserId, CallerId, KeyName, RequestMeta,
 };
 use portcullis_rate_limit::{MemoryLimiter, RateKey, RateLimited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -204,11 +204,33 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         use futures_util::TryFutureExt;
-        if !self.keys.is_empty() {
+        if self.keys.is_empty() {
+            // The caller's identity (dedup key, per-caller cookie jars): every credential
+            // header that goes upstream, hashed together.
+            let caller = CallerId::of(req.headers(), None);
+            req.extensions_mut().insert(caller);
+        } else {
             match self.keys.find(req.headers()) {
                 Ok((entry, header)) => {
+                    // The identity includes the gateway key, so it is taken before the header
+                    // that carries the key goes.
+                    let gateway_key = req
+                        .headers()
+                        .get(&header)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| {
+                            ApiKeyHash::of(
+                                v.trim().strip_prefix("Bearer ").unwrap_or(v.trim()).trim(),
+                            )
+                        });
+                    let caller = CallerId::of(req.headers(), gateway_key.as_ref());
                     // The gateway's key is for the gateway: it never goes upstream.
                     req.headers_mut().remove(header);
+                    req.extensions_mut().insert(caller);
+                    // A key's user_id wins over every client header (memory routing).
+                    if let Some(user) = &entry.user_id {
+                        req.extensions_mut().insert(BoundUserId::new(user.clone()));
+                    }
                     let ext = req.extensions_mut();
                     ext.insert(KeyName(entry.name.clone()));
                     // The caller's identity for rate limits keyed on `api_key`: the key's

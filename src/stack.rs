@@ -350,6 +350,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             .layer(AccessLogLayer)
             .layer(RescueLayer)
             .map_request(client_ip.clone())
+        // One token per client request: the breaker counts a request once, whatever its
+        // retries (outside the router and retry, which copy it into every attempt).
+        .map_request(portcullis_circuit_breaker::ClientRequest::mark)
             .layer(AuthLayer::new(keys.clone()))
             .option_layer(memory_layer.clone())
             .service(crate::upstream::websocket::WebSocketProxy::new(
@@ -373,6 +376,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(RescueLayer)
         // The client IP (for rate limits keyed on it) from the accepted connection.
         .map_request(client_ip.clone())
+        // One token per client request: the breaker counts a request once, whatever its
+        // retries (outside the router and retry, which copy it into every attempt).
+        .map_request(portcullis_circuit_breaker::ClientRequest::mark)
         // Reject unauthenticated callers before reading their bodies.
         .layer(AuthLayer::new(keys.clone()))
         // Size cap and body checks: nothing invalid goes further, and later layers get the
@@ -436,6 +442,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .map_request(|r: Request<_>| r.map(Body::new))
         .layer(RescueLayer)
         .map_request(client_ip.clone())
+        // One token per client request: the breaker counts a request once, whatever its
+        // retries (outside the router and retry, which copy it into every attempt).
+        .map_request(portcullis_circuit_breaker::ClientRequest::mark)
         .layer(AuthLayer::new(keys.clone()))
         // A JSON body naming a model is read once (it routes and keys limits); any other
         // body is left alone.

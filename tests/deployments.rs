@@ -153,7 +153,7 @@ async fn a_deployment_with_an_open_breaker_is_skipped() {
         + &deployment("gpt-x", "a", "")
         + &deployment("gpt-x", "b", "")
         + NO_RETRY
-        + "[circuit_breaker]\nfailure_threshold = 1\nopen_timeout = \"60s\"\n";
+        + "[circuit_breaker]\nfailure_threshold = 1\nminimum_requests = 1\nopen_timeout = \"60s\"\n";
     let gw = TestGateway::start(&toml).await;
     m[0].push(MockResponse::status(503));
     // a is picked first, fails (its breaker opens), b answers.
@@ -176,7 +176,7 @@ async fn a_deployment_with_an_open_breaker_is_skipped() {
     let toml = upstream("a", &m[0].url(), "")
         + &deployment("solo", "a", "")
         + NO_RETRY
-        + "[circuit_breaker]\nfailure_threshold = 1\nopen_timeout = \"60s\"\n";
+        + "[circuit_breaker]\nfailure_threshold = 1\nminimum_requests = 1\nopen_timeout = \"60s\"\n";
     let gw = TestGateway::start(&toml).await;
     m[0].push(MockResponse::status(503));
     assert_eq!(ask(&gw, "solo").await.status, 503);

@@ -233,6 +233,7 @@ const BREAKER: &str = r#"
 max_attempts = 1
 [circuit_breaker]
 failure_threshold = 2
+minimum_requests = 1
 open_timeout = "300ms"
 "#;
 
@@ -291,6 +292,7 @@ const OPEN_FOR_LONG: &str = r#"
 max_attempts = 1
 [circuit_breaker]
 failure_threshold = 1
+minimum_requests = 1
 open_timeout = "60s"
 "#;
 
@@ -409,7 +411,7 @@ async fn fallback_skips_an_open_breaker_without_calling_it() {
     let a = MockUpstream::start().await.unwrap();
     let b = MockUpstream::start().await.unwrap();
     a.set_default(Some(MockResponse::status(503)));
-    let extra = "[retry]\nmax_attempts = 1\n[circuit_breaker]\nfailure_threshold = 2\nopen_timeout = \"60s\"";
+    let extra = "[retry]\nmax_attempts = 1\n[circuit_breaker]\nfailure_threshold = 2\nminimum_requests = 1\nopen_timeout = \"60s\"";
     let gw = TestGateway::start(&fallback_config(&a, &b, extra)).await;
     let url = gw.url("/v1/chat/completions");
 

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
             "bench",
             Config {
                 failure_threshold: 1,
+                minimum_requests: 1,
                 ..Config::default()
             },
         );

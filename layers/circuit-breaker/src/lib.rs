@@ -1,9 +1,13 @@
 //! A per-upstream circuit breaker as a tower layer: after `failure_threshold` consecutive
-//! failures calls fail fast with [`CircuitOpen`] until a probe shows the upstream is back.
+//! failed requests (once enough traffic was seen) calls fail fast with [`CircuitOpen`] until a
+//! probe shows the upstream is back.
 //!
 //! - **Closed**: calls go through. A response with status >= 500 or an error from the inner
 //!   service (connect error, timeout) is a failure; anything else, 4xx included, is a success
-//!   and resets the count. `failure_threshold` failures in a row open the breaker.
+//!   and resets the count. `failure_threshold` failed requests in a row open the breaker, once
+//!   `minimum_requests` requests completed within `window` (see [`Config`] for the model).
+//!   Outcomes are counted per client request, not per attempt: the attempts a retry layer
+//!   makes for one request carry one [`ClientRequest`] and count once.
 //! - **Open**: calls fail at once with [`CircuitOpen`] (carrying `retry_after`); the inner
 //!   service is not called. After `open_timeout` the next call becomes the probe.
 //! - **Half-open**: one probe at a time goes through; other calls fail fast. A failed probe
@@ -29,7 +33,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
-//! let config = Config { failure_threshold: 2, open_timeout: Duration::from_secs(30), ..Config::default() };
+//! //! // `minimum_requests: 1`: no volume gate, so two failures are enough in this example.
+//! let config = Config {
+//!     failure_threshold: 2,
+//!     minimum_requests: 1,
+//!     open_timeout: Duration::from_secs(30),
+//!     ..Config::default()
+//! };
 //! let layer = CircuitBreakerLayer::from_config("openai", &config).expect("valid config");
 //! let handle = layer.handle();
 //!
@@ -60,11 +70,13 @@
 mod config;
 pub mod future;
 mod layer;
+mod request;
 mod service;
 mod state;
 
-pub use config::Config;
+pub use config::{Config, MAX_MINIMUM_REQUESTS};
 pub use layer::CircuitBreakerLayer;
 pub use portcullis_core::CircuitOpen;
+pub use request::ClientRequest;
 pub use service::CircuitBreaker;
 pub use state::{BreakerHandle, State, PROBE_IN_FLIGHT_RETRY_AFTER};

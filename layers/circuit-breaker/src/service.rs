@@ -8,13 +8,14 @@ use tower::{BoxError, Service};
 
 use crate::future::ResponseFuture;
 use crate::state::{BreakerHandle, Shared};
-use crate::Config;
+use crate::{ClientRequest, Config};
 
 /// Fails calls fast with [`CircuitOpen`](portcullis_core::CircuitOpen) while the upstream
 /// behind `S` keeps failing.
 ///
 /// A response with status >= 500 or an error from `S` (connect error, timeout, ...) is a
-/// failure; anything else, 4xx included, is a success. Clones share one breaker.
+/// failure; anything else, 4xx included, is a success. Clones share one breaker. Attempts that
+/// carry the same [`ClientRequest`] count as one request.
 ///
 /// Each response carries the [`BreakerState`](portcullis_core::BreakerState) its call was
 /// admitted in (`Closed`, or `HalfOpen` for a probe); a refused call fails with
@@ -62,7 +63,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match self.shared.acquire() {
+        let request = req.extensions().get::<ClientRequest>().cloned();
+        match self.shared.acquire(request) {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
             Err(open) => ResponseFuture::open(open),
         }

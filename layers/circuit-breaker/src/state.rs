@@ -1,5 +1,6 @@
 //! The breaker's state machine, shared by every clone of the layer, the service and the handle.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use portcullis_core::CircuitOpen;
 use tokio::time::Instant;
 
+use crate::config::MAX_MINIMUM_REQUESTS;
+use crate::request::{next_breaker_id, ClientRequest};
 use crate::Config;
 
 /// What a caller is told to wait while another call is probing a half-open breaker. The probe
@@ -59,9 +62,14 @@ struct Machine {
     /// admitted while closed that finishes after the breaker opened, or a probe that outlives
     /// a `reset()`) is recognised as stale and ignored.
     epoch: u64,
+    /// When the last `minimum_requests` requests counted while closed completed, oldest first
+    /// (the volume gate); emptied whenever the breaker closes.
+    recent: VecDeque<Instant>,
 }
 
 pub(crate) struct Shared {
+    /// Tells this breaker's marks on a [`ClientRequest`] from other breakers'.
+    id: u64,
     name: Arc<str>,
     config: Config,
     machine: Mutex<Machine>,
@@ -81,11 +89,13 @@ impl Shared {
     pub(crate) fn new(name: Arc<str>, config: Config) -> Arc<Self> {
         metrics::gauge!(GAUGE, "upstream" => name.to_string()).set(gauge_value(State::Closed));
         Arc::new(Self {
+            id: next_breaker_id(),
             name,
             config,
             machine: Mutex::new(Machine {
                 phase: Phase::Closed { failures: 0 },
                 epoch: 0,
+                recent: VecDeque::new(),
             }),
         })
     }
@@ -97,7 +107,10 @@ impl Shared {
     }
 
     /// Admit a call, or say why not.
-    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        request: Option<ClientRequest>,
+    ) -> Result<Permit, CircuitOpen> {
         let mut m = self.lock();
         let probe = match m.phase {
             Phase::Closed { .. } => false,
@@ -138,6 +151,7 @@ impl Shared {
             epoch: m.epoch,
             probe,
             settled: false,
+            request,
         })
     }
 
@@ -149,22 +163,32 @@ impl Shared {
         }
     }
 
-    fn record(&self, epoch: u64, probe: bool, success: bool) {
+    fn record(&self, epoch: u64, probe: bool, success: bool, request: Option<&ClientRequest>) {
         let mut m = self.lock();
         if m.epoch != epoch {
             return;
         }
         match m.phase {
             Phase::Closed { failures } => {
+                // An earlier attempt of this request, counted in this phase: the request's
+                // outcome is its latest attempt's, and it is still one request.
+                let prior_failed = request.and_then(|r| r.swap_mark(self.id, epoch, !success));
+                if prior_failed.is_none() {
+                    self.count_request(&mut m);
+                }
                 if success {
                     m.phase = Phase::Closed { failures: 0 };
+                    return;
+                }
+                let failures = if prior_failed == Some(true) {
+                    failures
                 } else {
-                    let failures = failures.saturating_add(1);
-                    if failures >= self.config.failure_threshold {
-                        self.open(&mut m, failures);
-                    } else {
-                        m.phase = Phase::Closed { failures };
-                    }
+                    failures.saturating_add(1)
+                };
+                if failures >= self.config.failure_threshold && self.volume_reached(&m) {
+                    self.open(&mut m, failures);
+                } else {
+                    m.phase = Phase::Closed { failures };
                 }
             }
             Phase::HalfOpen { successes, .. } if probe => {
@@ -184,6 +208,27 @@ impl Shared {
             }
             Phase::HalfOpen { .. } | Phase::Open { .. } => {}
         }
+    }
+
+    /// `minimum_requests`, clamped so a config taken unvalidated cannot make the deque huge.
+    fn minimum_requests(&self) -> usize {
+        self.config.minimum_requests.clamp(1, MAX_MINIMUM_REQUESTS) as usize
+    }
+
+    /// Note that one more request completed now.
+    fn count_request(&self, m: &mut Machine) {
+        m.recent.push_back(Instant::now());
+        while m.recent.len() > self.minimum_requests() {
+            m.recent.pop_front();
+        }
+    }
+
+    /// Whether at least `minimum_requests` requests completed within the last `window`.
+    fn volume_reached(&self, m: &Machine) -> bool {
+        m.recent.len() >= self.minimum_requests()
+            && m.recent
+                .front()
+                .is_some_and(|oldest| oldest.elapsed() <= self.config.window)
     }
 
     fn release_probe(&self, epoch: u64) {
@@ -220,6 +265,10 @@ impl Shared {
         m.phase = to;
         m.epoch = m.epoch.wrapping_add(1);
         let to = to.state();
+        if to == State::Closed {
+            // A closed breaker earns the right to open again with fresh traffic.
+            m.recent.clear();
+        }
         match to {
             State::Closed => {
                 tracing::info!(upstream = %self.name, %from, "circuit breaker closed")
@@ -240,6 +289,7 @@ impl Shared {
             // Forget the failures counted so far, and any outcome still in flight.
             m.phase = Phase::Closed { failures: 0 };
             m.epoch = m.epoch.wrapping_add(1);
+            m.recent.clear();
         } else {
             self.transition(&mut m, Phase::Closed { failures: 0 });
         }
@@ -258,6 +308,8 @@ pub(crate) struct Permit {
     epoch: u64,
     probe: bool,
     settled: bool,
+    /// The client request this call is an attempt of, when the caller marked it.
+    request: Option<ClientRequest>,
 }
 
 impl Permit {
@@ -272,7 +324,8 @@ impl Permit {
 
     pub(crate) fn record(mut self, success: bool) {
         self.settled = true;
-        self.shared.record(self.epoch, self.probe, success);
+        self.shared
+            .record(self.epoch, self.probe, success, self.request.as_ref());
     }
 }
 
@@ -309,7 +362,7 @@ impl BreakerHandle {
         self.shared.lock().phase.state()
     }
 
-    /// Consecutive failures counted while closed (0 when open or half-open).
+    /// Consecutive failed requests counted while closed (0 when open or half-open).
     pub fn consecutive_failures(&self) -> u32 {
         match self.shared.lock().phase {
             Phase::Closed { failures } => failures,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use portcullis_circuit_breaker::{
-    BreakerHandle, CircuitBreakerLayer, Config, State, PROBE_IN_FLIGHT_RETRY_AFTER,
+    BreakerHandle, CircuitBreakerLayer, ClientRequest, Config, State, PROBE_IN_FLIGHT_RETRY_AFTER,
 };
 use portcullis_core::{error::find_in_chain, CircuitOpen};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok};
@@ -16,11 +16,14 @@ type Res = Response<&'static str>;
 
 const OPEN: Duration = Duration::from_secs(30);
 
+/// The old counting: no volume gate, so `failure_threshold` failures alone open it.
 fn config(failure_threshold: u32, success_threshold: u32) -> Config {
     Config {
         failure_threshold,
         open_timeout: OPEN,
         success_threshold,
+        minimum_requests: 1,
+        ..Config::default()
     }
 }
 
@@ -49,15 +52,19 @@ fn status(code: u16) -> Res {
 }
 
 impl Harness {
+    /// The next request at the mock; fails (instead of hanging) if the breaker kept it back.
+    async fn next_request(&mut self) -> (Req, tower_test::mock::SendResponse<Res>) {
+        tokio::time::timeout(Duration::from_secs(3600), self.handle.next_request())
+            .await
+            .expect("the call did not reach the upstream (breaker open?)")
+            .expect("the call reached the upstream")
+    }
+
     /// One call that reaches the mock, answered with `code` (or an error for `None`).
     async fn call_answered(&mut self, code: Option<u16>) -> Result<Res, BoxError> {
         assert_ready_ok!(self.svc.poll_ready());
         let fut = self.svc.call(Request::new("req"));
-        let (_req, send) = self
-            .handle
-            .next_request()
-            .await
-            .expect("the call reached the upstream");
+        let (_req, send) = self.next_request().await;
         match code {
             Some(code) => send.send_response(status(code)),
             None => send.send_error("connect error"),
@@ -77,6 +84,17 @@ impl Harness {
         find_in_chain::<CircuitOpen>(&*err)
             .expect("a CircuitOpen error")
             .clone()
+    }
+
+    /// One attempt of the client request `of`, answered with `code`.
+    async fn attempt(&mut self, of: &ClientRequest, code: u16) -> Res {
+        assert_ready_ok!(self.svc.poll_ready());
+        let mut req = Request::new("req");
+        req.extensions_mut().insert(of.clone());
+        let fut = self.svc.call(req);
+        let (_req, send) = self.next_request().await;
+        send.send_response(status(code));
+        fut.await.unwrap()
     }
 
     async fn fail_n(&mut self, n: u32) {
@@ -339,6 +357,7 @@ fn from_config_reports_problems() {
         failure_threshold: 0,
         open_timeout: Duration::ZERO,
         success_threshold: 1,
+        ..Config::default()
     };
     let problems = CircuitBreakerLayer::from_config("x", &bad).unwrap_err();
     assert_eq!(problems.len(), 2);
@@ -365,4 +384,153 @@ async fn responses_carry_the_state_their_call_was_admitted_in() {
         "the probe"
     );
     assert_eq!(h.breaker.state(), State::Closed);
+}
+
+// === Issue 14: one caller must not open the breaker for everyone ===
+
+#[tokio::test(start_paused = true)]
+async fn retry_attempts_of_one_request_count_once() {
+    // Threshold 5 and no volume gate: only the per-request counting keeps it closed.
+    let mut h = harness(config(5, 1));
+    for _ in 0..2 {
+        // One client request, retried three times (retry clones its extensions into each
+        // attempt), every attempt answered 503.
+        let request = ClientRequest::new();
+        for _ in 0..3 {
+            assert_eq!(h.attempt(&request, 503).await.status(), 503);
+        }
+    }
+    assert_eq!(h.breaker.consecutive_failures(), 2, "two failed requests");
+    assert_eq!(h.breaker.state(), State::Closed);
+    h.call_answered(Some(200)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_retry_succeeded_is_a_success() {
+    let mut h = harness(config(2, 1));
+    h.fail_n(1).await;
+    let request = ClientRequest::new();
+    h.attempt(&request, 503).await;
+    assert_eq!(h.breaker.state(), State::Open, "2 failed requests open it");
+
+    let mut h = harness(config(3, 1));
+    h.fail_n(1).await;
+    let request = ClientRequest::new();
+    h.attempt(&request, 503).await;
+    assert_eq!(h.breaker.consecutive_failures(), 2);
+    h.attempt(&request, 200).await;
+    assert_eq!(h.breaker.consecutive_failures(), 0, "the request recovered");
+    h.fail_n(2).await;
+    assert_eq!(h.breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn marks_are_per_breaker() {
+    // A request that fails over to a second upstream counts at both breakers.
+    let request = ClientRequest::new();
+    let mut a = harness(config(1, 1));
+    let mut b = harness(config(1, 1));
+    a.attempt(&request, 503).await;
+    b.attempt(&request, 503).await;
+    assert_eq!(a.breaker.state(), State::Open);
+    assert_eq!(b.breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_counts_again_after_the_breaker_closed() {
+    let mut h = harness(config(1, 1));
+    let request = ClientRequest::new();
+    h.attempt(&request, 503).await;
+    assert_eq!(h.breaker.state(), State::Open);
+    h.breaker.reset();
+    // The same request's next attempt belongs to a new phase: it counts.
+    h.attempt(&request, 503).await;
+    assert_eq!(h.breaker.state(), State::Open);
+}
+
+fn gated(failure_threshold: u32, minimum_requests: u32) -> Config {
+    Config {
+        failure_threshold,
+        open_timeout: OPEN,
+        minimum_requests,
+        window: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_only_after_minimum_requests_in_the_window() {
+    let mut h = harness(gated(2, 10));
+    h.fail_n(9).await;
+    assert_eq!(
+        h.breaker.state(),
+        State::Closed,
+        "9 requests: below the gate"
+    );
+    assert_eq!(h.breaker.consecutive_failures(), 9);
+    h.fail_n(1).await;
+    assert_eq!(h.breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_older_than_the_window_do_not_count() {
+    let mut h = harness(gated(2, 4));
+    h.fail_n(2).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    h.fail_n(2).await;
+    assert_eq!(
+        h.breaker.state(),
+        State::Closed,
+        "only 2 requests in the window"
+    );
+    h.fail_n(2).await;
+    assert_eq!(h.breaker.state(), State::Open, "4 within 60 s, all failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn defaults_need_ten_requests() {
+    let mut h = harness(Config::default());
+    // The attack of issue 14: two requests, three attempts each, all 503.
+    for _ in 0..2 {
+        let request = ClientRequest::new();
+        for _ in 0..3 {
+            h.attempt(&request, 503).await;
+        }
+    }
+    assert_eq!(h.breaker.state(), State::Closed);
+    h.call_answered(Some(200)).await.unwrap();
+
+    // A real outage: ten failed requests within the minute open it.
+    let mut h = harness(Config::default());
+    h.fail_n(9).await;
+    assert_eq!(h.breaker.state(), State::Closed);
+    h.fail_n(1).await;
+    assert_eq!(h.breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_volume_gate_starts_over_when_the_breaker_closes() {
+    let mut h = harness(gated(1, 3));
+    h.fail_n(3).await;
+    assert_eq!(h.breaker.state(), State::Open);
+    tokio::time::advance(OPEN).await;
+    h.call_answered(Some(200)).await.unwrap();
+    assert_eq!(h.breaker.state(), State::Closed);
+    h.fail_n(2).await;
+    assert_eq!(h.breaker.state(), State::Closed);
+    h.fail_n(1).await;
+    assert_eq!(h.breaker.state(), State::Open);
+}
+
+#[test]
+fn mark_inserts_once() {
+    let req = ClientRequest::mark(Request::new(()));
+    let first = req.extensions().get::<ClientRequest>().unwrap().clone();
+    let req = ClientRequest::mark(req);
+    assert!(req
+        .extensions()
+        .get::<ClientRequest>()
+        .unwrap()
+        .same_as(&first));
+    assert!(!first.same_as(&ClientRequest::new()));
 }

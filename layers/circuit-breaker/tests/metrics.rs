@@ -69,6 +69,8 @@ async fn gauge_tracks_transitions() {
             failure_threshold: 1,
             open_timeout: Duration::from_secs(5),
             success_threshold: 1,
+            minimum_requests: 1,
+            ..Config::default()
         },
     );
     let fail = Arc::new(Mutex::new(true));

@@ -7,13 +7,14 @@ use portcullis_core::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
 use crate::jar::DEFAULT_MAX_COOKIES;
+use crate::scope::DEFAULT_MAX_CALLERS;
 use crate::CookieJar;
 
 /// Settings shared by every upstream's jar (the `[cookies]` section; whether an upstream
 /// gets a jar at all is its own `cookies = true|false`).
 ///
-/// The gateway reads this type as its `[cookies]` section, all three keys included
-/// (`cookies.max_cookies`, `cookies.save_interval`).
+/// The gateway reads this type as its `[cookies]` section, every key included
+/// (`cookies.max_cookies`, `cookies.max_callers`, `cookies.save_interval`).
 ///
 /// ```
 /// let config: portcullis_cookie_session::Config =
@@ -28,6 +29,9 @@ pub struct Config {
     pub persist_path: PathBuf,
     /// Most cookies one jar holds (expired ones go first, then the oldest).
     pub max_cookies: usize,
+    /// Most callers' jars one upstream with `cookie_scope = "caller"` keeps (the least
+    /// recently used is evicted, cookies and all, to make room).
+    pub max_callers: usize,
     /// With `persist_path`, how often changed jars are saved (plus once at shutdown).
     #[serde(with = "humantime_serde")]
     pub save_interval: Duration,
@@ -38,6 +42,7 @@ impl Default for Config {
         Self {
             persist_path: PathBuf::new(),
             max_cookies: DEFAULT_MAX_COOKIES,
+            max_callers: DEFAULT_MAX_CALLERS,
             save_interval: Duration::from_secs(30),
         }
     }
@@ -49,6 +54,9 @@ impl Config {
         let mut problems = Vec::new();
         if self.max_cookies < 1 {
             problems.push(ConfigProblem::new("max_cookies", "must be >= 1"));
+        }
+        if self.max_callers < 1 {
+            problems.push(ConfigProblem::new("max_callers", "must be >= 1"));
         }
         if self.save_interval.is_zero() {
             problems.push(ConfigProblem::new("save_interval", "must be > 0"));
@@ -88,6 +96,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.persist_path(), None);
         assert_eq!(c.max_cookies, 1000);
+        assert_eq!(c.max_callers, 1000);
         assert_eq!(c.save_interval, Duration::from_secs(30));
         assert!(c.validate().is_empty());
     }
@@ -95,11 +104,19 @@ mod tests {
     #[test]
     fn reports_every_problem() {
         let c: Config = serde_json::from_str(
-            r#"{ "persist_path": "/tmp/", "max_cookies": 0, "save_interval": "0s" }"#,
+            r#"{ "persist_path": "/tmp/", "max_cookies": 0, "max_callers": 0, "save_interval": "0s" }"#,
         )
         .unwrap();
         let paths: Vec<_> = c.validate().into_iter().map(|p| p.path).collect();
-        assert_eq!(paths, ["max_cookies", "save_interval", "persist_path"]);
+        assert_eq!(
+            paths,
+            [
+                "max_cookies",
+                "max_callers",
+                "save_interval",
+                "persist_path"
+            ]
+        );
     }
 
     #[test]

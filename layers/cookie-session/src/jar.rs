@@ -325,6 +325,7 @@ impl CookieJar {
     }
 
     pub(crate) fn from_snapshot(cookies: Vec<Cookie<'static>>) -> Self {
+        // The default bound; the loader's caller sets its own with `set_max_cookies`.
         Self::from_cookies(cookies, DEFAULT_MAX_COOKIES)
     }
 

@@ -11,8 +11,14 @@
 //!
 //! - One [`CookieJar`] per upstream: cookies never leave the upstream that set them, and
 //!   within a jar RFC 6265 domain, path and `Secure` matching applies (`cookie_store`).
+//! - [`CookieScope`]: that jar is shared by every caller (`upstream`, what Cloudflare's
+//!   clearance needs), or each caller identity ([`portcullis_core::CallerId`]) gets its own
+//!   ([`CallerJars`], `caller`): then a session cookie an upstream set for one caller never
+//!   goes out on another's request. Per-caller jars are bounded in number (least recently
+//!   used evicted).
 //! - Session cookies live as long as the process; [`persist`] saves all jars (session
-//!   cookies included) to one file atomically and loads them at start.
+//!   cookies included) to one file atomically (a fresh temp file, created exclusively with
+//!   mode 0600, then renamed) and loads them at start.
 //! - A jar is bounded ([`CookieJar::with_max_cookies`], 1000 by default): expired cookies
 //!   are dropped first, then the oldest.
 //! - Logs and `Debug` output show cookie counts, never values.
@@ -59,10 +65,12 @@ pub mod future;
 mod jar;
 mod layer;
 pub mod persist;
+mod scope;
 mod service;
 
 pub use config::Config;
 pub use jar::{CookieJar, DEFAULT_MAX_COOKIES};
 pub use layer::CookieSessionLayer;
 pub use persist::PersistError;
+pub use scope::{CallerJars, CookieScope, Jars, DEFAULT_MAX_CALLERS};
 pub use service::CookieSession;

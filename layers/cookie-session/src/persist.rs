@@ -2,7 +2,18 @@
 //!
 //! The file is `{ "upstream name": [cookie, ...], ... }`, session cookies included: an LLM
 //! provider's bot-protection cookie (`cf_clearance`, `__cf_bm`) is usually a session cookie,
-//! and losing it on restart means going through the challenge again.
+//! and losing it on restart means going through the challenge again. An upstream with
+//! per-caller jars ([`CallerJars`]) is saved as
+//! `"name": { "callers": [ { "caller": "<CallerId hex>", "cookies": [cookie, ...] }, ... ] }`,
+//! least recently used caller first; files without that form load as before.
+//!
+//! # Writing safely
+//!
+//! The file holds credentials and its directory may be shared. Each save writes a new temp
+//! file with a random name in the same directory, created exclusively (`O_CREAT|O_EXCL`, and
+//! `O_NOFOLLOW`) with mode 0600, so a planted file or symlink is never written through and
+//! never lends its mode; the temp file is fsynced and renamed over the target (a rename
+//! replaces a symlink at the target, it does not follow it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -12,8 +23,71 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cookie_store::Cookie;
+use portcullis_core::CallerId;
+use serde::{Deserialize, Serialize};
 
-use crate::CookieJar;
+use crate::{CallerJars, CookieJar, Jars};
+
+/// One upstream's entry in the file.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SavedJars {
+    /// `cookie_scope = "upstream"`: the one jar's cookies (the only form of older files).
+    Shared(Vec<Cookie<'static>>),
+    /// `cookie_scope = "caller"`.
+    PerCaller { callers: Vec<SavedCaller> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCaller {
+    caller: String,
+    cookies: Vec<Cookie<'static>>,
+}
+
+impl SavedJars {
+    fn of(jars: &Jars) -> Self {
+        match jars {
+            Jars::Upstream(jar) => Self::Shared(jar.snapshot()),
+            Jars::Caller(jars) => Self::PerCaller {
+                callers: jars
+                    .jars()
+                    .into_iter()
+                    .map(|(id, jar)| SavedCaller {
+                        caller: id.to_hex(),
+                        cookies: jar.snapshot(),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    fn cookies(&self) -> usize {
+        match self {
+            Self::Shared(c) => c.len(),
+            Self::PerCaller { callers } => callers.iter().map(|c| c.cookies.len()).sum(),
+        }
+    }
+
+    fn into_jars(self) -> Jars {
+        match self {
+            Self::Shared(cookies) => Jars::Upstream(CookieJar::from_snapshot(cookies)),
+            Self::PerCaller { callers } => Jars::Caller(CallerJars::from_snapshot(
+                callers
+                    .into_iter()
+                    .filter_map(|c| match CallerId::from_hex(&c.caller) {
+                        Some(id) => Some((id, c.cookies)),
+                        None => {
+                            tracing::warn!(
+                                "cookie file: skipping a caller jar with a malformed id"
+                            );
+                            None
+                        }
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
 
 /// Why cookies could not be saved or loaded.
 ///
@@ -32,7 +106,7 @@ pub enum PersistError {
     /// Writing, syncing or renaming the file failed.
     #[error("cannot write cookie file {}: {source}", path.display())]
     Write {
-        /// The file (or its `.tmp` sibling).
+        /// The file (or its temp sibling).
         path: PathBuf,
         /// The cause.
         source: io::Error,
@@ -83,31 +157,78 @@ impl PersistError {
     }
 }
 
-/// Save the jars to `path` as one JSON file: written to `path.tmp` in the same directory,
-/// fsynced, then renamed over `path`, so a crash leaves either the old file or the new one.
-/// The file is created with mode 0600 on Unix (cookies are credentials); missing parent
-/// directories are created.
+/// Save the jars to `path` as one JSON file: written to a fresh temp file in the same
+/// directory (see "Writing safely" above), fsynced, then renamed over `path`, so a crash
+/// leaves either the old file or the new one. The file has mode 0600 on Unix (cookies are
+/// credentials); missing parent directories are created.
 pub fn save_all(path: impl AsRef<Path>, jars: &[(&str, &CookieJar)]) -> Result<(), PersistError> {
-    let path = path.as_ref();
-    let all: BTreeMap<&str, Vec<Cookie<'static>>> = jars
+    let jars: Vec<(&str, Jars)> = jars
         .iter()
-        .map(|(name, jar)| (*name, jar.snapshot()))
+        .map(|(name, jar)| (*name, Jars::Upstream((*jar).clone())))
+        .collect();
+    let refs: Vec<(&str, &Jars)> = jars.iter().map(|(n, j)| (*n, j)).collect();
+    save(path, &refs)
+}
+
+/// Like [`save_all`], for upstreams of either [`CookieScope`](crate::CookieScope).
+pub fn save(path: impl AsRef<Path>, jars: &[(&str, &Jars)]) -> Result<(), PersistError> {
+    let path = path.as_ref();
+    let all: BTreeMap<&str, SavedJars> = jars
+        .iter()
+        .map(|(name, jars)| (*name, SavedJars::of(jars)))
         .collect();
     let bytes = serde_json::to_vec_pretty(&all).map_err(PersistError::encode)?;
     write_atomically(path, &bytes)?;
     tracing::debug!(
         path = %path.display(),
         jars = jars.len(),
-        cookies = all.values().map(Vec::len).sum::<usize>(),
+        cookies = all.values().map(SavedJars::cookies).sum::<usize>(),
         "cookie jars saved"
     );
     Ok(())
 }
 
+/// A temp file name next to `path` that nobody can guess in advance:
+/// `.<file name>.<random>.tmp`.
+fn temp_path(path: &Path, attempt: u32) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded from the OS per process and varies per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_else(|| "cookies".as_ref()));
+    name.push(format!(".{:016x}.tmp", h.finish()));
+    path.with_file_name(name)
+}
+
+/// Create a new file at a fresh temp path: exclusively, never through a symlink, mode 0600.
+fn create_temp(path: &Path) -> Result<(PathBuf, File), PersistError> {
+    let mut last = None;
+    for attempt in 0..8 {
+        let tmp = temp_path(path, attempt);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        match options.open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            // Someone made that name first: take another.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(source) => return Err(PersistError::Write { path: tmp, source }),
+        }
+    }
+    let (path, source) = last.expect("at least one attempt");
+    Err(PersistError::Write { path, source })
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -118,18 +239,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     };
     fs::create_dir_all(&dir).map_err(write_err(&dir))?;
 
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(write_err(&tmp))?;
-    file.write_all(bytes).map_err(write_err(&tmp))?;
-    file.sync_all().map_err(write_err(&tmp))?;
+    let (tmp, mut file) = create_temp(path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(write_err(&tmp));
     drop(file);
-    fs::rename(&tmp, path).map_err(write_err(path))?;
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path).map_err(write_err(path))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     // Make the rename itself durable. Not every platform can open a directory, and the data
     // is already safe in one of the two names, so a failure here is not an error.
     if let Ok(dir) = File::open(&dir) {
@@ -138,11 +257,29 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     Ok(())
 }
 
-/// Load the jars saved by [`save_all`], keyed by upstream name, dropping cookies that have
-/// expired since. A missing file is an empty map; a corrupt one is
-/// [`PersistError::Corrupt`]. The jars get the default bound; see
-/// [`CookieJar::set_max_cookies`].
+/// Load the shared jars saved by [`save_all`] or [`save`], keyed by upstream name, dropping
+/// cookies that have expired since. Per-caller jars are left out (see [`load`]). A missing
+/// file is an empty map; a corrupt one is [`PersistError::Corrupt`]. The jars get the
+/// default bound; see [`CookieJar::set_max_cookies`].
 pub fn load_all(path: impl AsRef<Path>) -> Result<HashMap<String, CookieJar>, PersistError> {
+    Ok(load(path)?
+        .into_iter()
+        .filter_map(|(name, jars)| match jars {
+            Jars::Upstream(jar) => Some((name, jar)),
+            Jars::Caller(_) => {
+                tracing::debug!(upstream = %name, "load_all: leaving out per-caller jars");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Load every upstream's jars saved by [`save`] (or [`save_all`], or an older version),
+/// shared and per-caller. The jars get the default bounds; see
+/// [`CookieJar::set_max_cookies`] and [`CallerJars::set_limits`]. An upstream whose
+/// `cookie_scope` changed since gets jars of the other kind ([`Jars::scope`]): the gateway
+/// decides whether to keep them.
+pub fn load(path: impl AsRef<Path>) -> Result<HashMap<String, Jars>, PersistError> {
     let path = path.as_ref();
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
@@ -157,16 +294,16 @@ pub fn load_all(path: impl AsRef<Path>) -> Result<HashMap<String, CookieJar>, Pe
             })
         }
     };
-    let all: HashMap<String, Vec<Cookie<'static>>> =
+    let all: HashMap<String, SavedJars> =
         serde_json::from_slice(&bytes).map_err(|e| PersistError::decode(Some(path), &e))?;
-    let jars: HashMap<String, CookieJar> = all
+    let jars: HashMap<String, Jars> = all
         .into_iter()
-        .map(|(name, cookies)| (name, CookieJar::from_snapshot(cookies)))
+        .map(|(name, saved)| (name, saved.into_jars()))
         .collect();
     tracing::info!(
         path = %path.display(),
         jars = jars.len(),
-        cookies = jars.values().map(CookieJar::len).sum::<usize>(),
+        cookies = jars.values().map(Jars::len).sum::<usize>(),
         "cookie jars loaded"
     );
     Ok(jars)
@@ -178,11 +315,12 @@ pub fn load_all(path: impl AsRef<Path>) -> Result<HashMap<String, CookieJar>, Pe
 /// last changes are not lost. Failures are logged (`warn`) and retried on the next tick.
 /// The write happens on the runtime thread: a cookie file is a few kilobytes and is written
 /// at most once per `every`, which does not justify a blocking-pool round trip.
-pub fn spawn_autosave(
+pub fn spawn_autosave<J: Into<Jars>>(
     path: PathBuf,
-    jars: Vec<(String, CookieJar)>,
+    jars: Vec<(String, J)>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    let jars: Vec<(String, Jars)> = jars.into_iter().map(|(n, j)| (n, j.into())).collect();
     // `interval` panics on zero; a zero period would mean "save constantly" anyway.
     let every = every.max(Duration::from_millis(1));
     tokio::spawn(async move {
@@ -200,8 +338,8 @@ pub fn spawn_autosave(
             if now == saved {
                 continue;
             }
-            let refs: Vec<(&str, &CookieJar)> = jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
-            match save_all(&path, &refs) {
+            let refs: Vec<(&str, &Jars)> = jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
+            match save(&path, &refs) {
                 Ok(()) => saved = now,
                 Err(error) => tracing::warn!(%error, "saving cookie jars failed"),
             }

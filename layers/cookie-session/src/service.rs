@@ -8,10 +8,18 @@ use tower::{BoxError, Service};
 use url::Url;
 
 use crate::future::ResponseFuture;
-use crate::CookieJar;
+use portcullis_core::CallerId;
+
+use crate::Jars;
 
 /// Sends the jar's matching cookies with each request and stores every `Set-Cookie` of
 /// each response, failed ones included.
+///
+/// With [`Jars::Caller`] the jar is the caller's: the request's
+/// [`CallerId`] extension (the gateway's auth sets it), else the identity derived from the
+/// request's credential headers (see [`CallerId::from_parts`]). Inside a gateway that adds
+/// its own provider key to upstream requests, the extension must be there, or every caller
+/// would look alike.
 ///
 /// The request URI should be absolute (`https://host/path`), as a proxy's upstream requests
 /// are; a relative one falls back to the `Host` header over `http`, and a request with
@@ -20,18 +28,22 @@ use crate::CookieJar;
 #[derive(Clone, Debug)]
 pub struct CookieSession<S> {
     inner: S,
-    jar: CookieJar,
+    jars: Jars,
 }
 
 impl<S> CookieSession<S> {
-    /// Wrap `inner`, keeping the session in `jar`.
-    pub fn new(inner: S, jar: CookieJar) -> Self {
-        Self { inner, jar }
+    /// Wrap `inner`, keeping the session in `jars` (a [`CookieJar`](crate::CookieJar) or
+    /// [`CallerJars`](crate::CallerJars)).
+    pub fn new(inner: S, jars: impl Into<Jars>) -> Self {
+        Self {
+            inner,
+            jars: jars.into(),
+        }
     }
 
-    /// The jar.
-    pub fn jar(&self) -> &CookieJar {
-        &self.jar
+    /// The jars.
+    pub fn jars(&self) -> &Jars {
+        &self.jars
     }
 
     portcullis_core::define_inner_service_accessors!();
@@ -93,7 +105,10 @@ where
             tracing::debug!("request has no absolute URI nor Host header; cookies not handled");
             return ResponseFuture::new(self.inner.call(req), None);
         };
-        if let Some((cookies, count)) = self.jar.request_cookies(&url) {
+        let jar = self
+            .jars
+            .jar_for(|| CallerId::from_parts(req.headers(), req.extensions()));
+        if let Some((cookies, count)) = jar.request_cookies(&url) {
             tracing::debug!(
                 host = url.host_str(),
                 cookies = count,
@@ -101,6 +116,6 @@ where
             );
             add_cookies(req.headers_mut(), cookies);
         }
-        ResponseFuture::new(self.inner.call(req), Some((self.jar.clone(), url)))
+        ResponseFuture::new(self.inner.call(req), Some((jar, url)))
     }
 }

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use portcullis_cookie_session::{persist, CookieJar, CookieSessionLayer, PersistError};
+use portcullis_cookie_session::{
+    persist, CallerJars, CookieJar, CookieScope, CookieSessionLayer, Jars, PersistError,
+};
+use portcullis_core::{ApiKeyHash, CallerId};
 use tokio_test::assert_ready_ok;
 use tower::Layer;
 use tower_test::mock::{self, Handle, Spawn};
@@ -498,4 +501,255 @@ async fn autosave_writes_changed_jars() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(persist::load_all(&path).unwrap()["up"].len(), 1);
     task.abort();
+}
+
+// === issue 14: per-caller jars and a safe cookie file ===
+
+fn caller_post(uri: &str, key: &'static str) -> Req {
+    Request::post(uri)
+        .header("x-api-key", key)
+        .body("{}")
+        .unwrap()
+}
+
+/// One jar per upstream sent the session cookie an upstream set for caller 1 on caller 2's
+/// request. With `cookie_scope = "caller"` it stays with caller 1.
+#[tokio::test(start_paused = true)]
+async fn caller_scope_keeps_a_callers_session_to_itself() {
+    let jars = CallerJars::new(10, 100);
+    let (mock, mut handle) = mock::pair::<Req, Res>();
+    let mut svc = Spawn::new(CookieSessionLayer::new(jars.clone()).layer(mock));
+    let uri = "https://api.example.com/v1/chat/completions";
+
+    let (first, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-one"),
+        response(200, &["session=of-caller-one; Path=/"]),
+    )
+    .await;
+    assert!(first.headers().get(COOKIE).is_none());
+
+    let (other, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-two"),
+        response(200, &[]),
+    )
+    .await;
+    assert!(
+        other.headers().get(COOKIE).is_none(),
+        "caller two got caller one's session: {:?}",
+        other.headers().get(COOKIE)
+    );
+
+    let (again, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-one"),
+        response(200, &[]),
+    )
+    .await;
+    assert_eq!(again.headers()[COOKIE], "session=of-caller-one");
+    assert_eq!(jars.callers(), 2);
+    assert_eq!(jars.len(), 1);
+
+    // The gateway's `CallerId` extension decides over the headers (the gateway adds its own
+    // provider key, the same for every caller, before this layer).
+    let with_id = |key: &str| {
+        let mut r = caller_post(uri, "sk-gateway-own");
+        r.extensions_mut()
+            .insert(CallerId::of(&HeaderMap::new(), Some(&ApiKeyHash::of(key))));
+        r
+    };
+    round_trip(
+        &mut svc,
+        &mut handle,
+        with_id("team-a"),
+        response(200, &["team=a; Path=/"]),
+    )
+    .await;
+    let (b, _) = round_trip(&mut svc, &mut handle, with_id("team-b"), response(200, &[])).await;
+    assert!(b.headers().get(COOKIE).is_none());
+    let (a, _) = round_trip(&mut svc, &mut handle, with_id("team-a"), response(200, &[])).await;
+    assert_eq!(a.headers()[COOKIE], "team=a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_scope_still_shares_one_jar() {
+    let jar = CookieJar::new();
+    let (mut svc, mut handle) = session(&jar);
+    let uri = "https://api.example.com/v1/chat/completions";
+    round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-one"),
+        response(503, &["cf_clearance=c; Path=/"]),
+    )
+    .await;
+    let (other, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-two"),
+        response(200, &[]),
+    )
+    .await;
+    assert_eq!(other.headers()[COOKIE], "cf_clearance=c");
+    assert_eq!(CookieScope::default(), CookieScope::Upstream);
+    assert_eq!(
+        serde_json::from_str::<CookieScope>(r#""caller""#).unwrap(),
+        CookieScope::Caller
+    );
+}
+
+#[test]
+fn caller_jars_are_bounded_least_recently_used_first() {
+    let jars = CallerJars::new(2, 10);
+    let id = |k: &str| CallerId::of(&HeaderMap::new(), Some(&ApiKeyHash::of(k)));
+    let u = url("https://a.example/");
+    jars.jar_for(id("a"))
+        .store_response_cookies(&u, &set_cookies(&["a=1"]));
+    jars.jar_for(id("b"))
+        .store_response_cookies(&u, &set_cookies(&["b=1"]));
+    jars.jar_for(id("a")); // a is used again: b is now the least recently used
+    jars.jar_for(id("c"));
+    assert_eq!(jars.callers(), 2);
+    assert!(jars.get(&id("b")).is_none(), "b was evicted");
+    assert_eq!(
+        header(&jars.get(&id("a")).unwrap(), "https://a.example/").as_deref(),
+        Some("a=1")
+    );
+    // Many identities cannot grow it.
+    for i in 0..100 {
+        jars.jar_for(id(&format!("rotating-{i}")));
+    }
+    assert_eq!(jars.callers(), 2);
+    let many: Vec<String> = (0..20).map(|i| format!("c{i}=1")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    jars.jar_for(id("x"))
+        .store_response_cookies(&u, &set_cookies(&many));
+    assert_eq!(
+        jars.get(&id("x")).unwrap().len(),
+        10,
+        "max_cookies per caller"
+    );
+}
+
+#[test]
+fn per_caller_jars_persist_next_to_shared_ones_and_old_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    let u = url("https://a.example/");
+    let shared = CookieJar::new();
+    shared.store_response_cookies(&u, &set_cookies(&["cf_clearance=1"]));
+    let callers = CallerJars::new(10, 100);
+    let one = CallerId::of(&HeaderMap::new(), Some(&ApiKeyHash::of("one")));
+    let two = CallerId::of(&HeaderMap::new(), Some(&ApiKeyHash::of("two")));
+    callers
+        .jar_for(one)
+        .store_response_cookies(&u, &set_cookies(&["sid=one"]));
+    callers
+        .jar_for(two)
+        .store_response_cookies(&u, &set_cookies(&["sid=two"]));
+    let (a, b) = (Jars::from(shared), Jars::from(callers));
+    persist::save(&path, &[("cf", &a), ("sessions", &b)]).unwrap();
+
+    let loaded = persist::load(&path).unwrap();
+    let Jars::Upstream(cf) = &loaded["cf"] else {
+        panic!("cf is shared")
+    };
+    assert_eq!(
+        header(cf, "https://a.example/").as_deref(),
+        Some("cf_clearance=1")
+    );
+    let Jars::Caller(sessions) = &loaded["sessions"] else {
+        panic!("sessions are per caller")
+    };
+    assert_eq!(loaded["sessions"].scope(), CookieScope::Caller);
+    assert_eq!(
+        header(&sessions.get(&one).unwrap(), "https://a.example/").as_deref(),
+        Some("sid=one")
+    );
+    assert_eq!(
+        header(&sessions.get(&two).unwrap(), "https://a.example/").as_deref(),
+        Some("sid=two")
+    );
+    // `load_all` (shared jars only) still works on the new file.
+    let shared_only = persist::load_all(&path).unwrap();
+    assert_eq!(shared_only.len(), 1);
+    assert!(shared_only.contains_key("cf"));
+
+    // A file of the old form (every upstream an array) loads as shared jars.
+    std::fs::write(
+        &path,
+        r#"{ "old": [ { "raw_cookie": "k=v; Path=/", "path": ["/", true],
+             "domain": { "HostOnly": "a.example" }, "expires": "SessionEnd" } ] }"#,
+    )
+    .unwrap();
+    let loaded = persist::load(&path).unwrap();
+    assert_eq!(loaded["old"].scope(), CookieScope::Upstream);
+    assert_eq!(loaded["old"].len(), 1);
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A planted symlink (at the old fixed `<path>.tmp`, or at the file itself) was followed.
+#[cfg(unix)]
+#[test]
+fn saving_never_writes_through_a_planted_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("cookies.json.tmp")).unwrap();
+
+    let jar = CookieJar::new();
+    jar.store_response_cookies(&url("https://a.example/"), &set_cookies(&["a=secret"]));
+    persist::save_all(&path, &[("a", &jar)]).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(persist::load_all(&path).unwrap()["a"].len(), 1);
+
+    // A symlink at the file itself is replaced, not followed.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    persist::save_all(&path, &[("a", &jar)]).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(mode(&path), 0o600);
+    // No temp files are left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp") && n != "cookies.json.tmp")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A planted 0644 file kept its mode, so the saved cookies were world-readable.
+#[cfg(unix)]
+#[test]
+fn the_saved_file_is_0600_whatever_was_planted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    for planted in [dir.path().join("cookies.json.tmp"), path.clone()] {
+        std::fs::write(&planted, "planted").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let jar = CookieJar::new();
+    jar.store_response_cookies(&url("https://a.example/"), &set_cookies(&["a=secret"]));
+    persist::save_all(&path, &[("a", &jar)]).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(persist::load_all(&path).unwrap()["a"].len(), 1);
 }

@@ -5,7 +5,7 @@
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
-use http::{header::AUTHORIZATION, HeaderMap};
+use http::{header::AUTHORIZATION, Extensions, HeaderMap, HeaderName};
 
 /// The memory user id chosen for this request (inserted by the memory-routing layer).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +26,23 @@ impl UserId {
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A memory user id bound to the caller's gateway key (`[[keys]] user_id`), inserted by the
+/// gateway's auth: the memory-routing layer uses it over the client's headers and patterns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BoundUserId(pub Arc<str>);
+
+impl BoundUserId {
+    /// Wrap a user id.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -89,6 +106,118 @@ impl fmt::Debug for ApiKeyHash {
     }
 }
 
+/// Who a caller is, for state that must never cross callers: the dedup key, per-caller cookie
+/// jars.
+///
+/// A caller is the gateway key that matched (if any) together with **every credential header
+/// that goes upstream** ([`is_credential_header`]: `authorization`, `x-api-key`, `api-key`,
+/// `x-goog-api-key`, any `*-api-key`), hashed together (blake3, keyed, length-framed, header
+/// names sorted). Two callers sharing a gateway key but sending different provider keys are
+/// two identities; a caller whose only credential is Azure's `api-key` is told apart by it.
+///
+/// # Where it comes from
+///
+/// The gateway's auth inserts it as a request extension, computed with [`CallerId::of`]
+/// *before* it removes the header carrying the gateway key (that header never goes upstream,
+/// and with `auth = "bearer"` upstreams the provider key is added only after the layers, so
+/// from the headers alone every caller of such an upstream would look alike). Layers call [`CallerId::from_parts`], which takes that extension, else derives the
+/// identity from the headers alone (a layer used outside the gateway).
+///
+/// ```
+/// use http::HeaderMap;
+/// use portcullis_core::{ApiKeyHash, CallerId};
+///
+/// let h = |k: &str, v: &str| {
+///     let mut m = HeaderMap::new();
+///     m.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+///     m
+/// };
+/// let team = ApiKeyHash::of("gateway-key");
+/// assert_ne!(
+///     CallerId::of(&h("x-api-key", "sk-1"), Some(&team)),
+///     CallerId::of(&h("x-api-key", "sk-2"), Some(&team)),
+/// );
+/// assert_ne!(CallerId::of(&h("api-key", "az-1"), None), CallerId::of(&h("api-key", "az-2"), None));
+/// assert_eq!(CallerId::of(&h("api-key", "az-1"), None), CallerId::of(&h("api-key", "az-1"), None));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallerId(pub [u8; 16]);
+
+impl CallerId {
+    /// The identity of a caller that sent `headers` and matched `gateway_key` (if any).
+    pub fn of(headers: &HeaderMap, gateway_key: Option<&ApiKeyHash>) -> Self {
+        let mut h = blake3::Hasher::new_derive_key("portcullis caller id v1");
+        match gateway_key {
+            Some(k) => {
+                h.update(b"k");
+                h.update(&k.0);
+            }
+            None => {
+                h.update(b"-");
+            }
+        }
+        let mut names: Vec<&HeaderName> =
+            headers.keys().filter(|n| is_credential_header(n)).collect();
+        names.sort_unstable_by_key(|n| n.as_str());
+        h.update(&(names.len() as u64).to_le_bytes());
+        for name in names {
+            frame(&mut h, name.as_str().as_bytes());
+            let values = headers.get_all(name);
+            h.update(&(values.iter().count() as u64).to_le_bytes());
+            for v in values {
+                frame(&mut h, v.as_bytes());
+            }
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Self(out)
+    }
+
+    /// The request's [`CallerId`] extension (set by the gateway's auth), else the identity
+    /// derived from `headers` with no gateway key.
+    pub fn from_parts(headers: &HeaderMap, extensions: &Extensions) -> Self {
+        extensions
+            .get::<Self>()
+            .copied()
+            .unwrap_or_else(|| Self::of(headers, None))
+    }
+
+    /// Hex form, for keys in external stores and persisted files.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parse [`to_hex`](Self::to_hex)'s output.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for CallerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CallerId({})", &self.to_hex()[..8])
+    }
+}
+
+fn frame(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// Whether `name` is a credential header that goes upstream: `authorization`, `x-api-key`,
+/// `api-key` (Azure), `x-goog-api-key`, or any other `*-api-key`.
+pub fn is_credential_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "authorization" || n == "api-key" || n.ends_with("-api-key")
+}
+
 /// The raw API key the caller sent: `Authorization: Bearer K` or `x-api-key: K`.
 pub fn api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -121,6 +250,79 @@ mod tests {
         assert_eq!(api_key(&h), Some("k2"));
         h.insert(AUTHORIZATION, "Bearer k1".parse().unwrap());
         assert_eq!(api_key(&h), Some("k1"));
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn caller_id_covers_every_credential_header() {
+        let gw = ApiKeyHash::of("gw");
+        let base = CallerId::of(&headers(&[("authorization", "Bearer gw")]), Some(&gw));
+        // Same gateway key, different provider key in x-api-key: another caller (issue 14).
+        for extra in [
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "anthropic-api-key",
+        ] {
+            let a = CallerId::of(
+                &headers(&[("authorization", "Bearer gw"), (extra, "p1")]),
+                Some(&gw),
+            );
+            let b = CallerId::of(
+                &headers(&[("authorization", "Bearer gw"), (extra, "p2")]),
+                Some(&gw),
+            );
+            assert_ne!(a, b, "{extra}");
+            assert_ne!(a, base, "{extra}");
+        }
+        // Headers that are not credentials do not matter; header order does not either.
+        let a = CallerId::of(&headers(&[("x-api-key", "k"), ("api-key", "a")]), None);
+        let b = CallerId::of(
+            &headers(&[("api-key", "a"), ("user-agent", "x"), ("x-api-key", "k")]),
+            None,
+        );
+        assert_eq!(a, b);
+        // The gateway key is part of it.
+        let h = headers(&[("x-api-key", "k")]);
+        assert_ne!(CallerId::of(&h, None), CallerId::of(&h, Some(&gw)));
+        assert_ne!(
+            CallerId::of(&h, Some(&ApiKeyHash::of("other"))),
+            CallerId::of(&h, Some(&gw))
+        );
+        // Framing: a value cannot spill into the next header.
+        assert_ne!(
+            CallerId::of(&headers(&[("a-api-key", "xb-api-key")]), None),
+            CallerId::of(&headers(&[("a-api-key", "x"), ("b-api-key", "")]), None),
+        );
+    }
+
+    #[test]
+    fn caller_id_extension_wins_and_hex_round_trips() {
+        let h = headers(&[("x-api-key", "k")]);
+        let mut ext = Extensions::new();
+        assert_eq!(CallerId::from_parts(&h, &ext), CallerId::of(&h, None));
+        let set = CallerId::of(&h, Some(&ApiKeyHash::of("gw")));
+        ext.insert(set);
+        assert_eq!(CallerId::from_parts(&h, &ext), set);
+        assert_eq!(CallerId::from_hex(&set.to_hex()), Some(set));
+        assert_eq!(CallerId::from_hex("zz"), None);
+        assert!(!format!("{set:?}").contains(&set.to_hex()));
+        assert!(!is_credential_header(&HeaderName::from_static(
+            "x-api-keys"
+        )));
+        assert!(is_credential_header(&HeaderName::from_static(
+            "x-goog-api-key"
+        )));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod remote;
 pub mod usage;
 
 pub use error::CircuitOpen;
-pub use identity::{ApiKeyHash, ClientIp, KeyName, UserId};
+pub use identity::{ApiKeyHash, BoundUserId, CallerId, ClientIp, KeyName, UserId};
 pub use meta::RequestMeta;
 pub use outcome::{Attempts, BreakerState, CacheOutcome, ErrorCode, RateLimitOutcome, RouteInfo};
 pub use pattern::{ModelPattern, PatternSet};

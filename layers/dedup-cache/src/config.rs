@@ -29,7 +29,14 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Most responses the in-memory cache holds (least recently used go first).
     pub max_entries: u64,
+    /// The in-memory cache's total size bound in bytes (bodies + headers + a small per-entry
+    /// overhead), least recently used evicted first. See
+    /// [`MemoryStore::bounded`](crate::MemoryStore::bounded) for how the two bounds combine.
+    pub max_bytes: u64,
 }
+
+/// Default of [`Config::max_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -37,6 +44,7 @@ impl Default for Config {
             coalesce: true,
             cache_ttl: Duration::ZERO,
             max_entries: 10_000,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -56,6 +64,12 @@ impl Config {
                 "must be >= 1 when cache_ttl > 0",
             ));
         }
+        if self.caching() && self.max_bytes < 1 {
+            problems.push(ConfigProblem::new(
+                "max_bytes",
+                "must be >= 1 when cache_ttl > 0",
+            ));
+        }
         problems
     }
 }
@@ -72,14 +86,17 @@ mod tests {
         assert_eq!(c.cache_ttl, Duration::ZERO);
         assert!(!c.caching());
         assert_eq!(c.max_entries, 10_000);
+        assert_eq!(c.max_bytes, 268_435_456, "interface.md [dedup] max_bytes");
         assert!(c.validate().is_empty());
     }
 
     #[test]
     fn reports_every_problem() {
-        let c: Config = serde_json::from_str(r#"{ "cache_ttl": "5m", "max_entries": 0 }"#).unwrap();
+        let c: Config =
+            serde_json::from_str(r#"{ "cache_ttl": "5m", "max_entries": 0, "max_bytes": 0 }"#)
+                .unwrap();
         let paths: Vec<_> = c.validate().into_iter().map(|p| p.path).collect();
-        assert_eq!(paths, ["max_entries"]);
+        assert_eq!(paths, ["max_entries", "max_bytes"]);
     }
 
     #[test]
@@ -103,6 +120,7 @@ mod tests {
             coalesce: false,
             cache_ttl: Duration::from_millis(1500),
             max_entries: 7,
+            max_bytes: 4096,
         };
         let back: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);

@@ -1,7 +1,8 @@
 //! The dedup key: which requests count as "identical".
 //!
 //! Two requests share a key when they have the same method, path and query, the same JSON
-//! body up to key order and whitespace, the same caller (API key hash and memory user id)
+//! body up to key order and whitespace, the same caller ([`CallerId`]: the gateway key that
+//! matched and every credential header that goes upstream, hashed; and the memory user id)
 //! and the same values of the few headers that change what an LLM API answers
 //! ([`VARY_HEADERS`]). Everything is fed to blake3 with length-prefixed framing, so no two
 //! different field splits can produce the same byte stream.
@@ -18,7 +19,7 @@
 use std::{borrow::Cow, fmt, io::Write as _};
 
 use http::{request::Parts, HeaderName};
-use portcullis_core::{ApiKeyHash, UserId};
+use portcullis_core::{CallerId, UserId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Request headers that are part of the key besides the caller's identity, because they
@@ -35,7 +36,8 @@ pub const VARY_HEADERS: [HeaderName; 7] = [
     HeaderName::from_static("openai-project"),
 ];
 
-const KEY_CONTEXT: &str = "portcullis dedup key v1";
+// v2: the caller is a `CallerId` (every credential header), no longer one API key.
+const KEY_CONTEXT: &str = "portcullis dedup key v2";
 
 /// A dedup key: a blake3 hash of everything that makes two requests identical.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,10 +106,11 @@ pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
         }
     }
 
-    match ApiKeyHash::from_headers(&parts.headers) {
-        Some(k) => field(&mut h, &k.0),
-        None => field(&mut h, &[]),
-    }
+    // The `CallerId` extension the gateway's auth set, else every credential header.
+    field(
+        &mut h,
+        &CallerId::from_parts(&parts.headers, &parts.extensions).0,
+    );
     match parts.extensions.get::<UserId>() {
         Some(u) => {
             h.update(b"u");
@@ -432,14 +435,45 @@ mod tests {
     }
 
     #[test]
-    fn api_key_header_spelling_does_not_matter_but_the_key_does() {
+    fn every_credential_header_is_part_of_the_caller() {
+        // Issue 14: one gateway key, two provider keys in `x-api-key`: two callers.
+        let body = b"{}";
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut p = parts("POST", "/");
+            for (k, v) in pairs {
+                p.headers.insert(*k, v.parse().unwrap());
+            }
+            dedup_key(&p, body)
+        };
+        assert_ne!(
+            with(&[("authorization", "Bearer gw"), ("x-api-key", "sk-1")]),
+            with(&[("authorization", "Bearer gw"), ("x-api-key", "sk-2")]),
+        );
+        // Azure's `api-key` (and Google's `x-goog-api-key`) tell callers apart too.
+        assert_ne!(with(&[("api-key", "az-1")]), with(&[("api-key", "az-2")]));
+        assert_ne!(
+            with(&[("x-goog-api-key", "g-1")]),
+            with(&[("x-goog-api-key", "g-2")])
+        );
+        // What goes upstream differs, so the spelling is part of the identity now.
+        assert_ne!(
+            with(&[("authorization", "Bearer sk-1")]),
+            with(&[("x-api-key", "sk-1")])
+        );
+    }
+
+    #[test]
+    fn the_gateways_caller_id_extension_decides() {
+        use portcullis_core::ApiKeyHash;
         let body = b"{}";
         let mut a = parts("POST", "/");
-        a.headers
-            .insert(AUTHORIZATION, "Bearer sk-1".parse().unwrap());
+        a.extensions
+            .insert(CallerId::of(&a.headers, Some(&ApiKeyHash::of("team-a"))));
         let mut b = parts("POST", "/");
-        b.headers.insert("x-api-key", "sk-1".parse().unwrap());
-        assert_eq!(dedup_key(&a, body), dedup_key(&b, body));
+        b.extensions
+            .insert(CallerId::of(&b.headers, Some(&ApiKeyHash::of("team-b"))));
+        assert_ne!(dedup_key(&a, body), dedup_key(&b, body));
+        assert_ne!(dedup_key(&a, body), dedup_key(&parts("POST", "/"), body));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! ([`DedupCacheLayer::with_store`]).
 //!
 //! "Identical" is decided by [`dedup_key`]: method, path and query, the JSON body in canonical
-//! form (key order and whitespace do not matter), the caller's identity (API key hash and
+//! form (key order and whitespace do not matter), the caller's identity
+//! ([`CallerId`](portcullis_core::CallerId): the gateway key that matched, from the
+//! extension the gateway's auth sets, and every credential header that goes upstream; and the
 //! memory [`UserId`](portcullis_core::UserId)) and a few response-shaping headers
 //! ([`VARY_HEADERS`]). One caller's answer never reaches another.
 //!
@@ -43,11 +45,18 @@
 //!
 //! A response that is `text/event-stream` or declares a length over the body cap is handed
 //! to the leader untouched, as a stream; its followers then make their own calls (`bypass`).
-//! A response of unknown length that turns out bigger than the cap is read whole (a generic
-//! layer has only `From<Bytes>` to rebuild a body, so the unread rest that
-//! `portcullis_core::body::collect_up_to` hands back cannot be re-chained onto it), shared
-//! with the waiters but not cached. A request body of unknown length over the cap is read
-//! whole and sent on for the same reason (`bypass`).
+//! A response of unknown length (chunked) is read up to the cap; past it, the leader gets a
+//! body that yields what was read and then the rest as it arrives ([`Rechain`]), so no more
+//! than the cap is ever buffered; it is not cached, and the followers make their own calls,
+//! as for the others. A request body of unknown length over the cap is handed on the same
+//! way, unbuffered (`bypass`). The service's body types must implement [`Rechain`] (axum's
+//! `Body` and `Full<Bytes>` do).
+//!
+//! # Memory
+//!
+//! The in-memory cache is bounded by `max_entries` and by `max_bytes` (bodies, headers and a
+//! small overhead per entry, least recently used evicted first; see
+//! [`MemoryStore::bounded`]). In flight, each shared call buffers at most the body cap.
 //!
 //! # Errors
 //!
@@ -98,6 +107,7 @@
 //! # }
 //! ```
 
+mod body;
 mod config;
 mod error;
 pub mod future;
@@ -106,11 +116,13 @@ mod layer;
 mod service;
 mod store;
 
-pub use config::Config;
+pub use body::Rechain;
+pub use config::{Config, DEFAULT_MAX_BYTES};
 pub use error::{RequestBodyError, ResponseBodyError, SharedCallLost, SharedError};
 pub use key::{canonical_json, dedup_key, Key, VARY_HEADERS};
 pub use layer::DedupCacheLayer;
 pub use service::DedupCache;
 pub use store::{
-    CacheHit, CacheStore, CachedResponse, CorruptEntry, MemoryStore, RedisStore, REDIS_KEY_PREFIX,
+    CacheHit, CacheStore, CachedResponse, CorruptEntry, MemoryStore, RedisStore,
+    ENTRY_OVERHEAD_BYTES, REDIS_KEY_PREFIX,
 };

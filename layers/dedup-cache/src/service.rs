@@ -26,6 +26,7 @@ use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::{
+    body::Rechain,
     error::{RequestBodyError, ResponseBodyError, SharedCallLost, SharedError},
     future::ResponseFuture,
     key::{self, Key},
@@ -85,9 +86,9 @@ where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     B::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    RB: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     RB::Error: Into<BoxError>,
 {
     type Response = Response<RB>;
@@ -132,10 +133,16 @@ impl Shared {
         let (store, local) = match (config.caching(), store) {
             (false, _) => (None, None),
             (true, None) => (
-                Some(Arc::new(MemoryStore::new(config.max_entries)) as Arc<dyn CacheStore>),
+                Some(
+                    Arc::new(MemoryStore::bounded(config.max_entries, config.max_bytes))
+                        as Arc<dyn CacheStore>,
+                ),
                 None,
             ),
-            (true, Some(store)) => (Some(store), Some(MemoryStore::new(config.max_entries))),
+            (true, Some(store)) => (
+                Some(store),
+                Some(MemoryStore::bounded(config.max_entries, config.max_bytes)),
+            ),
         };
         Self {
             config,
@@ -309,9 +316,9 @@ where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     B::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    RB: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     RB::Error: Into<BoxError>,
 {
     let cfg = &shared.config;
@@ -323,13 +330,8 @@ where
     let body = match collected {
         Collected::Complete(body) => body,
         partial => {
-            // `B: From<Bytes>` is all a generic layer can rebuild a body from, so the rest
-            // is read too (the edge's own body cap bounds it) and the request sent as is.
-            let body = partial
-                .into_bytes()
-                .await
-                .map_err(|e| RequestBodyError(read_error(e)))?;
-            let req = Request::from_parts(parts, B::from(body));
+            // Sent on unbuffered: the bytes read so far, then the rest as it arrives.
+            let req = Request::from_parts(parts, B::rechain(partial.into_body()));
             return bypass(inner, req, None, "request body over max_body_bytes").await;
         }
     };
@@ -457,7 +459,7 @@ async fn lead<S, B, RB>(
 ) where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes>,
+    RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
     let outcome = match fetch(inner, req, cap).await {
@@ -584,7 +586,7 @@ async fn fetch<S, B, RB>(inner: S, req: Request<B>, cap: usize) -> Result<Fetche
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes>,
+    RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
     let resp = inner.oneshot(req).await.map_err(Into::into)?;
@@ -592,19 +594,22 @@ where
         return Ok(Fetched::Streamed(resp));
     }
     let (parts, body) = resp.into_parts();
-    let response_error = |e| ResponseBodyError(read_error(e));
-    let (bytes, over_cap) = match collect_up_to(Box::pin(body), cap)
+    let bytes = match collect_up_to(Box::pin(body), cap)
         .await
-        .map_err(response_error)?
+        .map_err(|e| ResponseBodyError(read_error(e)))?
     {
-        Collected::Complete(bytes) => (bytes, false),
-        // Read whole: see "Responses that cannot be shared" in the crate docs.
-        partial => (partial.into_bytes().await.map_err(response_error)?, true),
+        Collected::Complete(bytes) => bytes,
+        // Over the cap: handed on as a stream (what was read, then the rest), not buffered,
+        // so it cannot be shared; see "Responses that cannot be shared" in the crate docs.
+        partial => {
+            let body = RB::rechain(partial.into_body());
+            return Ok(Fetched::Streamed(Response::from_parts(parts, body)));
+        }
     };
     let mut headers = parts.headers;
     // A copy served on another connection must not carry the leader's connection headers.
     portcullis_core::headers::strip_hop_by_hop(&mut headers);
-    let cacheable = parts.status.is_success() && !over_cap && !response_says_no_store(&headers);
+    let cacheable = parts.status.is_success() && !response_says_no_store(&headers);
     Ok(Fetched::Complete(SharedResponse {
         status: parts.status,
         version: parts.version,

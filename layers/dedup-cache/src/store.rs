@@ -62,7 +62,7 @@ pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
 
 // === impl MemoryStore ===
 
-/// An in-process [`CacheStore`] on a bounded `moka` cache.
+/// An in-process [`CacheStore`] on a `moka` cache bounded by entries and by bytes.
 ///
 /// Freshness is checked against `tokio::time::Instant` on every read (so paused-clock tests
 /// and the TTL agree); moka's own per-entry expiry only frees memory behind it. Cloning
@@ -70,9 +70,12 @@ pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: moka::future::Cache<Key, Arc<MemoryEntry>>,
+    max_bytes: u64,
 }
 
 struct MemoryEntry {
+    /// [`entry_bytes`] of `response`, computed once.
+    bytes: u64,
     response: CachedResponse,
     stored: Instant,
     ttl: Duration,
@@ -91,15 +94,63 @@ impl moka::Expiry<Key, Arc<MemoryEntry>> for EntryTtl {
     }
 }
 
+/// What an entry costs besides its body and headers: the key, the `Arc`, the timestamps and
+/// moka's own bookkeeping, roughly.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
+
+/// What each header costs besides its name and value (the `HeaderMap` slot), roughly.
+const HEADER_OVERHEAD_BYTES: u64 = 32;
+
+/// Bytes an entry holds: body, headers and [`ENTRY_OVERHEAD_BYTES`].
+fn entry_bytes(r: &CachedResponse) -> u64 {
+    let headers: u64 = r
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().len() + v.len()) as u64 + HEADER_OVERHEAD_BYTES)
+        .sum();
+    r.body.len() as u64 + headers + ENTRY_OVERHEAD_BYTES
+}
+
 impl MemoryStore {
-    /// A store holding at most `max_entries` responses; the least recently used go first.
+    /// A store holding at most `max_entries` responses and
+    /// [`DEFAULT_MAX_BYTES`](crate::DEFAULT_MAX_BYTES) bytes; see
+    /// [`bounded`](Self::bounded).
     pub fn new(max_entries: u64) -> Self {
+        Self::bounded(max_entries, crate::DEFAULT_MAX_BYTES)
+    }
+
+    /// A store holding at most `max_entries` responses and at most `max_bytes` bytes of them
+    /// (bodies, headers and [`ENTRY_OVERHEAD_BYTES`] each); the least recently used go first.
+    /// A response larger than `max_bytes` on its own is not stored.
+    ///
+    /// # Why one weight for two bounds
+    ///
+    /// moka bounds one quantity. Each entry weighs its size in bytes, but at least
+    /// `max_bytes / max_entries` (the *quantum*), against a capacity of `max_bytes`: so at
+    /// most `max_entries` entries fit (each weighs at least a quantum) and never more than
+    /// `max_bytes` bytes (each weighs at least its size). The price is that small entries
+    /// are counted as a quantum (with the defaults, 26 KiB, above most chat answers), so
+    /// a cache of small answers is bounded by `max_entries`, as before.
+    pub fn bounded(max_entries: u64, max_bytes: u64) -> Self {
+        let max_bytes = max_bytes.max(1);
+        let quantum = (max_bytes / max_entries.max(1)).max(1);
         Self {
             cache: moka::future::Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |_key: &Key, entry: &Arc<MemoryEntry>| -> u32 {
+                    // Bodies are capped by the layer's body cap; a weight past u32 saturates.
+                    u32::try_from(entry.bytes.max(quantum)).unwrap_or(u32::MAX)
+                })
                 .expire_after(EntryTtl)
                 .build(),
+            max_bytes,
         }
+    }
+
+    /// Bytes held, approximately (moka applies writes lazily): the sum of the entries' weights,
+    /// which is at least their size (see [`bounded`](Self::bounded)).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
     }
 
     /// Number of entries, approximately (moka applies writes lazily).
@@ -112,6 +163,8 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("entries", &self.cache.entry_count())
+            .field("weighted_size", &self.cache.weighted_size())
+            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
@@ -141,7 +194,13 @@ impl CacheStore for MemoryStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
+            let bytes = entry_bytes(&response);
+            if bytes > self.max_bytes {
+                tracing::debug!(key = %key.short(), bytes, "response larger than the whole cache; not stored");
+                return Ok(());
+            }
             let entry = MemoryEntry {
+                bytes,
                 response,
                 stored: Instant::now(),
                 ttl,
@@ -442,6 +501,72 @@ mod tests {
         let mut wrong_version = good.to_vec();
         wrong_version[0] = 9;
         assert!(decode(Bytes::from(wrong_version)).is_err());
+    }
+
+    fn of_size(body: usize) -> CachedResponse {
+        CachedResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![b'x'; body]),
+        }
+    }
+
+    /// Issue 14: 40 answers of 5 MiB added 330 MiB, the cache being bounded by count only.
+    /// Scaled down: 40 answers of 100 KiB into a 1 MiB cache of up to 1000 entries.
+    #[tokio::test]
+    async fn memory_store_is_bounded_by_bytes() {
+        const MIB: u64 = 1024 * 1024;
+        let store = MemoryStore::bounded(1000, MIB);
+        for i in 0..40u8 {
+            let key = Key([i; 32]);
+            store
+                .put(&key, of_size(100 * 1024), Duration::from_secs(60))
+                .await
+                .unwrap();
+            // The entry just written is there (least recently used go first).
+            assert!(store.get(&key).await.unwrap().is_some(), "entry {i}");
+            store.cache.run_pending_tasks().await;
+            assert!(
+                store.weighted_size() <= MIB,
+                "{} bytes",
+                store.weighted_size()
+            );
+        }
+        store.cache.run_pending_tasks().await;
+        let held = store.entry_count();
+        assert!(
+            (8..=10).contains(&held),
+            "{held} entries of 100 KiB in 1 MiB"
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_still_bounded_by_entries() {
+        let store = MemoryStore::bounded(10, 1024 * 1024);
+        for i in 0..50u8 {
+            store
+                .put(&Key([i; 32]), of_size(10), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        store.cache.run_pending_tasks().await;
+        assert!(store.entry_count() <= 10, "{}", store.entry_count());
+    }
+
+    #[tokio::test]
+    async fn a_response_larger_than_the_cache_is_not_stored() {
+        let store = MemoryStore::bounded(10, 1000);
+        let key = Key([1; 32]);
+        store
+            .put(&key, of_size(2000), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        store
+            .put(&key, of_size(10), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store.get(&key).await.unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]

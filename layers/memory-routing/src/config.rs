@@ -10,6 +10,10 @@ use crate::router;
 /// Longest user id accepted, from the config or from a client's explicit header, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
 
+/// Most patterns a config may have. Every request is matched against all of them (in one
+/// pass per header with a `RegexSet`), so their number bounds the work a request costs.
+pub const MAX_PATTERNS: usize = 100;
+
 /// Configuration of the memory-routing layer.
 ///
 /// Defaults are those of `[memory_routing]` in portcullis' interface. The binary's `enabled`
@@ -25,7 +29,14 @@ pub struct Config {
     /// User id used when the client names none and no pattern matches (`default`).
     pub default_user_id: String,
     /// Patterns tried in order; the first whose regex matches its header's value wins.
+    /// At most [`MAX_PATTERNS`].
     pub patterns: Vec<Pattern>,
+    /// Whether a client may name its own user id (`true`, the default): `client_header`, or
+    /// an `upstream_header` it already sends. `false`: both are ignored, and dropped (the
+    /// upstream header is replaced by the decided id), so a client cannot pick the id that
+    /// rate limits and the dedup key use. A [`BoundUserId`](portcullis_core::BoundUserId)
+    /// (a gateway key's `user_id`) wins over both either way.
+    pub trust_client_header: bool,
 }
 
 impl Default for Config {
@@ -35,6 +46,7 @@ impl Default for Config {
             client_header: "x-memory-user-id".to_owned(),
             default_user_id: "default".to_owned(),
             patterns: Vec::new(),
+            trust_client_header: true,
         }
     }
 }
@@ -66,6 +78,15 @@ impl Config {
         check_header_name(&mut problems, "upstream_header", &self.upstream_header);
         check_header_name(&mut problems, "client_header", &self.client_header);
         check_user_id(&mut problems, "default_user_id", &self.default_user_id);
+        if self.patterns.len() > MAX_PATTERNS {
+            problems.push(ConfigProblem::new(
+                "patterns",
+                format!(
+                    "{} patterns: at most {MAX_PATTERNS} (each request is matched against all of them)",
+                    self.patterns.len()
+                ),
+            ));
+        }
         for (i, p) in self.patterns.iter().enumerate() {
             check_header_name(&mut problems, &format!("patterns[{i}].header"), &p.header);
             if let Err(e) = router::build_regex(&p.pattern) {
@@ -328,6 +349,7 @@ mod tests {
                 pat("user-agent", "api.(openai", "c"),
                 pat("user-agent", "[z-a]", "d\u{e9}"),
             ],
+            trust_client_header: true,
         };
         let got = paths(&c.validate());
         assert_eq!(got.len(), 8, "{got:#?}");

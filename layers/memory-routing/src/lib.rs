@@ -2,7 +2,9 @@
 //! own when the upstream is a memory service (e.g. Supermemory's memory router).
 //!
 //! The id is, in this order:
-//! 1. the client's explicit id: [`Config::client_header`] (`x-memory-user-id`), else an
+//! 0. the id bound to the caller's gateway key: a [`BoundUserId`] request extension (the
+//!    gateway's auth sets it for a `[[keys]]` entry with a `user_id`);
+//! 1. unless [`Config::trust_client_header`] is false, the client's explicit id: [`Config::client_header`] (`x-memory-user-id`), else an
 //!    [`Config::upstream_header`] (`x-sm-user-id`) the client already sends; trimmed, and used
 //!    only if it is 1 to 256 bytes of printable ASCII (otherwise ignored, logged at debug);
 //! 2. else the `user_id` of the first [`Pattern`] *in config order* whose regex matches its
@@ -10,8 +12,12 @@
 //!    and compiled once at load; a header sent several times matches if any value does;
 //! 3. else [`Config::default_user_id`].
 //!
-//! The request then goes on with the upstream header set to that id and the client header
-//! removed, and with two extensions: the [`Decision`] (what `GET /memory-routing/info`
+//! Matching work per request is bounded: at most [`MAX_PATTERNS`] patterns (checked by
+//! [`Config::validate`]), each header's first [`MAX_MATCHED_VALUES`] values, each value's
+//! first [`MAX_MATCHED_BYTES`] bytes.
+//!
+//! The request then goes on with the upstream header set to that id (replacing any the
+//! client sent) and the client header removed, and with two extensions: the [`Decision`] (what `GET /memory-routing/info`
 //! shows) and a [`portcullis_core::UserId`], which the rate-limit and dedup layers key on.
 //! Every decision is a `tracing` debug event (user id, source, pattern index; for a default,
 //! the values the patterns saw) and counts in `portcullis_memory_routing_decisions_total{source}`.
@@ -59,7 +65,10 @@ mod layer;
 mod router;
 mod service;
 
-pub use config::{Config, Pattern, MAX_USER_ID_LEN};
+pub use config::{Config, Pattern, MAX_PATTERNS, MAX_USER_ID_LEN};
 pub use layer::MemoryRoutingLayer;
-pub use router::{Decision, MemoryRouter, PATTERN_SIZE_LIMIT};
+pub use portcullis_core::BoundUserId;
+pub use router::{
+    Decision, MemoryRouter, MAX_MATCHED_BYTES, MAX_MATCHED_VALUES, PATTERN_SIZE_LIMIT,
+};
 pub use service::MemoryRouting;

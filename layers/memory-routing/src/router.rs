@@ -12,7 +12,7 @@
 use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use portcullis_core::{ConfigProblem, UserId};
+use portcullis_core::{BoundUserId, ConfigProblem, UserId};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
@@ -22,6 +22,23 @@ use crate::config::{is_valid_user_id, Config, Pattern};
 /// Patterns are written by operators, but a typo like `\w{1000}` should fail at load with a
 /// clear message rather than use megabytes per pattern.
 pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// Bytes of a header value that patterns are matched against: the first 1 KiB.
+///
+/// # Why a prefix
+///
+/// A client chooses its header values; without a bound, 200 patterns against a 300 KB
+/// `User-Agent` cost 959 ms per request (issue 14). The values patterns are written for
+/// (user agents, client names, hosts) identify themselves in their first bytes, so an
+/// unanchored pattern, or one anchored with `^`, sees everything it needs. A pattern anchored
+/// with `$` matches the end of the first 1 KiB of a longer value. Together with
+/// [`MAX_PATTERNS`](crate::MAX_PATTERNS) and [`MAX_MATCHED_VALUES`] this bounds a request's
+/// matching work whatever the client sends.
+pub const MAX_MATCHED_BYTES: usize = 1024;
+
+/// Values of one header that patterns are matched against: the first 16 (a header sent more
+/// often than that is not a user agent anyone wrote a pattern for).
+pub const MAX_MATCHED_VALUES: usize = 16;
 
 /// Compile one pattern exactly as the router does: case-insensitive, size-limited.
 pub(crate) fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
@@ -52,6 +69,9 @@ pub struct Decision {
     /// Index of `matched_pattern` in the config's `patterns`, for logs (not serialized).
     #[serde(skip)]
     pub pattern_index: Option<usize>,
+    /// The id is the one bound to the caller's gateway key ([`BoundUserId`]); not serialized.
+    #[serde(skip)]
+    pub bound: bool,
     #[serde(skip)]
     header_value: HeaderValue,
 }
@@ -67,9 +87,12 @@ impl Decision {
         &self.header_value
     }
 
-    /// Where the id came from: `"explicit"`, `"pattern"` or `"default"` (for logs and metrics).
+    /// Where the id came from: `"bound"`, `"explicit"`, `"pattern"` or `"default"` (for logs
+    /// and metrics).
     pub fn source(&self) -> &'static str {
-        if self.custom_header_present {
+        if self.bound {
+            "bound"
+        } else if self.custom_header_present {
             "explicit"
         } else if self.matched_pattern.is_some() {
             "pattern"
@@ -193,12 +216,40 @@ impl MemoryRouter {
     /// Decide the user id for a request with these headers.
     ///
     /// In order: the client's explicit id (`client_header`, else `upstream_header`, trimmed;
-    /// ignored unless 1 to 256 bytes of printable ASCII); else the first pattern in config
-    /// order whose regex matches its header (any of the header's values, non-UTF-8 bytes
-    /// matched as U+FFFD); else the default id. Never panics, whatever the header bytes.
+    /// ignored unless 1 to 256 bytes of printable ASCII, and ignored altogether when
+    /// `trust_client_header` is false); else the first pattern in config order whose regex
+    /// matches its header (any of the header's first [`MAX_MATCHED_VALUES`] values, each
+    /// matched on its first [`MAX_MATCHED_BYTES`], non-UTF-8 bytes matched as U+FFFD); else
+    /// the default id. Never panics, whatever the header bytes.
     pub fn decide(&self, headers: &HeaderMap) -> Decision {
-        if let Some(d) = self.explicit(headers) {
-            return d;
+        self.decide_for(headers, None)
+    }
+
+    /// Like [`decide`](Self::decide), but a `bound` id (a gateway key's `user_id`, the
+    /// request's [`BoundUserId`] extension) wins over everything else.
+    pub fn decide_for(&self, headers: &HeaderMap, bound: Option<&BoundUserId>) -> Decision {
+        if let Some(b) = bound {
+            match HeaderValue::from_str(b.as_str()) {
+                Ok(header_value) if is_valid_user_id(b.as_str()) => {
+                    return Decision {
+                        user_id: b.0.clone(),
+                        matched_pattern: None,
+                        custom_header_present: false,
+                        is_default: false,
+                        pattern_index: None,
+                        bound: true,
+                        header_value,
+                    };
+                }
+                _ => tracing::warn!(
+                    "ignoring a bound memory user id: not 1 to 256 bytes of printable ASCII"
+                ),
+            }
+        }
+        if self.config.trust_client_header {
+            if let Some(d) = self.explicit(headers) {
+                return d;
+            }
         }
         match self.first_match(headers) {
             Some(i) => {
@@ -209,6 +260,7 @@ impl MemoryRouter {
                     custom_header_present: false,
                     is_default: false,
                     pattern_index: Some(i),
+                    bound: false,
                     header_value: p.header_value.clone(),
                 }
             }
@@ -218,13 +270,15 @@ impl MemoryRouter {
                 custom_header_present: false,
                 is_default: true,
                 pattern_index: None,
+                bound: false,
                 header_value: self.default_value.clone(),
             },
         }
     }
 
     /// Rewrite request headers for `decision`: the client header is removed (it is for the
-    /// gateway, not the upstream) and the upstream header is set, replacing any value.
+    /// gateway, not the upstream) and the upstream header is set, replacing any value the
+    /// client sent (trusted or not, only the decided id goes upstream).
     pub fn apply(&self, decision: &Decision, headers: &mut HeaderMap) {
         headers.remove(&self.client_header);
         headers.insert(self.upstream_header.clone(), decision.header_value.clone());
@@ -265,6 +319,7 @@ impl MemoryRouter {
                 custom_header_present: true,
                 is_default: false,
                 pattern_index: None,
+                bound: false,
                 header_value,
             });
         }
@@ -279,7 +334,7 @@ impl MemoryRouter {
             if best.is_some_and(|b| g.indices[0] > b) {
                 break;
             }
-            for value in headers.get_all(&g.header) {
+            for value in headers.get_all(&g.header).iter().take(MAX_MATCHED_VALUES) {
                 let hay = haystack(value);
                 if let Some(i) = g.first_match(&self.patterns, &hay, best) {
                     best = Some(i);
@@ -332,9 +387,11 @@ fn build_set(config: &Config, indices: &[usize]) -> Matcher {
     }
 }
 
-/// A header value as text: as-is when it is UTF-8, else with invalid bytes as U+FFFD.
+/// The first [`MAX_MATCHED_BYTES`] of a header value as text: as-is when it is UTF-8, else
+/// with invalid bytes (a character cut at the limit included) as U+FFFD.
 fn haystack(value: &HeaderValue) -> Cow<'_, str> {
-    String::from_utf8_lossy(value.as_bytes())
+    let bytes = value.as_bytes();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MATCHED_BYTES)])
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::{
 };
 
 use http::Request;
-use portcullis_core::headers::is_sensitive;
+use portcullis_core::{headers::is_sensitive, BoundUserId};
 use tower::Service;
 
 use crate::{Decision, MemoryRouter};
 
-/// Decides each request's memory user id, sets it in the upstream header, removes the
-/// client header, and inserts the [`Decision`] and a [`portcullis_core::UserId`] as request
+/// Decides each request's memory user id (a [`BoundUserId`] extension, set by the gateway for
+/// a key with a `user_id`, wins), sets it in the upstream header, removes the client header,
+/// and inserts the [`Decision`] and a [`portcullis_core::UserId`] as request
 /// extensions. Built by [`MemoryRoutingLayer`](crate::MemoryRoutingLayer).
 ///
 /// Works on any `http::Request<B>` and never reads the body. It adds no failure mode and no
@@ -50,7 +51,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let decision = self.router.decide(req.headers());
+        let decision = self
+            .router
+            .decide_for(req.headers(), req.extensions().get::<BoundUserId>());
         log_decision(&self.router, &decision, &req);
         metrics::counter!(
             "portcullis_memory_routing_decisions_total",

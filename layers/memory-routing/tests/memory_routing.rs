@@ -3,7 +3,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use portcullis_core::UserId;
-use portcullis_memory_routing::{Config, Decision, MemoryRouter, MemoryRoutingLayer, Pattern};
+use portcullis_memory_routing::{
+    BoundUserId, Config, Decision, MemoryRouter, MemoryRoutingLayer, Pattern, MAX_MATCHED_BYTES,
+    MAX_MATCHED_VALUES, MAX_PATTERNS,
+};
 use proptest::prelude::*;
 use regex::RegexBuilder;
 use tokio_test::{assert_pending, assert_ready_ok};
@@ -405,4 +408,155 @@ proptest! {
         prop_assert!(applied.get(CLIENT).is_none());
         prop_assert_eq!(applied.get_all(UPSTREAM).iter().count(), 1);
     }
+}
+
+// === issue 14: trust, bounds, keys ===
+
+fn untrusting() -> Config {
+    Config {
+        trust_client_header: false,
+        ..users_setup()
+    }
+}
+
+/// A rate limit keyed on the user id was bypassed by rotating `x-memory-user-id`.
+#[tokio::test]
+async fn an_untrusted_client_cannot_name_its_user_id() {
+    for i in 0..5 {
+        let rotated = format!("rotating-{i}");
+        let seen = upstream_sees(
+            &untrusting(),
+            request(&[
+                ("x-memory-user-id", rotated.as_str()),
+                ("x-sm-user-id", rotated.as_str()),
+                ("User-Agent", "curl/8"),
+            ]),
+        )
+        .await;
+        assert_eq!(
+            seen.extensions().get::<UserId>().unwrap().as_str(),
+            "default",
+            "the rate limit and dedup key see the gateway's decision"
+        );
+        // Dropped, not forwarded: only the decided id goes upstream.
+        assert!(seen.headers().get("x-memory-user-id").is_none());
+        let sent: Vec<_> = seen.headers().get_all("x-sm-user-id").iter().collect();
+        assert_eq!(sent, ["default"]);
+        let d = seen.extensions().get::<Decision>().unwrap();
+        assert!(!d.custom_header_present && d.is_default);
+    }
+    // Patterns still apply.
+    let seen = upstream_sees(
+        &untrusting(),
+        request(&[
+            ("x-memory-user-id", "me"),
+            ("User-Agent", "OpenAIClientImpl/Java"),
+        ]),
+    )
+    .await;
+    assert_eq!(seen.headers()["x-sm-user-id"], "pycharm-ai");
+    // Trusted (the default): the client's id is used, as before.
+    assert!(Config::default().trust_client_header);
+    let seen = upstream_sees(&users_setup(), request(&[("x-memory-user-id", "me")])).await;
+    assert_eq!(seen.headers()["x-sm-user-id"], "me");
+}
+
+/// "A key's user_id always wins over both."
+#[tokio::test]
+async fn a_key_bound_user_id_wins_over_headers_and_patterns() {
+    for config in [users_setup(), untrusting()] {
+        let mut req = request(&[
+            ("x-memory-user-id", "me"),
+            ("x-sm-user-id", "me-too"),
+            ("User-Agent", "OpenAIClientImpl/Java"),
+        ]);
+        req.extensions_mut().insert(BoundUserId::new("team-a"));
+        let seen = upstream_sees(&config, req).await;
+        assert_eq!(seen.headers()["x-sm-user-id"], "team-a");
+        assert_eq!(seen.headers().get_all("x-sm-user-id").iter().count(), 1);
+        assert!(seen.headers().get("x-memory-user-id").is_none());
+        assert_eq!(
+            seen.extensions().get::<UserId>().unwrap().as_str(),
+            "team-a"
+        );
+        let d = seen.extensions().get::<Decision>().unwrap();
+        assert_eq!(d.source(), "bound");
+        assert!(!d.custom_header_present && !d.is_default);
+    }
+    // An unusable bound id is ignored rather than sent.
+    let router = MemoryRouter::new(&users_setup()).unwrap();
+    let d = router.decide_for(&HeaderMap::new(), Some(&BoundUserId::new("bad\u{7f}")));
+    assert!(d.is_default);
+}
+
+#[test]
+fn patterns_are_capped() {
+    let many = |n: usize| Config {
+        patterns: (0..n)
+            .map(|i| pat("user-agent", &format!("^client-{i}/"), "u"))
+            .collect(),
+        ..Config::default()
+    };
+    assert!(many(MAX_PATTERNS).validate().is_empty());
+    let problems = many(MAX_PATTERNS + 1).validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "patterns");
+    assert!(MemoryRouter::new(&many(200)).is_err());
+}
+
+#[test]
+fn only_the_first_kib_of_a_header_value_is_matched() {
+    let router = MemoryRouter::new(&Config {
+        patterns: vec![pat("user-agent", "needle", "found")],
+        ..Config::default()
+    })
+    .unwrap();
+    let at = |offset: usize| {
+        let mut v = "a".repeat(offset);
+        v.push_str("needle");
+        let mut h = HeaderMap::new();
+        h.insert("user-agent", HeaderValue::from_str(&v).unwrap());
+        router.decide(&h).user_id.to_string()
+    };
+    assert_eq!(at(0), "found");
+    assert_eq!(at(MAX_MATCHED_BYTES - "needle".len()), "found");
+    assert_eq!(at(MAX_MATCHED_BYTES), "default", "past the first KiB");
+    assert_eq!(at(300_000), "default");
+}
+
+/// Issue 14: 200 patterns and a 300 KB `User-Agent` cost 959 ms per request. Now the cost
+/// does not grow with what the client sends: 50 values of 300 KB cost what 16 values of
+/// 1 KiB cost (compared with each other, so the test holds on a slow or busy machine).
+#[test]
+fn a_huge_header_costs_no_more_than_a_small_one() {
+    let patterns: Vec<Pattern> = (0..MAX_PATTERNS)
+        .map(|i| pat("user-agent", &format!("client-{i}/[0-9]+"), "u"))
+        .collect();
+    let router = MemoryRouter::new(&Config {
+        patterns,
+        ..Config::default()
+    })
+    .unwrap();
+    let headers = |value_len: usize, values: usize| {
+        let v = HeaderValue::from_str(&"word ".repeat(value_len / 5)).unwrap();
+        let mut h = HeaderMap::new();
+        for _ in 0..values {
+            h.append("user-agent", v.clone());
+        }
+        h
+    };
+    let time = |h: &HeaderMap| {
+        assert!(router.decide(h).is_default);
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            assert!(router.decide(h).is_default);
+        }
+        start.elapsed()
+    };
+    let small = time(&headers(MAX_MATCHED_BYTES, MAX_MATCHED_VALUES));
+    let huge = time(&headers(300_000, 50));
+    assert!(
+        huge < small * 3 + std::time::Duration::from_millis(20),
+        "300 KB x 50 values took {huge:?}, 1 KiB x 16 took {small:?}"
+    );
 }
