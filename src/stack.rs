@@ -17,7 +17,7 @@ use http::Request;
 use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_commands::CommandsLayer;
-use portcullis_cookie_session::{CookieJar, CookieSessionLayer};
+use portcullis_cookie_session::{CookieJar, CookieScope, CookieSessionLayer, Jars};
 use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_loop_detection::LoopDetectionLayer;
@@ -167,7 +167,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         // WebSocket handshakes use the same client's TLS roots and timeouts.
         sockets.push((u.name.clone(), client.clone()));
-        let jar = u.cookies.then(|| match loaded_jars.remove(&u.name) {
+        // Caller-scoped jars live in the cookie layer itself (in memory, bounded).
+        let shared_jar = u.cookies && matches!(u.cookie_scope, CookieScope::Upstream);
+        let jar = shared_jar.then(|| match loaded_jars.remove(&u.name) {
             Some(j) => {
                 j.set_max_cookies(config.cookies.max_cookies);
                 j
@@ -202,7 +204,12 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             // One breaker per upstream, counting every attempt's outcome.
             .option_layer(breaker.clone())
             // Inside retry: the cookie a failed attempt received goes out on the next one.
-            .option_layer(jar.clone().map(CookieSessionLayer::new))
+            .option_layer(u.cookies.then(|| match u.cookie_scope {
+                CookieScope::Upstream => CookieSessionLayer::new(jar.clone().unwrap_or_default()),
+                CookieScope::Caller => {
+                    CookieSessionLayer::new(Jars::new(CookieScope::Caller, &config.cookies))
+                }
+            }))
             .service(keyed.clone())
             .map_err(Into::<BoxError>::into);
         let service: UpstreamService = match u.api {
@@ -350,9 +357,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             .layer(AccessLogLayer)
             .layer(RescueLayer)
             .map_request(client_ip.clone())
-        // One token per client request: the breaker counts a request once, whatever its
-        // retries (outside the router and retry, which copy it into every attempt).
-        .map_request(portcullis_circuit_breaker::ClientRequest::mark)
+            // One token per client request: the breaker counts a request once, whatever its
+            // retries (outside the router and retry, which copy it into every attempt).
+            .map_request(portcullis_circuit_breaker::ClientRequest::mark)
             .layer(AuthLayer::new(keys.clone()))
             .option_layer(memory_layer.clone())
             .service(crate::upstream::websocket::WebSocketProxy::new(

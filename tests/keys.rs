@@ -171,3 +171,28 @@ async fn with_keys_set_the_informational_endpoints_need_one_too() {
     }
     assert_eq!(get(&gw.url("/health"), &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn caller_scoped_cookies_stay_with_their_caller() {
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"m\"\nbase_url = \"{}\"\ncookie_scope = \"caller\"\n[[models]]\nname = \"*\"\nupstream = \"m\"\n",
+        mock.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    mock.push(portcullis_mock::MockResponse::ok().set_cookie("session=caller-one; Path=/"));
+    let one = [("authorization", "Bearer sk-one")];
+    let two = [("authorization", "Bearer sk-two")];
+    let url = gw.url("/v1/chat/completions");
+    assert_eq!(post_json(&url, &chat("m"), &one).await.status, 200);
+    let _ = post_json(&url, &chat("m"), &two).await;
+    assert!(
+        mock.last_request().unwrap().header("cookie").is_none(),
+        "caller one's session cookie went out on caller two's request"
+    );
+    let _ = post_json(&url, &chat("m"), &one).await;
+    assert_eq!(
+        mock.last_request().unwrap().header("cookie"),
+        Some("session=caller-one")
+    );
+}

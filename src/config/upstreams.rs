@@ -84,6 +84,11 @@ pub struct UpstreamConfig {
     /// event of the caller's API).
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// `upstream`: one jar shared by all callers (what Cloudflare's clearance needs);
+    /// `caller`: one jar per caller identity (kept in memory; bounded by
+    /// `cookies.max_callers`, least recently used evicted).
+    #[serde(default)]
+    pub cookie_scope: portcullis_cookie_session::CookieScope,
 }
 
 impl UpstreamConfig {

@@ -193,6 +193,7 @@ mod tests {
             api: Default::default(),
             first_byte_timeout: std::time::Duration::ZERO,
             idle_timeout: std::time::Duration::ZERO,
+            cookie_scope: Default::default(),
         }
     }
 
