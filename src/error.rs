@@ -201,7 +201,13 @@ fn classify_inner(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     if let Some(e) = find_in_chain::<UpstreamConnectError>(err) {
         return GatewayError::new(S::BAD_GATEWAY, "upstream_error", e.to_string());
     }
-    GatewayError::new(S::BAD_GATEWAY, "upstream_error", err.to_string())
+    // Unclassified: the detail goes to the log (the rescue layer logs every 5xx with its
+    // error), the caller gets a generic message.
+    GatewayError::new(
+        S::BAD_GATEWAY,
+        "upstream_error",
+        "the request failed on its way to or from the upstream; the gateway's log has the details",
+    )
 }
 
 // === impl Rescue ===

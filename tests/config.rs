@@ -280,3 +280,34 @@ fn env_unknown_section_is_an_error_naming_it() {
         Ok(())
     });
 }
+
+#[test]
+fn problems_never_quote_a_secret() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "typed.toml",
+            r#"
+[[upstreams]]
+name = "u"
+base_url = "https://x.example"
+api_keys = "sk-live-typed-0123"
+[[models]]
+name = "*"
+upstream = "u"
+"#,
+        )?;
+        let e = Config::load(Some("typed.toml".as_ref()), &Overrides::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("upstreams[0].api_keys"), "{text}");
+        assert!(!text.contains("sk-live-typed-0123"), "{text}");
+
+        jail.create_file(
+            "syntax.toml",
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x.example\"\napi_key = \"sk-live-syntax-4567\n",
+        )?;
+        let e = Config::load(Some("syntax.toml".as_ref()), &Overrides::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("sk-live-syntax-4567"), "{text}");
+        Ok(())
+    });
+}

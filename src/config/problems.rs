@@ -101,8 +101,27 @@ pub(super) fn figment_problem(base: &str, err: &figment::Error) -> ConfigProblem
         ),
         Kind::MissingField(field) => ConfigProblem::new(join(&path, field), "is required"),
         Kind::DuplicateField(field) => ConfigProblem::new(join(&path, field), "is set twice"),
+        // The value itself is never quoted: it may be a secret (`api_key = 5` is harmless to
+        // echo, `api_key = { k = "sk-live-..." }` is not).
+        Kind::InvalidType(actual, expected) => ConfigProblem::new(
+            or_config(path),
+            format!(
+                "invalid type: found {}, expected {expected}",
+                kind_of(actual)
+            ),
+        ),
+        Kind::InvalidValue(actual, expected) => ConfigProblem::new(
+            or_config(path),
+            format!(
+                "invalid value: found {}, expected {expected}",
+                kind_of(actual)
+            ),
+        ),
         other => {
-            let mut msg = other.to_string();
+            // A syntax error quotes the offending source line, which may hold a secret: keep
+            // the first line (what and where) only.
+            let full = other.to_string();
+            let mut msg = full.lines().next().unwrap_or("").trim_end().to_string();
             if let Some(md) = &err.metadata {
                 msg.push_str(&format!(" (from {})", md.name));
             }
@@ -115,5 +134,37 @@ pub(super) fn figment_problem(base: &str, err: &figment::Error) -> ConfigProblem
                 msg,
             )
         }
+    }
+}
+
+fn or_config(path: String) -> String {
+    if path.is_empty() {
+        "config".into()
+    } else {
+        path
+    }
+}
+
+/// What kind of value was found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an option",
+        Actual::NewtypeStruct => "a newtype",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        Actual::Enum => "an enum",
+        Actual::UnitVariant => "a unit variant",
+        Actual::NewtypeVariant => "a newtype variant",
+        Actual::TupleVariant => "a tuple variant",
+        Actual::StructVariant => "a struct variant",
+        Actual::Other(_) => "another kind of value",
     }
 }
