@@ -16,6 +16,7 @@ pub mod meta;
 pub mod outcome;
 pub mod pattern;
 pub mod remote;
+pub mod sse;
 pub mod usage;
 
 pub use error::CircuitOpen;
