@@ -311,3 +311,20 @@ upstream = "u"
         Ok(())
     });
 }
+
+#[test]
+fn a_secret_with_a_line_break_is_refused_by_check() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("PORTCULLIS_TEST_NL_KEY", "sk-abc\n");
+        jail.create_file(
+            "nl.toml",
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x.example\"\napi_key = \"env:PORTCULLIS_TEST_NL_KEY\"\n[[models]]\nname = \"*\"\nupstream = \"u\"\n",
+        )?;
+        let e = Config::load(Some("nl.toml".as_ref()), &Overrides::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("upstreams[0].api_key"), "{text}");
+        assert!(text.contains("line break"), "{text}");
+        assert!(!text.contains("sk-abc"), "{text}");
+        Ok(())
+    });
+}

@@ -46,6 +46,14 @@ impl Secret {
     pub(super) fn resolve(&mut self, path: &str, problems: &mut Vec<ConfigProblem>) {
         if let Some(name) = self.env_name() {
             match std::env::var(name) {
+                // Secrets travel in headers: a line break (a stray newline from `echo` into a
+                // file) would be refused at the first request, so `check` refuses it now.
+                Ok(v) if v.contains(['\r', '\n']) => problems.push(ConfigProblem::new(
+                    path,
+                    format!(
+                        "environment variable {name} contains a line break (referenced by {path})"
+                    ),
+                )),
                 Ok(v) => self.resolved = Some(v),
                 Err(_) => problems.push(ConfigProblem::new(
                     path,

@@ -428,4 +428,37 @@ mod tests {
             (Some(100), Some(90))
         );
     }
+
+    proptest::proptest! {
+        /// Stand-in for a fuzz target, run by `cargo test`: whatever bytes an upstream sends,
+        /// in whatever pieces, the scanner neither panics nor depends on the cut.
+        #[test]
+        fn arbitrary_bytes_never_panic_and_cuts_do_not_matter(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            cut in 1usize..64,
+        ) {
+            for ct in ["text/event-stream", "application/json"] {
+                let whole = {
+                    let mut s = sniffer(ct);
+                    s.feed(&body);
+                    s.finish()
+                };
+                let pieces = {
+                    let mut s = sniffer(ct);
+                    for c in body.chunks(cut) {
+                        s.feed(c);
+                    }
+                    s.finish()
+                };
+                proptest::prop_assert_eq!(whole, pieces);
+            }
+        }
+
+        /// A real stream with noise between its events is read the same in any pieces.
+        #[test]
+        fn a_stream_reads_the_same_in_any_pieces(cut in 1usize..200) {
+            let u = feed_in_pieces(sniffer("text/event-stream"), RESPONSES_STREAM, cut);
+            proptest::prop_assert_eq!((u.input_tokens, u.output_tokens), (Some(40), Some(9)));
+        }
+    }
 }
