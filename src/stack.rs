@@ -391,8 +391,6 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // Size cap and body checks: nothing invalid goes further, and later layers get the
         // parsed model and stream flag (RequestMeta) without parsing again.
         .layer(validation)
-        // The key's policy needs the model: its `models`, own rate limit, `max_concurrency`.
-        .layer(KeyPolicyLayer)
         // The memory user id exists before anything keys on it.
         .option_layer(memory_layer.clone())
         // Hand the model and user id to the access log and request span now, so answers made
@@ -400,6 +398,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(RecordRequestLayer::new(
             config.models.iter().map(|m| m.name.as_str()),
         ))
+        // The same for the audit line (key, user, model of refusals made above the router).
         .layer(AuditRecordLayer)
         // In-chat commands read the last user message and answer before anything is spent.
         .option_layer(config.commands.enabled.then(|| {
@@ -410,6 +409,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
                         .with_max_body_bytes(config.server.max_body_bytes),
                 )
         }))
+        // The key's policy needs the model as it will be sent: after commands, which may
+        // switch a session's model, so `!/set(model=..)` cannot reach a model the key may not.
+        .layer(KeyPolicyLayer)
         // May key on that user id; rejects before any upstream work.
         .option_layer(rate_limit.clone())
         // Identical in-flight requests of one caller share one upstream call; the key

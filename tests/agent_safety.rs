@@ -202,3 +202,20 @@ async fn the_audit_log_names_the_key_and_usage_adds_up() {
     assert!(first["input_tokens"].as_u64().unwrap() > 0, "{first}");
     assert!(!lines.contains("gk-a"), "the key itself is never written");
 }
+
+#[tokio::test]
+async fn a_command_cannot_switch_to_a_model_the_key_may_not_use() {
+    let (mock, gw) = setup(
+        "[commands]\nenabled = true\n[[keys]]\nname = \"k\"\nkey = \"gk\"\nmodels = [\"gpt-4o-mini\"]\n",
+    )
+    .await;
+    let url = gw.url("/v1/chat/completions");
+    let auth = [("authorization", "Bearer gk"), ("x-session-id", "s")];
+    let ask = |text: &str| json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+    let r = post_json(&url, &ask("!/set(model=gpt-5-pro)"), &auth).await;
+    assert_eq!(r.status, 200);
+    let r = post_json(&url, &ask("hello"), &auth).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("x-portcullis-error"), Some("model_not_allowed"));
+    assert_eq!(mock.request_count(), 0);
+}
