@@ -7,98 +7,15 @@ use std::{
     time::Duration,
 };
 
-use http::{Extensions, HeaderMap, HeaderName};
+use http::{Extensions, HeaderMap};
 use moka::{ops::compute::Op, sync::Cache};
-use portcullis_core::{ApiKeyHash, UserId};
+pub use portcullis_core::identity::{SessionKey, X_SESSION_ID};
 use serde_json::Value;
 use tokio::time::Instant;
 
-/// The request header naming a client's session.
-pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
-
-/// Which session a request belongs to: a 16-byte hash, never the raw key or id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey(pub [u8; 16]);
-
-impl fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
-        write!(f, "SessionKey({hex})")
-    }
-}
-
-/// The session of a request, from its headers and extensions:
-///
-/// - the **caller**: the [`ApiKeyHash`] request extension if a layer before this one set it
-///   (the gateway's auth), else every credential header the request carries (`authorization`,
-///   `x-api-key`, `api-key`, `x-goog-api-key`, any `*-api-key`), hashed together, so two
-///   callers never share a session;
-/// - then, **within that caller**, the `x-session-id` header if present and not empty, else
-///   the memory user id (the [`UserId`] extension of the memory-routing layer; absent: one
-///   session per caller).
-///
-/// An `x-session-id` is scoped by the caller: one caller sending another's session id reaches
-/// its own session of that name, never the other's.
-///
-/// ```
-/// use portcullis_commands::session_key;
-///
-/// let req = |key: &str, sid: &str| http::Request::post("/v1/messages")
-///     .header("x-api-key", key).header("x-session-id", sid).body(()).unwrap();
-/// let k = |r: &http::Request<()>| session_key(r.headers(), r.extensions());
-/// assert_eq!(k(&req("sk-a", "s1")), k(&req("sk-a", "s1")));
-/// assert_ne!(k(&req("sk-a", "s1")), k(&req("sk-a", "s2")));
-/// assert_ne!(k(&req("sk-a", "s1")), k(&req("sk-b", "s1")), "scoped by caller");
-/// ```
+/// The session of a request: [`portcullis_core::identity::session_key`] for this layer.
 pub fn session_key(headers: &HeaderMap, extensions: &Extensions) -> SessionKey {
-    let mut h = blake3::Hasher::new_derive_key("portcullis commands session v1");
-    if let Some(k) = extensions.get::<ApiKeyHash>() {
-        h.update(b"k");
-        field(&mut h, &k.0);
-    } else {
-        h.update(b"h");
-        let mut names: Vec<&HeaderName> = headers.keys().filter(|n| is_credential(n)).collect();
-        names.sort_unstable_by_key(|n| n.as_str());
-        for name in names {
-            field(&mut h, name.as_str().as_bytes());
-            let values = headers.get_all(name);
-            h.update(&(values.iter().count() as u64).to_le_bytes());
-            for v in values {
-                field(&mut h, v.as_bytes());
-            }
-        }
-    }
-    match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
-        Some(sid) => {
-            h.update(b"s");
-            field(&mut h, sid.as_bytes());
-        }
-        None => match extensions.get::<UserId>() {
-            Some(u) => {
-                h.update(b"u");
-                field(&mut h, u.as_str().as_bytes());
-            }
-            None => {
-                h.update(b"-");
-            }
-        },
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    SessionKey(out)
-}
-
-fn is_credential(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "authorization" | "x-api-key" | "api-key" | "x-goog-api-key"
-    ) || n.ends_with("-api-key")
-}
-
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
+    portcullis_core::identity::session_key("commands", headers, extensions)
 }
 
 /// What `!/set` stored for a session.

@@ -238,6 +238,69 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// `x-session-id`: names a conversation for the layers that keep per-session state
+/// (in-chat commands, tool-call loop detection).
+pub const X_SESSION_ID: http::HeaderName = http::HeaderName::from_static("x-session-id");
+
+/// A session of per-session state: see [`session_key`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub [u8; 16]);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "SessionKey({hex})")
+    }
+}
+
+/// The session of a request: first the caller (the [`CallerId`] extension the gateway's auth
+/// inserts; else an [`ApiKeyHash`] extension; else the request's credential headers, hashed
+/// as [`CallerId::of`] does), so two callers never share a session; then, within that caller, the
+/// `x-session-id` header if present and not empty, else the memory user id ([`UserId`];
+/// absent: one session per caller). An `x-session-id` is scoped by the caller: one caller
+/// sending another's session id reaches its own session of that name.
+///
+/// `layer` names the layer keeping the state, so two layers never share keys.
+pub fn session_key(layer: &str, headers: &HeaderMap, extensions: &http::Extensions) -> SessionKey {
+    let mut h = blake3::Hasher::new_derive_key("portcullis session v1");
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(layer.as_bytes());
+    match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
+        (Some(c), _) => {
+            field(b"c");
+            field(&c.0);
+        }
+        // Used alone, a layer takes an identity extension its own auth inserted as the caller.
+        (None, Some(k)) => {
+            field(b"k");
+            field(&k.0);
+        }
+        (None, None) => {
+            field(b"h");
+            field(&CallerId::of(headers, None).0);
+        }
+    }
+    match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
+        Some(sid) => {
+            field(b"s");
+            field(sid.as_bytes());
+        }
+        None => match extensions.get::<UserId>() {
+            Some(u) => {
+                field(b"u");
+                field(u.as_str().as_bytes());
+            }
+            None => field(b"-"),
+        },
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    SessionKey(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

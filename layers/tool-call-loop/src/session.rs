@@ -2,9 +2,9 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use http::{Extensions, HeaderMap, HeaderName};
+use http::{Extensions, HeaderMap};
 use moka::{ops::compute::Op, sync::Cache};
-use portcullis_core::{ApiKeyHash, UserId};
+pub use portcullis_core::identity::{SessionKey, X_SESSION_ID};
 use tokio::time::Instant;
 
 use crate::{
@@ -12,93 +12,12 @@ use crate::{
     Config, Mode,
 };
 
-/// The request header naming an agent's session.
-pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
-
 /// The number of sessions kept by default; the least recently used go first past it.
 pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 
-/// Which session a request belongs to: a 16-byte hash, never the raw key or id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey(pub [u8; 16]);
-
-impl fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
-        write!(f, "SessionKey({hex})")
-    }
-}
-
-/// The session of a request, derived from its headers and extensions:
-///
-/// - the **caller**: the [`ApiKeyHash`] request extension if a layer before this one set it
-///   (the gateway's auth: a gateway key plus the provider keys), else every credential header
-///   the request carries (`authorization`, `x-api-key`, `api-key`, `x-goog-api-key`, any
-///   `*-api-key`), hashed together, so two callers never share a session;
-/// - then **within that caller**, the `x-session-id` header if present and not empty, else the
-///   memory user id (the [`UserId`] extension of the memory-routing layer; absent: none).
-///
-/// The session id is scoped by the caller so one caller cannot reach into another's session by
-/// sending the same `x-session-id`.
-///
-/// ```
-/// use portcullis_tool_call_loop::session_key;
-///
-/// let req = |sid: &str| http::Request::post("/v1/messages")
-///     .header("x-api-key", "sk-a").header("x-session-id", sid).body(()).unwrap();
-/// let (a, b) = (req("s1"), req("s2"));
-/// assert_ne!(session_key(a.headers(), a.extensions()), session_key(b.headers(), b.extensions()));
-/// assert_eq!(session_key(a.headers(), a.extensions()), session_key(req("s1").headers(), req("s1").extensions()));
-/// ```
+/// The session of a request: [`portcullis_core::identity::session_key`] for this layer.
 pub fn session_key(headers: &HeaderMap, extensions: &Extensions) -> SessionKey {
-    let mut h = blake3::Hasher::new_derive_key("portcullis tool-call-loop session v1");
-    if let Some(k) = extensions.get::<ApiKeyHash>() {
-        h.update(b"k");
-        field(&mut h, &k.0);
-    } else {
-        h.update(b"h");
-        let mut names: Vec<&HeaderName> = headers.keys().filter(|n| is_credential(n)).collect();
-        names.sort_unstable_by_key(|n| n.as_str());
-        for name in names {
-            field(&mut h, name.as_str().as_bytes());
-            let values = headers.get_all(name);
-            h.update(&(values.iter().count() as u64).to_le_bytes());
-            for v in values {
-                field(&mut h, v.as_bytes());
-            }
-        }
-    }
-    match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
-        Some(sid) => {
-            h.update(b"s");
-            field(&mut h, sid.as_bytes());
-        }
-        None => match extensions.get::<UserId>() {
-            Some(u) => {
-                h.update(b"u");
-                field(&mut h, u.as_str().as_bytes());
-            }
-            None => {
-                h.update(b"-");
-            }
-        },
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    SessionKey(out)
-}
-
-fn is_credential(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "authorization" | "x-api-key" | "api-key" | "x-goog-api-key"
-    ) || n.ends_with("-api-key")
-}
-
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
+    portcullis_core::identity::session_key("tool-call-loop", headers, extensions)
 }
 
 /// What to do with an answer.
@@ -265,6 +184,8 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
+    use portcullis_core::{ApiKeyHash, UserId};
 
     fn key(n: u8) -> SessionKey {
         SessionKey([n; 16])
