@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark, measured in one run on one machine:
+# End-to-end load benchmark, measured in one run on one machine, side by side:
 #   1. the mock upstream, direct;
 #   2. a minimal hyper pass-through proxy in front of it (benches/passthrough_proxy.rs);
 #   3. portcullis with every optional layer off (benches/load-bare.toml);
-#   4. portcullis with every layer on (benches/load.toml).
-# Non-streaming and streaming chat requests; requests/s, p50, p99 (wrk) and RSS.
+#   4. portcullis with every layer on (benches/load.toml), JSON access log and audit log on.
 #
-#   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]
+#   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]      # the comparison
+#   bash benches/load.sh soak [REQUESTS]                       # RSS over many requests
 #
-# Needs wrk (apt-get install -y wrk). Builds release binaries first. Prints a markdown table.
+# The comparison: JSON and streamed chat requests with wrk (requests/s, p50, p99, CPU per
+# request, RSS); the added p99 at a fixed 200 requests/s (benches/fixed_rate.rs, open loop);
+# HTTP/2 with prior knowledge (h2load). The soak: REQUESTS (default 1,000,000) JSON requests,
+# each with its own prompt and its own gateway-side rate-limit key (a distinct Authorization
+# per request), with dedup on; RSS sampled every 5 s.
+#
+# Needs wrk and h2load (apt-get install -y wrk nghttp2-client). Builds release binaries first.
+# Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=compare
+if [ "${1:-}" = soak ]; then MODE=soak; shift; SOAK_N="${1:-1000000}"; fi
 DUR="${1:-10}"
-CONN="${2:-64}"
+CONN="${2:-32}"
 THREADS=2
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
 
-cargo build --release --quiet --bin portcullis --example mock_upstream --example passthrough_proxy
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin portcullis --example mock_upstream \
+  --example passthrough_proxy --example fixed_rate
 BIN=target/release
 MOCK=127.0.0.1:9101 PASS=127.0.0.1:9102 GW=127.0.0.1:9103 BARE=127.0.0.1:9104
 tmp=$(mktemp -d)
@@ -24,43 +34,76 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
+config() { sed -e "s#@MOCK@#http://$MOCK#" -e "s#@AUDIT@#$tmp/audit-$2.jsonl#" "$1" >"$tmp/$2.toml"; }
 $BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!); MOCK_PID=$!
 $BIN/examples/passthrough_proxy $PASS http://$MOCK >"$tmp/pass.log" 2>&1 & pids+=($!); PASS_PID=$!
-sed "s#@MOCK@#http://$MOCK#" benches/load.toml >"$tmp/load.toml"
-RUST_LOG=warn $BIN/portcullis serve --config "$tmp/load.toml" --listen $GW >"$tmp/gw.log" 2>&1 & pids+=($!); GW_PID=$!
-sed "s#@MOCK@#http://$MOCK#" benches/load-bare.toml >"$tmp/bare.toml"
-RUST_LOG=warn $BIN/portcullis serve --config "$tmp/bare.toml" --listen $BARE >"$tmp/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
+config benches/load.toml gw
+# The access log (JSON, info level) goes to a file, as it would in production.
+$BIN/portcullis serve --config "$tmp/gw.toml" --listen $GW >"$tmp/gw.log" 2>&1 & pids+=($!); GW_PID=$!
+config benches/load-bare.toml bare
+$BIN/portcullis serve --config "$tmp/bare.toml" --listen $BARE >"$tmp/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
 for a in $MOCK $PASS $GW $BARE; do
   for _ in $(seq 100); do curl -sf "http://$a/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
 cat >"$tmp/chat.lua" <<'LUA'
--- Every request has its own prompt (thread id + counter), so dedup never coalesces them.
+-- Every request has its own prompt (thread id + counter), so dedup never coalesces them;
+-- with KEYS=distinct every request also has its own Authorization (its own rate-limit key).
 local n = 0
 function setup(thread) n = n + 1; thread:set("tid", n) end
 local counter = 0
+local distinct = os.getenv("KEYS") == "distinct"
 function request()
   counter = counter + 1
   local body = '{"model":"gpt-4o-mini","stream":' .. os.getenv("STREAM") ..
     ',"messages":[{"role":"user","content":"hello ' .. tostring(tid) .. '-' .. counter .. '"}]}'
+  local auth = "Bearer sk-bench"
+  if distinct then auth = auth .. "-" .. tostring(tid) .. "-" .. counter end
   return wrk.format("POST", "/v1/chat/completions",
-    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer sk-bench"}, body)
+    {["Content-Type"] = "application/json", ["Authorization"] = auth}, body)
 end
 function done(summary, latency, requests)
   local errs = summary.errors.connect + summary.errors.read + summary.errors.write +
     summary.errors.timeout + summary.errors.status
-  io.write(string.format("RESULT %.1f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, errs))
+  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, errs, summary.requests))
 end
 LUA
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# User + system CPU time of a process, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+
+if [ $MODE = soak ]; then
+  echo "machine: $machine"
+  echo "soak: $SOAK_N JSON requests, each with its own prompt and rate-limit key, dedup on"
+  echo
+  echo "| requests so far | RSS MiB |"
+  echo "| ---: | ---: |"
+  echo "| 0 | $(rss $GW_PID) |"
+  # wrk has no request count: run it in 5 s slices until enough requests were sent.
+  sent=0
+  while [ "$sent" -lt "$SOAK_N" ]; do
+    out=$(KEYS=distinct STREAM=false wrk -t$THREADS -c$CONN -d5s -s "$tmp/chat.lua" "http://$GW" | grep '^RESULT')
+    read -r _ _ _ _ errs reqs <<<"$out"
+    sent=$((sent + reqs))
+    echo "| $sent | $(rss $GW_PID) |$([ "$errs" != 0 ] && echo " $errs errors |")"
+  done
+  exit 0
+fi
+
 declare -A R
 run() { # name addr pid stream
-  local out
+  local out c0 c1
+  c0=$(cpu "$3")
   out=$(STREAM=$4 wrk -t$THREADS -c$CONN -d"${DUR}s" -s "$tmp/chat.lua" "http://$2" | grep '^RESULT')
-  read -r _ rps p50 p99 errs <<<"$out"
-  R[$1-$4]="$rps $p50 $p99 $errs $(rss "$3")"
+  c1=$(cpu "$3")
+  read -r _ rps p50 p99 errs reqs <<<"$out"
+  local us
+  us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  R[$1-$4]="$rps $p50 $p99 $errs $(rss "$3") $us"
 }
 for stream in false true; do
   run direct $MOCK $MOCK_PID $stream
@@ -69,23 +112,88 @@ for stream in false true; do
   run portcullis $GW $GW_PID $stream
 done
 
+# Added latency at a fixed, light rate (open loop): what one user of a quiet gateway sees.
+declare -A F
+for t in direct:$MOCK passthrough:$PASS portcullis:$GW; do
+  name=${t%%:*} addr=${t#*:}
+  read -r _ n errs p50 p99 max <<<"$($BIN/examples/fixed_rate "http://$addr/v1/chat/completions" 200 "$DUR" | grep '^RESULT')"
+  F[$name]="$n $errs $p50 $p99 $max"
+done
+
+# HTTP/2 with prior knowledge (h2c), 32 connections x 8 streams. h2load sends one body, so
+# dedup would coalesce the identical requests in flight: this phase runs against a gateway
+# with every layer on but dedup.
+declare -A H
+if command -v h2load >/dev/null; then
+  awk '/^\[/ {d = ($0 == "[dedup]")} d && /^enabled = true$/ {$0 = "enabled = false"} {print}' \
+    "$tmp/gw.toml" >"$tmp/h2.toml"
+  H2=127.0.0.1:9105
+  $BIN/portcullis serve --config "$tmp/h2.toml" --listen $H2 >"$tmp/h2.log" 2>&1 & pids+=($!); H2_PID=$!
+  for _ in $(seq 100); do curl -sf "http://$H2/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+  printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello h2"}]}' >"$tmp/h2body.json"
+  for t in passthrough:$PASS:$PASS_PID portcullis:$H2:$H2_PID; do
+    IFS=: read -r name host port pid <<<"$t"
+    c0=$(cpu "$pid")
+    out=$(h2load -c "$CONN" -m 8 -t $THREADS -D "$DUR" -d "$tmp/h2body.json" \
+      -H 'content-type: application/json' -H 'authorization: Bearer sk-bench' \
+      "http://$host:$port/v1/chat/completions" 2>&1)
+    c1=$(cpu "$pid")
+    rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
+    done_n=$(awk '/^requests:/ {print $8}' <<<"$out")
+    ok=$(awk '/^status codes:/ {print $3}' <<<"$out")
+    us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="${done_n:-1}" 'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')
+    H[$name]="$rps $done_n $ok $us"
+  done
+fi
+
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); wrk -t$THREADS -c$CONN -d${DUR}s"
+echo "machine: $machine; wrk -t$THREADS -c$CONN -d${DUR}s"
 echo
-echo "| target | mode | requests/s | p50 ms | p99 ms | errors | RSS MiB |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | mode | requests/s | p50 ms | p99 ms | errors | CPU µs/req | RSS MiB |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for stream in false true; do
   mode=$([ $stream = true ] && echo streaming || echo json)
   for t in direct passthrough portcullis-bare portcullis; do
-    read -r rps p50 p99 errs mem <<<"${R[$t-$stream]}"
-    echo "| $t | $mode | $rps | $p50 | $p99 | $errs | $mem |"
+    read -r rps p50 p99 errs mem us <<<"${R[$t-$stream]}"
+    echo "| $t | $mode | $rps | $p50 | $p99 | $errs | $us | $mem |"
   done
 done
 echo
-for stream in false true; do
-  read -r prps _ pp99 _ _ <<<"${R[passthrough-$stream]}"
-  read -r grps _ gp99 _ _ <<<"${R[portcullis-$stream]}"
-  mode=$([ $stream = true ] && echo streaming || echo json)
-  awk -v m="$mode" -v a="$grps" -v b="$prps" -v c="$gp99" -v d="$pp99" \
-    'BEGIN { printf "%s: portcullis/passthrough requests/s = %.2fx, p99 = %.2fx\n", m, a/b, c/d }'
+echo "fixed rate, 200 requests/s for ${DUR}s (JSON, open loop, latency from the scheduled start):"
+echo
+echo "| target | requests | errors | p50 ms | p99 ms | max ms |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+for t in direct passthrough portcullis; do
+  read -r n errs p50 p99 max <<<"${F[$t]}"
+  echo "| $t | $n | $errs | $p50 | $p99 | $max |"
 done
+if [ ${#H[@]} -gt 0 ]; then
+  echo
+  echo "HTTP/2 prior knowledge, h2load -c$CONN -m8 -D${DUR} (portcullis: every layer but dedup):"
+  echo
+  echo "| target | requests/s | requests | 2xx | CPU µs/req |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for t in passthrough portcullis; do
+    read -r rps n ok us <<<"${H[$t]}"
+    echo "| $t | $rps | $n | $ok | $us |"
+  done
+fi
+echo
+for stream in false true; do
+  read -r prps _ pp99 _ _ pus <<<"${R[passthrough-$stream]}"
+  read -r grps _ gp99 _ _ gus <<<"${R[portcullis-$stream]}"
+  mode=$([ $stream = true ] && echo streaming || echo json)
+  awk -v m="$mode" -v a="$grps" -v b="$prps" -v c="$gp99" -v d="$pp99" -v e="$gus" -v f="$pus" \
+    'BEGIN { printf "%s: portcullis/passthrough requests/s = %.2fx, p99 = %.2fx, CPU/request = %.2fx\n", m, a/b, c/d, e/f }'
+done
+read -r _ _ _ dp99 _ <<<"${F[direct]}"
+read -r _ _ _ pp99 _ <<<"${F[passthrough]}"
+read -r _ _ _ gp99 _ <<<"${F[portcullis]}"
+awk -v d="$dp99" -v p="$pp99" -v g="$gp99" \
+  'BEGIN { printf "200 req/s: added p99 portcullis %.3f ms / passthrough %.3f ms = %.2fx\n", g-d, p-d, ((p-d) > 0 ? (g-d)/(p-d) : 0) }'
+if [ ${#H[@]} -gt 0 ]; then
+  read -r prps _ _ pus <<<"${H[passthrough]}"
+  read -r grps _ _ gus <<<"${H[portcullis]}"
+  awk -v a="$grps" -v b="$prps" -v e="$gus" -v f="$pus" \
+    'BEGIN { printf "http/2: portcullis/passthrough requests/s = %.2fx, CPU/request = %.2fx\n", a/b, e/f }'
+fi

@@ -501,34 +501,15 @@ impl Finish {
     }
 
     fn count(&self, model: &str, upstream: &str, attempts: u32, latency: Duration, usage: &Usage) {
-        let model = model.to_string();
-        let upstream = upstream.to_string();
-        metrics::counter!(
-            "portcullis_requests_total",
-            "model" => model.clone(),
-            "upstream" => upstream.clone(),
-            "status" => self.status.as_u16().to_string()
-        )
-        .increment(1);
-        metrics::histogram!(
-            "portcullis_request_duration_seconds",
-            "model" => model.clone(),
-            "upstream" => upstream.clone()
-        )
-        .record(latency.as_secs_f64());
-        metrics::histogram!(
-            "portcullis_time_to_first_byte_seconds",
-            "model" => model.clone(),
-            "upstream" => upstream.clone()
-        )
-        .record(self.ttfb.as_secs_f64());
+        let h = RouteMetrics::get(model, upstream, self.status.as_u16());
+        h.requests.increment(1);
+        h.duration.record(latency.as_secs_f64());
+        h.ttfb.record(self.ttfb.as_secs_f64());
         if attempts > 0 {
-            metrics::counter!("portcullis_upstream_attempts_total", "upstream" => upstream.clone())
-                .increment(u64::from(attempts));
+            h.attempts.increment(u64::from(attempts));
         }
         if attempts > 1 {
-            metrics::counter!("portcullis_upstream_retries_total", "upstream" => upstream.clone())
-                .increment(u64::from(attempts - 1));
+            h.retries.increment(u64::from(attempts - 1));
         }
         if self.rate_limit == Some(RateLimitOutcome::Limited) {
             metrics::counter!("portcullis_rate_limited_total").increment(1);
@@ -541,14 +522,107 @@ impl Finish {
         );
         if spent {
             if let Some(n) = usage.input_tokens {
-                metrics::counter!("portcullis_tokens_total", "model" => model.clone(), "type" => "input")
-                    .increment(n);
+                h.input_tokens.increment(n);
             }
             if let Some(n) = usage.output_tokens {
-                metrics::counter!("portcullis_tokens_total", "model" => model, "type" => "output")
-                    .increment(n);
+                h.output_tokens.increment(n);
             }
         }
+    }
+}
+
+/// The metric handles of one (model entry, upstream, status): registered once, then reused,
+/// so counting a request builds no label strings and looks nothing up in the recorder. The
+/// labels come from config (and status codes), so the table stays small.
+struct RouteMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    ttfb: metrics::Histogram,
+    attempts: metrics::Counter,
+    retries: metrics::Counter,
+    input_tokens: metrics::Counter,
+    output_tokens: metrics::Counter,
+}
+
+/// model entry -> upstream -> status (nested so a lookup borrows the names).
+type RouteTable = std::collections::HashMap<
+    Box<str>,
+    std::collections::HashMap<Box<str>, std::collections::HashMap<u16, Arc<RouteMetrics>>>,
+>;
+
+/// At most this many (entry, upstream, status) handle sets are kept; past it (only a config
+/// with thousands of names could get there) handles are registered per request instead.
+const MAX_ROUTE_METRICS: usize = 4096;
+
+static ROUTE_METRICS: std::sync::LazyLock<std::sync::RwLock<(RouteTable, usize)>> =
+    std::sync::LazyLock::new(Default::default);
+
+impl RouteMetrics {
+    fn new(model: &str, upstream: &str, status: u16) -> Self {
+        let model = model.to_string();
+        let upstream = upstream.to_string();
+        Self {
+            requests: metrics::counter!(
+                "portcullis_requests_total",
+                "model" => model.clone(),
+                "upstream" => upstream.clone(),
+                "status" => status.to_string()
+            ),
+            duration: metrics::histogram!(
+                "portcullis_request_duration_seconds",
+                "model" => model.clone(),
+                "upstream" => upstream.clone()
+            ),
+            ttfb: metrics::histogram!(
+                "portcullis_time_to_first_byte_seconds",
+                "model" => model.clone(),
+                "upstream" => upstream.clone()
+            ),
+            attempts: metrics::counter!(
+                "portcullis_upstream_attempts_total",
+                "upstream" => upstream.clone()
+            ),
+            retries: metrics::counter!(
+                "portcullis_upstream_retries_total",
+                "upstream" => upstream
+            ),
+            input_tokens: metrics::counter!(
+                "portcullis_tokens_total", "model" => model.clone(), "type" => "input"
+            ),
+            output_tokens: metrics::counter!(
+                "portcullis_tokens_total", "model" => model, "type" => "output"
+            ),
+        }
+    }
+
+    fn get(model: &str, upstream: &str, status: u16) -> Arc<Self> {
+        {
+            let table = ROUTE_METRICS.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = table
+                .0
+                .get(model)
+                .and_then(|u| u.get(upstream))
+                .and_then(|s| s.get(&status))
+            {
+                return h.clone();
+            }
+        }
+        let h = Arc::new(Self::new(model, upstream, status));
+        let mut guard = ROUTE_METRICS.write().unwrap_or_else(|p| p.into_inner());
+        let (table, len) = &mut *guard;
+        if *len < MAX_ROUTE_METRICS {
+            let slot = table
+                .entry(model.into())
+                .or_default()
+                .entry(upstream.into())
+                .or_default()
+                .entry(status);
+            if let std::collections::hash_map::Entry::Vacant(v) = slot {
+                v.insert(h.clone());
+                *len += 1;
+            }
+        }
+        h
     }
 }
 

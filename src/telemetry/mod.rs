@@ -13,6 +13,7 @@
 
 pub mod access_log;
 pub mod client;
+pub mod json_log;
 pub mod metrics;
 pub mod propagation;
 
@@ -25,7 +26,11 @@ use opentelemetry_sdk::{
     Resource,
 };
 use tracing_subscriber::{
-    filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+    filter::{filter_fn, FilterExt, Targets},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
 };
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -54,6 +59,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// The JSON access log's writer thread: its last lines are written at exit.
+    access: Option<portcullis_core::lines::LineWriter>,
 }
 
 impl TelemetryGuard {
@@ -65,6 +72,9 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        if let Some(access) = self.access.take() {
+            access.flush_blocking(SHUTDOWN_TIMEOUT);
+        }
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
                 // The subscriber may be gone by now: say it where a human sees it.
@@ -171,7 +181,8 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `RUST_LOG`, default `info` (each filtering layer needs its own).
+    let log_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Nothing exported: no provider and no layer (see the module docs).
     let provider = (export != TraceExport::Off).then(|| tracer_provider(cfg, &export));
     let otel = provider.as_ref().map(|provider| {
@@ -184,23 +195,43 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
             .with_filter(otel_filter)
     });
     let registry = tracing_subscriber::registry().with(otel);
+    let mut access_writer = None;
     let result = match cfg.log_format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_filter(log_filter),
-            )
-            .try_init(),
+        LogFormat::Json => {
+            // The access lines are written by hand, off the request's thread (json_log);
+            // the other events go through the fmt formatter. JSON lines print no span, so
+            // the formatter takes none: without an exporter no layer wants spans at all,
+            // and the request span and every `instrument` cost next to nothing.
+            let access = json_log::AccessJsonLayer::stdout()
+                .map_err(|e| eprintln!("warning: access log writer thread: {e}; using the formatter"))
+                .ok();
+            access_writer = access.as_ref().map(|a| a.writer().clone());
+            let direct = access.is_some();
+            registry
+                .with(
+                    fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(false)
+                        .with_filter(log_filter().and(filter_fn(move |m| {
+                            !m.is_span() && !(direct && m.target() == json_log::ACCESS_TARGET)
+                        }))),
+                )
+                .with(access.map(|a| {
+                    a.with_filter(
+                        log_filter()
+                            .and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
+                    )
+                }))
+                .try_init()
+        }
         LogFormat::Pretty => registry
             .with(
                 fmt::layer()
                     .compact()
                     .fmt_fields(HumanFields)
-                    .with_filter(log_filter),
+                    .with_filter(log_filter()),
             )
             .try_init(),
     };
@@ -222,7 +253,10 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
             tracing::info!("exporting traces over OTLP/HTTP to the OTEL_EXPORTER_OTLP_* endpoint");
         }
     }
-    TelemetryGuard { provider }
+    TelemetryGuard {
+        provider,
+        access: access_writer,
+    }
 }
 
 /// Field formatting of the pretty log: as tracing-subscriber's default, without the

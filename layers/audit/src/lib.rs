@@ -35,7 +35,8 @@
 //! appears only as its configured name.
 //!
 //! # Never blocking a request
-//! Lines go through a bounded queue (`queue`, `try_send`) to one writer thread; when the
+//! Lines go through a bounded queue (`queue` lines) to one writer thread that appends them in
+//! batches (`portcullis_core::lines`); when the
 //! queue is full the line is dropped and counted (`portcullis_audit_dropped_total`,
 //! [`AuditHandle::dropped`]). Write failures are logged once per run of them and counted in
 //! `portcullis_audit_write_errors_total`. [`AuditHandle::reopen`] reopens the file at its

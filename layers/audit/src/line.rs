@@ -233,7 +233,7 @@ impl Pending {
         match serde_json::to_vec(&line) {
             Ok(mut bytes) => {
                 bytes.push(b'\n');
-                writer.send(bytes);
+                writer.send(&bytes);
             }
             Err(e) => tracing::warn!(error = %e, "audit line could not be encoded"),
         }

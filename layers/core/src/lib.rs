@@ -11,6 +11,7 @@ pub mod error;
 pub mod future;
 pub mod headers;
 pub mod identity;
+pub mod lines;
 mod macros;
 pub mod meta;
 pub mod outcome;

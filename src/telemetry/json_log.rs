@@ -1,0 +1,333 @@
+//! The JSON access log without the fmt machinery: a `tracing` layer that writes the
+//! `portcullis::access` events as JSON lines by hand and hands them to a batching background
+//! writer ([`portcullis_core::lines::LineWriter`]).
+//!
+//! The line is the one tracing-subscriber's JSON formatter writes with `flatten_event`
+//! (`{"timestamp":..,"level":"INFO","message":"request",<fields>,"target":"portcullis::access"}`),
+//! so nothing reading it changes; what goes is the cost: serde's map serializer over
+//! `tracing-serde`, a timestamp formatted from scratch, the stdout lock and one `write` call per
+//! line on the request's thread. `RUST_LOG` still decides whether access lines are written
+//! (the layer carries the same filter as the other logs).
+
+use std::{
+    cell::RefCell,
+    fmt::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use portcullis_core::lines::{LineWriter, Sink, WriteEvent};
+use tracing::{
+    field::{Field, Visit},
+    Event, Subscriber,
+};
+use tracing_subscriber::{layer::Context, Layer};
+
+/// The target of the access log's events.
+pub const ACCESS_TARGET: &str = "portcullis::access";
+
+/// Lines queued for stdout at most; past it they are dropped and counted
+/// (`portcullis_log_dropped_total`).
+const MAX_QUEUED_LINES: usize = 100_000;
+
+/// Writes `portcullis::access` events as JSON lines to stdout through a [`LineWriter`].
+#[derive(Debug, Clone)]
+pub struct AccessJsonLayer {
+    out: LineWriter,
+}
+
+impl AccessJsonLayer {
+    /// Start the stdout writer thread.
+    pub fn stdout() -> std::io::Result<Self> {
+        let out = LineWriter::start(
+            Sink::Stdout,
+            MAX_QUEUED_LINES,
+            Box::new(|event| {
+                if let WriteEvent::Failed { error, first: true } = event {
+                    // The log itself is what fails: say it where a human may see it.
+                    eprintln!("warning: writing the access log to stdout failed: {error}");
+                }
+            }),
+        )?;
+        Ok(Self { out })
+    }
+
+    /// The writer, to flush at exit.
+    pub fn writer(&self) -> &LineWriter {
+        &self.out
+    }
+}
+
+impl<S: Subscriber> Layer<S> for AccessJsonLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        thread_local! {
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return; // re-entered from inside a write: cannot happen, never panic
+            };
+            line.clear();
+            format_line(&mut line, event, SystemTime::now());
+            if !self.out.send(line.as_bytes()) {
+                metrics::counter!("portcullis_log_dropped_total").increment(1);
+            }
+            if line.capacity() > 64 * 1024 {
+                *line = String::with_capacity(1024);
+            }
+        });
+    }
+}
+
+/// One event as a JSON line (with its newline).
+fn format_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
+    out.push_str(r#"{"timestamp":""#);
+    timestamp(out, now);
+    out.push_str(r#"","level":""#);
+    out.push_str(event.metadata().level().as_str());
+    out.push('"');
+    event.record(&mut JsonFields { out });
+    out.push_str(r#","target":""#);
+    escape(out, event.metadata().target());
+    out.push_str("\"}\n");
+}
+
+struct JsonFields<'a> {
+    out: &'a mut String,
+}
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.out.push_str(",\"");
+        escape(self.out, field.name());
+        self.out.push_str("\":");
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value:?}");
+        } else {
+            self.out.push_str("null");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        self.out.push('"');
+        escape(self.out, value);
+        self.out.push('"');
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        self.out.push('"');
+        // Format straight into the line, escaping as it goes.
+        let _ = write!(Escaping(self.out), "{value:?}");
+        self.out.push('"');
+    }
+}
+
+/// A `fmt::Write` that JSON-escapes what it is given.
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        escape(self.0, s);
+        Ok(())
+    }
+}
+
+/// Append `s` as the inside of a JSON string.
+fn escape(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:
+/// `2026-12-03T05:39:47.517098Z`. The date part is cached per thread for the current second.
+fn timestamp(out: &mut String, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            civil(&mut cached.1, secs);
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (Howard Hinnant's days-to-civil algorithm).
+fn civil(out: &mut String, secs: u64) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::{fmt, layer::SubscriberExt};
+
+    #[test]
+    fn civil_dates() {
+        let cases = [
+            (0u64, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_796_275_387, "2026-12-03T05:23:07"),
+            (4_107_542_399, "2100-02-28T23:59:59"),
+        ];
+        for (secs, want) in cases {
+            let mut s = String::new();
+            civil(&mut s, secs);
+            assert_eq!(s, want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn escaping_matches_json() {
+        let nasty = "a\"b\\c\nd\re\tf\u{1}g\u{7f}h é 🦀";
+        let mut s = String::from("\"");
+        escape(&mut s, nasty);
+        s.push('"');
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, nasty);
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Records the line of one event through `format_line`.
+    struct Capture(Arc<Mutex<String>>);
+
+    impl<S: Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let mut line = String::new();
+            format_line(&mut line, event, SystemTime::now());
+            *self.0.lock().unwrap() = line;
+        }
+    }
+
+    /// The hand-written line has the same fields, values and order as tracing-subscriber's
+    /// JSON formatter (flattened), so log pipelines see no change.
+    #[test]
+    fn same_line_as_the_fmt_json_formatter() {
+        let fmt_out = Buf::default();
+        let sink = fmt_out.clone();
+        let ours = Arc::new(Mutex::new(String::new()));
+        let sub = tracing_subscriber::registry()
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(move || sink.clone()),
+            )
+            .with(Capture(ours.clone()));
+        let path = "/v1/chat/\"completions\"";
+        let error: Option<&str> = None;
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(
+                target: "portcullis::access",
+                method = %http::Method::POST,
+                path = %path,
+                model = "gpt-4o\nmini",
+                status = 200u16,
+                latency_ms = 1.952f64,
+                whole = 2.0f64,
+                attempts = 1u32,
+                negative = -3i64,
+                stream = false,
+                error,
+                input_tokens = Some(23u64),
+                "request"
+            );
+        });
+        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
+        let ours = ours.lock().unwrap().clone();
+        // Different instants; the timestamp's format is checked apart, the rest byte for byte.
+        let strip = |l: &str| -> (String, String) {
+            let head = r#"{"timestamp":""#;
+            assert!(l.starts_with(head), "{l}");
+            let ts = l[head.len()..head.len() + 27].to_string();
+            (ts, format!("{head}{}", &l[head.len() + 27..]))
+        };
+        let (ts, ours_rest) = strip(&ours);
+        let (_, theirs_rest) = strip(&theirs);
+        assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
+        assert_eq!(ours_rest, theirs_rest);
+        let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        assert_eq!(v["model"], "gpt-4o\nmini");
+        assert!(v.get("error").is_none());
+        assert!(ours.ends_with("}\n"));
+    }
+}
