@@ -559,11 +559,8 @@ async fn twenty_reloads_under_load_fail_no_request() {
 }
 
 #[tokio::test]
-async fn a_removed_upstreams_health_check_stops() {
-    let (a, b) = (
-        MockUpstream::start().await.unwrap(),
-        MockUpstream::start().await.unwrap(),
-    );
+async fn a_removed_upstreams_health_check_stops_while_the_old_stack_still_serves() {
+    let (a, b) = (MockUpstream::start().await.unwrap(), MockUpstream::start().await.unwrap());
     let upstream = |name: &str, url: &str| {
         format!(
             "[[upstreams]]\nname = \"{name}\"\nbase_url = \"{url}\"\nauth = \"passthrough\"\n\
@@ -571,16 +568,30 @@ async fn a_removed_upstreams_health_check_stops() {
         )
     };
     let model = "[[models]]\nname = \"*\"\nupstream = \"kept\"\n";
-    let both = format!(
-        "{}{}{model}",
-        upstream("kept", &a.url()),
-        upstream("gone", &b.url())
-    );
+    let both = format!("{}{}{model}", upstream("kept", &a.url()), upstream("gone", &b.url()));
     let gw = Reloading::start(&both).await;
     assert!(eventually(Duration::from_secs(10), || b.request_count() >= 2).await);
+    // A slow stream keeps the old stack alive through the reload.
+    a.push(
+        MockResponse::ok()
+            .content("one two three four five six seven eight nine ten")
+            .chunk_delay(Duration::from_millis(100)),
+    );
+    let body = serde_json::json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "Hello"}]});
+    let resp = client()
+        .request(
+            Request::post(gw.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut stream = resp.into_body();
+    stream.frame().await.unwrap().unwrap();
 
-    gw.apply(&format!("{}{model}", upstream("kept", &a.url())))
-        .await;
+    gw.apply(&format!("{}{model}", upstream("kept", &a.url()))).await;
     let checked = b.request_count();
     let from = a.request_count();
     // Several of the kept upstream's checks later, the removed one has had none (one may have
@@ -590,6 +601,10 @@ async fn a_removed_upstreams_health_check_stops() {
         b.request_count() <= checked + 1,
         "{} checks after the removal",
         b.request_count() - checked
+    );
+    assert!(
+        stream.frame().await.is_some(),
+        "the old stack was still serving the stream"
     );
 }
 
