@@ -560,7 +560,10 @@ async fn twenty_reloads_under_load_fail_no_request() {
 
 #[tokio::test]
 async fn a_removed_upstreams_health_check_stops_while_the_old_stack_still_serves() {
-    let (a, b) = (MockUpstream::start().await.unwrap(), MockUpstream::start().await.unwrap());
+    let (a, b) = (
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+    );
     let upstream = |name: &str, url: &str| {
         format!(
             "[[upstreams]]\nname = \"{name}\"\nbase_url = \"{url}\"\nauth = \"passthrough\"\n\
@@ -568,7 +571,11 @@ async fn a_removed_upstreams_health_check_stops_while_the_old_stack_still_serves
         )
     };
     let model = "[[models]]\nname = \"*\"\nupstream = \"kept\"\n";
-    let both = format!("{}{}{model}", upstream("kept", &a.url()), upstream("gone", &b.url()));
+    let both = format!(
+        "{}{}{model}",
+        upstream("kept", &a.url()),
+        upstream("gone", &b.url())
+    );
     let gw = Reloading::start(&both).await;
     assert!(eventually(Duration::from_secs(10), || b.request_count() >= 2).await);
     // A slow stream keeps the old stack alive through the reload.
@@ -591,7 +598,8 @@ async fn a_removed_upstreams_health_check_stops_while_the_old_stack_still_serves
     let mut stream = resp.into_body();
     stream.frame().await.unwrap().unwrap();
 
-    gw.apply(&format!("{}{model}", upstream("kept", &a.url()))).await;
+    gw.apply(&format!("{}{model}", upstream("kept", &a.url())))
+        .await;
     let checked = b.request_count();
     let from = a.request_count();
     // Several of the kept upstream's checks later, the removed one has had none (one may have
