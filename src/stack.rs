@@ -157,9 +157,11 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         }
     };
 
-    // Cookie jars: loaded from persist_path when set, one per upstream.
+    // Cookie jars: loaded from persist_path when set, one per upstream. A reload keeping the
+    // path keeps the running jars instead: they hold the newer cookies.
     let persist_path = config.cookies.persist_path().map(PathBuf::from);
     let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
+        _ if prev.same(&config, |c| &c.cookies.persist_path) => HashMap::new(),
         Some(p) => portcullis_cookie_session::persist::load_all(p)
             .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
         None => HashMap::new(),

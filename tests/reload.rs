@@ -370,6 +370,44 @@ async fn a_cookie_jar_and_the_usage_counters_carry_over() {
 }
 
 #[tokio::test]
+async fn cookie_autosave_follows_the_reloaded_upstreams() {
+    let (a, b) = (
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cookies.json");
+    let cookies = format!(
+        "[cookies]\npersist_path = \"{}\"\nsave_interval = \"20ms\"\n",
+        file.display()
+    );
+    let gw = Reloading::start(&config(&a.url(), &["gpt-a"], &cookies)).await;
+    a.push(MockResponse::ok().set_cookie("first=one; Path=/"));
+    assert_eq!(gw.chat("gpt-a", &[]).await.status, 200);
+    let saved = |what: &'static str| {
+        let file = file.clone();
+        move || std::fs::read_to_string(&file).is_ok_and(|t| t.contains(what))
+    };
+    assert!(eventually(Duration::from_secs(10), saved("one")).await);
+
+    // A second upstream arrives with the reload; its jar is saved too, the first one kept.
+    gw.apply(&format!(
+        "{}[[upstreams]]\nname = \"second\"\nbase_url = \"{}\"\nauth = \"passthrough\"\n\
+         [[models]]\nname = \"gpt-b\"\nupstream = \"second\"\n",
+        config(&a.url(), &["gpt-a"], &cookies),
+        b.url()
+    ))
+    .await;
+    b.push(MockResponse::ok().set_cookie("second=two; Path=/"));
+    assert_eq!(gw.chat("gpt-b", &[]).await.status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), saved("two")).await,
+        "the new upstream's jar is saved"
+    );
+    assert!(saved("one")(), "the first upstream's jar carried over");
+}
+
+#[tokio::test]
 async fn a_stream_and_a_websocket_opened_before_a_reload_finish_on_the_old_stack() {
     let (a, b) = (
         MockUpstream::start().await.unwrap(),
