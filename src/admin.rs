@@ -196,6 +196,57 @@ pub async fn reset_breaker(
     }
 }
 
+/// `POST /admin/reload`: re-read the configuration (as `SIGHUP` does). A valid one replaces
+/// the running stack (200 and a short summary); an invalid one is refused (422 and every
+/// problem, key path and message, never a value) and the running one keeps serving.
+pub async fn reload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin_guard(&state, peer, &headers) {
+        return r;
+    }
+    let Some(reloader) = state.reload.get() else {
+        return GatewayError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "reload_unavailable",
+            "this gateway was built without a reloader (portcullis serve has one)",
+        )
+        .into_response(ApiShape::OpenAi);
+    };
+    match reloader.reload("POST /admin/reload").await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(problems) => {
+            let message = format!(
+                "configuration refused ({} problem(s)); the running configuration keeps serving",
+                problems.len()
+            );
+            let problems: Vec<_> = problems
+                .iter()
+                .map(|p| json!({ "path": p.path, "message": p.message }))
+                .collect();
+            let body = json!({
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "invalid_config",
+                },
+                "problems": problems,
+            });
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [(
+                    portcullis_core::headers::X_PORTCULLIS_ERROR,
+                    "invalid_config",
+                )],
+                Json(body),
+            )
+                .into_response()
+        }
+    }
+}
+
 /// Anything else: 404 in OpenAI's shape.
 pub async fn not_found(uri: http::Uri) -> Response {
     GatewayError::new(

@@ -62,6 +62,15 @@ pub struct MatchedKey(pub Arc<KeyEntry>);
 impl Keys {
     /// The keys of `[[keys]]` and `server.api_keys` (resolved secrets).
     pub fn from_config(config: &Config) -> Self {
+        Self::from_config_carrying(config, &Keys::default())
+    }
+
+    /// Like [`from_config`](Self::from_config), for a reload: a key of `prev` with the same
+    /// name keeps its rate-limit bucket while its `rate_limit` is unchanged, and its
+    /// in-flight count while its `max_concurrency` is (requests running on the old stack
+    /// still hold their slots).
+    pub fn from_config_carrying(config: &Config, prev: &Keys) -> Self {
+        let before = |name: &str| prev.by_hash.values().find(|e| &*e.name == name);
         let mut by_hash = HashMap::new();
         for (i, k) in config.server.api_keys.iter().enumerate() {
             by_hash.insert(
@@ -89,9 +98,18 @@ impl Keys {
                     name: k.name.as_str().into(),
                     user_id: k.user_id.as_deref().map(Arc::from),
                     models,
-                    limiter: k.rate_limit.map(MemoryLimiter::new),
-                    in_flight: (k.max_concurrency > 0)
-                        .then(|| Arc::new(Semaphore::new(k.max_concurrency as usize))),
+                    limiter: k.rate_limit.map(|q| {
+                        before(&k.name)
+                            .and_then(|e| e.limiter.clone())
+                            .filter(|l| l.quota() == q)
+                            .unwrap_or_else(|| MemoryLimiter::new(q))
+                    }),
+                    in_flight: (k.max_concurrency > 0).then(|| {
+                        before(&k.name)
+                            .filter(|e| e.max_concurrency == k.max_concurrency)
+                            .and_then(|e| e.in_flight.clone())
+                            .unwrap_or_else(|| Arc::new(Semaphore::new(k.max_concurrency as usize)))
+                    }),
                     max_concurrency: k.max_concurrency,
                 }),
             );

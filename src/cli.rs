@@ -131,28 +131,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         let grace = loaded.config.server.shutdown_grace;
         let listen = loaded.config.server.listen_addr();
-        let gateway = match crate::stack::build(loaded.config).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the gateway");
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        // SIGHUP: logrotate moved the audit file; open a fresh one.
+        let source = loaded.source.clone();
+        // Reloads read the same sources again, with the same flags.
+        let reloader =
+            match crate::reload::Reloader::start(loaded.config, loaded.source, overrides).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the gateway");
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        // SIGHUP: reopen the audit log (logrotate moved it) and reload the configuration.
         #[cfg(unix)]
-        {
-            let audit = gateway.audit.clone();
-            if let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reopening the audit log");
-                        audit.reopen();
-                    }
-                });
-            }
+        if let Err(e) = reloader.spawn_sighup() {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /admin/reload");
         }
         crate::server::raise_nofile_limit();
         let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -163,12 +156,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(listen);
-        tracing::info!(
-            config = %loaded.source,
-            "portcullis listening on http://{addr}"
-        );
-        let result =
-            crate::server::serve(listener, gateway, crate::server::shutdown_signal(), grace).await;
+        tracing::info!(config = %source, "portcullis listening on http://{addr}");
+        let result = crate::server::serve_live(
+            listener,
+            reloader.live(),
+            crate::server::shutdown_signal(),
+            grace,
+        )
+        .await;
         drop(telemetry);
         match result {
             Ok(_) => ExitCode::SUCCESS,

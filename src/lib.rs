@@ -3,7 +3,8 @@
 //! The binary (`src/main.rs`) is thin: it parses the command line ([`cli`]) and calls into
 //! this library, which holds the configuration ([`config`]), the upstream client and model
 //! router ([`upstream`]), the assembly of the layer stack ([`stack`]), the edge that turns
-//! errors into responses ([`error`]), the gateway's own endpoints ([`admin`]) and telemetry.
+//! errors into responses ([`error`]), the gateway's own endpoints ([`admin`]), hot reload
+//! ([`reload`]) and telemetry.
 
 pub mod admin;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod models;
+pub mod reload;
 pub mod server;
 pub mod stack;
 pub mod state;

@@ -1,5 +1,8 @@
 //! Serving: accept connections within the `[server]` limits, serve until a shutdown signal,
 //! then drain in-flight requests (streams included) for up to `server.shutdown_grace`.
+//!
+//! What is served is a [`Live`] gateway, which a hot reload replaces whole: each request is
+//! handed to the gateway current when it arrives, and finishes there.
 
 use std::{
     future::Future,
@@ -9,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use axum::{body::Body, extract::ConnectInfo};
 use bytes::Bytes;
 use http::Request;
@@ -19,10 +23,57 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use pin_project_lite::pin_project;
-use tokio::{net::TcpListener, sync::Semaphore, time::Sleep};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+    task::JoinHandle,
+    time::Sleep,
+};
 use tower::ServiceExt;
 
 use crate::{error::BodyReadTimeout, stack::Gateway};
+
+/// The gateway serving now, replaced whole by a hot reload. Cloning shares it.
+///
+/// # Why swap per request and not restart the listener
+/// A new listener would drop the backlog and every idle keep-alive connection. Instead each
+/// request takes the gateway current when it arrives (an atomic pointer load, then a
+/// reference count); a request, its streamed body or its WebSocket keeps the stack it
+/// started on until it ends, and that stack is freed with its last request.
+#[derive(Debug, Clone)]
+pub struct Live {
+    current: Arc<ArcSwap<Gateway>>,
+    /// Bumped on every swap, for the tasks that follow the current gateway (cookie autosave).
+    swaps: Arc<watch::Sender<u64>>,
+}
+
+impl Live {
+    /// Serve `gateway` until it is replaced.
+    pub fn new(gateway: Gateway) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(gateway)),
+            swaps: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// The gateway serving now.
+    pub fn load(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Serve `gateway` from the next request on; returns the one it replaces (whose
+    /// in-flight requests go on).
+    pub fn replace(&self, gateway: Gateway) -> Arc<Gateway> {
+        let old = self.current.swap(Arc::new(gateway));
+        self.swaps.send_modify(|n| *n += 1);
+        old
+    }
+
+    /// The app for one request.
+    fn app(&self) -> axum::Router {
+        self.current.load().app.clone()
+    }
+}
 
 /// Serve `gateway` on `listener` until `shutdown` resolves, then drain for up to `grace`.
 ///
@@ -39,8 +90,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
-    let autosave = gateway.cookie_persist.as_ref().map(|p| p.spawn_autosave());
-    let server_cfg = gateway.state.config.server.clone();
+    serve_live(listener, Live::new(gateway), shutdown, grace).await
+}
+
+/// [`serve`] whatever gateway `live` holds when each request arrives (see [`Live`]). The
+/// `[server]` limits are those of the gateway live at start: they need a restart to change.
+pub async fn serve_live(
+    listener: TcpListener,
+    live: Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let autosave = tokio::spawn(autosave_live(live.clone()));
+    let server_cfg = live.load().state.config.server.clone();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -72,7 +134,7 @@ pub async fn serve(
         // Streams are many small writes (one SSE event each): without TCP_NODELAY, Nagle's
         // algorithm and the client's delayed ACKs hold each event back for up to 40 ms.
         let _ = tcp.set_nodelay(true);
-        let app = gateway.app.clone();
+        let live = live.clone();
         let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
@@ -81,7 +143,7 @@ pub async fn serve(
                 sleep: tokio::time::sleep(body_timeout),
                 limit: body_timeout,
             });
-            app.clone().oneshot(Request::from_parts(parts, body))
+            live.app().oneshot(Request::from_parts(parts, body))
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
@@ -101,9 +163,9 @@ pub async fn serve(
             false
         }
     };
-    if let Some(task) = autosave {
-        task.abort();
-    }
+    autosave.abort();
+    let _ = autosave.await;
+    let gateway = live.load();
     // The last audit lines reach the file before the process goes.
     gateway.audit.flush().await;
     if let Some(p) = &gateway.cookie_persist {
@@ -115,6 +177,29 @@ pub async fn serve(
         }
     }
     Ok(drained)
+}
+
+/// Save the live gateway's cookie jars as they change (`cookies.persist_path`), following
+/// reloads: a swap stops the old autosave (the final save is [`serve_live`]'s).
+async fn autosave_live(live: Live) {
+    /// Stops the autosave it holds when dropped: at the next swap, or when this task is.
+    struct Stop(JoinHandle<()>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut swaps = live.swaps.subscribe();
+    loop {
+        let _saving = live
+            .load()
+            .cookie_persist
+            .as_ref()
+            .map(|p| Stop(p.spawn_autosave()));
+        if swaps.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 pin_project! {

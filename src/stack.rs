@@ -4,6 +4,10 @@
 //! access log -> rescue -> auth -> validation -> memory routing -> rate limit -> dedup/cache
 //! -> model router (deployments, then fallbacks) -> (per upstream) retry -> circuit breaker
 //! -> cookie session -> provider-key rotation -> hyper client.
+//!
+//! A hot reload builds a new stack with [`build_carrying`], handing it the previous build's
+//! [`StackState`]: rate-limit buckets, breakers, cookie jars and the rest carry over by
+//! upstream and model name.
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -22,7 +26,7 @@ use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_loop_detection::LoopDetectionLayer;
 use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
-use portcullis_rate_limit::RateLimitLayer;
+use portcullis_rate_limit::{Backend, Limiter, RateLimitLayer};
 use portcullis_retry::RetryLayer;
 use portcullis_tool_call_loop::ToolCallLoopLayer;
 use portcullis_translate::TranslateLayer;
@@ -35,7 +39,7 @@ use crate::{
     auth::{AuthLayer, KeyPolicyLayer, Keys},
     config::{Config, StateBackend},
     error::RescueLayer,
-    state::{AppState, UpstreamHealth},
+    state::{AppState, ReloadHook, UpstreamHealth},
     telemetry::access_log::{AccessLogLayer, RecordRequestLayer},
     upstream::{
         client::ClientOptions,
@@ -58,6 +62,10 @@ pub struct Gateway {
     pub cookie_persist: Option<CookiePersist>,
     /// The audit writer (reopened on SIGHUP, flushed at exit).
     pub audit: AuditHandle,
+    /// What a rebuild for a changed configuration takes over ([`build_carrying`]).
+    pub carry: StackState,
+    /// The active health checks' tasks: they stop when the gateway is dropped or replaced.
+    pub health_checks: HealthChecks,
 }
 
 /// Where and what to save on shutdown.
@@ -102,6 +110,14 @@ pub fn memory_router(config: &Config) -> Result<MemoryRouter, Vec<ConfigProblem>
 
 /// Build the gateway from a validated config.
 pub async fn build(config: Config) -> Result<Gateway, BuildError> {
+    build_carrying(config, &StackState::default()).await
+}
+
+/// Build the gateway from a validated config, taking over `prev`'s state (the previous
+/// build's [`Gateway::carry`]) for the upstreams and models that still exist, by name. A
+/// piece carries over when what it was made from is unchanged (see [`StackState`]); the rest
+/// starts fresh. Both stacks may serve at once: clones share the carried state.
+pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway, BuildError> {
     let config = Arc::new(config);
     let problems = |ps: Vec<ConfigProblem>| {
         BuildError(
@@ -115,6 +131,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     // Shared state backend (Redis) for rate limits and the dedup cache.
     let redis = match config.state.backend {
         StateBackend::Memory => None,
+        // The same store: one connection and one health (warned about once) across reloads.
+        StateBackend::Redis if prev.same(&config, |c| &c.state) => prev.redis.clone(),
         StateBackend::Redis => {
             let url = config.state.redis_url.expose();
             let client = redis::Client::open(url)
@@ -139,9 +157,11 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         }
     };
 
-    // Cookie jars: loaded from persist_path when set, one per upstream.
+    // Cookie jars: loaded from persist_path when set, one per upstream. A reload keeping the
+    // path keeps the running jars instead: they hold the newer cookies.
     let persist_path = config.cookies.persist_path().map(PathBuf::from);
     let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
+        _ if prev.same(&config, |c| &c.cookies.persist_path) => HashMap::new(),
         Some(p) => portcullis_cookie_session::persist::load_all(p)
             .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
         None => HashMap::new(),
@@ -153,7 +173,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     // Health-check tasks end once this is dropped (the gateway was dropped or replaced).
     let alive = Arc::new(());
     let mut sockets = Vec::new();
+    let mut checks = HealthChecks::default();
+    let mut carried = HashMap::new();
     for u in &config.upstreams {
+        let before = prev.upstream(&u.name);
         let upstream = Upstream::from_config(u)
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         let client = UpstreamClient::new(&ClientOptions {
@@ -168,48 +191,77 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // WebSocket handshakes use the same client's TLS roots and timeouts.
         sockets.push((u.name.clone(), client.clone()));
         // Caller-scoped jars live in the cookie layer itself (in memory, bounded).
-        let shared_jar = u.cookies && matches!(u.cookie_scope, CookieScope::Upstream);
-        let jar = shared_jar.then(|| match loaded_jars.remove(&u.name) {
-            Some(j) => {
-                j.set_max_cookies(config.cookies.max_cookies);
-                j
+        let jars = u.cookies.then(|| {
+            match before.and_then(|(_, c)| c.jars.clone()) {
+                // The running jars hold newer cookies than the file.
+                Some(Jars::Upstream(j)) if matches!(u.cookie_scope, CookieScope::Upstream) => {
+                    j.set_max_cookies(config.cookies.max_cookies);
+                    Jars::Upstream(j)
+                }
+                Some(Jars::Caller(j)) if matches!(u.cookie_scope, CookieScope::Caller) => {
+                    j.set_limits(config.cookies.max_callers, config.cookies.max_cookies);
+                    Jars::Caller(j)
+                }
+                _ => match (u.cookie_scope, loaded_jars.remove(&u.name)) {
+                    (CookieScope::Upstream, Some(j)) => {
+                        j.set_max_cookies(config.cookies.max_cookies);
+                        Jars::Upstream(j)
+                    }
+                    (scope, _) => Jars::new(scope, &config.cookies),
+                },
             }
-            None => config.cookies.new_jar(),
         });
+        let jar = match &jars {
+            Some(Jars::Upstream(j)) => Some(j.clone()),
+            _ => None,
+        };
         let breaker = config.circuit_breaker.enabled.then(|| {
-            CircuitBreakerLayer::new(u.name.clone(), config.circuit_breaker.config.clone())
+            before
+                .and_then(|(_, c)| c.breaker.clone())
+                .filter(|_| prev.same(&config, |c| &c.circuit_breaker.config))
+                .unwrap_or_else(|| {
+                    CircuitBreakerLayer::new(u.name.clone(), config.circuit_breaker.config.clone())
+                })
         });
         // Several provider keys: one per attempt, innermost, so a retry after a 429 goes out
         // with the next key and every attempt's answer is fed back to the key it used.
-        let keys = (!u.api_keys.is_empty())
-            .then(|| {
-                KeyRing::new(&u.name, u.auth_mode(), &u.api_keys)
-                    .map(|k| k.with_retry_after_parser(portcullis_retry::parse_retry_after))
-            })
-            .transpose()
-            .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
+        // The same keys (values and auth) keep their rest state.
+        let same_keys = before.and_then(|(pu, c)| {
+            c.keys
+                .clone()
+                .filter(|_| pu.api_keys == u.api_keys && pu.auth_mode() == u.auth_mode())
+        });
+        let keys = match same_keys {
+            Some(k) => Some(k),
+            None => (!u.api_keys.is_empty())
+                .then(|| {
+                    KeyRing::new(&u.name, u.auth_mode(), &u.api_keys)
+                        .map(|k| k.with_retry_after_parser(portcullis_retry::parse_retry_after))
+                })
+                .transpose()
+                .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?,
+        };
         let keyed = ServiceBuilder::new()
             .option_layer(keys.clone().map(KeyRotationLayer::new))
             .service(client);
-        let retry = config
-            .retry
-            .enabled
-            .then(|| RetryLayer::from_config(&config.retry))
-            .transpose()
-            .map_err(problems)?;
+        // The retry budget carries over while `[retry]` is unchanged.
+        let retry = match before.and_then(|(_, c)| c.retry.clone()) {
+            Some(r) if config.retry.enabled && prev.same(&config, |c| &c.retry.config) => Some(r),
+            _ => config
+                .retry
+                .enabled
+                .then(|| RetryLayer::from_config(&config.retry))
+                .transpose()
+                .map_err(problems)?,
+        };
         let resilient = ServiceBuilder::new()
             // Retry outside the breaker: a retry sees an open breaker at once and gives up,
             // so the router can fail over instead of waiting.
-            .option_layer(retry)
+            .option_layer(retry.clone())
             // One breaker per upstream, counting every attempt's outcome.
             .option_layer(breaker.clone())
             // Inside retry: the cookie a failed attempt received goes out on the next one.
-            .option_layer(u.cookies.then(|| match u.cookie_scope {
-                CookieScope::Upstream => CookieSessionLayer::new(jar.clone().unwrap_or_default()),
-                CookieScope::Caller => {
-                    CookieSessionLayer::new(Jars::new(CookieScope::Caller, &config.cookies))
-                }
-            }))
+            .option_layer(jars.clone().map(CookieSessionLayer::new))
             .service(keyed.clone())
             .map_err(Into::<BoxError>::into);
         let service: UpstreamService = match u.api {
@@ -233,19 +285,34 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
                 let handle = b.handle();
                 Arc::new(move || handle.retry_after().is_some()) as _
             }),
-            check: HealthState::default(),
+            // The last result stands until the new check (which runs at once) answers.
+            check: before
+                .filter(|(pu, _)| pu.health_check.enabled() && u.health_check.enabled())
+                .map(|(_, c)| c.health.clone())
+                .unwrap_or_default(),
         };
         if u.health_check.enabled() {
             // Through the client with the upstream's credentials, but not retry or breaker.
             let probe = BoxCloneSyncService::new(keyed.map_err(Into::<BoxError>::into));
-            spawn_health_check(
+            let task = spawn_health_check(
                 upstream.clone(),
                 &u.health_check,
                 probe,
                 status.check.clone(),
                 Arc::downgrade(&alive),
             );
+            checks.0.push(task.abort_handle());
         }
+        carried.insert(
+            u.name.clone(),
+            CarriedUpstream {
+                retry,
+                breaker: breaker.clone(),
+                jars,
+                keys: keys.clone(),
+                health: status.check.clone(),
+            },
+        );
         health.push(UpstreamHealth {
             name: u.name.clone(),
             base_url: u.base_url.clone(),
@@ -290,22 +357,39 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .enabled
         .then(|| MemoryRoutingLayer::new(memory.clone()));
 
+    let mut model_limits = HashMap::new();
     let rate_limit = if config.rate_limit.enabled {
         let rl = &config.rate_limit;
-        let mut layer = match &redis {
-            Some(conn) => RateLimitLayer::from_config_with_backend(
-                rl,
-                portcullis_rate_limit::Backend::Redis(portcullis_rate_limit::RedisStore::new(
-                    conn.clone(),
-                )),
-            ),
-            None => RateLimitLayer::from_config(rl),
+        let backend = match &redis {
+            Some(conn) => Backend::Redis(portcullis_rate_limit::RedisStore::new(conn.clone())),
+            None => Backend::Memory,
+        };
+        // Buckets carry over while what they count is unchanged: the same store, and for the
+        // main limit the same quota and key, for a model's limit the same quota.
+        let same_store = prev.same(&config, |c| &c.state);
+        let main = prev
+            .rate_limit
+            .as_ref()
+            .filter(|l| same_store && l.limiter().quota() == rl.quota())
+            .filter(|_| prev.same(&config, |c| &c.rate_limit.key));
+        let mut layer = match main {
+            Some(l) => RateLimitLayer::new(l.limiter().clone(), rl.key)
+                .with_queue_timeout(rl.queue_timeout),
+            None => {
+                RateLimitLayer::from_config_with_backend(rl, backend.clone()).map_err(problems)?
+            }
         }
-        .map_err(problems)?
         .with_max_body_bytes(config.server.max_body_bytes);
         for m in &config.models {
             if let Some(q) = &m.rate_limit {
-                layer = layer.with_model_limit(m.name.as_str(), *q);
+                let limiter = prev
+                    .model_limits
+                    .get(&m.name)
+                    .filter(|l| same_store && l.quota() == *q)
+                    .cloned()
+                    .unwrap_or_else(|| backend.limiter(*q));
+                model_limits.insert(m.name.clone(), limiter.clone());
+                layer = layer.with_model_limiter(m.name.as_str(), limiter);
             }
         }
         Some(layer)
@@ -315,12 +399,17 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
 
     let dedup = if config.dedup.enabled {
         let dc = config.dedup.config.clone();
-        let layer = match &redis {
-            Some(conn) if dc.caching() => DedupCacheLayer::with_store(
+        // The in-flight map and the cache carry over while their settings and store do.
+        let before = prev.dedup.clone().filter(|_| {
+            prev.same(&config, |c| &c.dedup.config) && prev.same(&config, |c| &c.state)
+        });
+        let layer = match (before, &redis) {
+            (Some(layer), _) => layer,
+            (None, Some(conn)) if dc.caching() => DedupCacheLayer::with_store(
                 dc,
                 Arc::new(portcullis_dedup_cache::RedisStore::new(conn.clone())),
             ),
-            _ => DedupCacheLayer::new(dc),
+            (None, _) => DedupCacheLayer::new(dc),
         };
         Some(layer.with_max_body_bytes(config.server.max_body_bytes))
     } else {
@@ -331,7 +420,8 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .map_err(problems)?
         .with_max_body_bytes(config.server.max_body_bytes);
 
-    let keys = Keys::from_config(&config);
+    // Gateway keys keep their own limits and in-flight counts, by name.
+    let keys = Keys::from_config_carrying(&config, &prev.keys);
     let trusted: Arc<Vec<(std::net::IpAddr, u8)>> = Arc::new(
         config
             .server
@@ -369,9 +459,29 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     );
 
     // The audit line and usage table: beside the access log, they see the final status.
-    let audit = AuditLayer::from_config(&config.audit)
-        .map_err(|e| BuildError(format!("audit: {e}")))?
-        .with_model_entries(config.models.iter().map(|m| m.name.as_str()));
+    // The writer and the usage table carry over while `[audit]` is unchanged.
+    let audit = match &prev.audit {
+        Some(a) if prev.same(&config, |c| &c.audit) => a.clone(),
+        _ => {
+            AuditLayer::from_config(&config.audit).map_err(|e| BuildError(format!("audit: {e}")))?
+        }
+    }
+    .with_model_entries(config.models.iter().map(|m| m.name.as_str()));
+    // Sessions (in-chat settings, tool-call histories) carry over while their settings do.
+    let commands = config.commands.enabled.then(|| {
+        match &prev.commands {
+            Some(l) if prev.same(&config, |c| &c.commands.config) => l.clone(),
+            _ => CommandsLayer::new(config.commands.config.clone()),
+        }
+        .with_max_body_bytes(config.server.max_body_bytes)
+    });
+    let tool_call_loop = config.tool_call_loop.enabled.then(|| {
+        match &prev.tool_call_loop {
+            Some(l) if prev.same(&config, |c| &c.tool_call_loop.config) => l.clone(),
+            _ => ToolCallLoopLayer::new(config.tool_call_loop.config.clone()),
+        }
+        .with_max_body_bytes(config.server.max_body_bytes)
+    });
     let audit_handle = audit.handle();
     let proxy = ServiceBuilder::new()
         // Outermost: the access log and metrics see every request's final status.
@@ -401,13 +511,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         // The same for the audit line (key, user, model of refusals made above the router).
         .layer(AuditRecordLayer)
         // In-chat commands read the last user message and answer before anything is spent.
-        .option_layer(config.commands.enabled.then(|| {
+        .option_layer(commands.clone().map(|l| {
             ServiceBuilder::new()
                 .map_response(|r: http::Response<_>| r.map(Body::new))
-                .layer(
-                    CommandsLayer::new(config.commands.config.clone())
-                        .with_max_body_bytes(config.server.max_body_bytes),
-                )
+                .layer(l)
         }))
         // The key's policy needs the model as it will be sent: after commands, which may
         // switch a session's model, so `!/set(model=..)` cannot reach a model the key may not.
@@ -416,17 +523,14 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .option_layer(rate_limit.clone())
         // Identical in-flight requests of one caller share one upstream call; the key
         // includes the caller's identity. Without it every answer is a cache `bypass`.
-        .option_layer(dedup)
+        .option_layer(dedup.clone())
         .map_response(mark_cache_bypass)
         // Around the router, so they watch the final answer the client gets (after retries
         // and failover): the same tool call over and over in one session ...
-        .option_layer(config.tool_call_loop.enabled.then(|| {
+        .option_layer(tool_call_loop.clone().map(|l| {
             ServiceBuilder::new()
                 .map_response(|r: http::Response<_>| r.map(Body::new))
-                .layer(
-                    ToolCallLoopLayer::new(config.tool_call_loop.config.clone())
-                        .with_max_body_bytes(config.server.max_body_bytes),
-                )
+                .layer(l)
         }))
         // ... and an answer repeating itself, cut as it streams.
         .option_layer(config.loop_detection.enabled.then(|| {
@@ -447,7 +551,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
     let passthrough = ServiceBuilder::new()
         .layer(AccessLogLayer)
         .map_response(|r: http::Response<_>| r.map(Body::new))
-        .layer(audit)
+        .layer(audit.clone())
         .map_request(|r: Request<_>| r.map(Body::new))
         .layer(RescueLayer)
         .map_request(client_ip.clone())
@@ -463,7 +567,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .layer(RecordRequestLayer::new(
             config.models.iter().map(|m| m.name.as_str()),
         ))
-        .option_layer(rate_limit)
+        .option_layer(rate_limit.clone())
         .map_response(mark_cache_bypass)
         .service(router.passthrough());
     let passthrough = BoxCloneSyncService::new(passthrough);
@@ -482,8 +586,9 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         router,
         upstreams: Arc::new(health),
         memory,
-        keys,
+        keys: keys.clone(),
         usage: audit_handle.clone(),
+        reload: prev.reload.clone(),
     };
 
     let app = Router::new()
@@ -504,6 +609,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             post(admin::reset_breaker),
         )
         .route("/admin/usage", get(admin::usage))
+        .route("/admin/reload", post(admin::reload))
         .fallback_service(unknown)
         .with_state(state.clone())
         // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
@@ -520,11 +626,26 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         jars: persisted,
         interval: config.cookies.save_interval,
     });
+    let carry = StackState {
+        config: Some(config),
+        redis,
+        upstreams: carried,
+        rate_limit,
+        model_limits,
+        dedup,
+        commands,
+        tool_call_loop,
+        audit: Some(audit),
+        keys,
+        reload: prev.reload.clone(),
+    };
     Ok(Gateway {
         app,
         state,
         cookie_persist,
         audit: audit_handle,
+        carry,
+        health_checks: checks,
     })
 }
 
@@ -561,4 +682,113 @@ fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
         );
     }
     resp
+}
+
+// === Carry-over (hot reload) ===
+
+/// The state one build hands to the next on a hot reload ([`build_carrying`]): what a
+/// configuration change must not reset, by upstream, model and key name. Cloning shares it.
+///
+/// A piece carries over when what it was made from is unchanged, and starts fresh otherwise:
+///
+/// | piece | carried while unchanged |
+/// | --- | --- |
+/// | an upstream's breaker | the upstream (by name) and `[circuit_breaker]` |
+/// | an upstream's retry budget | the upstream and `[retry]` |
+/// | an upstream's cookie jars | the upstream, `cookies = true` and its `cookie_scope` (limits follow `[cookies]`) |
+/// | an upstream's provider-key rest state | the upstream, its `api_keys` and `auth` |
+/// | an upstream's last health-check result | the upstream with a `health_check.path` (its new check runs at once) |
+/// | the rate-limit buckets | `[state]`, and the quota and `key` (a model's: its `rate_limit`) |
+/// | a gateway key's own limit and in-flight count | the key (by name) and its `rate_limit` / `max_concurrency` |
+/// | the dedup in-flight map and cache | `[dedup]` and `[state]` |
+/// | in-chat command and tool-call sessions | `[commands]`, `[tool_call_loop]` |
+/// | the audit writer and the `/admin/usage` counters | `[audit]` |
+/// | the Redis connection | `[state]` |
+///
+/// Metrics live in the process's one recorder and carry over anyway.
+#[derive(Debug, Clone, Default)]
+pub struct StackState {
+    /// The config the pieces were made for (`None`: a first build, nothing to carry).
+    config: Option<Arc<Config>>,
+    redis: Option<portcullis_core::remote::Guarded<redis::aio::ConnectionManager>>,
+    upstreams: HashMap<String, CarriedUpstream>,
+    rate_limit: Option<RateLimitLayer>,
+    /// The limiters of `[[models]] rate_limit`, by model name.
+    model_limits: HashMap<String, Limiter>,
+    dedup: Option<DedupCacheLayer>,
+    commands: Option<CommandsLayer>,
+    tool_call_loop: Option<ToolCallLoopLayer>,
+    audit: Option<AuditLayer>,
+    keys: Keys,
+    reload: ReloadHook,
+}
+
+#[derive(Debug, Clone)]
+struct CarriedUpstream {
+    retry: Option<RetryLayer>,
+    breaker: Option<CircuitBreakerLayer>,
+    jars: Option<Jars>,
+    keys: Option<KeyRing>,
+    health: HealthState,
+}
+
+impl StackState {
+    /// Nothing to carry yet, but every stack built from here on reaches `reload` from
+    /// `POST /admin/reload`.
+    pub fn with_reload_hook(reload: ReloadHook) -> Self {
+        Self {
+            reload,
+            ..Self::default()
+        }
+    }
+
+    /// The config this state was built for, if any.
+    pub fn config(&self) -> Option<&Arc<Config>> {
+        self.config.as_ref()
+    }
+
+    /// Whether the part of the config that `part` picks is the same in `config` as in the
+    /// config this state was made for (false for a first build).
+    fn same<T: PartialEq + ?Sized>(&self, config: &Config, part: impl Fn(&Config) -> &T) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|c| part(c) == part(config))
+    }
+
+    /// The upstream called `name` in the previous config, and its state.
+    fn upstream(&self, name: &str) -> Option<(&crate::config::UpstreamConfig, &CarriedUpstream)> {
+        let config = self.config.as_ref()?;
+        let u = config.upstreams.iter().find(|u| u.name == name)?;
+        Some((u, self.upstreams.get(name)?))
+    }
+}
+
+/// The active health-check tasks of one build. They stop when this is dropped, or at
+/// [`stop`](Self::stop) (a reload replaced the build while its requests finish).
+#[derive(Debug, Default)]
+pub struct HealthChecks(Vec<tokio::task::AbortHandle>);
+
+impl HealthChecks {
+    /// Stop every task now.
+    pub fn stop(&self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+
+    /// How many tasks this build started.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it started none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

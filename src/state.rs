@@ -1,10 +1,16 @@
 //! What the gateway's own endpoints see: the configuration, the router, and per-upstream
 //! health handles. Built by [`stack::build`](crate::stack::build), read by [`admin`](crate::admin).
 
-use std::sync::Arc;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock, Weak},
+};
 
 use portcullis_circuit_breaker::BreakerHandle;
 use portcullis_cookie_session::CookieJar;
+use portcullis_core::ConfigProblem;
 use portcullis_memory_routing::MemoryRouter;
 
 use crate::{
@@ -31,6 +37,8 @@ pub struct AppState {
     pub keys: crate::auth::Keys,
     /// Requests, tokens and errors per key and model since start (`GET /admin/usage`).
     pub usage: portcullis_audit::AuditHandle,
+    /// The process's reloader, for `POST /admin/reload`.
+    pub reload: ReloadHook,
 }
 
 /// What `/health/upstreams` and `/metrics` read about one upstream.
@@ -51,4 +59,46 @@ pub struct UpstreamHealth {
     pub health: Option<HealthState>,
     /// Keeps the gateway's health-check tasks running while this state exists.
     pub alive: Arc<()>,
+}
+
+/// What `POST /admin/reload` answers: a short summary of the configuration now serving, or
+/// every problem that made the reload refuse it (key paths and messages, never a value).
+pub type ReloadResult = Result<serde_json::Value, Vec<ConfigProblem>>;
+
+/// A reloader, as the admin endpoint sees it (the real one is `reload::Reloader`).
+pub trait Reload: Send + Sync {
+    /// Re-read the configuration and, if it is valid, serve it; `trigger` names the cause in
+    /// the logs.
+    fn reload(
+        &self,
+        trigger: &'static str,
+    ) -> Pin<Box<dyn Future<Output = ReloadResult> + Send + '_>>;
+}
+
+/// How `POST /admin/reload` reaches the process's reloader. Unset when the gateway runs
+/// without one (built with `stack::build` and served as is, as most tests do).
+///
+/// Cloning shares it: every stack a reloader builds carries the same hook. It holds the
+/// reloader weakly, because the reloader holds the stacks.
+#[derive(Clone, Default)]
+pub struct ReloadHook(Arc<OnceLock<Weak<dyn Reload>>>);
+
+impl ReloadHook {
+    /// Point the hook at `reloader`; a hook already set keeps its reloader (returns false).
+    pub fn set(&self, reloader: Weak<dyn Reload>) -> bool {
+        self.0.set(reloader).is_ok()
+    }
+
+    /// The reloader, while it exists.
+    pub fn get(&self) -> Option<Arc<dyn Reload>> {
+        self.0.get().and_then(Weak::upgrade)
+    }
+}
+
+impl fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadHook")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
 }

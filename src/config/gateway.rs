@@ -167,7 +167,7 @@ pub enum StateBackend {
 }
 
 /// `[state]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     /// Where rate-limit buckets and the dedup cache live.

@@ -159,34 +159,39 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
 impl Config {
     /// Load from the usual sources, validate, resolve secrets.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigErrors> {
-        let path = locate(file);
-        let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
-        let source = match &path {
+        let source = match locate(file) {
             None => Source::Embedded,
-            Some(p) => {
-                if !p.exists() {
+            Some(p) => Source::File(p),
+        };
+        Self::load_from(&source, overrides)
+    }
+
+    /// Load again from the sources a [`load`](Self::load) found (a reload reads the same file,
+    /// or again none, whatever appeared since), with the environment as it is now.
+    pub fn load_from(source: &Source, overrides: &Overrides) -> Result<Loaded, ConfigErrors> {
+        let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
+        if let Source::File(p) = source {
+            if !p.exists() {
+                return Err(ConfigErrors(vec![ConfigProblem::new(
+                    "config",
+                    format!("file {} does not exist", p.display()),
+                )]));
+            }
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            figment = match ext {
+                "yaml" | "yml" => figment.merge(Yaml::file_exact(p)),
+                "toml" => figment.merge(Toml::file_exact(p)),
+                other => {
                     return Err(ConfigErrors(vec![ConfigProblem::new(
                         "config",
-                        format!("file {} does not exist", p.display()),
-                    )]));
+                        format!(
+                            "{}: unknown extension {other:?}; use .toml, .yaml or .yml",
+                            p.display()
+                        ),
+                    )]))
                 }
-                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-                figment = match ext {
-                    "yaml" | "yml" => figment.merge(Yaml::file_exact(p)),
-                    "toml" => figment.merge(Toml::file_exact(p)),
-                    other => {
-                        return Err(ConfigErrors(vec![ConfigProblem::new(
-                            "config",
-                            format!(
-                                "{}: unknown extension {other:?}; use .toml, .yaml or .yml",
-                                p.display()
-                            ),
-                        )]))
-                    }
-                };
-                Source::File(p.clone())
-            }
-        };
+            };
+        }
         figment = figment.merge(
             // Only PORTCULLIS_SECTION__KEY variables are configuration. A flat variable
             // (PORTCULLIS_CONFIG, or a deployment's own PORTCULLIS_FOO) is not; a nested one
@@ -198,7 +203,7 @@ impl Config {
         if let Some(l) = &overrides.listen {
             figment = figment.merge(("server.listen", l.as_str()));
         }
-        Self::from_figment(&figment, source)
+        Self::from_figment(&figment, source.clone())
     }
 
     /// Load from TOML text only (tests, `check` on a string).

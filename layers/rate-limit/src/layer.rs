@@ -103,6 +103,21 @@ impl RateLimitLayer {
         self
     }
 
+    /// Like [`with_model_limit`](Self::with_model_limit), with a limiter made elsewhere: one
+    /// from [`Backend::limiter`], or the one an earlier layer used, so that a layer rebuilt
+    /// for a changed configuration keeps the model's buckets (clones of a limiter share them).
+    pub fn with_model_limiter(mut self, model: impl Into<Arc<str>>, limiter: Limiter) -> Self {
+        let pattern = model.into();
+        Arc::make_mut(&mut self.shared).models.insert(
+            &*pattern,
+            ModelLimit {
+                pattern: pattern.clone(),
+                limiter,
+            },
+        );
+        self
+    }
+
     /// Cap on a body read to find its model (default
     /// [`portcullis_core::body::DEFAULT_MAX_BODY_BYTES`]); a larger
     /// body fails with `portcullis_core::body::CollectError::TooLarge`.
@@ -183,5 +198,20 @@ mod tests {
         )
         .with_model_limit("gpt-4o", Quota::new(1, 1));
         assert!(no_star.model_limiter("gpt-4o-mini").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_model_limiter_handed_over_keeps_its_buckets() {
+        let backend = Backend::Memory;
+        let limiter = backend.limiter(Quota::new(60, 1));
+        let key = crate::RateKey::global();
+        assert!(limiter.check(&key, 1).await.allowed);
+        let layer = RateLimitLayer::new(backend.limiter(Quota::default()), KeyKind::Global)
+            .with_model_limiter("gpt-4o", limiter.clone());
+        let handed = layer.model_limiter("gpt-4o").expect("model limit");
+        assert!(
+            !handed.check(&key, 1).await.allowed,
+            "the bucket emptied before the hand-over is still empty"
+        );
     }
 }
