@@ -124,6 +124,14 @@ pub(crate) fn fingerprint(calls: &[ToolCall]) -> Fingerprint {
 /// The tool calls of a whole JSON answer, in order (none: an answer without tool calls).
 /// `None` when the body is not the JSON answer expected: nothing is recorded for it.
 pub(crate) fn json_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
+    match plainly_without_calls(api, body) {
+        Some(none) => none,
+        None => parsed_calls(api, body),
+    }
+}
+
+/// [`json_calls`] by parsing the whole answer.
+fn parsed_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let mut calls = Vec::new();
     match api {
@@ -167,6 +175,25 @@ pub(crate) fn json_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
     }
     calls.truncate(MAX_CALLS);
     Some(calls)
+}
+
+/// Most answers carry no tool call, and parsing each whole into a `Value` to learn that cost
+/// more than the rest of the layer: an answer whose bytes hold none of the API's tool-call
+/// markers (and no `\u` escape that could spell one) and that has the answer's list is an
+/// answer without calls. `None`: parse it.
+fn plainly_without_calls(api: Api, body: &[u8]) -> Option<Option<Vec<ToolCall>>> {
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    let (list, markers): (&[u8], &[&[u8]]) = match api {
+        Api::ChatCompletions => (b"\"choices\"", &[b"\"tool_calls\"", b"\"function_call\""]),
+        Api::Responses => (b"\"output\"", &[b"\"function_call\"", b"\"custom_tool_call\""]),
+        Api::Messages => (b"\"content\"", &[b"\"tool_use\""]),
+    };
+    if has(b"\\u") || markers.iter().any(|m| has(m)) || !has(list) {
+        return None;
+    }
+    // Still a JSON answer (not an error object that happens to name the list).
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    (*first == b'{').then_some(Some(Vec::new()))
 }
 
 /// A Responses API output item that is a tool call: `function_call` (`arguments` text) or
@@ -489,6 +516,39 @@ mod tests {
             canonical_arguments("{\"a\": 1.50}"),
             canonical_arguments("{\"a\":1.50}")
         );
+    }
+
+    /// The quick look never decides differently from the full parse.
+    #[test]
+    fn the_quick_look_agrees_with_the_parse() {
+        let bodies: &[(Api, &[u8])] = &[
+            (Api::ChatCompletions, br#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#),
+            (Api::ChatCompletions, br#"{"choices":[{"message":{"content":"say \"tool_calls\""}}]}"#),
+            (Api::ChatCompletions, br#"{"choices":[{"message":{"tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#),
+            (Api::ChatCompletions, br#"{"choices":[{"message":{"tool\u005fcalls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#),
+            (Api::ChatCompletions, br#"{"error":{"message":"no choices"}}"#),
+            (Api::ChatCompletions, br#"["choices"]"#),
+            (Api::Responses, br#"{"output":[{"type":"message","content":[]}]}"#),
+            (Api::Responses, br#"{"output":[{"type":"function_call","name":"f","arguments":"{}"}]}"#),
+            (Api::Messages, br#"{"content":[{"type":"text","text":"x"}]}"#),
+            (Api::Messages, br#"{"content":[{"type":"tool_use","name":"f","input":{}}]}"#),
+        ];
+        for (api, body) in bodies {
+            if let Some(quick) = plainly_without_calls(*api, body) {
+                assert_eq!(
+                    quick,
+                    parsed_calls(*api, body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            assert_eq!(json_calls(*api, body), parsed_calls(*api, body));
+        }
+        // The escape-spelled key is parsed, and its call found.
+        assert_eq!(json_calls(Api::ChatCompletions, bodies[3].1).unwrap().len(), 1);
+        assert!(plainly_without_calls(Api::ChatCompletions, bodies[0].1).is_some());
+        assert!(plainly_without_calls(Api::ChatCompletions, bodies[4].1).is_none());
+        assert_eq!(json_calls(Api::ChatCompletions, bodies[5].1), None);
     }
 
     #[test]
