@@ -26,6 +26,8 @@ async fn forward(
     parts.path_and_query = req.uri().path_and_query().cloned();
     *req.uri_mut() = Uri::from_parts(parts)?;
     req.headers_mut().remove(http::header::HOST);
+    // An HTTP/2 client's request goes upstream over the pool's HTTP/1.1 connections.
+    *req.version_mut() = http::Version::HTTP_11;
     Ok(client.request(req).await?)
 }
 
