@@ -7,6 +7,7 @@
 #
 #   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]      # the comparison
 #   bash benches/load.sh soak [REQUESTS]                       # RSS over many requests
+#   CACHE_TTL=5m bash benches/load.sh soak [REQUESTS]          # ... with the answer cache on
 #
 # The comparison: JSON and streamed chat requests with wrk (requests/s, p50, p99, CPU per
 # request, RSS); the added p99 at a fixed 200 requests/s (benches/fixed_rate.rs, open loop);
@@ -38,6 +39,9 @@ config() { sed -e "s#@MOCK@#http://$MOCK#" -e "s#@AUDIT@#$tmp/audit-$2.jsonl#" "
 $BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!); MOCK_PID=$!
 $BIN/examples/passthrough_proxy $PASS http://$MOCK >"$tmp/pass.log" 2>&1 & pids+=($!); PASS_PID=$!
 config benches/load.toml gw
+# CACHE_TTL=5m: the dedup layer also caches answers (every soak request is a distinct body, so
+# the cache fills to its bounds and must stay there).
+[ -n "${CACHE_TTL:-}" ] && sed -i "s/^cache_ttl = .*/cache_ttl = \"$CACHE_TTL\"/" "$tmp/gw.toml"
 # The access log (JSON, info level) goes to a file, as it would in production.
 $BIN/portcullis serve --config "$tmp/gw.toml" --listen $GW >"$tmp/gw.log" 2>&1 & pids+=($!); GW_PID=$!
 config benches/load-bare.toml bare
@@ -78,7 +82,7 @@ machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 
 if [ $MODE = soak ]; then
   echo "machine: $machine"
-  echo "soak: $SOAK_N JSON requests, each with its own prompt and rate-limit key, dedup on"
+  echo "soak: $SOAK_N JSON requests, each with its own prompt and rate-limit key, dedup on, cache_ttl ${CACHE_TTL:-0s}"
   echo
   echo "| requests so far | RSS MiB |"
   echo "| ---: | ---: |"

@@ -15,6 +15,7 @@
 //! | `portcullis_tokens_total` | model, type | `input`/`output` tokens the upstreams reported (cache hits excluded) |
 //! | `portcullis_websocket_connections` | | gauge: proxied WebSocket connections open now |
 //! | `portcullis_websocket_total` | upstream | proxied WebSocket connections opened |
+//! | `portcullis_log_dropped_total` | | JSON access lines dropped because stdout could not keep up |
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -106,6 +107,10 @@ fn describe() {
     describe_counter!(
         "portcullis_websocket_total",
         "Proxied WebSocket connections opened, by upstream."
+    );
+    describe_counter!(
+        "portcullis_log_dropped_total",
+        "JSON access lines dropped because stdout could not keep up."
     );
 }
 

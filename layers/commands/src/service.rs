@@ -174,7 +174,7 @@ where
 /// `\/` escape some encoders write. A prefix with non-ASCII characters is always looked for
 /// by parsing, as an encoder may have escaped them.
 fn may_contain(body: &[u8], prefix: &str) -> bool {
-    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    let contains = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
     !prefix.is_ascii()
         || contains(prefix.as_bytes())
         || (prefix.contains('/') && contains(prefix.replace('/', "\\/").as_bytes()))

@@ -186,7 +186,7 @@ impl Sniffer {
                 usage,
             } => {
                 let mut rest = data;
-                while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                while let Some(nl) = memchr::memchr(b'\n', rest) {
                     let (head, tail) = rest.split_at(nl);
                     rest = &tail[1..];
                     if *skipping {
@@ -252,7 +252,7 @@ impl Sniffer {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 fn sse_line(line: &[u8], usage: &mut Usage) {

@@ -201,13 +201,32 @@ impl CacheStore for MemoryStore {
             }
             let entry = MemoryEntry {
                 bytes,
-                response,
+                response: compact(response),
                 stored: Instant::now(),
                 ttl,
             };
             self.cache.insert(*key, Arc::new(entry)).await;
             Ok(())
         })
+    }
+}
+
+/// `response` in allocations of its own. The body and header values hyper hands over are
+/// slices of its connection read buffer (8 KiB and more): kept as they are, each small cached
+/// answer would hold its whole buffer alive, and a cache of 10,000 chat answers of 400 bytes
+/// held over 130 MB while it counted 4 MB.
+fn compact(response: CachedResponse) -> CachedResponse {
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for (name, value) in &response.headers {
+        if let Ok(mut v) = HeaderValue::from_bytes(value.as_bytes()) {
+            v.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), v);
+        }
+    }
+    CachedResponse {
+        status: response.status,
+        headers,
+        body: Bytes::copy_from_slice(&response.body),
     }
 }
 
@@ -474,6 +493,37 @@ mod tests {
             headers,
             body: Bytes::from_static(b"{\"id\":\"x\"}"),
         }
+    }
+
+    /// A cached answer must not hold the read buffer its bytes came in (see [`compact`]).
+    #[tokio::test]
+    async fn stored_answers_do_not_pin_the_buffer_they_were_read_into() {
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-request-id",
+            HeaderValue::from_maybe_shared(buffer.slice(100..110)).unwrap(),
+        );
+        let response = CachedResponse {
+            status: StatusCode::OK,
+            headers,
+            body: buffer.slice(0..100),
+        };
+        let store = MemoryStore::bounded(10, 1 << 20);
+        let key = Key([7; 32]);
+        store
+            .put(&key, response.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let hit = store.get(&key).await.unwrap().unwrap().response;
+        assert_eq!(hit, response, "the same answer");
+        let inside = |p: *const u8| range.contains(&(p as usize));
+        assert!(!inside(hit.body.as_ptr()), "body copied out");
+        assert!(
+            !inside(hit.headers["x-request-id"].as_bytes().as_ptr()),
+            "header value copied out"
+        );
     }
 
     #[test]
