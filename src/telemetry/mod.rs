@@ -182,7 +182,8 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
     );
 
     // `RUST_LOG`, default `info` (each filtering layer needs its own).
-    let log_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Nothing exported: no provider and no layer (see the module docs).
     let provider = (export != TraceExport::Off).then(|| tracer_provider(cfg, &export));
     let otel = provider.as_ref().map(|provider| {
@@ -203,7 +204,9 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
             // the formatter takes none: without an exporter no layer wants spans at all,
             // and the request span and every `instrument` cost next to nothing.
             let access = json_log::AccessJsonLayer::stdout()
-                .map_err(|e| eprintln!("warning: access log writer thread: {e}; using the formatter"))
+                .map_err(|e| {
+                    eprintln!("warning: access log writer thread: {e}; using the formatter")
+                })
                 .ok();
             access_writer = access.as_ref().map(|a| a.writer().clone());
             let direct = access.is_some();
@@ -220,8 +223,7 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
                 )
                 .with(access.map(|a| {
                     a.with_filter(
-                        log_filter()
-                            .and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
+                        log_filter().and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
                     )
                 }))
                 .try_init()

@@ -89,9 +89,7 @@ impl AuditHandle {
     /// Lines dropped because the queue was full, since start (also the counter
     /// `portcullis_audit_dropped_total`).
     pub fn dropped(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| w.lines.dropped())
+        self.writer.as_ref().map_or(0, |w| w.lines.dropped())
     }
 
     /// The usage table (the same one the layer counts into).

@@ -364,7 +364,9 @@ mod tests {
             _owner: Arc::new(Owner(shared.clone())),
             shared,
         };
-        let sent: Vec<bool> = (0..5).map(|i| w.send(format!("{i}\n").as_bytes())).collect();
+        let sent: Vec<bool> = (0..5)
+            .map(|i| w.send(format!("{i}\n").as_bytes()))
+            .collect();
         assert_eq!(sent, [true, true, true, false, false]);
         assert_eq!(w.dropped(), 2);
         assert_eq!(w.shared.lock().bytes, b"0\n1\n2\n");

@@ -185,7 +185,10 @@ fn plainly_without_calls(api: Api, body: &[u8]) -> Option<Option<Vec<ToolCall>>>
     let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
     let (list, markers): (&[u8], &[&[u8]]) = match api {
         Api::ChatCompletions => (b"\"choices\"", &[b"\"tool_calls\"", b"\"function_call\""]),
-        Api::Responses => (b"\"output\"", &[b"\"function_call\"", b"\"custom_tool_call\""]),
+        Api::Responses => (
+            b"\"output\"",
+            &[b"\"function_call\"", b"\"custom_tool_call\""],
+        ),
         Api::Messages => (b"\"content\"", &[b"\"tool_use\""]),
     };
     if has(b"\\u") || markers.iter().any(|m| has(m)) || !has(list) {
@@ -545,7 +548,10 @@ mod tests {
             assert_eq!(json_calls(*api, body), parsed_calls(*api, body));
         }
         // The escape-spelled key is parsed, and its call found.
-        assert_eq!(json_calls(Api::ChatCompletions, bodies[3].1).unwrap().len(), 1);
+        assert_eq!(
+            json_calls(Api::ChatCompletions, bodies[3].1).unwrap().len(),
+            1
+        );
         assert!(plainly_without_calls(Api::ChatCompletions, bodies[0].1).is_some());
         assert!(plainly_without_calls(Api::ChatCompletions, bodies[4].1).is_none());
         assert_eq!(json_calls(Api::ChatCompletions, bodies[5].1), None);
