@@ -17,7 +17,7 @@ use http::Request;
 use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_commands::CommandsLayer;
-use portcullis_cookie_session::{CookieJar, CookieScope, CookieSessionLayer, Jars};
+use portcullis_cookie_session::{CookieSessionLayer, Jars};
 use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_loop_detection::LoopDetectionLayer;
@@ -65,8 +65,8 @@ pub struct Gateway {
 pub struct CookiePersist {
     /// `cookies.persist_path`.
     pub path: PathBuf,
-    /// Jars by upstream name.
-    pub jars: Vec<(String, CookieJar)>,
+    /// Jars by upstream name (shared or per caller).
+    pub jars: Vec<(String, Jars)>,
     /// How often changed jars are saved while running.
     pub interval: std::time::Duration,
 }
@@ -83,9 +83,8 @@ impl CookiePersist {
 
     /// Save every jar atomically.
     pub fn save(&self) -> Result<(), BoxError> {
-        let jars: Vec<(&str, &CookieJar)> =
-            self.jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
-        portcullis_cookie_session::persist::save_all(&self.path, &jars)?;
+        let jars: Vec<(&str, &Jars)> = self.jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
+        portcullis_cookie_session::persist::save(&self.path, &jars)?;
         Ok(())
     }
 }
@@ -139,10 +138,10 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         }
     };
 
-    // Cookie jars: loaded from persist_path when set, one per upstream.
+    // Cookie jars: loaded from persist_path when set, per upstream (shared or per caller).
     let persist_path = config.cookies.persist_path().map(PathBuf::from);
-    let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
-        Some(p) => portcullis_cookie_session::persist::load_all(p)
+    let mut loaded_jars: HashMap<String, Jars> = match &persist_path {
+        Some(p) => portcullis_cookie_session::persist::load(p)
             .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
         None => HashMap::new(),
     };
@@ -167,15 +166,11 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         // WebSocket handshakes use the same client's TLS roots and timeouts.
         sockets.push((u.name.clone(), client.clone()));
-        // Caller-scoped jars live in the cookie layer itself (in memory, bounded).
-        let shared_jar = u.cookies && matches!(u.cookie_scope, CookieScope::Upstream);
-        let jar = shared_jar.then(|| match loaded_jars.remove(&u.name) {
-            Some(j) => {
-                j.set_max_cookies(config.cookies.max_cookies);
-                j
-            }
-            None => config.cookies.new_jar(),
-        });
+        // The saved jars of this upstream's scope, bounded, else empty ones.
+        let jars = u
+            .cookies
+            .then(|| Jars::restore(u.cookie_scope, loaded_jars.remove(&u.name), &config.cookies));
+        let jar = jars.as_ref().and_then(Jars::shared).cloned();
         let breaker = config.circuit_breaker.enabled.then(|| {
             CircuitBreakerLayer::new(u.name.clone(), config.circuit_breaker.config.clone())
         });
@@ -204,12 +199,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             // One breaker per upstream, counting every attempt's outcome.
             .option_layer(breaker.clone())
             // Inside retry: the cookie a failed attempt received goes out on the next one.
-            .option_layer(u.cookies.then(|| match u.cookie_scope {
-                CookieScope::Upstream => CookieSessionLayer::new(jar.clone().unwrap_or_default()),
-                CookieScope::Caller => {
-                    CookieSessionLayer::new(Jars::new(CookieScope::Caller, &config.cookies))
-                }
-            }))
+            .option_layer(jars.clone().map(CookieSessionLayer::new))
             .service(keyed.clone())
             .map_err(Into::<BoxError>::into);
         let service: UpstreamService = match u.api {
@@ -255,7 +245,7 @@ pub async fn build(config: Config) -> Result<Gateway, BuildError> {
             health: u.health_check.enabled().then(|| status.check.clone()),
             alive: alive.clone(),
         });
-        if let Some(j) = &jar {
+        if let Some(j) = &jars {
             persisted.push((u.name.clone(), j.clone()));
         }
         routes.push(UpstreamRoute {

@@ -1,6 +1,7 @@
 //! Attacks on a running gateway over raw sockets (issue 14): slow request heads, trickled
-//! bodies, connection floods, client-chosen metric labels. Each shows the clear error or the
-//! bound that holds.
+//! bodies, connection floods, client-chosen metric labels, streams cut midway (for a caller
+//! and for the callers coalesced behind it), one caller's upstream session reaching another
+//! after a restart. Each shows the clear error or the bound that holds.
 
 mod support;
 
@@ -194,5 +195,84 @@ async fn a_silent_stream_is_ended_by_idle_timeout_and_a_late_first_byte_is_retri
         start.elapsed() < Duration::from_millis(2500),
         "{:?}",
         start.elapsed()
+    );
+}
+
+/// `cookie_scope = "caller"` keeps an upstream's session cookie with the caller it was set
+/// for; the gateway used to persist only shared jars, so a restart lost it. Restored, it must
+/// still reach that caller only, and the file must name callers by hash, never by key.
+#[tokio::test]
+async fn a_callers_session_cookie_survives_a_restart_and_never_reaches_another_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    let mock = MockUpstream::start().await.unwrap();
+    let config = format!(
+        "[[upstreams]]\nname = \"mock\"\nbase_url = \"{}\"\nauth = \"passthrough\"\ncookie_scope = \"caller\"\n\
+         [[models]]\nname = \"*\"\nupstream = \"mock\"\n[cookies]\npersist_path = \"{}\"\n",
+        mock.url(),
+        path.display()
+    );
+    let a = [("authorization", "Bearer sk-caller-a-0451")];
+    let b = [("authorization", "Bearer sk-caller-b-0452")];
+    let url_of = |gw: &TestGateway| gw.url("/v1/chat/completions");
+    let cookie_sent = |mock: &MockUpstream| {
+        mock.last_request()
+            .unwrap()
+            .header("cookie")
+            .map(str::to_owned)
+    };
+
+    let gw = TestGateway::start(&config).await;
+    mock.push(portcullis_mock::MockResponse::ok().set_cookie("sid=session-of-a; Path=/; HttpOnly"));
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &a)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &b)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cookie_sent(&mock),
+        None,
+        "b got a's session before the restart"
+    );
+    assert!(gw.shutdown().await, "drained");
+
+    let file = std::fs::read_to_string(&path).expect("shutdown saves the caller jars");
+    assert!(file.contains("session-of-a"), "{file}");
+    assert!(
+        !file.contains("sk-caller"),
+        "a key in the cookie file: {file}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let gw = TestGateway::start(&config).await;
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &b)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(cookie_sent(&mock), None, "b got a's restored session");
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &a)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cookie_sent(&mock).as_deref(),
+        Some("sid=session-of-a"),
+        "a's session was lost in the restart"
     );
 }
