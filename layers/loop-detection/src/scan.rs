@@ -33,15 +33,47 @@ const MAX_DEPTH: usize = 100;
 pub(crate) struct Texts {
     /// Decoded text of every piece, one after the other.
     buf: String,
-    /// `(choice index, range in buf)` per piece, in order.
-    pieces: Vec<(u32, Range<usize>)>,
+    /// Each piece, in order.
+    pieces: Vec<Piece>,
+    /// The last event read in full, but for its one text (see [`Template`]).
+    template: Template,
+}
+
+/// One text of an event.
+#[derive(Debug, Clone)]
+struct Piece {
+    /// The choice (chat completions; 0 elsewhere).
+    index: u32,
+    /// The decoded text, in [`Texts::buf`].
+    text: Range<usize>,
+    /// The JSON string token it was decoded from, quotes included, in the payload.
+    token: Range<usize>,
+}
+
+/// The bytes around the one text of the last event read in full.
+///
+/// # Why
+///
+/// The events of one stream differ only in their text: `{"id":"chatcmpl-1",...,"delta":
+/// {"content":"` + text + `"},...}` (or `..."text_delta","text":"` + text + `"}}`). When an
+/// event is the last one's bytes with another JSON string token in place of the text's, the
+/// scan would walk it exactly as it walked the last one (every byte outside the token is the
+/// same, and a string token's content changes nothing else), so only the new token is read:
+/// two comparisons and one string instead of some thirty keys and values. Anything else is
+/// read in full (and becomes the template).
+#[derive(Debug, Default)]
+struct Template {
+    api: Option<Api>,
+    index: u32,
+    before: Vec<u8>,
+    after: Vec<u8>,
 }
 
 impl Texts {
     /// The pieces found by the last successful [`scan`].
     pub(crate) fn each(&self, f: &mut impl FnMut(u32, &str)) {
-        for (i, r) in &self.pieces {
-            f(*i, &self.buf[r.clone()]);
+        for p in &self.pieces {
+            f(p.index, &self.buf[p.text.clone()]);
         }
     }
 
@@ -49,11 +81,59 @@ impl Texts {
         self.buf.clear();
         self.pieces.clear();
     }
+
+    /// The event is the template's but for its text: read just that.
+    fn read_by_template(&mut self, api: Api, payload: &[u8]) -> Option<()> {
+        let t = &self.template;
+        if t.api != Some(api) || payload.len() < t.before.len() + t.after.len() {
+            return None;
+        }
+        if !payload.starts_with(&t.before) || !payload.ends_with(&t.after) {
+            return None;
+        }
+        let token = t.before.len()..payload.len() - t.after.len();
+        // Exactly one string token in between (a quote inside would change the structure).
+        let mut s = Cursor {
+            b: &payload[..token.end],
+            i: token.start,
+        };
+        if s.peek() != Some(b'"') {
+            return None;
+        }
+        let text = s.text(&mut self.buf).ok()?.text;
+        if s.i != token.end {
+            return None;
+        }
+        self.pieces.push(Piece {
+            index: t.index,
+            text,
+            token,
+        });
+        Some(())
+    }
+
+    /// A full read found one text: this event is the template for the next.
+    fn remember(&mut self, api: Api, payload: &[u8]) {
+        let t = &mut self.template;
+        t.api = None;
+        if let [p] = self.pieces.as_slice() {
+            t.api = Some(api);
+            t.index = p.index;
+            t.before.clear();
+            t.before.extend_from_slice(&payload[..p.token.start]);
+            t.after.clear();
+            t.after.extend_from_slice(&payload[p.token.end..]);
+        }
+    }
 }
 
 /// Find the answer text of one SSE `data:` payload of `api` into `out` (what
 /// [`crate::api::stream_text`] finds with serde), or [`Unsure`].
 pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
+    out.clear();
+    if out.read_by_template(api, payload).is_some() {
+        return Ok(());
+    }
     out.clear();
     let mut s = Cursor { b: payload, i: 0 };
     s.ws();
@@ -65,6 +145,7 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     if s.i != s.b.len() {
         return Err(Unsure);
     }
+    out.remember(api, payload);
     Ok(())
 }
 
@@ -80,7 +161,7 @@ fn chat_chunk(s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
         }
         s.array(1, |s| {
             let (mut index, mut seen_delta) = (None, false);
-            let mut text: Option<Range<usize>> = None;
+            let mut text: Option<Text> = None;
             s.object(2, |s, key| match key {
                 b"index" => {
                     if index.replace(s.index()?).is_some() {
@@ -111,8 +192,8 @@ fn chat_chunk(s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
                 }
                 _ => s.skip_value(3),
             })?;
-            if let Some(r) = text {
-                out.pieces.push((index.unwrap_or(0), r));
+            if let Some(t) = text {
+                out.pieces.push(t.piece(index.unwrap_or(0)));
             }
             Ok(())
         })
@@ -126,10 +207,10 @@ fn typed_event(api: Api, s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
         None,
         /// serde's untagged `delta` fails on it, and with it the whole event: no text.
         Failed,
-        Text(Range<usize>),
+        Text(Text),
         Block {
             text_delta: bool,
-            text: Option<Range<usize>>,
+            text: Option<Text>,
         },
     }
     let (mut kind, mut delta) = (None::<&[u8]>, None::<Delta>);
@@ -190,23 +271,39 @@ fn typed_event(api: Api, s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
         return Ok(());
     };
     match (api, kind, delta) {
-        (Api::Responses, b"response.output_text.delta", Some(Delta::Text(r))) => {
-            out.pieces.push((0, r))
+        (Api::Responses, b"response.output_text.delta", Some(Delta::Text(t))) => {
+            out.pieces.push(t.piece(0))
         }
         (
             Api::Messages,
             b"content_block_delta",
             Some(Delta::Block {
                 text_delta: true,
-                text: Some(r),
+                text: Some(t),
             }),
-        ) => out.pieces.push((0, r)),
+        ) => out.pieces.push(t.piece(0)),
         _ => {}
     }
     Ok(())
 }
 
 // === the cursor ===
+
+/// A decoded string: where its text is in the buffer, where its token was in the payload.
+struct Text {
+    text: Range<usize>,
+    token: Range<usize>,
+}
+
+impl Text {
+    fn piece(self, index: u32) -> Piece {
+        Piece {
+            index,
+            text: self.text,
+            token: self.token,
+        }
+    }
+}
 
 struct Cursor<'a> {
     b: &'a [u8],
@@ -438,13 +535,14 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 
-    /// A string, decoded and appended to `buf`; its range there.
-    fn text(&mut self, buf: &mut String) -> Result<Range<usize>> {
+    /// A string, decoded and appended to `buf`.
+    fn text(&mut self, buf: &mut String) -> Result<Text> {
         self.ws();
         if self.peek() != Some(b'"') {
             return Err(Unsure);
         }
         let start = buf.len();
+        let token = self.i;
         self.i += 1;
         loop {
             let from = self.i;
@@ -453,7 +551,10 @@ impl<'a> Cursor<'a> {
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(start..buf.len());
+                    return Ok(Text {
+                        text: start..buf.len(),
+                        token: token..self.i,
+                    });
                 }
                 Some(b'\\') => {
                     self.i += 1;
@@ -850,6 +951,89 @@ mod tests {
                 prop_assert_eq!(got, expected);
             }
         }
+    }
+
+    /// Events around one text token, as a stream sends them (so the template is used), with
+    /// whatever in the token's place: another string, other JSON, broken JSON, a second key.
+    fn stream_of(api: Api) -> BoxedStrategy<Vec<String>> {
+        let (before, after) = match api {
+            Api::ChatCompletions => (
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":1,"delta":{"content":"#,
+                r#"},"logprobs":null,"finish_reason":null}]}"#,
+            ),
+            Api::Messages => (
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"#,
+                "}}",
+            ),
+            Api::Responses => (
+                r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"delta":"#,
+                r#","logprobs":[]}"#,
+            ),
+        };
+        let middle = prop_oneof![
+            6 => text_value(),
+            1 => any_json(),
+            1 => Just(r#""a","content":"b""#.to_owned()),
+            1 => Just(r#""a"},"delta":{"content":"b""#.to_owned()),
+            1 => Just(r#""a\""#.to_owned()),
+            1 => Just(r#""\ud800""#.to_owned()),
+            1 => Just(r#" "spaced" "#.to_owned()),
+            1 => Just(String::new()),
+        ];
+        let event = prop_oneof![
+            6 => middle.prop_map(move |m| format!("{before}{m}{after}")),
+            1 => event(api),
+        ];
+        prop::collection::vec(event, 1..12).boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// One `Texts` across a stream's events (the template at work): where the scan is
+        /// sure, it finds what serde finds, event after event.
+        #[test]
+        fn agrees_with_serde_across_a_stream(
+            (api, events) in api().prop_flat_map(|a| (Just(a), stream_of(a))),
+        ) {
+            let mut texts = Texts::default();
+            for payload in &events {
+                let expected = serde_pieces(api, payload.as_bytes());
+                if scan(api, payload.as_bytes(), &mut texts).is_ok() {
+                    let mut got = Vec::new();
+                    texts.each(&mut |i, t| got.push((i, t.to_owned())));
+                    prop_assert_eq!(got, expected, "{}", payload);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_template_reads_the_next_events_of_a_stream() {
+        let mut texts = Texts::default();
+        let event = |t: &str| {
+            format!(
+                r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":{t}}},"finish_reason":null}}]}}"#
+            )
+        };
+        for (payload, want) in [
+            (event(r#""one""#), Some("one")),
+            (event(r#""two \"2\"""#), Some("two \"2\"")),
+            (event(r#""x","content":"y""#), None), // a duplicate key: not the template's shape
+            (event("7"), None),
+            (event(r#""three""#), Some("three")),
+        ] {
+            let got = scan(Api::ChatCompletions, payload.as_bytes(), &mut texts).map(|()| {
+                let mut v = Vec::new();
+                texts.each(&mut |_, t| v.push(t.to_owned()));
+                v
+            });
+            match want {
+                Some(w) => assert_eq!(got, Ok(vec![w.to_owned()]), "{payload}"),
+                None => assert_eq!(got, Err(Unsure), "{payload}"),
+            }
+        }
+        assert_eq!(texts.template.api, Some(Api::ChatCompletions));
     }
 
     #[test]
