@@ -308,4 +308,55 @@ mod tests {
         });
         assert_eq!(f.held(), 0, "nothing over the cap is held");
     }
+
+    proptest::proptest! {
+        /// Stand-in for the `sse_usage` fuzz target (fuzz/), run by `cargo test`: whatever
+        /// bytes an upstream sends, in whatever pieces, the framer holds at most its cap, sends
+        /// a prefix of the stream (all of it at the end), and reads every line when the stream
+        /// fits under the cap.
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_pieces(
+            body in proptest::collection::vec(
+                proptest::sample::select(b"data: {}\r\nx:\n\n\n".to_vec()),
+                0..400,
+            ),
+            cuts in proptest::collection::vec(0..400usize, 0..12),
+            small_cap in proptest::prelude::any::<bool>(),
+        ) {
+            let cap = if small_cap { 16 } else { 1 << 20 };
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut f = Framer::new(cap);
+            let mut out = VecDeque::new();
+            let mut sent = Vec::new();
+            let mut lines = Vec::new();
+            let (mut at, mut fed) = (0, 0);
+            for p in points.into_iter().chain([body.len()]) {
+                fed += p - at;
+                f.feed(Bytes::copy_from_slice(&body[at..p]), &mut out, &mut |l| {
+                    lines.push(l.to_vec());
+                    Flow::Continue
+                });
+                at = p;
+                sent.extend(out.drain(..).flat_map(|b| b.to_vec()));
+                proptest::prop_assert!(body.starts_with(&sent));
+                proptest::prop_assert!(fed - sent.len() <= cap);
+            }
+            f.finish(&mut out, &mut |l| {
+                lines.push(l.to_vec());
+                Flow::Continue
+            });
+            sent.extend(out.drain(..).flat_map(|b| b.to_vec()));
+            proptest::prop_assert_eq!(&sent, &body);
+            if body.len() <= cap {
+                let want: Vec<Vec<u8>> = body
+                    .split(|&b| b == b'\n')
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                proptest::prop_assert_eq!(lines, want);
+            }
+        }
+    }
 }
