@@ -11,22 +11,18 @@
 //! - an accepted body is a JSON object whose `model` and `stream` are the ones the gateway
 //!   routes on (the same as `meta::parse` and `serde_json` read: duplicate keys cannot make
 //!   validation and the upstream see different models);
+//! - an accepted body has a non-empty `model` (only a Responses request may leave it to a
+//!   stored prompt);
 //! - a refusal names a field or the body, with a message.
+//!
+//! `layers/validation/fuzz` fuzzes `validate` alone; its seeds (one valid request per route)
+//! seed this target too (see `.ci/run`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_core::meta;
 use portcullis_validation::{validate, Level, Route};
 use serde_json::Value;
-
-const ROUTES: [Route; 6] = [
-    Route::ChatCompletions,
-    Route::Completions,
-    Route::Embeddings,
-    Route::Responses,
-    Route::Messages,
-    Route::CountTokens,
-];
 
 fuzz_target!(|body: &[u8]| {
     let parsed = meta::parse(body);
@@ -43,9 +39,9 @@ fuzz_target!(|body: &[u8]| {
         }
     }
 
-    for route in ROUTES {
-        let verdicts =
-            [Level::Lenient, Level::Moderate, Level::Strict].map(|l| validate(route, l, body));
+    for route in Route::ALL {
+        // Loosest first.
+        let verdicts = Level::ALL.map(|l| validate(route, l, body));
         for pair in verdicts.windows(2) {
             assert!(
                 pair[0].is_ok() || pair[1].is_err(),
@@ -55,6 +51,11 @@ fuzz_target!(|body: &[u8]| {
         for verdict in &verdicts {
             match verdict {
                 Ok(m) => {
+                    // Only a Responses request may leave its model to a prompt template.
+                    match &m.model {
+                        Some(model) => assert!(!model.is_empty()),
+                        None => assert_eq!(route, Route::Responses),
+                    }
                     let v = value.as_ref().expect("accepted bodies are JSON");
                     assert!(v.is_object());
                     assert_eq!(m.model.as_deref(), v["model"].as_str(), "{route:?}");
