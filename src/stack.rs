@@ -21,7 +21,7 @@ use http::Request;
 use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_commands::CommandsLayer;
-use portcullis_cookie_session::{CookieJar, CookieScope, CookieSessionLayer, Jars};
+use portcullis_cookie_session::{CookieScope, CookieSessionLayer, Jars};
 use portcullis_core::{CacheOutcome, ClientIp, ConfigProblem};
 use portcullis_dedup_cache::DedupCacheLayer;
 use portcullis_loop_detection::LoopDetectionLayer;
@@ -73,8 +73,8 @@ pub struct Gateway {
 pub struct CookiePersist {
     /// `cookies.persist_path`.
     pub path: PathBuf,
-    /// Jars by upstream name.
-    pub jars: Vec<(String, CookieJar)>,
+    /// Jars by upstream name (shared or per caller).
+    pub jars: Vec<(String, Jars)>,
     /// How often changed jars are saved while running.
     pub interval: std::time::Duration,
 }
@@ -91,9 +91,8 @@ impl CookiePersist {
 
     /// Save every jar atomically.
     pub fn save(&self) -> Result<(), BoxError> {
-        let jars: Vec<(&str, &CookieJar)> =
-            self.jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
-        portcullis_cookie_session::persist::save_all(&self.path, &jars)?;
+        let jars: Vec<(&str, &Jars)> = self.jars.iter().map(|(n, j)| (n.as_str(), j)).collect();
+        portcullis_cookie_session::persist::save(&self.path, &jars)?;
         Ok(())
     }
 }
@@ -157,12 +156,12 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         }
     };
 
-    // Cookie jars: loaded from persist_path when set, one per upstream. A reload keeping the
-    // path keeps the running jars instead: they hold the newer cookies.
+    // Cookie jars: loaded from persist_path when set, per upstream (shared or per caller). A
+    // reload keeping the path keeps the running jars instead: they hold the newer cookies.
     let persist_path = config.cookies.persist_path().map(PathBuf::from);
-    let mut loaded_jars: HashMap<String, CookieJar> = match &persist_path {
+    let mut loaded_jars: HashMap<String, Jars> = match &persist_path {
         _ if prev.same(&config, |c| &c.cookies.persist_path) => HashMap::new(),
-        Some(p) => portcullis_cookie_session::persist::load_all(p)
+        Some(p) => portcullis_cookie_session::persist::load(p)
             .map_err(|e| BuildError(format!("cookies.persist_path: {e}")))?,
         None => HashMap::new(),
     };
@@ -190,10 +189,11 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         // WebSocket handshakes use the same client's TLS roots and timeouts.
         sockets.push((u.name.clone(), client.clone()));
-        // Caller-scoped jars live in the cookie layer itself (in memory, bounded).
-        let jars = u.cookies.then(|| {
-            match before.and_then(|(_, c)| c.jars.clone()) {
-                // The running jars hold newer cookies than the file.
+        // The running jars (a reload) hold newer cookies than the file; else the saved jars of
+        // this upstream's scope, bounded, else empty ones.
+        let jars = u
+            .cookies
+            .then(|| match before.and_then(|(_, c)| c.jars.clone()) {
                 Some(Jars::Upstream(j)) if matches!(u.cookie_scope, CookieScope::Upstream) => {
                     j.set_max_cookies(config.cookies.max_cookies);
                     Jars::Upstream(j)
@@ -202,19 +202,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
                     j.set_limits(config.cookies.max_callers, config.cookies.max_cookies);
                     Jars::Caller(j)
                 }
-                _ => match (u.cookie_scope, loaded_jars.remove(&u.name)) {
-                    (CookieScope::Upstream, Some(j)) => {
-                        j.set_max_cookies(config.cookies.max_cookies);
-                        Jars::Upstream(j)
-                    }
-                    (scope, _) => Jars::new(scope, &config.cookies),
-                },
-            }
-        });
-        let jar = match &jars {
-            Some(Jars::Upstream(j)) => Some(j.clone()),
-            _ => None,
-        };
+                _ => Jars::restore(u.cookie_scope, loaded_jars.remove(&u.name), &config.cookies),
+            });
+        let jar = jars.as_ref().and_then(Jars::shared).cloned();
         let breaker = config.circuit_breaker.enabled.then(|| {
             before
                 .and_then(|(_, c)| c.breaker.clone())
@@ -303,6 +293,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             );
             checks.0.push(task.abort_handle());
         }
+        if let Some(j) = &jars {
+            persisted.push((u.name.clone(), j.clone()));
+        }
         carried.insert(
             u.name.clone(),
             CarriedUpstream {
@@ -322,9 +315,6 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             health: u.health_check.enabled().then(|| status.check.clone()),
             alive: alive.clone(),
         });
-        if let Some(j) = &jar {
-            persisted.push((u.name.clone(), j.clone()));
-        }
         routes.push(UpstreamRoute {
             upstream,
             service,

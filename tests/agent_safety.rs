@@ -1,6 +1,9 @@
 //! Agent safety through the real binary stack: answers that loop are cut (streams end with
 //! the error event of the caller's API, plain answers are a 502), and the same tool call over
-//! and over in one session is blocked with a 409.
+//! and over in one session is blocked with a 409. The mock streams tool calls in each API shape
+//! (chat `tool_calls` deltas, Anthropic `input_json_delta`, Responses
+//! `function_call_arguments.delta`) as the request's `x-mock-tool-call` header scripts, and the
+//! tool-call loop layer blocks, warns or gives one chance as its mode says.
 
 mod support;
 
@@ -218,4 +221,209 @@ async fn a_command_cannot_switch_to_a_model_the_key_may_not_use() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.header("x-portcullis-error"), Some("model_not_allowed"));
     assert_eq!(mock.request_count(), 0);
+}
+
+// === streamed tool calls from the mock, in each API shape ===
+
+/// The three API shapes the tool-call loop layer reads.
+const SHAPES: [&str; 3] = ["/v1/chat/completions", "/v1/messages", "/v1/responses"];
+
+/// An agent's request in the shape of `path`; the mock answers it with the tool call that the
+/// `x-mock-tool-call` header scripts.
+fn agent_request(path: &str, stream: bool) -> serde_json::Value {
+    match path {
+        "/v1/responses" => json!({"model": "m", "stream": stream, "input": "fix the bug"}),
+        _ => json!({"model": "m", "stream": stream, "max_tokens": 256,
+                    "messages": [{"role": "user", "content": "fix the bug"}]}),
+    }
+}
+
+/// How an answer in this shape ends when nothing cuts it.
+fn normal_end(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "data: [DONE]",
+        "/v1/messages" => "event: message_stop",
+        _ => "event: response.completed",
+    }
+}
+
+/// The stream made the tool call (its name and an argument delta reached the client).
+fn assert_streamed_call(path: &str, text: &str) {
+    assert!(text.contains("\"read_file\""), "{path}: {text}");
+    let delta = match path {
+        "/v1/chat/completions" => "\"tool_calls\":[{\"function\":{\"arguments\":",
+        "/v1/messages" => "\"input_json_delta\"",
+        _ => "response.function_call_arguments.delta",
+    };
+    assert!(text.contains(delta), "{path}: {text}");
+}
+
+/// A stream that went through whole, with no tool-call-loop error.
+fn assert_whole(path: &str, text: &str) {
+    assert_streamed_call(path, text);
+    assert!(text.contains(normal_end(path)), "{path}: {text}");
+    assert!(!text.contains("tool call loop"), "{path}: {text}");
+}
+
+/// A stream cut by the layer: the call's deltas arrived, then one error event in the caller's
+/// shape instead of the end of the answer.
+fn assert_blocked(path: &str, text: &str) {
+    assert_streamed_call(path, text);
+    assert!(!text.contains(normal_end(path)), "{path}: {text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let data: serde_json::Value = serde_json::from_str(
+        last.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or_else(|| panic!("{path}: no data line in the last event: {text}")),
+    )
+    .unwrap();
+    match path {
+        "/v1/chat/completions" => assert_eq!(data["error"]["code"], "tool_call_loop", "{text}"),
+        "/v1/messages" => {
+            assert!(last.starts_with("event: error"), "{text}");
+            assert_eq!(data["type"], "error", "{text}");
+            assert!(data["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read_file"));
+        }
+        _ => {
+            assert!(last.starts_with("event: error"), "{text}");
+            assert_eq!(
+                (&data["type"], &data["code"]),
+                (&json!("error"), &json!("tool_call_loop"))
+            );
+        }
+    }
+}
+
+const READ_A: &str = r#"read_file {"path": "src/a.rs", "lines": [1, 200]}"#;
+
+async fn streamed_call(
+    gw: &TestGateway,
+    path: &str,
+    session: &str,
+    call: &str,
+) -> support::Streamed {
+    let s = post_stream(
+        &gw.url(path),
+        &agent_request(path, true),
+        &[("x-session-id", session), ("x-mock-tool-call", call)],
+    )
+    .await;
+    assert_eq!(s.status, 200, "{path}: {}", s.text());
+    s
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_in_each_shape_are_blocked_past_max_repeats() {
+    let (_mock, gw) =
+        setup("[tool_call_loop]\nenabled = true\nmax_repeats = 2\nmode = \"block\"").await;
+    for path in SHAPES {
+        let session = format!("block{path}");
+        for _ in 0..2 {
+            assert_whole(
+                path,
+                &streamed_call(&gw, path, &session, READ_A).await.text(),
+            );
+        }
+        assert_blocked(
+            path,
+            &streamed_call(&gw, path, &session, READ_A).await.text(),
+        );
+        // Other arguments are another call: the streak starts over.
+        let other = r#"read_file {"path": "src/b.rs"}"#;
+        assert_whole(
+            path,
+            &streamed_call(&gw, path, &session, other).await.text(),
+        );
+        // Another session has its own history.
+        let fresh = format!("other{path}");
+        assert_whole(path, &streamed_call(&gw, path, &fresh, READ_A).await.text());
+
+        // The same calls answered whole: the third is a 409 in the caller's shape.
+        let plain = format!("plain{path}");
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let r = post_json(
+                &gw.url(path),
+                &agent_request(path, false),
+                &[("x-session-id", &plain), ("x-mock-tool-call", READ_A)],
+            )
+            .await;
+            statuses.push((
+                r.status.as_u16(),
+                r.header("x-portcullis-error").map(str::to_owned),
+            ));
+        }
+        assert_eq!(
+            statuses,
+            [
+                (200, None),
+                (200, None),
+                (409, Some("tool_call_loop".to_owned()))
+            ],
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn streamed_tool_call_loops_in_each_shape_only_warn_in_warn_mode() {
+    let (_mock, gw) =
+        setup("[tool_call_loop]\nenabled = true\nmax_repeats = 2\nmode = \"warn\"").await;
+    for path in SHAPES {
+        let session = format!("warn{path}");
+        let mut warned = Vec::new();
+        for _ in 0..4 {
+            let s = streamed_call(&gw, path, &session, READ_A).await;
+            assert_whole(path, &s.text());
+            warned.push(s.headers.get("x-portcullis-tool-call-loop").cloned());
+        }
+        // A stream's headers leave before its calls are known: the third answer (the first
+        // past max_repeats) is flagged on the session's next response.
+        assert_eq!(warned[..3], [None, None, None], "{path}");
+        assert_eq!(
+            warned[3].as_ref().map(|v| v.to_str().unwrap()),
+            Some("warn"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chance_then_block_gives_a_streamed_loop_one_note_in_each_shape_then_blocks() {
+    let (mock, gw) =
+        setup("[tool_call_loop]\nenabled = true\nmax_repeats = 2\nmode = \"chance_then_block\"")
+            .await;
+    for path in SHAPES {
+        let session = format!("chance{path}");
+        for _ in 0..3 {
+            // The third repeats past max_repeats: it is the chance, it goes through.
+            assert_whole(
+                path,
+                &streamed_call(&gw, path, &session, READ_A).await.text(),
+            );
+        }
+        assert!(!mock
+            .last_request()
+            .unwrap()
+            .json()
+            .unwrap()
+            .to_string()
+            .contains("Note from the gateway"));
+        // The next request carries the note to the model; the answer repeats anyway: blocked.
+        let s = streamed_call(&gw, path, &session, READ_A).await;
+        let sent = mock.last_request().unwrap().json().unwrap().to_string();
+        assert!(sent.contains("Note from the gateway"), "{path}: {sent}");
+        assert!(sent.contains("read_file"), "{path}: {sent}");
+        assert_eq!(
+            s.headers
+                .get("x-portcullis-tool-call-loop")
+                .map(|v| v.to_str().unwrap()),
+            Some("chance"),
+            "{path}"
+        );
+        assert_blocked(path, &s.text());
+    }
 }

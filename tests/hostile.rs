@@ -1,6 +1,7 @@
 //! Attacks on a running gateway over raw sockets (issue 14): slow request heads, trickled
-//! bodies, connection floods, client-chosen metric labels. Each shows the clear error or the
-//! bound that holds.
+//! bodies, connection floods, client-chosen metric labels, streams cut midway (for a caller
+//! and for the callers coalesced behind it), one caller's upstream session reaching another
+//! after a restart. Each shows the clear error or the bound that holds.
 
 mod support;
 
@@ -195,4 +196,172 @@ async fn a_silent_stream_is_ended_by_idle_timeout_and_a_late_first_byte_is_retri
         "{:?}",
         start.elapsed()
     );
+}
+
+/// `cookie_scope = "caller"` keeps an upstream's session cookie with the caller it was set
+/// for; the gateway used to persist only shared jars, so a restart lost it. Restored, it must
+/// still reach that caller only, and the file must name callers by hash, never by key.
+#[tokio::test]
+async fn a_callers_session_cookie_survives_a_restart_and_never_reaches_another_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    let mock = MockUpstream::start().await.unwrap();
+    let config = format!(
+        "[[upstreams]]\nname = \"mock\"\nbase_url = \"{}\"\nauth = \"passthrough\"\ncookie_scope = \"caller\"\n\
+         [[models]]\nname = \"*\"\nupstream = \"mock\"\n[cookies]\npersist_path = \"{}\"\n",
+        mock.url(),
+        path.display()
+    );
+    let a = [("authorization", "Bearer sk-caller-a-0451")];
+    let b = [("authorization", "Bearer sk-caller-b-0452")];
+    let url_of = |gw: &TestGateway| gw.url("/v1/chat/completions");
+    let cookie_sent = |mock: &MockUpstream| {
+        mock.last_request()
+            .unwrap()
+            .header("cookie")
+            .map(str::to_owned)
+    };
+
+    let gw = TestGateway::start(&config).await;
+    mock.push(portcullis_mock::MockResponse::ok().set_cookie("sid=session-of-a; Path=/; HttpOnly"));
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &a)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &b)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cookie_sent(&mock),
+        None,
+        "b got a's session before the restart"
+    );
+    assert!(gw.shutdown().await, "drained");
+
+    let file = std::fs::read_to_string(&path).expect("shutdown saves the caller jars");
+    assert!(file.contains("session-of-a"), "{file}");
+    assert!(
+        !file.contains("sk-caller"),
+        "a key in the cookie file: {file}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let gw = TestGateway::start(&config).await;
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &b)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(cookie_sent(&mock), None, "b got a's restored session");
+    assert_eq!(
+        post_json(&url_of(&gw), &support::chat("m"), &a)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cookie_sent(&mock).as_deref(),
+        Some("sid=session-of-a"),
+        "a's session was lost in the restart"
+    );
+}
+
+/// With dedup on, two identical streamed requests at once; the upstream's stream breaks after
+/// its first byte (cut midway, or silent past `idle_timeout`). Neither caller may see a clean
+/// end: both get the error event of interface.md "Streams". Streamed requests are not
+/// coalesced (each makes its own call); a request that did not ask for a stream but gets one
+/// is led and followed, and the follower then makes its own call: each of them must still see
+/// how its own stream ended.
+#[tokio::test]
+async fn identical_streams_coalesced_or_not_each_end_with_the_error_event_when_the_upstream_breaks()
+{
+    use portcullis_mock::MockResponse;
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"mock\"\nbase_url = \"{}\"\nidle_timeout = \"300ms\"\n\
+         [[models]]\nname = \"*\"\nupstream = \"mock\"\n[dedup]\nenabled = true\n[retry]\nenabled = false\n",
+        mock.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let url = gw.url("/v1/chat/completions");
+    let chunk = |text: &str| {
+        format!(
+            "data: {}\n\n",
+            serde_json::json!({"id": "c", "object": "chat.completion.chunk",
+                               "choices": [{"index": 0, "delta": {"content": text}}]})
+        )
+    };
+    let breaks: [(&str, MockResponse, &str); 3] = [
+        (
+            "cut midway",
+            MockResponse::ok().abort_after(2),
+            "upstream_error",
+        ),
+        (
+            "silent past idle_timeout",
+            MockResponse::ok().chunk_delay(Duration::from_secs(3)),
+            "upstream_timeout",
+        ),
+        (
+            "an unasked-for stream cut midway",
+            // The delay holds the leader's call open until the follower has joined it.
+            MockResponse::sse(200, [chunk("one "), chunk("two "), chunk("three")])
+                .delay(Duration::from_millis(300))
+                .abort_after(2),
+            "upstream_error",
+        ),
+    ];
+    for (how, script, code) in breaks {
+        let stream = !how.contains("unasked");
+        let body = serde_json::json!({"model": "m", "stream": stream,
+            "messages": [{"role": "user", "content": format!("same prompt: {how}")}]});
+        mock.clear();
+        // Enough scripts for every upstream call the two requests may make.
+        mock.push_n(2, script);
+        let (a, b) = tokio::join!(
+            support::post_stream(&url, &body, &[("authorization", "Bearer sk-same")]),
+            support::post_stream(&url, &body, &[("authorization", "Bearer sk-same")]),
+        );
+        let mut outcomes = [&a, &b].map(|s| {
+            s.headers
+                .get("x-portcullis-cache")
+                .map(|v| v.to_str().unwrap().to_owned())
+        });
+        outcomes.sort();
+        let want = if stream {
+            ["bypass", "bypass"] // streamed requests are never coalesced
+        } else {
+            ["bypass", "miss"] // a leader, and a follower sent on its own by the leader's stream
+        };
+        assert_eq!(outcomes, want.map(|o| Some(o.to_owned())), "{how}");
+        for (who, s) in [("first", a), ("second", b)] {
+            let text = s.text();
+            assert_eq!(s.status, 200, "{how}, {who}: {text}");
+            assert!(
+                text.contains(&format!("\"code\":\"{code}\"")),
+                "{how}, {who} caller: the stream ended without the error event: {text}"
+            );
+            assert!(!text.contains("[DONE]"), "{how}, {who}: {text}");
+            assert!(
+                text.contains("\"content\""),
+                "{how}, {who}: the first event got through: {text}"
+            );
+        }
+        assert_eq!(
+            mock.request_count(),
+            2,
+            "{how}: each stream is its own call"
+        );
+    }
 }

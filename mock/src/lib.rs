@@ -40,6 +40,14 @@
 //! in, first out, whatever the route) or replace the default with [`MockUpstream::set_default`].
 //! [`MockUpstream::require_cookie`] plays Cloudflare's cookie challenge.
 //!
+//! Tool calls: [`MockResponse::tool_call`] makes the route's answer a tool call (parallel calls
+//! with several), in the request's API shape and streamed when the request asks, arguments in
+//! deltas as the real APIs stream them (chat `tool_calls`, Anthropic `tool_use` with
+//! `input_json_delta`, Responses `function_call` items with
+//! `response.function_call_arguments.delta`). A request scripts the same by itself with the
+//! header [`TOOL_CALL_HEADER`] (`x-mock-tool-call: read_file {"path": "a.txt"}`), which goes
+//! through a gateway untouched: an agent's loop is a client repeating that request.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use portcullis_mock::{MockResponse, MockUpstream};
@@ -82,7 +90,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use redis::RedisServer;
-pub use response::MockResponse;
+pub use response::{MockResponse, TOOL_ARGUMENT_PIECE, TOOL_CALL_HEADER};
 
 /// One API a mock may be limited to with [`MockUpstream::speak_only`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

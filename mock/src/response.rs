@@ -69,6 +69,44 @@ pub struct MockResponse {
     pub(crate) chunk_delay: Option<Duration>,
     pub(crate) abort_after: Option<usize>,
     pub(crate) content: Option<Arc<str>>,
+    /// Tool calls the route's default success makes instead of answering text.
+    pub(crate) tool_calls: Vec<ToolCallSpec>,
+}
+
+/// One tool call of a scripted answer: a name and its arguments (a JSON object, kept as the
+/// text the upstream sends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ToolCallSpec {
+    pub(crate) name: String,
+    pub(crate) arguments: String,
+}
+
+/// The request header that scripts tool calls from the request itself: each value is
+/// `NAME` or `NAME {JSON object of arguments}`; several values (or several headers) are
+/// parallel calls, in order.
+pub const TOOL_CALL_HEADER: &str = "x-mock-tool-call";
+
+impl ToolCallSpec {
+    /// `NAME` or `NAME {"json":"object"}` (a [`TOOL_CALL_HEADER`] value).
+    pub(crate) fn parse(v: &str) -> Result<ToolCallSpec, String> {
+        let v = v.trim();
+        let (name, args) = match v.split_once(char::is_whitespace) {
+            Some((name, args)) => (name, args.trim()),
+            None => (v, "{}"),
+        };
+        if name.is_empty() {
+            return Err(format!("{TOOL_CALL_HEADER}: no tool name in {v:?}"));
+        }
+        match serde_json::from_str::<serde_json::Value>(args) {
+            Ok(serde_json::Value::Object(_)) => Ok(ToolCallSpec {
+                name: name.to_owned(),
+                arguments: args.to_owned(),
+            }),
+            _ => Err(format!(
+                "{TOOL_CALL_HEADER}: the arguments of {name} are not a JSON object: {args:?}"
+            )),
+        }
+    }
 }
 
 impl MockResponse {
@@ -82,6 +120,7 @@ impl MockResponse {
             chunk_delay: None,
             abort_after: None,
             content: None,
+            tool_calls: Vec::new(),
         }
     }
 
@@ -236,7 +275,41 @@ impl MockResponse {
         self.content = Some(Arc::from(text));
         self
     }
+
+    /// The route's default success becomes a tool call of `name` with `arguments` (a JSON
+    /// object); call it again for parallel calls. The answer is in the request's API shape,
+    /// streamed if the request asks, as the real APIs send tool calls:
+    ///
+    /// - `/v1/chat/completions`: `message.tool_calls` (`finish_reason: "tool_calls"`); streamed,
+    ///   one chunk opening each call (`id`, `name`, empty `arguments`) then `arguments` deltas;
+    /// - `/v1/messages`: `tool_use` blocks (`stop_reason: "tool_use"`); streamed,
+    ///   `content_block_start` then `input_json_delta` deltas (`partial_json`, the first empty);
+    /// - `/v1/responses`: `function_call` output items; streamed, `response.output_item.added`,
+    ///   `response.function_call_arguments.delta` deltas, `.done`, `response.output_item.done`.
+    ///
+    /// Streamed arguments arrive in pieces of [`TOOL_ARGUMENT_PIECE`] characters. Ids are
+    /// `call_mock_N_I` (`toolu_mock_N_I`, `fc_mock_N_I`) for request `N` and call `I`; output
+    /// tokens count one per started 4 bytes of arguments. A request can script the same with the
+    /// [`TOOL_CALL_HEADER`] header; a response's own calls win over the header's.
+    ///
+    /// # Panics
+    ///
+    /// If `arguments` is not a JSON object.
+    pub fn tool_call(mut self, name: &str, arguments: serde_json::Value) -> Self {
+        assert!(
+            arguments.is_object(),
+            "MockResponse::tool_call: arguments must be a JSON object, got {arguments}"
+        );
+        self.tool_calls.push(ToolCallSpec {
+            name: name.to_owned(),
+            arguments: arguments.to_string(),
+        });
+        self
+    }
 }
+
+/// Streamed tool-call arguments arrive in pieces of this many characters.
+pub const TOOL_ARGUMENT_PIECE: usize = 8;
 
 fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code)

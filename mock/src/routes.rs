@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::response::{ToolCallSpec, TOOL_ARGUMENT_PIECE};
+
 /// The default assistant text.
 pub(crate) const DEFAULT_CONTENT: &str = "Hello from mock";
 
@@ -200,6 +202,8 @@ pub(crate) struct Call<'a> {
     /// The body's full size (for uploads `body` holds only a prefix).
     pub(crate) body_len: u64,
     pub(crate) content_type: Option<&'a str>,
+    /// Non-empty: chat, messages and responses answer these tool calls instead of text.
+    pub(crate) tool_calls: &'a [ToolCallSpec],
 }
 
 /// The route's default answer.
@@ -261,6 +265,14 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
                     };
                 }
             };
+            if !call.tool_calls.is_empty() {
+                match call.route {
+                    Route::Chat => return chat_tool_calls(call, &req),
+                    Route::Messages => return messages_tool_calls(call, &req),
+                    Route::Responses => return responses_tool_calls(call, &req),
+                    _ => {}
+                }
+            }
             match call.route {
                 Route::Chat => chat(call, &req),
                 Route::Completions => completions(call, &req),
@@ -782,6 +794,250 @@ fn messages(call: &Call<'_>, req: &Value) -> Reply {
                "usage": {"output_tokens": output}}),
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
+    Reply::events(events)
+}
+
+// === Tool calls ===
+
+/// A call's arguments in the pieces a stream sends them in.
+fn argument_pieces(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    chars
+        .chunks(TOOL_ARGUMENT_PIECE)
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+/// Output tokens of a tool-call answer: one per started 4 bytes of arguments.
+fn tool_call_tokens(calls: &[ToolCallSpec]) -> u64 {
+    calls
+        .iter()
+        .map(|c| (c.arguments.len() as u64).div_ceil(4).max(1))
+        .sum()
+}
+
+fn tool_input(c: &ToolCallSpec) -> Value {
+    serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}))
+}
+
+fn chat_tool_calls(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("chatcmpl-mock-{}", call.seq);
+    let model = model_of(req, "gpt-mock");
+    let created = now();
+    let usage = usage(prompt_tokens(call.body), tool_call_tokens(call.tool_calls));
+    let call_id = |i: usize| format!("call_mock_{}_{i}", call.seq);
+    if !wants_stream(req) {
+        let tool_calls: Vec<Value> = call
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({"id": call_id(i), "type": "function",
+                       "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+        return Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_mock",
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": null, "tool_calls": tool_calls, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": "tool_calls",
+                }],
+                "usage": usage,
+            }),
+        );
+    }
+    let include_usage = wants_usage(req);
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        data_event(&c)
+    };
+    let mut events = Vec::new();
+    for (i, c) in call.tool_calls.iter().enumerate() {
+        // The first chunk of a call names it, with empty arguments (the role rides on the first).
+        let mut open = json!({"tool_calls": [{"index": i, "id": call_id(i), "type": "function",
+                                               "function": {"name": c.name, "arguments": ""}}]});
+        if i == 0 {
+            open["role"] = json!("assistant");
+            open["content"] = Value::Null;
+            open["refusal"] = Value::Null;
+        }
+        events.push(chunk(open, None));
+        for piece in argument_pieces(&c.arguments) {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    events.push(chunk(json!({}), Some("tool_calls")));
+    if include_usage {
+        events.push(data_event(&json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": usage,
+        })));
+    }
+    events.push(done_event());
+    Reply::events(events)
+}
+
+fn messages_tool_calls(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("msg_mock_{}", call.seq);
+    let model = model_of(req, "claude-mock");
+    let input = prompt_tokens(call.body);
+    let output = tool_call_tokens(call.tool_calls);
+    let block_id = |i: usize| format!("toolu_mock_{}_{i}", call.seq);
+    if !wants_stream(req) {
+        let content: Vec<Value> = call
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"type": "tool_use", "id": block_id(i), "name": c.name, "input": tool_input(c)}))
+            .collect();
+        return Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use",
+                "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": output},
+            }),
+        );
+    }
+    let event = |name: &str, v: Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+    let mut events = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": input, "output_tokens": 1},
+        }}),
+    )];
+    for (i, c) in call.tool_calls.iter().enumerate() {
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": i,
+                   "content_block": {"type": "tool_use", "id": block_id(i), "name": c.name, "input": {}}}),
+        ));
+        // Anthropic opens every tool_use block with an empty partial_json.
+        let pieces = std::iter::once(String::new()).chain(argument_pieces(&c.arguments));
+        for piece in pieces {
+            events.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": i,
+                       "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        events.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": i}),
+        ));
+    }
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+               "usage": {"output_tokens": output}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    Reply::events(events)
+}
+
+fn responses_tool_calls(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("resp_mock_{}", call.seq);
+    let item_id = |i: usize| format!("fc_mock_{}_{i}", call.seq);
+    let call_id = |i: usize| format!("call_mock_{}_{i}", call.seq);
+    let item = |i: usize, c: &ToolCallSpec, done: bool| {
+        json!({
+            "type": "function_call",
+            "id": item_id(i),
+            "call_id": call_id(i),
+            "name": c.name,
+            "arguments": if done { c.arguments.as_str() } else { "" },
+            "status": if done { "completed" } else { "in_progress" },
+        })
+    };
+    let mut done = response_object(call, &id, "gpt-mock", "completed");
+    done["output"] = Value::Array(
+        call.tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| item(i, c, true))
+            .collect(),
+    );
+    done["usage"] = response_usage(prompt_tokens(call.body), tool_call_tokens(call.tool_calls));
+    if !wants_stream(req) {
+        return Reply::json(StatusCode::OK, &done);
+    }
+    let mut pending = done.clone();
+    pending["status"] = json!("in_progress");
+    pending["completed_at"] = Value::Null;
+    pending["output"] = json!([]);
+    pending["usage"] = Value::Null;
+
+    let mut seq = 0_u64;
+    let mut event = |kind: &str, mut v: Value| {
+        v["type"] = json!(kind);
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        Bytes::from(format!("event: {kind}\ndata: {v}\n\n"))
+    };
+    let mut events = vec![
+        event("response.created", json!({"response": pending})),
+        event("response.in_progress", json!({"response": pending})),
+    ];
+    for (i, c) in call.tool_calls.iter().enumerate() {
+        events.push(event(
+            "response.output_item.added",
+            json!({"output_index": i, "item": item(i, c, false)}),
+        ));
+        for piece in argument_pieces(&c.arguments) {
+            events.push(event(
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id(i), "output_index": i, "delta": piece}),
+            ));
+        }
+        events.push(event(
+            "response.function_call_arguments.done",
+            json!({"item_id": item_id(i), "output_index": i, "name": c.name, "arguments": c.arguments}),
+        ));
+        events.push(event(
+            "response.output_item.done",
+            json!({"output_index": i, "item": item(i, c, true)}),
+        ));
+    }
+    events.push(event("response.completed", json!({"response": done})));
     Reply::events(events)
 }
 

@@ -25,7 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::response::{Action, BodyKind, MockResponse, MOCK_ERROR_BODY};
+use super::response::{
+    Action, BodyKind, MockResponse, ToolCallSpec, MOCK_ERROR_BODY, TOOL_CALL_HEADER,
+};
 use super::routes::{default_reply, Call, Reply, ReplyBody, Route, DEFAULT_CONTENT};
 use super::{ws, RecordedRequest, Shared, UPLOAD_RECORD_PREFIX};
 
@@ -259,6 +261,26 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     let content = scripted.content.as_deref().unwrap_or(DEFAULT_CONTENT);
+    // Tool calls: the script's own, else the request's `x-mock-tool-call` headers.
+    let tool_calls = if scripted.tool_calls.is_empty() {
+        match requested_tool_calls(&parts.headers) {
+            Ok(calls) => calls,
+            Err(message) => {
+                return respond(
+                    &shared,
+                    Reply::json(
+                        http::StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "code": "mock_script"}}),
+                    ),
+                    &[],
+                    Duration::ZERO,
+                    None,
+                );
+            }
+        }
+    } else {
+        scripted.tool_calls.clone()
+    };
     let mut reply = match &scripted.body {
         BodyKind::RouteDefault => default_reply(&Call {
             route,
@@ -269,6 +291,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             content,
             body_len,
             content_type: content_type.as_deref(),
+            tool_calls: &tool_calls,
         }),
         BodyKind::MockError => Reply {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,6 +323,19 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 
 /// Reads a body frame by frame, counting its bytes and keeping only the first
 /// [`UPLOAD_RECORD_PREFIX`] of them: a large upload is never held in memory.
+/// The calls the request scripts with [`TOOL_CALL_HEADER`] headers, in order.
+fn requested_tool_calls(headers: &http::HeaderMap) -> Result<Vec<ToolCallSpec>, String> {
+    headers
+        .get_all(TOOL_CALL_HEADER)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("{TOOL_CALL_HEADER}: not visible ASCII"))
+                .and_then(ToolCallSpec::parse)
+        })
+        .collect()
+}
+
 async fn sink(mut body: Body) -> Result<(u64, Bytes), axum::Error> {
     let mut len = 0_u64;
     let mut prefix = BytesMut::new();

@@ -542,3 +542,240 @@ async fn tls_serves_h2_and_http1_to_a_client_trusting_the_cert() {
     let bad = MockUpstream::start_tls("not a pem", "nor this").await;
     assert_eq!(bad.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
 }
+
+// === tool calls ===
+
+async fn post_with(
+    mock: &MockUpstream,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    send_with(
+        &client(),
+        Method::POST,
+        &format!("{}{path}", mock.url()),
+        &body,
+        headers,
+    )
+    .await
+    .expect("request failed")
+}
+
+/// The calls of a streamed answer in any of the three shapes, put back together from the
+/// deltas: `(name, arguments)` in order.
+fn streamed_calls(path: &str, sse: &str) -> Vec<(String, String)> {
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for d in data_lines(sse) {
+        if d == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(d).unwrap();
+        match path {
+            "/v1/chat/completions" => {
+                for tc in v["choices"][0]["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let i = tc["index"].as_u64().unwrap() as usize;
+                    if let Some(name) = tc["function"]["name"].as_str() {
+                        assert_eq!(i, calls.len(), "calls open in order");
+                        calls.push((name.to_owned(), String::new()));
+                    }
+                    calls[i].1 += tc["function"]["arguments"].as_str().unwrap();
+                }
+            }
+            "/v1/messages" => match v["type"].as_str().unwrap() {
+                "content_block_start" => {
+                    assert_eq!(v["content_block"]["type"], "tool_use");
+                    let name = v["content_block"]["name"].as_str().unwrap();
+                    calls.push((name.to_owned(), String::new()));
+                }
+                "content_block_delta" => {
+                    let i = v["index"].as_u64().unwrap() as usize;
+                    assert_eq!(v["delta"]["type"], "input_json_delta");
+                    calls[i].1 += v["delta"]["partial_json"].as_str().unwrap();
+                }
+                _ => {}
+            },
+            _ => match v["type"].as_str().unwrap() {
+                "response.output_item.added" => {
+                    assert_eq!(v["item"]["arguments"], "");
+                    let name = v["item"]["name"].as_str().unwrap();
+                    calls.push((name.to_owned(), String::new()));
+                }
+                "response.function_call_arguments.delta" => {
+                    let i = v["output_index"].as_u64().unwrap() as usize;
+                    calls[i].1 += v["delta"].as_str().unwrap();
+                }
+                "response.output_item.done" => {
+                    let i = v["output_index"].as_u64().unwrap() as usize;
+                    assert_eq!(v["item"]["arguments"].as_str().unwrap(), calls[i].1);
+                    assert_eq!(v["item"]["status"], "completed");
+                }
+                _ => {}
+            },
+        }
+    }
+    calls
+}
+
+fn api_body(path: &str, stream: bool) -> Value {
+    let mut b = json!({"model": "m", "stream": stream});
+    if path == "/v1/responses" {
+        b["input"] = json!("read it");
+    } else {
+        b["max_tokens"] = json!(64);
+        b["messages"] = json!([{"role": "user", "content": "read it"}]);
+    }
+    b
+}
+
+#[tokio::test]
+async fn tool_calls_in_each_api_shape_plain_and_streamed() {
+    let mock = MockUpstream::start().await.unwrap();
+    let read = json!({"path": "src/main.rs", "lines": [1, 40]});
+    let ls = json!({"dir": "."});
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        // Scripted by the test: two parallel calls.
+        mock.push(
+            MockResponse::ok()
+                .tool_call("read_file", read.clone())
+                .tool_call("ls", ls.clone()),
+        );
+        let v = json_of(post(&mock, path, api_body(path, false)).await).await;
+        let (calls, stop): (Vec<(Value, Value)>, Value) = match path {
+            "/v1/chat/completions" => {
+                let m = &v["choices"][0]["message"];
+                assert_eq!(m["content"], Value::Null);
+                let calls = m["tool_calls"].as_array().unwrap();
+                assert!(calls.iter().all(|c| c["type"] == "function"
+                    && c["id"].as_str().unwrap().starts_with("call_mock_")));
+                (
+                    calls
+                        .iter()
+                        .map(|c| {
+                            let args = c["function"]["arguments"].as_str().unwrap();
+                            (
+                                c["function"]["name"].clone(),
+                                serde_json::from_str(args).unwrap(),
+                            )
+                        })
+                        .collect(),
+                    v["choices"][0]["finish_reason"].clone(),
+                )
+            }
+            "/v1/messages" => (
+                v["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| {
+                        assert_eq!(b["type"], "tool_use");
+                        (b["name"].clone(), b["input"].clone())
+                    })
+                    .collect(),
+                v["stop_reason"].clone(),
+            ),
+            _ => (
+                v["output"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| {
+                        assert_eq!(o["type"], "function_call");
+                        let args = o["arguments"].as_str().unwrap();
+                        (o["name"].clone(), serde_json::from_str(args).unwrap())
+                    })
+                    .collect(),
+                v["status"].clone(),
+            ),
+        };
+        assert_eq!(
+            calls,
+            [
+                (json!("read_file"), read.clone()),
+                (json!("ls"), ls.clone())
+            ],
+            "{path}: {v}"
+        );
+        let want_stop = match path {
+            "/v1/chat/completions" => "tool_calls",
+            "/v1/messages" => "tool_use",
+            _ => "completed",
+        };
+        assert_eq!(stop, want_stop, "{path}");
+
+        // Scripted by the request: the header, streamed.
+        let resp = post_with(
+            &mock,
+            path,
+            api_body(path, true),
+            &[(
+                "x-mock-tool-call",
+                r#"read_file {"path": "src/main.rs", "lines": [1, 40]}"#,
+            )],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let sse = text(resp).await;
+        let calls = streamed_calls(path, &sse);
+        assert_eq!(calls.len(), 1, "{path}: {sse}");
+        assert_eq!(calls[0].0, "read_file");
+        assert_eq!(serde_json::from_str::<Value>(&calls[0].1).unwrap(), read);
+        // The arguments really come in several deltas.
+        let deltas = sse.matches("arguments\":\"").count()
+            + sse.matches("partial_json").count()
+            + sse.matches("function_call_arguments.delta").count();
+        assert!(deltas >= 4, "{path}: {sse}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_tool_call_header_is_a_400_that_says_why() {
+    let mock = MockUpstream::start().await.unwrap();
+    let resp = post_with(
+        &mock,
+        "/v1/chat/completions",
+        chat_body(false),
+        &[("x-mock-tool-call", "read_file [1, 2]")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_of(resp).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON object"),
+        "{v}"
+    );
+    // Without arguments the call has `{}`; other routes ignore the header.
+    let v = json_of(
+        post_with(
+            &mock,
+            "/v1/chat/completions",
+            chat_body(false),
+            &[("x-mock-tool-call", "ls")],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{}"
+    );
+    let v = json_of(
+        post_with(
+            &mock,
+            "/v1/embeddings",
+            json!({"model": "e", "input": "x"}),
+            &[("x-mock-tool-call", "ls")],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(v["object"], "list");
+}

@@ -5,7 +5,11 @@
 //! and losing it on restart means going through the challenge again. An upstream with
 //! per-caller jars ([`CallerJars`]) is saved as
 //! `"name": { "callers": [ { "caller": "<CallerId hex>", "cookies": [cookie, ...] }, ... ] }`,
-//! least recently used caller first; files without that form load as before.
+//! least recently used caller first, callers with no cookies left out; files without that
+//! form load as before. A caller is named by its [`CallerId`], a keyed hash of its
+//! credentials: the file never holds a key, and the id cannot be turned back into one. Load
+//! it with [`load`] and start each upstream's jars with [`Jars::restore`], which applies the
+//! configured bounds (`max_callers`, `max_cookies`).
 //!
 //! # Writing safely
 //!
@@ -49,6 +53,7 @@ impl SavedJars {
         match jars {
             Jars::Upstream(jar) => Self::Shared(jar.snapshot()),
             Jars::Caller(jars) => Self::PerCaller {
+                // A caller whose jar is empty has nothing to restore: it is not named.
                 callers: jars
                     .jars()
                     .into_iter()
@@ -56,6 +61,7 @@ impl SavedJars {
                         caller: id.to_hex(),
                         cookies: jar.snapshot(),
                     })
+                    .filter(|c| !c.cookies.is_empty())
                     .collect(),
             },
         }

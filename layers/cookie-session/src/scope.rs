@@ -270,6 +270,43 @@ impl Jars {
         }
     }
 
+    /// The jars an upstream of `scope` starts with: `loaded` (from [`persist::load`], for this
+    /// upstream) bounded by `config`, or empty jars when nothing was saved. Jars saved under
+    /// the other scope are not reused: a caller's session cookies must not become everyone's
+    /// (`caller` to `upstream`), and a shared jar belongs to no one caller (the other way).
+    ///
+    /// [`persist::load`]: crate::persist::load
+    pub fn restore(scope: CookieScope, loaded: Option<Jars>, config: &crate::Config) -> Self {
+        match loaded {
+            Some(Self::Upstream(jar)) if scope == CookieScope::Upstream => {
+                jar.set_max_cookies(config.max_cookies);
+                Self::Upstream(jar)
+            }
+            Some(Self::Caller(jars)) if scope == CookieScope::Caller => {
+                jars.set_limits(config.max_callers, config.max_cookies);
+                Self::Caller(jars)
+            }
+            Some(other) => {
+                tracing::warn!(
+                    saved = other.scope().as_str(),
+                    now = scope.as_str(),
+                    cookies = other.len(),
+                    "cookie_scope changed since the jars were saved: starting with empty jars"
+                );
+                Self::new(scope, config)
+            }
+            None => Self::new(scope, config),
+        }
+    }
+
+    /// The shared jar (`cookie_scope = "upstream"`), if these are not per caller.
+    pub fn shared(&self) -> Option<&CookieJar> {
+        match self {
+            Self::Upstream(jar) => Some(jar),
+            Self::Caller(_) => None,
+        }
+    }
+
     /// The scope these jars are for.
     pub fn scope(&self) -> CookieScope {
         match self {

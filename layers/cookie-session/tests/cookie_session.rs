@@ -753,3 +753,97 @@ fn the_saved_file_is_0600_whatever_was_planted() {
     assert_eq!(mode(&path), 0o600);
     assert_eq!(persist::load_all(&path).unwrap()["a"].len(), 1);
 }
+
+// === caller-scoped jars across a restart ===
+
+/// A layer over `jars` (any scope) and its mock upstream.
+fn session_over(jars: &Jars) -> (Svc, Handle<Req, Res>) {
+    let (mock, handle) = mock::pair::<Req, Res>();
+    (
+        Spawn::new(CookieSessionLayer::new(jars.clone()).layer(mock)),
+        handle,
+    )
+}
+
+/// The caller-scoped jars of upstream `name` as a starting gateway makes them.
+fn start(path: &std::path::Path, name: &str, config: &portcullis_cookie_session::Config) -> Jars {
+    let saved = persist::load(path).unwrap().remove(name);
+    Jars::restore(CookieScope::Caller, saved, config)
+}
+
+/// Before, only shared jars were saved by the gateway: a caller's session cookie was gone after
+/// a restart. Now it comes back, to that caller only.
+#[tokio::test(start_paused = true)]
+async fn a_callers_session_cookie_survives_a_restart_and_stays_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookies.json");
+    let config = portcullis_cookie_session::Config {
+        persist_path: path.clone(),
+        max_callers: 10,
+        max_cookies: 100,
+        ..Default::default()
+    };
+    let uri = "https://api.example.com/v1/responses";
+    {
+        let jars = start(&path, "sessions", &config);
+        let (mut svc, mut handle) = session_over(&jars);
+        round_trip(
+            &mut svc,
+            &mut handle,
+            caller_post(uri, "sk-one"),
+            response(200, &["session=of-caller-one; Path=/; Secure; HttpOnly"]),
+        )
+        .await;
+        persist::save(&path, &[("sessions", &jars)]).unwrap();
+    } // the layer and its jars are gone: a restart
+
+    // The file names the caller by its identity hash, never by the key it sent.
+    let file = std::fs::read_to_string(&path).unwrap();
+    let one = CallerId::of(&caller_post(uri, "sk-one").headers().clone(), None);
+    assert!(file.contains(&one.to_hex()), "{file}");
+    assert!(!file.contains("sk-one"), "a key in the cookie file: {file}");
+    #[cfg(unix)]
+    assert_eq!(mode(&path), 0o600);
+
+    let jars = start(&path, "sessions", &config);
+    let (mut svc, mut handle) = session_over(&jars);
+    let (other, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-two"),
+        response(200, &[]),
+    )
+    .await;
+    assert!(
+        other.headers().get(COOKIE).is_none(),
+        "caller two got caller one's restored session"
+    );
+    let (again, _) = round_trip(
+        &mut svc,
+        &mut handle,
+        caller_post(uri, "sk-one"),
+        response(200, &[]),
+    )
+    .await;
+    assert_eq!(again.headers()[COOKIE], "session=of-caller-one");
+
+    // Restored jars keep the configured bounds: the least recently used caller goes first.
+    persist::save(&path, &[("sessions", &jars)]).unwrap();
+    let one_caller = portcullis_cookie_session::Config {
+        max_callers: 1,
+        ..config.clone()
+    };
+    let Jars::Caller(kept) = start(&path, "sessions", &one_caller) else {
+        panic!("per-caller jars")
+    };
+    assert_eq!(kept.callers(), 1);
+    assert_eq!(kept.max_callers(), 1);
+    assert_eq!(kept.len(), 1, "caller one, used last, is the one kept");
+
+    // An upstream switched to `cookie_scope = "upstream"` does not hand a caller's session
+    // to everyone.
+    let saved = persist::load(&path).unwrap().remove("sessions");
+    let shared = Jars::restore(CookieScope::Upstream, saved, &config);
+    assert_eq!(shared.scope(), CookieScope::Upstream);
+    assert!(shared.is_empty());
+}

@@ -278,4 +278,48 @@ mod tests {
         let e = peek(req, 4).await.unwrap_err();
         assert!(matches!(e, CollectError::TooLarge { limit: 4 }));
     }
+
+    proptest::proptest! {
+        /// Stand-in for the `request_body` fuzz target (fuzz/), run by `cargo test`: wherever
+        /// serde_json parses a body, `parse` reads it as `serde_json::Value` does (`Some`
+        /// exactly for an object, the last `model` if a string, `stream` exactly when `true`).
+        #[test]
+        fn agrees_with_serde_json_value(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["model", "stream", "mod\\u0065l", "messages", "x"]),
+                    proptest::sample::select(vec![
+                        "\"gpt-4o\"", "\"a\\\"b\"", "true", "false", "null", "1", "[true]",
+                        "{\"model\":\"inner\"}", "\"\"",
+                    ]),
+                ),
+                0..6,
+            ),
+            wrap in 0..3u8,
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let object = format!(
+                "{{{}}}",
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let body = match wrap {
+                0 => object,
+                1 => format!("[{object}]"),
+                _ => object[..cut.index(object.len() + 1)].to_owned(),
+            };
+            let got = parse(body.as_bytes());
+            match serde_json::from_slice::<serde_json::Value>(body.as_bytes()) {
+                Ok(v) if v.is_object() => {
+                    let m = got.expect("an object is read");
+                    proptest::prop_assert_eq!(m.model.as_deref(), v["model"].as_str());
+                    proptest::prop_assert_eq!(m.stream, v["stream"] == serde_json::Value::Bool(true));
+                }
+                _ => proptest::prop_assert!(got.is_none(), "{}", body),
+            }
+        }
+    }
 }

@@ -45,6 +45,9 @@
 //!
 //! A response that is `text/event-stream` or declares a length over the body cap is handed
 //! to the leader untouched, as a stream; its followers then make their own calls (`bypass`).
+//! A stream is never shared, so no follower can see a clean end where the leader's stream
+//! broke: each caller reads its own stream, and sees how that one ended (the gateway's error
+//! event when it broke after its first byte; `tests/hostile.rs` holds both to it).
 //! A response of unknown length (chunked) is read up to the cap; past it, the leader gets a
 //! body that yields what was read and then the rest as it arrives ([`Rechain`]), so no more
 //! than the cap is ever buffered; it is not cached, and the followers make their own calls,

@@ -1,5 +1,6 @@
-//! Streaming throughput of a realistic chat-completions SSE stream through the loop-detection
-//! layer, against the same stream passed through untouched.
+//! Streaming throughput of a realistic chat-completions SSE stream (3 000 chunks of ~20
+//! characters) through the loop-detection layer ("on"), against the same stream passed
+//! through untouched ("off"): the ratio of the two is the layer's overhead.
 //!
 //! Run with: `cargo bench -p portcullis-loop-detection`
 
@@ -33,8 +34,9 @@ impl Body for Frames {
     }
 }
 
-/// About 3 000 chunks of one short token each (~2 000 words of prose with code), the shape of
-/// an OpenAI chat completion stream.
+/// A chat-completions answer streamed as OpenAI does: 3 000 chunks of about 20 characters of
+/// text each (~60 000 characters of prose with code), every chunk the full
+/// `chat.completion.chunk` envelope.
 fn stream() -> Vec<Bytes> {
     let words = [
         "The ",
@@ -64,20 +66,26 @@ fn stream() -> Vec<Bytes> {
         "42;\n",
         "}\n",
         "```\n",
+        "\"quoted\" ",
     ];
     let mut frames = Vec::new();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for i in 0..3000u32 {
+    let mut next = || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let w = words[(x % words.len() as u64) as usize];
-        let token = if i % 17 == 0 {
-            format!("{w}{i} ")
-        } else {
-            w.to_owned()
-        };
-        let token = serde_json::to_string(&token).unwrap();
+        x
+    };
+    for i in 0..3000u32 {
+        let mut delta = String::new();
+        while delta.chars().count() < 20 {
+            let r = next();
+            delta.push_str(words[(r % words.len() as u64) as usize]);
+            if r % 13 == 0 {
+                delta.push_str(&format!("{i} "));
+            }
+        }
+        let token = serde_json::to_string(&delta).unwrap();
         frames.push(Bytes::from(format!(
             "data: {{\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\"object\":\"chat.completion.chunk\",\"created\":1741570283,\"model\":\"gpt-4o-2024-08-06\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_eb9dce56a8\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{token}}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
         )));
@@ -113,7 +121,10 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("sse_stream");
-    group.throughput(Throughput::Bytes(bytes as u64));
+    // Elements: SSE events, so criterion prints events per second for both, and the
+    // difference of the two times divided by the events is the layer's cost per event.
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    eprintln!("{} events, {bytes} bytes", frames.len());
 
     let plain = upstream(frames.clone());
     group.bench_function("passthrough", |b| {

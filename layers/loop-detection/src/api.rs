@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::scan;
+
 /// Which API a request speaks, decided by its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
@@ -132,7 +134,23 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The answer text in one SSE `data:` payload: `(choice index, text)` pieces, passed to `f`.
 /// Payloads that carry no text, or are not the JSON expected, give nothing.
-pub(crate) fn stream_text(api: Api, payload: &[u8], f: &mut impl FnMut(u32, &str)) {
+///
+/// The cheap scan of [`crate::scan`] reads it (into `texts`, reused between events); where it
+/// is not sure, serde decides ([`stream_text_serde`]), with the same result.
+pub(crate) fn stream_text(
+    api: Api,
+    payload: &[u8],
+    texts: &mut scan::Texts,
+    f: &mut impl FnMut(u32, &str),
+) {
+    match scan::scan(api, payload, texts) {
+        Ok(()) => texts.each(f),
+        Err(scan::Unsure) => stream_text_serde(api, payload, f),
+    }
+}
+
+/// [`stream_text`] with serde alone: typed, borrowed, unknown fields ignored.
+pub(crate) fn stream_text_serde(api: Api, payload: &[u8], f: &mut impl FnMut(u32, &str)) {
     // Most events of a stream are text deltas, but the cheap test skips the rest unparsed.
     match api {
         Api::ChatCompletions => {
@@ -281,9 +299,17 @@ mod tests {
 
     fn texts(api: Api, payload: &str) -> Vec<(u32, String)> {
         let mut v = Vec::new();
-        stream_text(api, payload.as_bytes(), &mut |i, t| {
-            v.push((i, t.to_owned()))
+        stream_text(
+            api,
+            payload.as_bytes(),
+            &mut scan::Texts::default(),
+            &mut |i, t| v.push((i, t.to_owned())),
+        );
+        let mut w = Vec::new();
+        stream_text_serde(api, payload.as_bytes(), &mut |i, t| {
+            w.push((i, t.to_owned()))
         });
+        assert_eq!(v, w, "{payload}");
         v
     }
 

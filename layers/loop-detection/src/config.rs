@@ -4,7 +4,8 @@ use portcullis_core::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
 /// The longest pattern that may be configured: the detector keeps about
-/// `3 * max_pattern_length` 4-byte words per watched answer (see [`LoopDetector`](crate::LoopDetector)).
+/// `2 * max_pattern_length` 4-byte words per watched answer, and up to two and a half times
+/// that more while the text is periodic (see [`LoopDetector`](crate::LoopDetector)).
 pub const MAX_PATTERN_LENGTH_LIMIT: usize = 100_000;
 
 /// Settings of loop detection (the `[loop_detection]` section, minus `enabled`, which is the

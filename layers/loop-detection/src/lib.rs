@@ -81,6 +81,7 @@ mod detector;
 mod error;
 pub mod future;
 mod layer;
+mod scan;
 mod service;
 mod sse;
 mod watch;

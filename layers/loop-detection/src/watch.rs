@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{api, Api, Config, Detection, LoopDetector};
+use crate::{api, scan::Texts, Api, Config, Detection, LoopDetector};
 
 /// Chat completions may stream several choices (`n > 1`) at once, each its own text. Choices
 /// past this many are not watched (bounded memory per answer).
@@ -15,6 +15,8 @@ pub(crate) struct Watch {
     /// Made on first text, so answers without text cost nothing.
     detectors: Vec<(u32, LoopDetector)>,
     pub(crate) found: Option<Detection>,
+    /// The texts of the current event (its buffers reused from event to event).
+    texts: Texts,
 }
 
 impl Watch {
@@ -24,6 +26,7 @@ impl Watch {
             config,
             detectors: Vec::new(),
             found: None,
+            texts: Texts::default(),
         }
     }
 
@@ -46,7 +49,9 @@ impl Watch {
     /// One SSE `data:` line's payload.
     pub(crate) fn sse_payload(&mut self, payload: &[u8]) {
         let api = self.api;
-        api::stream_text(api, payload, &mut |i, t| self.text(i, t));
+        let mut texts = std::mem::take(&mut self.texts);
+        api::stream_text(api, payload, &mut texts, &mut |i, t| self.text(i, t));
+        self.texts = texts;
     }
 
     /// A whole JSON answer.
