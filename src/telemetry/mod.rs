@@ -181,63 +181,10 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
-    // `RUST_LOG`, default `info` (each filtering layer needs its own).
-    let log_filter =
-        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Nothing exported: no provider and no layer (see the module docs).
     let provider = (export != TraceExport::Off).then(|| tracer_provider(cfg, &export));
-    let otel = provider.as_ref().map(|provider| {
-        let otel_filter = Targets::new().with_targets(OTEL_TARGETS.iter().copied());
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("portcullis"))
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(otel_filter)
-    });
-    let registry = tracing_subscriber::registry().with(otel);
-    let mut access_writer = None;
-    let result = match cfg.log_format {
-        LogFormat::Json => {
-            // The access lines are written by hand, off the request's thread (json_log);
-            // the other events go through the fmt formatter. JSON lines print no span, so
-            // the formatter takes none: without an exporter no layer wants spans at all,
-            // and the request span and every `instrument` cost next to nothing.
-            let access = json_log::AccessJsonLayer::stdout()
-                .map_err(|e| {
-                    eprintln!("warning: access log writer thread: {e}; using the formatter")
-                })
-                .ok();
-            access_writer = access.as_ref().map(|a| a.writer().clone());
-            let direct = access.is_some();
-            registry
-                .with(
-                    fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(false)
-                        .with_span_list(false)
-                        .with_filter(log_filter().and(filter_fn(move |m| {
-                            let access = direct && m.target() == json_log::ACCESS_TARGET;
-                            !m.is_span() && !access
-                        }))),
-                )
-                .with(access.map(|a| {
-                    a.with_filter(
-                        log_filter().and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
-                    )
-                }))
-                .try_init()
-        }
-        LogFormat::Pretty => registry
-            .with(
-                fmt::layer()
-                    .compact()
-                    .fmt_fields(HumanFields)
-                    .with_filter(log_filter()),
-            )
-            .try_init(),
-    };
+    let (layers, access_writer) = layers(cfg.log_format, provider.as_ref(), true);
+    let result = tracing_subscriber::registry().with(layers).try_init();
     if result.is_err() {
         // Already installed (tests start several gateways in one process): ours is unused.
         if let Some(provider) = provider {
@@ -260,6 +207,81 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         provider,
         access: access_writer,
     }
+}
+
+/// A subscriber layer, boxed (a `Vec` of them is one layer that keeps per-layer filters).
+type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The subscriber's layers: the OpenTelemetry layer when a provider exports, and the logs
+/// (`RUST_LOG`, default `info`), pretty or JSON. In JSON mode with `direct_access`, the access
+/// lines are written by hand off the request's thread ([`json_log`]), with the writer returned
+/// to flush at exit.
+///
+/// A layer list, not `Option` layers: an absent `Option` layer counts as interested in
+/// everything, so spans nobody prints or exports were built anyway (measured: the request
+/// span, its attributes and every `instrument` on every request).
+fn layers(
+    format: LogFormat,
+    provider: Option<&SdkTracerProvider>,
+    direct_access: bool,
+) -> (Vec<BoxedLayer>, Option<portcullis_core::lines::LineWriter>) {
+    let log_filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut layers: Vec<BoxedLayer> = Vec::new();
+    if let Some(provider) = provider {
+        let otel_filter = Targets::new().with_targets(OTEL_TARGETS.iter().copied());
+        layers.push(Box::new(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("portcullis"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(otel_filter),
+        ));
+    }
+    let mut access_writer = None;
+    match format {
+        LogFormat::Json => {
+            // The access lines are written by hand, off the request's thread (json_log);
+            // the other events go through the fmt formatter. JSON lines print no span, so
+            // the formatter takes none: without an exporter no layer wants spans at all,
+            // and the request span and every `instrument` cost next to nothing.
+            let access = direct_access
+                .then(|| {
+                    json_log::AccessJsonLayer::stdout()
+                        .map_err(|e| {
+                            eprintln!("warning: access log writer thread: {e}; using the formatter")
+                        })
+                        .ok()
+                })
+                .flatten();
+            let direct = access.is_some();
+            layers.push(Box::new(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_filter(log_filter().and(filter_fn(move |m| {
+                        let access = direct && m.target() == json_log::ACCESS_TARGET;
+                        !m.is_span() && !access
+                    }))),
+            ));
+            if let Some(a) = access {
+                access_writer = Some(a.writer().clone());
+                layers.push(Box::new(a.with_filter(
+                    log_filter().and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
+                )));
+            }
+        }
+        LogFormat::Pretty => layers.push(Box::new(
+            fmt::layer()
+                .compact()
+                .fmt_fields(HumanFields)
+                .with_filter(log_filter()),
+        )),
+    }
+    (layers, access_writer)
 }
 
 /// Field formatting of the pretty log: as tracing-subscriber's default, without the
@@ -323,6 +345,25 @@ mod tests {
             otlp_endpoint: endpoint.into(),
             ..Default::default()
         }
+    }
+
+    /// JSON logs print no span and nothing exports them: the request span is never built
+    /// (it was, through an absent `Option` layer, at a measurable cost per request). Pretty
+    /// logs print spans, so there it exists.
+    #[test]
+    fn json_logs_without_an_exporter_build_no_spans() {
+        let (json, _) = layers(LogFormat::Json, None, false);
+        let sub = tracing_subscriber::registry().with(json);
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("request", request_id = "x");
+            assert!(span.is_disabled(), "a span was built for JSON logs");
+            assert!(tracing::enabled!(target: "portcullis::access", tracing::Level::INFO));
+        });
+        let (pretty, _) = layers(LogFormat::Pretty, None, false);
+        let sub = tracing_subscriber::registry().with(pretty);
+        tracing::subscriber::with_default(sub, || {
+            assert!(!tracing::info_span!("request").is_disabled());
+        });
     }
 
     #[test]
