@@ -131,6 +131,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         let grace = loaded.config.server.shutdown_grace;
         let listen = loaded.config.server.listen_addr();
+        let scheme = if loaded.config.server.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        };
         let source = loaded.source.clone();
         // Reloads read the same sources again, with the same flags.
         let reloader =
@@ -156,7 +161,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(listen);
-        tracing::info!(config = %source, "portcullis listening on http://{addr}");
+        tracing::info!(config = %source, "portcullis listening on {scheme}://{addr}");
         let result = crate::server::serve_live(
             listener,
             reloader.live(),

@@ -29,9 +29,10 @@ use tokio::{
     task::JoinHandle,
     time::Sleep,
 };
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::{error::BodyReadTimeout, stack::Gateway};
+use crate::{config::ServerConfig, error::BodyReadTimeout, stack::Gateway};
 
 /// The gateway serving now, replaced whole by a hot reload. Cloning shares it.
 ///
@@ -81,9 +82,11 @@ impl Live {
 /// with the `[server]` limits: a request head not complete within `header_read_timeout`
 /// closes the connection, a body not complete within `body_read_timeout` is answered 408,
 /// and at most `max_connections` are served at once (past that, new ones wait in the
-/// kernel's backlog).
+/// kernel's backlog). With `server.tls_cert` and `server.tls_key` set, connections are TLS
+/// (ALPN `h2` and `http/1.1`) and the handshake too must finish within `header_read_timeout`.
 ///
-/// Returns `true` when every in-flight request finished within the grace period.
+/// Returns `true` when every in-flight request finished within the grace period; an error
+/// when the TLS files no longer load.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
@@ -101,17 +104,20 @@ pub async fn serve_live(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
-    let autosave = tokio::spawn(autosave_live(live.clone()));
     let server_cfg = live.load().state.config.server.clone();
+    let tls = tls_acceptor(&server_cfg)?;
+    let autosave = tokio::spawn(autosave_live(live.clone()));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server_cfg.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builders = Arc::new(Builders::new(builder));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(server_cfg.max_connections));
     let body_timeout = server_cfg.body_read_timeout;
+    let handshake_timeout = server_cfg.header_read_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A slot first: past `max_connections`, connections wait in the backlog.
@@ -145,14 +151,47 @@ pub async fn serve_live(
             });
             live.app().oneshot(Request::from_parts(parts, body))
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
-        });
+        let svc = TowerToHyperService::new(svc);
+        // Taken now, before a shutdown can begin: a connection still in its TLS handshake
+        // when the signal comes is then shut down gracefully as soon as it is served, and
+        // the drain waits for it (at most `header_read_timeout` longer).
+        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        match &tls {
+            None => {
+                let conn = builders
+                    .auto
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .into_owned();
+                let conn = watcher.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, so a slow client never
+                // holds up the accept loop; it holds its slot, and no longer than the timeout.
+                let handshake = acceptor.accept(tcp);
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let builder = builders.for_alpn(tls.get_ref().1.alpn_protocol());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn).await;
+                    drop(slot);
+                });
+            }
+        }
     }
     tracing::info!("shutdown signal received; draining in-flight requests");
     drop(listener);
@@ -177,6 +216,63 @@ pub async fn serve_live(
         }
     }
     Ok(drained)
+}
+
+/// The TLS acceptor for `server.tls_cert` / `server.tls_key`, or `None` for plain TCP.
+fn tls_acceptor(cfg: &ServerConfig) -> std::io::Result<Option<TlsAcceptor>> {
+    let mut tls = match cfg.tls_config() {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return Ok(None),
+        // Checked at load; the files changed since.
+        Err(problems) => {
+            let msg = problems
+                .iter()
+                .map(|p| format!("server.{p}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+        }
+    };
+    // h2 first: a client offering both gets HTTP/2 (one connection, many streams).
+    tls.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    tracing::info!(
+        cert = %cfg.tls_cert,
+        alpn = "h2, http/1.1",
+        "TLS on: clients connect with https://"
+    );
+    Ok(Some(TlsAcceptor::from(Arc::new(tls))))
+}
+
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// One connection builder per protocol a TLS client may have agreed on, with the same
+/// settings: after ALPN there is nothing left to guess.
+struct Builders {
+    /// Plain TCP, or TLS without ALPN: HTTP/1.1, or HTTP/2 by its preface.
+    auto: Builder<TokioExecutor>,
+    /// ALPN `h2`.
+    h2: Builder<TokioExecutor>,
+    /// ALPN `http/1.1`.
+    http1: Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(auto: Builder<TokioExecutor>) -> Self {
+        Self {
+            h2: auto.clone().http2_only(),
+            http1: auto.clone().http1_only(),
+            auto,
+        }
+    }
+
+    fn for_alpn(&self, alpn: Option<&[u8]>) -> &Builder<TokioExecutor> {
+        match alpn {
+            Some(ALPN_H2) => &self.h2,
+            Some(ALPN_HTTP11) => &self.http1,
+            _ => &self.auto,
+        }
+    }
 }
 
 /// Save the live gateway's cookie jars as they change (`cookies.persist_path`), following

@@ -1,8 +1,9 @@
 //! The gateway's own sections: `[server]`, `[telemetry]`, `[state]`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use portcullis_core::ConfigProblem;
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use super::{sections::serde_read, Secret, Section};
@@ -33,6 +34,11 @@ pub struct ServerConfig {
     /// CIDRs whose `X-Forwarded-For` is believed for the client IP (rate limits keyed on it,
     /// the loopback rule of `/admin/*`).
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain (server certificate first); with `tls_key`, the listener speaks
+    /// TLS (ALPN `h2`, `http/1.1`). Empty: plain TCP.
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +53,8 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -57,6 +65,104 @@ impl ServerConfig {
         self.listen
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8764)))
+    }
+
+    /// Whether the listener terminates TLS (`tls_cert` and `tls_key` both set).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.is_empty() && !self.tls_key.is_empty()
+    }
+
+    /// The listener's rustls configuration from `tls_cert` and `tls_key` (no ALPN set: that
+    /// is the server's choice); `None` when TLS is off. Load-time validation calls this same
+    /// function, so a pair that passes `portcullis check` also serves. Problems are keyed
+    /// `tls_cert` / `tls_key` (relative to `[server]`) and never quote the files' contents.
+    pub fn tls_config(&self) -> Result<Option<rustls::ServerConfig>, Vec<ConfigProblem>> {
+        match (self.tls_cert.is_empty(), self.tls_key.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, true) => {
+                return Err(vec![ConfigProblem::new(
+                    "tls_key",
+                    "must be set together with server.tls_cert (TLS needs both)",
+                )])
+            }
+            (true, false) => {
+                return Err(vec![ConfigProblem::new(
+                    "tls_cert",
+                    "must be set together with server.tls_key (TLS needs both)",
+                )])
+            }
+            (false, false) => {}
+        }
+        let cert_path = Path::new(&self.tls_cert);
+        let key_path = Path::new(&self.tls_key);
+        let certs = read_cert_chain(cert_path).map_err(|m| ConfigProblem::new("tls_cert", m));
+        let key = read_private_key(key_path).map_err(|m| ConfigProblem::new("tls_key", m));
+        let (certs, key) = match (certs, key) {
+            (Ok(c), Ok(k)) => (c, k),
+            (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
+        };
+        // The provider the upstream client installs as the process default (aws-lc-rs),
+        // named here so that `check` needs no process-wide state.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| vec![ConfigProblem::new("tls_cert", e.to_string())])?;
+        builder
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map(Some)
+            .map_err(|e| vec![tls_pair_problem(cert_path, key_path, &e)])
+    }
+}
+
+/// Every certificate of a PEM file. A PEM syntax error is reported without its details:
+/// rustls quotes the offending line, which in a misplaced key file would be key material.
+fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("{}: not a valid PEM file", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no certificate found (expected a PEM \"BEGIN CERTIFICATE\" block)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::pem::Error;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        Error::NoItemsFound => format!(
+            "{}: no private key found (expected a PEM \"BEGIN PRIVATE KEY\", \"BEGIN RSA \
+             PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)",
+            path.display()
+        ),
+        _ => format!("{}: not a valid PEM file", path.display()),
+    })
+}
+
+/// What rustls found wrong with a certificate chain and key that both parsed as PEM.
+fn tls_pair_problem(cert: &Path, key: &Path, e: &rustls::Error) -> ConfigProblem {
+    use rustls::{Error, InconsistentKeys};
+    match e {
+        Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => ConfigProblem::new(
+            "tls_key",
+            format!(
+                "{} is not the private key of the certificate in {}",
+                key.display(),
+                cert.display()
+            ),
+        ),
+        Error::General(_) => ConfigProblem::new(
+            "tls_key",
+            format!("{}: not a private key rustls can use", key.display()),
+        ),
+        // Anything else is about the certificate (it did not parse as X.509, ...).
+        other => ConfigProblem::new("tls_cert", format!("{}: {other}", cert.display())),
     }
 }
 
@@ -94,6 +200,9 @@ impl Section for ServerConfig {
                     format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
                 ));
             }
+        }
+        if let Err(tls) = self.tls_config() {
+            p.extend(tls);
         }
         p
     }

@@ -290,7 +290,11 @@ impl Config {
     pub fn summary(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(s, "listen: {}", self.server.listen);
+        let _ = write!(s, "listen: {}", self.server.listen);
+        if self.server.tls_enabled() {
+            let _ = write!(s, " (TLS, certificate {})", self.server.tls_cert);
+        }
+        let _ = writeln!(s);
         let _ = writeln!(s, "upstreams:");
         for u in &self.upstreams {
             let _ = writeln!(
