@@ -247,18 +247,24 @@ max_attempts = 7
         )
         .unwrap()
         .config;
+        // Set after loading: the files would be read (and must exist) at load.
+        new.server.tls_cert = "/etc/portcullis/cert.pem".into();
+        new.server.tls_key = "/etc/portcullis/key.pem".into();
         let kept = keep_restart_only(&running, &mut new);
         assert_eq!(
             kept,
             [
                 "server.listen",
                 "server.max_connections",
+                "server.tls_cert",
+                "server.tls_key",
                 "telemetry.log_format",
                 "audit.include_bodies"
             ]
         );
         assert_eq!(new.server.listen, running.server.listen);
         assert_eq!(new.server.max_connections, running.server.max_connections);
+        assert!(!new.server.tls_enabled());
         assert_eq!(new.telemetry.log_format, running.telemetry.log_format);
         assert_eq!(new.audit, running.audit);
         // What a reload may change, it changes.

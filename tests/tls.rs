@@ -235,7 +235,10 @@ async fn a_client_stalled_in_the_handshake_is_closed_after_header_read_timeout()
     // (a record header announcing 512 bytes, then nothing).
     let silent = TcpStream::connect(gw.addr).await.unwrap();
     let mut partial = TcpStream::connect(gw.addr).await.unwrap();
-    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
     let start = Instant::now();
 
     // Meanwhile the accept loop is free: a real client is served at once.
@@ -317,16 +320,24 @@ async fn shutdown_drains_an_in_flight_stream_over_tls() {
     let mut body = chat("m");
     body["stream"] = json!(true);
     let stream = tokio::spawn(async move {
-        conn.send(Method::POST, "/v1/chat/completions", Some(body))
-            .await
+        let a = conn
+            .send(Method::POST, "/v1/chat/completions", Some(body))
+            .await;
+        (a, Instant::now())
     });
     assert!(eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
     let server = gw.signal_shutdown();
-    let s = stream.await.unwrap();
+    let server = tokio::spawn(async move { (server.await.unwrap().unwrap(), Instant::now()) });
+    let (s, stream_done) = stream.await.unwrap();
     assert_eq!(s.status, 200);
     let text = String::from_utf8_lossy(&s.body);
     assert!(text.contains("[DONE]"), "stream cut short: {text}");
-    assert!(server.await.unwrap().unwrap(), "drained within grace");
+    let (drained, server_done) = server.await.unwrap();
+    assert!(drained, "drained within grace");
+    assert!(
+        server_done >= stream_done,
+        "shutdown did not wait for the stream"
+    );
 }
 
 // === portcullis check ===
@@ -389,7 +400,10 @@ fn check_names_an_unreadable_file_by_its_key_path() {
     let (code, _, err) = check(pki.dir.path(), &toml);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains(&format!("server.tls_cert: cannot read {}", missing.display())),
+        err.contains(&format!(
+            "server.tls_cert: cannot read {}",
+            missing.display()
+        )),
         "{err}"
     );
     assert!(
