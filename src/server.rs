@@ -156,7 +156,6 @@ pub async fn serve_live(
         // when the signal comes is then shut down gracefully as soon as it is served, and
         // the drain waits for it (at most `header_read_timeout` longer).
         let watcher = graceful.watcher();
-        let builders = builders.clone();
         match &tls {
             None => {
                 let conn = builders
@@ -173,6 +172,7 @@ pub async fn serve_live(
                 // The handshake runs in the connection's own task, so a slow client never
                 // holds up the accept loop; it holds its slot, and no longer than the timeout.
                 let handshake = acceptor.accept(tcp);
+                let builders = builders.clone();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
                         Ok(Ok(tls)) => tls,
