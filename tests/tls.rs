@@ -229,7 +229,7 @@ async fn http11_alpn_and_no_alpn_clients_are_served_http11() {
 #[tokio::test]
 async fn a_client_stalled_in_the_handshake_is_closed_after_header_read_timeout() {
     let pki = Pki::new();
-    let (_mock, gw) = tls_gateway(&pki, "header_read_timeout = \"300ms\"").await;
+    let (_mock, gw) = tls_gateway(&pki, "header_read_timeout = \"1s\"").await;
 
     // One client never starts the handshake, one stops in the middle of its ClientHello
     // (a record header announcing 512 bytes, then nothing).
@@ -247,18 +247,21 @@ async fn a_client_stalled_in_the_handshake_is_closed_after_header_read_timeout()
         .send(Method::POST, "/v1/chat/completions", Some(chat("m")))
         .await;
     assert_eq!(r.status, 200);
-    assert!(start.elapsed() < Duration::from_millis(300));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "a stalled handshake held up the accept loop"
+    );
 
     for (name, mut stalled) in [("silent", silent), ("partial", partial)] {
         let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        let read = tokio::time::timeout(Duration::from_secs(6), stalled.read(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("{name}: still open after 5 s"));
+            .unwrap_or_else(|_| panic!("{name}: still open after 6 s"));
         // Closed: end of stream, or a reset when unread bytes were left behind.
         assert!(matches!(read, Ok(0) | Err(_)), "{name}: read {read:?}");
         let waited = start.elapsed();
         assert!(
-            waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+            waited >= Duration::from_millis(950) && waited < Duration::from_secs(4),
             "{name}: closed after {waited:?}"
         );
     }
@@ -310,7 +313,7 @@ async fn max_connections_counts_tls_connections() {
 async fn shutdown_drains_an_in_flight_stream_over_tls() {
     let pki = Pki::new();
     let mock = MockUpstream::start().await.unwrap();
-    mock.set_chunk_delay(Duration::from_millis(100));
+    mock.set_chunk_delay(Duration::from_millis(150));
     let mut gw = TestGateway::start(&mock_config(
         &mock.url(),
         &pki.server_section("shutdown_grace = \"10s\""),
@@ -320,24 +323,23 @@ async fn shutdown_drains_an_in_flight_stream_over_tls() {
     let mut body = chat("m");
     body["stream"] = json!(true);
     let stream = tokio::spawn(async move {
-        let a = conn
-            .send(Method::POST, "/v1/chat/completions", Some(body))
-            .await;
-        (a, Instant::now())
+        conn.send(Method::POST, "/v1/chat/completions", Some(body))
+            .await
     });
     assert!(eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
     let server = gw.signal_shutdown();
-    let server = tokio::spawn(async move { (server.await.unwrap().unwrap(), Instant::now()) });
-    let (s, stream_done) = stream.await.unwrap();
+    // A few events later the stream goes on, and the server waits for it.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!stream.is_finished(), "the stream should still be running");
+    assert!(
+        !server.is_finished(),
+        "shutdown did not wait for the stream"
+    );
+    let s = stream.await.unwrap();
     assert_eq!(s.status, 200);
     let text = String::from_utf8_lossy(&s.body);
     assert!(text.contains("[DONE]"), "stream cut short: {text}");
-    let (drained, server_done) = server.await.unwrap();
-    assert!(drained, "drained within grace");
-    assert!(
-        server_done >= stream_done,
-        "shutdown did not wait for the stream"
-    );
+    assert!(server.await.unwrap().unwrap(), "drained within grace");
 }
 
 // === portcullis check ===
