@@ -339,6 +339,30 @@ fn data_event(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// One `chat.completion.chunk` event. OpenAI sends `usage: null` on every chunk but the last
+/// when usage is asked for.
+fn chat_chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    include_usage: bool,
+    delta: Value,
+    finish: Option<&str>,
+) -> Bytes {
+    let mut c = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    if include_usage {
+        c["usage"] = Value::Null;
+    }
+    data_event(&c)
+}
+
 fn done_event() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
@@ -376,19 +400,7 @@ fn chat(call: &Call<'_>, req: &Value) -> Reply {
     }
     let include_usage = wants_usage(req);
     let chunk = |delta: Value, finish: Option<&str>| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if include_usage {
-            // OpenAI sends `usage: null` on every chunk but the last when usage is asked for.
-            c["usage"] = Value::Null;
-        }
-        data_event(&c)
+        chat_chunk(&id, created, model, include_usage, delta, finish)
     };
     let mut events = Vec::with_capacity(words.len() + 4);
     events.push(chunk(
@@ -856,18 +868,7 @@ fn chat_tool_calls(call: &Call<'_>, req: &Value) -> Reply {
     }
     let include_usage = wants_usage(req);
     let chunk = |delta: Value, finish: Option<&str>| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        data_event(&c)
+        chat_chunk(&id, created, model, include_usage, delta, finish)
     };
     let mut events = Vec::new();
     for (i, c) in call.tool_calls.iter().enumerate() {
