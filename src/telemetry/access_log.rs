@@ -23,7 +23,7 @@ use portcullis_core::{
     headers::{X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
     outcome::{BreakerState, CacheOutcome, RateLimitOutcome},
     pattern::{ModelPattern, PatternSet},
-    usage::{Sniffer, Usage},
+    usage::{Sniffer, Usage, UsageShare},
     ErrorCode, KeyName, RequestMeta, RouteInfo, UserId,
 };
 use tower::{Layer, Service};
@@ -73,6 +73,9 @@ where
         let start = Instant::now();
         let slot = RequestSlot::default();
         req.extensions_mut().insert(slot.clone());
+        // An audit layer inside claims this and scans the body's usage for both of us.
+        let usage_share = UsageShare::default();
+        req.extensions_mut().insert(usage_share.clone());
         let path: Arc<str> = req.uri().path().into();
         let method = req.method().clone();
         let request_id: Arc<str> = req
@@ -135,13 +138,19 @@ where
             request_id,
             slot,
             trace,
+            usage_share,
         };
         Box::pin(async move {
             let result = fut.await;
             match result {
                 Ok(resp) => {
+                    let claimed = started.usage_share.is_claimed();
                     let finish = Finish::new(started, &resp);
-                    let sniffer = Sniffer::for_response(resp.status(), resp.headers());
+                    let sniffer = if claimed {
+                        None
+                    } else {
+                        Sniffer::for_response(resp.status(), resp.headers())
+                    };
                     Ok(resp.map(|inner| {
                         Body::new(ObservedBody {
                             inner,
@@ -310,6 +319,7 @@ struct Started {
     request_id: Arc<str>,
     slot: RequestSlot,
     trace: TraceContext,
+    usage_share: UsageShare,
 }
 
 /// Everything known when the response head is ready, kept until the body ends.
@@ -329,6 +339,8 @@ struct Finish {
     error: Option<&'static str>,
     stream: bool,
     trace: TraceContext,
+    /// Filled by an inner audit layer when it claimed it (then there is no sniffer here).
+    usage_share: UsageShare,
 }
 
 /// How the response body ended.
@@ -349,6 +361,7 @@ impl Finish {
             request_id,
             slot,
             trace,
+            usage_share,
         } = started;
         let ttfb = start.elapsed();
         let status = resp.status();
@@ -437,12 +450,13 @@ impl Finish {
             error,
             stream,
             trace,
+            usage_share,
         }
     }
 
     fn complete(self, usage: Option<Usage>, ending: Ending) {
         let latency = self.start.elapsed();
-        let usage = usage.unwrap_or_default();
+        let usage = usage.or_else(|| self.usage_share.get()).unwrap_or_default();
         let model = self.route.as_ref().map_or("", |r| &*r.model);
         let upstream = self.route.as_ref().map_or("", |r| &*r.upstream);
         let attempts = self.route.as_ref().map_or(0, |r| r.attempts);
@@ -657,10 +671,12 @@ pin_project! {
 
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
+            let mut this = this.project();
             if let Some(f) = this.finish.take() {
                 // A body that was empty from the start may be dropped without being polled.
                 let ending = if this.inner.is_end_stream() { Ending::Complete } else { Ending::Aborted };
+                // An audit layer's body inside fills the usage share when it goes: first.
+                this.inner.set(Body::empty());
                 f.complete(this.sniffer.take().map(Sniffer::finish), ending);
             }
         }

@@ -53,6 +53,8 @@ pub(crate) struct Started {
     pub(crate) slot: AuditSlot,
     pub(crate) request_body: Option<Arc<Mutex<Capture>>>,
     pub(crate) shared: Arc<Shared>,
+    /// An outer observer's share of this request's usage, claimed: filled at the end.
+    pub(crate) usage_share: Option<portcullis_core::usage::UsageShare>,
 }
 
 pub(crate) fn header_id(headers: &HeaderMap, name: &str) -> Option<Box<str>> {
@@ -156,6 +158,9 @@ impl Pending {
             response_body,
         } = *self;
         let usage = sniffer.map(Sniffer::finish).unwrap_or_default();
+        if let Some(share) = &started.usage_share {
+            share.set(&usage);
+        }
         let recorded = started.slot.get();
         let shared = &started.shared;
         let model = route

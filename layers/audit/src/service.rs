@@ -81,6 +81,12 @@ where
             slot,
             request_body: request_body.clone(),
             shared: self.shared.clone(),
+            // An outer observer (the gateway's access log) reads the usage scanned here.
+            usage_share: parts
+                .extensions
+                .get::<portcullis_core::usage::UsageShare>()
+                .inspect(|s| s.claim())
+                .cloned(),
         };
         let req = Request::from_parts(parts, AuditRequestBody::new(body, request_body));
         ResponseFuture::new(self.inner.call(req), started)

@@ -142,6 +142,44 @@ pub enum Sniffer {
     },
 }
 
+/// One usage scan for two readers of the same response: a request extension that an outer
+/// observer (the gateway's access log) inserts and an inner one (the audit layer) claims and
+/// fills when its body ends, so the body is scanned once. Cloning shares it.
+///
+/// The filler must finish before the reader: the inner body ends (or is dropped) first.
+#[derive(Debug, Clone, Default)]
+pub struct UsageShare(std::sync::Arc<ShareInner>);
+
+#[derive(Debug, Default)]
+struct ShareInner {
+    claimed: std::sync::atomic::AtomicBool,
+    usage: std::sync::OnceLock<Usage>,
+}
+
+impl UsageShare {
+    /// The inner observer will fill it: the outer one need not scan.
+    pub fn claim(&self) {
+        self.0
+            .claimed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether an inner observer claimed it.
+    pub fn is_claimed(&self) -> bool {
+        self.0.claimed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Fill it (the first fill wins).
+    pub fn set(&self, usage: &Usage) {
+        let _ = self.0.usage.set(usage.clone());
+    }
+
+    /// What was filled, if anything yet.
+    pub fn get(&self) -> Option<Usage> {
+        self.0.usage.get().cloned()
+    }
+}
+
 impl Sniffer {
     /// A sniffer for a response with these headers, or `None` when there is nothing to read
     /// (an error status, a compressed or non-JSON body).
