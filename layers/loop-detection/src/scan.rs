@@ -497,14 +497,16 @@ impl<'a> Cursor<'a> {
         Ok(raw)
     }
 
-    /// A string, unread (what serde checks of an ignored one: its escapes, no control
-    /// character).
+    /// A string, unread (what serde checks of it: its escapes, no control character, and
+    /// UTF-8: a string cut inside a character is not JSON).
     fn skip_string(&mut self) -> Result<()> {
         self.i += 1;
+        let start = self.i;
         loop {
             self.i = string_stop(self.b, self.i);
             match self.peek() {
                 Some(b'"') => {
+                    utf8(&self.b[start..self.i])?;
                     self.i += 1;
                     return Ok(());
                 }
@@ -613,8 +615,8 @@ fn string_stop(b: &[u8], mut i: usize) -> usize {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // The lowest flagged byte is always a real one (a false flag only follows a real one).
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    while let Some(word) = b.get(i..i + 8) {
-        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*word);
         let stops = zero_byte(w ^ (ONES * u64::from(b'"')))
             | zero_byte(w ^ (ONES * u64::from(b'\\')))
             | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
