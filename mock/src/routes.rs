@@ -363,6 +363,19 @@ fn chat_chunk(
     data_event(&c)
 }
 
+/// The last chunk of a chat stream that asked for usage: no choices, the usage.
+fn chat_usage_chunk(id: &str, created: u64, model: &str, usage: &Value) -> Bytes {
+    data_event(&json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_mock",
+        "choices": [],
+        "usage": usage,
+    }))
+}
+
 fn done_event() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
@@ -412,15 +425,7 @@ fn chat(call: &Call<'_>, req: &Value) -> Reply {
     }
     events.push(chunk(json!({}), Some("stop")));
     if include_usage {
-        events.push(data_event(&json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [],
-            "usage": usage,
-        })));
+        events.push(chat_usage_chunk(&id, created, model, &usage));
     }
     events.push(done_event());
     Reply::events(events)
@@ -890,15 +895,7 @@ fn chat_tool_calls(call: &Call<'_>, req: &Value) -> Reply {
     }
     events.push(chunk(json!({}), Some("tool_calls")));
     if include_usage {
-        events.push(data_event(&json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [],
-            "usage": usage,
-        })));
+        events.push(chat_usage_chunk(&id, created, model, &usage));
     }
     events.push(done_event());
     Reply::events(events)

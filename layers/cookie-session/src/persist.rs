@@ -213,8 +213,9 @@ fn temp_path(path: &Path, attempt: u32) -> PathBuf {
 
 /// Create a new file at a fresh temp path: exclusively, never through a symlink, mode 0600.
 fn create_temp(path: &Path) -> Result<(PathBuf, File), PersistError> {
-    let mut last = None;
-    for attempt in 0..8 {
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
         let tmp = temp_path(path, attempt);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
@@ -225,13 +226,13 @@ fn create_temp(path: &Path) -> Result<(PathBuf, File), PersistError> {
         }
         match options.open(&tmp) {
             Ok(file) => return Ok((tmp, file)),
-            // Someone made that name first: take another.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            // Someone made that name first: take another, a few times.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+            }
             Err(source) => return Err(PersistError::Write { path: tmp, source }),
         }
     }
-    let (path, source) = last.expect("at least one attempt");
-    Err(PersistError::Write { path, source })
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
