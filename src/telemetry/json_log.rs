@@ -154,11 +154,22 @@ impl std::fmt::Write for Escaping<'_> {
     }
 }
 
-/// Append `s` as the inside of a JSON string.
+/// Append `s` as the inside of a JSON string. Runs of bytes that need no escape (most of
+/// a line) are found eight at a time and copied whole; a short string is one look.
 fn escape(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // The next eight bytes (the tail padded with a letter, which needs no escape).
+        let chunk = &bytes[i..bytes.len().min(i + 8)];
+        let mut word = [b'a'; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        if !needs_escape(u64::from_le_bytes(word)) {
+            i += chunk.len();
+            continue;
+        }
+        let b = bytes[i];
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -166,7 +177,10 @@ fn escape(out: &mut String, s: &str) {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0..=0x1f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
@@ -174,9 +188,20 @@ fn escape(out: &mut String, s: &str) {
         } else {
             out.push_str(esc);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
+}
+
+/// Whether any of the eight bytes of `w` is a control character, `"` or `\\` (exact: the
+/// classic "has zero byte" / "has byte less than" word tricks).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:
@@ -250,6 +275,44 @@ mod tests {
         s.push('"');
         let back: String = serde_json::from_str(&s).unwrap();
         assert_eq!(back, nasty);
+    }
+
+    /// The byte-at-a-time escaper the word-at-a-time one must agree with.
+    fn escape_bytewise(s: &str) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn word_at_a_time_escaping_agrees_with_bytewise() {
+        // Every ASCII character at every offset of a 17-byte run (both word positions and
+        // the tail), among plain and multi-byte neighbours.
+        for c in (0u8..0x80)
+            .map(char::from)
+            .chain(['é', '🦀', '\u{7f}', '\u{80}'])
+        {
+            for at in 0..17 {
+                for fill in ['a', 'é'] {
+                    let mut s: String = std::iter::repeat_n(fill, 17).collect();
+                    let byte_at = s.char_indices().nth(at).map_or(s.len(), |(i, _)| i);
+                    s.insert(byte_at, c);
+                    let mut out = String::new();
+                    escape(&mut out, &s);
+                    assert_eq!(out, escape_bytewise(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[derive(Clone, Default)]

@@ -5,6 +5,7 @@
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
+use crate::hash::DeriveKey;
 use http::{header::AUTHORIZATION, Extensions, HeaderMap, HeaderName};
 
 /// The memory user id chosen for this request (inserted by the memory-routing layer).
@@ -83,9 +84,11 @@ pub struct ApiKeyHash(pub [u8; 16]);
 impl ApiKeyHash {
     /// Hash a raw key.
     pub fn of(key: &str) -> Self {
-        let h = blake3::derive_key("portcullis api key v1", key.as_bytes());
+        static CONTEXT: DeriveKey = DeriveKey::new("portcullis api key v1");
+        let mut h = CONTEXT.hasher();
+        h.update(key.as_bytes());
         let mut out = [0u8; 16];
-        out.copy_from_slice(&h[..16]);
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         Self(out)
     }
 
@@ -96,7 +99,7 @@ impl ApiKeyHash {
 
     /// Hex form, for keys in external stores.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hash::to_hex(&self.0)
     }
 }
 
@@ -146,26 +149,27 @@ pub struct CallerId(pub [u8; 16]);
 impl CallerId {
     /// The identity of a caller that sent `headers` and matched `gateway_key` (if any).
     pub fn of(headers: &HeaderMap, gateway_key: Option<&ApiKeyHash>) -> Self {
-        let mut h = blake3::Hasher::new_derive_key("portcullis caller id v1");
+        static CONTEXT: DeriveKey = DeriveKey::new("portcullis caller id v1");
+        let mut h = CONTEXT.framed();
         match gateway_key {
             Some(k) => {
-                h.update(b"k");
-                h.update(&k.0);
+                h.raw(b"k");
+                h.raw(&k.0);
             }
             None => {
-                h.update(b"-");
+                h.raw(b"-");
             }
         }
         let mut names: Vec<&HeaderName> =
             headers.keys().filter(|n| is_credential_header(n)).collect();
         names.sort_unstable_by_key(|n| n.as_str());
-        h.update(&(names.len() as u64).to_le_bytes());
+        h.count(names.len());
         for name in names {
-            frame(&mut h, name.as_str().as_bytes());
+            h.field(name.as_str().as_bytes());
             let values = headers.get_all(name);
-            h.update(&(values.iter().count() as u64).to_le_bytes());
+            h.count(values.iter().count());
             for v in values {
-                frame(&mut h, v.as_bytes());
+                h.field(v.as_bytes());
             }
         }
         let mut out = [0u8; 16];
@@ -184,7 +188,7 @@ impl CallerId {
 
     /// Hex form, for keys in external stores and persisted files.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hash::to_hex(&self.0)
     }
 
     /// Parse [`to_hex`](Self::to_hex)'s output.
@@ -204,11 +208,6 @@ impl fmt::Debug for CallerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CallerId({})", &self.to_hex()[..8])
     }
-}
-
-fn frame(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// Whether `name` is a credential header that goes upstream: `authorization`, `x-api-key`,
@@ -248,7 +247,7 @@ pub struct SessionKey(pub [u8; 16]);
 
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hash::to_hex(&self.0[..4]);
         write!(f, "SessionKey({hex})")
     }
 }
@@ -262,11 +261,9 @@ impl fmt::Debug for SessionKey {
 ///
 /// `layer` names the layer keeping the state, so two layers never share keys.
 pub fn session_key(layer: &str, headers: &HeaderMap, extensions: &http::Extensions) -> SessionKey {
-    let mut h = blake3::Hasher::new_derive_key("portcullis session v1");
-    let mut field = |bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
+    static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v1");
+    let mut h = CONTEXT.framed();
+    let mut field = |bytes: &[u8]| h.field(bytes);
     field(layer.as_bytes());
     match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
         (Some(c), _) => {

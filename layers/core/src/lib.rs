@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error;
 pub mod future;
+pub mod hash;
 pub mod headers;
 pub mod identity;
 pub mod lines;

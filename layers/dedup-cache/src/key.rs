@@ -19,7 +19,7 @@
 use std::{borrow::Cow, fmt, io::Write as _};
 
 use http::{request::Parts, HeaderName};
-use portcullis_core::{CallerId, UserId};
+use portcullis_core::{hash::DeriveKey, CallerId, UserId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Request headers that are part of the key besides the caller's identity, because they
@@ -51,17 +51,12 @@ impl Key {
 
     /// Lowercase hex of all 32 bytes (used in external store keys).
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            // Writing to a String cannot fail.
-            let _ = fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
-        }
-        s
+        portcullis_core::hash::to_hex(&self.0)
     }
 
     /// The first 8 hex digits: enough to tell keys apart in logs.
     pub fn short(&self) -> String {
-        self.to_hex()[..8].to_owned()
+        portcullis_core::hash::to_hex(&self.0[..4])
     }
 }
 
@@ -90,49 +85,42 @@ impl fmt::Display for Key {
 /// );
 /// ```
 pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
-    let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
-    field(&mut h, parts.method.as_str().as_bytes());
+    static CONTEXT: DeriveKey = DeriveKey::new(KEY_CONTEXT);
+    let mut h = CONTEXT.framed();
+    h.field(parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    field(&mut h, path.as_bytes());
+    h.field(path.as_bytes());
 
     match canonical_json(body) {
         Some(canonical) => {
-            h.update(b"j");
-            field(&mut h, &canonical);
+            h.raw(b"j");
+            h.field(&canonical);
         }
         None => {
-            h.update(b"r");
-            field(&mut h, body);
+            h.raw(b"r");
+            h.field(body);
         }
     }
 
     // The `CallerId` extension the gateway's auth set, else every credential header.
-    field(
-        &mut h,
-        &CallerId::from_parts(&parts.headers, &parts.extensions).0,
-    );
+    h.field(&CallerId::from_parts(&parts.headers, &parts.extensions).0);
     match parts.extensions.get::<UserId>() {
         Some(u) => {
-            h.update(b"u");
-            field(&mut h, u.as_str().as_bytes());
+            h.raw(b"u");
+            h.field(u.as_str().as_bytes());
         }
         None => {
-            h.update(b"-");
+            h.raw(b"-");
         }
     }
     for name in &VARY_HEADERS {
         let values = parts.headers.get_all(name);
-        h.update(&(values.iter().count() as u64).to_le_bytes());
+        h.count(values.iter().count());
         for v in values {
-            field(&mut h, v.as_bytes());
+            h.field(v.as_bytes());
         }
     }
     Key(*h.finalize().as_bytes())
-}
-
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
 }
 
 /// The canonical form of a JSON document: object members sorted by key, no whitespace,

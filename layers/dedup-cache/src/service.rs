@@ -288,10 +288,10 @@ fn mark<RB>(resp: &mut Response<RB>, outcome: CacheOutcome) {
 }
 
 fn record(outcome: CacheOutcome, key: Option<&Key>, reason: &'static str) {
-    let key = key.map(Key::short);
+    // Formatted only when the event is enabled.
     tracing::debug!(
         cache = outcome.as_str(),
-        key = key.as_deref(),
+        key = key.map(|k| tracing::field::display(k.short())),
         reason,
         "dedup cache decision"
     );

@@ -97,11 +97,7 @@ impl RateKey {
 
     /// Hex form, for keys in external stores.
     pub fn to_hex(&self) -> String {
-        use fmt::Write;
-        self.0.iter().fold(String::with_capacity(32), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        portcullis_core::hash::to_hex(&self.0)
     }
 }
 

@@ -107,12 +107,12 @@ fn write_canonical(out: &mut String, v: &Value) {
 pub(crate) type Fingerprint = [u8; 16];
 
 pub(crate) fn fingerprint(calls: &[ToolCall]) -> Fingerprint {
-    let mut h = blake3::Hasher::new_derive_key("portcullis tool-call-loop calls v1");
+    static CONTEXT: portcullis_core::hash::DeriveKey =
+        portcullis_core::hash::DeriveKey::new("portcullis tool-call-loop calls v1");
+    let mut h = CONTEXT.framed();
     for c in calls {
-        for part in [c.name.as_bytes(), c.arguments.as_bytes()] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
+        h.field(c.name.as_bytes());
+        h.field(c.arguments.as_bytes());
     }
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.finalize().as_bytes()[..16]);

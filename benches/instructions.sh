@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: the same count for the same
+# binary and requests whatever else the machine is doing, so one layer's cost shows even
+# where wall-clock runs on a shared machine swing by more than that layer costs.
+#
+#   bash benches/instructions.sh [REQUESTS]             # pass-through, bare, every layer, and
+#                                                       # every layer but one, for each layer
+#   ONLY="passthrough all" bash benches/instructions.sh # a subset of the variants
+#   TOP=25 bash benches/instructions.sh                 # also the top inclusive functions
+#   KEEP=DIR bash benches/instructions.sh               # keep the callgrind files in DIR
+#
+# Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
+# natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
+# requests sent one at a time, counters dumped. User-space instructions only: the kernel's
+# share (sockets, about a third of the time under load) is not counted, so these ratios are
+# the part the code controls. Builds the `profiling` profile (release with line tables).
+#
+# Needs valgrind and h2load (apt-get install -y valgrind nghttp2-client).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-2000}"
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+command -v h2load >/dev/null || { echo "h2load is not installed: apt-get install -y nghttp2-client" >&2; exit 1; }
+[ -n "${NO_BUILD:-}" ] || cargo build --profile profiling --quiet --bin portcullis \
+  --example mock_upstream --example passthrough_proxy
+BIN=target/profiling
+MOCK=127.0.0.1:19501 TARGET=127.0.0.1:19502
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+$BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!)
+printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello instructions"}]}' >"$tmp/body.json"
+
+# A config: benches/load.toml (every layer on) with one section turned off.
+without() { # section -> config file
+  sed -e "s#@MOCK@#http://$MOCK#" -e "s#@AUDIT@#$tmp/audit.jsonl#" benches/load.toml |
+    awk -v s="[$1]" '
+      /^\[/ { in_s = ($0 == s) }
+      in_s && /^enabled = true$/ { $0 = "enabled = false" }
+      in_s && s == "[validation]" && /^level = / { $0 = "level = \"lenient\"" }
+      in_s && s == "[audit]" && /^path = / { next }
+      s == "[upstreams]" && /^cookies = true$/ { $0 = "cookies = false" }
+      { print }' >"$tmp/$1.toml"
+  echo "$tmp/$1.toml"
+}
+
+load() { # addr requests
+  h2load --h1 -n "$2" -c 1 -d "$tmp/body.json" -H 'content-type: application/json' \
+    -H 'authorization: Bearer sk-bench' "http://$1/v1/chat/completions" >"$tmp/h2load.log" 2>&1
+  grep -q "succeeded, 0 errored" "$tmp/h2load.log" || grep -q "$2 succeeded" "$tmp/h2load.log" ||
+    { echo "requests failed:" >&2; cat "$tmp/h2load.log" >&2; exit 1; }
+}
+
+measure() { # name command...
+  local name=$1; shift
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$name" "$@" >"$tmp/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 600); do curl -sf -o /dev/null "http://$TARGET/health" 2>/dev/null && break
+    curl -s -o /dev/null "http://$TARGET/" 2>/dev/null && break; sleep 0.2; done
+  load $TARGET 200
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  load $TARGET "$N"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local dump
+  dump=$(ls "$tmp/cg.$name".* | head -1)
+  local ir
+  ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
+  printf '| %s | %s |\n' "$name" "$(awk -v i="$ir" -v n="$N" 'BEGIN { printf "%.0f", i / n }')"
+  # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
+  [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"
+  if [ -n "${TOP:-}" ]; then
+    callgrind_annotate --inclusive=yes "$dump" >"$tmp/top.$name" 2>/dev/null || true
+    echo "== $name" >&2
+    sed -n "20,$((TOP + 25))p" "$tmp/top.$name" >&2
+  fi
+}
+
+LAYERS="memory_routing retry circuit_breaker dedup rate_limit validation loop_detection tool_call_loop commands audit upstreams"
+VARIANTS="${ONLY:-passthrough bare all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
+echo "instructions per request (callgrind, user space), $N sequential JSON chat requests"
+echo
+echo "| variant | instructions/request |"
+echo "| --- | ---: |"
+for v in $VARIANTS; do
+  case $v in
+    passthrough) measure passthrough $BIN/examples/passthrough_proxy $TARGET "http://$MOCK" ;;
+    bare)
+      sed -e "s#@MOCK@#http://$MOCK#" benches/load-bare.toml >"$tmp/bare.toml"
+      measure bare $BIN/portcullis serve --config "$tmp/bare.toml" --listen $TARGET ;;
+    all) measure all $BIN/portcullis serve --config "$(without none)" --listen $TARGET ;;
+    no-*) measure "$v" $BIN/portcullis serve --config "$(without "${v#no-}")" --listen $TARGET ;;
+  esac
+done

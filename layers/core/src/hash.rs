@@ -1,0 +1,159 @@
+//! Hashing helpers shared by the layers: blake3 in derive-key mode without re-hashing the
+//! context string on every call, and lowercase hex without the formatting machinery.
+
+use std::sync::OnceLock;
+
+/// A blake3 derive-key context, hashed once: [`DeriveKey::hasher`] hands out a copy of the
+/// hasher `blake3::Hasher::new_derive_key(context)` builds, so a per-request hash pays for
+/// its input only (`new_derive_key` compresses the context string first, every time).
+/// The hashes are those of `new_derive_key`, byte for byte.
+///
+/// ```
+/// use portcullis_core::hash::DeriveKey;
+///
+/// static CONTEXT: DeriveKey = DeriveKey::new("example context v1");
+/// let mut h = CONTEXT.hasher();
+/// h.update(b"input");
+/// assert_eq!(h.finalize(), blake3::Hasher::new_derive_key("example context v1").update(b"input").finalize());
+/// ```
+#[derive(Debug)]
+pub struct DeriveKey {
+    context: &'static str,
+    hasher: OnceLock<blake3::Hasher>,
+}
+
+impl DeriveKey {
+    /// The context `context` (a `static`: it is hashed on first use).
+    pub const fn new(context: &'static str) -> Self {
+        Self {
+            context,
+            hasher: OnceLock::new(),
+        }
+    }
+
+    /// A fresh hasher in this context.
+    pub fn hasher(&self) -> blake3::Hasher {
+        self.hasher
+            .get_or_init(|| blake3::Hasher::new_derive_key(self.context))
+            .clone()
+    }
+}
+
+impl DeriveKey {
+    /// A fresh [`Framed`] hasher in this context.
+    pub fn framed(&self) -> Framed {
+        Framed {
+            hasher: self.hasher(),
+            buf: [0; FRAMED_BUF],
+            len: 0,
+        }
+    }
+}
+
+const FRAMED_BUF: usize = 192;
+
+/// A blake3 hasher fed through a small buffer: a hash of many short pieces (lengths, names,
+/// ids) costs one `update` instead of one per piece, each of which has a fixed cost that
+/// dwarfs a few bytes. The hash is that of the same bytes given to `update` one by one.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    hasher: blake3::Hasher,
+    buf: [u8; FRAMED_BUF],
+    len: usize,
+}
+
+impl Framed {
+    /// Hash `bytes` as they are.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > FRAMED_BUF {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() > FRAMED_BUF {
+                self.hasher.update(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Hash `n` as eight little-endian bytes.
+    pub fn count(&mut self, n: usize) {
+        self.raw(&(n as u64).to_le_bytes());
+    }
+
+    /// Hash `bytes` framed by their length (so that pieces cannot run into each other).
+    pub fn field(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        self.raw(bytes);
+    }
+
+    /// The hash of everything given.
+    pub fn finalize(mut self) -> blake3::Hash {
+        self.hasher.update(&self.buf[..self.len]);
+        self.hasher.finalize()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Append the lowercase hex of `bytes` to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+}
+
+/// The lowercase hex of `bytes`.
+///
+/// ```
+/// assert_eq!(portcullis_core::hash::to_hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+/// ```
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_matches_format() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let formatted: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(to_hex(&bytes), formatted);
+    }
+
+    #[test]
+    fn framed_hashes_the_bytes_given() {
+        static CTX: DeriveKey = DeriveKey::new("portcullis test framed");
+        let big = vec![3u8; 1000];
+        let pieces: [&[u8]; 6] = [b"k", &[1; 16], b"", &big, &[9; 190], b"tail"];
+        let mut framed = CTX.framed();
+        let mut plain = blake3::Hasher::new_derive_key("portcullis test framed");
+        for p in pieces {
+            framed.field(p);
+            plain.update(&(p.len() as u64).to_le_bytes());
+            plain.update(p);
+            framed.raw(b"-");
+            plain.update(b"-");
+        }
+        assert_eq!(framed.finalize(), plain.finalize());
+    }
+
+    #[test]
+    fn derive_key_copies_hash_like_new_derive_key() {
+        static CTX: DeriveKey = DeriveKey::new("portcullis test context");
+        for input in [&b""[..], b"a", &[7u8; 5000]] {
+            let mut a = CTX.hasher();
+            a.update(input);
+            let mut b = blake3::Hasher::new_derive_key("portcullis test context");
+            b.update(input);
+            assert_eq!(a.finalize(), b.finalize());
+        }
+    }
+}
