@@ -29,6 +29,11 @@ pub fn is_sensitive(name: &HeaderName) -> bool {
 /// A proxy strips them before forwarding; a cache strips them before replaying a response on
 /// another connection.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (and without `Connection`, nothing else is named hop-by-hop):
+    // one pass over the names says so, instead of a hashed removal per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -52,6 +57,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// The hop-by-hop headers of RFC 9110 section 7.6.1 (and the legacy `keep-alive`,
+/// `proxy-connection`), by name.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// Whether `name` is one of the gateway's own `x-portcullis-*` headers.
@@ -99,6 +118,27 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "x".parse().unwrap());
+            h.insert("content-type", "application/json".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} stays: {h:?}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_stripped() {

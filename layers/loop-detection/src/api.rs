@@ -248,23 +248,13 @@ struct MessagesAnswer {
 pub(crate) fn json_text(api: Api, body: &[u8], f: &mut impl FnMut(u32, &str)) {
     match api {
         Api::ChatCompletions => {
-            let Ok(answer) = serde_json::from_slice::<ChatAnswer>(body) else {
+            // The scan first (no tree, no allocation but the text); serde when it is unsure.
+            let mut texts = scan::Texts::default();
+            if scan::scan_chat_answer(body, &mut texts).is_ok() {
+                texts.each(f);
                 return;
-            };
-            for choice in answer.choices {
-                match choice.message.and_then(|m| m.content) {
-                    Some(serde_json::Value::String(s)) => f(choice.index, &s),
-                    // Content parts (some compatible servers answer with them).
-                    Some(serde_json::Value::Array(parts)) => {
-                        for p in parts {
-                            if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
-                                f(choice.index, t);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
             }
+            chat_answer_serde(body, f);
         }
         Api::Responses => {
             let Ok(answer) = serde_json::from_slice::<ResponsesAnswer>(body) else {
@@ -289,6 +279,28 @@ pub(crate) fn json_text(api: Api, body: &[u8], f: &mut impl FnMut(u32, &str)) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The texts of a whole chat completion, read with serde alone (content as a string or as
+/// content parts).
+pub(crate) fn chat_answer_serde(body: &[u8], f: &mut impl FnMut(u32, &str)) {
+    let Ok(answer) = serde_json::from_slice::<ChatAnswer>(body) else {
+        return;
+    };
+    for choice in answer.choices {
+        match choice.message.and_then(|m| m.content) {
+            Some(serde_json::Value::String(s)) => f(choice.index, &s),
+            // Content parts (some compatible servers answer with them).
+            Some(serde_json::Value::Array(parts)) => {
+                for p in parts {
+                    if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
+                        f(choice.index, t);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

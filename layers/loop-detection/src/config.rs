@@ -42,6 +42,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The fewest characters a loop takes: `min_repetitions` copies of a pattern of
+    /// `min_pattern_length` (clamped as the detector clamps them).
+    pub fn shortest_loop(&self) -> usize {
+        self.min_pattern_length
+            .max(1)
+            .saturating_mul(self.min_repetitions.clamp(2, 1000))
+    }
+
     /// Every problem with these settings, each with its key (relative to the section).
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();

@@ -138,7 +138,7 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     let mut s = Cursor { b: payload, i: 0 };
     s.ws();
     match api {
-        Api::ChatCompletions => chat_chunk(&mut s, out)?,
+        Api::ChatCompletions => chat_choices(&mut s, out, b"delta")?,
         Api::Responses | Api::Messages => typed_event(api, &mut s, out)?,
     }
     s.ws();
@@ -149,8 +149,24 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     Ok(())
 }
 
-/// `{"choices":[{"index":N,"delta":{"content":"..."}}, ..], ..}`.
-fn chat_chunk(s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
+/// Find the answer text of a whole (not streamed) chat completion into `out` (what
+/// [`crate::api::json_text`] finds with serde: `choices[].message.content` as a string), or
+/// [`Unsure`] (content parts, and everything [`scan`] is unsure of, are left to serde).
+pub(crate) fn scan_chat_answer(body: &[u8], out: &mut Texts) -> Result<()> {
+    out.clear();
+    let mut s = Cursor { b: body, i: 0 };
+    s.ws();
+    chat_choices(&mut s, out, b"message")?;
+    s.ws();
+    if s.i != s.b.len() {
+        return Err(Unsure);
+    }
+    Ok(())
+}
+
+/// `{"choices":[{"index":N,"delta":{"content":"..."}}, ..], ..}` (`message` in place of
+/// `delta` in a whole answer).
+fn chat_choices(s: &mut Cursor<'_>, out: &mut Texts, inner: &[u8]) -> Result<()> {
     let mut seen_choices = false;
     s.object(0, |s, key| {
         if key != b"choices" {
@@ -169,7 +185,7 @@ fn chat_chunk(s: &mut Cursor<'_>, out: &mut Texts) -> Result<()> {
                     }
                     Ok(())
                 }
-                b"delta" => {
+                k if k == inner => {
                     if std::mem::replace(&mut seen_delta, true) {
                         return Err(Unsure);
                     }
@@ -953,6 +969,53 @@ mod tests {
                 prop_assert_eq!(got, expected);
             }
         }
+    }
+
+    fn serde_answer_pieces(payload: &[u8]) -> Vec<(u32, String)> {
+        let mut v = Vec::new();
+        crate::api::chat_answer_serde(payload, &mut |i, t| v.push((i, t.to_owned())));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The same for whole chat answers (`message` in place of `delta`): where the scan
+        /// is sure, it finds what the serde read of a whole answer finds.
+        #[test]
+        fn whole_chat_answers_agree_with_serde(
+            payload in event(Api::ChatCompletions),
+            cut in any::<prop::sample::Index>(),
+            mutate in 0..6u8,
+        ) {
+            let mut payload = payload.replace("\"delta\"", "\"message\"").into_bytes();
+            match mutate {
+                1 => payload.truncate(cut.index(payload.len() + 1)),
+                2 if !payload.is_empty() => {
+                    payload.remove(cut.index(payload.len()));
+                }
+                _ => {}
+            }
+            let mut texts = Texts::default();
+            if scan_chat_answer(&payload, &mut texts).is_ok() {
+                let mut got = Vec::new();
+                texts.each(&mut |i, t| got.push((i, t.to_owned())));
+                prop_assert_eq!(got, serde_answer_pieces(&payload));
+            }
+        }
+    }
+
+    #[test]
+    fn whole_chat_answer_is_scanned() {
+        let body = br#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello \"x\"","refusal":null,"role":"assistant"}}],"id":"c","usage":{"prompt_tokens":2}}"#;
+        let mut texts = Texts::default();
+        assert_eq!(scan_chat_answer(body, &mut texts), Ok(()));
+        let mut got = Vec::new();
+        texts.each(&mut |i, t| got.push((i, t.to_owned())));
+        assert_eq!(got, vec![(0, "Hello \"x\"".to_owned())]);
+        // Content parts are serde's.
+        let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}"#;
+        assert_eq!(scan_chat_answer(parts, &mut texts), Err(Unsure));
     }
 
     /// Events around one text token, as a stream sends them (so the template is used), with
