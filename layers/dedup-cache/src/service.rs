@@ -4,7 +4,10 @@
 use std::{
     collections::{hash_map::Entry, HashMap},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    panic::AssertUnwindSafe,
     task::{Context, Poll},
 };
 
@@ -390,10 +393,13 @@ where
             };
             let (resp_tx, resp_rx) = oneshot::channel();
             let req = Request::from_parts(parts, B::from(body));
-            // Spawned, so the call goes on for the followers if this client disconnects.
-            tokio::spawn(
+            // Run here, in this request's task (no task spawned, no hand-over between
+            // tasks); if this client disconnects first, the rest of the call is spawned and
+            // goes on for the followers.
+            let mut call = DetachOnDrop(Some(Box::pin(
                 lead(shared.clone(), inner, req, key, cap, tx, resp_tx, guard).in_current_span(),
-            );
+            )));
+            (&mut call).await;
             match wait(rx).await {
                 Some(Outcome::Ready(r)) => Ok(r.to_response(CacheOutcome::Miss)),
                 Some(Outcome::Streamed) => {
@@ -434,6 +440,42 @@ where
             }
             None => Err(SharedCallLost.into()),
         },
+    }
+}
+
+/// A call that runs inline while it is polled, and is spawned to finish on its own if it is
+/// dropped first (the client it was running for went away; followers still wait for it).
+struct DetachOnDrop(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for DetachOnDrop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(call) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        // A panic in the call (an upstream service's bug) ends the call, as it ended the
+        // spawned task it once ran in: its guard leaves the map, and the leader and its
+        // followers learn the call was lost, instead of the panic taking this request's
+        // connection down.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)));
+        if let Ok(Poll::Pending) = polled {
+            return Poll::Pending;
+        }
+        self.0 = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            // Outside a runtime (a test dropping it at the end) the call ends here: its
+            // guard leaves the map and followers learn the call was lost.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(call);
+            }
+        }
     }
 }
 
