@@ -3,6 +3,7 @@
 //! the upstream's response body ends, so its duration is what the attempt cost.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -43,18 +44,67 @@ impl AttemptError {
     }
 }
 
+/// One upstream's `portcullis_upstream_attempt_duration_seconds` handles by outcome (a status
+/// or an error kind: at most ~900 of them), registered once instead of on every attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptMetrics {
+    upstream: Arc<str>,
+    by_outcome: Arc<std::sync::RwLock<HashMap<Outcome, metrics::Histogram>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Outcome {
+    Status(u16),
+    Error(&'static str),
+}
+
+impl AttemptMetrics {
+    /// The handles of `upstream`'s attempts.
+    pub fn new(upstream: Arc<str>) -> Self {
+        Self {
+            upstream,
+            by_outcome: Arc::default(),
+        }
+    }
+
+    fn record(&self, outcome: Outcome, seconds: f64) {
+        let cached = self
+            .by_outcome
+            .read()
+            .ok()
+            .and_then(|m| m.get(&outcome).cloned());
+        let histogram = cached.unwrap_or_else(|| {
+            let label = match outcome {
+                Outcome::Status(s) => s.to_string(),
+                Outcome::Error(kind) => kind.to_string(),
+            };
+            let h = metrics::histogram!(
+                "portcullis_upstream_attempt_duration_seconds",
+                "upstream" => self.upstream.to_string(),
+                "outcome" => label
+            );
+            if let Ok(mut m) = self.by_outcome.write() {
+                m.insert(outcome, h.clone());
+            }
+            h
+        });
+        histogram.record(seconds);
+    }
+}
+
 /// One upstream attempt being observed.
 #[derive(Debug)]
 pub struct Attempt {
     span: tracing::Span,
-    upstream: Arc<str>,
+    metrics: AttemptMetrics,
     start: Instant,
 }
 
 impl Attempt {
     /// Open the client span for `req` (a child of the current span: the retry layer's
     /// `upstream_attempt`, else the request span) and put its `traceparent` on `req`.
-    pub fn start(upstream: &Arc<str>, req: &mut Request<Body>) -> Self {
+    pub fn start(metrics: &AttemptMetrics, req: &mut Request<Body>) -> Self {
+        let upstream = &metrics.upstream;
         let method = req.method().clone();
         let uri = req.uri();
         let path = uri.path();
@@ -96,7 +146,7 @@ impl Attempt {
         super::propagation::inject(&span, req.headers_mut(), fallback.as_ref());
         Self {
             span,
-            upstream: upstream.clone(),
+            metrics: metrics.clone(),
             start: Instant::now(),
         }
     }
@@ -124,12 +174,13 @@ impl Attempt {
                         span.set_status(Status::error(code));
                     }
                 }
-                metrics::histogram!(
-                    "portcullis_upstream_attempt_duration_seconds",
-                    "upstream" => self.upstream.to_string(),
-                    "outcome" => status.as_u16().to_string()
-                )
-                .record(elapsed);
+                self.metrics
+                    .record(Outcome::Status(status.as_u16()), elapsed);
+                // Nothing to hold open when the span is disabled (no exporter, no pretty
+                // log): the body goes on unwrapped.
+                if span.is_disabled() {
+                    return Ok(resp);
+                }
                 Ok(resp.map(|inner| {
                     Body::new(SpanBody {
                         inner,
@@ -145,12 +196,7 @@ impl Attempt {
                     span.set_status(Status::error(kind));
                 }
                 span.in_scope(|| tracing::info!(error = %e, "upstream attempt failed"));
-                metrics::histogram!(
-                    "portcullis_upstream_attempt_duration_seconds",
-                    "upstream" => self.upstream.to_string(),
-                    "outcome" => kind
-                )
-                .record(elapsed);
+                self.metrics.record(Outcome::Error(kind), elapsed);
                 Err(e)
             }
         }

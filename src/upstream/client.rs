@@ -22,7 +22,7 @@ use hyper_util::{
 use tower::{BoxError, Service};
 use tracing::Instrument;
 
-use crate::telemetry::client::{Attempt, AttemptError};
+use crate::telemetry::client::{Attempt, AttemptError, AttemptMetrics};
 
 /// The upstream did not send response headers within its `timeout`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +76,8 @@ type HyperClient = Client<HttpsConnector<HttpConnector>, Body>;
 pub struct UpstreamClient {
     inner: HyperClient,
     name: Arc<str>,
+    /// Its attempts' duration histograms, by outcome.
+    attempt_metrics: AttemptMetrics,
     timeout: Duration,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
@@ -137,6 +139,7 @@ impl UpstreamClient {
         Ok(Self {
             inner,
             name: opts.name.as_str().into(),
+            attempt_metrics: AttemptMetrics::new(opts.name.as_str().into()),
             timeout: opts.timeout,
             first_byte_timeout: opts.first_byte_timeout,
             idle_timeout: opts.idle_timeout,
@@ -237,7 +240,7 @@ impl Service<Request<Body>> for UpstreamClient {
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The client span (a child of the retry attempt's span) and its traceparent on the
         // upstream request; the span stays open until the response body ends.
-        let attempt = Attempt::start(&self.name, &mut req);
+        let attempt = Attempt::start(&self.attempt_metrics, &mut req);
         let span = attempt.span().clone();
         let fut = self.inner.request(req);
         let name = self.name.clone();

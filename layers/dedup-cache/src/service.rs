@@ -5,9 +5,9 @@ use std::{
     collections::{hash_map::Entry, HashMap},
     fmt,
     future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    panic::AssertUnwindSafe,
     task::{Context, Poll},
 };
 

@@ -45,8 +45,7 @@ impl Watch {
         let i = match self.detectors.iter().position(|(c, _)| *c == choice) {
             Some(i) => i,
             None if self.detectors.len() < MAX_CHOICES => {
-                self.detectors
-                    .push((choice, Slot::Pending(String::new())));
+                self.detectors.push((choice, Slot::Pending(String::new())));
                 self.detectors.len() - 1
             }
             None => return,
