@@ -96,7 +96,6 @@ mod tests {
             min_pattern_length: 5,
             max_pattern_length: 40,
             min_repetitions: 3,
-            ..Config::default()
         })
     }
 
