@@ -87,7 +87,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         return Err(Box::new(NoUpstream(format!("no upstream named {name:?}"))));
     };
     let limit = inner.max_body_bytes;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
     if length
         .as_ref()
@@ -111,8 +111,11 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     let mut builder = Request::builder()
         .method(parts.method.clone())
         .uri(up.upstream.uri_for(path_and_query)?);
+    let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
+    // One attempt here (retries are the upstream service's): the request's own headers and
+    // extensions go, not copies.
     if let Some(h) = builder.headers_mut() {
-        *h = parts.headers.clone();
+        *h = std::mem::take(&mut parts.headers);
         up.upstream.prepare_headers(h);
         // The body goes on unchanged, so its length still holds (uploads often need it).
         if let Some(len) = length {
@@ -120,7 +123,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         }
     }
     if let Some(ext) = builder.extensions_mut() {
-        *ext = parts.extensions.clone();
+        *ext = std::mem::take(&mut parts.extensions);
     }
     let upstream_req = builder.body(body)?;
     let route = |attempts| RouteInfo {
@@ -128,7 +131,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         entry: None,
         upstream: up.upstream.name.as_str().into(),
         attempts,
-        user_id: parts.extensions.get::<UserId>().map(|u| u.0.clone()),
+        user_id: user_id.clone(),
     };
     tracing::debug!(upstream = %up.upstream.name, path = %parts.uri.path(), "passing through");
     match up.service.clone().oneshot(upstream_req).await {

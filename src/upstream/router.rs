@@ -360,7 +360,7 @@ async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, 
 /// Send a buffered body to the model's upstream, failing over to its fallbacks.
 pub(super) async fn route_model(
     inner: &Inner,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     bytes: Bytes,
     requested: Arc<str>,
 ) -> Result<Response<Body>, BoxError> {
@@ -430,8 +430,18 @@ pub(super) async fn route_model(
         let mut builder = Request::builder()
             .method(parts.method.clone())
             .uri(up.upstream.uri_for(&path_and_query)?);
+        // The last candidate takes the client's headers and extensions instead of a copy
+        // (with one deployment and no fallback, the only one: no copy at all).
+        let (headers, extensions) = if n == last {
+            (
+                std::mem::take(&mut parts.headers),
+                std::mem::take(&mut parts.extensions),
+            )
+        } else {
+            (parts.headers.clone(), parts.extensions.clone())
+        };
         if let Some(h) = builder.headers_mut() {
-            *h = parts.headers.clone();
+            *h = headers;
             up.upstream.prepare_headers(h);
             for (n, v) in entry.headers.iter() {
                 h.insert(n.clone(), v.clone());
@@ -439,7 +449,7 @@ pub(super) async fn route_model(
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         if let Some(ext) = builder.extensions_mut() {
-            *ext = parts.extensions.clone();
+            *ext = extensions;
         }
         let upstream_req = builder.body(Body::from(body))?;
         tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = n, "routing");
