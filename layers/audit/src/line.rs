@@ -2,6 +2,7 @@
 //! head is ready ([`Pending`]) and when its body ends ([`Pending::complete`]).
 
 use std::{
+    io::Write as _,
     sync::{Arc, Mutex},
     time::{Instant, SystemTime},
 };
@@ -235,17 +236,15 @@ impl Pending {
                 .map(|c| String::from_utf8_lossy(&c.buf)),
             response_body_truncated: response_body.as_ref().map(|c| c.truncated),
         };
-        match serde_json::to_vec(&line) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                writer.send(&bytes);
-            }
-            Err(e) => tracing::warn!(error = %e, "audit line could not be encoded"),
-        }
+        let mut bytes = Vec::with_capacity(512);
+        line.write_json(&mut bytes);
+        bytes.push(b'\n');
+        writer.send(&bytes);
     }
 }
 
-/// One line of the audit log (see the crate docs for each field).
+/// One line of the audit log (see the crate docs for each field). Written by
+/// [`Line::write_json`]; the `Serialize` derive is the reference it is tested against.
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
@@ -277,4 +276,147 @@ struct Line<'a> {
     response_body: Option<std::borrow::Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_body_truncated: Option<bool>,
+}
+
+impl Line<'_> {
+    /// The line as JSON, byte for byte what `serde_json::to_vec` writes for it, without
+    /// serde's per-field machinery (strings and the float still go through serde_json's own
+    /// writers, so their escaping and formatting are serde_json's).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        fn key(out: &mut Vec<u8>, name: &str, first: bool) {
+            if !first {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn string(out: &mut Vec<u8>, s: Option<&str>) {
+            match s {
+                // Writing into a Vec cannot fail.
+                Some(s) => {
+                    let _ = serde_json::to_writer(&mut *out, s);
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn number(out: &mut Vec<u8>, n: Option<u64>) {
+            match n {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn boolean(out: &mut Vec<u8>, b: bool) {
+            out.extend_from_slice(if b { b"true" } else { b"false" });
+        }
+        out.push(b'{');
+        key(out, "time", true);
+        string(out, Some(&self.time));
+        for (name, value) in [
+            ("request_id", self.request_id),
+            ("key", self.key),
+            ("user_id", self.user_id),
+            ("session", self.session),
+            ("method", Some(self.method)),
+            ("path", Some(self.path)),
+            ("model", self.model),
+            ("response_model", self.response_model),
+            ("entry", self.entry),
+            ("upstream", self.upstream),
+        ] {
+            key(out, name, false);
+            string(out, value);
+        }
+        for (name, value) in [
+            ("status", self.status.map(u64::from)),
+            ("attempts", self.attempts.map(u64::from)),
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+            ("cached_tokens", self.cached_tokens),
+        ] {
+            key(out, name, false);
+            number(out, value);
+        }
+        key(out, "latency_ms", false);
+        let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
+        key(out, "cache", false);
+        string(out, self.cache);
+        key(out, "error", false);
+        string(out, self.error);
+        key(out, "stream", false);
+        boolean(out, self.stream);
+        key(out, "ending", false);
+        string(out, Some(self.ending));
+        if let Some(b) = &self.request_body {
+            key(out, "request_body", false);
+            string(out, Some(b));
+        }
+        if let Some(t) = self.request_body_truncated {
+            key(out, "request_body_truncated", false);
+            boolean(out, t);
+        }
+        if let Some(b) = &self.response_body {
+            key(out, "response_body", false);
+            string(out, Some(b));
+        }
+        if let Some(t) = self.response_body_truncated {
+            key(out, "response_body_truncated", false);
+            boolean(out, t);
+        }
+        out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod write_json_tests {
+    use super::*;
+
+    fn line(full: bool, n: u64) -> Line<'static> {
+        let opt = |s: &'static str| full.then_some(s);
+        Line {
+            time: "2026-12-03T09:00:00.123Z".into(),
+            request_id: opt("req-\"1\"\n"),
+            key: opt("team-a"),
+            user_id: opt("user é 🦀"),
+            session: opt("s\u{1}"),
+            method: "POST",
+            path: "/v1/chat/completions",
+            model: opt("gpt-4o"),
+            response_model: opt("gpt-4o-2024"),
+            entry: opt("gpt-*"),
+            upstream: opt("openai"),
+            status: full.then_some(429),
+            attempts: full.then_some(u32::MAX),
+            input_tokens: full.then_some(n),
+            output_tokens: full.then_some(0),
+            cached_tokens: full.then_some(u64::MAX),
+            latency_ms: n as f64 / 7.0,
+            cache: full.then_some("coalesced"),
+            error: full.then_some("upstream_timeout"),
+            stream: full,
+            ending: "aborted",
+            request_body: full.then(|| "{\"a\":\"\\\"\u{7f}\"}".into()),
+            request_body_truncated: full.then_some(true),
+            response_body: full.then(|| "data: x\r\n\r\n".into()),
+            response_body_truncated: full.then_some(false),
+        }
+    }
+
+    #[test]
+    fn writes_what_serde_writes() {
+        for full in [false, true] {
+            for n in [0, 1, 12_345, 1 << 53, u64::MAX] {
+                let l = line(full, n);
+                let mut ours = Vec::new();
+                l.write_json(&mut ours);
+                let serde = serde_json::to_vec(&l).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&serde)
+                );
+            }
+        }
+    }
 }
