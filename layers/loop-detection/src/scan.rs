@@ -951,15 +951,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             mutate in 0..6u8,
         ) {
-            let mut payload = payload.into_bytes();
-            match mutate {
-                // Truncated, or a byte dropped: malformed JSON must never be read wrong.
-                1 => payload.truncate(cut.index(payload.len() + 1)),
-                2 if !payload.is_empty() => {
-                    payload.remove(cut.index(payload.len()));
-                }
-                _ => {}
-            }
+            let payload = mutated(payload.into_bytes(), cut, mutate);
             let mut texts = Texts::default();
             let scanned = scan(api, &payload, &mut texts);
             let expected = serde_pieces(api, &payload);
@@ -969,6 +961,18 @@ mod tests {
                 prop_assert_eq!(got, expected);
             }
         }
+    }
+
+    /// Truncated (1), a byte dropped (2), or as it is: malformed JSON must never be read wrong.
+    fn mutated(mut payload: Vec<u8>, cut: prop::sample::Index, mutate: u8) -> Vec<u8> {
+        match mutate {
+            1 => payload.truncate(cut.index(payload.len() + 1)),
+            2 if !payload.is_empty() => {
+                payload.remove(cut.index(payload.len()));
+            }
+            _ => {}
+        }
+        payload
     }
 
     fn serde_answer_pieces(payload: &[u8]) -> Vec<(u32, String)> {
@@ -988,14 +992,8 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             mutate in 0..6u8,
         ) {
-            let mut payload = payload.replace("\"delta\"", "\"message\"").into_bytes();
-            match mutate {
-                1 => payload.truncate(cut.index(payload.len() + 1)),
-                2 if !payload.is_empty() => {
-                    payload.remove(cut.index(payload.len()));
-                }
-                _ => {}
-            }
+            let payload = payload.replace("\"delta\"", "\"message\"").into_bytes();
+            let payload = mutated(payload, cut, mutate);
             let mut texts = Texts::default();
             if scan_chat_answer(&payload, &mut texts).is_ok() {
                 let mut got = Vec::new();
