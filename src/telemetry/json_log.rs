@@ -98,7 +98,14 @@ struct JsonFields<'a> {
 impl JsonFields<'_> {
     fn key(&mut self, field: &Field) {
         self.out.push_str(",\"");
-        escape(self.out, field.name());
+        let name = field.name();
+        // Field names are identifiers (`a.b` at most): written as they are, unless one
+        // somehow needs escaping.
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+            self.out.push_str(name);
+        } else {
+            escape(self.out, name);
+        }
         self.out.push_str("\":");
     }
 }
@@ -115,12 +122,12 @@ impl Visit for JsonFields<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
