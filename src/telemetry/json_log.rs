@@ -101,7 +101,10 @@ impl JsonFields<'_> {
         let name = field.name();
         // Field names are identifiers (`a.b` at most): written as they are, unless one
         // somehow needs escaping.
-        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+        if name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
             self.out.push_str(name);
         } else {
             escape(self.out, name);
