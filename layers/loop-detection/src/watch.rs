@@ -8,6 +8,11 @@ use crate::{api, scan::Texts, Api, Config, Detection, LoopDetector};
 /// past this many are not watched (bounded memory per answer).
 const MAX_CHOICES: usize = 8;
 
+/// A choice's text is kept, instead of a detector built, while shorter than the shortest loop,
+/// but never past this many bytes (a detector's own window is ~5 KB at the defaults; a config
+/// whose shortest loop is megabytes long gets its detector at 4 KB).
+const MAX_PENDING: usize = 4096;
+
 #[derive(Debug)]
 enum Slot {
     /// The text so far, shorter than the shortest loop.
@@ -55,7 +60,7 @@ impl Watch {
             // A loop is `min_repetitions` copies of at least `min_pattern_length` characters
             // (each at least a byte): a shorter text holds none, and the detector decides
             // the same whether its text comes at once or in pieces.
-            if pending.len() + text.len() < self.config.shortest_loop() {
+            if pending.len() + text.len() < self.config.shortest_loop().min(MAX_PENDING) {
                 pending.push_str(text);
                 return;
             }
@@ -122,6 +127,19 @@ mod tests {
         w.text(0, "0123456789abcd");
         assert!(matches!(w.detectors[0].1, Slot::Pending(ref p) if p.len() == 14));
         w.text(0, "e");
+        assert!(matches!(w.detectors[0].1, Slot::Live(_)));
+        // A huge shortest loop keeps at most MAX_PENDING bytes before building the detector.
+        let huge = Arc::new(Config {
+            min_pattern_length: 100_000,
+            max_pattern_length: 100_000,
+            min_repetitions: 1000,
+        });
+        let mut w = Watch::new(Api::ChatCompletions, huge);
+        for _ in 0..MAX_PENDING / 100 {
+            w.text(0, &"x".repeat(100));
+        }
+        assert!(matches!(w.detectors[0].1, Slot::Pending(ref p) if p.len() < MAX_PENDING));
+        w.text(0, &"x".repeat(100));
         assert!(matches!(w.detectors[0].1, Slot::Live(_)));
     }
 }
