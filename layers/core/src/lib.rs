@@ -12,7 +12,6 @@ pub mod future;
 pub mod hash;
 pub mod headers;
 pub mod identity;
-pub mod json_scan;
 pub mod lines;
 mod macros;
 pub mod meta;

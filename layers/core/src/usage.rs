@@ -10,8 +10,6 @@
 
 use serde::Deserialize;
 
-use crate::json_scan::{self, Cursor, Unsure};
-
 /// The most of a non-streaming JSON response kept for reading its usage.
 pub const JSON_CAP: usize = 2 * 1024 * 1024;
 
@@ -281,7 +279,7 @@ impl Sniffer {
             Self::Json { buf, over } => {
                 let mut usage = Usage::default();
                 if !over {
-                    if let Some(chunk) = json_chunk(&buf) {
+                    if let Ok(chunk) = serde_json::from_slice::<Chunk>(&buf) {
                         usage.absorb(chunk);
                     }
                 }
@@ -289,60 +287,6 @@ impl Sniffer {
             }
         }
     }
-}
-
-/// The [`Chunk`] of a whole JSON answer (`None` where serde refuses the document): by the
-/// scan where it is sure, else by serde.
-fn json_chunk(buf: &[u8]) -> Option<Chunk> {
-    match scan_chunk(buf) {
-        Ok(chunk) => chunk,
-        Err(Unsure) => serde_json::from_slice::<Chunk>(buf).ok(),
-    }
-}
-
-/// A whole JSON answer's [`Chunk`], read with [`crate::json_scan`]: the document is walked
-/// (and checked as serde checks it) once, and only the five members the usage is read from go
-/// through serde, not the answer's text and choices around them. `Ok(None)` where serde would
-/// refuse the document (a member of the wrong type); [`Unsure`] where the scan cannot tell (a
-/// duplicate or escaped key, deep nesting, a top level that is not an object).
-fn scan_chunk(buf: &[u8]) -> json_scan::Result<Option<Chunk>> {
-    const WANTED: [&[u8]; 5] = [b"id", b"model", b"usage", b"message", b"response"];
-    let mut members: [Option<&[u8]>; 5] = [None; 5];
-    let mut s = Cursor::new(buf);
-    s.ws();
-    s.object(0, |s, key| {
-        let Some(slot) = WANTED.iter().position(|w| *w == key) else {
-            return s.skip_value(1);
-        };
-        if members[slot].is_some() {
-            return Err(Unsure); // serde refuses a duplicate field: let it say so
-        }
-        s.ws();
-        let from = s.i;
-        s.skip_value(1)?;
-        members[slot] = Some(&s.b[from..s.i]);
-        Ok(())
-    })?;
-    s.ws();
-    if s.i != s.b.len() {
-        return Err(Unsure);
-    }
-    fn member<T: serde::de::DeserializeOwned>(raw: Option<&[u8]>) -> Option<Option<T>> {
-        match raw {
-            None => Some(None),
-            Some(raw) => serde_json::from_slice::<Option<T>>(raw).ok(),
-        }
-    }
-    let [id, model, usage, message, response] = members;
-    Ok((|| {
-        Some(Chunk {
-            id: member(id)?,
-            model: member(model)?,
-            usage: member(usage)?,
-            message: member(message)?,
-            response: member(response)?,
-        })
-    })())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -554,100 +498,5 @@ mod tests {
             let u = feed_in_pieces(sniffer("text/event-stream"), RESPONSES_STREAM, cut);
             proptest::prop_assert_eq!((u.input_tokens, u.output_tokens), (Some(40), Some(9)));
         }
-    }
-
-    /// JSON answers built from members the usage is read from (of every type, duplicated,
-    /// nested) among others, then possibly cut or missing a byte.
-    fn answer() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
-        let value = prop::sample::select(vec![
-            r#""chatcmpl-1""#,
-            r#""gpt-\u0034o""#,
-            r#""é🦀""#,
-            "null",
-            "7",
-            "-1.5e3",
-            "true",
-            "[]",
-            r#"[{"index":0,"message":{"content":"hi \"there\"","role":"assistant"}}]"#,
-            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
-            r#"{"input_tokens":10,"output_tokens":2,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}"#,
-            r#"{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}"#,
-            r#"{"prompt_tokens":"3"}"#,
-            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
-            r#"{"prompt_tokens":-1}"#,
-            r#"{"id":"msg_1","model":"claude","usage":{"input_tokens":8,"output_tokens":1}}"#,
-            r#"{"id":7}"#,
-            r#"{"a":{"b":[1,{"c":null}]}}"#,
-            r#"{"\u0069d":"x"}"#,
-        ]);
-        let key = prop::sample::select(vec![
-            "id",
-            "model",
-            "usage",
-            "message",
-            "response",
-            "choices",
-            "object",
-            "created",
-            "\\u0075sage",
-        ]);
-        (
-            prop::collection::vec((key, value), 0..7),
-            any::<bool>(),
-            0..4u8,
-            any::<prop::sample::Index>(),
-        )
-            .prop_map(|(members, spaced, mutate, cut)| {
-                let sep = if spaced { " , " } else { "," };
-                let body = members
-                    .iter()
-                    .map(|(k, v)| format!("\"{k}\":{v}"))
-                    .collect::<Vec<_>>()
-                    .join(sep);
-                let mut b = format!("{{{body}}}").into_bytes();
-                match mutate {
-                    1 => b.truncate(cut.index(b.len() + 1)),
-                    2 => {
-                        b.remove(cut.index(b.len()));
-                    }
-                    _ => {}
-                }
-                b
-            })
-    }
-
-    fn absorbed(chunk: Option<Chunk>) -> Usage {
-        let mut u = Usage::default();
-        if let Some(c) = chunk {
-            u.absorb(c);
-        }
-        u
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
-
-        /// Where the scan is sure, it reads what serde reads from the whole document.
-        #[test]
-        fn answer_scan_agrees_with_serde(body in answer()) {
-            if let Ok(chunk) = scan_chunk(&body) {
-                let serde = serde_json::from_slice::<Chunk>(&body).ok();
-                proptest::prop_assert_eq!(absorbed(chunk), absorbed(serde));
-            }
-        }
-    }
-
-    #[test]
-    fn a_plain_answer_is_scanned() {
-        let body = br#"{"choices":[{"index":0,"message":{"content":"Hello","role":"assistant"}}],"created":1,"id":"chatcmpl-1","model":"gpt-4o-mini","object":"chat.completion","usage":{"completion_tokens":3,"prompt_tokens":20,"total_tokens":23}}"#;
-        let chunk = scan_chunk(body).expect("sure of a plain answer");
-        let u = absorbed(chunk);
-        assert_eq!(u.input_tokens, Some(20));
-        assert_eq!(u.output_tokens, Some(3));
-        assert_eq!(u.response_model.as_deref(), Some("gpt-4o-mini"));
-        assert_eq!(u.response_id.as_deref(), Some("chatcmpl-1"));
-        // A duplicate member is serde's to judge.
-        assert!(scan_chunk(br#"{"id":"a","id":"b"}"#).is_err());
     }
 }
