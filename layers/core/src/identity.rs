@@ -263,34 +263,33 @@ impl fmt::Debug for SessionKey {
 pub fn session_key(layer: &str, headers: &HeaderMap, extensions: &http::Extensions) -> SessionKey {
     static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v1");
     let mut h = CONTEXT.framed();
-    let mut field = |bytes: &[u8]| h.field(bytes);
-    field(layer.as_bytes());
+    h.field(layer.as_bytes());
     match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
         (Some(c), _) => {
-            field(b"c");
-            field(&c.0);
+            h.field(b"c");
+            h.field(&c.0);
         }
         // Used alone, a layer takes an identity extension its own auth inserted as the caller.
         (None, Some(k)) => {
-            field(b"k");
-            field(&k.0);
+            h.field(b"k");
+            h.field(&k.0);
         }
         (None, None) => {
-            field(b"h");
-            field(&CallerId::of(headers, None).0);
+            h.field(b"h");
+            h.field(&CallerId::of(headers, None).0);
         }
     }
     match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
         Some(sid) => {
-            field(b"s");
-            field(sid.as_bytes());
+            h.field(b"s");
+            h.field(sid.as_bytes());
         }
         None => match extensions.get::<UserId>() {
             Some(u) => {
-                field(b"u");
-                field(u.as_str().as_bytes());
+                h.field(b"u");
+                h.field(u.as_str().as_bytes());
             }
-            None => field(b"-"),
+            None => h.field(b"-"),
         },
     }
     let mut out = [0u8; 16];
