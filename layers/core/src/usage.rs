@@ -59,7 +59,7 @@ struct Message {
     usage: Option<UsageJson>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct UsageJson {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -279,13 +279,293 @@ impl Sniffer {
             Self::Json { buf, over } => {
                 let mut usage = Usage::default();
                 if !over {
-                    if let Ok(chunk) = serde_json::from_slice::<Chunk>(&buf) {
+                    if let Some(chunk) = json_chunk(&buf) {
                         usage.absorb(chunk);
                     }
                 }
                 usage
             }
         }
+    }
+}
+
+/// The [`Chunk`] of a whole JSON answer, `None` where serde refuses it.
+///
+/// An answer is mostly what the usage is not read from (choices, their text, logprobs), so
+/// [`skim`] steps over that, and only the few members [`Chunk`] reads go through serde (tens
+/// of bytes instead of the whole answer). Where the skim is unsure (a key with an escape, a
+/// member twice, a top level that is not an object, anything out of place) serde reads the
+/// whole answer as before. The one difference: the skim does not check the contents of the
+/// values it steps over (an invalid number or escape deep inside `choices`), where serde
+/// would refuse the whole document; usage is then still read from an answer whose structure
+/// is whole.
+fn json_chunk(buf: &[u8]) -> Option<Chunk> {
+    match skim(buf) {
+        Some(members) => chunk_of(members),
+        None => serde_json::from_slice::<Chunk>(buf).ok(),
+    }
+}
+
+/// The [`Chunk`] of the raw members found by [`skim`]: the common shapes (a plain string,
+/// a usage object of counts) read here, anything else by serde. A member of the wrong type
+/// refuses the whole answer, as serde refuses it.
+fn chunk_of(members: [Option<&[u8]>; 5]) -> Option<Chunk> {
+    fn member<T: serde::de::DeserializeOwned>(
+        raw: Option<&[u8]>,
+        quick: impl FnOnce(&[u8]) -> Option<Option<T>>,
+    ) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(b"null") => Some(None),
+            Some(raw) => quick(raw).or_else(|| serde_json::from_slice::<Option<T>>(raw).ok()),
+        }
+    }
+    let none = |_: &[u8]| None;
+    let [id, model, usage, message, response] = members;
+    Some(Chunk {
+        id: member(id, plain_string)?,
+        model: member(model, plain_string)?,
+        usage: member(usage, usage_counts)?,
+        message: member(message, none)?,
+        response: member(response, none)?,
+    })
+}
+
+/// A JSON string without escapes or control characters, read without serde.
+fn plain_string(raw: &[u8]) -> Option<Option<String>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.iter().any(|&c| c == b'\\' || c == b'"' || c < 0x20) {
+        return None;
+    }
+    Some(Some(std::str::from_utf8(inner).ok()?.to_owned()))
+}
+
+/// A usage object whose members are counts (`null` or digits) and `*_details` objects of
+/// them, read without serde; anything else (a sign, a fraction, a key twice, an escape) is
+/// serde's to read or refuse.
+fn usage_counts(raw: &[u8]) -> Option<Option<UsageJson>> {
+    let mut u = UsageJson::default();
+    let mut seen = 0u16;
+    let end = object(raw, 0, |key, value| {
+        let (bit, slot): (u16, &mut Option<u64>) = match key {
+            b"prompt_tokens" => (1, &mut u.prompt_tokens),
+            b"completion_tokens" => (2, &mut u.completion_tokens),
+            b"input_tokens" => (4, &mut u.input_tokens),
+            b"output_tokens" => (8, &mut u.output_tokens),
+            b"cache_creation_input_tokens" => (16, &mut u.cache_creation_input_tokens),
+            b"cache_read_input_tokens" => (32, &mut u.cache_read_input_tokens),
+            b"prompt_tokens_details" | b"input_tokens_details" => {
+                let bit = if key[0] == b'p' { 64 } else { 128 };
+                if seen & bit != 0 {
+                    return None;
+                }
+                seen |= bit;
+                let details = match value {
+                    b"null" => None,
+                    _ => {
+                        let mut cached = None;
+                        let mut once = false;
+                        let end = object(value, 0, |k, v| {
+                            if k == b"cached_tokens" {
+                                if once {
+                                    return None;
+                                }
+                                once = true;
+                                cached = count(v)?;
+                            }
+                            Some(())
+                        })?;
+                        (end == value.len()).then_some(())?;
+                        Some(CachedJson {
+                            cached_tokens: cached,
+                        })
+                    }
+                };
+                if bit == 64 {
+                    u.prompt_tokens_details = details;
+                } else {
+                    u.input_tokens_details = details;
+                }
+                return Some(());
+            }
+            _ => return Some(()),
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        *slot = count(value)?;
+        Some(())
+    })?;
+    (end == raw.len()).then_some(Some(u))
+}
+
+/// A token count: `null` or plain digits that fit a `u64`.
+fn count(raw: &[u8]) -> Option<Option<u64>> {
+    if raw == b"null" {
+        return Some(None);
+    }
+    if raw.is_empty() || raw.len() > 1 && raw[0] == b'0' {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in raw {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(Some(n))
+}
+
+/// The raw values of the members of a JSON object that [`Chunk`] reads (in its order), stepping over every other member
+/// without reading it; `None` where this cannot be sure what serde would make of `b`.
+fn skim(b: &[u8]) -> Option<[Option<&[u8]>; 5]> {
+    let mut found: [Option<&[u8]>; 5] = [None; 5];
+    let end = object(b, ws(b, 0), |key, value| {
+        let slot = match key {
+            b"id" => 0,
+            b"model" => 1,
+            b"usage" => 2,
+            b"message" => 3,
+            b"response" => 4,
+            _ => return Some(()),
+        };
+        if found[slot].is_some() {
+            return None; // serde refuses a duplicate field: let it say so
+        }
+        found[slot] = Some(value);
+        Some(())
+    })?;
+    (ws(b, end) == b.len()).then_some(found)
+}
+
+/// Walks the JSON object that starts at `b[i]`, handing each member's key (without its
+/// quotes) and raw value to `each`; the index just past the object. `None` where the object
+/// is not whole, a key has an escape (serde would unescape it before matching), or `each`
+/// says so.
+fn object<'a>(
+    b: &'a [u8],
+    mut i: usize,
+    mut each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
+) -> Option<usize> {
+    if b.get(i) != Some(&b'{') {
+        return None; // serde reads a struct from an array too: let it
+    }
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = string_end::<true>(b, i)?;
+        let key = &b[i + 1..end - 1];
+        i = ws(b, end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let start = i;
+        i = skip_value(b, i)?;
+        each(key, &b[start..i])?;
+        i = ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The first index at or after `i` that is not JSON whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string whose opening quote is at `i`: eight bytes at a time up to
+/// the first `"` or `\\`, as `serde_json` skips a string's plain bytes. `NO_ESCAPES`: `None`
+/// for a string with an escape in it.
+fn string_end<const NO_ESCAPES: bool>(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte of `v` (exact up to the first one, which is all we use).
+    let zeros = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    i += 1;
+    loop {
+        while let Some(word) = b.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let w = u64::from_le_bytes(w);
+            let special =
+                zeros(w ^ (ONES * u64::from(b'"'))) | zeros(w ^ (ONES * u64::from(b'\\')));
+            if special != 0 {
+                i += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            // The escaped byte (`\"`, `\\`, or the `u` of `\uXXXX`) is not an end.
+            b'\\' if NO_ESCAPES => return None,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index just past the value that starts at `i`: strings by their quotes, containers by
+/// their brackets (matched, nested up to 64 deep), scalars by the byte that ends them.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end::<false>(b, i),
+        open @ (b'{' | b'[') => {
+            // One bit per open container: 1 for an object.
+            let mut stack: u64 = u64::from(open == b'{');
+            let mut depth = 1u32;
+            let mut i = i + 1;
+            loop {
+                match *b.get(i)? {
+                    b'"' => i = string_end::<false>(b, i)?,
+                    c @ (b'{' | b'[') => {
+                        if depth == 64 {
+                            return None;
+                        }
+                        stack = (stack << 1) | u64::from(c == b'{');
+                        depth += 1;
+                        i += 1;
+                    }
+                    c @ (b'}' | b']') => {
+                        if (stack & 1 == 1) != (c == b'}') {
+                            return None;
+                        }
+                        stack >>= 1;
+                        depth -= 1;
+                        i += 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+            let mut i = i + 1;
+            while let Some(c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                i += 1;
+            }
+            Some(i)
+        }
+        _ => None,
     }
 }
 
@@ -498,5 +778,187 @@ mod tests {
             let u = feed_in_pieces(sniffer("text/event-stream"), RESPONSES_STREAM, cut);
             proptest::prop_assert_eq!((u.input_tokens, u.output_tokens), (Some(40), Some(9)));
         }
+    }
+
+    /// JSON answers built from the members the usage is read from (of every type,
+    /// duplicated, escaped, nested) among others, spaced or not; then possibly cut short or
+    /// missing one byte.
+    fn answer() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, u8, bool)> {
+        use proptest::prelude::*;
+        let value = prop::sample::select(vec![
+            r#""chatcmpl-1""#,
+            r#""gpt-\u0034o""#,
+            r#""é🦀 \"quoted\" \\""#,
+            "null",
+            "7",
+            "-1.5e3",
+            "true",
+            "[]",
+            "{}",
+            r#"[{"index":0,"message":{"content":"hi \"there\" [{","role":"assistant"}}]"#,
+            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
+            r#"{"input_tokens":10,"output_tokens":2,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}"#,
+            r#"{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}"#,
+            r#"{"prompt_tokens":"3"}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"id":"msg_1","model":"claude","usage":{"input_tokens":8,"output_tokens":1}}"#,
+            r#"{"id":7}"#,
+            r#"{"a":{"b":[1,{"c":null}]},"d":[[[]],{}]}"#,
+            r#"{"\u0069d":"x"}"#,
+            r#"{"prompt_tokens":1.0,"completion_tokens":2}"#,
+            r#"{"prompt_tokens":01}"#,
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":null,"prompt_tokens_details":null,"completion_tokens":0}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}"#,
+            r#"{"input_tokens":9,"input_tokens_details":{"x":[1,{"y":"}"}],"cached_tokens":4}}"#,
+            r#"{"input_tokens":9,"input_tokens_details":{"cached_tokens":-4}}"#,
+            r#"{"input_tokens":9,"input_tokens_details":[4]}"#,
+            r#"{"output_tokens":2,"output_tokens":2}"#,
+            "\"tab\there\"",
+            r#""a/b""#,
+        ]);
+        let key = prop::sample::select(vec![
+            "id",
+            "model",
+            "usage",
+            "message",
+            "response",
+            "choices",
+            "object",
+            "created",
+            "\\u0075sage",
+            "us\\\"age",
+        ]);
+        (
+            prop::collection::vec((key, value), 0..7),
+            any::<bool>(),
+            0..3u8,
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(members, spaced, mutate, at)| {
+                let (sep, colon) = if spaced { (" ,\n ", " : ") } else { (",", ":") };
+                let body = members
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
+                    .collect::<Vec<_>>()
+                    .join(sep);
+                let mut b = format!("{{{body}}}").into_bytes();
+                if spaced {
+                    b.insert(0, b' ');
+                    b.push(b'\n');
+                }
+                match mutate {
+                    1 => b.truncate(at.index(b.len())),
+                    2 => {
+                        b.remove(at.index(b.len()));
+                    }
+                    _ => {}
+                }
+                // Plain: each key once, none escaped (what the skim must be sure of).
+                let mut keys: Vec<&str> = members.iter().map(|(k, _)| *k).collect();
+                let escaped = keys.iter().any(|k| k.contains('\\'));
+                keys.sort_unstable();
+                keys.dedup();
+                let plain = mutate == 0 && !escaped && keys.len() == members.len();
+                (b, mutate, plain)
+            })
+    }
+
+    fn absorbed(chunk: Option<Chunk>) -> Usage {
+        let mut u = Usage::default();
+        if let Some(c) = chunk {
+            u.absorb(c);
+        }
+        u
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// What serde reads from (or refuses in) a valid or a cut answer, the skim reads (or
+        /// refuses) too. (Invalid JSON inside a member the skim steps over is the one case
+        /// where they may differ: serde refuses the answer, the skim reads the rest.)
+        /// An answer serde reads, whose keys are plain and unique, is the skim's, not left
+        /// to serde.
+        #[test]
+        fn a_skimmed_answer_reads_as_serde_reads_it((body, mutate, plain) in answer()) {
+            let serde = serde_json::from_slice::<Chunk>(&body).ok();
+            let skimmed = skim(&body);
+            if plain && serde.is_some() {
+                proptest::prop_assert!(skimmed.is_some());
+            }
+            // Valid JSON and cut answers read alike whatever serde makes of them (a member
+            // of the wrong type refuses both); others where serde reads them.
+            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+            if valid || mutate == 1 || serde.is_some() {
+                let ours = json_chunk(&body);
+                proptest::prop_assert_eq!(ours.is_some(), serde.is_some());
+                proptest::prop_assert_eq!(absorbed(ours), absorbed(serde));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time string end agrees with a byte-by-byte one, wherever the quotes
+        /// and backslashes fall against the eight-byte words.
+        #[test]
+        fn string_ends_agree_with_bytewise(
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'"', b'\\', 0xC3, b' ', 0x7F]),
+                0..40,
+            ),
+        ) {
+            let mut b = vec![b'"'];
+            b.extend_from_slice(&body);
+            let mut want = None;
+            let mut i = 1;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        want = Some(i + 1);
+                        break;
+                    }
+                    b'\\' => i += 2,
+                    _ => i += 1,
+                }
+            }
+            proptest::prop_assert_eq!(string_end::<false>(&b, 0), want);
+            let plain = want.filter(|&end| !b[1..end].contains(&b'\\'));
+            proptest::prop_assert_eq!(string_end::<true>(&b, 0), plain);
+        }
+    }
+
+    #[test]
+    fn a_plain_answer_is_skimmed() {
+        let body = br#"{"choices":[{"index":0,"logprobs":null,"message":{"content":"Hello \"x\" }]","role":"assistant"}}],"created":1,"id":"chatcmpl-1","model":"gpt-4o-mini","object":"chat.completion","usage":{"completion_tokens":3,"prompt_tokens":20,"total_tokens":23}}"#;
+        let members = skim(body).expect("a plain answer is skimmed, not left to serde");
+        assert_eq!(members[0], Some(&br#""chatcmpl-1""#[..]));
+        let u = absorbed(json_chunk(body));
+        assert_eq!(u.input_tokens, Some(20));
+        assert_eq!(u.output_tokens, Some(3));
+        assert_eq!(u.response_model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(u.response_id.as_deref(), Some("chatcmpl-1"));
+        // Left to serde: a member twice, an escaped key, an array, a mismatched bracket,
+        // something after the object; and serde refuses each of these.
+        for unsure in [
+            &br#"{"id":"a","id":"b"}"#[..],
+            br#"{"\u0069d":"a"}"#,
+            br#"[1]"#,
+            br#"{"choices":[}],"id":"a"}"#,
+            br#"{"id":"a"} x"#,
+        ] {
+            assert!(
+                skim(unsure).is_none(),
+                "{}",
+                String::from_utf8_lossy(unsure)
+            );
+        }
+        // A member of the wrong type refuses the whole answer, as serde does.
+        assert!(json_chunk(br#"{"id":7,"usage":{"prompt_tokens":1}}"#).is_none());
+        // Nesting deeper than the skim follows is serde's.
+        let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(70), "]".repeat(70));
+        assert!(skim(deep.as_bytes()).is_none());
+        assert!(json_chunk(deep.as_bytes()).is_some());
     }
 }
