@@ -10,19 +10,23 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use url::Url;
 
+use crate::service::Target;
 use crate::CookieJar;
+
+/// The URL the request went to, or what makes it when a response sets a cookie.
+pub(crate) type Destination = Result<Url, Target>;
 
 pin_project! {
     /// The inner call; stores the response's cookies in the jar when it completes.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        store: Option<(CookieJar, Url)>,
+        store: Option<(CookieJar, Destination)>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, store: Option<(CookieJar, Url)>) -> Self {
+    pub(crate) fn new(inner: F, store: Option<(CookieJar, Destination)>) -> Self {
         Self { inner, store }
     }
 }
@@ -32,7 +36,10 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         f.debug_struct("ResponseFuture")
             .field(
                 "host",
-                &self.store.as_ref().and_then(|(_, url)| url.host_str()),
+                &self.store.as_ref().and_then(|(_, to)| match to {
+                    Ok(url) => url.host_str().map(str::to_owned),
+                    Err(target) => target.url().and_then(|u| u.host_str().map(str::to_owned)),
+                }),
             )
             .finish()
     }
@@ -48,8 +55,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let (Ok(response), Some((jar, url))) = (&result, this.store.take()) {
-            jar.store_response_cookies(&url, response.headers());
+        if let (Ok(response), Some((jar, to))) = (&result, this.store.take()) {
+            if response.headers().contains_key(http::header::SET_COOKIE) {
+                if let Ok(url) = to.or_else(|target| target.url().ok_or(())) {
+                    jar.store_response_cookies(&url, response.headers());
+                }
+            }
         }
         Poll::Ready(result.map_err(Into::into))
     }

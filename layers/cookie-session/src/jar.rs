@@ -202,6 +202,11 @@ impl CookieJar {
         self.read().unexpired()
     }
 
+    /// Whether the jar holds any cookie, expired ones included (cheap: no URL, no count).
+    pub fn holds_any(&self) -> bool {
+        self.read().store.iter_any().next().is_some()
+    }
+
     /// No unexpired cookies.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

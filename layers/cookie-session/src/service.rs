@@ -49,18 +49,41 @@ impl<S> CookieSession<S> {
     portcullis_core::define_inner_service_accessors!();
 }
 
-/// The URL cookies are matched against for `req`, if one can be made.
-pub(crate) fn request_url<B>(req: &Request<B>) -> Option<Url> {
-    let uri = req.uri();
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let text = match (uri.scheme_str(), uri.authority()) {
-        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{path}"),
-        _ => {
-            let host = req.headers().get(HOST)?.to_str().ok()?;
-            format!("http://{host}{path}")
-        }
-    };
-    Url::parse(&text).ok()
+/// Where a request goes, kept to make the URL cookies are matched against only when there is
+/// something to match (a jar with cookies, a response with `Set-Cookie`): most calls have
+/// neither, and parsing a URL costs more than the rest of the layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    uri: http::Uri,
+    /// The `Host` header, for a relative URI.
+    host: Option<HeaderValue>,
+}
+
+impl Target {
+    /// `None` when the request has neither an absolute URI nor a `Host` header.
+    pub(crate) fn of<B>(req: &Request<B>) -> Option<Self> {
+        let uri = req.uri();
+        let host = match (uri.scheme(), uri.authority()) {
+            (Some(_), Some(_)) => None,
+            _ => Some(req.headers().get(HOST)?.clone()),
+        };
+        Some(Self {
+            uri: uri.clone(),
+            host,
+        })
+    }
+
+    /// The URL cookies are matched against, if one can be made.
+    pub(crate) fn url(&self) -> Option<Url> {
+        let uri = &self.uri;
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let text = match (uri.scheme_str(), uri.authority(), &self.host) {
+            (Some(scheme), Some(authority), _) => format!("{scheme}://{authority}{path}"),
+            (_, _, Some(host)) => format!("http://{}{path}", host.to_str().ok()?),
+            _ => return None,
+        };
+        Url::parse(&text).ok()
+    }
 }
 
 /// Append `ours` to the request's own cookies, as one `Cookie` header.
@@ -101,21 +124,32 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(url) = request_url(&req) else {
+        let Some(target) = Target::of(&req) else {
             tracing::debug!("request has no absolute URI nor Host header; cookies not handled");
             return ResponseFuture::new(self.inner.call(req), None);
         };
         let jar = self
             .jars
             .jar_for(|| CallerId::from_parts(req.headers(), req.extensions()));
-        if let Some((cookies, count)) = jar.request_cookies(&url) {
-            tracing::debug!(
-                host = url.host_str(),
-                cookies = count,
-                "sending jar cookies"
-            );
-            add_cookies(req.headers_mut(), cookies);
+        // An empty jar has nothing to send: no URL to make until a response sets a cookie.
+        let url = match jar.holds_any() {
+            true => target.url(),
+            false => None,
+        };
+        if let Some(url) = &url {
+            if let Some((cookies, count)) = jar.request_cookies(url) {
+                tracing::debug!(
+                    host = url.host_str(),
+                    cookies = count,
+                    "sending jar cookies"
+                );
+                add_cookies(req.headers_mut(), cookies);
+            }
         }
-        ResponseFuture::new(self.inner.call(req), Some((jar, url)))
+        let target = match url {
+            Some(url) => Ok(url),
+            None => Err(target),
+        };
+        ResponseFuture::new(self.inner.call(req), Some((jar, target)))
     }
 }

@@ -354,6 +354,26 @@ fn clear_empties_the_jar() {
     assert_eq!(header(&jar, "https://a.example/"), None);
 }
 
+/// The layer makes no URL for a jar that holds nothing (the common case, and the costly
+/// part): `holds_any` must be true whenever a cookie could match, expired ones included.
+#[test]
+fn holds_any_says_whether_a_cookie_could_match() {
+    let jar = CookieJar::new();
+    assert!(!jar.holds_any());
+    jar.store_response_cookies(&url("https://a.example/"), &set_cookies(&["a=1"]));
+    assert!(jar.holds_any());
+    jar.clear();
+    assert!(!jar.holds_any());
+    // A loaded jar holds what it loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jars.json");
+    let saved = CookieJar::new();
+    saved.store_response_cookies(&url("https://a.example/"), &set_cookies(&["s=1"]));
+    portcullis_cookie_session::persist::save_all(&path, &[("up", &saved)]).unwrap();
+    let loaded = portcullis_cookie_session::persist::load_all(&path).unwrap();
+    assert!(loaded["up"].holds_any());
+}
+
 // === persistence ===
 
 #[test]
