@@ -117,7 +117,9 @@ impl Visit for JsonFields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
         if value.is_finite() {
-            let _ = write!(self.out, "{value:?}");
+            // serde_json's own float writer: the same digits tracing-subscriber's JSON has,
+            // without `fmt`'s float machinery.
+            self.out.push_str(zmij::Buffer::new().format_finite(value));
         } else {
             self.out.push_str("null");
         }
@@ -231,7 +233,14 @@ fn timestamp(out: &mut String, now: SystemTime) {
         }
         out.push_str(&cached.1);
     });
-    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+    // `.{:06}Z` without `fmt`: six digits, zero-padded.
+    let mut frac = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for d in frac[1..7].iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time (Howard Hinnant's days-to-civil algorithm).
@@ -274,6 +283,21 @@ mod tests {
             let mut s = String::new();
             civil(&mut s, secs);
             assert_eq!(s, want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn timestamps_have_six_digits_of_microseconds() {
+        for (micros, want) in [
+            (0u32, "1970-01-01T00:00:07.000000Z"),
+            (5, "1970-01-01T00:00:07.000005Z"),
+            (517_098, "1970-01-01T00:00:07.517098Z"),
+            (999_999, "1970-01-01T00:00:07.999999Z"),
+        ] {
+            let mut s = String::new();
+            let t = UNIX_EPOCH + Duration::from_secs(7) + Duration::from_micros(micros.into());
+            timestamp(&mut s, t);
+            assert_eq!(s, want);
         }
     }
 
@@ -377,6 +401,9 @@ mod tests {
                 status = 200u16,
                 latency_ms = 1.952f64,
                 whole = 2.0f64,
+                tiny = 1.0e-7f64,
+                huge = 1.5e300f64,
+                third = 1.0f64 / 3.0,
                 attempts = 1u32,
                 negative = -3i64,
                 stream = false,
