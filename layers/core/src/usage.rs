@@ -10,6 +10,8 @@
 
 use serde::Deserialize;
 
+use crate::json_skim::{object, ws};
+
 /// The most of a non-streaming JSON response kept for reading its usage.
 pub const JSON_CAP: usize = 2 * 1024 * 1024;
 
@@ -440,135 +442,6 @@ fn skim(b: &[u8]) -> Option<[Option<&[u8]>; 5]> {
     (ws(b, end) == b.len()).then_some(found)
 }
 
-/// Walks the JSON object that starts at `b[i]`, handing each member's key (without its
-/// quotes) and raw value to `each`; the index just past the object. `None` where the object
-/// is not whole, a key has an escape (serde would unescape it before matching), or `each`
-/// says so.
-fn object<'a>(
-    b: &'a [u8],
-    mut i: usize,
-    mut each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
-) -> Option<usize> {
-    if b.get(i) != Some(&b'{') {
-        return None; // serde reads a struct from an array too: let it
-    }
-    i = ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return Some(i + 1);
-    }
-    loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let end = string_end::<true>(b, i)?;
-        let key = &b[i + 1..end - 1];
-        i = ws(b, end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = ws(b, i + 1);
-        let start = i;
-        i = skip_value(b, i)?;
-        each(key, &b[start..i])?;
-        i = ws(b, i);
-        match b.get(i) {
-            Some(b',') => i = ws(b, i + 1),
-            Some(b'}') => return Some(i + 1),
-            _ => return None,
-        }
-    }
-}
-
-/// The first index at or after `i` that is not JSON whitespace.
-fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
-        i += 1;
-    }
-    i
-}
-
-/// The index just past the string whose opening quote is at `i`: eight bytes at a time up to
-/// the first `"` or `\\`, as `serde_json` skips a string's plain bytes. `NO_ESCAPES`: `None`
-/// for a string with an escape in it.
-fn string_end<const NO_ESCAPES: bool>(b: &[u8], mut i: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each zero byte of `v` (exact up to the first one, which is all we use).
-    let zeros = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    i += 1;
-    loop {
-        while let Some(word) = b.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            let w = u64::from_le_bytes(w);
-            let special =
-                zeros(w ^ (ONES * u64::from(b'"'))) | zeros(w ^ (ONES * u64::from(b'\\')));
-            if special != 0 {
-                i += (special.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
-        match *b.get(i)? {
-            b'"' => return Some(i + 1),
-            // The escaped byte (`\"`, `\\`, or the `u` of `\uXXXX`) is not an end.
-            b'\\' if NO_ESCAPES => return None,
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-}
-
-/// The index just past the value that starts at `i`: strings by their quotes, containers by
-/// their brackets (matched, nested up to 64 deep), scalars by the byte that ends them.
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => string_end::<false>(b, i),
-        open @ (b'{' | b'[') => {
-            // One bit per open container: 1 for an object.
-            let mut stack: u64 = u64::from(open == b'{');
-            let mut depth = 1u32;
-            let mut i = i + 1;
-            loop {
-                match *b.get(i)? {
-                    b'"' => i = string_end::<false>(b, i)?,
-                    c @ (b'{' | b'[') => {
-                        if depth == 64 {
-                            return None;
-                        }
-                        stack = (stack << 1) | u64::from(c == b'{');
-                        depth += 1;
-                        i += 1;
-                    }
-                    c @ (b'}' | b']') => {
-                        if (stack & 1 == 1) != (c == b'}') {
-                            return None;
-                        }
-                        stack >>= 1;
-                        depth -= 1;
-                        i += 1;
-                        if depth == 0 {
-                            return Some(i);
-                        }
-                    }
-                    _ => i += 1,
-                }
-            }
-        }
-        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
-            let mut i = i + 1;
-            while let Some(c) = b.get(i) {
-                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
-                    break;
-                }
-                i += 1;
-            }
-            Some(i)
-        }
-        _ => None,
-    }
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
 }
@@ -896,36 +769,6 @@ mod tests {
                 proptest::prop_assert_eq!(ours.is_some(), serde.is_some());
                 proptest::prop_assert_eq!(absorbed(ours), absorbed(serde));
             }
-        }
-    }
-
-    proptest::proptest! {
-        /// The word-at-a-time string end agrees with a byte-by-byte one, wherever the quotes
-        /// and backslashes fall against the eight-byte words.
-        #[test]
-        fn string_ends_agree_with_bytewise(
-            body in proptest::collection::vec(
-                proptest::sample::select(vec![b'a', b'"', b'\\', 0xC3, b' ', 0x7F]),
-                0..40,
-            ),
-        ) {
-            let mut b = vec![b'"'];
-            b.extend_from_slice(&body);
-            let mut want = None;
-            let mut i = 1;
-            while i < b.len() {
-                match b[i] {
-                    b'"' => {
-                        want = Some(i + 1);
-                        break;
-                    }
-                    b'\\' => i += 2,
-                    _ => i += 1,
-                }
-            }
-            proptest::prop_assert_eq!(string_end::<false>(&b, 0), want);
-            let plain = want.filter(|&end| !b[1..end].contains(&b'\\'));
-            proptest::prop_assert_eq!(string_end::<true>(&b, 0), plain);
         }
     }
 

@@ -17,6 +17,8 @@
 
 use std::ops::Range;
 
+use portcullis_core::json_skim::string_stop;
+
 use crate::Api;
 
 /// The scan is not sure: let serde decide.
@@ -624,32 +626,6 @@ fn utf8(b: &[u8]) -> Result<&str> {
     std::str::from_utf8(b).map_err(|_| Unsure)
 }
 
-/// The first byte at or after `i` that is `"`, `\` or a control character (or `b.len()`),
-/// eight bytes at a time.
-fn string_stop(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The lowest flagged byte is always a real one (a false flag only follows a real one).
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*word);
-        let stops = zero_byte(w ^ (ONES * u64::from(b'"')))
-            | zero_byte(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
-        if stops != 0 {
-            return i + (stops.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,25 +636,6 @@ mod tests {
         let mut v = Vec::new();
         t.each(&mut |i, s| v.push((i, s.to_owned())));
         Ok(v)
-    }
-
-    #[test]
-    fn string_stop_finds_the_first_stop_in_every_position() {
-        for len in 0..24 {
-            for at in 0..=len {
-                for stop in [b'"', b'\\', 0x00, 0x1f] {
-                    let mut b = vec![b'a'; len];
-                    // High bytes and 0x20 next to the stop must not hide it.
-                    for (j, x) in b.iter_mut().enumerate() {
-                        *x = [b'a', 0xff, 0x20, 0x80][j % 4];
-                    }
-                    if at < len {
-                        b[at] = stop;
-                    }
-                    assert_eq!(string_stop(&b, 0), at, "{len} {at} {stop}");
-                }
-            }
-        }
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! Stepping over JSON without reading it: where a value starts and ends, strings skipped
+//! eight bytes at a time, no tree, no allocation.
+//!
+//! An LLM answer is mostly what a layer does not need (choices, their text, logprobs around
+//! the few members it reads). These helpers find the members and the raw bytes of their
+//! values; the caller reads the few it wants (often with serde, on tens of bytes instead of
+//! the whole answer).
+//!
+//! # Not a validator
+//!
+//! The skim checks the structure it walks (matched brackets, quotes, colons and commas of
+//! the objects it is asked to walk) and nothing inside the values it steps over: an invalid
+//! number or escape deep inside a skipped value goes unnoticed. A caller that must refuse
+//! what serde refuses keeps serde for the cases it must be exact about (see
+//! [`crate::usage`]); [`string_stop`] is also the inner loop of the loop-detection layer's
+//! validating scan.
+
+/// The first index at or after `i` that is not JSON whitespace.
+pub fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The first byte at or after `i` that is `"`, `\` or a control character (or `b.len()`),
+/// eight bytes at a time.
+pub fn string_stop(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The lowest flagged byte is always a real one (a false flag only follows a real one).
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*word);
+        let stops = zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string whose opening quote is at `i` (`None`: it does not end).
+/// `NO_ESCAPES`: also `None` for a string with an escape in it (a key serde would unescape
+/// before matching it).
+pub fn string_end<const NO_ESCAPES: bool>(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        i = string_stop(b, i);
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' if NO_ESCAPES => return None,
+            // The escaped byte (`\"`, `\\`, or the `u` of `\uXXXX`) is not an end.
+            b'\\' => i += 2,
+            // A control character: not JSON, but not the skim's to judge.
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index just past the value that starts at `b[i]`: strings by their quotes, containers
+/// by their brackets (matched, nested up to 64 deep), scalars by the byte that ends them.
+/// `None` where the value does not end or nests deeper.
+pub fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end::<false>(b, i),
+        open @ (b'{' | b'[') => {
+            // One bit per open container: 1 for an object.
+            let mut stack: u64 = u64::from(open == b'{');
+            let mut depth = 1u32;
+            let mut i = i + 1;
+            loop {
+                match *b.get(i)? {
+                    b'"' => i = string_end::<false>(b, i)?,
+                    c @ (b'{' | b'[') => {
+                        if depth == 64 {
+                            return None;
+                        }
+                        stack = (stack << 1) | u64::from(c == b'{');
+                        depth += 1;
+                        i += 1;
+                    }
+                    c @ (b'}' | b']') => {
+                        if (stack & 1 == 1) != (c == b'}') {
+                            return None;
+                        }
+                        stack >>= 1;
+                        depth -= 1;
+                        i += 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+            let mut i = i + 1;
+            while let Some(c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                i += 1;
+            }
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+/// Walks the JSON object that starts at `b[i]`, handing each member's key (without its
+/// quotes, never with an escape) and raw value (no surrounding whitespace) to `each`; the
+/// index just past the object. `None` where the object is not whole, a key has an escape,
+/// or `each` says so.
+///
+/// ```
+/// use portcullis_core::json_skim::object;
+///
+/// let b = br#"{"choices":[{"text":"}"}], "usage" : {"prompt_tokens":3}}"#;
+/// let mut usage = None;
+/// let end = object(b, 0, |key, value| {
+///     if key == b"usage" {
+///         usage = Some(value);
+///     }
+///     Some(())
+/// });
+/// assert_eq!(end, Some(b.len()));
+/// assert_eq!(usage, Some(&br#"{"prompt_tokens":3}"#[..]));
+/// ```
+pub fn object<'a>(
+    b: &'a [u8],
+    mut i: usize,
+    mut each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
+) -> Option<usize> {
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = string_end::<true>(b, i)?;
+        let key = &b[i + 1..end - 1];
+        i = ws(b, end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let start = i;
+        i = skip_value(b, i)?;
+        each(key, &b[start..i])?;
+        i = ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_stop_finds_the_first_stop_in_every_position() {
+        for len in 0..24 {
+            for at in 0..=len {
+                for stop in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut b = vec![b'a'; len];
+                    // High bytes and 0x20 next to the stop must not hide it.
+                    for (j, x) in b.iter_mut().enumerate() {
+                        *x = [b'a', 0xff, 0x20, 0x80][j % 4];
+                    }
+                    if at < len {
+                        b[at] = stop;
+                    }
+                    assert_eq!(string_stop(&b, 0), at, "{len} {at} {stop}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The string end agrees with a byte-by-byte one, wherever the quotes, backslashes
+        /// and control characters fall against the eight-byte words.
+        #[test]
+        fn string_ends_agree_with_bytewise(
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'"', b'\\', 0xC3, b' ', 0x7F, 0x01]),
+                0..40,
+            ),
+        ) {
+            let mut b = vec![b'"'];
+            b.extend_from_slice(&body);
+            let mut want = None;
+            let mut i = 1;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        want = Some(i + 1);
+                        break;
+                    }
+                    b'\\' => i += 2,
+                    _ => i += 1,
+                }
+            }
+            proptest::prop_assert_eq!(string_end::<false>(&b, 0), want);
+            let plain = want.filter(|&end| !b[1..end].contains(&b'\\'));
+            proptest::prop_assert_eq!(string_end::<true>(&b, 0), plain);
+        }
+
+        /// Any valid JSON value is stepped over to its exact end, whatever follows it.
+        #[test]
+        fn skip_value_ends_where_serde_ends(value in json_value(), tail in "[ ,}\\]]{0,2}") {
+            let text = format!("{value}{tail}");
+            proptest::prop_assert_eq!(skip_value(text.as_bytes(), 0), Some(value.len()));
+        }
+    }
+
+    /// Valid JSON values (through serde_json, so escapes and numbers are as real ones are).
+    fn json_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1e9f64..1e9).prop_map(serde_json::Value::from),
+            "[a-z\"\\\\{}\\[\\]\u{0}-\u{1f}é🦀 ]{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z\"{}]{0,6}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .prop_map(|v| v.to_string())
+    }
+
+    #[test]
+    fn objects_are_walked_and_broken_ones_refused() {
+        let mut seen = Vec::new();
+        let b = br#" { "a" : [1, {"b": "]"}] , "c":"\"" ,"d":-1.5e3,"e":{}} "#;
+        let end = object(b, 1, |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Some(())
+        });
+        assert_eq!(end, Some(b.len() - 1));
+        assert_eq!(
+            seen,
+            [
+                (b"a".to_vec(), br#"[1, {"b": "]"}]"#.to_vec()),
+                (b"c".to_vec(), br#""\"""#.to_vec()),
+                (b"d".to_vec(), b"-1.5e3".to_vec()),
+                (b"e".to_vec(), b"{}".to_vec()),
+            ]
+        );
+        for broken in [
+            &b"{"[..],
+            br#"{"a":1"#,
+            br#"{"a":[}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":1,}"#,
+            br#"{"\u0061":1}"#,
+            br#"{"a":"}"#,
+            b"[1]",
+        ] {
+            assert_eq!(
+                object(broken, 0, |_, _| Some(())),
+                None,
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(skip_value(deep.as_bytes(), 0), None);
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(skip_value(ok.as_bytes(), 0), Some(ok.len()));
+    }
+}
