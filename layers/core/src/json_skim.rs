@@ -139,8 +139,23 @@ pub fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 /// ```
 pub fn object<'a>(
     b: &'a [u8],
-    mut i: usize,
+    i: usize,
     mut each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
+) -> Option<usize> {
+    object_reading(b, i, |key, start| {
+        let end = skip_value(b, start)?;
+        each(key, &b[start..end])?;
+        Some(end)
+    })
+}
+
+/// [`object`] for a caller that reads some values itself, so that they are walked once:
+/// `each` gets each key and the index where its value starts (after whitespace), and gives
+/// back the index just past the value (reading it, or with [`skip_value`]).
+pub fn object_reading<'a>(
+    b: &'a [u8],
+    mut i: usize,
+    mut each: impl FnMut(&'a [u8], usize) -> Option<usize>,
 ) -> Option<usize> {
     if b.get(i) != Some(&b'{') {
         return None;
@@ -159,10 +174,7 @@ pub fn object<'a>(
         if b.get(i) != Some(&b':') {
             return None;
         }
-        i = ws(b, i + 1);
-        let start = i;
-        i = skip_value(b, i)?;
-        each(key, &b[start..i])?;
+        i = each(key, ws(b, i + 1))?;
         i = ws(b, i);
         match b.get(i) {
             Some(b',') => i = ws(b, i + 1),

@@ -763,8 +763,10 @@ mod tests {
             }
             // Valid JSON and cut answers read alike whatever serde makes of them (a member
             // of the wrong type refuses both); others where serde reads them.
-            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
-            if valid || mutate == 1 || serde.is_some() {
+            let valid = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+            // Cut before its closing brace (a cut of trailing whitespace leaves it whole).
+            let cut = mutate == 1 && !body.trim_ascii_end().ends_with(b"}");
+            if valid || cut || serde.is_some() {
                 let ours = json_chunk(&body);
                 proptest::prop_assert_eq!(ours.is_some(), serde.is_some());
                 proptest::prop_assert_eq!(absorbed(ours), absorbed(serde));

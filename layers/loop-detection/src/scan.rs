@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use portcullis_core::json_skim::string_stop;
+use portcullis_core::json_skim::{object_reading, skip_value, string_stop, ws};
 
 use crate::Api;
 
@@ -153,17 +153,97 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
 
 /// Find the answer text of a whole (not streamed) chat completion into `out` (what
 /// [`crate::api::json_text`] finds with serde: `choices[].message.content` as a string), or
-/// [`Unsure`] (content parts, and everything [`scan`] is unsure of, are left to serde).
+/// [`Unsure`] (content parts, duplicate or escaped keys, a choice index or message of an
+/// unexpected type: serde's to read or refuse).
+///
+/// Unlike [`scan`], which checks an event as serde would, a whole answer is stepped over with
+/// [`portcullis_core::json_skim`] (its structure checked, the values around the texts not
+/// read), and only the texts are decoded and checked. The one difference from serde: an
+/// answer whose structure is whole but with invalid JSON outside its texts (a bad number in
+/// `usage`) is still watched, where serde would refuse it and leave it unwatched.
 pub(crate) fn scan_chat_answer(body: &[u8], out: &mut Texts) -> Result<()> {
     out.clear();
-    let mut s = Cursor { b: body, i: 0 };
-    s.ws();
-    chat_choices(&mut s, out, b"message")?;
-    s.ws();
-    if s.i != s.b.len() {
+    let mut seen = false;
+    let end = object_reading(body, ws(body, 0), |key, start| {
+        if key != b"choices" {
+            return skip_value(body, start);
+        }
+        if std::mem::replace(&mut seen, true) {
+            return None; // serde refuses a duplicate field
+        }
+        answer_choices(body, start, out).ok()
+    })
+    .ok_or(Unsure)?;
+    // No `choices`: serde's default, no texts.
+    if ws(body, end) != body.len() {
         return Err(Unsure);
     }
     Ok(())
+}
+
+/// The `choices` array of a whole answer, from `b[i]`: each choice's text into `out`; the
+/// index just past the array.
+fn answer_choices(b: &[u8], i: usize, out: &mut Texts) -> Result<usize> {
+    if b.get(i) != Some(&b'[') {
+        return Err(Unsure); // `null` or another type: serde refuses the answer
+    }
+    let mut i = ws(b, i + 1);
+    if b.get(i) == Some(&b']') {
+        return Ok(i + 1);
+    }
+    loop {
+        let (mut index, mut seen_message) = (None, false);
+        let mut text = None;
+        let end = object_reading(b, i, |key, start| match key {
+            b"index" => {
+                let mut c = Cursor { b, i: start };
+                if index.replace(c.index().ok()?).is_some() {
+                    return None;
+                }
+                Some(c.i)
+            }
+            b"message" => {
+                if std::mem::replace(&mut seen_message, true) {
+                    return None;
+                }
+                if b[start..].starts_with(b"null") {
+                    return Some(start + 4);
+                }
+                let mut seen_content = false;
+                object_reading(b, start, |key, start| {
+                    if key != b"content" {
+                        return skip_value(b, start);
+                    }
+                    if std::mem::replace(&mut seen_content, true) {
+                        return None;
+                    }
+                    match *b.get(start)? {
+                        b'"' => {
+                            let mut c = Cursor { b, i: start };
+                            text = Some(c.text(&mut out.buf).ok()?);
+                            Some(c.i)
+                        }
+                        // Content parts are serde's.
+                        b'[' => None,
+                        // `null` or another JSON value: no text (serde reads it as a `Value`
+                        // and finds no string in it).
+                        _ => skip_value(b, start),
+                    }
+                })
+            }
+            _ => skip_value(b, start),
+        })
+        .ok_or(Unsure)?;
+        if let Some(t) = text {
+            out.pieces.push(t.piece(index.unwrap_or(0)));
+        }
+        i = ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b']') => return Ok(i + 1),
+            _ => return Err(Unsure),
+        }
+    }
 }
 
 /// `{"choices":[{"index":N,"delta":{"content":"..."}}, ..], ..}` (`message` in place of
@@ -942,7 +1022,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         /// The same for whole chat answers (`message` in place of `delta`): where the scan
-        /// is sure, it finds what the serde read of a whole answer finds.
+        /// is sure, it finds what the serde read of a whole answer finds, for valid JSON and
+        /// cut answers. (Invalid JSON outside the texts is the one difference: the skim does
+        /// not read it, serde refuses the answer.)
         #[test]
         fn whole_chat_answers_agree_with_serde(
             payload in event(Api::ChatCompletions),
@@ -951,8 +1033,11 @@ mod tests {
         ) {
             let payload = payload.replace("\"delta\"", "\"message\"").into_bytes();
             let payload = mutated(payload, cut, mutate);
+            let valid = serde_json::from_slice::<serde_json::Value>(&payload).is_ok();
+            // Cut before its closing brace (a cut of trailing whitespace leaves it whole).
+            let cut = mutate == 1 && !payload.trim_ascii_end().ends_with(b"}");
             let mut texts = Texts::default();
-            if scan_chat_answer(&payload, &mut texts).is_ok() {
+            if (valid || cut) && scan_chat_answer(&payload, &mut texts).is_ok() {
                 let mut got = Vec::new();
                 texts.each(&mut |i, t| got.push((i, t.to_owned())));
                 prop_assert_eq!(got, serde_answer_pieces(&payload));
@@ -971,6 +1056,24 @@ mod tests {
         // Content parts are serde's.
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}"#;
         assert_eq!(scan_chat_answer(parts, &mut texts), Err(Unsure));
+        // Cut anywhere (right after a key too): unsure, never a panic.
+        for cut in 0..body.len() {
+            assert_eq!(
+                scan_chat_answer(&body[..cut], &mut texts),
+                Err(Unsure),
+                "{cut}"
+            );
+        }
+        // A second `index`, `message` or `content` in a choice, or a second `choices`, is
+        // serde's to refuse.
+        for dup in [
+            &br#"{"choices":[{"index":0,"index":1,"message":{"content":"a"}}]}"#[..],
+            br#"{"choices":[{"message":null,"message":{"content":"a"}}]}"#,
+            br#"{"choices":[{"message":{"content":"a","content":"b"}}]}"#,
+            br#"{"choices":[],"choices":[{"message":{"content":"a"}}]}"#,
+        ] {
+            assert_eq!(scan_chat_answer(dup, &mut texts), Err(Unsure));
+        }
     }
 
     /// Events around one text token, as a stream sends them (so the template is used), with
