@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sessions: Sessions,
     pub(crate) max_body_bytes: usize,
+    /// Searchers for the prefix, built once (building one costs more than a search).
+    pub(crate) look: crate::service::PrefixLook,
 }
 
 impl CommandsLayer {
@@ -31,6 +33,7 @@ impl CommandsLayer {
         Self {
             shared: Arc::new(Shared {
                 sessions: Sessions::new(config.max_sessions, config.session_ttl),
+                look: crate::service::PrefixLook::new(&config.prefix),
                 config,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             }),

@@ -112,7 +112,7 @@ where
     let bytes = collect_limited(body, shared.max_body_bytes).await?;
     let prefix = shared.config.prefix.as_str();
     // Most requests carry no command and their session no settings: they go on unparsed.
-    if settings.is_none() && !may_contain(&bytes, prefix) {
+    if settings.is_none() && !shared.look.may_contain(&bytes) {
         return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
     }
     let json = match serde_json::from_slice::<Value>(&bytes) {
@@ -170,15 +170,37 @@ where
     forward(inner, Request::from_parts(parts, ReqB::from(body))).await
 }
 
-/// Whether `body` may hold `prefix` as JSON text: its bytes, or (for a prefix with `/`) the
-/// `\/` escape some encoders write. A prefix with non-ASCII characters is always looked for
-/// by parsing, as an encoder may have escaped them.
-fn may_contain(body: &[u8], prefix: &str) -> bool {
-    let contains = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
-    !prefix.is_ascii()
-        || contains(prefix.as_bytes())
-        || (prefix.contains('/') && contains(prefix.replace('/', "\\/").as_bytes()))
-        || prefix.contains(['"', '\\'])
+/// Whether a body may hold the command prefix as JSON text: its bytes, or (for a prefix with
+/// `/`) the `\/` escape some encoders write. A prefix with non-ASCII characters (an encoder
+/// may have escaped them) or with `"` or `\` is always looked for by parsing.
+#[derive(Debug, Clone)]
+pub(crate) struct PrefixLook {
+    /// `None`: always parse.
+    plain: Option<memchr::memmem::Finder<'static>>,
+    escaped: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl PrefixLook {
+    pub(crate) fn new(prefix: &str) -> Self {
+        let always = !prefix.is_ascii() || prefix.contains(['"', '\\']);
+        Self {
+            plain: (!always).then(|| memchr::memmem::Finder::new(prefix).into_owned()),
+            escaped: prefix
+                .contains('/')
+                .then(|| memchr::memmem::Finder::new(&prefix.replace('/', "\\/")).into_owned()),
+        }
+    }
+
+    pub(crate) fn may_contain(&self, body: &[u8]) -> bool {
+        let Some(plain) = &self.plain else {
+            return true;
+        };
+        plain.find(body).is_some()
+            || self
+                .escaped
+                .as_ref()
+                .is_some_and(|f| f.find(body).is_some())
+    }
 }
 
 /// The body with the session's settings applied: `model` replaced, each param added where
@@ -245,4 +267,26 @@ fn answer<B>(
     );
     resp.extensions_mut().insert(kind);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefixLook;
+
+    /// The quick look lets through every body that may hold the prefix as JSON text, and
+    /// only skips the parse of bodies that cannot.
+    #[test]
+    fn the_prefix_look_finds_plain_and_escaped_prefixes() {
+        let look = PrefixLook::new("!/");
+        assert!(look.may_contain(br#"{"messages":[{"content":"!/set(model=x)"}]}"#));
+        assert!(look.may_contain(br#"{"messages":[{"content":"!\/set(model=x)"}]}"#));
+        assert!(!look.may_contain(br#"{"messages":[{"content":"hello ! /"}]}"#));
+        let look = PrefixLook::new("#cmd");
+        assert!(look.may_contain(b"say #cmd"));
+        assert!(!look.may_contain(b"say #cm d"));
+        // An encoder may escape non-ASCII characters, and a quote or backslash is escaped
+        // in JSON text: such prefixes are always parsed for.
+        assert!(PrefixLook::new("¡/").may_contain(b"nothing here"));
+        assert!(PrefixLook::new("\"/").may_contain(b"nothing here"));
+    }
 }

@@ -442,10 +442,6 @@ fn skim(b: &[u8]) -> Option<[Option<&[u8]>; 5]> {
     (ws(b, end) == b.len()).then_some(found)
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
-}
-
 fn sse_line(line: &[u8], usage: &mut Usage) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(payload) = line.strip_prefix(b"data:") else {
@@ -456,8 +452,15 @@ fn sse_line(line: &[u8], usage: &mut Usage) {
         return; // `[DONE]`, keep-alives
     }
     // Most chunks carry only content: parse only those that can tell us something.
-    let wanted = (usage.response_model.is_none() && contains(payload, b"\"model\""))
-        || (contains(payload, b"\"usage\"") && !contains(payload, b"\"usage\":null"));
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // Searchers built once: building one costs more than searching a line with it.
+    static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+    static NO_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
+    let contains = |f: &Finder<'_>| f.find(payload).is_some();
+    let wanted = (usage.response_model.is_none() && contains(&MODEL))
+        || (contains(&USAGE) && !contains(&NO_USAGE));
     if !wanted {
         return;
     }

@@ -182,16 +182,36 @@ fn parsed_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
 /// markers (and no `\u` escape that could spell one) and that has the answer's list is an
 /// answer without calls. `None`: parse it.
 fn plainly_without_calls(api: Api, body: &[u8]) -> Option<Option<Vec<ToolCall>>> {
-    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
-    let (list, markers): (&[u8], &[&[u8]]) = match api {
-        Api::ChatCompletions => (b"\"choices\"", &[b"\"tool_calls\"", b"\"function_call\""]),
-        Api::Responses => (
-            b"\"output\"",
-            &[b"\"function_call\"", b"\"custom_tool_call\""],
-        ),
-        Api::Messages => (b"\"content\"", &[b"\"tool_use\""]),
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // Searchers built once: building one costs more than searching an answer with it.
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    static CHAT: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
+        [
+            b"\"choices\"" as &[u8],
+            b"\"tool_calls\"",
+            b"\"function_call\"",
+        ]
+        .map(Finder::new)
+    });
+    static RESPONSES: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
+        [
+            b"\"output\"" as &[u8],
+            b"\"function_call\"",
+            b"\"custom_tool_call\"",
+        ]
+        .map(Finder::new)
+    });
+    static MESSAGES: LazyLock<[Finder<'static>; 2]> =
+        LazyLock::new(|| [b"\"content\"" as &[u8], b"\"tool_use\""].map(Finder::new));
+    let has = |f: &Finder<'_>| f.find(body).is_some();
+    // The answer's list first, then the API's tool-call markers.
+    let (list, markers): (&Finder<'_>, &[Finder<'_>]) = match api {
+        Api::ChatCompletions => (&CHAT[0], &CHAT[1..]),
+        Api::Responses => (&RESPONSES[0], &RESPONSES[1..]),
+        Api::Messages => (&MESSAGES[0], &MESSAGES[1..]),
     };
-    if has(b"\\u") || markers.iter().any(|m| has(m)) || !has(list) {
+    if has(&ESCAPE) || markers.iter().any(has) || !has(list) {
         return None;
     }
     // Still a JSON answer (not an error object that happens to name the list).
