@@ -234,6 +234,17 @@ pub(crate) enum Outcome {
     Streamed,
     /// The inner service failed.
     Failed(SharedError),
+    /// Nobody but the leader waited (and nobody could join any more): the leader took the
+    /// whole response as it was, uncopied. Only the leader sees this.
+    Taken,
+}
+
+/// What the leader's call hands its own client past the shared outcome.
+enum ForLeader<RB> {
+    /// The response as a stream (it could not be shared).
+    Stream(Response<RB>),
+    /// The whole response, no one else waiting for it.
+    Whole(SharedResponse),
 }
 
 /// A completed response every waiter gets a copy of.
@@ -254,6 +265,17 @@ impl SharedResponse {
         *resp.version_mut() = self.version;
         *resp.headers_mut() = self.headers.clone();
         *resp.extensions_mut() = self.extensions.clone();
+        mark(&mut resp, outcome);
+        resp
+    }
+
+    /// [`to_response`](Self::to_response) for the last holder: nothing copied.
+    fn into_response<RB: From<Bytes>>(self, outcome: CacheOutcome) -> Response<RB> {
+        let mut resp = Response::new(RB::from(self.body));
+        *resp.status_mut() = self.status;
+        *resp.version_mut() = self.version;
+        *resp.headers_mut() = self.headers;
+        *resp.extensions_mut() = self.extensions;
         mark(&mut resp, outcome);
         resp
     }
@@ -364,7 +386,7 @@ where
         return match fetch(inner, req, cap).await? {
             Fetched::Complete(r) => {
                 shared.cache_put(&key, &r).await;
-                Ok(r.to_response(CacheOutcome::Miss))
+                Ok(r.into_response(CacheOutcome::Miss))
             }
             Fetched::Streamed(mut resp) => {
                 mark(&mut resp, CacheOutcome::Miss);
@@ -402,10 +424,14 @@ where
             (&mut call).await;
             match wait(rx).await {
                 Some(Outcome::Ready(r)) => Ok(r.to_response(CacheOutcome::Miss)),
-                Some(Outcome::Streamed) => {
-                    let mut resp = resp_rx.await.map_err(|_| SharedCallLost)?;
-                    mark(&mut resp, CacheOutcome::Miss);
-                    Ok(resp)
+                Some(Outcome::Streamed | Outcome::Taken) => {
+                    match resp_rx.await.map_err(|_| SharedCallLost)? {
+                        ForLeader::Stream(mut resp) => {
+                            mark(&mut resp, CacheOutcome::Miss);
+                            Ok(resp)
+                        }
+                        ForLeader::Whole(r) => Ok(r.into_response(CacheOutcome::Miss)),
+                    }
                 }
                 Some(Outcome::Failed(e)) => Err(e.into()),
                 None => Err(SharedCallLost.into()),
@@ -438,7 +464,8 @@ where
                 );
                 Err(e.into())
             }
-            None => Err(SharedCallLost.into()),
+            // Published only when no follower waits: a follower never sees it.
+            Some(Outcome::Taken) | None => Err(SharedCallLost.into()),
         },
     }
 }
@@ -496,7 +523,7 @@ async fn lead<S, B, RB>(
     key: Key,
     cap: usize,
     tx: watch::Sender<Option<Outcome>>,
-    resp_tx: oneshot::Sender<Response<RB>>,
+    resp_tx: oneshot::Sender<ForLeader<RB>>,
     guard: InFlightGuard,
 ) where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -504,23 +531,37 @@ async fn lead<S, B, RB>(
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    let outcome = match fetch(inner, req, cap).await {
+    let mut resp_tx = Some(resp_tx);
+    let ended = match fetch(inner, req, cap).await {
         Ok(Fetched::Complete(r)) => {
             // Stored before anyone is answered, so a client that repeats its request after
             // getting the answer finds it in the cache.
             shared.cache_put(&key, &r).await;
-            Outcome::Ready(Arc::new(r))
+            Err(r)
         }
         Ok(Fetched::Streamed(resp)) => {
             // Fails only if the leader's client has gone: then nobody can use the stream.
-            let _ = resp_tx.send(resp);
-            Outcome::Streamed
+            if let Some(resp_tx) = resp_tx.take() {
+                let _ = resp_tx.send(ForLeader::Stream(resp));
+            }
+            Ok(Outcome::Streamed)
         }
-        Err(e) => Outcome::Failed(SharedError::new(Arc::from(e))),
+        Err(e) => Ok(Outcome::Failed(SharedError::new(Arc::from(e)))),
     };
     // Leave the map before publishing: requests from now on start afresh (or hit the cache)
     // instead of joining a call that is over.
     drop(guard);
+    // A whole response: out of the map, nobody can join any more. If the leader's client is
+    // still there (its end of `resp_tx` open) and its receiver is the only one left, no
+    // follower waits: the leader takes the response as it is (its headers and extensions
+    // not copied). Else every waiter gets a copy.
+    let outcome = ended.unwrap_or_else(|whole| match resp_tx.take() {
+        Some(resp_tx) if !resp_tx.is_closed() && tx.receiver_count() == 1 => {
+            let _ = resp_tx.send(ForLeader::Whole(whole));
+            Outcome::Taken
+        }
+        _ => Outcome::Ready(Arc::new(whole)),
+    });
     let _ = tx.send(Some(outcome));
 }
 
