@@ -9,11 +9,7 @@
 //! line on the request's thread. `RUST_LOG` still decides whether access lines are written
 //! (the layer carries the same filter as the other logs).
 
-use std::{
-    cell::RefCell,
-    fmt::Write as _,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{cell::RefCell, fmt::Write as _, time::SystemTime};
 
 use portcullis_core::lines::{LineWriter, Sink, WriteEvent};
 use tracing::{
@@ -217,52 +213,9 @@ fn needs_escape(w: u64) -> bool {
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:
-/// `2026-12-03T05:39:47.517098Z`. The date part is cached per thread for the current second.
+/// `2026-12-03T05:39:47.517098Z`.
 fn timestamp(out: &mut String, now: SystemTime) {
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            cached.1.clear();
-            civil(&mut cached.1, secs);
-            cached.0 = secs;
-        }
-        out.push_str(&cached.1);
-    });
-    // `.{:06}Z` without `fmt`: six digits, zero-padded.
-    let mut frac = *b".000000Z";
-    let mut micros = since.subsec_micros();
-    for d in frac[1..7].iter_mut().rev() {
-        *d = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
-    out.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (Howard Hinnant's days-to-civil algorithm).
-fn civil(out: &mut String, secs: u64) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
+    portcullis_core::rfc3339::push(out, now, 6);
 }
 
 #[cfg(test)]
@@ -270,21 +223,6 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::{fmt, layer::SubscriberExt};
-
-    #[test]
-    fn civil_dates() {
-        let cases = [
-            (0u64, "1970-01-01T00:00:00"),
-            (951_782_400, "2000-02-29T00:00:00"),
-            (1_796_275_387, "2026-12-03T05:23:07"),
-            (4_107_542_399, "2100-02-28T23:59:59"),
-        ];
-        for (secs, want) in cases {
-            let mut s = String::new();
-            civil(&mut s, secs);
-            assert_eq!(s, want, "{secs}");
-        }
-    }
 
     #[test]
     fn timestamps_have_six_digits_of_microseconds() {
@@ -295,7 +233,9 @@ mod tests {
             (999_999, "1970-01-01T00:00:07.999999Z"),
         ] {
             let mut s = String::new();
-            let t = UNIX_EPOCH + Duration::from_secs(7) + Duration::from_micros(micros.into());
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(7)
+                + std::time::Duration::from_micros(micros.into());
             timestamp(&mut s, t);
             assert_eq!(s, want);
         }

@@ -2,7 +2,6 @@
 //! head is ready ([`Pending`]) and when its body ends ([`Pending::complete`]).
 
 use std::{
-    io::Write as _,
     sync::{Arc, Mutex},
     time::{Instant, SystemTime},
 };
@@ -206,7 +205,11 @@ impl Pending {
             .as_ref()
             .map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())));
         let line = Line {
-            time: humantime::format_rfc3339_millis(started.time).to_string(),
+            time: {
+                let mut t = String::with_capacity(24);
+                portcullis_core::rfc3339::push(&mut t, started.time, 3);
+                t
+            },
             request_id: started.request_id.as_deref(),
             key: recorded.key.as_deref(),
             user_id: user_id.as_deref(),
@@ -302,9 +305,7 @@ impl Line<'_> {
         }
         fn number(out: &mut Vec<u8>, n: Option<u64>) {
             match n {
-                Some(n) => {
-                    let _ = write!(out, "{n}");
-                }
+                Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
                 None => out.extend_from_slice(b"null"),
             }
         }

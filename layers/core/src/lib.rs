@@ -19,6 +19,7 @@ pub mod meta;
 pub mod outcome;
 pub mod pattern;
 pub mod remote;
+pub mod rfc3339;
 pub mod sse;
 pub mod usage;
 
