@@ -27,6 +27,10 @@ use opentelemetry::{
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The W3C trace context headers, named once (a name given as text is parsed at each use).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
@@ -44,7 +48,7 @@ impl Injector for HeaderInjector<'_> {
 /// one. Call before anything enters the span or creates a child of it.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     let Some(tp) = headers
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|v| TraceParent::parse(v.as_bytes()))
     else {
         return;
@@ -52,7 +56,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     // A malformed tracestate is dropped, the trace still continues (W3C: the two headers are
     // validated independently).
     let state = headers
-        .get("tracestate")
+        .get(&TRACESTATE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<TraceState>().ok())
         .unwrap_or_default();
@@ -166,7 +170,7 @@ impl TraceContext {
     /// either way with a new span id for the gateway's request span.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         match headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| TraceParent::parse(v.as_bytes()))
         {
             Some(tp) => Self {
@@ -213,9 +217,9 @@ impl TraceContext {
     /// Write [`child_traceparent`](Self::child_traceparent) on an outgoing request. A
     /// `tracestate` stays only if it came with the `traceparent` this trace continues.
     pub fn inject_child(&self, headers: &mut HeaderMap) {
-        headers.insert("traceparent", self.child_traceparent());
+        headers.insert(TRACEPARENT.clone(), self.child_traceparent());
         if !self.continued {
-            headers.remove("tracestate");
+            headers.remove(&TRACESTATE);
         }
     }
 }
@@ -371,7 +375,7 @@ mod tests {
         let mut out = h.clone();
         tc.inject_child(&mut out);
         assert!(out["traceparent"].to_str().unwrap().ends_with("-00"));
-        assert!(out.get("tracestate").is_none());
+        assert!(out.get(&TRACESTATE).is_none());
 
         // Neither OpenTelemetry nor a fallback: the headers stay as they are.
         let mut out = h.clone();
