@@ -39,14 +39,17 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Headers the gateway consumes itself or recomputes (hop-by-hop ones are stripped too).
-const DROPPED: &[&str] = &[
-    "host",
-    "content-length",
+const DROPPED: [HeaderName; 4] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
     // The gateway reads bodies (errors, usage); upstreams must answer uncompressed.
-    "accept-encoding",
+    header::ACCEPT_ENCODING,
     // The client's cookies are for the gateway; upstream cookies come from the jar.
-    "cookie",
+    header::COOKIE,
 ];
+
+/// Anthropic's key header (named once: a name given as text is parsed at each use).
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 impl Upstream {
     /// Build from config (validated: base_url parses, secrets resolved).
@@ -117,18 +120,18 @@ impl Upstream {
     /// Rewrite the client's headers for this upstream, in place.
     pub fn prepare_headers(&self, headers: &mut HeaderMap) {
         portcullis_core::headers::strip_hop_by_hop(headers);
-        for n in DROPPED {
-            headers.remove(*n);
+        for n in &DROPPED {
+            headers.remove(n);
         }
         headers.retain_gateway_only();
         match self.auth {
             AuthMode::Passthrough => {}
             AuthMode::None => {
                 headers.remove(header::AUTHORIZATION);
-                headers.remove("x-api-key");
+                headers.remove(X_API_KEY);
             }
             AuthMode::Bearer => {
-                headers.remove("x-api-key");
+                headers.remove(X_API_KEY);
                 if let Some(c) = &self.credential {
                     headers.insert(header::AUTHORIZATION, c.clone());
                 }
@@ -136,7 +139,7 @@ impl Upstream {
             AuthMode::XApiKey => {
                 headers.remove(header::AUTHORIZATION);
                 if let Some(c) = &self.credential {
-                    headers.insert("x-api-key", c.clone());
+                    headers.insert(X_API_KEY, c.clone());
                 }
             }
         }
