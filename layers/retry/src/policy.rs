@@ -77,7 +77,9 @@ pub(crate) fn backoff(config: &Config, attempt: u32) -> Duration {
 
 /// `x-should-retry: true|false`, the upstream's own verdict (OpenAI and Anthropic send it).
 fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
-    let v = headers.get("x-should-retry")?.to_str().ok()?.trim();
+    // Named once: a name given as text is parsed at each lookup.
+    static X_SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
+    let v = headers.get(&X_SHOULD_RETRY)?.to_str().ok()?.trim();
     if v.eq_ignore_ascii_case("true") {
         Some(true)
     } else if v.eq_ignore_ascii_case("false") {
