@@ -8,6 +8,8 @@
 #   ONLY="passthrough all" bash benches/instructions.sh # a subset of the variants
 #   TOP=25 bash benches/instructions.sh                 # also the top inclusive functions
 #   KEEP=DIR bash benches/instructions.sh               # keep the callgrind files in DIR
+#   BIN=/other/target/profiling bash benches/instructions.sh   # binaries built elsewhere
+#                                                       # (another profile or commit; no build)
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -21,9 +23,9 @@ cd "$(dirname "$0")/.."
 N="${1:-2000}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 command -v h2load >/dev/null || { echo "h2load is not installed: apt-get install -y nghttp2-client" >&2; exit 1; }
-[ -n "${NO_BUILD:-}" ] || cargo build --profile profiling --quiet --bin portcullis \
+[ -n "${NO_BUILD:-}${BIN:-}" ] || cargo build --profile profiling --quiet --bin portcullis \
   --example mock_upstream --example passthrough_proxy
-BIN=target/profiling
+BIN="${BIN:-target/profiling}"
 MOCK=127.0.0.1:19501 TARGET=127.0.0.1:19502
 tmp=$(mktemp -d)
 pids=()
