@@ -236,6 +236,31 @@ mod tests {
             proptest::prop_assert_eq!(string_end::<true>(&b, 0), plain);
         }
 
+        /// Whatever the bytes (an upstream chose them), no panic, and an end is never past
+        /// them.
+        #[test]
+        fn any_bytes_are_skimmed_without_panic(
+            b in proptest::collection::vec(
+                proptest::sample::select(b"{}[]\",:\\ 0a-nul\xff".to_vec()),
+                0..64,
+            ),
+            at in 0usize..64,
+        ) {
+            let at = at.min(b.len());
+            for end in [
+                skip_value(&b, at),
+                string_end::<false>(&b, at),
+                string_end::<true>(&b, at),
+                object(&b, at, |_, _| Some(())),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                proptest::prop_assert!(end <= b.len());
+            }
+            proptest::prop_assert!(ws(&b, at) <= b.len());
+        }
+
         /// Any valid JSON value is stepped over to its exact end, whatever follows it.
         #[test]
         fn skip_value_ends_where_serde_ends(value in json_value(), tail in "[ ,}\\]]{0,2}") {

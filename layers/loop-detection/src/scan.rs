@@ -1045,6 +1045,28 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Whatever bytes a whole answer is (an upstream chose them): no panic.
+        #[test]
+        fn any_whole_answer_bytes_scan_without_panic(
+            b in prop::collection::vec(
+                prop::sample::select(b"{}[]\",:\\ 0a-nul\xff".to_vec()),
+                0..64,
+            ),
+            pre in prop::sample::select(vec![
+                "",
+                r#"{"choices":["#,
+                r#"{"choices":[{"index":"#,
+                r#"{"choices":[{"message":"#,
+                r#"{"choices":[{"message":{"content":"#,
+            ]),
+        ) {
+            let mut body = pre.as_bytes().to_vec();
+            body.extend_from_slice(&b);
+            let _ = scan_chat_answer(&body, &mut Texts::default());
+        }
+    }
+
     #[test]
     fn whole_chat_answer_is_scanned() {
         let body = br#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello \"x\"","refusal":null,"role":"assistant"}}],"id":"c","usage":{"prompt_tokens":2}}"#;
