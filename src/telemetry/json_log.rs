@@ -163,53 +163,30 @@ impl std::fmt::Write for Escaping<'_> {
 }
 
 /// Append `s` as the inside of a JSON string. Runs of bytes that need no escape (most of
-/// a line) are found eight at a time and copied whole; a short string is one look.
+/// a line) are found eight at a time (`json_skim::string_stop`: the bytes it stops at, `"`,
+/// `\\` and control characters, are exactly those JSON escapes) and copied whole.
 fn escape(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // The next eight bytes (the tail padded with a letter, which needs no escape).
-        let chunk = &bytes[i..bytes.len().min(i + 8)];
-        let mut word = [b'a'; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        if !needs_escape(u64::from_le_bytes(word)) {
-            i += chunk.len();
-            continue;
-        }
-        let b = bytes[i];
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
+    loop {
+        let i = portcullis_core::json_skim::string_stop(bytes, start);
+        // `i` is at an ASCII byte or the end: a character boundary.
         out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(esc);
+        let Some(&b) = bytes.get(i) else {
+            return;
+        };
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
         }
-        i += 1;
-        start = i;
+        start = i + 1;
     }
-    out.push_str(&s[start..]);
-}
-
-/// Whether any of the eight bytes of `w` is a control character, `"` or `\\` (exact: the
-/// classic "has zero byte" / "has byte less than" word tricks).
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-    below_space || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:

@@ -414,9 +414,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.i += 1;
-        }
+        self.i = ws(self.b, self.i);
     }
 
     fn eat(&mut self, c: u8) -> Result<()> {
