@@ -132,10 +132,7 @@ where
             .jars
             .jar_for(|| CallerId::from_parts(req.headers(), req.extensions()));
         // An empty jar has nothing to send: no URL to make until a response sets a cookie.
-        let url = match jar.holds_any() {
-            true => target.url(),
-            false => None,
-        };
+        let url = if jar.holds_any() { target.url() } else { None };
         if let Some(url) = &url {
             if let Some((cookies, count)) = jar.request_cookies(url) {
                 tracing::debug!(
@@ -146,10 +143,6 @@ where
                 add_cookies(req.headers_mut(), cookies);
             }
         }
-        let target = match url {
-            Some(url) => Ok(url),
-            None => Err(target),
-        };
-        ResponseFuture::new(self.inner.call(req), Some((jar, target)))
+        ResponseFuture::new(self.inner.call(req), Some((jar, url.ok_or(target))))
     }
 }

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::json_skim::{object, ws};
+use crate::json_skim::{object, string_stop, ws};
 
 /// The most of a non-streaming JSON response kept for reading its usage.
 pub const JSON_CAP: usize = 2 * 1024 * 1024;
@@ -336,8 +336,8 @@ fn chunk_of(members: [Option<&[u8]>; 5]) -> Option<Chunk> {
 /// A JSON string without escapes or control characters, read without serde.
 fn plain_string(raw: &[u8]) -> Option<Option<String>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.iter().any(|&c| c == b'\\' || c == b'"' || c < 0x20) {
-        return None;
+    if string_stop(inner, 0) != inner.len() {
+        return None; // an escape, a quote or a control character: serde's to read
     }
     Some(Some(std::str::from_utf8(inner).ok()?.to_owned()))
 }
@@ -346,60 +346,57 @@ fn plain_string(raw: &[u8]) -> Option<Option<String>> {
 /// them, read without serde; anything else (a sign, a fraction, a key twice, an escape) is
 /// serde's to read or refuse.
 fn usage_counts(raw: &[u8]) -> Option<Option<UsageJson>> {
+    enum Slot<'u> {
+        Count(&'u mut Option<u64>),
+        Details(&'u mut Option<CachedJson>),
+    }
     let mut u = UsageJson::default();
+    // One bit per member read: serde refuses a member twice, so the skim leaves it to serde.
     let mut seen = 0u16;
     let end = object(raw, 0, |key, value| {
-        let (bit, slot): (u16, &mut Option<u64>) = match key {
-            b"prompt_tokens" => (1, &mut u.prompt_tokens),
-            b"completion_tokens" => (2, &mut u.completion_tokens),
-            b"input_tokens" => (4, &mut u.input_tokens),
-            b"output_tokens" => (8, &mut u.output_tokens),
-            b"cache_creation_input_tokens" => (16, &mut u.cache_creation_input_tokens),
-            b"cache_read_input_tokens" => (32, &mut u.cache_read_input_tokens),
-            b"prompt_tokens_details" | b"input_tokens_details" => {
-                let bit = if key[0] == b'p' { 64 } else { 128 };
-                if seen & bit != 0 {
-                    return None;
-                }
-                seen |= bit;
-                let details = match value {
-                    b"null" => None,
-                    _ => {
-                        let mut cached = None;
-                        let mut once = false;
-                        let end = object(value, 0, |k, v| {
-                            if k == b"cached_tokens" {
-                                if once {
-                                    return None;
-                                }
-                                once = true;
-                                cached = count(v)?;
-                            }
-                            Some(())
-                        })?;
-                        (end == value.len()).then_some(())?;
-                        Some(CachedJson {
-                            cached_tokens: cached,
-                        })
-                    }
-                };
-                if bit == 64 {
-                    u.prompt_tokens_details = details;
-                } else {
-                    u.input_tokens_details = details;
-                }
-                return Some(());
-            }
+        let (bit, slot) = match key {
+            b"prompt_tokens" => (1, Slot::Count(&mut u.prompt_tokens)),
+            b"completion_tokens" => (2, Slot::Count(&mut u.completion_tokens)),
+            b"input_tokens" => (4, Slot::Count(&mut u.input_tokens)),
+            b"output_tokens" => (8, Slot::Count(&mut u.output_tokens)),
+            b"cache_creation_input_tokens" => (16, Slot::Count(&mut u.cache_creation_input_tokens)),
+            b"cache_read_input_tokens" => (32, Slot::Count(&mut u.cache_read_input_tokens)),
+            b"prompt_tokens_details" => (64, Slot::Details(&mut u.prompt_tokens_details)),
+            b"input_tokens_details" => (128, Slot::Details(&mut u.input_tokens_details)),
             _ => return Some(()),
         };
         if seen & bit != 0 {
             return None;
         }
         seen |= bit;
-        *slot = count(value)?;
+        match slot {
+            Slot::Count(n) => *n = count(value)?,
+            Slot::Details(d) => *d = cached_details(value)?,
+        }
         Some(())
     })?;
     (end == raw.len()).then_some(Some(u))
+}
+
+/// A `*_tokens_details` object (`null`, or an object whose `cached_tokens` is a count).
+fn cached_details(raw: &[u8]) -> Option<Option<CachedJson>> {
+    if raw == b"null" {
+        return Some(None);
+    }
+    let mut cached = None;
+    let mut once = false;
+    let end = object(raw, 0, |key, value| {
+        if key == b"cached_tokens" {
+            if std::mem::replace(&mut once, true) {
+                return None;
+            }
+            cached = count(value)?;
+        }
+        Some(())
+    })?;
+    (end == raw.len()).then_some(Some(CachedJson {
+        cached_tokens: cached,
+    }))
 }
 
 /// A token count: `null` or plain digits that fit a `u64`.

@@ -531,37 +531,30 @@ async fn lead<S, B, RB>(
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    let mut resp_tx = Some(resp_tx);
-    let ended = match fetch(inner, req, cap).await {
-        Ok(Fetched::Complete(r)) => {
-            // Stored before anyone is answered, so a client that repeats its request after
-            // getting the answer finds it in the cache.
-            shared.cache_put(&key, &r).await;
-            Err(r)
-        }
-        Ok(Fetched::Streamed(resp)) => {
-            // Fails only if the leader's client has gone: then nobody can use the stream.
-            if let Some(resp_tx) = resp_tx.take() {
-                let _ = resp_tx.send(ForLeader::Stream(resp));
-            }
-            Ok(Outcome::Streamed)
-        }
-        Err(e) => Ok(Outcome::Failed(SharedError::new(Arc::from(e)))),
-    };
+    let fetched = fetch(inner, req, cap).await;
+    if let Ok(Fetched::Complete(r)) = &fetched {
+        // Stored before anyone is answered, so a client that repeats its request after
+        // getting the answer finds it in the cache.
+        shared.cache_put(&key, r).await;
+    }
     // Leave the map before publishing: requests from now on start afresh (or hit the cache)
     // instead of joining a call that is over.
     drop(guard);
-    // A whole response: out of the map, nobody can join any more. If the leader's client is
-    // still there (its end of `resp_tx` open) and its receiver is the only one left, no
-    // follower waits: the leader takes the response as it is (its headers and extensions
-    // not copied). Else every waiter gets a copy.
-    let outcome = ended.unwrap_or_else(|whole| match resp_tx.take() {
-        Some(resp_tx) if !resp_tx.is_closed() && tx.receiver_count() == 1 => {
-            let _ = resp_tx.send(ForLeader::Whole(whole));
-            Outcome::Taken
-        }
-        _ => Outcome::Ready(Arc::new(whole)),
-    });
+    // Out of the map, nobody can join any more. If the leader's client is still there (its
+    // end of `resp_tx` open) and its receiver is the only one left, no follower waits: the
+    // leader takes a whole response as it is (its headers and extensions not copied). Else
+    // every waiter gets a copy.
+    let alone = !resp_tx.is_closed() && tx.receiver_count() == 1;
+    let (outcome, leaders) = match fetched {
+        Ok(Fetched::Complete(r)) if alone => (Outcome::Taken, Some(ForLeader::Whole(r))),
+        Ok(Fetched::Complete(r)) => (Outcome::Ready(Arc::new(r)), None),
+        Ok(Fetched::Streamed(resp)) => (Outcome::Streamed, Some(ForLeader::Stream(resp))),
+        Err(e) => (Outcome::Failed(SharedError::new(Arc::from(e))), None),
+    };
+    if let Some(leaders) = leaders {
+        // Fails only if the leader's client has gone: then nobody can use it.
+        let _ = resp_tx.send(leaders);
+    }
     let _ = tx.send(Some(outcome));
 }
 
