@@ -10,6 +10,7 @@
 #   KEEP=DIR bash benches/instructions.sh               # keep the callgrind files in DIR
 #   BIN=/other/target/profiling bash benches/instructions.sh   # binaries built elsewhere
 #                                                       # (another profile or commit; no build)
+#   STREAM=true bash benches/instructions.sh            # streamed chat requests instead
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -32,7 +33,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 $BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!)
-printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello instructions"}]}' >"$tmp/body.json"
+printf '{"model":"gpt-4o-mini","stream":%s,"messages":[{"role":"user","content":"hello instructions"}]}' \
+  "${STREAM:-false}" >"$tmp/body.json"
 
 # A config: benches/load.toml (every layer on) with one section turned off.
 without() { # section -> config file
@@ -81,7 +83,7 @@ measure() { # name command...
 
 LAYERS="memory_routing retry circuit_breaker dedup rate_limit validation loop_detection tool_call_loop commands audit upstreams"
 VARIANTS="${ONLY:-passthrough bare all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
-echo "instructions per request (callgrind, user space), $N sequential JSON chat requests"
+echo "instructions per request (callgrind, user space), $N sequential $([ "${STREAM:-false}" = true ] && echo streamed || echo JSON) chat requests"
 echo
 echo "| variant | instructions/request |"
 echo "| --- | ---: |"

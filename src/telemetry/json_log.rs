@@ -94,17 +94,8 @@ struct JsonFields<'a> {
 impl JsonFields<'_> {
     fn key(&mut self, field: &Field) {
         self.out.push_str(",\"");
-        let name = field.name();
-        // Field names are identifiers (`a.b` at most): written as they are, unless one
-        // somehow needs escaping.
-        if name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        {
-            self.out.push_str(name);
-        } else {
-            escape(self.out, name);
-        }
+        // Field names are identifiers (`a.b` at most), so `escape` copies them whole.
+        escape(self.out, field.name());
         self.out.push_str("\":");
     }
 }

@@ -304,8 +304,14 @@ pub(crate) enum Event {
     End,
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether `haystack` holds the literal `needle`, with a searcher built once per call site:
+/// a stream's every line is searched, and building a searcher costs more than a search.
+macro_rules! holds {
+    ($haystack:expr, $needle:literal) => {{
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new($needle));
+        FINDER.find($haystack).is_some()
+    }};
 }
 
 impl StreamCalls {
@@ -338,7 +344,7 @@ impl StreamCalls {
         if payload.trim_ascii() == b"[DONE]" {
             return Event::End;
         }
-        if !contains(payload, b"\"tool_calls\"") {
+        if !holds!(payload, b"\"tool_calls\"") {
             return Event::More;
         }
         let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(payload) else {
@@ -365,7 +371,7 @@ impl StreamCalls {
     }
 
     fn responses(&mut self, payload: &[u8]) -> Event {
-        if contains(payload, b"\"response.completed\"") {
+        if holds!(payload, b"\"response.completed\"") {
             // Only the start is looked at: this event carries the whole response.
             if let Ok(kind) = event_type(payload) {
                 if kind == "response.completed" {
@@ -373,7 +379,7 @@ impl StreamCalls {
                 }
             }
         }
-        if !contains(payload, b"response.output_item.done") {
+        if !holds!(payload, b"response.output_item.done") {
             return Event::More;
         }
         #[derive(Deserialize)]
@@ -402,7 +408,7 @@ impl StreamCalls {
         };
         match kind.as_str() {
             "message_stop" => Event::End,
-            "content_block_start" if contains(payload, b"\"tool_use\"") => {
+            "content_block_start" if holds!(payload, b"\"tool_use\"") => {
                 #[derive(Deserialize)]
                 struct Start {
                     #[serde(default)]
@@ -418,7 +424,7 @@ impl StreamCalls {
                 }
                 Event::More
             }
-            "content_block_delta" if contains(payload, b"input_json_delta") => {
+            "content_block_delta" if holds!(payload, b"input_json_delta") => {
                 #[derive(Deserialize)]
                 struct Delta<'a> {
                     #[serde(default)]
