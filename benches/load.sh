@@ -8,6 +8,8 @@
 #   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]      # the comparison
 #   bash benches/load.sh soak [REQUESTS]                       # RSS over many requests
 #   CACHE_TTL=5m bash benches/load.sh soak [REQUESTS]          # ... with the answer cache on
+#   AGAINST=/other/target/release/portcullis bash benches/load.sh   # also another build of the
+#                                    # gateway (every layer on), in the same run: an A/B of a change
 #
 # The comparison: JSON and streamed chat requests with wrk (requests/s, p50, p99, CPU per
 # request, RSS); the added p99 at a fixed 200 requests/s (benches/fixed_rate.rs, open loop);
@@ -46,7 +48,14 @@ config benches/load.toml gw
 $BIN/portcullis serve --config "$tmp/gw.toml" --listen $GW >"$tmp/gw.log" 2>&1 & pids+=($!); GW_PID=$!
 config benches/load-bare.toml bare
 $BIN/portcullis serve --config "$tmp/bare.toml" --listen $BARE >"$tmp/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
-for a in $MOCK $PASS $GW $BARE; do
+TARGETS="direct passthrough portcullis-bare portcullis"
+if [ -n "${AGAINST:-}" ]; then
+  AGW=127.0.0.1:9106
+  config benches/load.toml against
+  "$AGAINST" serve --config "$tmp/against.toml" --listen $AGW >"$tmp/against.log" 2>&1 & pids+=($!); AGW_PID=$!
+  TARGETS="$TARGETS portcullis-against"
+fi
+for a in $MOCK $PASS $GW $BARE ${AGW:-}; do
   for _ in $(seq 100); do curl -sf "http://$a/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
@@ -114,6 +123,7 @@ for stream in false true; do
   run passthrough $PASS $PASS_PID $stream
   run portcullis-bare $BARE $BARE_PID $stream
   run portcullis $GW $GW_PID $stream
+  [ -z "${AGAINST:-}" ] || run portcullis-against $AGW $AGW_PID $stream
 done
 
 # Added latency at a fixed, light rate (open loop): what one user of a quiet gateway sees.
@@ -157,7 +167,7 @@ echo "| target | mode | requests/s | p50 ms | p99 ms | errors | CPU µs/req | RS
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for stream in false true; do
   mode=$([ $stream = true ] && echo streaming || echo json)
-  for t in direct passthrough portcullis-bare portcullis; do
+  for t in $TARGETS; do
     read -r rps p50 p99 errs mem us <<<"${R[$t-$stream]}"
     echo "| $t | $mode | $rps | $p50 | $p99 | $errs | $us | $mem |"
   done
@@ -189,6 +199,11 @@ for stream in false true; do
   mode=$([ $stream = true ] && echo streaming || echo json)
   awk -v m="$mode" -v a="$grps" -v b="$prps" -v c="$gp99" -v d="$pp99" -v e="$gus" -v f="$pus" \
     'BEGIN { printf "%s: portcullis/passthrough requests/s = %.2fx, p99 = %.2fx, CPU/request = %.2fx\n", m, a/b, c/d, e/f }'
+  if [ -n "${AGAINST:-}" ]; then
+    read -r arps _ _ _ _ aus <<<"${R[portcullis-against-$stream]}"
+    awk -v m="$mode" -v a="$arps" -v b="$prps" -v e="$aus" -v f="$pus" \
+      'BEGIN { printf "%s: against/passthrough requests/s = %.2fx, CPU/request = %.2fx\n", m, a/b, e/f }'
+  fi
 done
 read -r _ _ _ dp99 _ <<<"${F[direct]}"
 read -r _ _ _ pp99 _ <<<"${F[passthrough]}"
