@@ -30,7 +30,7 @@ command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wr
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin portcullis --example mock_upstream \
   --example passthrough_proxy --example fixed_rate
-BIN=target/release
+BIN="${BIN:-target/release}"
 MOCK=127.0.0.1:9101 PASS=127.0.0.1:9102 GW=127.0.0.1:9103 BARE=127.0.0.1:9104
 tmp=$(mktemp -d)
 pids=()

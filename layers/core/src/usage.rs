@@ -461,7 +461,8 @@ fn sse_line(line: &[u8], usage: &mut Usage) {
     if !wanted {
         return;
     }
-    if let Ok(chunk) = serde_json::from_slice::<Chunk>(payload) {
+    // Read as a whole answer is: skimmed, with serde where the skim is unsure.
+    if let Some(chunk) = json_chunk(payload) {
         usage.absorb(chunk);
     }
 }
