@@ -153,31 +153,9 @@ impl std::fmt::Write for Escaping<'_> {
     }
 }
 
-/// Append `s` as the inside of a JSON string. Runs of bytes that need no escape (most of
-/// a line) are found eight at a time (`json_skim::string_stop`: the bytes it stops at, `"`,
-/// `\\` and control characters, are exactly those JSON escapes) and copied whole.
+/// Append `s` as the inside of a JSON string, as serde_json (so tracing-subscriber) writes it.
 fn escape(out: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    loop {
-        let i = portcullis_core::json_skim::string_stop(bytes, start);
-        // `i` is at an ASCII byte or the end: a character boundary.
-        out.push_str(&s[start..i]);
-        let Some(&b) = bytes.get(i) else {
-            return;
-        };
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-        }
-        start = i + 1;
-    }
+    portcullis_core::json_escape::escape(s, |piece| out.push_str(piece));
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:
@@ -217,44 +195,6 @@ mod tests {
         s.push('"');
         let back: String = serde_json::from_str(&s).unwrap();
         assert_eq!(back, nasty);
-    }
-
-    /// The byte-at-a-time escaper the word-at-a-time one must agree with.
-    fn escape_bytewise(s: &str) -> String {
-        let mut out = String::new();
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn word_at_a_time_escaping_agrees_with_bytewise() {
-        // Every ASCII character at every offset of a 17-byte run (both word positions and
-        // the tail), among plain and multi-byte neighbours.
-        for c in (0u8..0x80)
-            .map(char::from)
-            .chain(['é', '🦀', '\u{7f}', '\u{80}'])
-        {
-            for at in 0..17 {
-                for fill in ['a', 'é'] {
-                    let mut s: String = std::iter::repeat_n(fill, 17).collect();
-                    let byte_at = s.char_indices().nth(at).map_or(s.len(), |(i, _)| i);
-                    s.insert(byte_at, c);
-                    let mut out = String::new();
-                    escape(&mut out, &s);
-                    assert_eq!(out, escape_bytewise(&s), "{s:?}");
-                }
-            }
-        }
     }
 
     #[derive(Clone, Default)]
@@ -305,7 +245,8 @@ mod tests {
                 target: "portcullis::access",
                 method = %http::Method::POST,
                 path = %path,
-                model = "gpt-4o\nmini",
+                // Control characters with short escapes (`\b`, `\f`) and without.
+                model = "gpt-4o\nmini\u{8}\u{c}\u{1}",
                 status = 200u16,
                 latency_ms = 1.952f64,
                 whole = 2.0f64,
@@ -334,7 +275,7 @@ mod tests {
         assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
         assert_eq!(ours_rest, theirs_rest);
         let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
-        assert_eq!(v["model"], "gpt-4o\nmini");
+        assert_eq!(v["model"], "gpt-4o\nmini\u{8}\u{c}\u{1}");
         assert!(v.get("error").is_none());
         assert!(ours.ends_with("}\n"));
     }

@@ -283,8 +283,8 @@ struct Line<'a> {
 
 impl Line<'_> {
     /// The line as JSON, byte for byte what `serde_json::to_vec` writes for it, without
-    /// serde's per-field machinery (strings and the float still go through serde_json's own
-    /// writers, so their escaping and formatting are serde_json's).
+    /// serde's per-field machinery (strings through `json_escape`, which writes them as
+    /// serde_json does; the float through serde_json's own writer).
     fn write_json(&self, out: &mut Vec<u8>) {
         fn key(out: &mut Vec<u8>, name: &str, first: bool) {
             if !first {
@@ -296,10 +296,7 @@ impl Line<'_> {
         }
         fn string(out: &mut Vec<u8>, s: Option<&str>) {
             match s {
-                // Writing into a Vec cannot fail.
-                Some(s) => {
-                    let _ = serde_json::to_writer(&mut *out, s);
-                }
+                Some(s) => portcullis_core::json_escape::write_str(out, s),
                 None => out.extend_from_slice(b"null"),
             }
         }

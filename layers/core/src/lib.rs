@@ -12,6 +12,7 @@ pub mod future;
 pub mod hash;
 pub mod headers;
 pub mod identity;
+pub mod json_escape;
 pub mod json_skim;
 pub mod lines;
 mod macros;

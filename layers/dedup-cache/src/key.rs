@@ -154,9 +154,9 @@ impl Canon<'_> {
     }
 }
 
+/// A string as serde_json writes it (keys stored in Redis stay what they were).
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Serializing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, s);
+    portcullis_core::json_escape::write_str(out, s);
 }
 
 impl<'de> DeserializeSeed<'de> for Canon<'_> {
