@@ -558,10 +558,11 @@ struct RouteMetrics {
     output_tokens: metrics::Counter,
 }
 
-/// model entry -> upstream -> status (nested so a lookup borrows the names).
-type RouteTable = std::collections::HashMap<
+/// model entry -> upstream -> status (nested so a lookup borrows the names). foldhash: the
+/// names come from config, and each request looks them up.
+type RouteTable = foldhash::HashMap<
     Box<str>,
-    std::collections::HashMap<Box<str>, std::collections::HashMap<u16, Arc<RouteMetrics>>>,
+    foldhash::HashMap<Box<str>, foldhash::HashMap<u16, Arc<RouteMetrics>>>,
 >;
 
 /// At most this many (entry, upstream, status) handle sets are kept; past it (only a config

@@ -3,7 +3,6 @@
 //! the upstream's response body ends, so its duration is what the attempt cost.
 
 use std::{
-    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -49,7 +48,7 @@ impl AttemptError {
 #[derive(Debug, Clone)]
 pub struct AttemptMetrics {
     upstream: Arc<str>,
-    by_outcome: Arc<std::sync::RwLock<HashMap<Outcome, metrics::Histogram>>>,
+    by_outcome: Arc<std::sync::RwLock<foldhash::HashMap<Outcome, metrics::Histogram>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,7 +6,6 @@
 //! the model's other deployments, and only then to its `fallbacks`.
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -130,7 +129,8 @@ pub(super) struct Entry {
 pub(super) struct Inner {
     /// Model names to their deployments: exact names win, then the longest `prefix*`, then `*`.
     pub(super) models: PatternSet<Deployments>,
-    pub(super) upstreams: HashMap<String, Entry>,
+    /// Keyed by config names (foldhash: every request looks one up).
+    pub(super) upstreams: foldhash::HashMap<String, Entry>,
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
     pub(super) max_body_bytes: usize,

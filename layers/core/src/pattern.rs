@@ -14,7 +14,10 @@
 //! assert_eq!(set.lookup("gpt-4o"), Some(&"openai"));
 //! ```
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
+
+// Keys are config names; a request looks one up.
+use foldhash::HashMap;
 
 /// One model-name pattern. Only a trailing `*` is special: `gpt-*-mini` is an exact name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -86,7 +89,7 @@ impl<T> Default for PatternSet<T> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             prefixes: Vec::new(),
             any: None,
         }
