@@ -22,11 +22,14 @@ use http::{request::Parts, HeaderName};
 use portcullis_core::{hash::DeriveKey, CallerId, UserId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+/// How many [`VARY_HEADERS`] there are.
+const VARY_COUNT: usize = 7;
+
 /// Request headers that are part of the key besides the caller's identity, because they
 /// change the upstream's answer: its encoding (`accept`, `accept-encoding`) or the API
 /// version and features it uses (`anthropic-version`, `anthropic-beta`, `openai-beta`), or
 /// whose account it bills (`openai-organization`, `openai-project`).
-pub const VARY_HEADERS: [HeaderName; 7] = [
+pub const VARY_HEADERS: [HeaderName; VARY_COUNT] = [
     http::header::ACCEPT,
     http::header::ACCEPT_ENCODING,
     HeaderName::from_static("anthropic-version"),
@@ -113,7 +116,19 @@ pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
             h.raw(b"-");
         }
     }
-    for name in &VARY_HEADERS {
+    // One pass over the request's names says which of them are there (most requests send
+    // one or two, often none): a lookup of each of the seven costs more.
+    let mut present = [false; VARY_COUNT];
+    for name in parts.headers.keys() {
+        if let Some(i) = vary_slot(name) {
+            present[i] = true;
+        }
+    }
+    for (name, present) in VARY_HEADERS.iter().zip(present) {
+        if !present {
+            h.count(0);
+            continue;
+        }
         let values = parts.headers.get_all(name);
         h.count(values.iter().count());
         for v in values {
@@ -121,6 +136,20 @@ pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
         }
     }
     Key(*h.finalize().as_bytes())
+}
+
+/// The place of `name` in [`VARY_HEADERS`].
+fn vary_slot(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "accept" => 0,
+        "accept-encoding" => 1,
+        "anthropic-version" => 2,
+        "anthropic-beta" => 3,
+        "openai-beta" => 4,
+        "openai-organization" => 5,
+        "openai-project" => 6,
+        _ => return None,
+    })
 }
 
 /// The canonical form of a JSON document: object members sorted by key, no whitespace,
@@ -293,7 +322,16 @@ impl<'de> Visitor<'de> for KeySeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use http::{header::AUTHORIZATION, Request};
+
+    #[test]
+    fn every_vary_header_has_its_own_slot() {
+        for (i, name) in VARY_HEADERS.iter().enumerate() {
+            assert_eq!(vary_slot(name), Some(i), "{name}");
+        }
+        assert_eq!(vary_slot(&http::header::CONTENT_TYPE), None);
+    }
 
     fn parts(method: &str, uri: &str) -> Parts {
         Request::builder()
@@ -485,5 +523,28 @@ mod tests {
         assert_eq!(k.short(), k.to_hex()[..8]);
         assert_eq!(format!("{k:?}"), format!("Key({})", k.short()));
         assert_eq!(k.to_string(), k.to_hex());
+    }
+
+    /// Keys stored in Redis by an earlier version stay valid: a request's key is pinned.
+    #[test]
+    fn keys_stay_what_earlier_versions_stored() {
+        let mut p = parts("POST", "/v1/messages?beta=true");
+        for (k, v) in [
+            ("authorization", "Bearer sk-pinned"),
+            ("accept", "application/json"),
+            ("user-agent", "pin"),
+            ("openai-project", "proj_1"),
+        ] {
+            p.headers.append(k, v.parse().unwrap());
+        }
+        p.headers
+            .append("anthropic-version", "2023-06-01".parse().unwrap());
+        p.headers
+            .append("anthropic-version", "2024-01-01".parse().unwrap());
+        let body = br#"{"model":"claude","messages":[{"role":"user","content":"pin \u00e9"}],"max_tokens":9}"#;
+        assert_eq!(
+            dedup_key(&p, body).to_hex(),
+            "9df1c9240a3865e3dfab0ce1a38412afc420c17794e95a1d9077ed4e8d4ecdd3"
+        );
     }
 }
