@@ -109,7 +109,10 @@ impl Upstream {
 
     /// The full upstream URI for a client path such as `/v1/chat/completions?x=1`.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let pq: PathAndQuery = format!("{}{}", self.prefix, path_and_query).parse()?;
+        let mut joined = String::with_capacity(self.prefix.len() + path_and_query.len());
+        joined.push_str(&self.prefix);
+        joined.push_str(path_and_query);
+        let pq = PathAndQuery::try_from(joined)?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
