@@ -236,6 +236,24 @@ mod tests {
             proptest::prop_assert_eq!(string_end::<true>(&b, 0), plain);
         }
 
+        /// From any start, the first stop is the one a byte-by-byte search finds, whatever
+        /// lies before the start.
+        #[test]
+        fn string_stop_agrees_with_bytewise_from_any_start(
+            b in proptest::collection::vec(
+                proptest::sample::select(
+                    vec![b'a', b'"', b'\\', 0x00, 0x01, 0x1f, b' ', b'!', b'#', b']', 0x7f, 0xff],
+                ),
+                0..40,
+            ),
+            start in 0usize..44,
+        ) {
+            let want = (start..b.len())
+                .find(|&j| b[j] == b'"' || b[j] == b'\\' || b[j] < 0x20)
+                .unwrap_or(b.len().max(start));
+            proptest::prop_assert_eq!(string_stop(&b, start), want);
+        }
+
         /// Whatever the bytes (an upstream chose them), no panic, and an end is never past
         /// them.
         #[test]
