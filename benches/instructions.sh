@@ -11,6 +11,7 @@
 #   BIN=/other/target/profiling bash benches/instructions.sh   # binaries built elsewhere
 #                                                       # (another profile or commit; no build)
 #   STREAM=true bash benches/instructions.sh            # streamed chat requests instead
+#   H2=true bash benches/instructions.sh                # HTTP/2 (h2c) from the client instead
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -50,7 +51,8 @@ without() { # section -> config file
 }
 
 load() { # addr requests
-  h2load --h1 -n "$2" -c 1 -d "$tmp/body.json" -H 'content-type: application/json' \
+  # shellcheck disable=SC2046
+  h2load $([ "${H2:-false}" = true ] || echo --h1) -n "$2" -c 1 -d "$tmp/body.json" -H 'content-type: application/json' \
     -H 'authorization: Bearer sk-bench' "http://$1/v1/chat/completions" >"$tmp/h2load.log" 2>&1
   grep -q "succeeded, 0 errored" "$tmp/h2load.log" || grep -q "$2 succeeded" "$tmp/h2load.log" ||
     { echo "requests failed:" >&2; cat "$tmp/h2load.log" >&2; exit 1; }
