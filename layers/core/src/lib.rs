@@ -26,6 +26,8 @@ pub mod usage;
 
 pub use error::CircuitOpen;
 pub use identity::{ApiKeyHash, BoundUserId, CallerId, ClientIp, KeyName, UserId};
+#[doc(hidden)]
+pub use memchr as __memchr;
 pub use meta::RequestMeta;
 pub use outcome::{Attempts, BreakerState, CacheOutcome, ErrorCode, RateLimitOutcome, RouteInfo};
 pub use pattern::{ModelPattern, PatternSet};

@@ -42,3 +42,21 @@ macro_rules! define_inner_service_accessors {
         }
     };
 }
+
+/// Whether the bytes `$haystack` hold the literal `$needle`, with a substring searcher
+/// (`memchr::memmem::Finder`) built once per call site: a layer searches every answer or SSE
+/// line for its markers, and building a searcher costs more than a search with it.
+///
+/// ```
+/// let line = br#"data: {"choices":[{"delta":{"tool_calls":[]}}]}"#;
+/// assert!(portcullis_core::holds!(line, b"\"tool_calls\""));
+/// assert!(!portcullis_core::holds!(line, b"\"usage\""));
+/// ```
+#[macro_export]
+macro_rules! holds {
+    ($haystack:expr, $needle:literal) => {{
+        static FINDER: ::std::sync::LazyLock<$crate::__memchr::memmem::Finder<'static>> =
+            ::std::sync::LazyLock::new(|| $crate::__memchr::memmem::Finder::new($needle));
+        FINDER.find($haystack).is_some()
+    }};
+}

@@ -449,15 +449,8 @@ fn sse_line(line: &[u8], usage: &mut Usage) {
         return; // `[DONE]`, keep-alives
     }
     // Most chunks carry only content: parse only those that can tell us something.
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    // Searchers built once: building one costs more than searching a line with it.
-    static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
-    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-    static NO_USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
-    let contains = |f: &Finder<'_>| f.find(payload).is_some();
-    let wanted = (usage.response_model.is_none() && contains(&MODEL))
-        || (contains(&USAGE) && !contains(&NO_USAGE));
+    let wanted = (usage.response_model.is_none() && crate::holds!(payload, b"\"model\""))
+        || (crate::holds!(payload, b"\"usage\"") && !crate::holds!(payload, b"\"usage\":null"));
     if !wanted {
         return;
     }

@@ -128,10 +128,6 @@ enum DeltaField<'a> {
     },
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// The answer text in one SSE `data:` payload: `(choice index, text)` pieces, passed to `f`.
 /// Payloads that carry no text, or are not the JSON expected, give nothing.
 ///
@@ -154,7 +150,7 @@ pub(crate) fn stream_text_serde(api: Api, payload: &[u8], f: &mut impl FnMut(u32
     // Most events of a stream are text deltas, but the cheap test skips the rest unparsed.
     match api {
         Api::ChatCompletions => {
-            if !contains(payload, b"\"content\"") {
+            if !portcullis_core::holds!(payload, b"\"content\"") {
                 return;
             }
             if let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(payload) {
@@ -166,12 +162,12 @@ pub(crate) fn stream_text_serde(api: Api, payload: &[u8], f: &mut impl FnMut(u32
             }
         }
         Api::Responses | Api::Messages => {
-            let marker: &[u8] = if api == Api::Responses {
-                b"output_text.delta"
+            let marked = if api == Api::Responses {
+                portcullis_core::holds!(payload, b"output_text.delta")
             } else {
-                b"text_delta"
+                portcullis_core::holds!(payload, b"text_delta")
             };
-            if !contains(payload, marker) {
+            if !marked {
                 return;
             }
             let Ok(event) = serde_json::from_slice::<TypedEvent<'_>>(payload) else {

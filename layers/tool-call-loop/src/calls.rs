@@ -3,6 +3,7 @@
 
 use std::{borrow::Cow, fmt::Write as _};
 
+use portcullis_core::holds;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -182,36 +183,24 @@ fn parsed_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
 /// markers (and no `\u` escape that could spell one) and that has the answer's list is an
 /// answer without calls. `None`: parse it.
 fn plainly_without_calls(api: Api, body: &[u8]) -> Option<Option<Vec<ToolCall>>> {
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    // Searchers built once: building one costs more than searching an answer with it.
-    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
-    static CHAT: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-        [
-            b"\"choices\"" as &[u8],
-            b"\"tool_calls\"",
-            b"\"function_call\"",
-        ]
-        .map(Finder::new)
-    });
-    static RESPONSES: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-        [
-            b"\"output\"" as &[u8],
-            b"\"function_call\"",
-            b"\"custom_tool_call\"",
-        ]
-        .map(Finder::new)
-    });
-    static MESSAGES: LazyLock<[Finder<'static>; 2]> =
-        LazyLock::new(|| [b"\"content\"" as &[u8], b"\"tool_use\""].map(Finder::new));
-    let has = |f: &Finder<'_>| f.find(body).is_some();
-    // The answer's list first, then the API's tool-call markers.
-    let (list, markers): (&Finder<'_>, &[Finder<'_>]) = match api {
-        Api::ChatCompletions => (&CHAT[0], &CHAT[1..]),
-        Api::Responses => (&RESPONSES[0], &RESPONSES[1..]),
-        Api::Messages => (&MESSAGES[0], &MESSAGES[1..]),
+    if holds!(body, b"\\u") {
+        return None;
+    }
+    // The API's tool-call markers first, then the answer's list.
+    let plain = match api {
+        Api::ChatCompletions => {
+            !holds!(body, b"\"tool_calls\"")
+                && !holds!(body, b"\"function_call\"")
+                && holds!(body, b"\"choices\"")
+        }
+        Api::Responses => {
+            !holds!(body, b"\"function_call\"")
+                && !holds!(body, b"\"custom_tool_call\"")
+                && holds!(body, b"\"output\"")
+        }
+        Api::Messages => !holds!(body, b"\"tool_use\"") && holds!(body, b"\"content\""),
     };
-    if has(&ESCAPE) || markers.iter().any(has) || !has(list) {
+    if !plain {
         return None;
     }
     // Still a JSON answer (not an error object that happens to name the list).
@@ -302,16 +291,6 @@ pub(crate) enum Event {
     More,
     /// The answer is complete (`[DONE]`, `response.completed`, `message_stop`).
     End,
-}
-
-/// Whether `haystack` holds the literal `needle`, with a searcher built once per call site:
-/// a stream's every line is searched, and building a searcher costs more than a search.
-macro_rules! holds {
-    ($haystack:expr, $needle:literal) => {{
-        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new($needle));
-        FINDER.find($haystack).is_some()
-    }};
 }
 
 impl StreamCalls {
