@@ -248,6 +248,7 @@ enum ForLeader<RB> {
 }
 
 /// A completed response every waiter gets a copy of.
+#[derive(Clone)]
 pub(crate) struct SharedResponse {
     status: StatusCode,
     version: Version,
@@ -259,17 +260,12 @@ pub(crate) struct SharedResponse {
 }
 
 impl SharedResponse {
+    /// A waiter's copy.
     fn to_response<RB: From<Bytes>>(&self, outcome: CacheOutcome) -> Response<RB> {
-        let mut resp = Response::new(RB::from(self.body.clone()));
-        *resp.status_mut() = self.status;
-        *resp.version_mut() = self.version;
-        *resp.headers_mut() = self.headers.clone();
-        *resp.extensions_mut() = self.extensions.clone();
-        mark(&mut resp, outcome);
-        resp
+        self.clone().into_response(outcome)
     }
 
-    /// [`to_response`](Self::to_response) for the last holder: nothing copied.
+    /// The response itself, for the last holder: nothing copied.
     fn into_response<RB: From<Bytes>>(self, outcome: CacheOutcome) -> Response<RB> {
         let mut resp = Response::new(RB::from(self.body));
         *resp.status_mut() = self.status;
