@@ -143,6 +143,8 @@ pub async fn serve_live(
         let live = live.clone();
         let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
             let (mut parts, body) = req.into_parts();
+            // Room for what the layers add, in one table instead of four grown in turn.
+            portcullis_core::extensions::with_room(&mut parts.extensions);
             parts.extensions.insert(ConnectInfo(peer));
             let body = Body::new(Deadline {
                 inner: body,

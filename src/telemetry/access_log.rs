@@ -484,14 +484,15 @@ impl Finish {
         span.in_scope(|| {
             tracing::info!(
                 target: "portcullis::access",
-                method = %self.method,
-                path = %self.path,
+                // As `str`s, not `%` (Display): the line is the same, without `fmt`.
+                method = self.method.as_str(),
+                path = &*self.path,
                 model,
                 upstream,
                 status,
                 latency_ms = millis(latency),
                 ttfb_ms = millis(self.ttfb),
-                request_id = %self.request_id,
+                request_id = &*self.request_id,
                 attempts,
                 cache = self.cache.map_or("", CacheOutcome::as_str),
                 user_id = user_id.unwrap_or(""),

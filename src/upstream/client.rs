@@ -262,6 +262,8 @@ impl Service<Request<Body>> for UpstreamClient {
                     }))),
                     Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
                     Ok(Ok(mut resp)) => {
+                        // Room for what the layers add on the way back.
+                        portcullis_core::extensions::with_room(resp.extensions_mut());
                         // Nothing an upstream sends may pose as the gateway's own headers.
                         portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
                         let resp = match idle.is_zero() {

@@ -3,10 +3,11 @@
 
 use std::sync::OnceLock;
 
-/// A blake3 derive-key context, hashed once: [`DeriveKey::hasher`] hands out a copy of the
-/// hasher `blake3::Hasher::new_derive_key(context)` builds, so a per-request hash pays for
-/// its input only (`new_derive_key` compresses the context string first, every time).
-/// The hashes are those of `new_derive_key`, byte for byte.
+use blake3::hazmat::{hash_derive_key_context, ContextKey, HasherExt as _};
+
+/// A blake3 derive-key context, hashed once: [`DeriveKey::hasher`] starts a hasher from the
+/// context's key, where `blake3::Hasher::new_derive_key(context)` compresses the context
+/// string first, every time. The hashes are those of `new_derive_key`, byte for byte.
 ///
 /// ```
 /// use portcullis_core::hash::DeriveKey;
@@ -19,7 +20,7 @@ use std::sync::OnceLock;
 #[derive(Debug)]
 pub struct DeriveKey {
     context: &'static str,
-    hasher: OnceLock<blake3::Hasher>,
+    key: OnceLock<ContextKey>,
 }
 
 impl DeriveKey {
@@ -27,23 +28,25 @@ impl DeriveKey {
     pub const fn new(context: &'static str) -> Self {
         Self {
             context,
-            hasher: OnceLock::new(),
+            key: OnceLock::new(),
         }
+    }
+
+    fn key(&self) -> &ContextKey {
+        self.key
+            .get_or_init(|| hash_derive_key_context(self.context))
     }
 
     /// A fresh hasher in this context.
     pub fn hasher(&self) -> blake3::Hasher {
-        self.hasher
-            .get_or_init(|| blake3::Hasher::new_derive_key(self.context))
-            .clone()
+        blake3::Hasher::new_from_context_key(self.key())
     }
-}
 
-impl DeriveKey {
     /// A fresh [`Framed`] hasher in this context.
     pub fn framed(&self) -> Framed {
         Framed {
-            hasher: self.hasher(),
+            key: *self.key(),
+            hasher: None,
             buf: [0; FRAMED_BUF],
             len: 0,
         }
@@ -55,9 +58,14 @@ const FRAMED_BUF: usize = 192;
 /// A blake3 hasher fed through a small buffer: a hash of many short pieces (lengths, names,
 /// ids) costs one `update` instead of one per piece, each of which has a fixed cost that
 /// dwarfs a few bytes. The hash is that of the same bytes given to `update` one by one.
+///
+/// The hasher itself (about 2 KiB, most of it the stack of a long input's subtrees) is made
+/// only once the pieces outgrow the buffer, and then on the heap: most keys (a caller, a
+/// session) fit in the buffer, and a value this small moves for the price of its size.
 #[derive(Debug, Clone)]
 pub struct Framed {
-    hasher: blake3::Hasher,
+    key: ContextKey,
+    hasher: Option<Box<blake3::Hasher>>,
     buf: [u8; FRAMED_BUF],
     len: usize,
 }
@@ -66,10 +74,14 @@ impl Framed {
     /// Hash `bytes` as they are.
     pub fn raw(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > FRAMED_BUF {
-            self.hasher.update(&self.buf[..self.len]);
+            let key = &self.key;
+            let hasher = self
+                .hasher
+                .get_or_insert_with(|| Box::new(blake3::Hasher::new_from_context_key(key)));
+            hasher.update(&self.buf[..self.len]);
             self.len = 0;
             if bytes.len() > FRAMED_BUF {
-                self.hasher.update(bytes);
+                hasher.update(bytes);
                 return;
             }
         }
@@ -89,9 +101,14 @@ impl Framed {
     }
 
     /// The hash of everything given.
-    pub fn finalize(mut self) -> blake3::Hash {
-        self.hasher.update(&self.buf[..self.len]);
-        self.hasher.finalize()
+    pub fn finalize(self) -> blake3::Hash {
+        let rest = &self.buf[..self.len];
+        match self.hasher {
+            Some(mut h) => h.update(rest).finalize(),
+            None => blake3::Hasher::new_from_context_key(&self.key)
+                .update(rest)
+                .finalize(),
+        }
     }
 }
 
@@ -143,6 +160,20 @@ mod tests {
             plain.update(b"-");
         }
         assert_eq!(framed.finalize(), plain.finalize());
+    }
+
+    #[test]
+    fn framed_hashes_what_fits_its_buffer_the_same() {
+        // Below, at and just past the buffer: the hasher is made at the end, or on the way.
+        static CTX: DeriveKey = DeriveKey::new("portcullis test framed small");
+        for n in [0, 1, 63, 64, 65, FRAMED_BUF - 8, FRAMED_BUF, FRAMED_BUF + 1] {
+            let piece = vec![5u8; n];
+            let mut framed = CTX.framed();
+            framed.raw(&piece);
+            let mut plain = blake3::Hasher::new_derive_key("portcullis test framed small");
+            plain.update(&piece);
+            assert_eq!(framed.finalize(), plain.finalize(), "{n} bytes");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod error;
+pub mod extensions;
 pub mod future;
 pub mod hash;
 pub mod headers;

@@ -128,8 +128,13 @@ pub(crate) struct Shared {
     /// [`Unavailable`], so caching goes on per process during an outage.
     local: Option<MemoryStore>,
     /// One entry per shared upstream call in progress; followers subscribe to its outcome.
-    in_flight: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
+    /// Keys are blake3 hashes: foldhash (seeded per map) suffices, SipHash costs ~10x.
+    in_flight: Mutex<InFlight>,
 }
+
+/// The shared upstream calls in progress, by key.
+pub(crate) type InFlight =
+    HashMap<Key, watch::Receiver<Option<Outcome>>, foldhash::fast::RandomState>;
 
 impl Shared {
     pub(crate) fn new(config: Config, store: Option<Arc<dyn CacheStore>>) -> Self {
@@ -151,7 +156,7 @@ impl Shared {
             config,
             store,
             local,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(InFlight::default()),
         }
     }
 
@@ -161,9 +166,7 @@ impl Shared {
         portcullis_core::error::find_in_chain::<Unavailable>(&**error).map(|_| local)
     }
 
-    pub(crate) fn in_flight(
-        &self,
-    ) -> MutexGuard<'_, HashMap<Key, watch::Receiver<Option<Outcome>>>> {
+    pub(crate) fn in_flight(&self) -> MutexGuard<'_, InFlight> {
         // The map is consistent after every statement, so a panic elsewhere leaves it usable.
         self.in_flight
             .lock()
