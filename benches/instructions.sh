@@ -12,6 +12,8 @@
 #                                                       # (another profile or commit; no build)
 #   STREAM=true bash benches/instructions.sh            # streamed chat requests instead
 #   H2=true bash benches/instructions.sh                # HTTP/2 (h2c) from the client instead
+#   BODY=file.json bash benches/instructions.sh         # this request body instead (an agent's
+#                                                       # long conversation, say)
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -36,6 +38,7 @@ trap cleanup EXIT
 $BIN/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!)
 printf '{"model":"gpt-4o-mini","stream":%s,"messages":[{"role":"user","content":"hello instructions"}]}' \
   "${STREAM:-false}" >"$tmp/body.json"
+[ -z "${BODY:-}" ] || cp "$BODY" "$tmp/body.json"
 
 # A config: benches/load.toml (every layer on) with one section turned off.
 without() { # section -> config file
