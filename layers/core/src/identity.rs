@@ -261,35 +261,37 @@ impl fmt::Debug for SessionKey {
 ///
 /// `layer` names the layer keeping the state, so two layers never share keys.
 pub fn session_key(layer: &str, headers: &HeaderMap, extensions: &http::Extensions) -> SessionKey {
-    static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v1");
+    // v2: one-byte tags and fixed-size ids unframed, so a key with a short user id is one
+    // 64-byte block (one compression, not two). Keys live in memory only.
+    static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v2");
     let mut h = CONTEXT.framed();
     h.field(layer.as_bytes());
     match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
         (Some(c), _) => {
-            h.field(b"c");
-            h.field(&c.0);
+            h.raw(b"c");
+            h.raw(&c.0);
         }
         // Used alone, a layer takes an identity extension its own auth inserted as the caller.
         (None, Some(k)) => {
-            h.field(b"k");
-            h.field(&k.0);
+            h.raw(b"k");
+            h.raw(&k.0);
         }
         (None, None) => {
-            h.field(b"h");
-            h.field(&CallerId::of(headers, None).0);
+            h.raw(b"h");
+            h.raw(&CallerId::of(headers, None).0);
         }
     }
     match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
         Some(sid) => {
-            h.field(b"s");
+            h.raw(b"s");
             h.field(sid.as_bytes());
         }
         None => match extensions.get::<UserId>() {
             Some(u) => {
-                h.field(b"u");
+                h.raw(b"u");
                 h.field(u.as_str().as_bytes());
             }
-            None => h.field(b"-"),
+            None => h.raw(b"-"),
         },
     }
     let mut out = [0u8; 16];
@@ -320,6 +322,51 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn session_keys_keep_callers_sessions_and_layers_apart() {
+        let key = |layer: &str, caller: u8, sid: Option<&str>, user: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(sid) = sid {
+                h.insert(X_SESSION_ID, sid.parse().unwrap());
+            }
+            let mut e = http::Extensions::new();
+            e.insert(CallerId([caller; 16]));
+            if let Some(u) = user {
+                e.insert(UserId::new(u));
+            }
+            session_key(layer, &h, &e)
+        };
+        let base = key("commands", 1, None, Some("alice"));
+        assert_eq!(base, key("commands", 1, None, Some("alice")));
+        for other in [
+            key("tool-call-loop", 1, None, Some("alice")),
+            key("commands", 2, None, Some("alice")),
+            key("commands", 1, None, Some("bob")),
+            key("commands", 1, None, None),
+            // The same text as a session id and as a user id: two sessions.
+            key("commands", 1, Some("alice"), None),
+            key("commands", 1, Some("alice"), Some("alice")),
+        ] {
+            assert_ne!(base, other);
+        }
+        // An x-session-id is scoped by the caller, and wins over the user id.
+        assert_ne!(
+            key("commands", 1, Some("s"), None),
+            key("commands", 2, Some("s"), None)
+        );
+        assert_eq!(
+            key("commands", 1, Some("s"), None),
+            key("commands", 1, Some("s"), Some("u"))
+        );
+        // A caller known by its API key only, or by nothing, is still told apart.
+        let mut e = http::Extensions::new();
+        e.insert(ApiKeyHash([1; 16]));
+        let by_api_key = session_key("commands", &HeaderMap::new(), &e);
+        let by_headers = session_key("commands", &HeaderMap::new(), &http::Extensions::new());
+        assert_ne!(by_api_key, by_headers);
+        assert_ne!(by_api_key, key("commands", 1, None, None));
     }
 
     #[test]
