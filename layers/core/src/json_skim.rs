@@ -49,6 +49,23 @@ pub fn string_stop(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The character a short escape stands for: `n` (of `\n`) is a newline, `"` a quote, and so
+/// on for `\` `/` `b` `f` `r` `t`; `None` for `u` (four hex digits follow) and for what is
+/// no escape.
+pub fn short_escape(after_backslash: u8) -> Option<char> {
+    Some(match after_backslash {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
+}
+
 /// The index just past the string whose opening quote is at `i` (`None`: it does not end).
 /// `NO_ESCAPES`: also `None` for a string with an escape in it (a key serde would unescape
 /// before matching it).

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use portcullis_core::json_skim::{object_reading, skip_value, string_stop, ws};
+use portcullis_core::json_skim::{object_reading, short_escape, skip_value, string_stop, ws};
 
 use crate::Api;
 
@@ -656,16 +656,10 @@ impl<'a> Cursor<'a> {
                 }
                 Some(b'\\') => {
                     self.i += 1;
-                    let c = match self.peek().ok_or(Unsure)? {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
+                    let escaped = self.peek().ok_or(Unsure)?;
+                    let c = match short_escape(escaped) {
+                        Some(c) => c,
+                        None if escaped == b'u' => {
                             self.i += 1;
                             let hi = self.hex4()?;
                             self.i -= 1;
@@ -689,7 +683,7 @@ impl<'a> Cursor<'a> {
                             };
                             char::from_u32(code).ok_or(Unsure)?
                         }
-                        _ => return Err(Unsure),
+                        None => return Err(Unsure),
                     };
                     self.i += 1;
                     buf.push(c);

@@ -117,7 +117,7 @@ fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
 mod fast {
     use std::borrow::Cow;
 
-    use portcullis_core::json_skim::{string_stop, ws};
+    use portcullis_core::json_skim::{short_escape, string_stop, ws};
 
     use super::{Node, Num};
 
@@ -165,16 +165,8 @@ mod fast {
         let mut j = stop;
         loop {
             // `b[j]` is a backslash.
-            let short = match *b.get(j + 1)? {
-                b'"' => '"',
-                b'\\' => '\\',
-                b'/' => '/',
-                b'b' => '\u{8}',
-                b'f' => '\u{c}',
-                b'n' => '\n',
-                b'r' => '\r',
-                b't' => '\t',
-                _ => return serde_string(t, i),
+            let Some(short) = short_escape(*b.get(j + 1)?) else {
+                return serde_string(t, i);
             };
             owned.push(short);
             let run = j + 2;
