@@ -160,7 +160,10 @@ mod fast {
             b'\\' => {}
             _ => return None, // a control character: not JSON
         }
-        let mut owned = String::with_capacity(stop - i + 16);
+        // Sized once to the escaped text, which the unescaped never outgrows: a string of
+        // code grown as it is unescaped reallocated at every doubling.
+        let escaped_end = portcullis_core::json_skim::string_end::<false>(b, i)?;
+        let mut owned = String::with_capacity(escaped_end - i);
         owned.push_str(t.get(i + 1..stop)?);
         let mut j = stop;
         loop {
