@@ -9,7 +9,7 @@
 //! objects as vectors, which is faster to build than a map for the handful of keys a request has.
 //! The bench `parse` group measures both.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, cell::OnceCell, fmt, ops::Deref};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -54,13 +54,94 @@ impl fmt::Display for Num {
     }
 }
 
+/// A JSON string value, unescaped only when read: most of a request's text (messages, code,
+/// tool results) is only ever type-checked, and unescaping it was most of the tree's cost.
+/// Reads as the unescaped `str` (`Deref`); equal when the unescaped texts are.
+#[derive(Clone)]
+pub(crate) struct Text<'a>(TextInner<'a>);
+
+#[derive(Clone)]
+enum TextInner<'a> {
+    /// No escapes: the text itself.
+    Plain(&'a str),
+    /// Unescaped already (by serde).
+    Owned(Box<str>),
+    /// The text between the quotes, whose escapes are all short ones (`\n`, `\"`…; never
+    /// `\u`), unescaped on first read.
+    Escaped(&'a str, OnceCell<Box<str>>),
+}
+
+impl<'a> Text<'a> {
+    pub(crate) fn plain(s: &'a str) -> Self {
+        Self(TextInner::Plain(s))
+    }
+
+    pub(crate) fn owned(s: impl Into<Box<str>>) -> Self {
+        Self(TextInner::Owned(s.into()))
+    }
+
+    /// Whether the text is empty (without unescaping it: escaped text never is).
+    pub(crate) fn is_empty(&self) -> bool {
+        match &self.0 {
+            TextInner::Plain(s) => s.is_empty(),
+            TextInner::Owned(s) => s.is_empty(),
+            TextInner::Escaped(..) => false,
+        }
+    }
+}
+
+impl Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.0 {
+            TextInner::Plain(s) => s,
+            TextInner::Owned(s) => s,
+            TextInner::Escaped(raw, text) => text.get_or_init(|| unescape_short(raw)),
+        }
+    }
+}
+
+/// `raw` with its short escapes replaced by what they stand for (the walk let no other kind
+/// through; a lone backslash at the end cannot occur, the walk saw the closing quote after it).
+fn unescape_short(raw: &str) -> Box<str> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let after = rest.as_bytes().get(at + 1).copied().unwrap_or(b'\\');
+        out.push(portcullis_core::json_skim::short_escape(after).unwrap_or('\\'));
+        rest = rest.get(at + 2..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out.into_boxed_str()
+}
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A parsed JSON value borrowing from the input.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Node<'a> {
     Null,
     Bool(bool),
     Num(Num),
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     Arr(Vec<Node<'a>>),
     /// Keys in document order, duplicates kept (so strict mode can reject them).
     Obj(Vec<(Cow<'a, str>, Node<'a>)>),
@@ -119,7 +200,9 @@ mod fast {
 
     use portcullis_core::json_skim::{short_escape, string_stop, ws};
 
-    use super::{Node, Num};
+    use std::cell::OnceCell;
+
+    use super::{Node, Num, Text, TextInner};
 
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
@@ -134,7 +217,7 @@ mod fast {
     fn value(t: &str, i: usize, depth: u32) -> Option<(Node<'_>, usize)> {
         let b = t.as_bytes();
         match *b.get(i)? {
-            b'"' => string(t, i).map(|(s, end)| (Node::Str(s), end)),
+            b'"' => text(t, i).map(|(s, end)| (Node::Str(s), end)),
             b'{' => object(t, i, depth + 1),
             b'[' => array(t, i, depth + 1),
             b't' => literal(b, i, b"true", Node::Bool(true)),
@@ -181,6 +264,34 @@ mod fast {
                 _ => return None,
             }
         }
+    }
+
+    /// A string value: borrowed, and when it has escapes (all short ones) kept as it is
+    /// written, to be unescaped if a rule ever reads it; serde's when one is `\u`.
+    fn text(t: &str, i: usize) -> Option<(Text<'_>, usize)> {
+        let b = t.as_bytes();
+        let mut j = string_stop(b, i + 1);
+        let mut escaped = false;
+        loop {
+            match *b.get(j)? {
+                b'"' => break,
+                b'\\' if short_escape(*b.get(j + 1)?).is_some() => {
+                    escaped = true;
+                    j = string_stop(b, j + 2);
+                }
+                b'\\' => {
+                    let (s, end) = serde_string(t, i)?;
+                    return Some((Text::owned(s.into_owned()), end));
+                }
+                _ => return None, // a control character: not JSON
+            }
+        }
+        let raw = t.get(i + 1..j)?;
+        let text = match escaped {
+            false => Text::plain(raw),
+            true => Text(TextInner::Escaped(raw, OnceCell::new())),
+        };
+        Some((text, j + 1))
     }
 
     /// A string with a `\u` escape, as serde reads it.
@@ -304,15 +415,15 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Node::Str(Cow::Borrowed(v)))
+        Ok(Node::Str(Text::plain(v)))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Node::Str(Cow::Owned(v.to_owned())))
+        Ok(Node::Str(Text::owned(v)))
     }
 
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Node::Str(Cow::Owned(v)))
+        Ok(Node::Str(Text::owned(v)))
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
@@ -387,7 +498,7 @@ mod tests {
         assert_eq!(fields.len(), 3);
         assert!(matches!(fields[0].0, Cow::Borrowed("a")));
         assert!(matches!(fields[1].0, Cow::Owned(ref k) if k == "b\n"));
-        assert_eq!(fields[1].1, Node::Str(Cow::Owned("y\"z".into())));
+        assert_eq!(fields[1].1, Node::Str(Text::owned("y\"z")));
         assert_eq!(
             fields[0].1,
             Node::Arr(vec![
@@ -396,11 +507,33 @@ mod tests {
                 Node::Num(Num::F(3.5)),
                 Node::Bool(true),
                 Node::Null,
-                Node::Str(Cow::Borrowed("x")),
+                Node::Str(Text::plain("x")),
             ])
         );
         // The last duplicate wins, as in serde_json::Value.
         assert_eq!(n.get("a"), Some(&Node::Obj(vec![])));
+    }
+
+    #[test]
+    fn escaped_text_is_kept_as_written_and_reads_unescaped() {
+        let n = parse(br#"{"content":"line\nquote\" slash\/ tab\t","role":"plain"}"#).unwrap();
+        let Some(Node::Str(content)) = n.get("content") else {
+            panic!("{n:?}")
+        };
+        assert!(matches!(content.0, TextInner::Escaped(..)));
+        assert!(!content.is_empty());
+        assert_eq!(&**content, "line\nquote\" slash/ tab\t");
+        assert_eq!(
+            format!("{content:?}"),
+            format!("{:?}", "line\nquote\" slash/ tab\t")
+        );
+        assert!(matches!(
+            n.get("role"),
+            Some(Node::Str(Text(TextInner::Plain("plain"))))
+        ));
+        // A `\u` escape is serde's to read.
+        let n = parse(br#"["\u00e9\n"]"#).unwrap();
+        assert_eq!(n, Node::Arr(vec![Node::Str(Text::owned("é\n"))]));
     }
 
     #[test]
