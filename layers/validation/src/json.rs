@@ -1,13 +1,12 @@
-//! A borrowed JSON tree: one parse per request, and no allocation for keys or strings that
-//! have no escapes.
+//! A borrowed JSON tree: one parse per request, and no allocation for a string value (escaped
+//! or not, it is unescaped only if a rule reads it) or for a key without escapes.
 //!
 //! # Why not `serde_json::Value`?
 //!
 //! `Value` owns every key and string, so a 100 KB chat request costs thousands of small
 //! allocations and copies before a single rule runs. This tree borrows from the request bytes
-//! instead (escaped strings, which serde_json must unescape, are the only copies) and keeps
-//! objects as vectors, which is faster to build than a map for the handful of keys a request has.
-//! The bench `parse` group measures both.
+//! instead ([`Text`]) and keeps objects as vectors, which is faster to build than a map for
+//! the handful of keys a request has. The bench `parse` group measures both.
 
 use std::{borrow::Cow, cell::OnceCell, fmt, ops::Deref};
 
@@ -188,19 +187,17 @@ fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
-/// The tree of a document made of what request bodies are made of, in one walk: strings
-/// borrowed, or unescaped here when their escapes are the short ones (`\n`, `\"`…); integers
-/// of up to 18 digits; literals; arrays and objects. A `\u` escape or a number in another
+/// The tree of a document made of what request bodies are made of, in one walk: string
+/// values borrowed as written when their escapes are the short ones (`\n`, `\"`…), keys
+/// unescaped here; integers of up to 18 digits; literals; arrays and objects. A `\u` escape or a number in another
 /// form is read by serde, as the few bytes it is. Anything it is unsure of (nesting deeper
 /// than [`fast::MAX_DEPTH`], a byte out of place, a control character in a string) gives
 /// `None`, and serde reads the whole document: the walk never decides what is JSON, and the
 /// tree it builds is serde's (a property test holds the two together).
 mod fast {
-    use std::borrow::Cow;
+    use std::{borrow::Cow, cell::OnceCell};
 
     use portcullis_core::json_skim::{short_escape, string_stop, ws};
-
-    use std::cell::OnceCell;
 
     use super::{Node, Num, Text, TextInner};
 
@@ -233,9 +230,9 @@ mod fast {
         (b.get(i..end)? == word).then_some((node, end))
     }
 
-    /// The string whose quote is at `i`: borrowed when it has no escapes, unescaped here when
+    /// The key whose quote is at `i`: borrowed when it has no escapes, unescaped here when
     /// they are all short ones, serde's when one is `\u`.
-    fn string(t: &str, i: usize) -> Option<(Cow<'_, str>, usize)> {
+    fn key(t: &str, i: usize) -> Option<(Cow<'_, str>, usize)> {
         let b = t.as_bytes();
         let stop = string_stop(b, i + 1);
         match *b.get(stop)? {
@@ -366,13 +363,13 @@ mod fast {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let (key, end) = string(t, i)?;
+            let (name, end) = key(t, i)?;
             i = ws(b, end);
             if b.get(i) != Some(&b':') {
                 return None;
             }
             let (v, end) = value(t, ws(b, i + 1), depth)?;
-            fields.push((key, v));
+            fields.push((name, v));
             i = ws(b, end);
             match *b.get(i)? {
                 b',' => i = ws(b, i + 1),
