@@ -49,6 +49,47 @@ pub fn string_stop(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// A JSON number at `b[i]` that serde reads as an integer and prints back byte for byte: at
+/// most 18 digits (so it fits an `i64` either way), no leading zero, no `-0`, no fraction or
+/// exponent. Its value and the index just past it; `None` for any other number (and for what
+/// is no number), which the caller leaves to serde.
+///
+/// ```
+/// use portcullis_core::json_skim::plain_integer;
+///
+/// assert_eq!(plain_integer(b"[-42,", 1), Some((-42, 4)));
+/// assert_eq!(plain_integer(b"0}", 0), Some((0, 1)));
+/// for other in [&b"-0"[..], b"01", b"1.5", b"2e3", b"1234567890123456789", b"-", b"x"] {
+///     assert_eq!(plain_integer(other, 0), None);
+/// }
+/// ```
+pub fn plain_integer(b: &[u8], i: usize) -> Option<(i64, usize)> {
+    let negative = *b.get(i)? == b'-';
+    let digits = i + usize::from(negative);
+    let mut end = digits;
+    let mut n: i64 = 0;
+    while let Some(&d @ b'0'..=b'9') = b.get(end) {
+        if end - digits == 18 {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+        end += 1;
+    }
+    let count = end - digits;
+    let plain = count >= 1 && (b[digits] != b'0' || (count == 1 && !negative));
+    let whole = !matches!(b.get(end), Some(b'.' | b'e' | b'E'));
+    (plain && whole).then_some((if negative { -n } else { n }, end))
+}
+
+/// The index just past the number-like run at `b[i]` (digits, signs, points, exponents): the
+/// bytes to hand serde for a number [`plain_integer`] does not take.
+pub fn number_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
 /// The character a short escape stands for: `n` (of `\n`) is a newline, `"` a quote, and so
 /// on for `\` `/` `b` `f` `r` `t`; `None` for `u` (four hex digits follow) and for what is
 /// no escape.

@@ -195,7 +195,7 @@ fn canonical_by_serde(value: &[u8], out: &mut Vec<u8>) -> Option<()> {
 mod fast {
     use std::ops::Range;
 
-    use portcullis_core::json_skim::{string_end, string_stop, ws};
+    use portcullis_core::json_skim::{number_end, plain_integer, string_end, string_stop, ws};
 
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
@@ -279,20 +279,11 @@ mod fast {
         /// serde's.
         fn number(&mut self, i: usize) -> Option<usize> {
             let b = self.b;
-            let mut end = i + usize::from(b[i] == b'-');
-            let digits = end;
-            while let Some(b'0'..=b'9') = b.get(end) {
-                end += 1;
-            }
-            let n = end - digits;
-            let plain = (1..=18).contains(&n) && (b[digits] != b'0' || (n == 1 && digits == i));
-            if plain && !matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
+            if let Some((_, end)) = plain_integer(b, i) {
                 self.out.extend_from_slice(&b[i..end]);
                 return Some(end);
             }
-            while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = b.get(end) {
-                end += 1;
-            }
+            let end = number_end(b, i);
             super::canonical_by_serde(&b[i..end], self.out)?;
             Some(end)
         }

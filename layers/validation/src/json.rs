@@ -197,7 +197,7 @@ fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
 mod fast {
     use std::{borrow::Cow, cell::OnceCell};
 
-    use portcullis_core::json_skim::{short_escape, string_stop, ws};
+    use portcullis_core::json_skim::{number_end, plain_integer, short_escape, string_stop, ws};
 
     use super::{Node, Num, Text, TextInner};
 
@@ -302,27 +302,11 @@ mod fast {
     /// u64 or i64); any other number is serde's.
     fn number(t: &str, i: usize) -> Option<(Node<'_>, usize)> {
         let b = t.as_bytes();
-        let negative = b[i] == b'-';
-        let digits = i + usize::from(negative);
-        let mut end = digits;
-        let mut n: u64 = 0;
-        while let Some(&d @ b'0'..=b'9') = b.get(end) {
-            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-            end += 1;
-        }
-        let count = end - digits;
-        let plain = (1..=18).contains(&count) && (b[digits] != b'0' || (count == 1 && !negative));
-        if plain && !matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
-            // At most 18 digits: below 10^18, so it fits an i64 either way.
-            let num = match negative {
-                true => Num::I(-i64::try_from(n).ok()?),
-                false => Num::U(n),
-            };
+        if let Some((n, end)) = plain_integer(b, i) {
+            let num = u64::try_from(n).map_or(Num::I(n), Num::U);
             return Some((Node::Num(num), end));
         }
-        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = b.get(end) {
-            end += 1;
-        }
+        let end = number_end(b, i);
         let node: Node<'_> = serde_json::from_str(t.get(i..end)?).ok()?;
         Some((node, end))
     }
