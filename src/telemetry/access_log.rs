@@ -30,7 +30,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::propagation::{self, TraceContext};
+use super::{
+    json_log::AccessLine,
+    propagation::{self, TraceContext},
+};
 
 /// Wraps the proxy stack: opens the request span (continuing the client's `traceparent`) and,
 /// when the response body ends, records the GenAI attributes on it, logs
@@ -481,31 +484,27 @@ impl Finish {
         }
         let trace_id = propagation::trace_id(span, Some(&self.trace));
         let status = self.status.as_u16();
-        span.in_scope(|| {
-            tracing::info!(
-                target: "portcullis::access",
-                // As `str`s, not `%` (Display): the line is the same, without `fmt`.
-                method = self.method.as_str(),
-                path = &*self.path,
-                model,
-                upstream,
-                status,
-                latency_ms = millis(latency),
-                ttfb_ms = millis(self.ttfb),
-                request_id = &*self.request_id,
-                attempts,
-                cache = self.cache.map_or("", CacheOutcome::as_str),
-                user_id = user_id.unwrap_or(""),
-                key = self.key.as_deref().unwrap_or(""),
-                error = self.error,
-                trace_id = trace_id.as_deref(),
-                stream = self.stream,
-                input_tokens = usage.input_tokens,
-                output_tokens = usage.output_tokens,
-                body = (ending != Ending::Complete).then(|| ending.as_str()),
-                "request"
-            );
-        });
+        let line = AccessLine {
+            method: self.method.as_str(),
+            path: &self.path,
+            model,
+            upstream,
+            status,
+            latency_ms: millis(latency),
+            ttfb_ms: millis(self.ttfb),
+            request_id: &self.request_id,
+            attempts,
+            cache: self.cache.map_or("", CacheOutcome::as_str),
+            user_id: user_id.unwrap_or(""),
+            key: self.key.as_deref().unwrap_or(""),
+            error: self.error,
+            trace_id: trace_id.as_deref(),
+            stream: self.stream,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            body: (ending != Ending::Complete).then(|| ending.as_str()),
+        };
+        span.in_scope(|| line.emit());
         // Metrics are labelled with configured names only: a client cannot grow `/metrics`.
         let entry = self
             .route

@@ -8,8 +8,18 @@
 //! `tracing-serde`, a timestamp formatted from scratch, the stdout lock and one `write` call per
 //! line on the request's thread. `RUST_LOG` still decides whether access lines are written
 //! (the layer carries the same filter as the other logs).
+//!
+//! The gateway's own access line goes faster still: [`AccessLine::emit`] writes its fields
+//! from their types, under keys that are constants, before it sends the event (for the
+//! OpenTelemetry span and the pretty log), and the layer takes that text instead of visiting
+//! the event's eighteen fields one dynamic call at a time and escaping each field name.
 
-use std::{cell::RefCell, fmt::Write as _, time::SystemTime};
+use std::{
+    cell::RefCell,
+    fmt::Write as _,
+    sync::atomic::{AtomicBool, Ordering},
+    time::SystemTime,
+};
 
 use portcullis_core::lines::{LineWriter, Sink, WriteEvent};
 use tracing::{
@@ -20,6 +30,24 @@ use tracing_subscriber::{layer::Context, Layer};
 
 /// The target of the access log's events.
 pub const ACCESS_TARGET: &str = "portcullis::access";
+
+/// Whether an [`AccessJsonLayer`] was made: only then does [`AccessLine::emit`] write its
+/// fields ahead of the event.
+static DIRECT: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The fields [`AccessLine::emit`] wrote for the event it is sending; `ready` until the
+    /// layer takes them or the send returns.
+    static FIELDS: RefCell<Fields> = RefCell::new(Fields {
+        text: String::with_capacity(512),
+        ready: false,
+    });
+}
+
+struct Fields {
+    text: String,
+    ready: bool,
+}
 
 /// Lines queued for stdout at most; past it they are dropped and counted
 /// (`portcullis_log_dropped_total`).
@@ -44,6 +72,7 @@ impl AccessJsonLayer {
                 }
             }),
         )?;
+        DIRECT.store(true, Ordering::Relaxed);
         Ok(Self { out })
     }
 
@@ -63,7 +92,7 @@ impl<S: Subscriber> Layer<S> for AccessJsonLayer {
                 return; // re-entered from inside a write: cannot happen, never panic
             };
             line.clear();
-            format_line(&mut line, event, SystemTime::now());
+            event_line(&mut line, event, SystemTime::now());
             if !self.out.send(line.as_bytes()) {
                 metrics::counter!("portcullis_log_dropped_total").increment(1);
             }
@@ -74,17 +103,188 @@ impl<S: Subscriber> Layer<S> for AccessJsonLayer {
     }
 }
 
+/// The line of `event`: from the fields [`AccessLine::emit`] wrote for it, else from the
+/// event's own.
+fn event_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
+    FIELDS.with(|fields| match fields.try_borrow_mut() {
+        Ok(mut fields) if fields.ready => {
+            fields.ready = false;
+            format_line_with(out, event, now, Some(&fields.text));
+        }
+        _ => format_line(out, event, now),
+    });
+}
+
 /// One event as a JSON line (with its newline).
 fn format_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
+    format_line_with(out, event, now, None);
+}
+
+/// [`format_line`], with the event's fields already written (by [`AccessLine::emit`]).
+fn format_line_with(out: &mut String, event: &Event<'_>, now: SystemTime, fields: Option<&str>) {
     out.push_str(r#"{"timestamp":""#);
     timestamp(out, now);
     out.push_str(r#"","level":""#);
     out.push_str(event.metadata().level().as_str());
     out.push('"');
-    event.record(&mut JsonFields { out });
+    match fields {
+        Some(fields) => out.push_str(fields),
+        None => event.record(&mut JsonFields { out }),
+    }
     out.push_str(r#","target":""#);
     escape(out, event.metadata().target());
     out.push_str("\"}\n");
+}
+
+/// The fields of one access line (target `portcullis::access`, message `request`), typed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLine<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The request path.
+    pub path: &'a str,
+    /// The requested model (`""` when none).
+    pub model: &'a str,
+    /// The upstream that answered (`""` when none).
+    pub upstream: &'a str,
+    /// The response status.
+    pub status: u16,
+    /// Milliseconds to the end of the response body.
+    pub latency_ms: f64,
+    /// Milliseconds to the response head.
+    pub ttfb_ms: f64,
+    /// The request id.
+    pub request_id: &'a str,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The dedup cache outcome (`""` when none).
+    pub cache: &'a str,
+    /// The memory user id (`""` when none).
+    pub user_id: &'a str,
+    /// The gateway key's name, never the key (`""` when none).
+    pub key: &'a str,
+    /// The error code, when the gateway made the answer.
+    pub error: Option<&'a str>,
+    /// The W3C trace id.
+    pub trace_id: Option<&'a str>,
+    /// Whether the answer was an event stream.
+    pub stream: bool,
+    /// Input tokens, as the answer reported them.
+    pub input_tokens: Option<u64>,
+    /// Output tokens, as the answer reported them.
+    pub output_tokens: Option<u64>,
+    /// How the body ended, when it did not complete.
+    pub body: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Send the access event in the current span. With the JSON access layer on (and the line
+    /// enabled), the fields are written here first, exactly as the layer would write them
+    /// from the event, and the layer takes them.
+    pub fn emit(&self) {
+        let ahead = DIRECT.load(Ordering::Relaxed)
+            && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+            && FIELDS.with(|fields| {
+                let Ok(mut fields) = fields.try_borrow_mut() else {
+                    return false;
+                };
+                fields.text.clear();
+                self.write_fields(&mut fields.text);
+                fields.ready = true;
+                true
+            });
+        tracing::info!(
+            target: ACCESS_TARGET,
+            method = self.method,
+            path = self.path,
+            model = self.model,
+            upstream = self.upstream,
+            status = self.status,
+            latency_ms = self.latency_ms,
+            ttfb_ms = self.ttfb_ms,
+            request_id = self.request_id,
+            attempts = self.attempts,
+            cache = self.cache,
+            user_id = self.user_id,
+            key = self.key,
+            error = self.error,
+            trace_id = self.trace_id,
+            stream = self.stream,
+            input_tokens = self.input_tokens,
+            output_tokens = self.output_tokens,
+            body = self.body,
+            "request"
+        );
+        if ahead {
+            // Not taken when the layer's filter left the event out.
+            FIELDS.with(|fields| {
+                if let Ok(mut fields) = fields.try_borrow_mut() {
+                    fields.ready = false;
+                }
+            });
+        }
+    }
+
+    /// The fields as [`JsonFields`] writes the event's: in the macro's order, the message
+    /// first, `None`s left out.
+    fn write_fields(&self, out: &mut String) {
+        fn text(out: &mut String, key: &str, value: &str) {
+            out.push_str(key);
+            escape(out, value);
+            out.push('"');
+        }
+        fn uint(out: &mut String, key: &str, value: u64) {
+            out.push_str(key);
+            out.push_str(itoa::Buffer::new().format(value));
+        }
+        fn float(out: &mut String, key: &str, value: f64) {
+            out.push_str(key);
+            push_f64(out, value);
+        }
+        out.push_str(r#","message":"request""#);
+        text(out, r#","method":""#, self.method);
+        text(out, r#","path":""#, self.path);
+        text(out, r#","model":""#, self.model);
+        text(out, r#","upstream":""#, self.upstream);
+        uint(out, r#","status":"#, self.status.into());
+        float(out, r#","latency_ms":"#, self.latency_ms);
+        float(out, r#","ttfb_ms":"#, self.ttfb_ms);
+        text(out, r#","request_id":""#, self.request_id);
+        uint(out, r#","attempts":"#, self.attempts.into());
+        text(out, r#","cache":""#, self.cache);
+        text(out, r#","user_id":""#, self.user_id);
+        text(out, r#","key":""#, self.key);
+        if let Some(e) = self.error {
+            text(out, r#","error":""#, e);
+        }
+        if let Some(t) = self.trace_id {
+            text(out, r#","trace_id":""#, t);
+        }
+        out.push_str(if self.stream {
+            r#","stream":true"#
+        } else {
+            r#","stream":false"#
+        });
+        if let Some(n) = self.input_tokens {
+            uint(out, r#","input_tokens":"#, n);
+        }
+        if let Some(n) = self.output_tokens {
+            uint(out, r#","output_tokens":"#, n);
+        }
+        if let Some(b) = self.body {
+            text(out, r#","body":""#, b);
+        }
+    }
+}
+
+/// A float as tracing-subscriber's JSON writes it (serde_json's digits; `null` if not finite).
+fn push_f64(out: &mut String, value: f64) {
+    if value.is_finite() {
+        // serde_json's own float writer, without `fmt`'s float machinery.
+        out.push_str(zmij::Buffer::new().format_finite(value));
+    } else {
+        out.push_str("null");
+    }
 }
 
 struct JsonFields<'a> {
@@ -103,13 +303,7 @@ impl JsonFields<'_> {
 impl Visit for JsonFields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        if value.is_finite() {
-            // serde_json's own float writer: the same digits tracing-subscriber's JSON has,
-            // without `fmt`'s float machinery.
-            self.out.push_str(zmij::Buffer::new().format_finite(value));
-        } else {
-            self.out.push_str("null");
-        }
+        push_f64(self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -216,7 +410,7 @@ mod tests {
     impl<S: Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             let mut line = String::new();
-            format_line(&mut line, event, SystemTime::now());
+            event_line(&mut line, event, SystemTime::now());
             *self.0.lock().unwrap() = line;
         }
     }
@@ -278,5 +472,59 @@ mod tests {
         assert_eq!(v["model"], "gpt-4o\nmini\u{8}\u{c}\u{1}");
         assert!(v.get("error").is_none());
         assert!(ours.ends_with("}\n"));
+    }
+
+    /// The line of the gateway's access event, written from `AccessLine`'s types, is the
+    /// line the fmt JSON formatter writes from the event: every field, in order, escaped,
+    /// with and without the optional ones.
+    #[test]
+    fn access_line_written_ahead_is_the_fmt_json_formatters() {
+        DIRECT.store(true, Ordering::Relaxed);
+        let full = AccessLine {
+            method: "POST",
+            path: "/v1/chat/\"completions\"",
+            model: "gpt-4o\nmini\u{8}\u{1}é",
+            upstream: "mock",
+            status: 502,
+            latency_ms: 1.952,
+            ttfb_ms: 1.0e-7,
+            request_id: "req-1",
+            attempts: 3,
+            cache: "miss",
+            user_id: "u\\1",
+            key: "team-a",
+            error: Some("upstream_unavailable"),
+            trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
+            stream: true,
+            input_tokens: Some(23),
+            output_tokens: Some(0),
+            body: Some("aborted"),
+        };
+        let bare = AccessLine {
+            latency_ms: f64::NAN,
+            ..AccessLine::default()
+        };
+        for line in [full, bare] {
+            let fmt_out = Buf::default();
+            let sink = fmt_out.clone();
+            let ours = Arc::new(Mutex::new(String::new()));
+            let sub = tracing_subscriber::registry()
+                .with(
+                    fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(false)
+                        .with_writer(move || sink.clone()),
+                )
+                .with(Capture(ours.clone()));
+            tracing::subscriber::with_default(sub, || line.emit());
+            let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
+            let ours = ours.lock().unwrap().clone();
+            let rest = |l: &str| l[l.find(r#""level""#).unwrap()..].to_string();
+            assert_eq!(rest(&ours), rest(&theirs));
+            // Taken: the next event of the target is written from its own fields.
+            assert!(!FIELDS.with(|f| f.borrow().ready));
+        }
     }
 }
