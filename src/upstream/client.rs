@@ -269,10 +269,12 @@ impl Service<Request<Body>> for UpstreamClient {
                         let resp = match idle.is_zero() {
                             true => resp.map(Body::new),
                             false => resp.map(|b| {
+                                let now = tokio::time::Instant::now();
                                 Body::new(IdleBody {
                                     inner: b,
                                     idle,
-                                    sleep: Box::pin(tokio::time::sleep(idle)),
+                                    sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+                                    last_frame: now,
                                     upstream: name.clone(),
                                 })
                             }),
@@ -341,7 +343,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         idle: Duration,
+        // Set `idle` after the last frame it knew of; moved on when it fires (see `poll_frame`).
         sleep: Pin<Box<tokio::time::Sleep>>,
+        last_frame: tokio::time::Instant,
         upstream: Arc<str>,
     }
 }
@@ -360,17 +364,27 @@ where
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            this.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + *this.idle);
+            // Only noted: moving the timer in the timer wheel for every frame (a stream's
+            // every event) costs a lock and a re-insertion; it moves when it fires.
+            *this.last_frame = tokio::time::Instant::now();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match this.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle {
-                upstream: this.upstream.to_string(),
-                idle: *this.idle,
-            })))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let due = *this.last_frame + *this.idle;
+                    if due > this.sleep.deadline() {
+                        // A frame came since the timer was set: silent for less than `idle`.
+                        this.sleep.as_mut().reset(due);
+                        continue;
+                    }
+                    return Poll::Ready(Some(Err(Box::new(UpstreamIdle {
+                        upstream: this.upstream.to_string(),
+                        idle: *this.idle,
+                    }))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -396,5 +410,55 @@ fn connect_error(name: &str, e: hyper_util::client::legacy::Error) -> UpstreamCo
         upstream: name.to_string(),
         message,
         source: Some(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+
+    /// One frame after each gap (in ms), numbered from 0.
+    fn trickle(gaps: Vec<u64>) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
+        let frames =
+            futures_util::stream::iter(gaps.into_iter().enumerate()).then(|(i, gap)| async move {
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(i.to_string())))
+            });
+        StreamBody::new(frames)
+    }
+
+    fn idle_body<B>(inner: B, idle: Duration) -> IdleBody<B> {
+        let now = tokio::time::Instant::now();
+        IdleBody {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            last_frame: now,
+            upstream: "up".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_sending_outlives_its_idle_timeout() {
+        // Ten frames 40 ms apart: 400 ms in all, against an idle timeout of 100 ms.
+        let start = tokio::time::Instant::now();
+        let body = idle_body(trickle(vec![40; 10]), Duration::from_millis(100));
+        let all = body.collect().await.expect("never silent for 100 ms");
+        assert_eq!(all.to_bytes(), "0123456789");
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_ends_the_body_idle_after_its_last_frame() {
+        // Frames at 40 and 80 ms, then none for 10 s: idle from 80 ms, ended at 180 ms.
+        let start = tokio::time::Instant::now();
+        let body = idle_body(trickle(vec![40, 40, 10_000]), Duration::from_millis(100));
+        let err = body.collect().await.expect_err("silent for 100 ms");
+        let idle = err.downcast_ref::<UpstreamIdle>().expect("an idle timeout");
+        assert_eq!(idle.idle, Duration::from_millis(100));
+        assert_eq!(start.elapsed(), Duration::from_millis(180));
     }
 }
