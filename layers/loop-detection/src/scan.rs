@@ -98,6 +98,7 @@ impl Texts {
         let mut s = Cursor {
             b: &payload[..token.end],
             i: token.start,
+            text: None,
         };
         if s.peek() != Some(b'"') {
             return None;
@@ -137,7 +138,14 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
         return Ok(());
     }
     out.clear();
-    let mut s = Cursor { b: payload, i: 0 };
+    // Checked whole, once: cheaper than a check of each string in it (serde refuses invalid
+    // UTF-8 anywhere, so an event that is not UTF-8 is serde's to refuse).
+    let text = std::str::from_utf8(payload).map_err(|_| Unsure)?;
+    let mut s = Cursor {
+        b: payload,
+        i: 0,
+        text: Some(text),
+    };
     s.ws();
     match api {
         Api::ChatCompletions => chat_choices(&mut s, out, b"delta")?,
@@ -196,7 +204,11 @@ fn answer_choices(b: &[u8], i: usize, out: &mut Texts) -> Result<usize> {
         let mut text = None;
         let end = object_reading(b, i, |key, start| match key {
             b"index" => {
-                let mut c = Cursor { b, i: start };
+                let mut c = Cursor {
+                    b,
+                    i: start,
+                    text: None,
+                };
                 if index.replace(c.index().ok()?).is_some() {
                     return None;
                 }
@@ -219,7 +231,11 @@ fn answer_choices(b: &[u8], i: usize, out: &mut Texts) -> Result<usize> {
                     }
                     match *b.get(start)? {
                         b'"' => {
-                            let mut c = Cursor { b, i: start };
+                            let mut c = Cursor {
+                                b,
+                                i: start,
+                                text: None,
+                            };
                             text = Some(c.text(&mut out.buf).ok()?);
                             Some(c.i)
                         }
@@ -406,11 +422,25 @@ impl Text {
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// `b` as text, when it was checked as UTF-8 whole (an event is, once): its strings need
+    /// no check of their own then.
+    text: Option<&'a str>,
 }
 
 impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
+    }
+
+    /// `b[from..to]` as text (`from` and `to` at ASCII bytes: quotes, escapes, stops).
+    fn str_of(&self, from: usize, to: usize) -> Result<&'a str> {
+        match self.text {
+            Some(text) => text.get(from..to).ok_or(Unsure),
+            None => {
+                let b = self.b;
+                utf8(&b[from..to])
+            }
+        }
     }
 
     fn ws(&mut self) {
@@ -587,7 +617,7 @@ impl<'a> Cursor<'a> {
         self.i = stop + 1;
         let raw = &self.b[from..stop];
         // Keys are short and ASCII, where `from_utf8`'s setup would dominate.
-        if !raw.is_ascii() {
+        if self.text.is_none() && !raw.is_ascii() {
             utf8(raw)?;
         }
         Ok(raw)
@@ -602,7 +632,9 @@ impl<'a> Cursor<'a> {
             self.i = string_stop(self.b, self.i);
             match self.peek() {
                 Some(b'"') => {
-                    utf8(&self.b[start..self.i])?;
+                    if self.text.is_none() {
+                        utf8(&self.b[start..self.i])?;
+                    }
                     self.i += 1;
                     return Ok(());
                 }
@@ -645,7 +677,7 @@ impl<'a> Cursor<'a> {
         loop {
             let from = self.i;
             self.i = string_stop(self.b, self.i);
-            buf.push_str(utf8(&self.b[from..self.i])?);
+            buf.push_str(self.str_of(from, self.i)?);
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;
