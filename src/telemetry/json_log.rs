@@ -415,10 +415,9 @@ mod tests {
         }
     }
 
-    /// The hand-written line has the same fields, values and order as tracing-subscriber's
-    /// JSON formatter (flattened), so log pipelines see no change.
-    #[test]
-    fn same_line_as_the_fmt_json_formatter() {
+    /// The line `emit` makes through `event_line` (ours) and through tracing-subscriber's JSON
+    /// formatter, flattened (theirs).
+    fn both_lines(emit: impl FnOnce()) -> (String, String) {
         let fmt_out = Buf::default();
         let sink = fmt_out.clone();
         let ours = Arc::new(Mutex::new(String::new()));
@@ -432,9 +431,19 @@ mod tests {
                     .with_writer(move || sink.clone()),
             )
             .with(Capture(ours.clone()));
+        tracing::subscriber::with_default(sub, emit);
+        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
+        let ours = ours.lock().unwrap().clone();
+        (ours, theirs)
+    }
+
+    /// The hand-written line has the same fields, values and order as tracing-subscriber's
+    /// JSON formatter (flattened), so log pipelines see no change.
+    #[test]
+    fn same_line_as_the_fmt_json_formatter() {
         let path = "/v1/chat/\"completions\"";
         let error: Option<&str> = None;
-        tracing::subscriber::with_default(sub, || {
+        let (ours, theirs) = both_lines(|| {
             tracing::info!(
                 target: "portcullis::access",
                 method = %http::Method::POST,
@@ -455,8 +464,6 @@ mod tests {
                 "request"
             );
         });
-        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
-        let ours = ours.lock().unwrap().clone();
         // Different instants; the timestamp's format is checked apart, the rest byte for byte.
         let strip = |l: &str| -> (String, String) {
             let head = r#"{"timestamp":""#;
@@ -505,22 +512,7 @@ mod tests {
             ..AccessLine::default()
         };
         for line in [full, bare] {
-            let fmt_out = Buf::default();
-            let sink = fmt_out.clone();
-            let ours = Arc::new(Mutex::new(String::new()));
-            let sub = tracing_subscriber::registry()
-                .with(
-                    fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(false)
-                        .with_span_list(false)
-                        .with_writer(move || sink.clone()),
-                )
-                .with(Capture(ours.clone()));
-            tracing::subscriber::with_default(sub, || line.emit());
-            let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
-            let ours = ours.lock().unwrap().clone();
+            let (ours, theirs) = both_lines(|| line.emit());
             let rest = |l: &str| l[l.find(r#""level""#).unwrap()..].to_string();
             assert_eq!(rest(&ours), rest(&theirs));
             // Taken: the next event of the target is written from its own fields.
