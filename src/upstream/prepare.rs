@@ -23,6 +23,8 @@ pub struct Upstream {
     credential: Option<HeaderValue>,
     extra: Vec<(HeaderName, HeaderValue)>,
     host: HeaderValue,
+    /// `name` as the `x-portcullis-upstream` value, made once (`None`: not a header value).
+    pub name_header: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -96,6 +98,7 @@ impl Upstream {
         }
         let host = HeaderValue::from_str(&authority_str).map_err(|e| format!("host: {e}"))?;
         Ok(Self {
+            name_header: HeaderValue::from_str(&cfg.name).ok(),
             name: cfg.name.clone(),
             scheme,
             authority,

@@ -528,8 +528,8 @@ impl Entry {
         if self.strip_set_cookie {
             h.remove(header::SET_COOKIE);
         }
-        if let Ok(v) = HeaderValue::from_str(&self.upstream.name) {
-            h.insert(X_PORTCULLIS_UPSTREAM, v);
+        if let Some(v) = &self.upstream.name_header {
+            h.insert(X_PORTCULLIS_UPSTREAM, v.clone());
         }
         h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(route.attempts));
         resp.extensions_mut().insert(route);
