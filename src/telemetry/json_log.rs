@@ -188,6 +188,10 @@ impl AccessLine<'_> {
                 let Ok(mut fields) = fields.try_borrow_mut() else {
                     return false;
                 };
+                // A long path once (a client's) leaves no lasting buffer behind, as with `LINE`.
+                if fields.text.capacity() > 64 * 1024 {
+                    fields.text = String::with_capacity(512);
+                }
                 fields.text.clear();
                 self.write_fields(&mut fields.text);
                 fields.ready = true;
@@ -518,5 +522,25 @@ mod tests {
             // Taken: the next event of the target is written from its own fields.
             assert!(!FIELDS.with(|f| f.borrow().ready));
         }
+    }
+
+    /// A client's long path grows the thread's field buffer once; the next line gives it back.
+    #[test]
+    fn a_long_path_leaves_no_large_buffer_behind() {
+        DIRECT.store(true, Ordering::Relaxed);
+        let long = "/v1/".to_string() + &"x".repeat(100_000);
+        let capacity = || FIELDS.with(|f| f.borrow().text.capacity());
+        let (ours, _) = both_lines(|| {
+            AccessLine {
+                path: &long,
+                ..AccessLine::default()
+            }
+            .emit()
+        });
+        assert!(ours.contains(&long));
+        assert!(capacity() > 64 * 1024);
+        let (ours, _) = both_lines(|| AccessLine::default().emit());
+        assert!(ours.contains(r#""path":"""#), "{ours}");
+        assert!(capacity() <= 64 * 1024, "{}", capacity());
     }
 }
