@@ -90,11 +90,21 @@ impl Framed {
     }
 
     /// Hash `n` as eight little-endian bytes.
+    #[inline]
     pub fn count(&mut self, n: usize) {
-        self.raw(&(n as u64).to_le_bytes());
+        let bytes = (n as u64).to_le_bytes();
+        // Most counts land in the buffer: an eight-byte store, not a call to copy a slice.
+        match self.buf.get_mut(self.len..self.len + 8) {
+            Some(room) => {
+                room.copy_from_slice(&bytes);
+                self.len += 8;
+            }
+            None => self.raw(&bytes),
+        }
     }
 
     /// Hash `bytes` framed by their length (so that pieces cannot run into each other).
+    #[inline]
     pub fn field(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
         self.raw(bytes);

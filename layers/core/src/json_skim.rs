@@ -17,7 +17,11 @@
 
 /// The first index at or after `i` that is not JSON whitespace.
 pub fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+    // Most calls find a token at once: every JSON whitespace byte is at most a space.
+    while let Some(&c) = b.get(i) {
+        if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
         i += 1;
     }
     i
