@@ -49,6 +49,10 @@ struct Fields {
     ready: bool,
 }
 
+/// A thread's line or field buffer grown past this by one long line (a client's path) is
+/// given back on the next line instead of kept.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+
 /// Lines queued for stdout at most; past it they are dropped and counted
 /// (`portcullis_log_dropped_total`).
 const MAX_QUEUED_LINES: usize = 100_000;
@@ -96,7 +100,7 @@ impl<S: Subscriber> Layer<S> for AccessJsonLayer {
             if !self.out.send(line.as_bytes()) {
                 metrics::counter!("portcullis_log_dropped_total").increment(1);
             }
-            if line.capacity() > 64 * 1024 {
+            if line.capacity() > MAX_KEPT_BUFFER {
                 *line = String::with_capacity(1024);
             }
         });
@@ -109,19 +113,15 @@ fn event_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
     FIELDS.with(|fields| match fields.try_borrow_mut() {
         Ok(mut fields) if fields.ready => {
             fields.ready = false;
-            format_line_with(out, event, now, Some(&fields.text));
+            format_line(out, event, now, Some(&fields.text));
         }
-        _ => format_line(out, event, now),
+        _ => format_line(out, event, now, None),
     });
 }
 
-/// One event as a JSON line (with its newline).
-fn format_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
-    format_line_with(out, event, now, None);
-}
-
-/// [`format_line`], with the event's fields already written (by [`AccessLine::emit`]).
-fn format_line_with(out: &mut String, event: &Event<'_>, now: SystemTime, fields: Option<&str>) {
+/// One event as a JSON line (with its newline); `fields`: its fields already written (by
+/// [`AccessLine::emit`]), else they are visited.
+fn format_line(out: &mut String, event: &Event<'_>, now: SystemTime, fields: Option<&str>) {
     out.push_str(r#"{"timestamp":""#);
     timestamp(out, now);
     out.push_str(r#"","level":""#);
@@ -188,8 +188,7 @@ impl AccessLine<'_> {
                 let Ok(mut fields) = fields.try_borrow_mut() else {
                     return false;
                 };
-                // A long path once (a client's) leaves no lasting buffer behind, as with `LINE`.
-                if fields.text.capacity() > 64 * 1024 {
+                if fields.text.capacity() > MAX_KEPT_BUFFER {
                     fields.text = String::with_capacity(512);
                 }
                 fields.text.clear();
@@ -408,7 +407,7 @@ mod tests {
         }
     }
 
-    /// Records the line of one event through `format_line`.
+    /// Records the line of one event through `event_line`.
     struct Capture(Arc<Mutex<String>>);
 
     impl<S: Subscriber> Layer<S> for Capture {
@@ -538,9 +537,9 @@ mod tests {
             .emit()
         });
         assert!(ours.contains(&long));
-        assert!(capacity() > 64 * 1024);
+        assert!(capacity() > MAX_KEPT_BUFFER);
         let (ours, _) = both_lines(|| AccessLine::default().emit());
         assert!(ours.contains(r#""path":"""#), "{ours}");
-        assert!(capacity() <= 64 * 1024, "{}", capacity());
+        assert!(capacity() <= MAX_KEPT_BUFFER, "{}", capacity());
     }
 }

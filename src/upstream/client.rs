@@ -268,16 +268,7 @@ impl Service<Request<Body>> for UpstreamClient {
                         portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
                         let resp = match idle.is_zero() {
                             true => resp.map(Body::new),
-                            false => resp.map(|b| {
-                                let now = tokio::time::Instant::now();
-                                Body::new(IdleBody {
-                                    inner: b,
-                                    idle,
-                                    sleep: Box::pin(tokio::time::sleep_until(now + idle)),
-                                    last_frame: now,
-                                    upstream: name.clone(),
-                                })
-                            }),
+                            false => resp.map(|b| Body::new(IdleBody::new(b, idle, name.clone()))),
                         };
                         if first_byte.is_zero() {
                             Ok(resp)
@@ -347,6 +338,20 @@ pin_project_lite::pin_project! {
         sleep: Pin<Box<tokio::time::Sleep>>,
         last_frame: tokio::time::Instant,
         upstream: Arc<str>,
+    }
+}
+
+impl<B> IdleBody<B> {
+    /// `inner`, failing once no frame has come for `idle`, counted from now.
+    fn new(inner: B, idle: Duration, upstream: Arc<str>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            last_frame: now,
+            upstream,
+        }
     }
 }
 
@@ -430,22 +435,15 @@ mod tests {
         StreamBody::new(frames)
     }
 
-    fn idle_body<B>(inner: B, idle: Duration) -> IdleBody<B> {
-        let now = tokio::time::Instant::now();
-        IdleBody {
-            inner,
-            idle,
-            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
-            last_frame: now,
-            upstream: "up".into(),
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_body_that_keeps_sending_outlives_its_idle_timeout() {
         // Ten frames 40 ms apart: 400 ms in all, against an idle timeout of 100 ms.
         let start = tokio::time::Instant::now();
-        let body = idle_body(trickle(vec![40; 10]), Duration::from_millis(100));
+        let body = IdleBody::new(
+            trickle(vec![40; 10]),
+            Duration::from_millis(100),
+            "up".into(),
+        );
         let all = body.collect().await.expect("never silent for 100 ms");
         assert_eq!(all.to_bytes(), "0123456789");
         assert_eq!(start.elapsed(), Duration::from_millis(400));
@@ -455,7 +453,11 @@ mod tests {
     async fn silence_ends_the_body_idle_after_its_last_frame() {
         // Frames at 40 and 80 ms, then none for 10 s: idle from 80 ms, ended at 180 ms.
         let start = tokio::time::Instant::now();
-        let body = idle_body(trickle(vec![40, 40, 10_000]), Duration::from_millis(100));
+        let body = IdleBody::new(
+            trickle(vec![40, 40, 10_000]),
+            Duration::from_millis(100),
+            "up".into(),
+        );
         let err = body.collect().await.expect_err("silent for 100 ms");
         let idle = err.downcast_ref::<UpstreamIdle>().expect("an idle timeout");
         assert_eq!(idle.idle, Duration::from_millis(100));
