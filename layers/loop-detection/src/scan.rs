@@ -140,7 +140,7 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     out.clear();
     // Checked whole, once: cheaper than a check of each string in it (serde refuses invalid
     // UTF-8 anywhere, so an event that is not UTF-8 is serde's to refuse).
-    let text = std::str::from_utf8(payload).map_err(|_| Unsure)?;
+    let text = utf8(payload)?;
     let mut s = Cursor {
         b: payload,
         i: 0,
@@ -598,10 +598,7 @@ impl<'a> Cursor<'a> {
         if self.peek() == Some(b'-') || !self.number()? {
             return Err(Unsure);
         }
-        std::str::from_utf8(&self.b[from..self.i])
-            .ok()
-            .and_then(|d| d.parse().ok())
-            .ok_or(Unsure)
+        self.str_of(from, self.i)?.parse().map_err(|_| Unsure)
     }
 
     /// A string with no escape, as its raw bytes (valid UTF-8, as serde checks keys).
@@ -632,9 +629,7 @@ impl<'a> Cursor<'a> {
             self.i = string_stop(self.b, self.i);
             match self.peek() {
                 Some(b'"') => {
-                    if self.text.is_none() {
-                        utf8(&self.b[start..self.i])?;
-                    }
+                    self.str_of(start, self.i)?;
                     self.i += 1;
                     return Ok(());
                 }
