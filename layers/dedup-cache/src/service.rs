@@ -24,7 +24,7 @@ use portcullis_core::{
     remote::Unavailable,
     Attempts, CacheOutcome, RequestMeta,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::Notify;
 use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
@@ -133,8 +133,7 @@ pub(crate) struct Shared {
 }
 
 /// The shared upstream calls in progress, by key.
-pub(crate) type InFlight =
-    HashMap<Key, watch::Receiver<Option<Outcome>>, foldhash::fast::RandomState>;
+pub(crate) type InFlight = HashMap<Key, Arc<Call>, foldhash::fast::RandomState>;
 
 impl Shared {
     pub(crate) fn new(config: Config, store: Option<Arc<dyn CacheStore>>) -> Self {
@@ -227,7 +226,7 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// What a shared upstream call ended with, as every waiter sees it.
+/// What a shared upstream call ended with, as every follower sees it.
 #[derive(Clone)]
 pub(crate) enum Outcome {
     /// The whole response, ready to be copied to each waiter.
@@ -237,17 +236,107 @@ pub(crate) enum Outcome {
     Streamed,
     /// The inner service failed.
     Failed(SharedError),
-    /// Nobody but the leader waited (and nobody could join any more): the leader took the
-    /// whole response as it was, uncopied. Only the leader sees this.
-    Taken,
 }
 
-/// What the leader's call hands its own client past the shared outcome.
-enum ForLeader<RB> {
+/// One shared upstream call in progress, as its followers see it: its outcome once known.
+/// The in-flight map, the leader's [`Publisher`] and each follower hold it; nothing else.
+#[derive(Default)]
+pub(crate) struct Call {
+    state: Mutex<CallState>,
+    /// Woken once, when the state leaves `Pending`.
+    done: Notify,
+}
+
+#[derive(Default)]
+enum CallState {
+    #[default]
+    Pending,
+    Done(Outcome),
+    /// Ended with nothing for followers: the call was lost (a panic, a runtime shutting
+    /// down), or nobody followed it (then nobody can see this).
+    Gone,
+}
+
+impl Call {
+    fn state(&self) -> MutexGuard<'_, CallState> {
+        // Each write is one assignment, so a panic elsewhere leaves the state usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait for the outcome; `None` if the call ended without one.
+    async fn outcome(&self) -> Option<Outcome> {
+        loop {
+            // Registered before the state is read, so a publish in between still wakes it.
+            let mut notified = std::pin::pin!(self.done.notified());
+            notified.as_mut().enable();
+            match &*self.state() {
+                CallState::Pending => {}
+                CallState::Done(outcome) => return Some(outcome.clone()),
+                CallState::Gone => return None,
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The leader's hold on its shared call: takes the call out of the in-flight map and tells
+/// the followers how it ended. Dropped unpublished (a panic in the call, a runtime dropping
+/// the task), it still does both, so no key is ever stuck and no follower waits forever.
+struct Publisher {
+    shared: Arc<Shared>,
+    key: Key,
+    call: Arc<Call>,
+    in_map: bool,
+}
+
+impl Publisher {
+    /// Leave the in-flight map: requests from now on start afresh (or hit the cache)
+    /// instead of joining a call that is over.
+    fn leave_map(&mut self) {
+        if !std::mem::take(&mut self.in_map) {
+            return;
+        }
+        let mut map = self.shared.in_flight();
+        // Only our own entry: a later call for the same key may have registered since.
+        if map
+            .get(&self.key)
+            .is_some_and(|call| Arc::ptr_eq(call, &self.call))
+        {
+            map.remove(&self.key);
+        }
+    }
+
+    /// Out of the map, whether any follower holds the call (none can join any more).
+    fn followed(&self) -> bool {
+        Arc::strong_count(&self.call) > 1
+    }
+
+    fn finish(&mut self, state: CallState) {
+        self.leave_map();
+        *self.call.state() = state;
+        self.call.done.notify_waiters();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let pending = matches!(*self.call.state(), CallState::Pending);
+        if pending {
+            self.finish(CallState::Gone);
+        } else {
+            self.leave_map();
+        }
+    }
+}
+
+/// What the leader's own client gets from the call it led.
+enum Led<RB> {
     /// The response as a stream (it could not be shared).
     Stream(Response<RB>),
-    /// The whole response, no one else waiting for it.
+    /// The whole response, no follower waiting for it: nothing copied.
     Whole(SharedResponse),
+    /// The whole response, shared with followers.
+    Shared(Arc<SharedResponse>),
 }
 
 /// A completed response every waiter gets a copy of.
@@ -277,27 +366,6 @@ impl SharedResponse {
         *resp.extensions_mut() = self.extensions;
         mark(&mut resp, outcome);
         resp
-    }
-}
-
-/// Removes the in-flight entry when the shared call ends, however it ends (completion,
-/// panic, or the task being dropped by a runtime shutdown), so no key is ever stuck.
-struct InFlightGuard {
-    shared: Arc<Shared>,
-    key: Key,
-    rx: watch::Receiver<Option<Outcome>>,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut map = self.shared.in_flight();
-        // Only our own entry: a later call for the same key may have registered since.
-        if map
-            .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&self.rx))
-        {
-            map.remove(&self.key);
-        }
     }
 }
 
@@ -397,46 +465,39 @@ where
     let role = match shared.in_flight().entry(key) {
         Entry::Occupied(e) => Role::Follower(e.get().clone()),
         Entry::Vacant(e) => {
-            let (tx, rx) = watch::channel(None);
-            e.insert(rx.clone());
-            Role::Leader(tx, rx)
+            let call = Arc::new(Call::default());
+            e.insert(call.clone());
+            Role::Leader(call)
         }
     };
 
     match role {
-        Role::Leader(tx, rx) => {
+        Role::Leader(call) => {
             record(CacheOutcome::Miss, Some(&key), "leads a shared call");
-            // Made before the spawn so the entry goes even if the task never runs.
-            let guard = InFlightGuard {
+            // Made at once, so the entry goes however the call ends.
+            let publisher = Publisher {
                 shared: shared.clone(),
                 key,
-                rx: rx.clone(),
+                call,
+                in_map: true,
             };
-            let (resp_tx, resp_rx) = oneshot::channel();
             let req = Request::from_parts(parts, B::from(body));
             // Run here, in this request's task (no task spawned, no hand-over between
             // tasks); if this client disconnects first, the rest of the call is spawned and
             // goes on for the followers.
-            let mut call = DetachOnDrop(Some(Box::pin(
-                lead(shared.clone(), inner, req, key, cap, tx, resp_tx, guard).in_current_span(),
-            )));
-            (&mut call).await;
-            match wait(rx).await {
-                Some(Outcome::Ready(r)) => Ok(r.to_response(CacheOutcome::Miss)),
-                Some(Outcome::Streamed | Outcome::Taken) => {
-                    match resp_rx.await.map_err(|_| SharedCallLost)? {
-                        ForLeader::Stream(mut resp) => {
-                            mark(&mut resp, CacheOutcome::Miss);
-                            Ok(resp)
-                        }
-                        ForLeader::Whole(r) => Ok(r.into_response(CacheOutcome::Miss)),
-                    }
+            let led = DetachOnDrop::new(lead(shared.clone(), inner, req, cap, publisher)).await;
+            match led {
+                Some(Ok(Led::Stream(mut resp))) => {
+                    mark(&mut resp, CacheOutcome::Miss);
+                    Ok(resp)
                 }
-                Some(Outcome::Failed(e)) => Err(e.into()),
+                Some(Ok(Led::Whole(r))) => Ok(r.into_response(CacheOutcome::Miss)),
+                Some(Ok(Led::Shared(r))) => Ok(r.to_response(CacheOutcome::Miss)),
+                Some(Err(e)) => Err(e.into()),
                 None => Err(SharedCallLost.into()),
             }
         }
-        Role::Follower(rx) => match wait(rx).await {
+        Role::Follower(call) => match call.outcome().await {
             Some(Outcome::Ready(r)) => {
                 record(
                     CacheOutcome::Coalesced,
@@ -463,68 +524,84 @@ where
                 );
                 Err(e.into())
             }
-            // Published only when no follower waits: a follower never sees it.
-            Some(Outcome::Taken) | None => Err(SharedCallLost.into()),
+            None => Err(SharedCallLost.into()),
         },
     }
 }
 
-/// A call that runs inline while it is polled, and is spawned to finish on its own if it is
-/// dropped first (the client it was running for went away; followers still wait for it).
-struct DetachOnDrop(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+/// A call that runs inline while it is polled, and is spawned to finish on its own (in the
+/// span it was made in) if it is dropped first: the client it was running for went away,
+/// and followers still wait for it. `None`: the call panicked.
+struct DetachOnDrop<T: Send + 'static> {
+    call: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    span: tracing::Span,
+}
 
-impl Future for DetachOnDrop {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(call) = self.0.as_mut() else {
-            return Poll::Ready(());
-        };
-        // A panic in the call (an upstream service's bug) ends the call, as it ended the
-        // spawned task it once ran in: its guard leaves the map, and the leader and its
-        // followers learn the call was lost, instead of the panic taking this request's
-        // connection down.
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)));
-        if let Ok(Poll::Pending) = polled {
-            return Poll::Pending;
+impl<T: Send + 'static> DetachOnDrop<T> {
+    fn new(call: impl Future<Output = T> + Send + 'static) -> Self {
+        Self {
+            call: Some(Box::pin(call)),
+            span: tracing::Span::current(),
         }
-        self.0 = None;
-        Poll::Ready(())
     }
 }
 
-impl Drop for DetachOnDrop {
+impl<T: Send + 'static> Future for DetachOnDrop<T> {
+    type Output = Option<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let Some(call) = self.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // A panic in the call (an upstream service's bug) ends the call, as it ended the
+        // spawned task it once ran in: its publisher leaves the map, and the leader and its
+        // followers learn the call was lost, instead of the panic taking this request's
+        // connection down.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)));
+        let out = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => Some(out),
+            Err(_) => None,
+        };
+        self.call = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for DetachOnDrop<T> {
     fn drop(&mut self) {
-        if let Some(call) = self.0.take() {
+        if let Some(call) = self.call.take() {
             // Outside a runtime (a test dropping it at the end) the call ends here: its
-            // guard leaves the map and followers learn the call was lost.
+            // publisher leaves the map and followers learn the call was lost.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(call);
+                let span = std::mem::replace(&mut self.span, tracing::Span::none());
+                rt.spawn(
+                    async move {
+                        // Nobody is left to read the leader's share.
+                        let _ = call.await;
+                    }
+                    .instrument(span),
+                );
             }
         }
     }
 }
 
 enum Role {
-    Leader(
-        watch::Sender<Option<Outcome>>,
-        watch::Receiver<Option<Outcome>>,
-    ),
-    Follower(watch::Receiver<Option<Outcome>>),
+    Leader(Arc<Call>),
+    Follower(Arc<Call>),
 }
 
-/// The leader's upstream call, run in its own task.
-#[allow(clippy::too_many_arguments)] // all of them are the one call's, passed once
+/// The leader's upstream call: fetched, cached, published to the followers; what the
+/// leader's own client gets is returned.
 async fn lead<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<B>,
-    key: Key,
     cap: usize,
-    tx: watch::Sender<Option<Outcome>>,
-    resp_tx: oneshot::Sender<ForLeader<RB>>,
-    guard: InFlightGuard,
-) where
+    mut publisher: Publisher,
+) -> Result<Led<RB>, SharedError>
+where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Rechain,
@@ -534,35 +611,32 @@ async fn lead<S, B, RB>(
     if let Ok(Fetched::Complete(r)) = &fetched {
         // Stored before anyone is answered, so a client that repeats its request after
         // getting the answer finds it in the cache.
-        shared.cache_put(&key, r).await;
+        shared.cache_put(&publisher.key, r).await;
     }
-    // Leave the map before publishing: requests from now on start afresh (or hit the cache)
-    // instead of joining a call that is over.
-    drop(guard);
-    // Out of the map, nobody can join any more. If the leader's client is still there (its
-    // end of `resp_tx` open) and its receiver is the only one left, no follower waits: the
-    // leader takes a whole response as it is (its headers and extensions not copied). Else
-    // every waiter gets a copy.
-    let alone = !resp_tx.is_closed() && tx.receiver_count() == 1;
-    let (outcome, leaders) = match fetched {
-        Ok(Fetched::Complete(r)) if alone => (Outcome::Taken, Some(ForLeader::Whole(r))),
-        Ok(Fetched::Complete(r)) => (Outcome::Ready(Arc::new(r)), None),
-        Ok(Fetched::Streamed(resp)) => (Outcome::Streamed, Some(ForLeader::Stream(resp))),
-        Err(e) => (Outcome::Failed(SharedError::new(Arc::from(e))), None),
-    };
-    if let Some(leaders) = leaders {
-        // Fails only if the leader's client has gone: then nobody can use it.
-        let _ = resp_tx.send(leaders);
+    // Out of the map, nobody can join any more. If no follower holds the call, the leader
+    // takes a whole response as it is (its headers and extensions not copied); else every
+    // waiter gets a copy.
+    publisher.leave_map();
+    match fetched {
+        Ok(Fetched::Complete(r)) if !publisher.followed() => {
+            publisher.finish(CallState::Gone);
+            Ok(Led::Whole(r))
+        }
+        Ok(Fetched::Complete(r)) => {
+            let r = Arc::new(r);
+            publisher.finish(CallState::Done(Outcome::Ready(r.clone())));
+            Ok(Led::Shared(r))
+        }
+        Ok(Fetched::Streamed(resp)) => {
+            publisher.finish(CallState::Done(Outcome::Streamed));
+            Ok(Led::Stream(resp))
+        }
+        Err(e) => {
+            let e = SharedError::new(Arc::from(e));
+            publisher.finish(CallState::Done(Outcome::Failed(e.clone())));
+            Err(e)
+        }
     }
-    let _ = tx.send(Some(outcome));
-}
-
-/// Wait for a shared call's outcome; `None` if it ended without one.
-async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
-    rx.wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|o| o.clone())
 }
 
 /// Pass the request straight to the inner service, readied only now.

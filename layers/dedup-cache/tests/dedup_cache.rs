@@ -287,6 +287,43 @@ async fn followers_still_get_the_answer_when_the_leaders_client_goes_away() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_that_outlives_its_leader_stays_in_the_leaders_span() {
+    use tracing::Instrument;
+    // Real spans: without a subscriber every span is disabled and has no name.
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let seen = spans.clone();
+    let inner = service_fn(move |_req: Req| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let span = tracing::Span::current();
+            seen.lock()
+                .unwrap()
+                .push(span.metadata().map(|m| m.name()).unwrap_or("none"));
+            ok_json(1)
+        }
+    });
+    let layer = DedupCacheLayer::new(Config::default());
+    let svc = layer.layer(inner);
+
+    let leader = tokio::spawn(
+        svc.clone()
+            .oneshot(chat(BODY))
+            .instrument(tracing::info_span!("leader request")),
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = tokio::spawn(svc.clone().oneshot(chat(BODY)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+
+    let resp = follower.await.unwrap().unwrap();
+    assert_eq!(cache_of(&resp), "coalesced");
+    assert_eq!(*spans.lock().unwrap(), ["leader request"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn json_key_order_and_whitespace_do_not_matter() {
     let (inner, seen) = upstream(Duration::from_secs(1), ok_json);
     let svc = DedupCacheLayer::new(Config::default()).layer(inner);
