@@ -71,7 +71,7 @@ impl Live {
     }
 
     /// The app for one request.
-    fn app(&self) -> axum::Router {
+    fn app(&self) -> crate::stack::App {
         self.current.load().app.clone()
     }
 }

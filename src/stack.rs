@@ -9,7 +9,15 @@
 //! [`StackState`]: rate-limit buckets, breakers, cookie jars and the rest carry over by
 //! upstream and model name.
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    fmt,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use axum::{
     body::Body,
@@ -17,7 +25,8 @@ use axum::{
     routing::{any_service, get, post, post_service},
     Router,
 };
-use http::Request;
+use futures_util::future::Either;
+use http::{Method, Request};
 use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_commands::CommandsLayer;
@@ -31,8 +40,10 @@ use portcullis_retry::RetryLayer;
 use portcullis_tool_call_loop::ToolCallLoopLayer;
 use portcullis_translate::TranslateLayer;
 use portcullis_validation::ValidationLayer;
-use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceBuilder, ServiceExt};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
 
 use crate::{
     admin,
@@ -51,11 +62,11 @@ use crate::{
     },
 };
 
-/// A built gateway: the axum app and the state behind it.
+/// A built gateway: the app and the state behind it.
 #[derive(Debug)]
 pub struct Gateway {
     /// The full HTTP app (proxied routes and the gateway's own endpoints).
-    pub app: Router,
+    pub app: App,
     /// What the gateway's own endpoints read (also handy to tests).
     pub state: AppState,
     /// Cookie persistence, when `cookies.persist_path` is set.
@@ -581,13 +592,11 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         reload: prev.reload.clone(),
     };
 
-    let app = Router::new()
-        .route("/v1/chat/completions", post_service(proxy.clone()))
-        .route("/v1/completions", post_service(proxy.clone()))
-        .route("/v1/embeddings", post_service(proxy.clone()))
-        .route("/v1/messages", post_service(proxy.clone()))
-        .route("/v1/messages/count_tokens", post_service(proxy.clone()))
-        .route("/v1/responses", post_service(proxy))
+    let mut routes = Router::new();
+    for path in PROXY_PATHS {
+        routes = routes.route(path, post_service(proxy.clone()));
+    }
+    let router = routes
         .route("/v1/{*rest}", any_service(passthrough))
         .route("/v1/models", get(admin::models))
         .route("/health", get(admin::health))
@@ -604,12 +613,11 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         .with_state(state.clone())
         // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
         .layer(crate::upstream::websocket::WebSocketLayer::new(sockets))
-        .layer(
-            ServiceBuilder::new()
-                // A request id on every request and response, kept from the client if sent.
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id()),
-        );
+        .layer(request_ids());
+    let app = App {
+        proxy: ServiceBuilder::new().layer(request_ids()).service(proxy),
+        router,
+    };
 
     let cookie_persist = persist_path.map(|path| CookiePersist {
         path,
@@ -663,6 +671,70 @@ fn model_headers(
 }
 
 /// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
+/// The paths of the proxied LLM calls: POST on each goes through the full stack (`proxy`).
+const PROXY_PATHS: [&str; 6] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+];
+
+/// A request id on every request and response, kept from the client if sent.
+fn request_ids() -> tower::layer::util::Stack<
+    PropagateRequestIdLayer,
+    tower::layer::util::Stack<SetRequestIdLayer<MakeRequestUuid>, tower::layer::util::Identity>,
+> {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .into_inner()
+}
+
+type ProxyService = BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
+type ProxyWithIds = SetRequestId<PropagateRequestId<ProxyService>, MakeRequestUuid>;
+
+/// The gateway's HTTP app: a POST to one of the proxied paths (almost every request) goes
+/// straight to the proxy stack, with the same request-id layers the router puts around it;
+/// everything else goes through axum's router. The router would send those POSTs to the very
+/// same service; going around it skips its path lookup, its method dispatch and the two
+/// extensions it adds to every request (`MatchedPath`, the path parameters), which nothing
+/// here reads. Any other method on those paths still gets the router's 405.
+#[derive(Clone)]
+pub struct App {
+    proxy: ProxyWithIds,
+    router: Router,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl Service<Request<Body>> for App {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Either<
+        tower::util::Oneshot<ProxyWithIds, Request<Body>>,
+        tower::util::Oneshot<Router, Request<Body>>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each request readies its own clone, as the router does for its routes.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.method() == Method::POST && PROXY_PATHS.contains(&req.uri().path()) {
+            Either::Left(self.proxy.clone().oneshot(req))
+        } else {
+            Either::Right(self.router.clone().oneshot(req))
+        }
+    }
+}
+
 fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
     if resp.extensions().get::<CacheOutcome>().is_none() {
         resp.extensions_mut().insert(CacheOutcome::Bypass);
