@@ -30,7 +30,6 @@ use tokio::{
     time::Sleep,
 };
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::{config::ServerConfig, error::BodyReadTimeout, stack::Gateway};
 
@@ -70,9 +69,9 @@ impl Live {
         old
     }
 
-    /// The app for one request.
-    fn app(&self) -> crate::stack::App {
-        self.current.load().app.clone()
+    /// Serve one request with the gateway live now: only the service it needs is cloned.
+    fn handle(&self, req: Request<Body>) -> crate::stack::AppFuture {
+        self.current.load().app.handle(req)
     }
 }
 
@@ -151,7 +150,7 @@ pub async fn serve_live(
                 sleep: tokio::time::sleep(body_timeout),
                 limit: body_timeout,
             });
-            live.app().oneshot(Request::from_parts(parts, body))
+            live.handle(Request::from_parts(parts, body))
         });
         let svc = TowerToHyperService::new(svc);
         // Taken now, before a shutdown can begin: a connection still in its TLS handshake

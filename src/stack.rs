@@ -695,6 +695,12 @@ fn request_ids() -> tower::layer::util::Stack<
 type ProxyService = BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
 type ProxyWithIds = SetRequestId<PropagateRequestId<ProxyService>, MakeRequestUuid>;
 
+/// The response future of [`App`].
+pub type AppFuture = Either<
+    tower::util::Oneshot<ProxyWithIds, Request<Body>>,
+    tower::util::Oneshot<Router, Request<Body>>,
+>;
+
 /// The gateway's HTTP app: a POST to one of the proxied paths (almost every request) goes
 /// straight to the proxy stack, with the same request-id layers the router puts around it;
 /// everything else goes through axum's router. The router would send those POSTs to the very
@@ -716,10 +722,7 @@ impl fmt::Debug for App {
 impl Service<Request<Body>> for App {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Either<
-        tower::util::Oneshot<ProxyWithIds, Request<Body>>,
-        tower::util::Oneshot<Router, Request<Body>>,
-    >;
+    type Future = AppFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Each request readies its own clone, as the router does for its routes.
@@ -727,6 +730,14 @@ impl Service<Request<Body>> for App {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.handle(req)
+    }
+}
+
+impl App {
+    /// Serve `req` with a clone of the one service it needs (what `call` does, from a
+    /// shared reference: the server takes the app of the gateway live at each request).
+    pub fn handle(&self, req: Request<Body>) -> AppFuture {
         if req.method() == Method::POST && PROXY_PATHS.contains(&req.uri().path()) {
             Either::Left(self.proxy.clone().oneshot(req))
         } else {
