@@ -3,6 +3,7 @@
 use std::{
     collections::VecDeque,
     convert::Infallible,
+    future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -271,15 +272,7 @@ async fn followers_still_get_the_answer_when_the_leaders_client_goes_away() {
     let layer = DedupCacheLayer::new(Config::default());
     let svc = layer.layer(inner);
 
-    let leader = tokio::spawn(svc.clone().oneshot(chat(BODY)));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(seen.calls(), 1, "the leader's call is under way");
-    let follower = tokio::spawn(svc.clone().oneshot(chat(BODY)));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    leader.abort();
-    assert!(leader.await.unwrap_err().is_cancelled());
-
-    let resp = follower.await.unwrap().unwrap();
+    let resp = follow_a_leader_who_leaves(&svc, svc.clone().oneshot(chat(BODY))).await;
     assert_eq!(cache_of(&resp), "coalesced");
     assert_eq!(text(resp).await, r#"{"id":"call-1"}"#);
     assert_eq!(seen.calls(), 1);
@@ -307,20 +300,32 @@ async fn a_call_that_outlives_its_leader_stays_in_the_leaders_span() {
     let layer = DedupCacheLayer::new(Config::default());
     let svc = layer.layer(inner);
 
-    let leader = tokio::spawn(
-        svc.clone()
-            .oneshot(chat(BODY))
-            .instrument(tracing::info_span!("leader request")),
-    );
+    let leader = svc
+        .clone()
+        .oneshot(chat(BODY))
+        .instrument(tracing::info_span!("leader request"));
+    let resp = follow_a_leader_who_leaves(&svc, leader).await;
+    assert_eq!(cache_of(&resp), "coalesced");
+    assert_eq!(*spans.lock().unwrap(), ["leader request"]);
+}
+
+/// Start `leader` (a request through `svc`), let a follower of the same request join it,
+/// then drop the leader's client; the follower's answer.
+async fn follow_a_leader_who_leaves<S>(
+    svc: &S,
+    leader: impl Future<Output = Result<Resp, BoxError>> + Send + 'static,
+) -> Resp
+where
+    S: Service<Req, Response = Resp, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let leader = tokio::spawn(leader);
     tokio::time::sleep(Duration::from_millis(10)).await;
     let follower = tokio::spawn(svc.clone().oneshot(chat(BODY)));
     tokio::time::sleep(Duration::from_millis(10)).await;
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
-
-    let resp = follower.await.unwrap().unwrap();
-    assert_eq!(cache_of(&resp), "coalesced");
-    assert_eq!(*spans.lock().unwrap(), ["leader request"]);
+    follower.await.unwrap().unwrap()
 }
 
 #[tokio::test(start_paused = true)]
