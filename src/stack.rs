@@ -670,7 +670,6 @@ fn model_headers(
         .collect()
 }
 
-/// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
 /// The paths of the proxied LLM calls: POST on each goes through the full stack (`proxy`).
 const PROXY_PATHS: [&str; 6] = [
     "/v1/chat/completions",
@@ -706,7 +705,8 @@ pub type AppFuture = Either<
 /// everything else goes through axum's router. The router would send those POSTs to the very
 /// same service; going around it skips its path lookup, its method dispatch and the two
 /// extensions it adds to every request (`MatchedPath`, the path parameters), which nothing
-/// here reads. Any other method on those paths still gets the router's 405.
+/// here reads. Any other method on those paths still gets the router's 405. The router's
+/// WebSocket layer is not on this path: a handshake is never a POST.
 #[derive(Clone)]
 pub struct App {
     proxy: ProxyWithIds,
@@ -746,6 +746,7 @@ impl App {
     }
 }
 
+/// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
 fn mark_cache_bypass(mut resp: http::Response<Body>) -> http::Response<Body> {
     if resp.extensions().get::<CacheOutcome>().is_none() {
         resp.extensions_mut().insert(CacheOutcome::Bypass);
