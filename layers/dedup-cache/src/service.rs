@@ -320,11 +320,10 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        // Only `finish` moves the state on, and it leaves the map first.
         let pending = matches!(*self.call.state(), CallState::Pending);
         if pending {
             self.finish(CallState::Gone);
-        } else {
-            self.leave_map();
         }
     }
 }

@@ -95,11 +95,7 @@ impl Texts {
         }
         let token = t.before.len()..payload.len() - t.after.len();
         // Exactly one string token in between (a quote inside would change the structure).
-        let mut s = Cursor {
-            b: &payload[..token.end],
-            i: token.start,
-            text: None,
-        };
+        let mut s = Cursor::at(&payload[..token.end], token.start);
         if s.peek() != Some(b'"') {
             return None;
         }
@@ -204,11 +200,7 @@ fn answer_choices(b: &[u8], i: usize, out: &mut Texts) -> Result<usize> {
         let mut text = None;
         let end = object_reading(b, i, |key, start| match key {
             b"index" => {
-                let mut c = Cursor {
-                    b,
-                    i: start,
-                    text: None,
-                };
+                let mut c = Cursor::at(b, start);
                 if index.replace(c.index().ok()?).is_some() {
                     return None;
                 }
@@ -231,11 +223,7 @@ fn answer_choices(b: &[u8], i: usize, out: &mut Texts) -> Result<usize> {
                     }
                     match *b.get(start)? {
                         b'"' => {
-                            let mut c = Cursor {
-                                b,
-                                i: start,
-                                text: None,
-                            };
+                            let mut c = Cursor::at(b, start);
                             text = Some(c.text(&mut out.buf).ok()?);
                             Some(c.i)
                         }
@@ -428,6 +416,11 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// At `b[i]`, `b` not checked as UTF-8 yet: each string is checked as it is read.
+    fn at(b: &'a [u8], i: usize) -> Self {
+        Self { b, i, text: None }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
