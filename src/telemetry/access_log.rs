@@ -15,7 +15,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use opentelemetry::{trace::Status, KeyValue};
 use pin_project_lite::pin_project;
@@ -79,15 +79,13 @@ where
         // An audit layer inside claims this and scans the body's usage for both of us.
         let usage_share = UsageShare::default();
         req.extensions_mut().insert(usage_share.clone());
-        let path: Arc<str> = req.uri().path().into();
+        // Shared, not copied: the URI's and the header's bytes are reference-counted.
+        let uri = req.uri().clone();
+        let path = uri.path();
         let method = req.method().clone();
-        let request_id: Arc<str> = req
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .into();
-        let (system, operation) = api_of(&path);
+        let request_id = req.headers().get(X_REQUEST_ID).cloned();
+        let request_id_str = request_id.as_ref().map_or("", header_text);
+        let (system, operation) = api_of(path);
         // The proxied paths are fixed routes, so the path is also the route (low cardinality).
         // Few tracing fields (pretty logs print them on every line inside the span); the
         // semantic-convention attributes go straight to OpenTelemetry.
@@ -95,7 +93,7 @@ where
             "request",
             otel.name = %format_args!("{method} {path}"),
             otel.kind = "server",
-            request_id = %request_id,
+            request_id = %request_id_str,
         );
         propagation::continue_trace(&span, req.headers());
         // The hand-kept context, for when no OpenTelemetry layer gives the span W3C ids.
@@ -137,7 +135,7 @@ where
             span,
             start,
             method,
-            path,
+            uri,
             request_id,
             slot,
             trace,
@@ -168,13 +166,15 @@ where
                     let Started {
                         span,
                         method,
-                        path,
+                        uri,
                         request_id,
                         ..
                     } = started;
                     let _enter = span.enter();
-                    tracing::warn!(target: "portcullis::access", method = %method, path = %path,
-                        request_id = %request_id, "request failed without a response");
+                    let request_id = request_id.as_ref().map_or("", header_text);
+                    tracing::warn!(target: "portcullis::access", method = %method,
+                        path = %uri.path(), request_id = %request_id,
+                        "request failed without a response");
                     Err(e)
                 }
             }
@@ -207,8 +207,14 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A header value as text: empty when it is not visible ASCII (as before, when the text was
+/// copied out at the start).
+fn header_text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("")
 }
 
 /// What [`RecordRequestLayer`] saw of a request.
@@ -318,8 +324,9 @@ struct Started {
     span: tracing::Span,
     start: Instant,
     method: http::Method,
-    path: Arc<str>,
-    request_id: Arc<str>,
+    /// Its path is the access line's.
+    uri: http::Uri,
+    request_id: Option<HeaderValue>,
     slot: RequestSlot,
     trace: TraceContext,
     usage_share: UsageShare,
@@ -332,8 +339,8 @@ struct Finish {
     start: Instant,
     ttfb: Duration,
     method: http::Method,
-    path: Arc<str>,
-    request_id: Arc<str>,
+    uri: http::Uri,
+    request_id: Option<HeaderValue>,
     status: StatusCode,
     route: Option<RouteInfo>,
     cache: Option<CacheOutcome>,
@@ -360,7 +367,7 @@ impl Finish {
             span,
             start,
             method,
-            path,
+            uri,
             request_id,
             slot,
             trace,
@@ -373,7 +380,7 @@ impl Finish {
             // Not routed here: a cache hit, a coalesced follower, or a refusal. The model
             // comes from the validation layer's parse, the upstream from the response header.
             let recorded = slot.get().cloned().unwrap_or_default();
-            let upstream = header_str(resp.headers(), X_PORTCULLIS_UPSTREAM.as_str());
+            let upstream = header_str(resp.headers(), &X_PORTCULLIS_UPSTREAM);
             if recorded.model.is_none() && upstream.is_none() {
                 return None;
             }
@@ -392,7 +399,7 @@ impl Finish {
         let rate_limit = ext.get::<RateLimitOutcome>().copied();
         let breaker = ext.get::<BreakerState>().copied();
         let error = resp.extensions().get::<ErrorCode>().map(|e| e.0);
-        let stream = header_str(resp.headers(), header::CONTENT_TYPE.as_str())
+        let stream = header_str(resp.headers(), &header::CONTENT_TYPE)
             .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
         // What is known at the head goes on the span now: a stream that never ends still
         // shows where it went.
@@ -443,7 +450,7 @@ impl Finish {
             start,
             ttfb,
             method,
-            path,
+            uri,
             request_id,
             status,
             route,
@@ -486,13 +493,13 @@ impl Finish {
         let status = self.status.as_u16();
         let line = AccessLine {
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.uri.path(),
             model,
             upstream,
             status,
             latency_ms: millis(latency),
             ttfb_ms: millis(self.ttfb),
-            request_id: &self.request_id,
+            request_id: self.request_id.as_ref().map_or("", header_text),
             attempts,
             cache: self.cache.map_or("", CacheOutcome::as_str),
             user_id: user_id.unwrap_or(""),

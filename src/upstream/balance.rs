@@ -21,6 +21,8 @@ use super::router::ModelRoute;
 #[derive(Debug, Clone)]
 pub struct Deployments {
     routes: Arc<[ModelRoute]>,
+    /// The first deployment's name, shared (every response's route record names it).
+    name: Arc<str>,
     /// nginx's `current_weight` per deployment.
     current: Arc<Mutex<Vec<i64>>>,
 }
@@ -30,6 +32,7 @@ impl Deployments {
     pub fn new(routes: Vec<ModelRoute>) -> Self {
         let n = routes.len();
         Self {
+            name: routes.first().map_or("", |r| r.name.as_str()).into(),
             routes: routes.into(),
             current: Arc::new(Mutex::new(vec![0; n])),
         }
@@ -38,6 +41,11 @@ impl Deployments {
     /// The first deployment: it names the model and holds the shared settings (fallbacks).
     pub fn first(&self) -> &ModelRoute {
         &self.routes[0]
+    }
+
+    /// The model's configured name (the first deployment's).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// Every deployment, in config order.
@@ -56,6 +64,14 @@ impl Deployments {
         available: impl Fn(&ModelRoute) -> bool,
         include_unavailable: bool,
     ) -> Vec<usize> {
+        // One deployment (most models): no weights to keep, nothing to order.
+        if let [only] = &*self.routes {
+            return if include_unavailable || available(only) {
+                vec![0]
+            } else {
+                Vec::new()
+            };
+        }
         let up: Vec<bool> = self.routes.iter().map(&available).collect();
         let mut order = Vec::with_capacity(self.routes.len());
         let candidates: Vec<usize> = (0..self.routes.len()).filter(|&i| up[i]).collect();
@@ -148,6 +164,15 @@ mod tests {
         assert!(order.is_empty());
         let order = d.order(|_| false, true);
         assert_eq!(order.len(), 3, "all out: all are still tried");
+    }
+
+    #[test]
+    fn one_deployment_is_tried_when_up_or_when_all_are_out() {
+        let d = Deployments::new(vec![route("a", 1)]);
+        assert_eq!(d.order(|_| true, false), vec![0]);
+        assert!(d.order(|_| false, false).is_empty(), "down and not forced");
+        assert_eq!(d.order(|_| false, true), vec![0], "all out: still tried");
+        assert_eq!(d.order(|_| true, true), vec![0]);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn spawn_health_check(
             } else {
                 Health::Failing
             };
-            metrics::gauge!("portcullis_upstream_health", "upstream" => upstream.name.clone())
+            metrics::gauge!("portcullis_upstream_health", "upstream" => upstream.name.to_string())
                 .set(now.gauge());
             let before = state.set(now);
             match (&result, before) {

@@ -129,7 +129,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     let route = |attempts| RouteInfo {
         model: "".into(),
         entry: None,
-        upstream: up.upstream.name.as_str().into(),
+        upstream: up.upstream.name.clone(),
         attempts,
         user_id: user_id.clone(),
     };

@@ -13,8 +13,8 @@ use crate::config::{AuthMode, UpstreamConfig};
 /// One upstream's request template.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Name from config.
-    pub name: String,
+    /// Name from config (shared: every response's route record names it).
+    pub name: std::sync::Arc<str>,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix without a trailing slash ("" or "/v3/https://api.anthropic.com").
@@ -40,9 +40,9 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Headers the gateway consumes itself or recomputes (hop-by-hop ones are stripped too).
-const DROPPED: [HeaderName; 4] = [
-    header::HOST,
+/// Headers the gateway consumes itself or recomputes (hop-by-hop ones are stripped too;
+/// `Host` is replaced).
+static DROPPED: [HeaderName; 3] = [
     header::CONTENT_LENGTH,
     // The gateway reads bodies (errors, usage); upstreams must answer uncompressed.
     header::ACCEPT_ENCODING,
@@ -99,7 +99,7 @@ impl Upstream {
         let host = HeaderValue::from_str(&authority_str).map_err(|e| format!("host: {e}"))?;
         Ok(Self {
             name_header: HeaderValue::from_str(&cfg.name).ok(),
-            name: cfg.name.clone(),
+            name: cfg.name.as_str().into(),
             scheme,
             authority,
             prefix,
@@ -115,21 +115,45 @@ impl Upstream {
         let mut joined = String::with_capacity(self.prefix.len() + path_and_query.len());
         joined.push_str(&self.prefix);
         joined.push_str(path_and_query);
-        let pq = PathAndQuery::try_from(joined)?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+        self.uri_with(PathAndQuery::try_from(joined)?)
+    }
+
+    /// [`Self::uri_for`] of a client request's parsed path and query: without a prefix, the
+    /// client's (shared, not parsed again).
+    pub fn uri_of(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        match path_and_query {
+            Some(pq) if self.prefix.is_empty() => self.uri_with(pq.clone()),
+            pq => self.uri_for(pq.map_or("/", PathAndQuery::as_str)),
+        }
+    }
+
+    fn uri_with(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// Rewrite the client's headers for this upstream, in place.
     pub fn prepare_headers(&self, headers: &mut HeaderMap) {
         portcullis_core::headers::strip_hop_by_hop(headers);
-        for n in &DROPPED {
-            headers.remove(n);
+        // One pass over the names says which of these are there: a removal of an absent
+        // name still hashes it.
+        let mut dropped = [false; 3];
+        let mut ours = false;
+        for name in headers.keys() {
+            match DROPPED.iter().position(|d| d == name) {
+                Some(i) => dropped[i] = true,
+                None => ours |= name.as_str().starts_with("x-portcullis-"),
+            }
         }
-        headers.retain_gateway_only();
+        for (name, _) in DROPPED.iter().zip(dropped).filter(|(_, there)| *there) {
+            headers.remove(name);
+        }
+        if ours {
+            headers.retain_gateway_only();
+        }
         match self.auth {
             AuthMode::Passthrough => {}
             AuthMode::None => {
@@ -223,6 +247,50 @@ mod tests {
             u.uri_for("/v1/chat/completions?a=1").unwrap().to_string(),
             "http://127.0.0.1:9000/v1/chat/completions?a=1"
         );
+    }
+
+    #[test]
+    fn a_parsed_client_path_gets_the_same_uri() {
+        let pq = PathAndQuery::from_static("/v1/chat/completions?a=1");
+        for base in [
+            "http://127.0.0.1:9000",
+            "http://127.0.0.1:9000/",
+            "https://api.supermemory.ai/v3/https://api.anthropic.com",
+        ] {
+            let u = Upstream::from_config(&cfg(base, None, None)).unwrap();
+            assert_eq!(
+                u.uri_of(Some(&pq)).unwrap(),
+                u.uri_for(pq.as_str()).unwrap(),
+                "{base}"
+            );
+            assert_eq!(u.uri_of(None).unwrap(), u.uri_for("/").unwrap(), "{base}");
+        }
+    }
+
+    #[test]
+    fn recomputed_and_gateway_headers_go_and_host_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, "gateway.local".parse().unwrap());
+        h.append(header::HOST, "again.local".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+        h.insert(header::ACCEPT_ENCODING, "gzip, br".parse().unwrap());
+        h.insert("x-portcullis-a", "1".parse().unwrap());
+        h.insert("x-portcullis-b", "2".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        Upstream::from_config(&cfg("https://x:8443", None, None))
+            .unwrap()
+            .prepare_headers(&mut h);
+        let host: Vec<_> = h.get_all(header::HOST).iter().collect();
+        assert_eq!(host, ["x:8443"]);
+        for gone in [
+            "content-length",
+            "accept-encoding",
+            "x-portcullis-a",
+            "x-portcullis-b",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(h[header::CONTENT_TYPE], "application/json");
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl ModelRouter {
             .into_iter()
             .map(|r| {
                 (
-                    r.upstream.name.clone(),
+                    r.upstream.name.to_string(),
                     Entry {
                         upstream: r.upstream,
                         service: r.service,
@@ -376,19 +376,13 @@ pub(super) async fn route_model(
             chain.push(m);
         }
     }
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    let path_and_query = parts.uri.path_and_query().cloned();
     let mut attempts = 0u32;
     let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
-    let entry_name: Arc<str> = first.first().name.as_str().into();
-    let route_info = |upstream: &str, attempts: u32| RouteInfo {
+    let route_info = |upstream: &Arc<str>, attempts: u32| RouteInfo {
         model: requested.clone(),
-        entry: Some(entry_name.clone()),
-        upstream: upstream.into(),
+        entry: Some(first.name().clone()),
+        upstream: upstream.clone(),
         attempts,
         user_id: user_id.clone(),
     };
@@ -429,7 +423,7 @@ pub(super) async fn route_model(
         };
         let mut builder = Request::builder()
             .method(parts.method.clone())
-            .uri(up.upstream.uri_for(&path_and_query)?);
+            .uri(up.upstream.uri_of(path_and_query.as_ref())?);
         // The last candidate takes the client's headers and extensions instead of a copy
         // (with one deployment and no fallback, the only one: no copy at all).
         let (headers, extensions) = if n == last {
@@ -555,8 +549,9 @@ fn is_html(h: &http::HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let v = v.trim_start().to_ascii_lowercase();
-            v.starts_with("text/html") || v.starts_with("application/xhtml")
+            let v = v.trim_start().as_bytes();
+            let starts = |p: &[u8]| v.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
+            starts(b"text/html") || starts(b"application/xhtml")
         })
         .unwrap_or(false)
 }
@@ -655,6 +650,32 @@ fn strip_tags(mut s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_is_told_by_its_media_type_in_any_case() {
+        let of = |ct: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_html(&h)
+        };
+        for html in [
+            "text/html",
+            "text/html; charset=utf-8",
+            " Text/HTML;charset=UTF-8",
+            "APPLICATION/XHTML+xml",
+        ] {
+            assert!(of(html), "{html}");
+        }
+        for other in [
+            "application/json",
+            "text/htm",
+            "text/plain; x=text/html",
+            "",
+        ] {
+            assert!(!of(other), "{other}");
+        }
+        assert!(!is_html(&http::HeaderMap::new()));
+    }
 
     #[test]
     fn params_fill_in_under_the_clients_values() {

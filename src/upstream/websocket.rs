@@ -288,7 +288,7 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
     let route_info = RouteInfo {
         model: requested.as_deref().unwrap_or("").into(),
         entry: Some(route.name.as_str().into()),
-        upstream: upstream.name.as_str().into(),
+        upstream: upstream.name.clone(),
         attempts: 1,
         user_id: user_id.clone(),
     };
@@ -351,7 +351,7 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
 
     let socket = Socket {
-        upstream: upstream.name.clone(),
+        upstream: upstream.name.to_string(),
         model: requested,
         user_id: user_id.map(|u| u.to_string()),
         request_id: parts

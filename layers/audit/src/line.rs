@@ -6,7 +6,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use http::{header, HeaderMap, Response};
+use http::{header, HeaderMap, HeaderName, Response};
 use portcullis_core::{
     headers::{X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
     outcome::{Attempts, CacheOutcome},
@@ -57,7 +57,9 @@ pub(crate) struct Started {
     pub(crate) usage_share: Option<portcullis_core::usage::UsageShare>,
 }
 
-pub(crate) fn header_id(headers: &HeaderMap, name: &str) -> Option<Box<str>> {
+/// The value of header `name` (given as a `HeaderName`: a name given as text is parsed at
+/// every lookup), cut to [`MAX_ID_BYTES`] on a character boundary; `None` when absent or empty.
+pub(crate) fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<Box<str>> {
     let v = headers.get(name)?.to_str().ok()?;
     let mut end = v.len().min(MAX_ID_BYTES);
     while !v.is_char_boundary(end) {
@@ -86,7 +88,7 @@ impl Pending {
         let ext = resp.extensions();
         let headers = resp.headers();
         if started.request_id.is_none() {
-            started.request_id = header_id(headers, X_REQUEST_ID.as_str());
+            started.request_id = header_id(headers, &X_REQUEST_ID);
         }
         let route = ext.get::<RouteInfo>().cloned();
         let ct = headers
@@ -105,7 +107,7 @@ impl Pending {
             upstream: route
                 .as_ref()
                 .map(|r| Box::from(&*r.upstream))
-                .or_else(|| header_id(headers, X_PORTCULLIS_UPSTREAM.as_str()))
+                .or_else(|| header_id(headers, &X_PORTCULLIS_UPSTREAM))
                 .filter(|u| !u.is_empty()),
             route,
             cache: ext.get::<CacheOutcome>().copied(),

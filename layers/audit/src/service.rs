@@ -76,8 +76,8 @@ where
             method: parts.method.clone(),
             // The path only: a query string may carry a key (`?key=` of some providers).
             path: parts.uri.path().into(),
-            request_id: header_id(&parts.headers, X_REQUEST_ID.as_str()),
-            session: header_id(&parts.headers, "x-session-id"),
+            request_id: header_id(&parts.headers, &X_REQUEST_ID),
+            session: header_id(&parts.headers, &portcullis_core::identity::X_SESSION_ID),
             slot,
             request_body: request_body.clone(),
             shared: self.shared.clone(),
