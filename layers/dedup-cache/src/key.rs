@@ -25,8 +25,9 @@ use http::{request::Parts, HeaderName};
 use portcullis_core::{hash::DeriveKey, CallerId, UserId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// How many [`VARY_HEADERS`] there are.
+/// How many [`VARY_HEADERS`] there are (one bit each in a key).
 const VARY_COUNT: usize = 7;
+const _: () = assert!(VARY_COUNT <= 8);
 
 /// Request headers that are part of the key besides the caller's identity, because they
 /// change the upstream's answer: its encoding (`accept`, `accept-encoding`) or the API
@@ -43,7 +44,9 @@ pub const VARY_HEADERS: [HeaderName; VARY_COUNT] = [
 ];
 
 // v2: the caller is a `CallerId` (every credential header), no longer one API key.
-const KEY_CONTEXT: &str = "portcullis dedup key v2";
+// v3: lengths and counts as varints, one byte for which vary headers are there: a chat
+// request's key is three blake3 blocks instead of four, and fits `Framed`'s buffer.
+const KEY_CONTEXT: &str = "portcullis dedup key v3";
 
 /// A dedup key: a blake3 hash of everything that makes two requests identical.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,49 +96,50 @@ impl fmt::Display for Key {
 pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
     static CONTEXT: DeriveKey = DeriveKey::new(KEY_CONTEXT);
     let mut h = CONTEXT.framed();
-    h.field(parts.method.as_str().as_bytes());
+    h.short_field(parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    h.field(path.as_bytes());
+    h.short_field(path.as_bytes());
 
     match canonical_json(body) {
         Some(canonical) => {
             h.raw(b"j");
-            h.field(&canonical);
+            h.short_field(&canonical);
         }
         None => {
             h.raw(b"r");
-            h.field(body);
+            h.short_field(body);
         }
     }
 
     // The `CallerId` extension the gateway's auth set, else every credential header.
-    h.field(&CallerId::from_parts(&parts.headers, &parts.extensions).0);
+    h.short_field(&CallerId::from_parts(&parts.headers, &parts.extensions).0);
     match parts.extensions.get::<UserId>() {
         Some(u) => {
             h.raw(b"u");
-            h.field(u.as_str().as_bytes());
+            h.short_field(u.as_str().as_bytes());
         }
         None => {
             h.raw(b"-");
         }
     }
     // One pass over the request's names says which of them are there (most requests send
-    // one or two, often none): a lookup of each of the seven costs more.
-    let mut present = [false; VARY_COUNT];
+    // one or two, often none): a lookup of each of the seven costs more. One bit each, in
+    // `VARY_HEADERS` order; then each one's values, counted.
+    let mut present = 0u8;
     for name in parts.headers.keys() {
         if let Some(i) = vary_slot(name) {
-            present[i] = true;
+            present |= 1 << i;
         }
     }
-    for (name, present) in VARY_HEADERS.iter().zip(present) {
-        if !present {
-            h.count(0);
+    h.raw(&[present]);
+    for (i, name) in VARY_HEADERS.iter().enumerate() {
+        if present & (1 << i) == 0 {
             continue;
         }
         let values = parts.headers.get_all(name);
-        h.count(values.iter().count());
+        h.varint(values.iter().count());
         for v in values {
-            h.field(v.as_bytes());
+            h.short_field(v.as_bytes());
         }
     }
     Key(*h.finalize().as_bytes())
@@ -393,6 +397,8 @@ fn put_in_key_order<M>(
 ) {
     members.sort_by(by_key);
     scratch.clear();
+    // Sized once for every object of the document (none is longer than it), not grown.
+    scratch.reserve(out.capacity());
     scratch.extend_from_slice(&out[start..]);
     out.truncate(start);
     for (n, member) in members.iter().enumerate() {
@@ -755,7 +761,8 @@ mod tests {
         assert_eq!(k.to_string(), k.to_hex());
     }
 
-    /// Keys stored in Redis by an earlier version stay valid: a request's key is pinned.
+    /// Keys stored in Redis stay valid within a key version: a request's key is pinned, and
+    /// spelt out byte by byte (v3's framing), so a change to it is a deliberate new version.
     #[test]
     fn keys_stay_what_earlier_versions_stored() {
         let mut p = parts("POST", "/v1/messages?beta=true");
@@ -772,9 +779,41 @@ mod tests {
         p.headers
             .append("anthropic-version", "2024-01-01".parse().unwrap());
         let body = br#"{"model":"claude","messages":[{"role":"user","content":"pin \u00e9"}],"max_tokens":9}"#;
+        let key = dedup_key(&p, body);
+        // The same bytes, framed by hand: each piece after its one-byte length.
+        let canonical = canonical_json(body).unwrap();
+        let caller = CallerId::of(&p.headers, None).0;
+        let mut bytes = Vec::new();
+        let piece = |b: &[u8], out: &mut Vec<u8>| {
+            out.push(u8::try_from(b.len()).unwrap());
+            out.extend_from_slice(b);
+        };
+        piece(b"POST", &mut bytes);
+        piece(b"/v1/messages?beta=true", &mut bytes);
+        bytes.push(b'j');
+        piece(&canonical, &mut bytes);
+        piece(&caller, &mut bytes);
+        bytes.push(b'-');
+        // accept (bit 0), anthropic-version (bit 2), openai-project (bit 6), in that order.
+        bytes.push(0b100_0101);
+        bytes.push(1);
+        piece(b"application/json", &mut bytes);
+        bytes.push(2);
+        piece(b"2023-06-01", &mut bytes);
+        piece(b"2024-01-01", &mut bytes);
+        bytes.push(1);
+        piece(b"proj_1", &mut bytes);
+        let by_hand = blake3::Hasher::new_derive_key("portcullis dedup key v3")
+            .update(&bytes)
+            .finalize();
+        assert_eq!(key.as_bytes(), by_hand.as_bytes());
+        assert!(
+            bytes.len() <= 192,
+            "a chat request's key fits Framed's buffer"
+        );
         assert_eq!(
-            dedup_key(&p, body).to_hex(),
-            "9df1c9240a3865e3dfab0ce1a38412afc420c17794e95a1d9077ed4e8d4ecdd3"
+            key.to_hex(),
+            "718ae535577284ecd1a9b7101663c79da481f6fe7841bd183ec00b54de1d85f2"
         );
     }
 
