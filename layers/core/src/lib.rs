@@ -7,6 +7,7 @@
 //! layers *read* it, without either crate knowing the other exists.
 
 pub mod body;
+pub mod counter;
 pub mod error;
 pub mod extensions;
 pub mod future;
@@ -30,6 +31,8 @@ pub use identity::{ApiKeyHash, BoundUserId, CallerId, ClientIp, KeyName, UserId}
 #[doc(hidden)]
 pub use memchr as __memchr;
 pub use meta::RequestMeta;
+#[doc(hidden)]
+pub use metrics as __metrics;
 pub use outcome::{Attempts, BreakerState, CacheOutcome, ErrorCode, RateLimitOutcome, RouteInfo};
 pub use pattern::{ModelPattern, PatternSet};
 

@@ -22,7 +22,7 @@ use portcullis_core::{
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_CACHE},
     meta,
     remote::Unavailable,
-    Attempts, CacheOutcome, RequestMeta,
+    static_key, Attempts, CacheOutcome, RequestMeta,
 };
 use tokio::sync::Notify;
 use tower::{BoxError, Service, ServiceExt};
@@ -378,6 +378,9 @@ fn mark<RB>(resp: &mut Response<RB>, outcome: CacheOutcome) {
     resp.extensions_mut().insert(outcome);
 }
 
+/// The dedup outcome counter (label `outcome`).
+const CACHE_METRIC: &str = "portcullis_cache_total";
+
 fn record(outcome: CacheOutcome, key: Option<&Key>, reason: &'static str) {
     // Formatted only when the event is enabled.
     tracing::debug!(
@@ -386,7 +389,13 @@ fn record(outcome: CacheOutcome, key: Option<&Key>, reason: &'static str) {
         reason,
         "dedup cache decision"
     );
-    metrics::counter!("portcullis_cache_total", "outcome" => outcome.as_str()).increment(1);
+    // Keys made at compile time: no label vector or hashing per request.
+    portcullis_core::counter::increment(match outcome {
+        CacheOutcome::Miss => static_key!(CACHE_METRIC, "outcome" => "miss"),
+        CacheOutcome::Hit => static_key!(CACHE_METRIC, "outcome" => "hit"),
+        CacheOutcome::Coalesced => static_key!(CACHE_METRIC, "outcome" => "coalesced"),
+        CacheOutcome::Bypass => static_key!(CACHE_METRIC, "outcome" => "bypass"),
+    });
 }
 
 /// A body read failure as the error it was, not wrapped in the collector's own.

@@ -12,7 +12,7 @@
 use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use portcullis_core::{BoundUserId, ConfigProblem, UserId};
+use portcullis_core::{static_key, BoundUserId, ConfigProblem, UserId};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
@@ -90,14 +90,21 @@ impl Decision {
     /// Where the id came from: `"bound"`, `"explicit"`, `"pattern"` or `"default"` (for logs
     /// and metrics).
     pub fn source(&self) -> &'static str {
+        self.source_and_key().0
+    }
+
+    /// [`Self::source`] with its `portcullis_memory_routing_decisions_total` key, made at
+    /// compile time ([`portcullis_core::counter`]).
+    pub(crate) fn source_and_key(&self) -> (&'static str, &'static metrics::Key) {
+        const DECISIONS: &str = "portcullis_memory_routing_decisions_total";
         if self.bound {
-            "bound"
+            ("bound", static_key!(DECISIONS, "source" => "bound"))
         } else if self.custom_header_present {
-            "explicit"
+            ("explicit", static_key!(DECISIONS, "source" => "explicit"))
         } else if self.matched_pattern.is_some() {
-            "pattern"
+            ("pattern", static_key!(DECISIONS, "source" => "pattern"))
         } else {
-            "default"
+            ("default", static_key!(DECISIONS, "source" => "default"))
         }
     }
 }
@@ -398,6 +405,14 @@ fn haystack(value: &HeaderValue) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
+    /// The metric key of a decision is labelled with its source.
+    fn counted_under_its_source(d: &Decision) {
+        let (source, key) = d.source_and_key();
+        assert_eq!(key.name(), "portcullis_memory_routing_decisions_total");
+        let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert_eq!(labels, [("source", source)]);
+    }
+
     fn router(patterns: &[(&str, &str, &str)]) -> MemoryRouter {
         MemoryRouter::new(&Config {
             patterns: patterns
@@ -425,6 +440,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_id_is_counted_as_bound() {
+        let r = router(&[("user-agent", "Java", "generic-java")]);
+        let d = r.decide_for(
+            &headers(&[("user-agent", "Java")]),
+            Some(&BoundUserId::new("team-a")),
+        );
+        assert_eq!(d.source(), "bound");
+        counted_under_its_source(&d);
+    }
+
+    #[test]
     fn first_pattern_in_config_order_wins_even_if_a_later_one_is_more_specific() {
         let r = router(&[
             ("user-agent", "Java", "generic-java"),
@@ -434,6 +460,7 @@ mod tests {
         assert_eq!(&*d.user_id, "generic-java");
         assert_eq!(d.pattern_index, Some(0));
         assert_eq!(d.source(), "pattern");
+        counted_under_its_source(&d);
     }
 
     #[test]
@@ -487,6 +514,7 @@ mod tests {
         assert_eq!(d.header_value(), "alice");
         assert!(d.custom_header_present && !d.is_default && d.matched_pattern.is_none());
         assert_eq!(d.source(), "explicit");
+        counted_under_its_source(&d);
     }
 
     #[test]
@@ -517,6 +545,7 @@ mod tests {
         assert_eq!(&*d.user_id, "default");
         assert!(d.is_default && !d.custom_header_present && d.matched_pattern.is_none());
         assert_eq!(d.source(), "default");
+        counted_under_its_source(&d);
         let d = r.decide(&HeaderMap::new());
         assert!(d.is_default);
     }

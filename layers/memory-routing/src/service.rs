@@ -55,11 +55,8 @@ where
             .router
             .decide_for(req.headers(), req.extensions().get::<BoundUserId>());
         log_decision(&self.router, &decision, &req);
-        metrics::counter!(
-            "portcullis_memory_routing_decisions_total",
-            "source" => decision.source()
-        )
-        .increment(1);
+        // The key made at compile time: no label vector or hashing per request.
+        portcullis_core::counter::increment(decision.source_and_key().1);
         self.router.apply(&decision, req.headers_mut());
         let ext = req.extensions_mut();
         ext.insert(decision.user_id());
