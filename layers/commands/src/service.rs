@@ -106,8 +106,14 @@ where
     let Some(api) = Api::from_path(req.uri().path()) else {
         return forward(inner, req).await;
     };
-    let key = session_key(req.headers(), req.extensions());
-    let settings = shared.sessions.get(key);
+    // Until some session holds settings, none can: no key to make (a command makes it).
+    let settings = if shared.sessions.any() {
+        shared
+            .sessions
+            .get(session_key(req.headers(), req.extensions()))
+    } else {
+        None
+    };
     let (mut parts, body) = req.into_parts();
     let bytes = collect_limited(body, shared.max_body_bytes).await?;
     let prefix = shared.config.prefix.as_str();
@@ -138,6 +144,7 @@ where
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
             };
+            let key = session_key(&parts.headers, &parts.extensions);
             return Ok(answer(&shared, key, api, command, &reply));
         }
     }

@@ -3,7 +3,10 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -48,6 +51,9 @@ struct Entry {
 pub(crate) struct Sessions {
     cache: Cache<SessionKey, Arc<Entry>, foldhash::fast::RandomState>,
     ttl: Duration,
+    /// Set (for good) before the first settings are stored: until then no session has any,
+    /// and a request needs no session key to know it.
+    used: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Sessions {
@@ -71,7 +77,14 @@ impl Sessions {
                 // Keys are blake3 hashes: foldhash (seeded per cache) suffices, SipHash costs ~10x.
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             ttl,
+            used: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether any session may hold settings (`false`: none ever has, so [`Self::get`]
+    /// would find nothing for any key).
+    pub(crate) fn any(&self) -> bool {
+        self.used.load(Ordering::Acquire)
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -119,10 +132,15 @@ impl Sessions {
             let op = match &r {
                 Err(_) => Op::Nop,
                 Ok(_) if settings.is_empty() => Op::Remove,
-                Ok(_) => Op::Put(Arc::new(Entry {
-                    settings: Arc::new(settings),
-                    seen: Mutex::new(now),
-                })),
+                Ok(_) => {
+                    // Before the entry can be seen: a request that finds `any` false
+                    // comes before this update.
+                    self.used.store(true, Ordering::Release);
+                    Op::Put(Arc::new(Entry {
+                        settings: Arc::new(settings),
+                        seen: Mutex::new(now),
+                    }))
+                }
             };
             result = Some(r);
             op
@@ -172,11 +190,20 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(s.get(k).is_none());
+        assert!(!s.any(), "nothing stored yet: no key needed");
+        s.update::<_, ()>(k, |st| {
+            st.params.clear();
+            Ok(())
+        })
+        .unwrap();
+        assert!(!s.any(), "empty settings are not stored");
         s.update::<_, ()>(k, |st| {
             st.model = Some("x".into());
             Ok(())
         })
         .unwrap();
+        assert!(s.any());
+        assert!(s.clone().any(), "clones share it");
         assert_eq!(s.get(k).unwrap().model.as_deref(), Some("x"));
         s.update::<_, ()>(k, |st| {
             st.model = None;

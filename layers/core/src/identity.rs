@@ -261,42 +261,71 @@ impl fmt::Debug for SessionKey {
 ///
 /// `layer` names the layer keeping the state, so two layers never share keys.
 pub fn session_key(layer: &str, headers: &HeaderMap, extensions: &http::Extensions) -> SessionKey {
-    // v2: one-byte tags and fixed-size ids unframed, so a key with a short user id is one
-    // 64-byte block (one compression, not two). Keys live in memory only.
-    static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v2");
-    let mut h = CONTEXT.framed();
-    h.field(layer.as_bytes());
-    match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
-        (Some(c), _) => {
-            h.raw(b"c");
-            h.raw(&c.0);
-        }
-        // Used alone, a layer takes an identity extension its own auth inserted as the caller.
-        (None, Some(k)) => {
-            h.raw(b"k");
-            h.raw(&k.0);
-        }
-        (None, None) => {
-            h.raw(b"h");
-            h.raw(&CallerId::of(headers, None).0);
-        }
+    SessionSource::of(headers, extensions).key(layer)
+}
+
+/// What a request's [`session_key`] is made of, taken from the request without hashing: a
+/// layer that needs the key only sometimes (after the response, and only when it has state to
+/// look up) keeps this while the request goes on, and hashes it when it must.
+#[derive(Debug, Clone)]
+pub struct SessionSource {
+    /// `c` (a [`CallerId`]), `k` (an [`ApiKeyHash`]) or `h` (the credential headers).
+    caller: (u8, [u8; 16]),
+    /// `s` and the `x-session-id`, or `u` and the memory user id, or `-`.
+    within: Within,
+}
+
+#[derive(Debug, Clone)]
+enum Within {
+    Session(http::HeaderValue),
+    User(Arc<str>),
+    Caller,
+}
+
+impl SessionSource {
+    /// The parts of the session of a request with these headers and extensions.
+    pub fn of(headers: &HeaderMap, extensions: &http::Extensions) -> Self {
+        let caller = match (extensions.get::<CallerId>(), extensions.get::<ApiKeyHash>()) {
+            (Some(c), _) => (b'c', c.0),
+            // Used alone, a layer takes an identity extension its own auth inserted as the
+            // caller.
+            (None, Some(k)) => (b'k', k.0),
+            (None, None) => (b'h', CallerId::of(headers, None).0),
+        };
+        let within = match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
+            Some(sid) => Within::Session(sid.clone()),
+            None => match extensions.get::<UserId>() {
+                Some(u) => Within::User(u.0.clone()),
+                None => Within::Caller,
+            },
+        };
+        Self { caller, within }
     }
-    match headers.get(X_SESSION_ID).filter(|v| !v.is_empty()) {
-        Some(sid) => {
-            h.raw(b"s");
-            h.field(sid.as_bytes());
-        }
-        None => match extensions.get::<UserId>() {
-            Some(u) => {
-                h.raw(b"u");
-                h.field(u.as_str().as_bytes());
+
+    /// The session key for the layer named `layer` (see [`session_key`]).
+    pub fn key(&self, layer: &str) -> SessionKey {
+        // v2: one-byte tags and fixed-size ids unframed, so a key with a short user id is one
+        // 64-byte block (one compression, not two). Keys live in memory only.
+        static CONTEXT: DeriveKey = DeriveKey::new("portcullis session v2");
+        let mut h = CONTEXT.framed();
+        h.field(layer.as_bytes());
+        h.raw(&[self.caller.0]);
+        h.raw(&self.caller.1);
+        match &self.within {
+            Within::Session(sid) => {
+                h.raw(b"s");
+                h.field(sid.as_bytes());
             }
-            None => h.raw(b"-"),
-        },
+            Within::User(u) => {
+                h.raw(b"u");
+                h.field(u.as_bytes());
+            }
+            Within::Caller => h.raw(b"-"),
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        SessionKey(out)
     }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    SessionKey(out)
 }
 
 #[cfg(test)]

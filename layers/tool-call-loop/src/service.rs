@@ -9,7 +9,10 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body::Body;
-use portcullis_core::body::{collect_limited, collect_up_to, Collected};
+use portcullis_core::{
+    body::{collect_limited, collect_up_to, Collected},
+    identity::SessionSource,
+};
 use tower::{BoxError, Service};
 
 use crate::{
@@ -17,7 +20,7 @@ use crate::{
     future::ResponseFuture,
     layer::Shared,
     note,
-    session::{session_key, Note, Verdict},
+    session::{Note, Verdict, LAYER},
     Api, Config, ToolCallLoop, ToolCallLoopBody, ToolCallLoopLayer, X_PORTCULLIS_TOOL_CALL_LOOP,
 };
 
@@ -97,8 +100,14 @@ where
         let resp = inner.call(req).await.map_err(Into::into)?;
         return Ok(resp.map(ToolCallLoopBody::passthrough));
     };
-    let key = session_key(req.headers(), req.extensions());
-    let (owed_note, owed_header) = shared.sessions.take_pending(key);
+    // What the session key is made of, hashed only when there is session state to read or
+    // write: until a first answer with tool calls, there is none.
+    let source = SessionSource::of(req.headers(), req.extensions());
+    let (owed_note, owed_header) = if shared.sessions.any() {
+        shared.sessions.take_pending(source.key(LAYER))
+    } else {
+        (None, None)
+    };
     let req = match owed_note {
         Some(n) => with_note(req, api, &n, shared.max_body_bytes).await?,
         None => req,
@@ -110,15 +119,18 @@ where
             let (mut parts, body) = resp.into_parts();
             // A blocked stream ends with an error event: its length changes.
             parts.headers.remove(header::CONTENT_LENGTH);
-            let body = ToolCallLoopBody::watched(body, api, key, shared.clone());
+            let body = ToolCallLoopBody::watched(body, api, source.key(LAYER), shared.clone());
             Response::from_parts(parts, body)
         }
         crate::Kind::Json => {
             let (mut parts, body) = resp.into_parts();
             match collect_up_to(Box::pin(body), shared.max_json_bytes).await {
                 Ok(Collected::Complete(bytes)) => {
-                    if let Some(calls) = json_calls(api, &bytes) {
-                        match crate::judge(&shared, api, key, &calls, false) {
+                    // An answer without calls ends a streak: nothing to end before any.
+                    let calls =
+                        json_calls(api, &bytes).filter(|c| !c.is_empty() || shared.sessions.any());
+                    if let Some(calls) = calls {
+                        match crate::judge(&shared, api, source.key(LAYER), &calls, false) {
                             Verdict::Block { tool, repeats } => {
                                 return Err(portcullis_core::error::Refused::boxed(ToolCallLoop {
                                     tool: tool.to_string(),

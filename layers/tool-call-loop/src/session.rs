@@ -1,6 +1,13 @@
 //! Sessions: whose tool calls are counted together, and what each session has done lately.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use http::{Extensions, HeaderMap};
 use moka::{ops::compute::Op, sync::Cache};
@@ -17,8 +24,11 @@ pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 
 /// The session of a request: [`portcullis_core::identity::session_key`] for this layer.
 pub fn session_key(headers: &HeaderMap, extensions: &Extensions) -> SessionKey {
-    portcullis_core::identity::session_key("tool-call-loop", headers, extensions)
+    portcullis_core::identity::session_key(LAYER, headers, extensions)
 }
+
+/// This layer's name in its session keys.
+pub(crate) const LAYER: &str = "tool-call-loop";
 
 /// What to do with an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +72,9 @@ pub(crate) struct Sessions {
     max_repeats: u32,
     ttl: Duration,
     mode: Mode,
+    /// Set (for good) before the first session is stored: until then there is no streak to
+    /// end and no note owed, and a request needs no session key to know it.
+    used: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Sessions {
@@ -89,7 +102,14 @@ impl Sessions {
             max_repeats: config.max_repeats.max(1),
             ttl,
             mode: config.mode,
+            used: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether any session may be stored (`false`: none ever was, so [`Self::take_pending`]
+    /// and an answer without calls have nothing to do for any key).
+    pub(crate) fn any(&self) -> bool {
+        self.used.load(Ordering::Acquire)
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -107,6 +127,8 @@ impl Sessions {
         };
         let fp = fingerprint(calls);
         let mut verdict = Verdict::Allow;
+        // Before the session can be seen: a request that finds `any` false comes before this.
+        self.used.store(true, Ordering::Release);
         self.cache.entry(key).and_compute_with(|old| {
             let old = old
                 .map(|e| e.into_value())
@@ -201,6 +223,17 @@ mod tests {
             },
             100,
         )
+    }
+
+    #[tokio::test]
+    async fn no_session_is_stored_until_an_answer_has_calls() {
+        let s = sessions(Mode::Block);
+        assert!(!s.any());
+        assert_eq!(s.record(key(1), &[], false), Verdict::Allow);
+        assert_eq!(s.take_pending(key(1)), (None, None));
+        assert!(!s.any(), "an answer without calls stores nothing");
+        s.record(key(1), &[ToolCall::new("read", "{}")], true);
+        assert!(s.any() && s.clone().any(), "stored, for every clone");
     }
 
     #[tokio::test]
