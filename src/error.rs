@@ -17,7 +17,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use portcullis_core::{
     body::CollectError,
     error::{find_in_chain, Refused},
-    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
+    headers::{int_value, X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_ERROR, X_PORTCULLIS_UPSTREAM},
     ErrorCode,
 };
 use tower::{BoxError, Layer, Service};
@@ -140,7 +140,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> GatewayError {
     let mut g = classify_inner(err);
     if let Some(r) = find_in_chain::<RoutedError>(err) {
         g.headers
-            .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(r.route.attempts));
+            .insert(X_PORTCULLIS_ATTEMPTS, int_value(r.route.attempts));
         if let Ok(v) = HeaderValue::from_str(&r.route.upstream) {
             g.headers.insert(X_PORTCULLIS_UPSTREAM, v);
         }

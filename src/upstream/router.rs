@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Request, Response};
 use portcullis_core::{
     body::collect_limited,
     error::find_in_chain,
-    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
+    headers::{int_value, X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
     pattern::{ModelPattern, PatternSet},
     Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
@@ -525,7 +525,7 @@ impl Entry {
         if let Some(v) = &self.upstream.name_header {
             h.insert(X_PORTCULLIS_UPSTREAM, v.clone());
         }
-        h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(route.attempts));
+        h.insert(X_PORTCULLIS_ATTEMPTS, int_value(route.attempts));
         resp.extensions_mut().insert(route);
         Ok(resp)
     }

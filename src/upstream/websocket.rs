@@ -38,7 +38,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portcullis_core::{
     error::{Refusal, Refused},
-    headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
+    headers::{int_value, X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM, X_REQUEST_ID},
     RouteInfo, UserId,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -337,7 +337,7 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
     if let Ok(v) = HeaderValue::from_str(&upstream.name) {
         h.insert(X_PORTCULLIS_UPSTREAM, v);
     }
-    h.insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(1u32));
+    h.insert(X_PORTCULLIS_ATTEMPTS, int_value(1u32));
     resp.extensions_mut().insert(route_info);
     let Some(upstream_upgrade) = upstream_upgrade else {
         // A refusal (401, 403, 404...) or an upstream that does not speak WebSocket on this

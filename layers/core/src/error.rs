@@ -107,7 +107,7 @@ pub fn retry_after_header(d: Duration) -> http::HeaderMap {
     let mut h = http::HeaderMap::with_capacity(1);
     h.insert(
         http::header::RETRY_AFTER,
-        http::HeaderValue::from(secs.max(1)),
+        crate::headers::int_value(secs.max(1)),
     );
     h
 }

@@ -1,6 +1,6 @@
 //! Header names every portcullis layer agrees on.
 
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 /// Name of the upstream that answered.
 pub const X_PORTCULLIS_UPSTREAM: HeaderName = HeaderName::from_static("x-portcullis-upstream");
@@ -12,6 +12,42 @@ pub const X_PORTCULLIS_CACHE: HeaderName = HeaderName::from_static("x-portcullis
 pub const X_PORTCULLIS_ERROR: HeaderName = HeaderName::from_static("x-portcullis-error");
 /// Request id, kept from the client or generated.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `n` as a header value, as `HeaderValue::from(n)` writes it; below 100 without an
+/// allocation (a static value): attempts, seconds to wait, small limits.
+///
+/// ```
+/// use portcullis_core::headers::int_value;
+///
+/// for n in [0u64, 7, 10, 99, 100, 12_345, u64::MAX] {
+///     assert_eq!(int_value(n), http::HeaderValue::from(n));
+/// }
+/// ```
+pub fn int_value(n: impl Into<u64>) -> HeaderValue {
+    /// "00", "01", ... "99", back to back.
+    const PAIRS: &str = {
+        const BYTES: [u8; 200] = {
+            let mut b = [0u8; 200];
+            let mut i = 0;
+            while i < 100 {
+                b[2 * i] = b'0' + (i / 10) as u8;
+                b[2 * i + 1] = b'0' + (i % 10) as u8;
+                i += 1;
+            }
+            b
+        };
+        match std::str::from_utf8(&BYTES) {
+            Ok(s) => s,
+            Err(_) => panic!("digits are UTF-8"),
+        }
+    };
+    let n = n.into();
+    match usize::try_from(n) {
+        Ok(i @ 0..=9) => HeaderValue::from_static(&PAIRS[2 * i + 1..2 * i + 2]),
+        Ok(i @ 10..=99) => HeaderValue::from_static(&PAIRS[2 * i..2 * i + 2]),
+        _ => HeaderValue::from(n),
+    }
+}
 
 /// Headers whose values are secrets: never logged, never put in spans.
 pub fn is_sensitive(name: &HeaderName) -> bool {
@@ -106,6 +142,14 @@ pub fn sanitize_upstream_response(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn small_and_large_integers_are_written_as_http_writes_them() {
+        for n in (0u64..=1_000).chain([u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(super::int_value(n), http::HeaderValue::from(n), "{n}");
+        }
+        assert_eq!(super::int_value(3u32), "3");
+    }
+
     #[test]
     fn an_upstreams_gateway_and_hop_by_hop_headers_go() {
         use http::HeaderValue;

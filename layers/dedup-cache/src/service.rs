@@ -782,8 +782,10 @@ fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {
     let mut resp = Response::new(RB::from(response.body));
     *resp.status_mut() = response.status;
     *resp.headers_mut() = response.headers;
-    resp.headers_mut()
-        .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    resp.headers_mut().insert(
+        header::AGE,
+        portcullis_core::headers::int_value(age.as_secs()),
+    );
     if resp.headers().contains_key(X_PORTCULLIS_ATTEMPTS) {
         // Nobody called the upstream for this answer.
         resp.headers_mut()

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use http::{header::RETRY_AFTER, HeaderMap, HeaderName, HeaderValue};
-use portcullis_core::{error::Refusal, RateLimitOutcome};
+use http::{header::RETRY_AFTER, HeaderMap, HeaderName};
+use portcullis_core::{error::Refusal, headers::int_value, RateLimitOutcome};
 
 use crate::Decision;
 
@@ -53,10 +53,7 @@ impl RateLimited {
     /// `Retry-After` (whole seconds, rounded up, at least 1) and the `x-ratelimit-*` headers.
     pub fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(4);
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from(secs_ceil(self.retry_after).max(1)),
-        );
+        h.insert(RETRY_AFTER, int_value(secs_ceil(self.retry_after).max(1)));
         insert_limit_headers(&mut h, self.limit, self.remaining, self.reset_after);
         h
     }
@@ -79,9 +76,9 @@ impl Refusal for RateLimited {
 
 /// Add `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` to `headers`.
 pub fn insert_limit_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Duration) {
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
-    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(secs_ceil(reset)));
+    headers.insert(X_RATELIMIT_LIMIT, int_value(limit));
+    headers.insert(X_RATELIMIT_REMAINING, int_value(remaining));
+    headers.insert(X_RATELIMIT_RESET, int_value(secs_ceil(reset)));
 }
 
 /// Whole seconds, rounded up: a client that waits this long is never early.

@@ -8,11 +8,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{request, HeaderValue, Request, Response, StatusCode};
+use http::{request, Request, Response, StatusCode};
 use http_body::Body;
 use portcullis_core::{
-    body::collect_limited, error::find_in_chain, headers::X_PORTCULLIS_ATTEMPTS, Attempts,
-    CircuitOpen,
+    body::collect_limited,
+    error::find_in_chain,
+    headers::{int_value, X_PORTCULLIS_ATTEMPTS},
+    Attempts, CircuitOpen,
 };
 use tower::{retry::budget::Budget, BoxError, Service, ServiceExt};
 use tracing::Instrument;
@@ -315,7 +317,7 @@ where
 
 fn with_attempts<RB>(mut resp: Response<RB>, attempts: u32) -> Response<RB> {
     resp.headers_mut()
-        .insert(X_PORTCULLIS_ATTEMPTS, HeaderValue::from(attempts));
+        .insert(X_PORTCULLIS_ATTEMPTS, int_value(attempts));
     resp.extensions_mut().insert(Attempts(attempts));
     resp
 }
