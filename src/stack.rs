@@ -42,7 +42,8 @@ use portcullis_translate::TranslateLayer;
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
 
 use crate::{
@@ -683,16 +684,30 @@ const PROXY_PATHS: [&str; 6] = [
 /// A request id on every request and response, kept from the client if sent.
 fn request_ids() -> tower::layer::util::Stack<
     PropagateRequestIdLayer,
-    tower::layer::util::Stack<SetRequestIdLayer<MakeRequestUuid>, tower::layer::util::Identity>,
+    tower::layer::util::Stack<SetRequestIdLayer<UuidRequestId>, tower::layer::util::Identity>,
 > {
     ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(UuidRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .into_inner()
 }
 
 type ProxyService = BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
-type ProxyWithIds = SetRequestId<PropagateRequestId<ProxyService>, MakeRequestUuid>;
+type ProxyWithIds = SetRequestId<PropagateRequestId<ProxyService>, UuidRequestId>;
+
+/// A random (v4) UUID as the request id, lower-case and hyphenated, as tower-http's
+/// `MakeRequestUuid` makes it, written straight into the header value's bytes: no `fmt`, no
+/// intermediate `String`.
+#[derive(Debug, Clone, Copy)]
+pub struct UuidRequestId;
+
+impl MakeRequestId for UuidRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        http::HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
+}
 
 /// The response future of [`App`].
 pub type AppFuture = Either<
@@ -864,5 +879,39 @@ impl HealthChecks {
 impl Drop for HealthChecks {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_lower_case_hyphenated_v4_uuids_as_tower_http_makes_them() {
+        let req = Request::new(());
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let id = UuidRequestId.make_request_id(&req).unwrap();
+            let text = id.header_value().to_str().unwrap().to_string();
+            let parsed = uuid::Uuid::parse_str(&text).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{text}");
+            assert_eq!(
+                text,
+                parsed.hyphenated().to_string(),
+                "lower case, hyphenated"
+            );
+            assert!(ids.insert(text), "ids differ");
+        }
+        let tower_http = tower_http::request_id::MakeRequestUuid
+            .make_request_id(&req)
+            .unwrap();
+        assert_eq!(
+            tower_http.header_value().len(),
+            UuidRequestId
+                .make_request_id(&req)
+                .unwrap()
+                .header_value()
+                .len()
+        );
     }
 }
