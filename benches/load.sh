@@ -7,6 +7,8 @@
 #
 #   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]      # the comparison
 #   bash benches/load.sh soak [REQUESTS]                       # RSS over many requests
+#   bash benches/load.sh latency [ROUNDS] [SECONDS]            # the fixed-rate phase alone,
+#                                    # ROUNDS times (default 3 x 10 s), the targets interleaved
 #   CACHE_TTL=5m bash benches/load.sh soak [REQUESTS]          # ... with the answer cache on
 #   AGAINST=/other/target/release/portcullis bash benches/load.sh   # also another build of the
 #                                    # gateway (every layer on), in the same run: an A/B of a change
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=compare
 if [ "${1:-}" = soak ]; then MODE=soak; shift; SOAK_N="${1:-1000000}"; fi
+if [ "${1:-}" = latency ]; then MODE=latency; shift; ROUNDS="${1:-3}"; shift || true; fi
 DUR="${1:-10}"
 CONN="${2:-32}"
 THREADS=2
@@ -103,6 +106,27 @@ if [ $MODE = soak ]; then
     read -r _ _ _ _ errs reqs <<<"$out"
     sent=$((sent + reqs))
     echo "| $sent | $(rss $GW_PID) |$([ "$errs" != 0 ] && echo " $errs errors |")"
+  done
+  exit 0
+fi
+
+if [ $MODE = latency ]; then
+  # The added latency one user of a quiet gateway sees is small against the mock's own and
+  # moves from run to run: several short rounds, the targets taking turns within each.
+  echo "machine: $machine"
+  echo "fixed rate, 200 requests/s, $ROUNDS rounds of ${DUR}s (JSON, open loop, latency from the scheduled start)"
+  echo
+  echo "| round | target | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |"
+  echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+  for round in $(seq "$ROUNDS"); do
+    dp50=0 dp99=0
+    for t in direct:$MOCK passthrough:$PASS portcullis-bare:$BARE portcullis:$GW; do
+      name=${t%%:*} addr=${t#*:}
+      read -r _ _ errs p50 p99 _ <<<"$($BIN/examples/fixed_rate "http://$addr/v1/chat/completions" 200 "$DUR" | grep '^RESULT')"
+      [ "$name" = direct ] && dp50=$p50 dp99=$p99
+      awk -v r="$round" -v n="$name" -v a="$p50" -v b="$p99" -v c="$dp50" -v d="$dp99" -v e="$errs" \
+        'BEGIN { printf "| %s | %s | %.3f | %.3f | %.3f | %.3f | %s |\n", r, n, a, b, a-c, b-d, e }'
+    done
   done
   exit 0
 fi
