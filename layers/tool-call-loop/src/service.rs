@@ -103,8 +103,11 @@ where
     // What the session key is made of, hashed only when there is session state to read or
     // write: until a first answer with tool calls, there is none.
     let source = SessionSource::of(req.headers(), req.extensions());
+    // Hashed once, when first needed (a pending note, then a judgement, read the same key).
+    let mut key = None;
+    let mut session = || *key.get_or_insert_with(|| source.key(LAYER));
     let (owed_note, owed_header) = if shared.sessions.any() {
-        shared.sessions.take_pending(source.key(LAYER))
+        shared.sessions.take_pending(session())
     } else {
         (None, None)
     };
@@ -119,7 +122,7 @@ where
             let (mut parts, body) = resp.into_parts();
             // A blocked stream ends with an error event: its length changes.
             parts.headers.remove(header::CONTENT_LENGTH);
-            let body = ToolCallLoopBody::watched(body, api, source.key(LAYER), shared.clone());
+            let body = ToolCallLoopBody::watched(body, api, session(), shared.clone());
             Response::from_parts(parts, body)
         }
         crate::Kind::Json => {
@@ -130,7 +133,7 @@ where
                     let calls =
                         json_calls(api, &bytes).filter(|c| !c.is_empty() || shared.sessions.any());
                     if let Some(calls) = calls {
-                        match crate::judge(&shared, api, source.key(LAYER), &calls, false) {
+                        match crate::judge(&shared, api, session(), &calls, false) {
                             Verdict::Block { tool, repeats } => {
                                 return Err(portcullis_core::error::Refused::boxed(ToolCallLoop {
                                     tool: tool.to_string(),
