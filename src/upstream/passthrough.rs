@@ -103,14 +103,9 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         left: limit,
         over: over.clone(),
     });
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let mut builder = Request::builder()
         .method(parts.method.clone())
-        .uri(up.upstream.uri_for(path_and_query)?);
+        .uri(up.upstream.uri_of(parts.uri.path_and_query())?);
     let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
     // One attempt here (retries are the upstream service's): the request's own headers and
     // extensions go, not copies.
