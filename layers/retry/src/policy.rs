@@ -101,14 +101,21 @@ pub(crate) fn status_is_retryable(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> bool {
+    let code = status.as_u16();
+    // Almost every answer: a status below 400 that `retry_on` does not name is retryable
+    // whatever `x-should-retry` says, so the header is not looked up (a config validated by
+    // `Config::validate` names only 400..=599).
+    if code < 400 && !config.retry_on.contains(&code) {
+        return false;
+    }
     match should_retry_header(headers) {
         Some(false) => false,
         Some(true) => {
-            matches!(status.as_u16(), 408 | 409 | 429)
+            matches!(code, 408 | 409 | 429)
                 || status.is_server_error()
-                || config.retry_on.contains(&status.as_u16())
+                || config.retry_on.contains(&code)
         }
-        None => config.retry_on.contains(&status.as_u16()),
+        None => config.retry_on.contains(&code),
     }
 }
 
@@ -240,6 +247,57 @@ mod tests {
         let junk = headers(&[("x-should-retry", "maybe")]);
         assert!(status_is_retryable(&c, s(503), &junk));
         assert!(!status_is_retryable(&c, s(409), &junk));
+    }
+
+    #[test]
+    fn the_early_answer_below_400_is_what_the_header_rules_give() {
+        // The rules without the early return, as the doc comment states them.
+        fn by_the_rules(config: &Config, status: StatusCode, headers: &HeaderMap) -> bool {
+            let code = status.as_u16();
+            match should_retry_header(headers) {
+                Some(false) => false,
+                Some(true) => {
+                    matches!(code, 408 | 409 | 429)
+                        || status.is_server_error()
+                        || config.retry_on.contains(&code)
+                }
+                None => config.retry_on.contains(&code),
+            }
+        }
+        // An unvalidated config (a library user's) may name any status.
+        let odd = Config {
+            retry_on: vec![200, 304, 503],
+            ..Config::default()
+        };
+        let header_states = [
+            HeaderMap::new(),
+            headers(&[("x-should-retry", "true")]),
+            headers(&[("x-should-retry", "false")]),
+            headers(&[("x-should-retry", "maybe")]),
+        ];
+        for config in [Config::default(), odd] {
+            for code in 100..=599 {
+                let status = StatusCode::from_u16(code).unwrap();
+                for h in &header_states {
+                    assert_eq!(
+                        status_is_retryable(&config, status, h),
+                        by_the_rules(&config, status, h),
+                        "{code} {h:?} {:?}",
+                        config.retry_on
+                    );
+                }
+            }
+        }
+        let odd = Config {
+            retry_on: vec![200],
+            ..Config::default()
+        };
+        assert!(status_is_retryable(&odd, StatusCode::OK, &HeaderMap::new()));
+        assert!(!status_is_retryable(
+            &odd,
+            StatusCode::OK,
+            &headers(&[("x-should-retry", "false")])
+        ));
     }
 
     #[test]
