@@ -74,8 +74,6 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let start = Instant::now();
-        let slot = RequestSlot::default();
-        req.extensions_mut().insert(slot.clone());
         // An audit layer inside claims this and scans the body's usage for both of us.
         let usage_share = UsageShare::default();
         req.extensions_mut().insert(usage_share.clone());
@@ -98,7 +96,9 @@ where
         propagation::continue_trace(&span, req.headers());
         // The hand-kept context, for when no OpenTelemetry layer gives the span W3C ids.
         let trace = TraceContext::from_headers(req.headers());
-        req.extensions_mut().insert(trace);
+        // One extension for both: the slot and the trace context.
+        let slot = RequestSlot::new(trace);
+        req.extensions_mut().insert(slot.clone());
         if !span.is_disabled() {
             let mut attrs = vec![
                 KeyValue::new("http.request.method", method.to_string()),
@@ -233,13 +233,32 @@ pub struct Recorded {
 /// Where [`RecordRequestLayer`] leaves the requested model and user id for the access log,
 /// for responses that carry no [`RouteInfo`] (cache hits, coalesced followers, rate-limit
 /// refusals). A request extension that [`AccessLog`] inserts; cloning shares the slot.
+///
+/// It also carries the request's hand-kept [`TraceContext`], which the upstream attempts read
+/// for their `traceparent` (one extension instead of two on every request).
 #[derive(Debug, Clone, Default)]
-pub struct RequestSlot(Arc<OnceLock<Recorded>>);
+pub struct RequestSlot {
+    recorded: Arc<OnceLock<Recorded>>,
+    trace: Option<TraceContext>,
+}
 
 impl RequestSlot {
+    /// A slot for a request with this trace context.
+    pub(crate) fn new(trace: TraceContext) -> Self {
+        Self {
+            recorded: Arc::default(),
+            trace: Some(trace),
+        }
+    }
+
     /// What was recorded, if anything.
     pub fn get(&self) -> Option<&Recorded> {
-        self.0.get()
+        self.recorded.get()
+    }
+
+    /// The request's hand-kept trace context (see [`propagation`]).
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 }
 
@@ -307,7 +326,7 @@ where
                 .as_deref()
                 .and_then(|m| self.entries.lookup(m))
                 .cloned();
-            let _ = slot.0.set(Recorded {
+            let _ = slot.recorded.set(Recorded {
                 model,
                 entry,
                 key: ext.get::<KeyName>().map(|k| k.0.clone()),
@@ -466,7 +485,15 @@ impl Finish {
 
     fn complete(self, usage: Option<Usage>, ending: Ending) {
         let latency = self.start.elapsed();
-        let usage = usage.or_else(|| self.usage_share.get()).unwrap_or_default();
+        // Its own scan, else the audit layer's (read in place), else none.
+        let none;
+        let usage = match (&usage, self.usage_share.get()) {
+            (Some(u), _) | (None, Some(u)) => u,
+            (None, None) => {
+                none = Usage::default();
+                &none
+            }
+        };
         let model = self.route.as_ref().map_or("", |r| &*r.model);
         let upstream = self.route.as_ref().map_or("", |r| &*r.upstream);
         let attempts = self.route.as_ref().map_or(0, |r| r.attempts);
@@ -518,7 +545,7 @@ impl Finish {
             .as_ref()
             .and_then(|r| r.entry.as_deref())
             .unwrap_or("other");
-        self.count(entry, upstream, attempts, latency, &usage);
+        self.count(entry, upstream, attempts, latency, usage);
     }
 
     fn count(&self, model: &str, upstream: &str, attempts: u32, latency: Duration, usage: &Usage) {

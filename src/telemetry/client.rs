@@ -140,7 +140,8 @@ impl Attempt {
         }
         let fallback = req
             .extensions()
-            .get::<super::propagation::TraceContext>()
+            .get::<super::access_log::RequestSlot>()
+            .and_then(|s| s.trace())
             .copied();
         super::propagation::inject(&span, req.headers_mut(), fallback.as_ref());
         Self {

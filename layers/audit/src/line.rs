@@ -160,9 +160,21 @@ impl Pending {
             response_body,
         } = *self;
         let usage = sniffer.map(Sniffer::finish).unwrap_or_default();
-        if let Some(share) = &started.usage_share {
-            share.set(&usage);
-        }
+        // Handed to the outer reader (the access log) and read back from there: no copy.
+        let own;
+        let usage = match &started.usage_share {
+            Some(share) => match share.fill(usage) {
+                Ok(shared) => shared,
+                Err(usage) => {
+                    own = usage;
+                    &own
+                }
+            },
+            None => {
+                own = usage;
+                &own
+            }
+        };
         let recorded = started.slot.get();
         let shared = &started.shared;
         let model = route
@@ -195,8 +207,8 @@ impl Pending {
         let Some(writer) = &shared.writer else {
             return;
         };
-        let Usage {
-            response_model,
+        let &Usage {
+            ref response_model,
             input_tokens,
             output_tokens,
             cached_input_tokens,

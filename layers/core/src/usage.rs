@@ -171,14 +171,21 @@ impl UsageShare {
         self.0.claimed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Fill it (the first fill wins).
-    pub fn set(&self, usage: &Usage) {
-        let _ = self.0.usage.set(usage.clone());
+    /// Fill it with `usage`, moved in (the first fill wins): the usage it now holds, or
+    /// `usage` back when it was filled already. The filler reads its own usage from here,
+    /// so the strings in it are not copied.
+    pub fn fill(&self, usage: Usage) -> Result<&Usage, Usage> {
+        let mut ours = Some(usage);
+        let held = self.0.usage.get_or_init(|| ours.take().unwrap_or_default());
+        match ours {
+            None => Ok(held),
+            Some(usage) => Err(usage),
+        }
     }
 
     /// What was filled, if anything yet.
-    pub fn get(&self) -> Option<Usage> {
-        self.0.usage.get().cloned()
+    pub fn get(&self) -> Option<&Usage> {
+        self.0.usage.get()
     }
 }
 
@@ -200,14 +207,19 @@ impl Sniffer {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())?
             .trim_start()
-            .to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
+            .as_bytes();
+        // Media types compare without case, without a lower-cased copy.
+        let is = |t: &str| {
+            ct.get(..t.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
+        };
+        if is("text/event-stream") {
             Some(Self::Sse {
                 line: Vec::new(),
                 skipping: false,
                 usage: Usage::default(),
             })
-        } else if ct.starts_with("application/json") {
+        } else if is("application/json") {
             Some(Self::Json {
                 buf: Vec::new(),
                 over: false,
@@ -566,6 +578,48 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("text/html"));
         assert!(Sniffer::for_response(StatusCode::OK, &h).is_none());
+    }
+
+    #[test]
+    fn media_types_are_told_in_any_case_and_short_ones_are_not_taken() {
+        let kind = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", HeaderValue::from_str(ct).unwrap());
+            match Sniffer::for_response(StatusCode::OK, &h) {
+                Some(Sniffer::Sse { .. }) => "sse",
+                Some(Sniffer::Json { .. }) => "json",
+                None => "none",
+            }
+        };
+        assert_eq!(kind("Application/JSON; charset=utf-8"), "json");
+        assert_eq!(kind("  application/json"), "json");
+        assert_eq!(kind("TEXT/EVENT-STREAM"), "sse");
+        assert_eq!(kind("text/event-stream;charset=utf-8"), "sse");
+        // Shorter than either type, or another type.
+        assert_eq!(kind("application/js"), "none");
+        assert_eq!(kind("text/"), "none");
+        assert_eq!(kind(""), "none");
+        assert_eq!(kind("text/plain"), "none");
+        assert_eq!(kind("application/x-ndjson"), "none");
+    }
+
+    #[test]
+    fn a_share_is_filled_once_and_read_in_place() {
+        let usage = |id: &str| Usage {
+            response_id: Some(id.into()),
+            input_tokens: Some(3),
+            ..Usage::default()
+        };
+        let share = UsageShare::default();
+        assert_eq!(share.get(), None);
+        let reader = share.clone();
+        let held = share.fill(usage("first")).unwrap();
+        assert_eq!(held, &usage("first"));
+        // The filler's usage is the one the share holds, not a copy of it.
+        assert!(std::ptr::eq(held, reader.get().unwrap()));
+        // A second fill changes nothing and hands its usage back.
+        assert_eq!(share.fill(usage("second")), Err(usage("second")));
+        assert_eq!(reader.get(), Some(&usage("first")));
     }
 
     const RESPONSES_STREAM: &str = concat!(
