@@ -71,9 +71,13 @@ pub struct ClientOptions {
 
 type HyperClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// A pooled client for one upstream. Cheap to clone: clones share the pool.
+/// A pooled client for one upstream. Cheap to clone: clones share the pool and the rest
+/// (one reference count: the retry and the router clone the upstream's stack, and so this,
+/// for every request).
 #[derive(Clone)]
-pub struct UpstreamClient {
+pub struct UpstreamClient(Arc<Shared>);
+
+struct Shared {
     inner: HyperClient,
     name: Arc<str>,
     /// Its attempts' duration histograms, by outcome.
@@ -89,8 +93,8 @@ pub struct UpstreamClient {
 impl fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamClient")
-            .field("name", &self.name)
-            .field("timeout", &self.timeout)
+            .field("name", &self.0.name)
+            .field("timeout", &self.0.timeout)
             .finish()
     }
 }
@@ -136,7 +140,7 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             inner,
             name: opts.name.as_str().into(),
             attempt_metrics: AttemptMetrics::new(opts.name.as_str().into()),
@@ -145,12 +149,12 @@ impl UpstreamClient {
             idle_timeout: opts.idle_timeout,
             upgrade,
             connect_timeout: opts.connect_timeout,
-        })
+        })))
     }
 
     /// The upstream's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// Send `req` (absolute URI) on a new HTTP/1.1 connection of its own, outside the pool,
@@ -162,18 +166,18 @@ impl UpstreamClient {
         mut req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, BoxError> {
         let target = req.uri().clone();
-        let connecting = tower::ServiceExt::oneshot(self.upgrade.clone(), target.clone());
-        let io = match tokio::time::timeout(self.connect_timeout, connecting).await {
+        let connecting = tower::ServiceExt::oneshot(self.0.upgrade.clone(), target.clone());
+        let io = match tokio::time::timeout(self.0.connect_timeout, connecting).await {
             Err(_) => {
                 return Err(Box::new(UpstreamConnectError {
-                    upstream: self.name.to_string(),
-                    message: format!("connect timed out after {:?}", self.connect_timeout),
+                    upstream: self.0.name.to_string(),
+                    message: format!("connect timed out after {:?}", self.0.connect_timeout),
                     source: None,
                 }))
             }
             Ok(Err(e)) => {
                 return Err(Box::new(UpstreamConnectError {
-                    upstream: self.name.to_string(),
+                    upstream: self.0.name.to_string(),
                     message: chain_message(&*e),
                     source: Some(e),
                 }))
@@ -182,7 +186,7 @@ impl UpstreamClient {
         };
         let broken = |e: hyper::Error| -> BoxError {
             Box::new(UpstreamConnectError {
-                upstream: self.name.to_string(),
+                upstream: self.0.name.to_string(),
                 message: chain_message(&e),
                 source: Some(Box::new(e)),
             })
@@ -200,10 +204,10 @@ impl UpstreamClient {
         *req.uri_mut() = target
             .path_and_query()
             .map_or_else(|| "/".parse(), |pq| pq.as_str().parse())?;
-        match tokio::time::timeout(self.timeout, sender.send_request(req)).await {
+        match tokio::time::timeout(self.0.timeout, sender.send_request(req)).await {
             Err(_) => Err(Box::new(UpstreamTimeout {
-                upstream: self.name.to_string(),
-                timeout: self.timeout,
+                upstream: self.0.name.to_string(),
+                timeout: self.0.timeout,
             })),
             Ok(Err(e)) => Err(broken(e)),
             Ok(Ok(mut resp)) => {
@@ -240,13 +244,13 @@ impl Service<Request<Body>> for UpstreamClient {
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The client span (a child of the retry attempt's span) and its traceparent on the
         // upstream request; the span stays open until the response body ends.
-        let attempt = Attempt::start(&self.attempt_metrics, &mut req);
+        let attempt = Attempt::start(&self.0.attempt_metrics, &mut req);
         let span = attempt.span().clone();
-        let fut = self.inner.request(req);
-        let name = self.name.clone();
-        let timeout = self.timeout;
-        let first_byte = self.first_byte_timeout;
-        let idle = self.idle_timeout;
+        let fut = self.0.inner.request(req);
+        let name = self.0.name.clone();
+        let timeout = self.0.timeout;
+        let first_byte = self.0.first_byte_timeout;
+        let idle = self.0.idle_timeout;
         let start = tokio::time::Instant::now();
         Box::pin(
             async move {
