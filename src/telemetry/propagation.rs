@@ -98,7 +98,8 @@ pub fn trace_id(span: &tracing::Span, fallback: Option<&TraceContext>) -> Option
 }
 
 /// A request's W3C trace context, kept by hand when no OpenTelemetry layer gives spans ids
-/// (see the module docs). A request extension inserted by the access log.
+/// (see the module docs). The access log makes one per request and carries it in its
+/// [`RequestSlot`](super::access_log::RequestSlot) request extension.
 ///
 /// `flags` keeps only the client's sampled bit (as the OpenTelemetry propagator does); a new
 /// trace is not sampled (`00`): nothing is recorded here, and the upstream may decide itself.
