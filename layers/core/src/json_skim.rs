@@ -29,49 +29,45 @@ pub fn ws(b: &[u8], mut i: usize) -> usize {
 
 /// The first byte at or after `i` that is `"`, `\` or a control character (or `b.len()`),
 /// eight bytes at a time.
-pub fn string_stop(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The lowest flagged byte is always a real one (a false flag only follows a real one).
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*word);
-        let stops = zero_byte(w ^ (ONES * u64::from(b'"')))
-            | zero_byte(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
-        if stops != 0 {
-            return i + (stops.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
+#[inline]
+pub fn string_stop(b: &[u8], i: usize) -> usize {
+    first_stop::<true>(b, i)
 }
 
 /// The first byte at or after `i` that is `"` or `\` (or `b.len()`), eight bytes at a time:
 /// [`string_stop`] without the control characters, for finding a string's end (one test less
 /// per word; [`string_end`] steps over a control character anyway).
-pub fn quote_or_backslash(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The lowest flagged byte is always a real one (a false flag only follows a real one).
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+#[inline]
+pub fn quote_or_backslash(b: &[u8], i: usize) -> usize {
+    first_stop::<false>(b, i)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that equals `c`. The lowest flagged byte is always a real
+/// one (a false flag only follows a real one), which is all the scans below read.
+const fn bytes_equal(w: u64, c: u8) -> u64 {
+    let x = w ^ (ONES * c as u64);
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The first `"` or `\`, and with `CONTROLS` the first control character too.
+#[inline(always)]
+fn first_stop<const CONTROLS: bool>(b: &[u8], mut i: usize) -> usize {
     while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let w = u64::from_le_bytes(*word);
-        let stops =
-            zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\')));
+        let mut stops = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
+        if CONTROLS {
+            stops |= w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        }
         if stops != 0 {
             return i + (stops.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
     while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' {
+        if c == b'"' || c == b'\\' || (CONTROLS && c < 0x20) {
             break;
         }
         i += 1;
