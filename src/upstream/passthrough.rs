@@ -180,14 +180,9 @@ fn upstream_names(inner: &Inner) -> String {
 /// route it and key rate limits; any other body is left alone and marked as having no model,
 /// so no layer reads it.
 pub async fn peek_json(req: Request<Body>, limit: usize) -> Result<Request<Body>, BoxError> {
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.trim_start().to_ascii_lowercase();
-            ct.starts_with("application/json")
-        });
+    let json = portcullis_core::headers::content_type(req.headers()).is_some_and(|ct| {
+        portcullis_core::headers::starts_with_ignore_case(ct, b"application/json")
+    });
     if json {
         let (req, _) = portcullis_core::meta::peek(req, limit).await?;
         return Ok(req);

@@ -546,14 +546,8 @@ fn end_streams_loudly(resp: Response<Body>, shape: StreamShape) -> Response<Body
 }
 
 fn is_html(h: &http::HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let v = v.trim_start().as_bytes();
-            let starts = |p: &[u8]| v.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
-            starts(b"text/html") || starts(b"application/xhtml")
-        })
-        .unwrap_or(false)
+    use portcullis_core::headers::{content_type, starts_with_ignore_case as starts};
+    content_type(h).is_some_and(|ct| starts(ct, b"text/html") || starts(ct, b"application/xhtml"))
 }
 
 /// Read (the start of) an HTML page and pull out what helps a human: Cloudflare's error

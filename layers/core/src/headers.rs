@@ -49,6 +49,56 @@ pub fn int_value(n: impl Into<u64>) -> HeaderValue {
     }
 }
 
+/// Whether `value` starts with `prefix`, ASCII case ignored (media types, token lists), with no
+/// lower-cased copy.
+pub fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
+/// The `Content-Type` value from its first non-blank byte, when it is visible ASCII: what
+/// [`starts_with_ignore_case`] compares media types against.
+pub fn content_type(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.trim_start().as_bytes())
+}
+
+/// A response body a layer can read as it passes: a successful answer, not compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadableBody {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/json`.
+    Json,
+}
+
+impl ReadableBody {
+    /// What the answer with this status and these headers is, or `None` for anything a layer
+    /// reading answers leaves alone: an error status, a `Content-Encoding` other than
+    /// `identity`, another or no media type.
+    pub fn of(status: http::StatusCode, headers: &HeaderMap) -> Option<Self> {
+        if !status.is_success() {
+            return None;
+        }
+        if headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
+        {
+            return None;
+        }
+        let ct = content_type(headers)?;
+        if starts_with_ignore_case(ct, b"text/event-stream") {
+            Some(Self::Sse)
+        } else if starts_with_ignore_case(ct, b"application/json") {
+            Some(Self::Json)
+        } else {
+            None
+        }
+    }
+}
+
 /// Headers whose values are secrets: never logged, never put in spans.
 pub fn is_sensitive(name: &HeaderName) -> bool {
     let n = name.as_str();
@@ -142,6 +192,53 @@ pub fn sanitize_upstream_response(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn readable_bodies_by_status_encoding_and_media_type_in_any_case() {
+        use super::ReadableBody;
+        use http::{HeaderMap, HeaderValue, StatusCode};
+        let of = |status: u16, pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.insert(*n, HeaderValue::from_str(v).unwrap());
+            }
+            ReadableBody::of(StatusCode::from_u16(status).unwrap(), &h)
+        };
+        let json = [("content-type", "Application/JSON; charset=utf-8")];
+        assert_eq!(of(200, &json), Some(ReadableBody::Json));
+        assert_eq!(
+            of(200, &[("content-type", "  application/json")]),
+            Some(ReadableBody::Json)
+        );
+        assert_eq!(
+            of(200, &[("content-type", "TEXT/EVENT-STREAM")]),
+            Some(ReadableBody::Sse)
+        );
+        assert_eq!(of(429, &json), None);
+        assert_eq!(of(302, &json), None);
+        let gzip = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ];
+        assert_eq!(of(200, &gzip), None);
+        let identity = [
+            ("content-type", "application/json"),
+            ("content-encoding", "Identity"),
+        ];
+        assert_eq!(of(200, &identity), Some(ReadableBody::Json));
+        for other in [
+            "application/js",
+            "text/",
+            "",
+            "text/plain",
+            "application/x-ndjson",
+        ] {
+            assert_eq!(of(200, &[("content-type", other)]), None, "{other:?}");
+        }
+        assert_eq!(of(200, &[]), None);
+        assert!(super::starts_with_ignore_case(b"Text/HTML", b"text/html"));
+        assert!(!super::starts_with_ignore_case(b"text/htm", b"text/html"));
+    }
+
     #[test]
     fn small_and_large_integers_are_written_as_http_writes_them() {
         for n in (0u64..=1_000).chain([u64::from(u32::MAX), u64::MAX]) {

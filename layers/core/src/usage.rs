@@ -193,40 +193,17 @@ impl Sniffer {
     /// A sniffer for a response with these headers, or `None` when there is nothing to read
     /// (an error status, a compressed or non-JSON body).
     pub fn for_response(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Self> {
-        if !status.is_success() {
-            return None;
-        }
-        if headers
-            .get(http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.eq_ignore_ascii_case("identity"))
-        {
-            return None;
-        }
-        let ct = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())?
-            .trim_start()
-            .as_bytes();
-        // Media types compare without case, without a lower-cased copy.
-        let is = |t: &str| {
-            ct.get(..t.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
-        };
-        if is("text/event-stream") {
-            Some(Self::Sse {
+        Some(match crate::headers::ReadableBody::of(status, headers)? {
+            crate::headers::ReadableBody::Sse => Self::Sse {
                 line: Vec::new(),
                 skipping: false,
                 usage: Usage::default(),
-            })
-        } else if is("application/json") {
-            Some(Self::Json {
+            },
+            crate::headers::ReadableBody::Json => Self::Json {
                 buf: Vec::new(),
                 over: false,
-            })
-        } else {
-            None
-        }
+            },
+        })
     }
 
     /// Look at the next piece of the body.

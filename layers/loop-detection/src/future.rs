@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use portcullis_core::headers::ReadableBody;
 use tower::BoxError;
 
 use crate::{layer::Shared, watch::Watch, Api, LoopDetected, LoopDetectionBody};
@@ -60,32 +61,10 @@ enum Kind {
 }
 
 fn kind<B>(resp: &Response<B>) -> Kind {
-    if !resp.status().is_success() {
-        return Kind::Pass;
-    }
-    let headers = resp.headers();
-    // A compressed body cannot be read as it passes.
-    if headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
-    {
-        return Kind::Pass;
-    }
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Kind::Pass;
-    };
-    let ct = ct.trim_start().as_bytes();
-    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
-    if starts(b"text/event-stream") {
-        Kind::Sse
-    } else if starts(b"application/json") {
-        Kind::Json
-    } else {
-        Kind::Pass
+    match ReadableBody::of(resp.status(), resp.headers()) {
+        None => Kind::Pass,
+        Some(ReadableBody::Sse) => Kind::Sse,
+        Some(ReadableBody::Json) => Kind::Json,
     }
 }
 

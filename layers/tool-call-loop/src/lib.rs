@@ -104,7 +104,8 @@ pub use layer::{ToolCallLoopLayer, DEFAULT_MAX_EVENT_BYTES};
 pub use service::ToolCallLoopDetection;
 pub use session::{session_key, SessionKey, DEFAULT_MAX_SESSIONS, X_SESSION_ID};
 
-use http::{header, HeaderName, Response};
+use http::{HeaderName, Response};
+use portcullis_core::headers::ReadableBody;
 
 use crate::{layer::Shared, session::Verdict};
 
@@ -153,30 +154,9 @@ pub(crate) enum Kind {
 }
 
 pub(crate) fn kind<B>(resp: &Response<B>) -> Kind {
-    if !resp.status().is_success() {
-        return Kind::Pass;
-    }
-    let headers = resp.headers();
-    if headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
-    {
-        return Kind::Pass;
-    }
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Kind::Pass;
-    };
-    let ct = ct.trim_start().as_bytes();
-    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
-    if starts(b"text/event-stream") {
-        Kind::Sse
-    } else if starts(b"application/json") {
-        Kind::Json
-    } else {
-        Kind::Pass
+    match ReadableBody::of(resp.status(), resp.headers()) {
+        None => Kind::Pass,
+        Some(ReadableBody::Sse) => Kind::Sse,
+        Some(ReadableBody::Json) => Kind::Json,
     }
 }
