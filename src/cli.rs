@@ -130,6 +130,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::warn!(key = %w.path, "{}", w.message);
         }
         let grace = loaded.config.server.shutdown_grace;
+        let threads = loaded.config.server.threads;
         let listen = loaded.config.server.listen_addr();
         let scheme = if loaded.config.server.tls_enabled() {
             "https"
@@ -162,11 +163,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(config = %source, "portcullis listening on {scheme}://{addr}");
-        let result = crate::server::serve_live(
+        let result = crate::server::serve_threads(
             listener,
             reloader.live(),
             crate::server::shutdown_signal(),
             grace,
+            threads,
         )
         .await;
         drop(telemetry);

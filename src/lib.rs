@@ -19,3 +19,4 @@ pub mod stack;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;

@@ -14,7 +14,7 @@
 //!
 //! | keys | why |
 //! | --- | --- |
-//! | `server.listen`, `server.max_connections`, `server.header_read_timeout`, `server.body_read_timeout`, `server.shutdown_grace`, `server.tls_cert`, `server.tls_key` | the listener and its connection settings (a new listener would drop the backlog and idle connections) |
+//! | `server.listen`, `server.max_connections`, `server.threads`, `server.header_read_timeout`, `server.body_read_timeout`, `server.shutdown_grace`, `server.tls_cert`, `server.tls_key` | the listener and its connection settings (a new listener would drop the backlog and idle connections) |
 //! | `[telemetry]` | the log format and trace exporter are installed once per process |
 //! | `[audit]` | the audit writer owns its file (reopened by `SIGHUP`); a second writer on the same file could interleave lines |
 
@@ -190,6 +190,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
     keep!(
         server.listen,
         server.max_connections,
+        server.threads,
         server.header_read_timeout,
         server.body_read_timeout,
         server.shutdown_grace,

@@ -6,6 +6,7 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -19,19 +20,22 @@ use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    server::{
+        conn::auto::Builder,
+        graceful::{GracefulShutdown, Watcher},
+    },
     service::TowerToHyperService,
 };
 use pin_project_lite::pin_project;
 use tokio::{
-    net::TcpListener,
-    sync::{watch, Semaphore},
+    net::{TcpListener, TcpStream},
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
     time::Sleep,
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::{config::ServerConfig, error::BodyReadTimeout, stack::Gateway};
+use crate::{config::ServerConfig, error::BodyReadTimeout, stack::Gateway, workers::Workers};
 
 /// The gateway serving now, replaced whole by a hot reload. Cloning shares it.
 ///
@@ -103,6 +107,40 @@ pub async fn serve_live(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
+    serve_on(listener, live, shutdown, grace, None).await
+}
+
+/// [`serve_live`] with each connection served by one of `threads` serving threads of its
+/// own (see [`crate::workers`]; `0` is one per CPU core) instead of the caller's runtime:
+/// what `portcullis serve` does with `server.threads`. The threads stop when this returns.
+pub async fn serve_threads(
+    listener: TcpListener,
+    live: Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    threads: usize,
+) -> std::io::Result<bool> {
+    let workers = Workers::start(crate::workers::resolve(threads))?;
+    tracing::info!(threads = workers.len(), "serving threads started");
+    serve_on(listener, live, shutdown, grace, Some(workers)).await
+}
+
+/// What every connection is served with.
+struct Serving {
+    live: Live,
+    builders: Builders,
+    tls: Option<TlsAcceptor>,
+    body_timeout: Duration,
+    handshake_timeout: Duration,
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    live: Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    workers: Option<Workers>,
+) -> std::io::Result<bool> {
     let server_cfg = live.load().state.config.server.clone();
     let tls = tls_acceptor(&server_cfg)?;
     let autosave = tokio::spawn(autosave_live(live.clone()));
@@ -112,11 +150,15 @@ pub async fn serve_live(
         .timer(TokioTimer::new())
         .header_read_timeout(server_cfg.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    let builders = Arc::new(Builders::new(builder));
+    let serving = Arc::new(Serving {
+        live: live.clone(),
+        builders: Builders::new(builder),
+        tls,
+        body_timeout: server_cfg.body_read_timeout,
+        handshake_timeout: server_cfg.header_read_timeout,
+    });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(server_cfg.max_connections));
-    let body_timeout = server_cfg.body_read_timeout;
-    let handshake_timeout = server_cfg.header_read_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A slot first: past `max_connections`, connections wait in the backlog.
@@ -139,57 +181,31 @@ pub async fn serve_live(
         // Streams are many small writes (one SSE event each): without TCP_NODELAY, Nagle's
         // algorithm and the client's delayed ACKs hold each event back for up to 40 ms.
         let _ = tcp.set_nodelay(true);
-        let live = live.clone();
-        let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (mut parts, body) = req.into_parts();
-            // Room for what the layers add, in one table instead of four grown in turn.
-            portcullis_core::extensions::with_room(&mut parts.extensions);
-            parts.extensions.insert(ConnectInfo(peer));
-            let body = Body::new(Deadline {
-                inner: body,
-                sleep: tokio::time::sleep(body_timeout),
-                limit: body_timeout,
-            });
-            live.handle(Request::from_parts(parts, body))
-        });
-        let svc = TowerToHyperService::new(svc);
         // Taken now, before a shutdown can begin: a connection still in its TLS handshake
         // when the signal comes is then shut down gracefully as soon as it is served, and
         // the drain waits for it (at most `header_read_timeout` longer).
         let watcher = graceful.watcher();
-        match &tls {
+        let serving = serving.clone();
+        match &workers {
             None => {
-                let conn = builders
-                    .auto
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let conn = watcher.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(slot);
-                });
+                tokio::spawn(connection(serving, tcp, peer, watcher, slot));
             }
-            Some(acceptor) => {
-                // The handshake runs in the connection's own task, so a slow client never
-                // holds up the accept loop; it holds its slot, and no longer than the timeout.
-                let handshake = acceptor.accept(tcp);
-                let builders = builders.clone();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                            return;
+            Some(workers) => {
+                // Off this runtime's reactor; the serving thread registers it with its own.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::debug!(client = %peer, error = %e, "connection lost at accept");
+                        continue;
+                    }
+                };
+                workers.spawn(move || async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => connection(serving, tcp, peer, watcher, slot).await,
+                        Err(e) => {
+                            tracing::warn!(client = %peer, error = %e, "cannot serve a connection");
                         }
-                        Err(_) => {
-                            tracing::debug!(client = %peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let builder = builders.for_alpn(tls.get_ref().1.alpn_protocol());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                    let _ = watcher.watch(conn).await;
-                    drop(slot);
+                    }
                 });
             }
         }
@@ -205,6 +221,10 @@ pub async fn serve_live(
     };
     autosave.abort();
     let _ = autosave.await;
+    // Joins the serving threads: off this runtime's own threads, so its tasks go on.
+    if let Some(workers) = workers {
+        let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
+    }
     let gateway = live.load();
     // The last audit lines reach the file before the process goes.
     gateway.audit.flush().await;
@@ -217,6 +237,60 @@ pub async fn serve_live(
         }
     }
     Ok(drained)
+}
+
+/// Serve one accepted connection until it closes; its `slot` is given back then.
+async fn connection(
+    serving: Arc<Serving>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    slot: OwnedSemaphorePermit,
+) {
+    let live = serving.live.clone();
+    let body_timeout = serving.body_timeout;
+    let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (mut parts, body) = req.into_parts();
+        // Room for what the layers add, in one table instead of four grown in turn.
+        portcullis_core::extensions::with_room(&mut parts.extensions);
+        parts.extensions.insert(ConnectInfo(peer));
+        let body = Body::new(Deadline {
+            inner: body,
+            sleep: tokio::time::sleep(body_timeout),
+            limit: body_timeout,
+        });
+        live.handle(Request::from_parts(parts, body))
+    });
+    let svc = TowerToHyperService::new(svc);
+    match &serving.tls {
+        None => {
+            let conn = serving
+                .builders
+                .auto
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            let _ = watcher.watch(conn).await;
+        }
+        Some(acceptor) => {
+            // The handshake runs in the connection's own task, so a slow client never
+            // holds up the accept loop; it holds its slot, and no longer than the timeout.
+            let handshake = acceptor.accept(tcp);
+            let tls = match tokio::time::timeout(serving.handshake_timeout, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = serving.builders.for_alpn(tls.get_ref().1.alpn_protocol());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let _ = watcher.watch(conn).await;
+        }
+    }
+    drop(slot);
 }
 
 /// The TLS acceptor for `server.tls_cert` / `server.tls_key`, or `None` for plain TCP.

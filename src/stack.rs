@@ -197,6 +197,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             first_byte_timeout: u.first_byte_timeout,
             idle_timeout: u.idle_timeout,
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
+            threads: crate::workers::resolve(config.server.threads),
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         // WebSocket handshakes use the same client's TLS roots and timeouts.

@@ -23,6 +23,7 @@ fn embedded_defaults_match_the_interface() {
         assert_eq!(c.server.listen, "127.0.0.1:8764");
         assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.server.threads, 0, "one serving thread per core");
         let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["openai", "anthropic"]);
         assert!(c
@@ -178,6 +179,7 @@ fn bad_values_after_parsing_are_all_reported() {
             r#"
 [server]
 listen = "nowhere"
+threads = 5000
 [[upstreams]]
 name = "a"
 base_url = "ftp://x"
@@ -194,6 +196,7 @@ upstream = "a"
         let p = paths(&e);
         for want in [
             "server.listen",
+            "server.threads",
             "upstreams[0].base_url",
             "upstreams[1].name",
             "upstreams[1].base_url",

@@ -627,6 +627,76 @@ async fn shutdown_grace_bounds_the_drain() {
 }
 
 #[tokio::test]
+async fn serving_threads_answer_streams_and_drain() {
+    let mock = MockUpstream::start().await.unwrap();
+    let mut gw = TestGateway::start_threads(&mock_config(
+        &mock.url(),
+        "[server]\nthreads = 2\nshutdown_grace = \"10s\"",
+    ))
+    .await;
+    // Eight clients at once, each on a connection of its own, spread over both threads.
+    let url = gw.url("/v1/chat/completions");
+    let answers = futures_util::future::join_all((0..8).map(|i| {
+        let url = url.clone();
+        async move { post_json(&url, &chat(&format!("m{i}")), &[]).await }
+    }))
+    .await;
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["object"], "chat.completion");
+        assert_eq!(r.header("x-portcullis-upstream"), Some("mock"));
+    }
+    assert_eq!(mock.request_count(), 8);
+    // A stream in flight when the signal comes finishes, and the threads stop after it.
+    mock.set_chunk_delay(Duration::from_millis(100));
+    let mut body = chat("m");
+    body["stream"] = json!(true);
+    let stream = tokio::spawn(async move { post_stream(&url, &body, &[]).await });
+    assert!(eventually(Duration::from_secs(5), || mock.request_count() == 9).await);
+    let server = gw.signal_shutdown();
+    let s = stream.await.unwrap();
+    assert_eq!(s.status, 200);
+    assert!(
+        s.text().contains("[DONE]"),
+        "stream cut short: {}",
+        s.text()
+    );
+    assert!(server.await.unwrap().unwrap(), "drained within grace");
+}
+
+#[tokio::test]
+async fn serving_threads_stop_at_the_end_of_the_grace() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_chunk_delay(Duration::from_secs(5));
+    let mut gw = TestGateway::start_threads(&mock_config(
+        &mock.url(),
+        "[server]\nthreads = 2\nshutdown_grace = \"200ms\"",
+    ))
+    .await;
+    let url = gw.url("/v1/chat/completions");
+    let mut body = chat("m");
+    body["stream"] = json!(true);
+    let stream = tokio::spawn(async move { post_stream(&url, &body, &[]).await });
+    assert!(eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
+    let start = Instant::now();
+    let drained = gw.signal_shutdown().await.unwrap().unwrap();
+    assert!(!drained);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The stream's connection went with its thread: the client sees it end, cut short (the
+    // helper panics on the broken body, or returns what came before the cut).
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("the client is not left hanging");
+    if let Ok(s) = ended {
+        assert!(!s.text().contains("[DONE]"));
+    }
+}
+
+#[tokio::test]
 async fn health_and_unknown_routes() {
     let (_mock, gw) = setup("").await;
     let r = get(&gw.url("/health"), &[]).await;

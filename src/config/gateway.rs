@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{sections::serde_read, Secret, Section};
 
+/// The most serving threads `server.threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
 /// `[server]`: the listener and the gateway's own access control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,10 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Connections accepted at once; past it new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Serving threads of `portcullis serve`, each with a single-threaded runtime and its own
+    /// upstream connection pools, serving the connections handed to it from accept to close
+    /// (see `crate::workers`); `0`: one per CPU core.
+    pub threads: usize,
     /// CIDRs whose `X-Forwarded-For` is believed for the client IP (rate limits keyed on it,
     /// the loopback rule of `/admin/*`).
     pub trusted_proxies: Vec<String>,
@@ -52,6 +59,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            threads: 0,
             trusted_proxies: Vec::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -192,6 +200,12 @@ impl Section for ServerConfig {
         }
         if self.max_connections == 0 {
             p.push(ConfigProblem::new("max_connections", "must be >= 1"));
+        }
+        if self.threads > MAX_THREADS {
+            p.push(ConfigProblem::new(
+                "threads",
+                format!("must be at most {MAX_THREADS} (0: one per CPU core)"),
+            ));
         }
         for (i, cidr) in self.trusted_proxies.iter().enumerate() {
             if parse_cidr(cidr).is_none() {

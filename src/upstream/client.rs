@@ -67,6 +67,8 @@ pub struct ClientOptions {
     pub idle_timeout: Duration,
     /// Extra roots (PEM file).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Serving threads ([`crate::workers`]), each given a connection pool of its own.
+    pub threads: usize,
 }
 
 type HyperClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -78,7 +80,11 @@ type HyperClient = Client<HttpsConnector<HttpConnector>, Body>;
 pub struct UpstreamClient(Arc<Shared>);
 
 struct Shared {
+    /// The pool of code off the serving threads (a library user's runtime, health checks).
     inner: HyperClient,
+    /// One pool per serving thread: its connections' tasks run on that thread, so a request
+    /// and the upstream connection it uses never wake another thread.
+    per_thread: Box<[HyperClient]>,
     name: Arc<str>,
     /// Its attempts' duration histograms, by outcome.
     attempt_metrics: AttemptMetrics,
@@ -134,14 +140,19 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+            .timer(TokioTimer::new());
+        let inner = builder.build(https.clone());
+        let per_thread = (0..opts.threads)
+            .map(|_| builder.build(https.clone()))
+            .collect();
         Ok(Self(Arc::new(Shared {
             inner,
+            per_thread,
             name: opts.name.as_str().into(),
             attempt_metrics: AttemptMetrics::new(opts.name.as_str().into()),
             timeout: opts.timeout,
@@ -150,6 +161,13 @@ impl UpstreamClient {
             upgrade,
             connect_timeout: opts.connect_timeout,
         })))
+    }
+
+    /// The pool of the serving thread this runs on, or the shared one off them.
+    fn pool(&self) -> &HyperClient {
+        crate::workers::current()
+            .and_then(|i| self.0.per_thread.get(i))
+            .unwrap_or(&self.0.inner)
     }
 
     /// The upstream's name.
@@ -246,7 +264,7 @@ impl Service<Request<Body>> for UpstreamClient {
         // upstream request; the span stays open until the response body ends.
         let attempt = Attempt::start(&self.0.attempt_metrics, &mut req);
         let span = attempt.span().clone();
-        let fut = self.0.inner.request(req);
+        let fut = self.pool().request(req);
         let name = self.0.name.clone();
         let timeout = self.0.timeout;
         let first_byte = self.0.first_byte_timeout;
@@ -428,6 +446,7 @@ mod tests {
     use bytes::Bytes;
     use futures_util::StreamExt;
     use http_body_util::{BodyExt, StreamBody};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// One frame after each gap (in ms), numbered from 0.
     fn trickle(gaps: Vec<u64>) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
@@ -466,5 +485,100 @@ mod tests {
         let idle = err.downcast_ref::<UpstreamIdle>().expect("an idle timeout");
         assert_eq!(idle.idle, Duration::from_millis(100));
         assert_eq!(start.elapsed(), Duration::from_millis(180));
+    }
+
+    /// A keep-alive HTTP/1.1 upstream answering `ok`, counting the connections it accepts.
+    fn counting_upstream(rt: &tokio::runtime::Runtime) -> (String, Arc<AtomicUsize>) {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        (format!("http://{addr}/"), accepted)
+    }
+
+    #[test]
+    fn each_serving_thread_has_upstream_connections_of_its_own() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (url, accepted) = counting_upstream(&rt);
+        let client = UpstreamClient::new(&ClientOptions {
+            name: "up".into(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            ca_file: None,
+            threads: 2,
+        })
+        .expect("client");
+        let workers = crate::workers::Workers::start(2).expect("threads");
+        // Three requests one after another on each thread, the second thread's after the
+        // first's: one shared pool would serve all six on one connection. Both tasks are
+        // open before either sends, so they run on different threads.
+        let (go, go_first) = tokio::sync::oneshot::channel::<()>();
+        let (first_done, go_second) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (start, done) in [(go_first, Some(first_done)), (go_second, None)] {
+            let client = client.clone();
+            let tx = tx.clone();
+            let url = url.clone();
+            workers.spawn(move || async move {
+                let _ = start.await;
+                for _ in 0..3 {
+                    let req = Request::get(url.as_str())
+                        .body(Body::empty())
+                        .expect("request");
+                    let resp = tower::ServiceExt::oneshot(client.clone(), req)
+                        .await
+                        .expect("answered");
+                    let body = resp.into_body().collect().await.expect("body");
+                    assert_eq!(body.to_bytes(), "ok");
+                }
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                let _ = tx.send(crate::workers::current());
+            });
+        }
+        let _ = go.send(());
+        let mut ran: Vec<_> = (0..2)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(20))
+                    .expect("requests ran")
+            })
+            .collect();
+        ran.sort();
+        assert_eq!(ran, vec![Some(0), Some(1)]);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "one connection per thread"
+        );
+        // Off the serving threads: the shared pool, a third connection.
+        rt.block_on(async {
+            let req = Request::get(url.as_str())
+                .body(Body::empty())
+                .expect("request");
+            let resp = tower::ServiceExt::oneshot(client.clone(), req)
+                .await
+                .expect("answered");
+            resp.into_body().collect().await.expect("body");
+        });
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 }

@@ -33,20 +33,36 @@ impl TestGateway {
     }
 
     pub async fn start_config(config: Config) -> TestGateway {
+        Self::serve_config(config, None).await
+    }
+
+    /// As `portcullis serve` does: connections on `server.threads` serving threads of their
+    /// own, not on the test's runtime.
+    pub async fn start_threads(toml: &str) -> TestGateway {
+        let loaded = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}"));
+        let threads = loaded.config.server.threads;
+        Self::serve_config(loaded.config, Some(threads)).await
+    }
+
+    async fn serve_config(config: Config, threads: Option<usize>) -> TestGateway {
         let grace = config.server.shutdown_grace;
         let gateway = stack::build(config).await.expect("build gateway");
         let state = gateway.state.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(portcullis::server::serve(
-            listener,
-            gateway,
-            async move {
-                let _ = rx.await;
-            },
-            grace,
-        ));
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let live = portcullis::server::Live::new(gateway);
+        let handle = match threads {
+            None => tokio::spawn(portcullis::server::serve_live(
+                listener, live, shutdown, grace,
+            )),
+            Some(n) => tokio::spawn(portcullis::server::serve_threads(
+                listener, live, shutdown, grace, n,
+            )),
+        };
         TestGateway {
             addr,
             state,
