@@ -12,6 +12,8 @@
 #   CACHE_TTL=5m bash benches/load.sh soak [REQUESTS]          # ... with the answer cache on
 #   AGAINST=/other/target/release/portcullis bash benches/load.sh   # also another build of the
 #                                    # gateway (every layer on), in the same run: an A/B of a change
+#   AGAINST=target/release/portcullis AGAINST_DEDUP=off bash benches/load.sh   # or the same
+#                                    # build with every layer on but dedup (the measure)
 #
 # The comparison: JSON and streamed chat requests with wrk (requests/s, p50, p99, CPU per
 # request, RSS); the added p99 at a fixed 200 requests/s (benches/fixed_rate.rs, open loop);
@@ -55,6 +57,10 @@ TARGETS="direct passthrough portcullis-bare portcullis"
 if [ -n "${AGAINST:-}" ]; then
   AGW=127.0.0.1:9106
   config benches/load.toml against
+  # AGAINST_DEDUP=off: that gateway runs every layer but dedup.
+  if [ "${AGAINST_DEDUP:-on}" = off ]; then
+    sed -i '/^\[dedup\]/,/^\[/ s/^enabled = true/enabled = false/' "$tmp/against.toml"
+  fi
   "$AGAINST" serve --config "$tmp/against.toml" --listen $AGW >"$tmp/against.log" 2>&1 & pids+=($!); AGW_PID=$!
   TARGETS="$TARGETS portcullis-against"
 fi
