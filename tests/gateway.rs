@@ -576,11 +576,13 @@ async fn an_upstream_cannot_pose_as_the_gateway() {
     );
 }
 
+/// On the caller's runtime, as a library user's `serve_live`; the serving threads' drain is
+/// `serving_threads_answer_streams_and_drain`.
 #[tokio::test]
 async fn shutdown_drains_an_in_flight_stream() {
     let mock = MockUpstream::start().await.unwrap();
     mock.set_chunk_delay(Duration::from_millis(100));
-    let mut gw = TestGateway::start(&mock_config(
+    let mut gw = TestGateway::start_on_caller(&mock_config(
         &mock.url(),
         "[server]\nshutdown_grace = \"10s\"",
     ))
@@ -602,11 +604,13 @@ async fn shutdown_drains_an_in_flight_stream() {
     assert!(server.await.unwrap().unwrap(), "drained within grace");
 }
 
+/// On the caller's runtime; the serving threads' bound is
+/// `serving_threads_stop_at_the_end_of_the_grace`.
 #[tokio::test]
 async fn shutdown_grace_bounds_the_drain() {
     let mock = MockUpstream::start().await.unwrap();
     mock.set_chunk_delay(Duration::from_secs(5));
-    let mut gw = TestGateway::start(&mock_config(
+    let mut gw = TestGateway::start_on_caller(&mock_config(
         &mock.url(),
         "[server]\nshutdown_grace = \"200ms\"",
     ))
@@ -629,7 +633,7 @@ async fn shutdown_grace_bounds_the_drain() {
 #[tokio::test]
 async fn serving_threads_answer_streams_and_drain() {
     let mock = MockUpstream::start().await.unwrap();
-    let mut gw = TestGateway::start_threads(&mock_config(
+    let mut gw = TestGateway::start(&mock_config(
         &mock.url(),
         "[server]\nthreads = 2\nshutdown_grace = \"10s\"",
     ))
@@ -668,7 +672,7 @@ async fn serving_threads_answer_streams_and_drain() {
 async fn serving_threads_stop_at_the_end_of_the_grace() {
     let mock = MockUpstream::start().await.unwrap();
     mock.set_chunk_delay(Duration::from_secs(5));
-    let mut gw = TestGateway::start_threads(&mock_config(
+    let mut gw = TestGateway::start(&mock_config(
         &mock.url(),
         "[server]\nthreads = 2\nshutdown_grace = \"200ms\"",
     ))

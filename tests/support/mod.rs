@@ -26,22 +26,22 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// Build from TOML (merged over the embedded defaults) and serve.
+    /// Build from TOML (merged over the embedded defaults) and serve as `portcullis serve`
+    /// does: each connection on one of `server.threads` serving threads.
     pub async fn start(toml: &str) -> TestGateway {
         let loaded = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}"));
         Self::start_config(loaded.config).await
     }
 
     pub async fn start_config(config: Config) -> TestGateway {
-        Self::serve_config(config, None).await
+        let threads = config.server.threads;
+        Self::serve_config(config, Some(threads)).await
     }
 
-    /// As `portcullis serve` does: connections on `server.threads` serving threads of their
-    /// own, not on the test's runtime.
-    pub async fn start_threads(toml: &str) -> TestGateway {
+    /// As a library user's `portcullis::server::serve_live` does: on the test's own runtime.
+    pub async fn start_on_caller(toml: &str) -> TestGateway {
         let loaded = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}"));
-        let threads = loaded.config.server.threads;
-        Self::serve_config(loaded.config, Some(threads)).await
+        Self::serve_config(loaded.config, None).await
     }
 
     async fn serve_config(config: Config, threads: Option<usize>) -> TestGateway {
