@@ -145,14 +145,25 @@ pub(crate) fn stream_text(
     }
 }
 
+/// Whether an event of `api` may carry answer text: its text key (`"content"`) or event type
+/// (`output_text.delta`, `text_delta`) written out. An event without it gives no text, read
+/// either way (a key or type written with `\u` escapes is not looked for).
+pub(crate) fn may_hold_text(api: Api, payload: &[u8]) -> bool {
+    match api {
+        Api::ChatCompletions => portcullis_core::holds!(payload, b"\"content\""),
+        Api::Responses => portcullis_core::holds!(payload, b"output_text.delta"),
+        Api::Messages => portcullis_core::holds!(payload, b"text_delta"),
+    }
+}
+
 /// [`stream_text`] with serde alone: typed, borrowed, unknown fields ignored.
 pub(crate) fn stream_text_serde(api: Api, payload: &[u8], f: &mut impl FnMut(u32, &str)) {
     // Most events of a stream are text deltas, but the cheap test skips the rest unparsed.
+    if !may_hold_text(api, payload) {
+        return;
+    }
     match api {
         Api::ChatCompletions => {
-            if !portcullis_core::holds!(payload, b"\"content\"") {
-                return;
-            }
             if let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(payload) {
                 for choice in chunk.choices {
                     if let Some(text) = choice.delta.and_then(|d| d.content) {
@@ -162,14 +173,6 @@ pub(crate) fn stream_text_serde(api: Api, payload: &[u8], f: &mut impl FnMut(u32
             }
         }
         Api::Responses | Api::Messages => {
-            let marked = if api == Api::Responses {
-                portcullis_core::holds!(payload, b"output_text.delta")
-            } else {
-                portcullis_core::holds!(payload, b"text_delta")
-            };
-            if !marked {
-                return;
-            }
             let Ok(event) = serde_json::from_slice::<TypedEvent<'_>>(payload) else {
                 return;
             };

@@ -134,6 +134,11 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
         return Ok(());
     }
     out.clear();
+    // No text key or type written out: no text, as serde's reading decides it too (the role
+    // event and the last ones of a chat stream; most events of a Messages stream).
+    if !crate::api::may_hold_text(api, payload) {
+        return Ok(());
+    }
     // Checked whole, once: cheaper than a check of each string in it (serde refuses invalid
     // UTF-8 anywhere, so an event that is not UTF-8 is serde's to refuse).
     let text = utf8(payload)?;
@@ -758,18 +763,47 @@ mod tests {
     #[test]
     fn is_unsure_rather_than_wrong() {
         for p in [
-            r#"[{"choices":[]}]"#,
-            r#"{"choices":[],"choices":[]}"#,
+            r#"[{"choices":[{"delta":{"content":"x"}}]}]"#,
+            r#"{"choices":[],"choices":[{"delta":{"content":"x"}}]}"#,
             r#"{"choices":[{"index":1.0,"delta":{"content":"x"}}]}"#,
             r#"{"choices":[{"index":-1,"delta":{"content":"x"}}]}"#,
             r#"{"choices":[{"delta":{"content":"\ud800"}}]}"#,
             r#"{"choices":[{"delta":{"content":7}}]}"#,
-            r#"{"choices":[{"delta":{"\u0063ontent":"x"}}]}"#,
             r#"{"choices":[{"delta":{"content":"x"}}]} trailing"#,
+            r#"{"a":01,"content":"x"}"#,
+            "{\"a\":\"\u{1}\",\"content\":\"x\"}",
+        ] {
+            assert_eq!(pieces(Api::ChatCompletions, p), Err(Unsure), "{p}");
+        }
+        // Without the text key written out the event holds no text, valid or not: what serde's
+        // reading finds too (it looks for the same key first), without a walk of the event.
+        for p in [
+            r#"[{"choices":[]}]"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[{"delta":{"\u0063ontent":"x"}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop","index":0}]}"#,
             r#"{"a":01}"#,
             "{\"a\":\"\u{1}\"}",
         ] {
-            assert_eq!(pieces(Api::ChatCompletions, p), Err(Unsure), "{p}");
+            assert_eq!(pieces(Api::ChatCompletions, p), Ok(vec![]), "{p}");
+            assert_eq!(
+                serde_pieces(Api::ChatCompletions, p.as_bytes()),
+                vec![],
+                "{p}"
+            );
+        }
+        for (api, p) in [
+            (
+                Api::Messages,
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+            ),
+            (Api::Messages, r#"{"type":"ping"#),
+            (
+                Api::Responses,
+                r#"{"type":"response.completed","response":{"output":[1]}}"#,
+            ),
+        ] {
+            assert_eq!(pieces(api, p), Ok(vec![]), "{p}");
         }
         assert_eq!(
             pieces(
