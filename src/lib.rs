@@ -4,7 +4,8 @@
 //! this library, which holds the configuration ([`config`]), the upstream client and model
 //! router ([`upstream`]), the assembly of the layer stack ([`stack`]), the edge that turns
 //! errors into responses ([`error`]), the gateway's own endpoints ([`admin`]), hot reload
-//! ([`reload`]) and telemetry.
+//! ([`reload`]), serving ([`server`], on the binary's serving threads: [`workers`]) and
+//! telemetry.
 
 pub mod admin;
 pub mod auth;
