@@ -706,7 +706,11 @@ impl MakeRequestId for UuidRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-        http::HeaderValue::from_str(id).ok().map(RequestId::new)
+        // New on every request: never indexed by HTTP/2's header compression, on the way
+        // back to the client and on to the upstream.
+        http::HeaderValue::from_str(id)
+            .ok()
+            .map(|v| RequestId::new(portcullis_core::headers::never_indexed(v)))
     }
 }
 
@@ -893,6 +897,8 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for _ in 0..100 {
             let id = UuidRequestId.make_request_id(&req).unwrap();
+            // New on every request: never indexed by HTTP/2's header compression.
+            assert!(id.header_value().is_sensitive());
             let text = id.header_value().to_str().unwrap().to_string();
             let parsed = uuid::Uuid::parse_str(&text).unwrap();
             assert_eq!(parsed.get_version_num(), 4, "{text}");

@@ -212,7 +212,10 @@ impl TraceContext {
         encode_hex(&self.trace_id, &mut buf[3..35]);
         encode_hex(&new_span_id(), &mut buf[36..52]);
         encode_hex(&[self.flags], &mut buf[53..55]);
-        HeaderValue::from_bytes(&buf).expect("hex digits and dashes are a valid header value")
+        let v =
+            HeaderValue::from_bytes(&buf).expect("hex digits and dashes are a valid header value");
+        // A fresh span id on every request: never indexed by HTTP/2's header compression.
+        portcullis_core::headers::never_indexed(v)
     }
 
     /// Write [`child_traceparent`](Self::child_traceparent) on an outgoing request. A
@@ -364,6 +367,8 @@ mod tests {
         let tc = TraceContext::from_headers(&h);
         let mut out = h.clone();
         inject(&tracing::Span::none(), &mut out, Some(&tc));
+        // A new span id on every attempt: never indexed by HTTP/2's header compression.
+        assert!(out["traceparent"].is_sensitive());
         let sent = out["traceparent"].to_str().unwrap();
         let parsed = TraceParent::parse(sent.as_bytes()).unwrap();
         assert_eq!(parsed.trace_id, tc.trace_id);

@@ -13,6 +13,23 @@ pub const X_PORTCULLIS_ERROR: HeaderName = HeaderName::from_static("x-portcullis
 /// Request id, kept from the client or generated.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// `v` marked never to be indexed by HTTP/2's header compression (HPACK's "never indexed"
+/// literal, `HeaderValue::set_sensitive`), for values new on every message (request ids, a
+/// `traceparent`): an entry for one in the connection's table never serves another message,
+/// and each insertion evicts the stable entries (content type, the gateway's constant
+/// headers) that keep the next message's other headers at a byte or two each. HTTP/1 ignores
+/// the mark; `Debug` of the value prints `Sensitive`.
+///
+/// ```
+/// let v = portcullis_core::headers::never_indexed(http::HeaderValue::from_static("42"));
+/// assert!(v.is_sensitive());
+/// assert_eq!(v, "42");
+/// ```
+pub fn never_indexed(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
 /// `n` as a header value, as `HeaderValue::from(n)` writes it; below 100 without an
 /// allocation (a static value): attempts, seconds to wait, small limits.
 ///
