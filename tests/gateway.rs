@@ -576,69 +576,22 @@ async fn an_upstream_cannot_pose_as_the_gateway() {
     );
 }
 
-/// On the caller's runtime, as a library user's `serve_live`; the serving threads' drain is
-/// `serving_threads_answer_streams_and_drain`.
-#[tokio::test]
-async fn shutdown_drains_an_in_flight_stream() {
-    let mock = MockUpstream::start().await.unwrap();
-    mock.set_chunk_delay(Duration::from_millis(100));
-    let mut gw = TestGateway::start_on_caller(&mock_config(
-        &mock.url(),
-        "[server]\nshutdown_grace = \"10s\"",
-    ))
-    .await;
-    let url = gw.url("/v1/chat/completions");
-    let mut body = chat("m");
-    body["stream"] = json!(true);
-    let stream = tokio::spawn(async move { post_stream(&url, &body, &[]).await });
-    // Let the stream start, then signal shutdown while it is in flight.
-    assert!(eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
-    let server = gw.signal_shutdown();
-    let s = stream.await.unwrap();
-    assert_eq!(s.status, 200);
-    assert!(
-        s.text().contains("[DONE]"),
-        "stream cut short: {}",
-        s.text()
-    );
-    assert!(server.await.unwrap().unwrap(), "drained within grace");
+/// A gateway with `server` settings on the serving threads (as `portcullis serve`), or on the
+/// test's own runtime (as a library user's `serve_live`).
+async fn serving(mock: &MockUpstream, server: &str, on_caller: bool) -> TestGateway {
+    let toml = mock_config(&mock.url(), &format!("[server]\nthreads = 2\n{server}"));
+    match on_caller {
+        true => TestGateway::start_on_caller(&toml).await,
+        false => TestGateway::start(&toml).await,
+    }
 }
 
-/// On the caller's runtime; the serving threads' bound is
-/// `serving_threads_stop_at_the_end_of_the_grace`.
-#[tokio::test]
-async fn shutdown_grace_bounds_the_drain() {
+/// Requests on connections of their own are answered; a stream in flight when the shutdown
+/// signal comes finishes, and the server returns after it.
+async fn shutdown_drains_a_stream(on_caller: bool) {
     let mock = MockUpstream::start().await.unwrap();
-    mock.set_chunk_delay(Duration::from_secs(5));
-    let mut gw = TestGateway::start_on_caller(&mock_config(
-        &mock.url(),
-        "[server]\nshutdown_grace = \"200ms\"",
-    ))
-    .await;
-    let url = gw.url("/v1/chat/completions");
-    let mut body = chat("m");
-    body["stream"] = json!(true);
-    let _stream = tokio::spawn(async move { post_stream(&url, &body, &[]).await });
-    assert!(eventually(Duration::from_secs(5), || mock.request_count() == 1).await);
-    let start = Instant::now();
-    let drained = gw.signal_shutdown().await.unwrap().unwrap();
-    assert!(!drained);
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn serving_threads_answer_streams_and_drain() {
-    let mock = MockUpstream::start().await.unwrap();
-    let mut gw = TestGateway::start(&mock_config(
-        &mock.url(),
-        "[server]\nthreads = 2\nshutdown_grace = \"10s\"",
-    ))
-    .await;
-    // Eight clients at once, each on a connection of its own, spread over both threads.
+    let mut gw = serving(&mock, "shutdown_grace = \"10s\"", on_caller).await;
+    // Eight clients at once, each on a connection of its own (spread over the threads).
     let url = gw.url("/v1/chat/completions");
     let answers = futures_util::future::join_all((0..8).map(|i| {
         let url = url.clone();
@@ -651,11 +604,11 @@ async fn serving_threads_answer_streams_and_drain() {
         assert_eq!(r.header("x-portcullis-upstream"), Some("mock"));
     }
     assert_eq!(mock.request_count(), 8);
-    // A stream in flight when the signal comes finishes, and the threads stop after it.
     mock.set_chunk_delay(Duration::from_millis(100));
     let mut body = chat("m");
     body["stream"] = json!(true);
     let stream = tokio::spawn(async move { post_stream(&url, &body, &[]).await });
+    // Let the stream start, then signal shutdown while it is in flight.
     assert!(eventually(Duration::from_secs(5), || mock.request_count() == 9).await);
     let server = gw.signal_shutdown();
     let s = stream.await.unwrap();
@@ -668,15 +621,12 @@ async fn serving_threads_answer_streams_and_drain() {
     assert!(server.await.unwrap().unwrap(), "drained within grace");
 }
 
-#[tokio::test]
-async fn serving_threads_stop_at_the_end_of_the_grace() {
+/// A stream that outlasts `shutdown_grace`: the server returns at the end of the grace,
+/// saying the drain was cut. Returns the stream's client task.
+async fn shutdown_grace_bounds_the_drain(on_caller: bool) -> tokio::task::JoinHandle<Streamed> {
     let mock = MockUpstream::start().await.unwrap();
     mock.set_chunk_delay(Duration::from_secs(5));
-    let mut gw = TestGateway::start(&mock_config(
-        &mock.url(),
-        "[server]\nthreads = 2\nshutdown_grace = \"200ms\"",
-    ))
-    .await;
+    let mut gw = serving(&mock, "shutdown_grace = \"200ms\"", on_caller).await;
     let url = gw.url("/v1/chat/completions");
     let mut body = chat("m");
     body["stream"] = json!(true);
@@ -690,6 +640,22 @@ async fn serving_threads_stop_at_the_end_of_the_grace() {
         "{:?}",
         start.elapsed()
     );
+    stream
+}
+
+#[tokio::test]
+async fn shutdown_drains_an_in_flight_stream() {
+    shutdown_drains_a_stream(false).await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_an_in_flight_stream_on_the_callers_runtime() {
+    shutdown_drains_a_stream(true).await;
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_drain_and_stops_the_threads() {
+    let stream = shutdown_grace_bounds_the_drain(false).await;
     // The stream's connection went with its thread: the client sees it end, cut short (the
     // helper panics on the broken body, or returns what came before the cut).
     let ended = tokio::time::timeout(Duration::from_secs(5), stream)
@@ -698,6 +664,12 @@ async fn serving_threads_stop_at_the_end_of_the_grace() {
     if let Ok(s) = ended {
         assert!(!s.text().contains("[DONE]"));
     }
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_drain_on_the_callers_runtime() {
+    // The connection's task is the caller's to end (its runtime goes on): not awaited here.
+    let _stream = shutdown_grace_bounds_the_drain(true).await;
 }
 
 #[tokio::test]

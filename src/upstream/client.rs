@@ -512,6 +512,16 @@ mod tests {
         (format!("http://{addr}/"), accepted)
     }
 
+    /// GET `url` through `client`: answered `ok`.
+    async fn get_ok(client: &UpstreamClient, url: &str) {
+        let req = Request::get(url).body(Body::empty()).expect("request");
+        let resp = tower::ServiceExt::oneshot(client.clone(), req)
+            .await
+            .expect("answered");
+        let body = resp.into_body().collect().await.expect("body");
+        assert_eq!(body.to_bytes(), "ok");
+    }
+
     #[test]
     fn each_serving_thread_has_upstream_connections_of_its_own() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -540,14 +550,7 @@ mod tests {
             workers.spawn(move || async move {
                 let _ = start.await;
                 for _ in 0..3 {
-                    let req = Request::get(url.as_str())
-                        .body(Body::empty())
-                        .expect("request");
-                    let resp = tower::ServiceExt::oneshot(client.clone(), req)
-                        .await
-                        .expect("answered");
-                    let body = resp.into_body().collect().await.expect("body");
-                    assert_eq!(body.to_bytes(), "ok");
+                    get_ok(&client, &url).await;
                 }
                 if let Some(d) = done {
                     let _ = d.send(());
@@ -570,15 +573,7 @@ mod tests {
             "one connection per thread"
         );
         // Off the serving threads: the shared pool, a third connection.
-        rt.block_on(async {
-            let req = Request::get(url.as_str())
-                .body(Body::empty())
-                .expect("request");
-            let resp = tower::ServiceExt::oneshot(client.clone(), req)
-                .await
-                .expect("answered");
-            resp.into_body().collect().await.expect("body");
-        });
+        rt.block_on(get_ok(&client, &url));
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 }
