@@ -134,6 +134,7 @@ struct Serving {
     handshake_timeout: Duration,
 }
 
+/// [`serve_live`] (connections on the caller's runtime) and [`serve_threads`] (on `workers`).
 async fn serve_on(
     listener: TcpListener,
     live: Live,
