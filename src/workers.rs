@@ -109,11 +109,15 @@ impl Workers {
         M: FnOnce() -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        // A thread whose runtime has ended (it cannot, short of a panic outside every task)
+        // would look idle and get every connection, to drop them: passed over.
         let Some(worker) = self
             .workers
             .iter()
+            .filter(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
             .min_by_key(|w| w.open.load(Ordering::Relaxed))
         else {
+            tracing::error!("no serving thread is running; connection dropped");
             return;
         };
         let open = worker.open.clone();
@@ -212,6 +216,26 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
+    }
+
+    #[test]
+    fn a_thread_that_ended_gets_no_connections() {
+        let mut workers = Workers::start(2).expect("threads start");
+        // Thread 0's runtime ends, as it would after a panic outside its tasks.
+        if let Some(stop) = workers.workers[0].stop.take() {
+            let _ = stop.send(());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !workers.workers[0]
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.is_finished())
+        {
+            assert!(std::time::Instant::now() < deadline, "thread 0 never ended");
+            std::thread::yield_now();
+        }
+        // Idle-looking thread 0 first by count, yet every connection runs on thread 1.
+        assert_eq!(run_everywhere(&workers, 2), vec![Some(1), Some(1)]);
     }
 
     #[test]
