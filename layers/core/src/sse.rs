@@ -202,6 +202,18 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Whether `data` ends with an empty line, so that a stream cut after it is cut between
+/// events as [`Framer`] reads lines (split at `\n`, a `\r` before it dropped).
+///
+/// ```
+/// use portcullis_core::sse::ends_event;
+/// assert!(ends_event(b"data: 1\n\n") && ends_event(b"data: 1\r\n\r\n"));
+/// assert!(!ends_event(b"data: 1\n") && !ends_event(b"data: 1\r\n\r") && !ends_event(b""));
+/// ```
+pub fn ends_event(data: &[u8]) -> bool {
+    data.ends_with(b"\n\n") || data.ends_with(b"\n\r\n")
+}
+
 /// The JSON payload of a `data:` line, if it is one.
 pub fn data_payload(line: &[u8]) -> Option<&[u8]> {
     let payload = line.strip_prefix(b"data:")?;

@@ -17,7 +17,7 @@ use crate::{
     calls::{Event, StreamCalls},
     layer::Shared,
     session::{SessionKey, Verdict},
-    sse::{Flow, Framer},
+    sse::{ends_event, Flow, Framer},
     Api, ToolCallLoop,
 };
 
@@ -38,6 +38,10 @@ pub struct ToolCallLoopBody<B> {
 struct Scan {
     framer: Framer,
     watch: Watch,
+    /// Every frame so far ended between events and held nothing the watch reacts to: frames
+    /// pass without being cut into lines ([`StreamCalls::may_react`]). The first frame that
+    /// does not is read line by line, and every frame after it.
+    unread: bool,
 }
 
 struct Watch {
@@ -126,6 +130,7 @@ impl<B> ToolCallLoopBody<B> {
             error: None,
             inner: Some(Box::pin(inner)),
             scan: Some(Box::new(Scan {
+                unread: true,
                 framer: Framer::new(shared.max_event_bytes),
                 watch: Watch {
                     calls: StreamCalls::new(api),
@@ -187,7 +192,18 @@ where
             let flow = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let Scan { framer, watch } = scan;
+                        let Scan {
+                            framer,
+                            watch,
+                            unread,
+                        } = scan;
+                        // Text events (most of a stream) pass whole while nothing came that
+                        // the watch reads; the end is then recorded when the body ends.
+                        if *unread && ends_event(&data) && !StreamCalls::may_react(watch.api, &data)
+                        {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        *unread = false;
                         framer.feed(data, &mut this.queue, &mut |l| watch.line(l))
                     }
                     Err(frame) => {
@@ -248,7 +264,7 @@ where
 
 /// The body ended: its last event is read, then the answer is recorded if no end event did.
 fn finish(scan: &mut Scan, queue: &mut VecDeque<Bytes>) -> Flow {
-    let Scan { framer, watch } = scan;
+    let Scan { framer, watch, .. } = scan;
     let flow = framer.finish(queue, &mut |l| watch.line(l));
     if flow == Flow::Continue {
         watch.end()

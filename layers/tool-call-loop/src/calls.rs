@@ -294,6 +294,27 @@ pub(crate) enum Event {
 }
 
 impl StreamCalls {
+    /// Whether anything in `events` (whole events) is something [`line`](Self::line) reacts
+    /// to: a call's marker or the answer's end, written as `line` looks for them. Events
+    /// without any are [`Event::More`] and add no call, read or not. (A Messages event's type
+    /// is read by serde, which would also read `message_stop` written with `\u` escapes: any
+    /// escape of that kind counts.)
+    pub(crate) fn may_react(api: Api, events: &[u8]) -> bool {
+        match api {
+            Api::ChatCompletions => holds!(events, b"\"tool_calls\"") || holds!(events, b"[DONE]"),
+            Api::Responses => {
+                holds!(events, b"response.completed")
+                    || holds!(events, b"response.output_item.done")
+            }
+            Api::Messages => {
+                holds!(events, b"message_stop")
+                    || holds!(events, b"\"tool_use\"")
+                    || holds!(events, b"input_json_delta")
+                    || holds!(events, b"\\u")
+            }
+        }
+    }
+
     pub(crate) fn new(api: Api) -> Self {
         Self {
             api,

@@ -377,3 +377,116 @@ async fn poll_ready_is_the_inner_services() {
     let resp = fut.await.unwrap().unwrap();
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
 }
+
+/// A body that yields each piece as a frame of its own, as an upstream's chunks arrive.
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+type Frames = Arc<Mutex<Vec<String>>>;
+
+/// A service whose upstream streams `frames` (set per call), one frame each.
+fn framed_service(layer: &ToolCallLoopLayer) -> (Svc, Frames) {
+    let frames: Frames = Arc::new(Mutex::new(Vec::new()));
+    let f = frames.clone();
+    let upstream = service_fn(move |_req: Request<Full<Bytes>>| {
+        let pieces = f.lock().unwrap().iter().cloned().map(Bytes::from).collect();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Pieces(pieces))
+                    .unwrap(),
+            )
+        }
+    });
+    let svc =
+        layer
+            .layer(upstream)
+            .and_then(|resp: Response<ToolCallLoopBody<Pieces>>| async move {
+                let (parts, body) = resp.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                Ok(Response::from_parts(parts, bytes))
+            });
+    (BoxCloneService::new(svc), frames)
+}
+
+impl Shape {
+    /// One text event of a streamed answer: nothing the layer reacts to.
+    fn text_event(self, text: &str) -> String {
+        let t = serde_json::to_string(text).unwrap();
+        match self {
+            Shape::Chat => format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{t}}}}}]}}\n\n"),
+            Shape::Responses => format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":{t}}}\n\n"),
+            Shape::Messages => format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{t}}}}}\n\n"),
+        }
+    }
+}
+
+/// Streams arrive in pieces: text events first (passed whole, unread, while nothing in them
+/// is a call or an end), then a call's events, some cut mid-event. The calls are still
+/// counted and the third is blocked; a text-only stream in pieces still ends the streak.
+#[tokio::test]
+async fn streams_in_pieces_are_watched_after_their_text() {
+    for shape in Shape::ALL {
+        let layer = ToolCallLoopLayer::new(config(Mode::Block));
+        let (mut svc, frames) = framed_service(&layer);
+        let text: Vec<String> = ["Let me ", "look at ", "the file."]
+            .iter()
+            .map(|t| shape.text_event(t))
+            .collect();
+        let call_stream = shape.stream(r#"{"path":"src/lib.rs"}"#);
+        let mut with_call = text.clone();
+        // The call's events one per frame (the first whole: only its marker says to read
+        // it), the second cut in two.
+        for (i, event) in call_stream.split_inclusive("\n\n").enumerate() {
+            if i == 1 {
+                let (a, b) = event.split_at(event.len() / 2);
+                with_call.extend([a.to_owned(), b.to_owned()]);
+            } else {
+                with_call.push(event.to_owned());
+            }
+        }
+        let whole: String = with_call.concat();
+        // Two answers with the call, a text-only one, two more: no streak of three.
+        let mut text_only = text.clone();
+        if let Shape::Chat = shape {
+            text_only.push("data: [DONE]\n\n".to_owned());
+        }
+        for (pieces, label) in [
+            (&with_call, "call"),
+            (&with_call, "call"),
+            (&text_only, "text"),
+            (&with_call, "call"),
+            (&with_call, "call"),
+        ] {
+            *frames.lock().unwrap() = pieces.clone();
+            let resp = call(&mut svc, request(shape, "s")).await.unwrap();
+            assert_eq!(
+                resp.body(),
+                pieces.concat().as_bytes(),
+                "{shape:?} {label}: passes unchanged"
+            );
+        }
+        // The third call in a row: the answer ends with the error event instead.
+        *frames.lock().unwrap() = with_call.clone();
+        let resp = call(&mut svc, request(shape, "s")).await.unwrap();
+        let body = std::str::from_utf8(resp.body()).unwrap();
+        assert_ne!(body, whole, "{shape:?}: blocked");
+        assert!(body.contains("tool call loop"), "{shape:?}: {body}");
+        assert!(
+            body.starts_with(&text.concat()),
+            "{shape:?}: the text went out"
+        );
+    }
+}
