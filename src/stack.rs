@@ -186,6 +186,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
     let mut sockets = Vec::new();
     let mut checks = HealthChecks::default();
     let mut carried = HashMap::new();
+    // A pool per serving thread, in every upstream's client (the count reads the CPU quota
+    // from cgroup files: once per build, not per upstream).
+    let threads = crate::workers::resolve(config.server.threads);
     for u in &config.upstreams {
         let before = prev.upstream(&u.name);
         let upstream = Upstream::from_config(u)
@@ -197,7 +200,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             first_byte_timeout: u.first_byte_timeout,
             idle_timeout: u.idle_timeout,
             ca_file: (!u.ca_file.is_empty()).then(|| PathBuf::from(&u.ca_file)),
-            threads: crate::workers::resolve(config.server.threads),
+            threads,
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         // WebSocket handshakes use the same client's TLS roots and timeouts.
