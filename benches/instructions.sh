@@ -14,6 +14,9 @@
 #   H2=true bash benches/instructions.sh                # HTTP/2 (h2c) from the client instead
 #   BODY=file.json bash benches/instructions.sh         # this request body instead (an agent's
 #                                                       # long conversation, say)
+#   CACHE=true bash benches/instructions.sh             # also the L1 cache misses callgrind's
+#                                                       # cache model counts (instruction fetch,
+#                                                       # data read, data write) per request
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -63,7 +66,9 @@ load() { # addr requests
 
 measure() { # name command...
   local name=$1; shift
-  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$name" "$@" >"$tmp/$name.log" 2>&1 &
+  # shellcheck disable=SC2046
+  valgrind --tool=callgrind $([ "${CACHE:-false}" = true ] && echo --cache-sim=yes) \
+    --callgrind-out-file="$tmp/cg.$name" "$@" >"$tmp/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 600); do curl -sf -o /dev/null "http://$TARGET/health" 2>/dev/null && break
     curl -s -o /dev/null "http://$TARGET/" 2>/dev/null && break; sleep 0.2; done
@@ -74,9 +79,18 @@ measure() { # name command...
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local dump
   dump=$(ls "$tmp/cg.$name".* | head -1)
-  local ir
-  ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
-  printf '| %s | %s |\n' "$name" "$(awk -v i="$ir" -v n="$N" 'BEGIN { printf "%.0f", i / n }')"
+  # The summary line's counts, in the order of its `events:` line (Ir, then with the cache
+  # model Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw), each per request.
+  local row
+  row=$(awk -v n="$N" -v cache="${CACHE:-false}" '
+    /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+    /^summary:|^totals:/ {
+      split($0, v, " ")
+      printf "%.0f", v[col["Ir"]] / n
+      if (cache == "true") printf " | %.0f | %.0f | %.0f", v[col["I1mr"]] / n, v[col["D1mr"]] / n, v[col["D1mw"]] / n
+      exit
+    }' "$dump")
+  printf '| %s | %s |\n' "$name" "$row"
   # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
   [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"
   if [ -n "${TOP:-}" ]; then
@@ -90,8 +104,13 @@ LAYERS="memory_routing retry circuit_breaker dedup rate_limit validation loop_de
 VARIANTS="${ONLY:-passthrough bare all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
 echo "instructions per request (callgrind, user space), $N sequential $([ "${STREAM:-false}" = true ] && echo streamed || echo JSON) chat requests"
 echo
-echo "| variant | instructions/request |"
-echo "| --- | ---: |"
+if [ "${CACHE:-false}" = true ]; then
+  echo "| variant | instructions/request | L1 instruction misses | L1 data read misses | L1 data write misses |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+else
+  echo "| variant | instructions/request |"
+  echo "| --- | ---: |"
+fi
 for v in $VARIANTS; do
   case $v in
     passthrough) measure passthrough $BIN/examples/passthrough_proxy $TARGET "http://$MOCK" ;;

@@ -455,11 +455,11 @@ pub(super) async fn route_model(
                     tracing::info!(upstream = %up.upstream.name, status, "failing over to the next deployment or fallback");
                     continue;
                 }
-                let shape = StreamShape::of(parts.uri.path());
+                let path = parts.uri.path();
                 return up
                     .answer(resp, route_info(&up.upstream.name, attempts), |_| true)
                     .await
-                    .map(|r| end_streams_loudly(r, shape));
+                    .map(|r| end_streams_loudly(r, path));
             }
             Err(e) => {
                 attempts = attempts.saturating_add(attempts_failed(&*e));
@@ -531,15 +531,17 @@ impl Entry {
     }
 }
 
-/// An event stream that breaks after its first byte ends with the client's error event.
-fn end_streams_loudly(resp: Response<Body>, shape: StreamShape) -> Response<Body> {
+/// An event stream that breaks after its first byte ends with the client's error event, in
+/// the shape of the API at `path` (only looked up for an event stream: two substring searches
+/// a JSON answer need not pay).
+fn end_streams_loudly(resp: Response<Body>, path: &str) -> Response<Body> {
     let sse = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if sse {
-        resp.map(|b| Body::new(StreamEnd::new(b, shape)))
+        resp.map(|b| Body::new(StreamEnd::new(b, StreamShape::of(path))))
     } else {
         resp
     }
