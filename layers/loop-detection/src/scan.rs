@@ -139,6 +139,12 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     if !crate::api::may_hold_text(api, payload) {
         return Ok(());
     }
+    // Every text key written out holds `""` or `null`: no text to watch (the role event that
+    // opens every chat stream), without a walk of the event. Serde's reading finds at most
+    // empty texts there, which the watch ignores.
+    if api == Api::ChatCompletions && only_empty_content(payload) {
+        return Ok(());
+    }
     // Checked whole, once: cheaper than a check of each string in it (serde refuses invalid
     // UTF-8 anywhere, so an event that is not UTF-8 is serde's to refuse).
     let text = utf8(payload)?;
@@ -158,6 +164,26 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     }
     out.remember(api, payload);
     Ok(())
+}
+
+/// Whether every `"content"` key written out in `payload` has the value `""` or `null`.
+///
+/// `"content"` followed by a colon is a key wherever it appears: inside a JSON string its
+/// quotes would be escaped. One followed by anything else is a value and says nothing. Any
+/// other value (a string with text, an array of parts, a malformed one) is `false`: the scan
+/// reads the event. Keys written with `\u` escapes are not looked for, as
+/// [`crate::api::may_hold_text`] does not.
+fn only_empty_content(payload: &[u8]) -> bool {
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"content\""));
+    KEY.find_iter(payload).all(|at| {
+        let i = ws(payload, at + b"\"content\"".len());
+        if payload.get(i) != Some(&b':') {
+            return true; // a value, not the key
+        }
+        let value = &payload[ws(payload, i + 1)..];
+        value.starts_with(b"\"\"") || value.starts_with(b"null")
+    })
 }
 
 /// Find the answer text of a whole (not streamed) chat completion into `out` (what
@@ -731,7 +757,11 @@ mod tests {
         let mut t = Texts::default();
         scan(api, payload.as_bytes(), &mut t)?;
         let mut v = Vec::new();
-        t.each(&mut |i, s| v.push((i, s.to_owned())));
+        t.each(&mut |i, s| {
+            if !s.is_empty() {
+                v.push((i, s.to_owned()))
+            }
+        });
         Ok(v)
     }
 
@@ -1017,9 +1047,15 @@ mod tests {
         prop::sample::select(vec![Api::ChatCompletions, Api::Responses, Api::Messages])
     }
 
+    /// The texts serde's reading finds, empty ones left out: the watch ignores them (see
+    /// `Watch::text`), and the scan need not find them.
     fn serde_pieces(api: Api, payload: &[u8]) -> Vec<(u32, String)> {
         let mut v = Vec::new();
-        crate::api::stream_text_serde(api, payload, &mut |i, t| v.push((i, t.to_owned())));
+        crate::api::stream_text_serde(api, payload, &mut |i, t| {
+            if !t.is_empty() {
+                v.push((i, t.to_owned()))
+            }
+        });
         v
     }
 
@@ -1040,7 +1076,11 @@ mod tests {
             let expected = serde_pieces(api, &payload);
             if scanned.is_ok() {
                 let mut got = Vec::new();
-                texts.each(&mut |i, t| got.push((i, t.to_owned())));
+                texts.each(&mut |i, t| {
+                    if !t.is_empty() {
+                        got.push((i, t.to_owned()))
+                    }
+                });
                 prop_assert_eq!(got, expected);
             }
         }
@@ -1060,7 +1100,11 @@ mod tests {
 
     fn serde_answer_pieces(payload: &[u8]) -> Vec<(u32, String)> {
         let mut v = Vec::new();
-        crate::api::chat_answer_serde(payload, &mut |i, t| v.push((i, t.to_owned())));
+        crate::api::chat_answer_serde(payload, &mut |i, t| {
+            if !t.is_empty() {
+                v.push((i, t.to_owned()))
+            }
+        });
         v
     }
 
@@ -1085,7 +1129,11 @@ mod tests {
             let mut texts = Texts::default();
             if (valid || cut) && scan_chat_answer(&payload, &mut texts).is_ok() {
                 let mut got = Vec::new();
-                texts.each(&mut |i, t| got.push((i, t.to_owned())));
+                texts.each(&mut |i, t| {
+                    if !t.is_empty() {
+                        got.push((i, t.to_owned()))
+                    }
+                });
                 prop_assert_eq!(got, serde_answer_pieces(&payload));
             }
         }
@@ -1119,7 +1167,11 @@ mod tests {
         let mut texts = Texts::default();
         assert_eq!(scan_chat_answer(body, &mut texts), Ok(()));
         let mut got = Vec::new();
-        texts.each(&mut |i, t| got.push((i, t.to_owned())));
+        texts.each(&mut |i, t| {
+            if !t.is_empty() {
+                got.push((i, t.to_owned()))
+            }
+        });
         assert_eq!(got, vec![(0, "Hello \"x\"".to_owned())]);
         // Content parts are serde's.
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}"#;
@@ -1192,11 +1244,59 @@ mod tests {
                 let expected = serde_pieces(api, payload.as_bytes());
                 if scan(api, payload.as_bytes(), &mut texts).is_ok() {
                     let mut got = Vec::new();
-                    texts.each(&mut |i, t| got.push((i, t.to_owned())));
+                    texts.each(&mut |i, t| {
+                    if !t.is_empty() {
+                        got.push((i, t.to_owned()))
+                    }
+                });
                     prop_assert_eq!(got, expected, "{}", payload);
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_event_whose_text_keys_are_all_empty_is_no_text_without_a_walk() {
+        // Read without a walk: what serde finds is at most empty, valid JSON or not (the
+        // walk would refuse the last two, and serde too).
+        for p in [
+            r#"{"choices":[{"delta":{"content":"","refusal":null,"role":"assistant"},"index":0}]}"#,
+            r#"{"choices":[{"delta":{"content" : null}}]}"#,
+            r#"{"choices":[{"delta":{"content":""}}]} trailing"#,
+            r#"{"choices":[{"delta":{"content":""},"content":null}],,}"#,
+        ] {
+            assert_eq!(pieces(Api::ChatCompletions, p), Ok(vec![]), "{p}");
+            assert_eq!(
+                serde_pieces(Api::ChatCompletions, p.as_bytes()),
+                vec![],
+                "{p}"
+            );
+        }
+        // Any text key with something else in it is walked.
+        for (p, want) in [
+            (
+                r#"{"choices":[{"delta":{"content":"x"}}]}"#,
+                Ok(vec![(0, "x".to_owned())]),
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"content","content" :"y"}}]}"#,
+                Ok(vec![(0, "y".to_owned())]),
+            ),
+            (
+                r#"{"choices":[{"index":1,"delta":{"content":""}},{"index":2,"delta":{"content":"z"}}]}"#,
+                Ok(vec![(2, "z".to_owned())]),
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":"x"}}]} trailing"#,
+                Err(Unsure),
+            ),
+            (r#"{"choices":[{"delta":{"content":[]}}]}"#, Err(Unsure)),
+        ] {
+            assert_eq!(pieces(Api::ChatCompletions, p), want, "{p}");
+        }
+        assert!(only_empty_content(br#"{"type":"content"}"#));
+        assert!(!only_empty_content(br#"{"content":"\"\""}"#));
+        assert!(!only_empty_content(br#"{"content":nul"#));
     }
 
     #[test]
@@ -1266,7 +1366,11 @@ mod tests {
             let mut texts = Texts::default();
             assert_eq!(scan(api, p.as_bytes(), &mut texts), Ok(()), "{p}");
             let mut got = Vec::new();
-            texts.each(&mut |i, t| got.push((i, t.to_owned())));
+            texts.each(&mut |i, t| {
+                if !t.is_empty() {
+                    got.push((i, t.to_owned()))
+                }
+            });
             assert_eq!(got, serde_pieces(api, p.as_bytes()), "{p}");
         }
     }
