@@ -766,13 +766,18 @@ mod tests {
     fn pieces(api: Api, payload: &str) -> Result<Vec<(u32, String)>> {
         let mut t = Texts::default();
         scan(api, payload.as_bytes(), &mut t)?;
+        Ok(non_empty(&t))
+    }
+
+    /// The texts the scan found, empty ones left out (the watch ignores them).
+    fn non_empty(texts: &Texts) -> Vec<(u32, String)> {
         let mut v = Vec::new();
-        t.each(&mut |i, s| {
-            if !s.is_empty() {
-                v.push((i, s.to_owned()))
+        texts.each(&mut |i, t| {
+            if !t.is_empty() {
+                v.push((i, t.to_owned()))
             }
         });
-        Ok(v)
+        v
     }
 
     #[test]
@@ -1080,12 +1085,7 @@ mod tests {
             let scanned = scan(api, &payload, &mut texts);
             let expected = serde_pieces(api, &payload);
             if scanned.is_ok() {
-                let mut got = Vec::new();
-                texts.each(&mut |i, t| {
-                    if !t.is_empty() {
-                        got.push((i, t.to_owned()))
-                    }
-                });
+                let got = non_empty(&texts);
                 prop_assert_eq!(got, expected);
             }
         }
@@ -1133,12 +1133,7 @@ mod tests {
             let cut = mutate == 1 && !payload.trim_ascii_end().ends_with(b"}");
             let mut texts = Texts::default();
             if (valid || cut) && scan_chat_answer(&payload, &mut texts).is_ok() {
-                let mut got = Vec::new();
-                texts.each(&mut |i, t| {
-                    if !t.is_empty() {
-                        got.push((i, t.to_owned()))
-                    }
-                });
+                let got = non_empty(&texts);
                 prop_assert_eq!(got, serde_answer_pieces(&payload));
             }
         }
@@ -1171,12 +1166,7 @@ mod tests {
         let body = br#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello \"x\"","refusal":null,"role":"assistant"}}],"id":"c","usage":{"prompt_tokens":2}}"#;
         let mut texts = Texts::default();
         assert_eq!(scan_chat_answer(body, &mut texts), Ok(()));
-        let mut got = Vec::new();
-        texts.each(&mut |i, t| {
-            if !t.is_empty() {
-                got.push((i, t.to_owned()))
-            }
-        });
+        let got = non_empty(&texts);
         assert_eq!(got, vec![(0, "Hello \"x\"".to_owned())]);
         // Content parts are serde's.
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}"#;
@@ -1248,12 +1238,7 @@ mod tests {
             for payload in &events {
                 let expected = serde_pieces(api, payload.as_bytes());
                 if scan(api, payload.as_bytes(), &mut texts).is_ok() {
-                    let mut got = Vec::new();
-                    texts.each(&mut |i, t| {
-                    if !t.is_empty() {
-                        got.push((i, t.to_owned()))
-                    }
-                });
+                    let got = non_empty(&texts);
                     prop_assert_eq!(got, expected, "{}", payload);
                 }
             }
@@ -1365,12 +1350,7 @@ mod tests {
         ] {
             let mut texts = Texts::default();
             assert_eq!(scan(api, p.as_bytes(), &mut texts), Ok(()), "{p}");
-            let mut got = Vec::new();
-            texts.each(&mut |i, t| {
-                if !t.is_empty() {
-                    got.push((i, t.to_owned()))
-                }
-            });
+            let got = non_empty(&texts);
             assert_eq!(got, serde_pieces(api, p.as_bytes()), "{p}");
         }
     }
