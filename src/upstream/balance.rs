@@ -15,7 +15,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use smallvec::{smallvec, SmallVec};
+
 use super::router::ModelRoute;
+
+/// Deployment indexes in the order to try them; inline up to four (no allocation per request
+/// for the common one or few deployments).
+pub type Order = SmallVec<[usize; 4]>;
 
 /// One model's deployments with the round's running weights. Cloning shares the state.
 #[derive(Debug, Clone)]
@@ -63,17 +69,17 @@ impl Deployments {
         &self,
         available: impl Fn(&ModelRoute) -> bool,
         include_unavailable: bool,
-    ) -> Vec<usize> {
+    ) -> Order {
         // One deployment (most models): no weights to keep, nothing to order.
         if let [only] = &*self.routes {
             return if include_unavailable || available(only) {
-                vec![0]
+                smallvec![0]
             } else {
-                Vec::new()
+                Order::new()
             };
         }
         let up: Vec<bool> = self.routes.iter().map(&available).collect();
-        let mut order = Vec::with_capacity(self.routes.len());
+        let mut order = Order::with_capacity(self.routes.len());
         let candidates: Vec<usize> = (0..self.routes.len()).filter(|&i| up[i]).collect();
         let pool = if candidates.is_empty() && include_unavailable {
             (0..self.routes.len()).collect()
@@ -157,9 +163,13 @@ mod tests {
         let d = Deployments::new(vec![route("a", 1), route("b", 1), route("c", 2)]);
         assert_eq!(picks(&d, 4, |r| r.upstream != "c"), "abab");
         let order = d.order(|r| r.upstream == "a", false);
-        assert_eq!(order, vec![0]);
+        assert_eq!(order.as_slice(), [0]);
         let order = d.order(|r| r.upstream == "a", true);
-        assert_eq!(order, vec![0, 2, 1], "the rest follow, heaviest first");
+        assert_eq!(
+            order.as_slice(),
+            [0, 2, 1],
+            "the rest follow, heaviest first"
+        );
         let order = d.order(|_| false, false);
         assert!(order.is_empty());
         let order = d.order(|_| false, true);
@@ -169,18 +179,22 @@ mod tests {
     #[test]
     fn one_deployment_is_tried_when_up_or_when_all_are_out() {
         let d = Deployments::new(vec![route("a", 1)]);
-        assert_eq!(d.order(|_| true, false), vec![0]);
+        assert_eq!(d.order(|_| true, false).as_slice(), [0]);
         assert!(d.order(|_| false, false).is_empty(), "down and not forced");
-        assert_eq!(d.order(|_| false, true), vec![0], "all out: still tried");
-        assert_eq!(d.order(|_| true, true), vec![0]);
+        assert_eq!(
+            d.order(|_| false, true).as_slice(),
+            [0],
+            "all out: still tried"
+        );
+        assert_eq!(d.order(|_| true, true).as_slice(), [0]);
     }
 
     #[test]
     fn failover_order_follows_the_pick() {
         let d = Deployments::new(vec![route("a", 1), route("b", 3)]);
         let order = d.order(|_| true, false);
-        assert_eq!(order, vec![1, 0]);
+        assert_eq!(order.as_slice(), [1, 0]);
         let order = d.order(|_| true, false);
-        assert_eq!(order, vec![0, 1]);
+        assert_eq!(order.as_slice(), [0, 1]);
     }
 }

@@ -22,6 +22,7 @@ use portcullis_core::{
     pattern::{ModelPattern, PatternSet},
     Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
+use smallvec::SmallVec;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
 use super::stream_end::{StreamEnd, StreamShape};
@@ -370,7 +371,8 @@ pub(super) async fn route_model(
             configured: inner.model_names(),
         }));
     };
-    let mut chain: Vec<&Deployments> = vec![first];
+    // Inline (no allocation) for a model with up to three fallbacks.
+    let mut chain: SmallVec<[&Deployments; 4]> = smallvec::smallvec![first];
     for f in &first.first().fallbacks {
         if let Some(m) = inner.models.get(&ModelPattern::parse(f)) {
             chain.push(m);
@@ -396,7 +398,7 @@ pub(super) async fn route_model(
     // deployment of the model and of its fallbacks is out, they are all tried anyway, in the
     // usual order: a guess that they recovered beats failing without trying.
     let any_available = chain.iter().any(|d| d.routes().iter().any(&available));
-    let candidates: Vec<(usize, &ModelRoute)> = chain
+    let candidates: SmallVec<[(usize, &ModelRoute); 4]> = chain
         .iter()
         .enumerate()
         .flat_map(|(i, d)| {
