@@ -134,15 +134,16 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
         return Ok(());
     }
     out.clear();
-    // No text key or type written out: no text, as serde's reading decides it too (the role
-    // event and the last ones of a chat stream; most events of a Messages stream).
-    if !crate::api::may_hold_text(api, payload) {
-        return Ok(());
-    }
-    // Every text key written out holds `""` or `null`: no text to watch (the role event that
-    // opens every chat stream), without a walk of the event. Serde's reading finds at most
-    // empty texts there, which the watch ignores.
-    if api == Api::ChatCompletions && only_empty_content(payload) {
+    // No text key or type written out: no text, as serde's reading decides it too (the last
+    // events of a chat stream; most events of a Messages stream). In a chat event, also every
+    // text key written out holding `""` or `null` (the role event that opens every chat
+    // stream): serde's reading finds at most empty texts there, which the watch ignores. One
+    // search of the event for the key decides both.
+    let no_text = match api {
+        Api::ChatCompletions => only_empty_content(payload),
+        Api::Responses | Api::Messages => !crate::api::may_hold_text(api, payload),
+    };
+    if no_text {
         return Ok(());
     }
     // Checked whole, once: cheaper than a check of each string in it (serde refuses invalid
@@ -166,7 +167,8 @@ pub(crate) fn scan(api: Api, payload: &[u8], out: &mut Texts) -> Result<()> {
     Ok(())
 }
 
-/// Whether every `"content"` key written out in `payload` has the value `""` or `null`.
+/// Whether every `"content"` key written out in `payload` has the value `""` or `null`; so
+/// also when none is ([`crate::api::may_hold_text`] is `false` for a chat event).
 ///
 /// `"content"` followed by a colon is a key wherever it appears: inside a JSON string its
 /// quotes would be escaped. One followed by anything else is a value and says nothing. Any
