@@ -174,8 +174,15 @@ if command -v h2load >/dev/null; then
   H2=127.0.0.1:9105
   $BIN/portcullis serve --config "$tmp/h2.toml" --listen $H2 >"$tmp/h2.log" 2>&1 & pids+=($!); H2_PID=$!
   for _ in $(seq 100); do curl -sf "http://$H2/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+  H2_TARGETS="passthrough:$PASS:$PASS_PID portcullis:$H2:$H2_PID"
+  if [ -n "${AGAINST:-}" ]; then # the other build, the same way
+    AH2=127.0.0.1:9107
+    "$AGAINST" serve --config "$tmp/h2.toml" --listen $AH2 >"$tmp/ah2.log" 2>&1 & pids+=($!); AH2_PID=$!
+    for _ in $(seq 100); do curl -sf "http://$AH2/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+    H2_TARGETS="$H2_TARGETS portcullis-against:$AH2:$AH2_PID"
+  fi
   printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello h2"}]}' >"$tmp/h2body.json"
-  for t in passthrough:$PASS:$PASS_PID portcullis:$H2:$H2_PID; do
+  for t in $H2_TARGETS; do
     IFS=: read -r name host port pid <<<"$t"
     c0=$(cpu "$pid")
     out=$(h2load -c "$CONN" -m 8 -t $THREADS -D "$DUR" -d "$tmp/h2body.json" \
@@ -217,7 +224,7 @@ if [ ${#H[@]} -gt 0 ]; then
   echo
   echo "| target | requests/s | requests | 2xx | CPU µs/req |"
   echo "| --- | ---: | ---: | ---: | ---: |"
-  for t in passthrough portcullis; do
+  for t in passthrough portcullis ${AH2:+portcullis-against}; do
     read -r rps n ok us <<<"${H[$t]}"
     echo "| $t | $rps | $n | $ok | $us |"
   done
@@ -245,4 +252,9 @@ if [ ${#H[@]} -gt 0 ]; then
   read -r grps _ _ gus <<<"${H[portcullis]}"
   awk -v a="$grps" -v b="$prps" -v e="$gus" -v f="$pus" \
     'BEGIN { printf "http/2: portcullis/passthrough requests/s = %.2fx, CPU/request = %.2fx\n", a/b, e/f }'
+  if [ -n "${AH2:-}" ]; then
+    read -r arps _ _ aus <<<"${H[portcullis-against]}"
+    awk -v a="$arps" -v b="$prps" -v e="$aus" -v f="$pus" \
+      'BEGIN { printf "http/2: against/passthrough requests/s = %.2fx, CPU/request = %.2fx\n", a/b, e/f }'
+  fi
 fi
