@@ -15,14 +15,15 @@
 # cold code (errors, config, admin) out of its way. Measured in the README (Benchmarks, PGO).
 #
 # The training traffic is the benchmark's own shape and more: JSON and streamed chat
-# completions (wrk, each request its own prompt), HTTP/2 (h2load), Anthropic messages,
+# completions (wrk, each request its own prompt), HTTP/2 (h2load), an agent's 30 KB
+# conversation (benches/agent_body.py), Anthropic messages,
 # Responses, embeddings, count_tokens, model lists; against every layer on and every layer off.
 # A profile from other traffic still builds (LLVM ignores what it cannot match); it only
 # helps less.
 #
 # Needs llvm-profdata of rustc's own LLVM major version (rustc -vV; `apt-get install -y
 # llvm-22` for rustc 1.95's LLVM 22, or `rustup component add llvm-tools`), wrk and h2load
-# (apt-get install -y wrk nghttp2-client).
+# (apt-get install -y wrk nghttp2-client), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -73,9 +74,13 @@ LUA
   h2() { # path body [h2load options...]
     local path=$1 body=$2; shift 2
     printf '%s' "$body" >"$tmp/body.json"
-    h2load "$@" -d "$tmp/body.json" -H 'content-type: application/json' \
+    local out
+    out=$(h2load "$@" -d "$tmp/body.json" -H 'content-type: application/json' \
       -H 'authorization: Bearer sk-train' -H 'x-api-key: sk-train' \
-      -H 'anthropic-version: 2023-06-01' "http://$GW$path" >/dev/null
+      -H 'anthropic-version: 2023-06-01' "http://$GW$path" 2>&1)
+    # Training on error answers would lay the binary out for errors: say so.
+    awk -v p="$path" '/^requests:/ {n = $2} /^status codes:/ {ok = $3}
+      END { if (ok != n) printf "warning: %s: %s of %s answers were 2xx\n", p, ok, n > "/dev/stderr" }' <<<"$out"
   }
   train() { # config
     sed -e "s#@MOCK@#http://$MOCK#" -e "s#@AUDIT@#$tmp/audit.jsonl#" "$1" >"$tmp/gw.toml"
@@ -88,6 +93,8 @@ LUA
     STREAM=true wrk -t2 -c16 -d6s -s "$tmp/chat.lua" "http://$GW" >/dev/null
     h2 /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello h2"}]}' \
       -c 8 -m 8 -n 20000
+    # An agent's long conversation (tool calls, escapes), as coding agents send it.
+    h2 /v1/chat/completions "$(python3 benches/agent_body.py 30000)" --h1 -c 4 -n 2000
     h2 /v1/messages '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}' \
       --h1 -c 4 -n 5000
     h2 /v1/messages '{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}' \
