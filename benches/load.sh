@@ -64,33 +64,10 @@ if [ -n "${AGAINST:-}" ]; then
   "$AGAINST" serve --config "$tmp/against.toml" --listen $AGW >"$tmp/against.log" 2>&1 & pids+=($!); AGW_PID=$!
   TARGETS="$TARGETS portcullis-against"
 fi
-for a in $MOCK $PASS $GW $BARE ${AGW:-}; do
-  for _ in $(seq 100); do curl -sf "http://$a/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
-done
+# Wait (up to 10 s) until a server at this address answers.
+wait_up() { for _ in $(seq 100); do curl -sf "http://$1/v1/models" >/dev/null 2>&1 && return; sleep 0.1; done; }
+for a in $MOCK $PASS $GW $BARE ${AGW:-}; do wait_up "$a"; done
 
-cat >"$tmp/chat.lua" <<'LUA'
--- Every request has its own prompt (thread id + counter), so dedup never coalesces them;
--- with KEYS=distinct every request also has its own Authorization (its own rate-limit key).
-local n = 0
-function setup(thread) n = n + 1; thread:set("tid", n) end
-local counter = 0
-local distinct = os.getenv("KEYS") == "distinct"
-function request()
-  counter = counter + 1
-  local body = '{"model":"gpt-4o-mini","stream":' .. os.getenv("STREAM") ..
-    ',"messages":[{"role":"user","content":"hello ' .. tostring(tid) .. '-' .. counter .. '"}]}'
-  local auth = "Bearer sk-bench"
-  if distinct then auth = auth .. "-" .. tostring(tid) .. "-" .. counter end
-  return wrk.format("POST", "/v1/chat/completions",
-    {["Content-Type"] = "application/json", ["Authorization"] = auth}, body)
-end
-function done(summary, latency, requests)
-  local errs = summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.timeout + summary.errors.status
-  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, errs, summary.requests))
-end
-LUA
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # User + system CPU time of a process, in clock ticks.
@@ -108,7 +85,7 @@ if [ $MODE = soak ]; then
   # wrk has no request count: run it in 5 s slices until enough requests were sent.
   sent=0
   while [ "$sent" -lt "$SOAK_N" ]; do
-    out=$(KEYS=distinct STREAM=false wrk -t$THREADS -c$CONN -d5s -s "$tmp/chat.lua" "http://$GW" | grep '^RESULT')
+    out=$(KEYS=distinct STREAM=false wrk -t$THREADS -c$CONN -d5s -s benches/chat.lua "http://$GW" | grep '^RESULT')
     read -r _ _ _ _ errs reqs <<<"$out"
     sent=$((sent + reqs))
     echo "| $sent | $(rss $GW_PID) |$([ "$errs" != 0 ] && echo " $errs errors |")"
@@ -141,7 +118,7 @@ declare -A R
 run() { # name addr pid stream
   local out c0 c1
   c0=$(cpu "$3")
-  out=$(STREAM=$4 wrk -t$THREADS -c$CONN -d"${DUR}s" -s "$tmp/chat.lua" "http://$2" | grep '^RESULT')
+  out=$(STREAM=$4 wrk -t$THREADS -c$CONN -d"${DUR}s" -s benches/chat.lua "http://$2" | grep '^RESULT')
   c1=$(cpu "$3")
   read -r _ rps p50 p99 errs reqs <<<"$out"
   local us
@@ -173,12 +150,12 @@ if command -v h2load >/dev/null; then
     "$tmp/gw.toml" >"$tmp/h2.toml"
   H2=127.0.0.1:9105
   $BIN/portcullis serve --config "$tmp/h2.toml" --listen $H2 >"$tmp/h2.log" 2>&1 & pids+=($!); H2_PID=$!
-  for _ in $(seq 100); do curl -sf "http://$H2/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_up "$H2"
   H2_TARGETS="passthrough:$PASS:$PASS_PID portcullis:$H2:$H2_PID"
   if [ -n "${AGAINST:-}" ]; then # the other build, the same way
     AH2=127.0.0.1:9107
     "$AGAINST" serve --config "$tmp/h2.toml" --listen $AH2 >"$tmp/ah2.log" 2>&1 & pids+=($!); AH2_PID=$!
-    for _ in $(seq 100); do curl -sf "http://$AH2/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+    wait_up "$AH2"
     H2_TARGETS="$H2_TARGETS portcullis-against:$AH2:$AH2_PID"
   fi
   printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello h2"}]}' >"$tmp/h2body.json"

@@ -60,18 +60,6 @@ if [ -z "${NO_BUILD:-}" ]; then
   cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
   trap cleanup EXIT
   target/release/examples/mock_upstream --listen $MOCK >"$tmp/mock.log" 2>&1 & pids+=($!)
-  cat >"$tmp/chat.lua" <<'LUA'
-local n = 0
-function setup(thread) n = n + 1; thread:set("tid", n) end
-local counter = 0
-function request()
-  counter = counter + 1
-  local body = '{"model":"gpt-4o-mini","stream":' .. os.getenv("STREAM") ..
-    ',"messages":[{"role":"user","content":"hello ' .. tostring(tid) .. '-' .. counter .. '"}]}'
-  return wrk.format("POST", "/v1/chat/completions",
-    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer sk-train"}, body)
-end
-LUA
   h2() { # path body [h2load options...]
     local path=$1 body=$2; shift 2
     printf '%s' "$body" >"$tmp/body.json"
@@ -90,8 +78,8 @@ LUA
     local gw=$!
     pids+=("$gw")
     for _ in $(seq 100); do curl -sf "http://$GW/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
-    STREAM=false wrk -t2 -c16 -d8s -s "$tmp/chat.lua" "http://$GW" >/dev/null
-    STREAM=true wrk -t2 -c16 -d6s -s "$tmp/chat.lua" "http://$GW" >/dev/null
+    STREAM=false wrk -t2 -c16 -d8s -s benches/chat.lua "http://$GW" >/dev/null
+    STREAM=true wrk -t2 -c16 -d6s -s benches/chat.lua "http://$GW" >/dev/null
     h2 /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello h2"}]}' \
       -c 8 -m 8 -n 20000
     # An agent's long conversation (tool calls, escapes), as coding agents send it.
