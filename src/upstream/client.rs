@@ -22,6 +22,9 @@ use hyper_util::{
 use tower::{BoxError, Service};
 use tracing::Instrument;
 
+use futures_util::{future::Either, TryFutureExt};
+
+use super::pool::{Pool, PooledBody};
 use crate::telemetry::client::{Attempt, AttemptError, AttemptMetrics};
 
 /// The upstream did not send response headers within its `timeout`.
@@ -85,6 +88,10 @@ struct Shared {
     /// One pool per serving thread: its connections' tasks run on that thread, so a request
     /// and the upstream connection it uses never wake another thread.
     per_thread: Box<[HyperClient]>,
+    /// The same for requests to the upstream's own origin, without hyper-util's keyed pool
+    /// ([`super::pool`]): the shared one, then one per serving thread.
+    origin_pool: Arc<Pool>,
+    origin_per_thread: Box<[Arc<Pool>]>,
     name: Arc<str>,
     /// Its attempts' duration histograms, by outcome.
     attempt_metrics: AttemptMetrics,
@@ -150,9 +157,15 @@ impl UpstreamClient {
         let per_thread = (0..opts.threads)
             .map(|_| builder.build(https.clone()))
             .collect();
+        let origin_pool = Arc::new(Pool::new(https.clone()));
+        let origin_per_thread = (0..opts.threads)
+            .map(|_| Arc::new(Pool::new(https.clone())))
+            .collect();
         Ok(Self(Arc::new(Shared {
             inner,
             per_thread,
+            origin_pool,
+            origin_per_thread,
             name: opts.name.as_str().into(),
             attempt_metrics: AttemptMetrics::new(opts.name.as_str().into()),
             timeout: opts.timeout,
@@ -168,6 +181,13 @@ impl UpstreamClient {
         crate::workers::current()
             .and_then(|i| self.0.per_thread.get(i))
             .unwrap_or(&self.0.inner)
+    }
+
+    /// The origin pool of the serving thread this runs on, or the shared one off them.
+    fn origin_pool(&self) -> &Arc<Pool> {
+        crate::workers::current()
+            .and_then(|i| self.0.origin_per_thread.get(i))
+            .unwrap_or(&self.0.origin_pool)
     }
 
     /// The upstream's name.
@@ -238,7 +258,7 @@ impl UpstreamClient {
 }
 
 /// An error and its causes on one line (hyper's own Display is terse).
-fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -264,7 +284,16 @@ impl Service<Request<Body>> for UpstreamClient {
         // upstream request; the span stays open until the response body ends.
         let attempt = Attempt::start(&self.0.attempt_metrics, &mut req);
         let span = attempt.span().clone();
-        let fut = self.pool().request(req);
+        let pool = self.origin_pool();
+        let fut = match pool.serves(req.uri()) {
+            true => Either::Left(pool.clone().send(req).err_into::<BoxError>()),
+            false => Either::Right(
+                self.pool()
+                    .request(req)
+                    .map_ok(|r| r.map(PooledBody::plain))
+                    .err_into::<BoxError>(),
+            ),
+        };
         let name = self.0.name.clone();
         let timeout = self.0.timeout;
         let first_byte = self.0.first_byte_timeout;
@@ -424,19 +453,13 @@ where
     }
 }
 
-fn connect_error(name: &str, e: hyper_util::client::legacy::Error) -> UpstreamConnectError {
-    // hyper-util's Display is terse ("client error (Connect)"): include the root cause.
-    let mut message = e.to_string();
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = src {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        src = s.source();
-    }
+fn connect_error(name: &str, e: BoxError) -> UpstreamConnectError {
+    // hyper's and hyper-util's Display are terse ("client error (Connect)"): include the
+    // root cause.
     UpstreamConnectError {
         upstream: name.to_string(),
-        message,
-        source: Some(Box::new(e)),
+        message: chain_message(&*e),
+        source: Some(e),
     }
 }
 

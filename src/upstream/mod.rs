@@ -6,6 +6,7 @@ pub mod client;
 pub mod health;
 pub mod keys;
 pub mod passthrough;
+pub mod pool;
 pub mod prepare;
 pub mod router;
 pub mod stream_end;

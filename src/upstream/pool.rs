@@ -1,0 +1,574 @@
+//! The connections of one upstream on one serving thread: HTTP/1.1 connections kept idle on a
+//! stack (the last one back is the first out: warm, least likely to have been closed), one
+//! HTTP/2 connection shared by every request; ALPN decides which a connection is. The
+//! connection tasks run where they were made (the serving thread).
+//!
+//! Why not hyper-util's `Client` pool alone: it keys its pool by scheme and authority, hashed
+//! (SipHash, byte by byte) three times per request, and takes and gives back every connection
+//! through that map and its locks: 5.2k of the gateway's 140k instructions per JSON request
+//! (callgrind), the pass-through's too. An upstream's pool on one thread has one origin and
+//! needs no key: a take and a give-back are a lock nobody else holds and a `Vec` push or pop.
+//! Requests for any other origin (a library user's own URIs through
+//! [`super::UpstreamClient`]) keep going through hyper-util's client.
+//!
+//! What it keeps of hyper-util's behavior: a request that a reused connection closed before
+//! it started is sent again on another connection (the upstream's keep-alive ended while the
+//! connection sat idle: the request was never seen, so this is safe for any method); a fresh
+//! HTTP/1.1 connection is used only once it is ready; an HTTP/1.1 request gets the origin form
+//! and a `Host` header; idle connections are dropped after [`IDLE_TIMEOUT`] and beyond
+//! [`MAX_IDLE`]. What it leaves: there is no timer, so an idle connection past its time is
+//! dropped at the thread's next request to that upstream (or closed by the upstream first);
+//! and concurrent first requests to an HTTP/2 upstream each open a connection (the first to
+//! finish is kept, the others end with their requests).
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{
+    header,
+    uri::{Authority, Scheme},
+    HeaderValue, Request, Response, Uri, Version,
+};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::connect::{Connection, HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use tower::{BoxError, ServiceExt};
+
+/// Idle HTTP/1.1 connections kept per upstream and thread (as hyper-util's
+/// `pool_max_idle_per_host` was set).
+pub const MAX_IDLE: usize = 256;
+
+/// How long an HTTP/1.1 connection may sit idle before it is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One upstream's connections on one serving thread (or off them: one shared pool).
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// The scheme and authority of the first request: the pool's only origin.
+    origin: OnceLock<(Scheme, Authority)>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Pool")
+            .field("idle", &state.idle.len())
+            .field("h2", &state.h2.is_some())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Idle>,
+    h2: Option<http2::SendRequest<Body>>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// A connection to send one request on.
+enum Tx {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// TCP or TLS connect, or the HTTP handshake, failed.
+    #[error("could not connect")]
+    Connect(#[source] BoxError),
+    /// The connection failed while the request was sent or its answer awaited.
+    #[error("the connection failed")]
+    Send(#[source] hyper::Error),
+}
+
+impl Pool {
+    /// An empty pool connecting with `connector`.
+    pub fn new(connector: HttpsConnector<HttpConnector>) -> Self {
+        Self {
+            connector,
+            origin: OnceLock::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Whether `uri` (absolute) is this pool's origin: the first request's scheme and
+    /// authority, which it takes on. `false`: send it another way.
+    pub fn serves(&self, uri: &Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return false;
+        };
+        let (s, a) = self
+            .origin
+            .get_or_init(|| (scheme.clone(), authority.clone()));
+        // An upstream's URIs share its authority's bytes: the same pointer is the same
+        // origin without comparing the text.
+        s == scheme && (std::ptr::eq(a.as_str(), authority.as_str()) || a == authority)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while the lock was held leaves a list of connections, still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection ready for a request, if one is open.
+    fn checkout(&self) -> Option<Tx> {
+        let mut state = self.lock();
+        if let Some(h2) = &state.h2 {
+            // HTTP/2 queues streams beyond the upstream's concurrency itself: only a closed
+            // connection is no use.
+            if !h2.is_closed() {
+                return Some(Tx::H2(h2.clone()));
+            }
+            state.h2 = None;
+        }
+        let now = Instant::now();
+        // From the top: the most recently used first. A connection still finishing its last
+        // answer (given back before it was ready) stays for later; closed and expired ones go.
+        let mut i = state.idle.len();
+        while i > 0 {
+            i -= 1;
+            let idle = &state.idle[i];
+            if idle.tx.is_closed() || now.duration_since(idle.since) >= IDLE_TIMEOUT {
+                state.idle.swap_remove(i);
+            } else if idle.tx.is_ready() {
+                return Some(Tx::H1(state.idle.swap_remove(i).tx));
+            }
+        }
+        None
+    }
+
+    /// Give an HTTP/1.1 connection back after its answer.
+    fn checkin(&self, tx: http1::SendRequest<Body>) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        // The bottom of the stack is the longest idle: drop it when full or expired.
+        if state.idle.len() >= MAX_IDLE
+            || state
+                .idle
+                .first()
+                .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+        {
+            state.idle.remove(0);
+        }
+        state.idle.push(Idle { tx, since: now });
+    }
+
+    /// Open a connection to `uri`'s origin: HTTP/2 when TLS negotiated it, else HTTP/1.1.
+    async fn connect(&self, uri: &Uri) -> Result<Tx, PoolError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let handshake = |e: hyper::Error| PoolError::Connect(Box::new(e));
+        if io.connected().is_negotiated_h2() {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            let mut state = self.lock();
+            // Another request may have opened one meanwhile: the first stays shared.
+            if state.h2.as_ref().is_none_or(|h| h.is_closed()) {
+                state.h2 = Some(tx.clone());
+            }
+            return Ok(Tx::H2(tx));
+        }
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
+            }
+        });
+        tx.ready().await.map_err(handshake)?;
+        Ok(Tx::H1(tx))
+    }
+
+    /// Send `req` (absolute URI, of this pool's origin: see [`Self::serves`]) on a pooled
+    /// connection or a new one.
+    pub async fn send(
+        self: Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        loop {
+            let (tx, reused) = match self.checkout() {
+                Some(tx) => (tx, true),
+                // Boxed: connecting (TLS, the HTTP/2 handshake) needs kilobytes of state that
+                // a request on a pooled connection would otherwise carry and copy too.
+                None => (Box::pin(self.connect(req.uri())).await?, false),
+            };
+            // The answer, or the error and (when it was never sent) the request back.
+            let failed = match tx {
+                Tx::H2(mut tx) => match tx.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp.map(PooledBody::plain)),
+                    Err(mut e) => (e.take_message(), e.into_error()),
+                },
+                Tx::H1(mut tx) => {
+                    let uri = req.uri().clone();
+                    into_origin_form(&mut req);
+                    match tx.try_send_request(req).await {
+                        // Back now when it is done (the answer came whole), else when the
+                        // body ends.
+                        Ok(resp) if tx.is_ready() => {
+                            self.checkin(tx);
+                            return Ok(resp.map(PooledBody::plain));
+                        }
+                        Ok(resp) => {
+                            let back = Some((tx, self.clone()));
+                            return Ok(resp.map(|inner| PooledBody { inner, back }));
+                        }
+                        Err(mut e) => {
+                            let unsent = e.take_message().map(|mut r| {
+                                *r.uri_mut() = uri;
+                                r
+                            });
+                            (unsent, e.into_error())
+                        }
+                    }
+                }
+            };
+            match failed {
+                // The connection closed before the request started (an upstream's keep-alive
+                // ended while it sat idle): another connection gets it.
+                (Some(unsent), _) if reused => req = unsent,
+                (_, e) => return Err(PoolError::Send(e)),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 to an origin server: the path and query only, the authority in `Host`.
+fn into_origin_form(req: &mut Request<Body>) {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    let origin = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    *req.uri_mut() = origin;
+    *req.version_mut() = Version::HTTP_11;
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream's response body; an HTTP/1.1 connection that was still busy when the head
+    /// came goes back to its pool when this ends or is dropped.
+    pub struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        back: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
+    }
+
+    impl PinnedDrop for PooledBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some((tx, pool)) = this.back.take() {
+                pool.checkin(tx);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("gives_back", &self.back.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    /// `inner`, with no connection to give back.
+    pub fn plain(inner: Incoming) -> Self {
+        Self { inner, back: None }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            if let Some((tx, pool)) = this.back.take() {
+                pool.checkin(tx);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How the test upstream answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// `ok`, whole, keeping the connection.
+        Whole,
+        /// `ok`, then closing the connection after each answer (keep-alive off).
+        Close,
+        /// Three frames 20 ms apart (the head comes before the body is done).
+        Streamed,
+    }
+
+    /// An HTTP/1.1 upstream on a free port: its URL and how many connections it accepted.
+    async fn upstream(answer: Answer) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let host = req.headers().get(header::HOST).cloned();
+                    let origin_form = req.uri().authority().is_none();
+                    let body = match answer {
+                        Answer::Streamed => {
+                            let frames = futures_util::stream::unfold(0, |i| async move {
+                                (i < 3).then_some(())?;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                Some((
+                                    Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                                        Bytes::from("ok"),
+                                    )),
+                                    i + 1,
+                                ))
+                            });
+                            BodyExt::boxed(StreamBody::new(frames))
+                        }
+                        _ => BodyExt::boxed(Full::new(Bytes::from_static(b"ok"))),
+                    };
+                    let mut resp = Response::new(body);
+                    // What the request looked like on the wire, for the tests to check.
+                    if let Some(h) = host {
+                        resp.headers_mut().insert("x-host", h);
+                    }
+                    resp.headers_mut().insert(
+                        "x-origin-form",
+                        HeaderValue::from_static(if origin_form { "yes" } else { "no" }),
+                    );
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!matches!(answer, Answer::Close))
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        (format!("http://{addr}"), accepted)
+    }
+
+    fn pool() -> Arc<Pool> {
+        super::super::client::install_crypto_provider();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        Arc::new(Pool::new(https))
+    }
+
+    /// GET `url` through `pool`, read the whole body: its text and the response headers.
+    async fn get(pool: &Arc<Pool>, url: &str) -> (String, http::HeaderMap) {
+        let req = Request::get(url).body(Body::empty()).expect("request");
+        assert!(pool.serves(req.uri()), "{url} is the pool's origin");
+        let resp = pool.clone().send(req).await.expect("answered");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (String::from_utf8_lossy(&bytes).into_owned(), parts.headers)
+    }
+
+    #[tokio::test]
+    async fn requests_one_after_another_share_one_connection() {
+        let (url, accepted) = upstream(Answer::Whole).await;
+        let pool = pool();
+        for _ in 0..5 {
+            let (text, headers) = get(&pool, &format!("{url}/v1/models?x=1")).await;
+            assert_eq!(text, "ok");
+            // HTTP/1.1 to an origin server: the origin form, the authority in Host.
+            assert_eq!(headers["x-origin-form"], "yes");
+            assert_eq!(headers["x-host"], url.trim_start_matches("http://"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_gives_its_connection_back_when_its_body_ends() {
+        let (url, accepted) = upstream(Answer::Streamed).await;
+        let pool = pool();
+        for _ in 0..3 {
+            assert_eq!(get(&pool, &url).await.0, "okokok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_does_not_lend_its_busy_connection() {
+        let (url, _) = upstream(Answer::Streamed).await;
+        let pool = pool();
+        let req = Request::get(&url).body(Body::empty()).expect("request");
+        assert!(pool.serves(req.uri()));
+        let resp = pool.clone().send(req).await.expect("answered");
+        let mut body = resp.into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "ok");
+        drop(body);
+        // The next requests get whole answers, on that connection once it is done or on
+        // another: never one still carrying the dropped answer's rest.
+        for _ in 0..3 {
+            assert_eq!(get(&pool, &url).await.0, "okokok");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (url, accepted) = upstream(Answer::Close).await;
+        let pool = pool();
+        for _ in 0..4 {
+            assert_eq!(get(&pool, &url).await.0, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_request_its_pooled_connection_never_started_is_sent_again() {
+        let (url, accepted) = upstream(Answer::Whole).await;
+        let pool = pool();
+        assert!(pool.serves(&url.parse().expect("uri")));
+        // A pooled connection whose task the test holds: ready for a request, then gone
+        // (the upstream closed it while idle) before it writes the one it was given.
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        let (tx, conn) = http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        let mut conn = Box::pin(conn);
+        assert!(futures_util::poll!(conn.as_mut()).is_pending());
+        assert!(tx.is_ready());
+        pool.checkin(tx);
+        let req = Request::get(format!("{url}/x"))
+            .body(Body::empty())
+            .expect("request");
+        let mut sent = Box::pin(pool.clone().send(req));
+        // The request is handed to the pooled connection, which ends before writing it.
+        assert!(futures_util::poll!(sent.as_mut()).is_pending());
+        drop(conn);
+        let resp = sent.await.expect("sent again on a new connection");
+        let (parts, body) = resp.into_parts();
+        assert_eq!(body.collect().await.expect("body").to_bytes(), "ok");
+        // The absolute URI again, made the origin form again on the new connection.
+        assert_eq!(parts.headers["x-origin-form"], "yes");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_connection_that_fails_is_an_error_not_a_loop() {
+        // An upstream that closes every connection as soon as it has read a request.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+            }
+        });
+        let pool = pool();
+        let req = Request::get(&url).body(Body::empty()).expect("request");
+        assert!(pool.serves(req.uri()));
+        let err = pool.send(req).await.expect_err("no answer");
+        assert!(matches!(err, PoolError::Send(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn another_origin_is_not_this_pools() {
+        let pool = pool();
+        let a: Uri = "http://127.0.0.1:1/x".parse().expect("uri");
+        let b: Uri = "http://127.0.0.1:2/x".parse().expect("uri");
+        let relative: Uri = "/x".parse().expect("uri");
+        assert!(!pool.serves(&relative));
+        assert!(pool.serves(&a));
+        assert!(pool.serves(&a));
+        assert!(!pool.serves(&b));
+        assert!(!pool.serves(&"https://127.0.0.1:1/x".parse().expect("uri")));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error_naming_the_cause() {
+        // A port nobody listens on: bind one, then free it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port");
+        let pool = pool();
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Body::empty())
+            .expect("request");
+        assert!(pool.serves(req.uri()));
+        let err = pool.send(req).await.expect_err("refused");
+        assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+        let message = super::super::client::chain_message(&err);
+        assert!(message.contains("refused"), "{message}");
+    }
+}
