@@ -287,12 +287,14 @@ impl Service<Request<Body>> for UpstreamClient {
         let pool = self.origin_pool();
         let fut = match pool.serves(req.uri()) {
             true => Either::Left(pool.clone().send(req).err_into::<BoxError>()),
-            false => Either::Right(
+            // Boxed: hyper-util's request future is 3 KB, which every request's future
+            // would carry (and copy) otherwise.
+            false => Either::Right(Box::pin(
                 self.pool()
                     .request(req)
                     .map_ok(|r| r.map(PooledBody::plain))
                     .err_into::<BoxError>(),
-            ),
+            )),
         };
         let name = self.0.name.clone();
         let timeout = self.0.timeout;

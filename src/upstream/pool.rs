@@ -452,6 +452,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_requests_open_no_more_connections_than_run_at_once() {
+        let (url, accepted) = upstream(Answer::Whole).await;
+        let pool = pool();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = pool.clone();
+                let url = url.clone();
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        assert_eq!(get(&pool, &url).await.0, "ok");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("requests ran");
+        }
+        let n = accepted.load(Ordering::SeqCst);
+        assert!(n <= 8, "{n} connections for 8 at a time");
+    }
+
+    #[tokio::test]
     async fn a_streamed_answer_gives_its_connection_back_when_its_body_ends() {
         let (url, accepted) = upstream(Answer::Streamed).await;
         let pool = pool();
