@@ -473,14 +473,20 @@ mod tests {
         assert!(n <= 8, "{n} connections for 8 at a time");
     }
 
+    /// Connections the upstream accepted for `n` requests one after another, each answered
+    /// `text`.
+    async fn connections_for(answer: Answer, n: usize, text: &str) -> usize {
+        let (url, accepted) = upstream(answer).await;
+        let pool = pool();
+        for _ in 0..n {
+            assert_eq!(get(&pool, &url).await.0, text);
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn a_streamed_answer_gives_its_connection_back_when_its_body_ends() {
-        let (url, accepted) = upstream(Answer::Streamed).await;
-        let pool = pool();
-        for _ in 0..3 {
-            assert_eq!(get(&pool, &url).await.0, "okokok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(connections_for(Answer::Streamed, 3, "okokok").await, 1);
     }
 
     #[tokio::test]
@@ -503,12 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
-        let (url, accepted) = upstream(Answer::Close).await;
-        let pool = pool();
-        for _ in 0..4 {
-            assert_eq!(get(&pool, &url).await.0, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(connections_for(Answer::Close, 4, "ok").await, 4);
     }
 
     #[tokio::test]
