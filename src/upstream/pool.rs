@@ -566,6 +566,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upstream_that_negotiates_http2_gets_one_shared_connection() {
+        let ck =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let mock = portcullis_mock::MockUpstream::start_tls(
+            &ck.cert.pem(),
+            &ck.signing_key.serialize_pem(),
+        )
+        .await
+        .expect("mock");
+        super::super::client::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).expect("root");
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let pool = Arc::new(Pool::new(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .build(),
+        ));
+        let url = format!("{}/v1/models", mock.url());
+        // Two at once, then one more: every one on the HTTP/2 connection kept.
+        let (a, b) = tokio::join!(get(&pool, &url), get(&pool, &url));
+        assert!(a.0.contains("data") && b.0.contains("data"), "{a:?}");
+        let kept = pool.lock().h2.clone().expect("an HTTP/2 connection kept");
+        assert!(get(&pool, &url).await.0.contains("data"));
+        assert_eq!(mock.request_count(), 3);
+        let state = pool.lock();
+        assert!(state.idle.is_empty(), "no HTTP/1.1 connection");
+        // The same connection: its sender still open, and the one in the pool.
+        assert!(!kept.is_closed());
+        assert!(state.h2.as_ref().is_some_and(|h| !h.is_closed()));
+    }
+
+    #[tokio::test]
     async fn another_origin_is_not_this_pools() {
         let pool = pool();
         let a: Uri = "http://127.0.0.1:1/x".parse().expect("uri");
