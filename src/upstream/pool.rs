@@ -17,13 +17,18 @@
 //! HTTP/1.1 connection is used only once it is ready; an HTTP/1.1 request gets the origin form
 //! and a `Host` header; idle connections are dropped after [`IDLE_TIMEOUT`] and beyond
 //! [`MAX_IDLE`]. What it leaves: there is no timer, so an idle connection past its time is
-//! dropped at the thread's next request to that upstream (or closed by the upstream first);
-//! and concurrent first requests to an HTTP/2 upstream each open a connection (the first to
-//! finish is kept, the others end with their requests).
+//! dropped at the thread's next request to that upstream (or closed by the upstream first).
+//! An upstream that negotiated HTTP/2 gets one connection: while one request opens it, the
+//! others wait for it (as hyper-util's pool does); only the very first requests, before any
+//! connection said which protocol it speaks, each open their own (the first HTTP/2 one is
+//! kept, the others end with their requests).
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -44,6 +49,7 @@ use hyper_util::{
     client::legacy::connect::{Connection, HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
+use tokio::sync::{futures::Notified, Notify};
 use tower::{BoxError, ServiceExt};
 
 /// Idle HTTP/1.1 connections kept per upstream and thread (as hyper-util's
@@ -59,6 +65,10 @@ pub struct Pool {
     /// The scheme and authority of the first request: the pool's only origin.
     origin: OnceLock<(Scheme, Authority)>,
     state: Mutex<State>,
+    /// Woken when a request opening the HTTP/2 connection is done (with or without one).
+    h2_opened: Notify,
+    /// Connections opened, for tests and `Debug`.
+    opened: AtomicUsize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -67,6 +77,7 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("idle", &state.idle.len())
             .field("h2", &state.h2.is_some())
+            .field("opened", &self.opened.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -75,6 +86,32 @@ impl std::fmt::Debug for Pool {
 struct State {
     idle: Vec<Idle>,
     h2: Option<http2::SendRequest<Body>>,
+    /// The last connection opened negotiated HTTP/2: a request finding none open opens one
+    /// while the others wait for it (as hyper-util's pool does), instead of each its own.
+    speaks_h2: bool,
+    /// A request is opening the HTTP/2 connection.
+    opening_h2: bool,
+}
+
+/// What a request does for a connection.
+enum Next {
+    /// Send on this one.
+    Use(Tx),
+    /// Open one (`true`: the HTTP/2 connection the others wait for).
+    Open(bool),
+    /// Wait for the request opening the HTTP/2 connection, then look again.
+    WaitForH2,
+}
+
+/// Held by the request opening the HTTP/2 connection: however it ends (opened, failed,
+/// or the request dropped), the waiting requests look again.
+struct OpeningH2<'a>(&'a Pool);
+
+impl Drop for OpeningH2<'_> {
+    fn drop(&mut self) {
+        self.0.lock().opening_h2 = false;
+        self.0.h2_opened.notify_waiters();
+    }
 }
 
 struct Idle {
@@ -106,6 +143,8 @@ impl Pool {
             connector,
             origin: OnceLock::new(),
             state: Mutex::new(State::default()),
+            h2_opened: Notify::new(),
+            opened: AtomicUsize::new(0),
         }
     }
 
@@ -128,16 +167,21 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection ready for a request, if one is open.
-    fn checkout(&self) -> Option<Tx> {
+    /// A connection ready for a request, or what to do instead. `waiter` is registered (so
+    /// that no wake-up is missed) when the answer is to wait.
+    fn checkout(&self, waiter: Pin<&mut Notified<'_>>) -> Next {
         let mut state = self.lock();
         if let Some(h2) = &state.h2 {
             // HTTP/2 queues streams beyond the upstream's concurrency itself: only a closed
             // connection is no use.
             if !h2.is_closed() {
-                return Some(Tx::H2(h2.clone()));
+                return Next::Use(Tx::H2(h2.clone()));
             }
             state.h2 = None;
+        }
+        if state.opening_h2 {
+            waiter.enable();
+            return Next::WaitForH2;
         }
         let now = Instant::now();
         // From the top: the most recently used first. A connection still finishing its last
@@ -147,12 +191,14 @@ impl Pool {
             i -= 1;
             let idle = &state.idle[i];
             if idle.tx.is_closed() || now.duration_since(idle.since) >= IDLE_TIMEOUT {
-                state.idle.swap_remove(i);
+                state.idle.remove(i);
             } else if idle.tx.is_ready() {
-                return Some(Tx::H1(state.idle.swap_remove(i).tx));
+                return Next::Use(Tx::H1(state.idle.remove(i).tx));
             }
         }
-        None
+        let h2 = state.speaks_h2;
+        state.opening_h2 = h2;
+        Next::Open(h2)
     }
 
     /// Give an HTTP/1.1 connection back after its answer.
@@ -182,6 +228,7 @@ impl Pool {
             .oneshot(uri.clone())
             .await
             .map_err(PoolError::Connect)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         let handshake = |e: hyper::Error| PoolError::Connect(Box::new(e));
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -195,12 +242,14 @@ impl Pool {
                 }
             });
             let mut state = self.lock();
+            state.speaks_h2 = true;
             // Another request may have opened one meanwhile: the first stays shared.
             if state.h2.as_ref().is_none_or(|h| h.is_closed()) {
                 state.h2 = Some(tx.clone());
             }
             return Ok(Tx::H2(tx));
         }
+        self.lock().speaks_h2 = false;
         let (mut tx, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -221,11 +270,20 @@ impl Pool {
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, PoolError> {
         loop {
-            let (tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
-                // Boxed: connecting (TLS, the HTTP/2 handshake) needs kilobytes of state that
-                // a request on a pooled connection would otherwise carry and copy too.
-                None => (Box::pin(self.connect(req.uri())).await?, false),
+            let waiter = self.h2_opened.notified();
+            let mut waiter = std::pin::pin!(waiter);
+            let (tx, reused) = match self.checkout(waiter.as_mut()) {
+                Next::Use(tx) => (tx, true),
+                Next::WaitForH2 => {
+                    waiter.await;
+                    continue;
+                }
+                Next::Open(h2) => {
+                    let _opening = h2.then(|| OpeningH2(&self));
+                    // Boxed: connecting (TLS, the HTTP/2 handshake) needs kilobytes of state
+                    // that a request on a pooled connection would otherwise carry and copy.
+                    (Box::pin(self.connect(req.uri())).await?, false)
+                }
             };
             // The answer, or the error and (when it was never sent) the request back.
             let failed = match tx {
@@ -565,8 +623,8 @@ mod tests {
         assert!(matches!(err, PoolError::Send(_)), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn an_upstream_that_negotiates_http2_gets_one_shared_connection() {
+    /// A TLS mock upstream offering HTTP/2 by ALPN, and a pool trusting its certificate.
+    async fn http2_upstream() -> (portcullis_mock::MockUpstream, Arc<Pool>) {
         let ck =
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         let mock = portcullis_mock::MockUpstream::start_tls(
@@ -589,6 +647,12 @@ mod tests {
                 .enable_http2()
                 .build(),
         ));
+        (mock, pool)
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_negotiates_http2_gets_one_shared_connection() {
+        let (mock, pool) = http2_upstream().await;
         let url = format!("{}/v1/models", mock.url());
         // Two at once, then one more: every one on the HTTP/2 connection kept.
         let (a, b) = tokio::join!(get(&pool, &url), get(&pool, &url));
@@ -601,6 +665,46 @@ mod tests {
         // The same connection: its sender still open, and the one in the pool.
         assert!(!kept.is_closed());
         assert!(state.h2.as_ref().is_some_and(|h| !h.is_closed()));
+    }
+
+    #[tokio::test]
+    async fn once_an_upstream_speaks_http2_one_request_opens_the_connection_for_all() {
+        let (mock, pool) = http2_upstream().await;
+        let url = format!("{}/v1/models", mock.url());
+        assert!(get(&pool, &url).await.0.contains("data"));
+        assert_eq!(pool.opened.load(Ordering::Relaxed), 1);
+        // The connection is gone (as after the upstream's GOAWAY): four requests at once
+        // open one new connection between them.
+        pool.lock().h2 = None;
+        let answers = futures_util::future::join_all((0..4).map(|_| get(&pool, &url))).await;
+        assert!(answers.iter().all(|(text, _)| text.contains("data")));
+        assert_eq!(pool.opened.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_for_an_http2_connection_that_fails_open_their_own() {
+        let (mock, pool) = http2_upstream().await;
+        let url = format!("{}/v1/models", mock.url());
+        assert!(get(&pool, &url).await.0.contains("data"));
+        pool.lock().h2 = None;
+        // The request opening the connection goes away before it is open (its client left):
+        // the others do not wait for it forever.
+        let req = Request::get(&url).body(Body::empty()).expect("request");
+        let mut opening = Box::pin(pool.clone().send(req));
+        assert!(futures_util::poll!(opening.as_mut()).is_pending());
+        assert!(pool.lock().opening_h2);
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            let url = url.clone();
+            async move { get(&pool, &url).await.0 }
+        });
+        tokio::task::yield_now().await;
+        drop(opening);
+        let text = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("not left waiting")
+            .expect("ran");
+        assert!(text.contains("data"));
     }
 
     #[tokio::test]
