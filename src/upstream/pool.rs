@@ -289,7 +289,12 @@ impl Pool {
             let failed = match tx {
                 Tx::H2(mut tx) => match tx.try_send_request(req).await {
                     Ok(resp) => return Ok(resp.map(PooledBody::plain)),
-                    Err(mut e) => (e.take_message(), e.into_error()),
+                    Err(mut e) => {
+                        // A connection that gave a request back is going away: the next
+                        // request (this one again, too) opens another instead of looping on it.
+                        self.lock().h2 = None;
+                        (e.take_message(), e.into_error())
+                    }
                 },
                 Tx::H1(mut tx) => {
                     let uri = req.uri().clone();
