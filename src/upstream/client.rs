@@ -1,5 +1,7 @@
-//! The hyper client every upstream call goes through: pooled, HTTP/1.1 and HTTP/2 by ALPN,
-//! rustls with webpki + native roots (+ an optional CA file), connect and request timeouts.
+//! The hyper client every upstream call goes through: pooled (the upstream's own origin by
+//! [`super::pool`], one pool per serving thread; any other origin by hyper-util's client),
+//! HTTP/1.1 and HTTP/2 by ALPN, rustls with webpki + native roots (+ an optional CA file),
+//! connect and request timeouts.
 //! WebSocket handshakes get a dedicated HTTP/1.1 connection each, with the same roots and
 //! timeouts ([`UpstreamClient::send_upgradable`]).
 
@@ -13,6 +15,7 @@ use std::{
 };
 
 use axum::body::Body;
+use futures_util::{future::Either, TryFutureExt};
 use http::{Request, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -21,8 +24,6 @@ use hyper_util::{
 };
 use tower::{BoxError, Service};
 use tracing::Instrument;
-
-use futures_util::{future::Either, TryFutureExt};
 
 use super::pool::{Pool, PooledBody};
 use crate::telemetry::client::{Attempt, AttemptError, AttemptMetrics};
