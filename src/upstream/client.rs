@@ -179,16 +179,12 @@ impl UpstreamClient {
 
     /// The pool of the serving thread this runs on, or the shared one off them.
     fn pool(&self) -> &HyperClient {
-        crate::workers::current()
-            .and_then(|i| self.0.per_thread.get(i))
-            .unwrap_or(&self.0.inner)
+        this_thread(&self.0.per_thread, &self.0.inner)
     }
 
     /// The origin pool of the serving thread this runs on, or the shared one off them.
     fn origin_pool(&self) -> &Arc<Pool> {
-        crate::workers::current()
-            .and_then(|i| self.0.origin_per_thread.get(i))
-            .unwrap_or(&self.0.origin_pool)
+        this_thread(&self.0.origin_per_thread, &self.0.origin_pool)
     }
 
     /// The upstream's name.
@@ -256,6 +252,13 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// The serving thread's own of `per_thread`, or `shared` off the serving threads.
+fn this_thread<'a, T>(per_thread: &'a [T], shared: &'a T) -> &'a T {
+    crate::workers::current()
+        .and_then(|i| per_thread.get(i))
+        .unwrap_or(shared)
 }
 
 /// An error and its causes on one line (hyper's own Display is terse).

@@ -297,7 +297,6 @@ impl Pool {
                     }
                 },
                 Tx::H1(mut tx) => {
-                    let uri = req.uri().clone();
                     into_origin_form(&mut req);
                     match tx.try_send_request(req).await {
                         // Back now when it is done (the answer came whole), else when the
@@ -312,7 +311,7 @@ impl Pool {
                         }
                         Err(mut e) => {
                             let unsent = e.take_message().map(|mut r| {
-                                *r.uri_mut() = uri;
+                                *r.uri_mut() = self.absolute(r.uri());
                                 r
                             });
                             (unsent, e.into_error())
@@ -327,6 +326,21 @@ impl Pool {
                 (_, e) => return Err(PoolError::Send(e)),
             }
         }
+    }
+}
+
+impl Pool {
+    /// An origin-form URI (the path and query) on this pool's origin again: an unsent request
+    /// goes back to the loop as it came, and another connection may be HTTP/2. Made only then,
+    /// so the request that goes through keeps no copy of its absolute URI.
+    fn absolute(&self, origin_form: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        if let Some((scheme, authority)) = self.origin.get() {
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+        }
+        parts.path_and_query = origin_form.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| origin_form.clone())
     }
 }
 
@@ -361,11 +375,15 @@ pin_project_lite::pin_project! {
 
     impl PinnedDrop for PooledBody {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some((tx, pool)) = this.back.take() {
-                pool.checkin(tx);
-            }
+            give_back(this.project().back);
         }
+    }
+}
+
+/// The busy connection a body holds, back to its pool (once: it is taken).
+fn give_back(back: &mut Option<(http1::SendRequest<Body>, Arc<Pool>)>) {
+    if let Some((tx, pool)) = back.take() {
+        pool.checkin(tx);
     }
 }
 
@@ -395,9 +413,7 @@ impl http_body::Body for PooledBody {
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
         if let Poll::Ready(None) = frame {
-            if let Some((tx, pool)) = this.back.take() {
-                pool.checkin(tx);
-            }
+            give_back(this.back);
         }
         frame
     }
@@ -415,7 +431,6 @@ impl http_body::Body for PooledBody {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// How the test upstream answers.
     #[derive(Clone, Copy)]
