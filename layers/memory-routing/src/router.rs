@@ -363,10 +363,12 @@ impl Group {
             }
             // `matches` yields set indices ascending, and set index k is `indices[k]`, which
             // ascends too: the first one is the lowest config index.
+            // Most values match no pattern: `is_match` says so without the overlapping
+            // search (and the allocation) `matches` makes.
             Matcher::Set(set) => set
-                .matches(hay)
-                .iter()
-                .next()
+                .is_match(hay)
+                .then(|| set.matches(hay).iter().next())
+                .flatten()
                 .map(|k| self.indices[k])
                 .filter(below),
             Matcher::Each => self
