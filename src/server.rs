@@ -256,9 +256,12 @@ async fn connection(
         portcullis_core::extensions::with_room(&mut parts.extensions);
         parts.extensions.insert(ConnectInfo(peer));
         let body = Body::new(Deadline {
-            inner: body,
+            inner: Some(body),
             sleep: tokio::time::sleep(body_timeout),
             limit: body_timeout,
+            ended: false,
+            // HTTP/2 drops an unread body with a reset of its own stream, not the connection.
+            linger: parts.version <= http::Version::HTTP_11,
         });
         live.handle(Request::from_parts(parts, body))
     });
@@ -377,12 +380,30 @@ async fn autosave_live(live: Live) {
 pin_project! {
     /// A request body that fails with [`BodyReadTimeout`] if it has not ended by its deadline
     /// (a trickled body holds a connection and its buffer no longer than that).
+    ///
+    /// Dropped unread (an answer before the whole body: a 413 for a body over the cap, a 401,
+    /// a 429), an HTTP/1.1 body is read on and dropped for a while ([`linger`]).
     struct Deadline {
-        #[pin]
-        inner: hyper::body::Incoming,
+        inner: Option<hyper::body::Incoming>,
         #[pin]
         sleep: Sleep,
         limit: Duration,
+        ended: bool,
+        linger: bool,
+    }
+
+    impl PinnedDrop for Deadline {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let Some(rest) = this.inner.take() else {
+                return;
+            };
+            if *this.linger && !*this.ended && !rest.is_end_stream() {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(linger(rest));
+                }
+            }
+        }
     }
 }
 
@@ -395,11 +416,18 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
+            // An error ends the body too: nothing more will come to read.
+            *this.ended = !matches!(frame, Some(Ok(_)));
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match this.sleep.poll(cx) {
             Poll::Ready(()) => {
+                // A client this slow is not waited for again.
+                *this.inner = None;
                 Poll::Ready(Some(Err(Box::new(BodyReadTimeout { limit: *this.limit }))))
             }
             Poll::Pending => Poll::Pending,
@@ -407,12 +435,43 @@ impl HttpBody for Deadline {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
+}
+
+/// How much of a request body left unread is read and dropped after the answer, at most.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// For how long, at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Read and drop the rest of a request body the answer did not need, for at most
+/// [`LINGER_TIME`] and [`LINGER_BYTES`]: a client still sending when the answer is written
+/// keeps its connection long enough to read it, where closing the connection with the body
+/// unread resets it under the client's next write and the answer is lost (nginx's
+/// `lingering_close`, for the same reason).
+async fn linger<B>(body: B)
+where
+    B: HttpBody + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut left = LINGER_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, bytes::Buf::remaining);
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    })
+    .await;
 }
 
 /// Raise the soft limit on open files to the hard limit (a gateway holds two sockets per
@@ -443,5 +502,56 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's upload, one frame at a time, and the sender that feeds it.
+    fn upload() -> (
+        tokio::sync::mpsc::Sender<Bytes>,
+        http_body_util::StreamBody<
+            impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>>,
+        >,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let data = rx.recv().await?;
+            Some((Ok(Frame::data(data)), rx))
+        });
+        (tx, http_body_util::StreamBody::new(Box::pin(frames)))
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_is_read_on_up_to_its_byte_bound() {
+        let (tx, body) = upload();
+        let lingering = tokio::spawn(linger(body));
+        let mib = Bytes::from(vec![b'x'; 1024 * 1024]);
+        // Read on, not cut off: every frame below the bound is taken.
+        for _ in 0..LINGER_BYTES / mib.len() - 1 {
+            tx.send(mib.clone()).await.expect("read on");
+        }
+        // The frame that reaches the bound is the last one read.
+        tx.send(mib.clone()).await.expect("read on");
+        // At once, not at the time bound.
+        tokio::time::timeout(LINGER_TIME / 4, lingering)
+            .await
+            .expect("ends at the byte bound")
+            .expect("linger ends");
+        assert!(tx.send(mib).await.is_err(), "no more read after the bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unread_body_is_read_on_up_to_its_time_bound() {
+        let (tx, body) = upload();
+        let lingering = tokio::spawn(linger(body));
+        tx.send(Bytes::from_static(b"more")).await.expect("read on");
+        tokio::time::advance(LINGER_TIME - Duration::from_millis(1)).await;
+        tx.send(Bytes::from_static(b"more")).await.expect("read on");
+        // Paused time moves on by itself once every task waits: the timeout fires.
+        lingering.await.expect("linger ends");
+        assert!(tx.send(Bytes::from_static(b"late")).await.is_err());
     }
 }

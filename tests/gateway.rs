@@ -685,3 +685,25 @@ async fn health_and_unknown_routes() {
     assert_eq!(ups[0]["circuit"], "closed");
     assert_eq!(ups[0]["cookies"], 0);
 }
+
+/// A client still uploading when the gateway answers early (a 413 for a body over the cap,
+/// declared or streamed) reads that answer: the rest of its body is read and dropped for a
+/// while, where closing the connection with it unread resets the connection under the
+/// client's next write and loses the answer.
+#[tokio::test]
+async fn an_upload_answered_early_gets_its_answer_not_a_reset() {
+    let (mock, gw) = setup("[server]\nmax_body_bytes = 1024").await;
+    for path in ["/v1/chat/completions", "/v1/files"] {
+        for _ in 0..3 {
+            let r = send(
+                Method::POST,
+                &gw.url(path),
+                vec![b'x'; 16 * 1024 * 1024],
+                &[("content-type", "application/json")],
+            )
+            .await;
+            assert_eq!(r.status, 413, "{path}");
+        }
+    }
+    assert_eq!(mock.request_count(), 0);
+}

@@ -193,35 +193,11 @@ pub async fn peek_json(req: Request<Body>, limit: usize) -> Result<Request<Body>
 
 /// A request body that ends with an error once it passes `left` bytes, and says so in
 /// `over`: the upstream sees a broken body, the client a 413. The rest of the client's body
-/// is then read and dropped for a while ([`linger`]).
+/// is then read and dropped for a while (by the server, when the body is dropped).
 struct Capped {
     inner: Option<Body>,
     left: usize,
     over: Arc<AtomicBool>,
-}
-
-/// How much of an over-limit body is read and dropped after the 413, at most.
-const LINGER_BYTES: usize = 8 * 1024 * 1024;
-/// For how long, at most.
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Read and drop the rest of a client's body that crossed the limit, for at most
-/// [`LINGER_TIME`] and [`LINGER_BYTES`]: a client still sending when the 413 is written keeps
-/// its connection long enough to read it, where closing it with the body unread resets the
-/// connection under the client's next write (nginx's `lingering_close`, for the same reason).
-async fn linger(mut body: Body) {
-    use http_body_util::BodyExt;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        let mut left = LINGER_BYTES;
-        while let Some(Ok(frame)) = body.frame().await {
-            let n = frame.data_ref().map_or(0, Bytes::len);
-            if n >= left {
-                return;
-            }
-            left -= n;
-        }
-    })
-    .await;
 }
 
 impl HttpBody for Capped {
@@ -241,9 +217,9 @@ impl HttpBody for Capped {
                 if let Some(data) = frame.data_ref() {
                     if data.len() > this.left {
                         this.over.store(true, Ordering::Release);
-                        if let Some(rest) = this.inner.take() {
-                            tokio::spawn(linger(rest));
-                        }
+                        // Dropped here: the server reads the rest on for a while, so the
+                        // client, still sending, reads its 413 (`server::Deadline`).
+                        this.inner = None;
                         return Poll::Ready(Some(Err(Box::new(CollectError::TooLarge {
                             limit: 0,
                         }))));
@@ -271,49 +247,5 @@ impl HttpBody for Capped {
 impl std::fmt::Debug for Capped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capped").field("left", &self.left).finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn a_body_over_the_limit_is_read_on_for_a_while_after_the_413() {
-        // A client's upload, one bounded frame at a time.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            let data = rx.recv().await?;
-            Some((Ok::<_, std::convert::Infallible>(Frame::data(data)), rx))
-        });
-        let over = Arc::new(AtomicBool::new(false));
-        let mut capped = Capped {
-            inner: Some(Body::new(http_body_util::StreamBody::new(frames))),
-            left: 10,
-            over: over.clone(),
-        };
-        tx.send(Bytes::from_static(b"12345")).await.expect("sent");
-        let first = capped
-            .frame()
-            .await
-            .expect("a frame")
-            .expect("under the limit");
-        assert_eq!(first.into_data().expect("data"), "12345");
-        tx.send(Bytes::from_static(b"1234567890"))
-            .await
-            .expect("sent");
-        assert!(capped.frame().await.expect("a frame").is_err());
-        assert!(over.load(Ordering::Acquire));
-        // The upstream request (and this body) is gone; the client, still sending, is read
-        // and dropped rather than cut off.
-        drop(capped);
-        for _ in 0..20 {
-            tokio::time::timeout(Duration::from_secs(5), tx.send(Bytes::from_static(b"more")))
-                .await
-                .expect("read on, not stalled")
-                .expect("read on, not refused");
-        }
     }
 }
