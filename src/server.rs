@@ -446,7 +446,7 @@ impl HttpBody for Deadline {
 }
 
 /// How much of a request body left unread is read and dropped after the answer, at most.
-const LINGER_BYTES: usize = 8 * 1024 * 1024;
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// For how long, at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 

@@ -1,7 +1,16 @@
 //! The connections of one upstream on one serving thread: HTTP/1.1 connections kept idle on a
 //! stack (the last one back is the first out: warm, least likely to have been closed), one
-//! HTTP/2 connection shared by every request; ALPN decides which a connection is. The
-//! connection tasks run where they were made (the serving thread).
+//! HTTP/2 connection shared by every request; ALPN decides which a connection is. An HTTP/2
+//! connection's task runs where it was made (the serving thread). An HTTP/1.1 connection has
+//! no task: the request using it drives it (writes the request, reads the answer) from its own
+//! task, and while it sits idle, each look at it (a request taking a connection) reads what
+//! came meanwhile (a close).
+//!
+//! Why no task for HTTP/1.1: with one, every chunk of an answer is a hand-over between two
+//! tasks (the connection's decodes it, the request's forwards it), and on a serving thread
+//! they take turns, so every chunk goes to the client in a write of its own. Driven from the
+//! request's task, the chunks that arrived together are read together and leave in one write,
+//! and a request wakes one task instead of two.
 //!
 //! Why not hyper-util's `Client` pool alone: it keys its pool by scheme and authority, hashed
 //! (SipHash, byte by byte) three times per request, and takes and gives back every connection
@@ -24,6 +33,7 @@
 //! kept, the others end with their requests).
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -115,13 +125,49 @@ impl Drop for OpeningH2<'_> {
 }
 
 struct Idle {
-    tx: http1::SendRequest<Body>,
+    h1: H1,
     since: Instant,
+}
+
+/// What the connector gives: TCP, with or without TLS.
+type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
+/// An HTTP/1.1 connection: its sender and the connection itself, which has no task of its
+/// own and is driven by whoever uses it (see the module's doc).
+struct H1 {
+    tx: http1::SendRequest<Body>,
+    /// `None` once it ended. Boxed: the connection's state is kilobytes, and a pooled
+    /// connection moves in and out of the idle stack and into a request's body.
+    conn: Option<Box<http1::Connection<Io, Body>>>,
+}
+
+impl H1 {
+    /// Let the connection do what it can now (write, read, close), waking `cx` when it can
+    /// do more. `true`: it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return true;
+        };
+        let Poll::Ready(ended) = Pin::new(&mut **conn).poll(cx) else {
+            return false;
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
+        }
+        self.conn = None;
+        true
+    }
+
+    /// Whether the connection is still open, after reading what came while nobody drove it
+    /// (an upstream's close): driven without a waker, as nobody waits on it.
+    fn alive(&mut self) -> bool {
+        !self.drive(&mut Context::from_waker(std::task::Waker::noop())) && !self.tx.is_closed()
+    }
 }
 
 /// A connection to send one request on.
 enum Tx {
-    H1(http1::SendRequest<Body>),
+    H1(H1),
     H2(http2::SendRequest<Body>),
 }
 
@@ -189,11 +235,19 @@ impl Pool {
         let mut i = state.idle.len();
         while i > 0 {
             i -= 1;
-            let idle = &state.idle[i];
-            if idle.tx.is_closed() || now.duration_since(idle.since) >= IDLE_TIMEOUT {
+            let h1 = &mut state.idle[i].h1;
+            // Most are ready as they came back, and are not driven here: one the upstream
+            // closed meanwhile ends as soon as it is driven, giving the request back, which
+            // goes to another (see `send`). One still finishing its last answer is driven
+            // on, and stays for later if it is not done yet.
+            let ready = h1.tx.is_ready() || (h1.alive() && h1.tx.is_ready());
+            if now.duration_since(state.idle[i].since) >= IDLE_TIMEOUT
+                || state.idle[i].h1.conn.is_none()
+                || state.idle[i].h1.tx.is_closed()
+            {
                 state.idle.remove(i);
-            } else if idle.tx.is_ready() {
-                return Next::Use(Tx::H1(state.idle.remove(i).tx));
+            } else if ready {
+                return Next::Use(Tx::H1(state.idle.remove(i).h1));
             }
         }
         let h2 = state.speaks_h2;
@@ -201,9 +255,10 @@ impl Pool {
         Next::Open(h2)
     }
 
-    /// Give an HTTP/1.1 connection back after its answer.
-    fn checkin(&self, tx: http1::SendRequest<Body>) {
-        if tx.is_closed() {
+    /// Give an HTTP/1.1 connection back after its answer (which drove it to its end: no need
+    /// to drive it again to see whether it is still open).
+    fn checkin(&self, h1: H1) {
+        if h1.conn.is_none() || h1.tx.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -217,7 +272,7 @@ impl Pool {
         {
             state.idle.remove(0);
         }
-        state.idle.push(Idle { tx, since: now });
+        state.idle.push(Idle { h1, since: now });
     }
 
     /// Open a connection to `uri`'s origin: HTTP/2 when TLS negotiated it, else HTTP/1.1.
@@ -250,29 +305,47 @@ impl Pool {
             return Ok(Tx::H2(tx));
         }
         self.lock().speaks_h2 = false;
-        let (mut tx, conn) = http1::Builder::new()
+        let (tx, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
-            }
-        });
-        tx.ready().await.map_err(handshake)?;
-        Ok(Tx::H1(tx))
+        let mut h1 = H1 {
+            tx,
+            conn: Some(Box::new(conn)),
+        };
+        // Ready once the connection has been driven (and an error once it ended).
+        std::future::poll_fn(|cx| {
+            h1.drive(cx);
+            h1.tx.poll_ready(cx)
+        })
+        .await
+        .map_err(handshake)?;
+        Ok(Tx::H1(h1))
     }
 
     /// Send `req` (absolute URI, of this pool's origin: see [`Self::serves`]) on a pooled
     /// connection or a new one.
     pub async fn send(
         self: Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        self.send_first_on(None, req).await
+    }
+
+    /// [`Self::send`], trying `first` (a pooled connection) before any other.
+    async fn send_first_on(
+        self: Arc<Self>,
+        mut first: Option<Tx>,
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let waiter = self.h2_opened.notified();
             let mut waiter = std::pin::pin!(waiter);
-            let (tx, reused) = match self.checkout(waiter.as_mut()) {
+            let next = match first.take() {
+                Some(tx) => Next::Use(tx),
+                None => self.checkout(waiter.as_mut()),
+            };
+            let (tx, reused) = match next {
                 Next::Use(tx) => (tx, true),
                 Next::WaitForH2 => {
                     waiter.await;
@@ -296,17 +369,23 @@ impl Pool {
                         (e.take_message(), e.into_error())
                     }
                 },
-                Tx::H1(mut tx) => {
+                Tx::H1(mut h1) => {
                     into_origin_form(&mut req);
-                    match tx.try_send_request(req).await {
-                        // Back now when it is done (the answer came whole), else when the
-                        // body ends.
-                        Ok(resp) if tx.is_ready() => {
-                            self.checkin(tx);
-                            return Ok(resp.map(PooledBody::plain));
+                    let sending = h1.tx.try_send_request(req);
+                    let mut sending = std::pin::pin!(sending);
+                    // The connection writes the request and reads the answer's head here.
+                    let sent = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(sent) = sending.as_mut().poll(cx) {
+                            return Poll::Ready(sent);
                         }
+                        h1.drive(cx);
+                        sending.as_mut().poll(cx)
+                    })
+                    .await;
+                    match sent {
+                        // The body drives the connection on, and gives it back at its end.
                         Ok(resp) => {
-                            let back = Some((tx, self.clone()));
+                            let back = Some((h1, self.clone()));
                             return Ok(resp.map(|inner| PooledBody { inner, back }));
                         }
                         Err(mut e) => {
@@ -365,25 +444,29 @@ fn into_origin_form(req: &mut Request<Body>) {
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream's response body; an HTTP/1.1 connection that was still busy when the head
-    /// came goes back to its pool when this ends or is dropped.
+    /// An upstream's response body. Over HTTP/1.1 it drives its connection as it is read,
+    /// and gives the connection back to its pool when it ends (or is dropped at its end); a
+    /// body dropped before its end closes the connection, which still carries the rest.
     pub struct PooledBody {
         #[pin]
         inner: Incoming,
-        back: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
+        back: Option<(H1, Arc<Pool>)>,
     }
 
     impl PinnedDrop for PooledBody {
         fn drop(this: Pin<&mut Self>) {
-            give_back(this.project().back);
+            let this = this.project();
+            if http_body::Body::is_end_stream(&*this.inner) {
+                give_back(this.back);
+            }
         }
     }
 }
 
-/// The busy connection a body holds, back to its pool (once: it is taken).
-fn give_back(back: &mut Option<(http1::SendRequest<Body>, Arc<Pool>)>) {
-    if let Some((tx, pool)) = back.take() {
-        pool.checkin(tx);
+/// The connection a body holds, back to its pool (once: it is taken).
+fn give_back(back: &mut Option<(H1, Arc<Pool>)>) {
+    if let Some((h1, pool)) = back.take() {
+        pool.checkin(h1);
     }
 }
 
@@ -410,8 +493,16 @@ impl http_body::Body for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let mut frame = this.inner.as_mut().poll_frame(cx);
+        if frame.is_pending() {
+            // Nothing read yet: the connection reads on (here, in this task), and what it
+            // read is looked for again.
+            if let Some((h1, _)) = this.back.as_mut() {
+                h1.drive(cx);
+                frame = this.inner.poll_frame(cx);
+            }
+        }
         if let Poll::Ready(None) = frame {
             give_back(this.back);
         }
@@ -441,6 +532,8 @@ mod tests {
         Close,
         /// Three frames 20 ms apart (the head comes before the body is done).
         Streamed,
+        /// Three chunks (`a`, `b`, `c`) in one write, with the head.
+        Chunked,
     }
 
     /// An HTTP/1.1 upstream on a free port: its URL and how many connections it accepted.
@@ -471,6 +564,13 @@ mod tests {
                             });
                             BodyExt::boxed(StreamBody::new(frames))
                         }
+                        Answer::Chunked => BodyExt::boxed(StreamBody::new(
+                            futures_util::stream::iter(["a", "b", "c"].map(|c| {
+                                Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                                    Bytes::from(c),
+                                ))
+                            })),
+                        )),
                         _ => BodyExt::boxed(Full::new(Bytes::from_static(b"ok"))),
                     };
                     let mut resp = Response::new(body);
@@ -595,31 +695,94 @@ mod tests {
         let (url, accepted) = upstream(Answer::Whole).await;
         let pool = pool();
         assert!(pool.serves(&url.parse().expect("uri")));
-        // A pooled connection whose task the test holds: ready for a request, then gone
-        // (the upstream closed it while idle) before it writes the one it was given.
+        // A pooled connection, ready for a request, that ends before it writes the one it
+        // is given (the upstream closed it while it sat idle, and nobody had read that yet).
         let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
             .await
             .expect("connect");
-        let (tx, conn) = http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-        let mut conn = Box::pin(conn);
-        assert!(futures_util::poll!(conn.as_mut()).is_pending());
-        assert!(tx.is_ready());
-        pool.checkin(tx);
+        let io = hyper_rustls::MaybeHttpsStream::Http(hyper_util::rt::TokioIo::new(tcp));
+        let (tx, conn) = http1::handshake::<_, Body>(io).await.expect("handshake");
+        let mut h1 = H1 {
+            tx,
+            conn: Some(Box::new(conn)),
+        };
+        std::future::poll_fn(|cx| {
+            h1.drive(cx);
+            h1.tx.poll_ready(cx)
+        })
+        .await
+        .expect("ready");
+        h1.conn = None;
         let req = Request::get(format!("{url}/x"))
             .body(Body::empty())
             .expect("request");
-        let mut sent = Box::pin(pool.clone().send(req));
-        // The request is handed to the pooled connection, which ends before writing it.
-        assert!(futures_util::poll!(sent.as_mut()).is_pending());
-        drop(conn);
-        let resp = sent.await.expect("sent again on a new connection");
+        let resp = pool
+            .clone()
+            .send_first_on(Some(Tx::H1(h1)), req)
+            .await
+            .expect("sent again on a new connection");
         let (parts, body) = resp.into_parts();
         assert_eq!(body.collect().await.expect("body").to_bytes(), "ok");
         // The absolute URI again, made the origin form again on the new connection.
         assert_eq!(parts.headers["x-origin-form"], "yes");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_the_upstream_closed_while_idle_goes_on_another() {
+        // An upstream that answers one request per connection, keep-alive and all, then
+        // closes the connection once it sits idle (its keep-alive timeout, early).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(tcp);
+            }
+        });
+        let pool = pool();
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        // The close arrives while the connection sits in the pool, ready.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_arrived_whole_is_read_in_one_go() {
+        // Three chunks already there when the head is read: the body has them all without
+        // waiting on another task (a connection with a task of its own hands them over one
+        // at a time, each after a turn of that task).
+        let (url, _) = upstream(Answer::Chunked).await;
+        let pool = pool();
+        let req = Request::get(&url).body(Body::empty()).expect("request");
+        assert!(pool.serves(req.uri()));
+        let resp = pool.clone().send(req).await.expect("answered");
+        let mut body = std::pin::pin!(resp.into_body());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut got = Vec::new();
+        // Polled without ever returning to the runtime: no other task runs meanwhile.
+        for _ in 0..10 {
+            match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+                Poll::Ready(Some(frame)) => {
+                    got.extend_from_slice(&frame.expect("frame").into_data().expect("data"))
+                }
+                Poll::Ready(None) => break,
+                Poll::Pending => {}
+            }
+        }
+        assert_eq!(got, b"abc");
     }
 
     #[tokio::test]
