@@ -158,6 +158,22 @@ impl H1 {
         true
     }
 
+    /// An HTTP/1.1 connection over `io`, ready for a request.
+    async fn handshake(io: Io) -> Result<Self, hyper::Error> {
+        let (tx, conn) = http1::Builder::new().handshake(io).await?;
+        let mut h1 = H1 {
+            tx,
+            conn: Some(Box::new(conn)),
+        };
+        // Ready once the connection has been driven (and an error once it ended).
+        std::future::poll_fn(|cx| {
+            h1.drive(cx);
+            h1.tx.poll_ready(cx)
+        })
+        .await?;
+        Ok(h1)
+    }
+
     /// Whether the connection is still open, after reading what came while nobody drove it
     /// (an upstream's close): driven without a waker, as nobody waits on it.
     fn alive(&mut self) -> bool {
@@ -305,22 +321,7 @@ impl Pool {
             return Ok(Tx::H2(tx));
         }
         self.lock().speaks_h2 = false;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(handshake)?;
-        let mut h1 = H1 {
-            tx,
-            conn: Some(Box::new(conn)),
-        };
-        // Ready once the connection has been driven (and an error once it ended).
-        std::future::poll_fn(|cx| {
-            h1.drive(cx);
-            h1.tx.poll_ready(cx)
-        })
-        .await
-        .map_err(handshake)?;
-        Ok(Tx::H1(h1))
+        Ok(Tx::H1(H1::handshake(io).await.map_err(handshake)?))
     }
 
     /// Send `req` (absolute URI, of this pool's origin: see [`Self::serves`]) on a pooled
@@ -701,17 +702,7 @@ mod tests {
             .await
             .expect("connect");
         let io = hyper_rustls::MaybeHttpsStream::Http(hyper_util::rt::TokioIo::new(tcp));
-        let (tx, conn) = http1::handshake::<_, Body>(io).await.expect("handshake");
-        let mut h1 = H1 {
-            tx,
-            conn: Some(Box::new(conn)),
-        };
-        std::future::poll_fn(|cx| {
-            h1.drive(cx);
-            h1.tx.poll_ready(cx)
-        })
-        .await
-        .expect("ready");
+        let mut h1 = H1::handshake(io).await.expect("ready");
         h1.conn = None;
         let req = Request::get(format!("{url}/x"))
             .body(Body::empty())
