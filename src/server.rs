@@ -261,6 +261,9 @@ async fn connection(
             limit: body_timeout,
             ended: false,
             // HTTP/2 drops an unread body with a reset of its own stream, not the connection.
+            // (A client that asked `Expect: 100-continue` is not told to send: the answer is
+            // written before the lingering read starts, and hyper sends `100 Continue` only
+            // before an answer; `tests/gateway.rs` checks.)
             linger: parts.version <= http::Version::HTTP_11,
         });
         live.handle(Request::from_parts(parts, body))

@@ -707,3 +707,40 @@ async fn an_upload_answered_early_gets_its_answer_not_a_reset() {
     }
     assert_eq!(mock.request_count(), 0);
 }
+
+/// A client that asked `Expect: 100-continue` and is refused (a body over the cap) gets the 413
+/// at once, never a `100 Continue` telling it to send the body that would be dropped.
+#[tokio::test]
+async fn an_upload_refused_before_its_100_continue_is_never_asked_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mock, gw) = setup("[server]\nmax_body_bytes = 1024").await;
+    for path in ["/v1/chat/completions", "/v1/files"] {
+        let addr = gw
+            .url("")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let mut tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: 16777216\r\nexpect: 100-continue\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("head");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("read");
+            assert!(n > 0, "closed before an answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(!text.contains("100 Continue"), "{path}: {text}");
+    }
+    assert_eq!(mock.request_count(), 0);
+}
