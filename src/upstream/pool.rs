@@ -3,8 +3,8 @@
 //! HTTP/2 connection shared by every request; ALPN decides which a connection is. An HTTP/2
 //! connection's task runs where it was made (the serving thread). An HTTP/1.1 connection has
 //! no task: the request using it drives it (writes the request, reads the answer) from its own
-//! task, and while it sits idle, each look at it (a request taking a connection) reads what
-//! came meanwhile (a close).
+//! task. While it sits idle nobody drives it: a close that came meanwhile is read by the next
+//! request's first drive, which gets its request back unsent and tries another connection.
 //!
 //! Why no task for HTTP/1.1: with one, every chunk of an answer is a hand-over between two
 //! tasks (the connection's decodes it, the request's forwards it), and on a serving thread
@@ -174,10 +174,15 @@ impl H1 {
         Ok(h1)
     }
 
-    /// Whether the connection is still open, after reading what came while nobody drove it
-    /// (an upstream's close): driven without a waker, as nobody waits on it.
-    fn alive(&mut self) -> bool {
-        !self.drive(&mut Context::from_waker(std::task::Waker::noop())) && !self.tx.is_closed()
+    /// Drive an idle connection (one still finishing its last answer) without a waker, as
+    /// nobody waits on it.
+    fn drive_idle(&mut self) {
+        self.drive(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    /// Neither ended nor closed: worth keeping.
+    fn open(&self) -> bool {
+        self.conn.is_some() && !self.tx.is_closed()
     }
 }
 
@@ -251,18 +256,21 @@ impl Pool {
         let mut i = state.idle.len();
         while i > 0 {
             i -= 1;
-            let h1 = &mut state.idle[i].h1;
+            let idle = &mut state.idle[i];
+            if now.duration_since(idle.since) >= IDLE_TIMEOUT {
+                state.idle.remove(i);
+                continue;
+            }
             // Most are ready as they came back, and are not driven here: one the upstream
             // closed meanwhile ends as soon as it is driven, giving the request back, which
             // goes to another (see `send`). One still finishing its last answer is driven
             // on, and stays for later if it is not done yet.
-            let ready = h1.tx.is_ready() || (h1.alive() && h1.tx.is_ready());
-            if now.duration_since(state.idle[i].since) >= IDLE_TIMEOUT
-                || state.idle[i].h1.conn.is_none()
-                || state.idle[i].h1.tx.is_closed()
-            {
+            if !idle.h1.tx.is_ready() {
+                idle.h1.drive_idle();
+            }
+            if !idle.h1.open() {
                 state.idle.remove(i);
-            } else if ready {
+            } else if idle.h1.tx.is_ready() {
                 return Next::Use(Tx::H1(state.idle.remove(i).h1));
             }
         }
@@ -274,7 +282,7 @@ impl Pool {
     /// Give an HTTP/1.1 connection back after its answer (which drove it to its end: no need
     /// to drive it again to see whether it is still open).
     fn checkin(&self, h1: H1) {
-        if h1.conn.is_none() || h1.tx.is_closed() {
+        if !h1.open() {
             return;
         }
         let now = Instant::now();
