@@ -25,8 +25,10 @@
 //! connection sat idle: the request was never seen, so this is safe for any method); a fresh
 //! HTTP/1.1 connection is used only once it is ready; an HTTP/1.1 request gets the origin form
 //! and a `Host` header; idle connections are dropped after [`IDLE_TIMEOUT`] and beyond
-//! [`MAX_IDLE`]. What it leaves: there is no timer, so an idle connection past its time is
-//! dropped at the thread's next request to that upstream (or closed by the upstream first).
+//! [`MAX_IDLE`], and a connection the upstream closed while it sat idle is let go (its socket
+//! freed) within [`SWEEP_EVERY`] even when no request comes: a pool with idle connections has
+//! one sweeping task, which ends when none is left idle (hyper-util's pool has one too, as
+//! every connection has its own task there).
 //! An upstream that negotiated HTTP/2 gets one connection: while one request opens it, the
 //! others wait for it (as hyper-util's pool does); only the very first requests, before any
 //! connection said which protocol it speaks, each open their own (the first HTTP/2 one is
@@ -37,10 +39,10 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::body::Body;
@@ -59,7 +61,10 @@ use hyper_util::{
     client::legacy::connect::{Connection, HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use tokio::sync::{futures::Notified, Notify};
+use tokio::{
+    sync::{futures::Notified, Notify},
+    time::Instant,
+};
 use tower::{BoxError, ServiceExt};
 
 /// Idle HTTP/1.1 connections kept per upstream and thread (as hyper-util's
@@ -68,6 +73,10 @@ pub const MAX_IDLE: usize = 256;
 
 /// How long an HTTP/1.1 connection may sit idle before it is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often a pool's idle HTTP/1.1 connections are looked at while they sit idle: one the
+/// upstream closed meanwhile is let go, one past [`IDLE_TIMEOUT`] is closed.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// One upstream's connections on one serving thread (or off them: one shared pool).
 pub struct Pool {
@@ -101,6 +110,8 @@ struct State {
     speaks_h2: bool,
     /// A request is opening the HTTP/2 connection.
     opening_h2: bool,
+    /// A task sweeps the idle connections (see [`sweep`]).
+    sweeping: bool,
 }
 
 /// What a request does for a connection.
@@ -127,6 +138,31 @@ impl Drop for OpeningH2<'_> {
 struct Idle {
     h1: H1,
     since: Instant,
+}
+
+/// Every [`SWEEP_EVERY`], the pool's idle connections: closed and expired ones go. Ends when
+/// none is left idle (the next one given back starts another) or the pool is gone.
+async fn sweep(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut state = pool.lock();
+        let now = Instant::now();
+        state.idle.retain_mut(|idle| {
+            if now.duration_since(idle.since) >= IDLE_TIMEOUT {
+                return false;
+            }
+            // Reads what came meanwhile: a close ends the connection.
+            idle.h1.drive_idle();
+            idle.h1.open()
+        });
+        if state.idle.is_empty() {
+            state.sweeping = false;
+            return;
+        }
+    }
 }
 
 /// What the connector gives: TCP, with or without TLS.
@@ -281,7 +317,7 @@ impl Pool {
 
     /// Give an HTTP/1.1 connection back after its answer (which drove it to its end: no need
     /// to drive it again to see whether it is still open).
-    fn checkin(&self, h1: H1) {
+    fn checkin(self: &Arc<Self>, h1: H1) {
         if !h1.open() {
             return;
         }
@@ -297,6 +333,14 @@ impl Pool {
             state.idle.remove(0);
         }
         state.idle.push(Idle { h1, since: now });
+        if !state.sweeping {
+            // Outside a runtime (a body dropped after its thread stopped) nothing sweeps; the
+            // next checkout still drops what is closed or expired.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                state.sweeping = true;
+                runtime.spawn(sweep(Arc::downgrade(self)));
+            }
+        }
     }
 
     /// Open a connection to `uri`'s origin: HTTP/2 when TLS negotiated it, else HTTP/1.1.
@@ -731,6 +775,19 @@ mod tests {
     async fn a_request_on_a_connection_the_upstream_closed_while_idle_goes_on_another() {
         // An upstream that answers one request per connection, keep-alive and all, then
         // closes the connection once it sits idle (its keep-alive timeout, early).
+        let (url, accepted) = closing_upstream(Duration::from_millis(10)).await;
+        let pool = pool();
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        // The close arrives while the connection sits in the pool, ready.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// An upstream that answers one request per connection, then closes the connection once
+    /// it has sat idle for `close_after` (a keep-alive timeout); its URL and how many
+    /// connections it accepted.
+    async fn closing_upstream(close_after: Duration) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -746,16 +803,55 @@ mod tests {
                 let _ = tcp
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(close_after).await;
                 drop(tcp);
             }
         });
+        (url, accepted)
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        pool.lock().idle.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_the_upstream_closed_is_let_go_without_another_request() {
+        let (url, _) = closing_upstream(Duration::from_secs(1)).await;
         let pool = pool();
         assert_eq!(get(&pool, &url).await.0, "ok");
-        // The close arrives while the connection sits in the pool, ready.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(idle_count(&pool), 1);
+        // The upstream closes it after a second; the sweep reads the close.
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+        assert_eq!(idle_count(&pool), 0, "closed connection still pooled");
+        assert!(!pool.lock().sweeping, "the sweep ends with nothing idle");
+        // The next connection given back is swept again.
         assert_eq!(get(&pool, &url).await.0, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert!(pool.lock().sweeping);
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+        assert_eq!(idle_count(&pool), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_past_its_time_is_closed_without_another_request() {
+        let (url, _) = upstream(Answer::Whole).await;
+        let pool = pool();
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        tokio::time::sleep(IDLE_TIMEOUT - SWEEP_EVERY).await;
+        assert_eq!(idle_count(&pool), 1, "kept while within its time");
+        tokio::time::sleep(SWEEP_EVERY * 2).await;
+        assert_eq!(idle_count(&pool), 0, "expired connection still pooled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_ends_with_its_pool() {
+        let (url, _) = upstream(Answer::Whole).await;
+        let pool = pool();
+        assert_eq!(get(&pool, &url).await.0, "ok");
+        let weak = Arc::downgrade(&pool);
+        drop(pool);
+        // The sweeping task held no strong reference: the pool (and its connection) is gone.
+        assert!(weak.upgrade().is_none());
+        tokio::time::sleep(SWEEP_EVERY * 2).await;
     }
 
     #[tokio::test]
