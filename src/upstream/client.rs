@@ -304,7 +304,9 @@ impl Service<Request<Body>> for UpstreamClient {
         let timeout = self.0.timeout;
         let first_byte = self.0.first_byte_timeout;
         let idle = self.0.idle_timeout;
-        let start = tokio::time::Instant::now();
+        // The first byte's deadline, from now; the clock is read only when there is one.
+        let first_byte_deadline =
+            (!first_byte.is_zero()).then(|| tokio::time::Instant::now() + first_byte);
         Box::pin(
             async move {
                 // The status line is a response byte too: `first_byte_timeout` bounds it.
@@ -327,10 +329,11 @@ impl Service<Request<Body>> for UpstreamClient {
                             true => resp.map(Body::new),
                             false => resp.map(|b| Body::new(IdleBody::new(b, idle, name.clone()))),
                         };
-                        if first_byte.is_zero() {
-                            Ok(resp)
-                        } else {
-                            first_byte_within(resp, start + first_byte, &name, first_byte).await
+                        match first_byte_deadline {
+                            None => Ok(resp),
+                            Some(deadline) => {
+                                first_byte_within(resp, deadline, &name, first_byte).await
+                            }
                         }
                     }
                 };

@@ -373,11 +373,13 @@ impl BreakerHandle {
     /// How long a call made now would be told to wait, or `None` if it would go through
     /// (closed, or open/half-open with the probe slot free).
     pub fn retry_after(&self) -> Option<Duration> {
-        let now = Instant::now();
+        // The clock is read only for an open breaker (the router asks on every request).
         match self.shared.lock().phase {
             Phase::Closed { .. } => None,
-            Phase::Open { until } if now < until => Some(until - now),
-            Phase::Open { .. } => None,
+            Phase::Open { until } => {
+                let now = Instant::now();
+                (now < until).then(|| until - now)
+            }
             Phase::HalfOpen {
                 probe_in_flight: true,
                 ..
