@@ -851,6 +851,7 @@ mod tests {
         drop(pool);
         // The sweeping task held no strong reference: the pool (and its connection) is gone.
         assert!(weak.upgrade().is_none());
+        // The sweep wakes to a pool that is gone, and ends (no panic on an empty `Weak`).
         tokio::time::sleep(SWEEP_EVERY * 2).await;
     }
 
