@@ -66,16 +66,7 @@ pub struct AccessJsonLayer {
 impl AccessJsonLayer {
     /// Start the stdout writer thread.
     pub fn stdout() -> std::io::Result<Self> {
-        let out = LineWriter::start(
-            Sink::Stdout,
-            MAX_QUEUED_LINES,
-            Box::new(|event| {
-                if let WriteEvent::Failed { error, first: true } = event {
-                    // The log itself is what fails: say it where a human may see it.
-                    eprintln!("warning: writing the access log to stdout failed: {error}");
-                }
-            }),
-        )?;
+        let out = stdout_writer()?;
         DIRECT.store(true, Ordering::Relaxed);
         Ok(Self { out })
     }
@@ -88,23 +79,43 @@ impl AccessJsonLayer {
 
 impl<S: Subscriber> Layer<S> for AccessJsonLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        thread_local! {
-            static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
-        }
-        LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                return; // re-entered from inside a write: cannot happen, never panic
-            };
-            line.clear();
-            event_line(&mut line, event, SystemTime::now());
-            if !self.out.send(line.as_bytes()) {
-                metrics::counter!("portcullis_log_dropped_total").increment(1);
-            }
-            if line.capacity() > MAX_KEPT_BUFFER {
-                *line = String::with_capacity(1024);
-            }
-        });
+        send_line(&self.out, |line| event_line(line, event, SystemTime::now()));
     }
+}
+
+/// The batching writer of access lines to stdout (its thread started).
+pub(super) fn stdout_writer() -> std::io::Result<LineWriter> {
+    LineWriter::start(
+        Sink::Stdout,
+        MAX_QUEUED_LINES,
+        Box::new(|event| {
+            if let WriteEvent::Failed { error, first: true } = event {
+                // The log itself is what fails: say it where a human may see it.
+                eprintln!("warning: writing the access log to stdout failed: {error}");
+            }
+        }),
+    )
+}
+
+/// Make one line in the thread's buffer with `write` and queue it on `out` (counted in
+/// `portcullis_log_dropped_total` when the queue is full).
+pub(super) fn send_line(out: &LineWriter, write: impl FnOnce(&mut String)) {
+    thread_local! {
+        static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
+    }
+    LINE.with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return; // re-entered from inside a write: cannot happen, never panic
+        };
+        line.clear();
+        write(&mut line);
+        if !out.send(line.as_bytes()) {
+            metrics::counter!("portcullis_log_dropped_total").increment(1);
+        }
+        if line.capacity() > MAX_KEPT_BUFFER {
+            *line = String::with_capacity(1024);
+        }
+    });
 }
 
 /// The line of `event`: from the fields [`AccessLine::emit`] wrote for it, else from the
@@ -357,7 +368,7 @@ fn escape(out: &mut String, s: &str) {
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber writes it:
 /// `2026-12-03T05:39:47.517098Z`.
-fn timestamp(out: &mut String, now: SystemTime) {
+pub(super) fn timestamp(out: &mut String, now: SystemTime) {
     portcullis_core::rfc3339::push(out, now, 6);
 }
 

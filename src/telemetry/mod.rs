@@ -13,6 +13,7 @@
 
 pub mod access_log;
 pub mod client;
+pub mod human_log;
 pub mod json_log;
 pub mod metrics;
 pub mod propagation;
@@ -274,12 +275,34 @@ fn layers(
                 )));
             }
         }
-        LogFormat::Pretty => layers.push(Box::new(
-            fmt::layer()
-                .compact()
-                .fmt_fields(HumanFields)
-                .with_filter(log_filter()),
-        )),
+        LogFormat::Pretty => {
+            // The access lines are written by hand, off the request's thread (human_log),
+            // the same lines the formatter writes; the other events go through it.
+            let access = direct_access
+                .then(|| {
+                    human_log::AccessHumanLayer::stdout()
+                        .map_err(|e| {
+                            eprintln!("warning: access log writer thread: {e}; using the formatter")
+                        })
+                        .ok()
+                })
+                .flatten();
+            let direct = access.is_some();
+            layers.push(Box::new(
+                fmt::layer()
+                    .compact()
+                    .fmt_fields(HumanFields)
+                    .with_filter(log_filter().and(filter_fn(move |m| {
+                        !(direct && m.is_event() && m.target() == json_log::ACCESS_TARGET)
+                    }))),
+            ));
+            if let Some(a) = access {
+                access_writer = Some(a.writer().clone());
+                layers.push(Box::new(
+                    a.with_filter(log_filter().and(filter_fn(human_log::takes))),
+                ));
+            }
+        }
     }
     (layers, access_writer)
 }

@@ -1,0 +1,361 @@
+//! The pretty access log (`log_format = "pretty"`, the default) without the fmt machinery on
+//! the request's thread: a `tracing` layer that writes the `portcullis::access` events as the
+//! lines tracing-subscriber's compact formatter writes for them, byte for byte (colours, the
+//! span names in front, the spans' fields behind), and hands them to the same batching
+//! background writer as the JSON access lines ([`super::json_log`]).
+//!
+//! Why: through the formatter, one access line cost ~22k instructions per request (its
+//! writer, its styles, every field through `fmt` and a `dyn Debug`) and a `write` to stdout
+//! on the request's thread, more than routing, retry and the breaker together. The other
+//! events (warnings, the layers' decisions) still go through the formatter; they are rare.
+
+use std::{fmt::Write as _, time::SystemTime};
+
+use portcullis_core::lines::LineWriter;
+use tracing::{
+    field::{Field, Visit},
+    Event, Level, Subscriber,
+};
+use tracing_subscriber::{fmt::FormattedFields, layer::Context, registry::LookupSpan, Layer};
+
+use super::{json_log, HumanFields};
+
+/// Writes `portcullis::access` events as the compact formatter's lines to stdout through a
+/// [`LineWriter`]. Put it beside the formatter with [`HumanFields`], which must leave those
+/// events to it (the spans' fields are the ones the formatter recorded).
+#[derive(Debug, Clone)]
+pub struct AccessHumanLayer {
+    out: LineWriter,
+    ansi: bool,
+}
+
+impl AccessHumanLayer {
+    /// Start the stdout writer thread; colours as the formatter decides them by default
+    /// (on unless `NO_COLOR` is set to something).
+    pub fn stdout() -> std::io::Result<Self> {
+        Ok(Self {
+            out: json_log::stdout_writer()?,
+            ansi: std::env::var("NO_COLOR").map_or(true, |v| v.is_empty()),
+        })
+    }
+
+    /// The writer, to flush at exit.
+    pub fn writer(&self) -> &LineWriter {
+        &self.out
+    }
+}
+
+impl<S> Layer<S> for AccessHumanLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        json_log::send_line(&self.out, |line| {
+            human_line(line, event, &ctx, Some(SystemTime::now()), self.ansi)
+        });
+    }
+}
+
+/// What [`AccessHumanLayer`] takes (besides the log filter): the access events, and the
+/// spans, whose names and fields it writes in front of and behind the event's.
+pub(super) fn takes(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() || meta.target() == json_log::ACCESS_TARGET
+}
+
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// `text` in `style` (an ANSI prefix), or plain.
+fn paint(out: &mut String, ansi: bool, style: &str, text: &str) {
+    if ansi {
+        out.push_str(style);
+        out.push_str(text);
+        out.push_str(RESET);
+    } else {
+        out.push_str(text);
+    }
+}
+
+/// The compact formatter's line of `event` (its `Format<Compact>` with the default timer,
+/// level and target shown, no thread names or ids; `now: None` as `without_time()`).
+fn human_line<S>(
+    out: &mut String,
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+    now: Option<SystemTime>,
+    ansi: bool,
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let meta = event.metadata();
+    if let Some(now) = now {
+        if ansi {
+            out.push_str(DIM);
+        }
+        json_log::timestamp(out, now);
+        if ansi {
+            out.push_str(RESET);
+        }
+        out.push(' ');
+    }
+    let (color, level) = match *meta.level() {
+        Level::TRACE => ("\x1b[35m", "TRACE"),
+        Level::DEBUG => ("\x1b[34m", "DEBUG"),
+        Level::INFO => ("\x1b[32m", " INFO"),
+        Level::WARN => ("\x1b[33m", " WARN"),
+        Level::ERROR => ("\x1b[31m", "ERROR"),
+    };
+    paint(out, ansi, color, level);
+    out.push(' ');
+    let scope = || {
+        ctx.event_scope(event)
+            .into_iter()
+            .flat_map(|s| s.from_root())
+    };
+    let mut spans = false;
+    for span in scope() {
+        spans = true;
+        paint(out, ansi, BOLD, span.metadata().name());
+        out.push(':');
+    }
+    if spans {
+        out.push(' ');
+    }
+    paint(out, ansi, DIM, meta.target());
+    paint(out, ansi, DIM, ":");
+    out.push(' ');
+    event.record(&mut HumanLine { out, first: true });
+    for span in scope() {
+        if let Some(fields) = span.extensions().get::<FormattedFields<HumanFields>>() {
+            if !fields.is_empty() {
+                out.push(' ');
+                paint(out, ansi, DIM, &fields.fields);
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// An event's fields as [`HumanFields`] writes them (`name=value` with the value's `Debug`,
+/// the message bare, `otel.*` left out), with the common types written without `fmt`.
+struct HumanLine<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl HumanLine<'_> {
+    /// The separator and `name=`; `false`: the field is not shown.
+    fn name(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name.starts_with("otel.") {
+            return false;
+        }
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(' ');
+        }
+        if name != "message" {
+            self.out.push_str(name);
+            self.out.push('=');
+        }
+        true
+    }
+}
+
+/// Printable ASCII without a quote or a backslash: what `Debug` writes unescaped (checked
+/// a word at a time: no byte above 0x7e, none below 0x20, no `"` or `\`).
+fn plain(value: &str) -> bool {
+    let b = value.as_bytes();
+    value.is_ascii()
+        && portcullis_core::json_skim::string_stop(b, 0) == b.len()
+        && !b.contains(&0x7f)
+}
+
+impl Visit for HumanLine<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.name(field) {
+            return;
+        }
+        if field.name() == "message" {
+            self.out.push_str(value);
+        } else if plain(value) {
+            // What `Debug` writes for printable ASCII with nothing to escape.
+            self.out.push('"');
+            self.out.push_str(value);
+            self.out.push('"');
+        } else {
+            let _ = write!(self.out, "{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.name(field) {
+            self.out.push_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.name(field) {
+            self.out.push_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.name(field) {
+            self.out.push_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.name(field) {
+            let _ = write!(self.out, "{value:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::{fmt, layer::SubscriberExt, Layer as _};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Records the line of every event through `human_line`, without the time.
+    struct Capture(Arc<Mutex<String>>, bool);
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+            human_line(&mut self.0.lock().unwrap(), event, &ctx, None, self.1);
+        }
+    }
+
+    /// The lines `emit` makes through `human_line` (ours) and through the compact formatter
+    /// with `HumanFields` (theirs), neither with the time.
+    fn both(ansi: bool, emit: impl FnOnce()) -> (String, String) {
+        let fmt_out = Buf::default();
+        let sink = fmt_out.clone();
+        let ours = Arc::new(Mutex::new(String::new()));
+        let sub = tracing_subscriber::registry()
+            .with(
+                fmt::layer()
+                    .compact()
+                    .fmt_fields(HumanFields)
+                    .with_ansi(ansi)
+                    .without_time()
+                    .with_writer(move || sink.clone()),
+            )
+            // Filtered as the gateway filters it.
+            .with(
+                Capture(ours.clone(), ansi)
+                    .with_filter(tracing_subscriber::filter::filter_fn(takes)),
+            );
+        tracing::subscriber::with_default(sub, emit);
+        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
+        let ours = ours.lock().unwrap().clone();
+        (ours, theirs)
+    }
+
+    /// The access event as the gateway sends it, inside the request span and an inner one:
+    /// the same line as the formatter's, with and without colours.
+    #[test]
+    fn same_line_as_the_compact_formatter() {
+        for ansi in [true, false] {
+            let (ours, theirs) = both(ansi, || {
+                let outer = tracing::info_span!(
+                    "request",
+                    otel.name = "POST /v1/chat/completions",
+                    request_id = %"req-1",
+                );
+                let inner = tracing::info_span!("upstream_attempt", attempt = 2u32);
+                let _o = outer.enter();
+                let _i = inner.enter();
+                crate::telemetry::json_log::AccessLine {
+                    method: "POST",
+                    path: "/v1/chat/\"completions\"",
+                    model: "gpt-4o\nmini\u{8}é\u{200b}",
+                    upstream: "mock",
+                    status: 502,
+                    latency_ms: 1.952,
+                    ttfb_ms: 1.0e-7,
+                    request_id: "req-1",
+                    attempts: 3,
+                    cache: "miss",
+                    user_id: "u\\1",
+                    key: "",
+                    error: Some("upstream_unavailable"),
+                    trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
+                    stream: true,
+                    input_tokens: Some(23),
+                    output_tokens: None,
+                    body: Some("aborted"),
+                }
+                .emit();
+            });
+            assert_eq!(ours, theirs, "ansi {ansi}");
+            assert!(ours.contains("attempts=3"), "{ours}");
+            assert!(!ours.contains("otel."), "{ours}");
+        }
+    }
+
+    /// Over ASCII, `plain` says "unescaped" exactly where `Debug` writes the text back as it
+    /// is (at every position of a word and its tail).
+    #[test]
+    fn plain_is_where_debug_escapes_nothing() {
+        for b in 0u8..=0x7f {
+            for at in 0..12 {
+                let mut s = "abcdefghijk".to_string();
+                s.insert(at, char::from(b));
+                assert_eq!(
+                    plain(&s),
+                    format!("{s:?}") == format!("\"{s}\""),
+                    "{b:#x} at {at}"
+                );
+            }
+        }
+        // Anything else is left to `Debug` itself.
+        for s in ["é", "\u{200b}", "a\u{80}"] {
+            assert!(!plain(s), "{s:?}");
+        }
+        assert!(plain(""));
+    }
+
+    /// Every field type and level, outside any span.
+    #[test]
+    fn other_fields_and_levels_outside_spans() {
+        for ansi in [true, false] {
+            let (ours, theirs) = both(ansi, || {
+                tracing::warn!(
+                    target: "portcullis::access",
+                    negative = -3i64,
+                    whole = 2.0f64,
+                    huge = 1.5e300f64,
+                    third = 1.0f64 / 3.0,
+                    flag = false,
+                    shown = ?Some("x"),
+                    otel.kind = "server",
+                    "a {} message",
+                    "formatted"
+                );
+                tracing::error!(target: "portcullis::access", message = "as a \"str\"");
+                tracing::info!(target: "portcullis::access", "only a message");
+            });
+            assert_eq!(ours, theirs, "ansi {ansi}");
+            assert_eq!(ours.lines().count(), 3);
+        }
+    }
+}
