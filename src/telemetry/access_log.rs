@@ -99,7 +99,7 @@ where
         // One extension for both: the slot and the trace context.
         let slot = RequestSlot::new(trace);
         req.extensions_mut().insert(slot.clone());
-        if !span.is_disabled() {
+        if super::exported(&span) {
             let mut attrs = vec![
                 KeyValue::new("http.request.method", method.to_string()),
                 KeyValue::new("url.path", path.to_string()),
@@ -422,7 +422,7 @@ impl Finish {
             .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
         // What is known at the head goes on the span now: a stream that never ends still
         // shows where it went.
-        if !span.is_disabled() {
+        if super::exported(&span) {
             let mut attrs = vec![KeyValue::new(
                 "http.response.status_code",
                 i64::from(status.as_u16()),
@@ -499,7 +499,7 @@ impl Finish {
         let attempts = self.route.as_ref().map_or(0, |r| r.attempts);
         let user_id = self.route.as_ref().and_then(|r| r.user_id.as_deref());
         let span = &self.span;
-        if !span.is_disabled() {
+        if super::exported(span) {
             if let Some(m) = &usage.response_model {
                 span.set_attribute("gen_ai.response.model", m.clone());
             }

@@ -113,7 +113,7 @@ impl Attempt {
             otel.kind = "client",
             upstream = %upstream,
         );
-        if !span.is_disabled() {
+        if super::exported(&span) {
             // No query string: some APIs take keys there (`?key=`), and it is never needed to
             // tell attempts apart.
             let scheme = uri.scheme_str().unwrap_or("http");
@@ -166,7 +166,7 @@ impl Attempt {
         match result {
             Ok(resp) => {
                 let status = resp.status();
-                if !span.is_disabled() {
+                if super::exported(&span) {
                     span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
                     if status.is_client_error() || status.is_server_error() {
                         let code = status.as_u16().to_string();
@@ -191,7 +191,7 @@ impl Attempt {
             Err(e) => {
                 let kind = e.kind();
                 let e = e.into_inner();
-                if !span.is_disabled() {
+                if super::exported(&span) {
                     span.set_attribute("error.type", kind);
                     span.set_status(Status::error(kind));
                 }

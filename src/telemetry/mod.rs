@@ -210,6 +210,16 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
     }
 }
 
+/// An OpenTelemetry layer was built ([`layers`]): only then are the spans' OpenTelemetry
+/// attributes worth making. Pretty logs build the spans too (they print their names and
+/// fields) but none of those attributes, whose strings cost ~3k instructions per request.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `span` goes to an OpenTelemetry layer: its attributes are wanted.
+pub(crate) fn exported(span: &tracing::Span) -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed) && !span.is_disabled()
+}
+
 /// A subscriber layer, boxed (a `Vec` of them is one layer that keeps per-layer filters).
 type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
@@ -230,6 +240,7 @@ fn layers(
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let mut layers: Vec<BoxedLayer> = Vec::new();
     if let Some(provider) = provider {
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         let otel_filter = Targets::new().with_targets(OTEL_TARGETS.iter().copied());
         layers.push(Box::new(
             tracing_opentelemetry::layer()
