@@ -3,8 +3,10 @@
 # binary and requests whatever else the machine is doing, so one layer's cost shows even
 # where wall-clock runs on a shared machine swing by more than that layer costs.
 #
-#   bash benches/instructions.sh [REQUESTS]             # pass-through, bare, every layer, and
-#                                                       # every layer but one, for each layer
+#   bash benches/instructions.sh [REQUESTS]             # pass-through, bare, the defaults
+#                                                       # (benches/load-defaults.toml: pretty
+#                                                       # logs), every layer, and every layer
+#                                                       # but one, for each layer
 #   ONLY="passthrough all" bash benches/instructions.sh # a subset of the variants
 #   TOP=25 bash benches/instructions.sh                 # also the top inclusive functions
 #   KEEP=DIR bash benches/instructions.sh               # keep the callgrind files in DIR
@@ -101,7 +103,7 @@ measure() { # name command...
 }
 
 LAYERS="memory_routing retry circuit_breaker dedup rate_limit validation loop_detection tool_call_loop commands audit upstreams"
-VARIANTS="${ONLY:-passthrough bare all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
+VARIANTS="${ONLY:-passthrough bare defaults all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
 echo "instructions per request (callgrind, user space), $N sequential $([ "${STREAM:-false}" = true ] && echo streamed || echo JSON) chat requests"
 echo
 if [ "${CACHE:-false}" = true ]; then
@@ -117,6 +119,9 @@ for v in $VARIANTS; do
     bare)
       sed -e "s#@MOCK@#http://$MOCK#" benches/load-bare.toml >"$tmp/bare.toml"
       measure bare $BIN/portcullis serve --config "$tmp/bare.toml" --listen $TARGET ;;
+    defaults)
+      sed -e "s#@MOCK@#http://$MOCK#" benches/load-defaults.toml >"$tmp/defaults.toml"
+      measure defaults $BIN/portcullis serve --config "$tmp/defaults.toml" --listen $TARGET ;;
     all) measure all $BIN/portcullis serve --config "$(without none)" --listen $TARGET ;;
     no-*) measure "$v" $BIN/portcullis serve --config "$(without "${v#no-}")" --listen $TARGET ;;
   esac
