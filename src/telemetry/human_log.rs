@@ -221,20 +221,6 @@ mod tests {
 
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Records the line of every event through `human_line`, without the time.
     struct Capture(Arc<Mutex<String>>, bool);
 
@@ -247,27 +233,25 @@ mod tests {
     /// The lines `emit` makes through `human_line` (ours) and through the compact formatter
     /// with `HumanFields` (theirs), neither with the time.
     fn both(ansi: bool, emit: impl FnOnce()) -> (String, String) {
-        let fmt_out = Buf::default();
-        let sink = fmt_out.clone();
-        let ours = Arc::new(Mutex::new(String::new()));
-        let sub = tracing_subscriber::registry()
-            .with(
-                fmt::layer()
-                    .compact()
-                    .fmt_fields(HumanFields)
-                    .with_ansi(ansi)
-                    .without_time()
-                    .with_writer(move || sink.clone()),
-            )
-            // Filtered as the gateway filters it.
-            .with(
-                Capture(ours.clone(), ansi)
-                    .with_filter(tracing_subscriber::filter::filter_fn(takes)),
-            );
-        tracing::subscriber::with_default(sub, emit);
-        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
-        let ours = ours.lock().unwrap().clone();
-        (ours, theirs)
+        crate::telemetry::test_buf::both(
+            |sink, ours| {
+                tracing_subscriber::registry()
+                    .with(
+                        fmt::layer()
+                            .compact()
+                            .fmt_fields(HumanFields)
+                            .with_ansi(ansi)
+                            .without_time()
+                            .with_writer(move || sink.clone()),
+                    )
+                    // Filtered as the gateway filters it.
+                    .with(
+                        Capture(ours, ansi)
+                            .with_filter(tracing_subscriber::filter::filter_fn(takes)),
+                    )
+            },
+            emit,
+        )
     }
 
     /// The access event as the gateway sends it, inside the request span and an inner one:
@@ -284,25 +268,13 @@ mod tests {
                 let inner = tracing::info_span!("upstream_attempt", attempt = 2u32);
                 let _o = outer.enter();
                 let _i = inner.enter();
+                // Every field, and then some left out, a text with a character `Debug`
+                // escapes and an empty one.
                 crate::telemetry::json_log::AccessLine {
-                    method: "POST",
-                    path: "/v1/chat/\"completions\"",
                     model: "gpt-4o\nmini\u{8}é\u{200b}",
-                    upstream: "mock",
-                    status: 502,
-                    latency_ms: 1.952,
-                    ttfb_ms: 1.0e-7,
-                    request_id: "req-1",
-                    attempts: 3,
-                    cache: "miss",
-                    user_id: "u\\1",
                     key: "",
-                    error: Some("upstream_unavailable"),
-                    trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
-                    stream: true,
-                    input_tokens: Some(23),
                     output_tokens: None,
-                    body: Some("aborted"),
+                    ..crate::telemetry::json_log::sample_line()
                 }
                 .emit();
             });

@@ -291,6 +291,31 @@ impl AccessLine<'_> {
     }
 }
 
+/// An access line with every field set, escapes in its texts, for tests.
+#[cfg(test)]
+pub(crate) fn sample_line() -> AccessLine<'static> {
+    AccessLine {
+        method: "POST",
+        path: "/v1/chat/\"completions\"",
+        model: "gpt-4o\nmini\u{8}\u{1}é",
+        upstream: "mock",
+        status: 502,
+        latency_ms: 1.952,
+        ttfb_ms: 1.0e-7,
+        request_id: "req-1",
+        attempts: 3,
+        cache: "miss",
+        user_id: "u\\1",
+        key: "team-a",
+        error: Some("upstream_unavailable"),
+        trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
+        stream: true,
+        input_tokens: Some(23),
+        output_tokens: Some(0),
+        body: Some("aborted"),
+    }
+}
+
 /// A float as tracing-subscriber's JSON writes it (serde_json's digits; `null` if not finite).
 fn push_f64(out: &mut String, value: f64) {
     if value.is_finite() {
@@ -405,19 +430,6 @@ mod tests {
         assert_eq!(back, nasty);
     }
 
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Records the line of one event through `event_line`.
     struct Capture(Arc<Mutex<String>>);
 
@@ -432,23 +444,21 @@ mod tests {
     /// The line `emit` makes through `event_line` (ours) and through tracing-subscriber's JSON
     /// formatter, flattened (theirs).
     fn both_lines(emit: impl FnOnce()) -> (String, String) {
-        let fmt_out = Buf::default();
-        let sink = fmt_out.clone();
-        let ours = Arc::new(Mutex::new(String::new()));
-        let sub = tracing_subscriber::registry()
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_writer(move || sink.clone()),
-            )
-            .with(Capture(ours.clone()));
-        tracing::subscriber::with_default(sub, emit);
-        let theirs = String::from_utf8(fmt_out.0.lock().unwrap().clone()).unwrap();
-        let ours = ours.lock().unwrap().clone();
-        (ours, theirs)
+        crate::telemetry::test_buf::both(
+            |sink, ours| {
+                tracing_subscriber::registry()
+                    .with(
+                        fmt::layer()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(false)
+                            .with_span_list(false)
+                            .with_writer(move || sink.clone()),
+                    )
+                    .with(Capture(ours))
+            },
+            emit,
+        )
     }
 
     /// The hand-written line has the same fields, values and order as tracing-subscriber's
@@ -501,26 +511,7 @@ mod tests {
     #[test]
     fn access_line_written_ahead_is_the_fmt_json_formatters() {
         DIRECT.store(true, Ordering::Relaxed);
-        let full = AccessLine {
-            method: "POST",
-            path: "/v1/chat/\"completions\"",
-            model: "gpt-4o\nmini\u{8}\u{1}é",
-            upstream: "mock",
-            status: 502,
-            latency_ms: 1.952,
-            ttfb_ms: 1.0e-7,
-            request_id: "req-1",
-            attempts: 3,
-            cache: "miss",
-            user_id: "u\\1",
-            key: "team-a",
-            error: Some("upstream_unavailable"),
-            trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
-            stream: true,
-            input_tokens: Some(23),
-            output_tokens: Some(0),
-            body: Some("aborted"),
-        };
+        let full = sample_line();
         let bare = AccessLine {
             latency_ms: f64::NAN,
             ..AccessLine::default()

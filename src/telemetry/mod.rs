@@ -258,15 +258,7 @@ fn layers(
             // the other events go through the fmt formatter. JSON lines print no span, so
             // the formatter takes none: without an exporter no layer wants spans at all,
             // and the request span and every `instrument` cost next to nothing.
-            let access = direct_access
-                .then(|| {
-                    json_log::AccessJsonLayer::stdout()
-                        .map_err(|e| {
-                            eprintln!("warning: access log writer thread: {e}; using the formatter")
-                        })
-                        .ok()
-                })
-                .flatten();
+            let access = hand_written(direct_access, json_log::AccessJsonLayer::stdout);
             let direct = access.is_some();
             layers.push(Box::new(
                 fmt::layer()
@@ -289,15 +281,7 @@ fn layers(
         LogFormat::Pretty => {
             // The access lines are written by hand, off the request's thread (human_log),
             // the same lines the formatter writes; the other events go through it.
-            let access = direct_access
-                .then(|| {
-                    human_log::AccessHumanLayer::stdout()
-                        .map_err(|e| {
-                            eprintln!("warning: access log writer thread: {e}; using the formatter")
-                        })
-                        .ok()
-                })
-                .flatten();
+            let access = hand_written(direct_access, human_log::AccessHumanLayer::stdout);
             let direct = access.is_some();
             layers.push(Box::new(
                 fmt::layer()
@@ -316,6 +300,18 @@ fn layers(
         }
     }
     (layers, access_writer)
+}
+
+/// The layer writing access lines by hand (`start` starts its writer thread) when `wanted`;
+/// `None` when not, or when the thread does not start (said on stderr): the formatter writes
+/// those lines then.
+fn hand_written<L>(wanted: bool, start: impl FnOnce() -> std::io::Result<L>) -> Option<L> {
+    if !wanted {
+        return None;
+    }
+    start()
+        .map_err(|e| eprintln!("warning: access log writer thread: {e}; using the formatter"))
+        .ok()
 }
 
 /// Field formatting of the pretty log: as tracing-subscriber's default, without the
@@ -370,6 +366,49 @@ impl tracing::field::Visit for HumanVisitor<'_> {
     }
 }
 
+/// A writer the formatter's lines go into, for tests to compare.
+#[cfg(test)]
+pub(crate) mod test_buf {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    pub(crate) struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Buf {
+        /// What was written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// The lines `emit` makes through a subscriber that `make` builds from a formatter's
+    /// writer and a string for the hand-written lines: (hand-written, formatter's).
+    pub(crate) fn both<S>(
+        make: impl FnOnce(Buf, Arc<Mutex<String>>) -> S,
+        emit: impl FnOnce(),
+    ) -> (String, String)
+    where
+        S: tracing::Subscriber + Send + Sync + 'static,
+    {
+        let theirs = Buf::default();
+        let ours = Arc::new(Mutex::new(String::new()));
+        tracing::subscriber::with_default(make(theirs.clone(), ours.clone()), emit);
+        let ours = ours.lock().unwrap().clone();
+        (ours, theirs.text())
+    }
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,10 +457,9 @@ mod tests {
 
     #[test]
     fn pretty_lines_leave_out_otel_names() {
-        use std::sync::{Arc, Mutex};
-        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let buf = test_buf::Buf::default();
         let sink = buf.clone();
-        let make_writer = move || SharedBuf(sink.clone());
+        let make_writer = move || sink.clone();
         let sub = tracing_subscriber::registry().with(
             fmt::layer()
                 .compact()
@@ -439,23 +477,11 @@ mod tests {
             );
             span.in_scope(|| tracing::info!(latency_ms = 1.5, "hello"));
         });
-        let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let out = buf.text();
         assert!(out.contains("hello"), "{out}");
         assert!(out.contains("request_id=\"r1\""), "{out}");
         assert!(out.contains("latency_ms=1.5"), "{out}");
         assert!(!out.contains("otel."), "{out}");
-    }
-
-    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for SharedBuf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]
