@@ -6,8 +6,10 @@
 //!
 //! Why: through the formatter, one access line cost ~22k instructions per request (its
 //! writer, its styles, every field through `fmt` and a `dyn Debug`) and a `write` to stdout
-//! on the request's thread, more than routing, retry and the breaker together. The other
-//! events (warnings, the layers' decisions) still go through the formatter; they are rare.
+//! on the request's thread: more than retry and the breaker together. The other events
+//! (warnings, the layers' decisions) still go through the formatter; they are rare. The two
+//! writers are separate, so an access line may appear up to one batch (5–20 ms) after a line
+//! the formatter wrote later, as in JSON mode.
 
 use std::{fmt::Write as _, time::SystemTime};
 
