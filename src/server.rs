@@ -458,12 +458,11 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// keeps its connection long enough to read it, where closing the connection with the body
 /// unread resets it under the client's next write and the answer is lost (nginx's
 /// `lingering_close`, for the same reason).
-async fn linger<B>(body: B)
+async fn linger<B>(mut body: B)
 where
     B: HttpBody + Unpin,
 {
     use http_body_util::BodyExt;
-    let mut body = body;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         let mut left = LINGER_BYTES;
         while let Some(Ok(frame)) = body.frame().await {

@@ -212,7 +212,8 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
 
 /// An OpenTelemetry layer was built ([`layers`]): only then are the spans' OpenTelemetry
 /// attributes worth making. Pretty logs build the spans too (they print their names and
-/// fields) but none of those attributes, whose strings cost ~3k instructions per request.
+/// fields) but none of those attributes: formatted into strings and offered to a subscriber
+/// with no layer to take them, they cost ~18k instructions per request (callgrind).
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether `span` goes to an OpenTelemetry layer: its attributes are wanted.

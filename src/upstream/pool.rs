@@ -140,6 +140,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Idle for [`IDLE_TIMEOUT`] or longer at `now`: to be dropped.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= IDLE_TIMEOUT
+    }
+}
+
 /// Every [`SWEEP_EVERY`], the pool's idle connections: closed and expired ones go. Ends when
 /// none is left idle (the next one given back starts another) or the pool is gone.
 async fn sweep(pool: Weak<Pool>) {
@@ -151,7 +158,7 @@ async fn sweep(pool: Weak<Pool>) {
         let mut state = pool.lock();
         let now = Instant::now();
         state.idle.retain_mut(|idle| {
-            if now.duration_since(idle.since) >= IDLE_TIMEOUT {
+            if idle.expired(now) {
                 return false;
             }
             // Reads what came meanwhile: a close ends the connection.
@@ -293,7 +300,7 @@ impl Pool {
         while i > 0 {
             i -= 1;
             let idle = &mut state.idle[i];
-            if now.duration_since(idle.since) >= IDLE_TIMEOUT {
+            if idle.expired(now) {
                 state.idle.remove(i);
                 continue;
             }
@@ -324,12 +331,7 @@ impl Pool {
         let now = Instant::now();
         let mut state = self.lock();
         // The bottom of the stack is the longest idle: drop it when full or expired.
-        if state.idle.len() >= MAX_IDLE
-            || state
-                .idle
-                .first()
-                .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
-        {
+        if state.idle.len() >= MAX_IDLE || state.idle.first().is_some_and(|i| i.expired(now)) {
             state.idle.remove(0);
         }
         state.idle.push(Idle { h1, since: now });
