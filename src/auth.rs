@@ -18,7 +18,10 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, Either, Ready};
+use futures_util::{
+    future::{BoxFuture, Either, Ready},
+    FutureExt as _, TryFutureExt as _,
+};
 use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -351,8 +354,10 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let Some(MatchedKey(key)) = req.extensions().get::<MatchedKey>().cloned() else {
-            let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map_err(Into::into) });
+            // Combinators, not async blocks, here and below: a block would keep what it
+            // awaits twice in its state (captured, then awaited), and every request's boxed
+            // future is copied whole.
+            return Box::pin(self.inner.call(req).map_err(Into::into));
         };
         if let Err(e) = admit(&key, &req) {
             return Box::pin(async move { Err(e) });
@@ -373,8 +378,8 @@ where
         // The readied service serves this call; the clone waits for the next.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let resp = inner.oneshot(req).await.map_err(Into::into)?;
+        Box::pin(inner.oneshot(req).map(move |resp| {
+            let resp = resp.map_err(Into::into)?;
             Ok(match permit {
                 None => resp,
                 // The slot is the key's until the answer (a stream included) has ended.
@@ -385,7 +390,7 @@ where
                     })
                 }),
             })
-        })
+        }))
     }
 }
 

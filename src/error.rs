@@ -13,6 +13,7 @@ use std::{
 };
 
 use axum::body::Body;
+use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use portcullis_core::{
     body::CollectError,
@@ -262,9 +263,10 @@ where
         if let Some(g) = self.not_ready.take() {
             return Box::pin(async move { Ok(g.into_response(shape)) });
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            Ok(match fut.await {
+        // A map, not an async block: a block would keep the inner future twice in its state
+        // (captured, then awaited), and every request's boxed future is copied whole.
+        Box::pin(self.inner.call(req).map(move |result| {
+            Ok(match result {
                 Ok(r) => r,
                 Err(e) => {
                     let e: BoxError = e.into();
@@ -277,6 +279,6 @@ where
                     g.into_response(shape)
                 }
             })
-        })
+        }))
     }
 }

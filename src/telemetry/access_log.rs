@@ -15,6 +15,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use opentelemetry::{trace::Status, KeyValue};
@@ -141,8 +142,9 @@ where
             trace,
             usage_share,
         };
-        Box::pin(async move {
-            let result = fut.await;
+        // A map, not an async block: a block would keep the inner future twice in its state
+        // (captured, then awaited), and every request's boxed future is copied whole.
+        Box::pin(fut.map(move |result| {
             match result {
                 Ok(resp) => {
                     let claimed = started.usage_share.is_claimed();
@@ -178,7 +180,7 @@ where
                     Err(e)
                 }
             }
-        })
+        }))
     }
 }
 

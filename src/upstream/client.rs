@@ -273,6 +273,15 @@ pub(crate) fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
+/// How an attempt's request goes: on the serving thread's own pool (its future made when the
+/// attempt runs), or through hyper-util's client (another origin; a WebSocket's own path).
+// The large variant is the common one: boxing it would cost every request an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Sending {
+    Pooled(Arc<Pool>, Request<Body>),
+    Other(Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>>),
+}
+
 impl Service<Request<Body>> for UpstreamClient {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -289,11 +298,11 @@ impl Service<Request<Body>> for UpstreamClient {
         let attempt = Attempt::start(&self.0.attempt_metrics, &mut req);
         let span = attempt.span().clone();
         let pool = self.origin_pool();
-        let fut = match pool.serves(req.uri()) {
-            true => Either::Left(pool.clone().send(req).err_into::<BoxError>()),
+        let send = match pool.serves(req.uri()) {
+            true => Sending::Pooled(pool.clone(), req),
             // Boxed: hyper-util's request future is 3 KB, which every request's future
             // would carry (and copy) otherwise.
-            false => Either::Right(Box::pin(
+            false => Sending::Other(Box::pin(
                 self.pool()
                     .request(req)
                     .map_ok(|r| r.map(PooledBody::plain))
@@ -314,7 +323,16 @@ impl Service<Request<Body>> for UpstreamClient {
                     true => timeout,
                     false => timeout.min(first_byte),
                 };
-                let result = match tokio::time::timeout(head_timeout, fut).await {
+                // The send future is made here, inside the timeout: made outside, it would
+                // be kept twice in this future's state (as a capture and as the awaited
+                // timeout), which every request copies.
+                let sending = match send {
+                    Sending::Pooled(pool, req) => {
+                        Either::Left(pool.send(req).err_into::<BoxError>())
+                    }
+                    Sending::Other(fut) => Either::Right(fut),
+                };
+                let result = match tokio::time::timeout(head_timeout, sending).await {
                     Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
                         upstream: name.to_string(),
                         timeout: head_timeout,

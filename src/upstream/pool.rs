@@ -380,84 +380,87 @@ impl Pool {
 
     /// Send `req` (absolute URI, of this pool's origin: see [`Self::serves`]) on a pooled
     /// connection or a new one.
-    pub async fn send(
+    pub fn send(
         self: Arc<Self>,
         req: Request<Body>,
-    ) -> Result<Response<PooledBody>, PoolError> {
-        self.send_first_on(None, req).await
+    ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send {
+        self.send_first_on(None, req)
     }
 
     /// [`Self::send`], trying `first` (a pooled connection) before any other.
-    async fn send_first_on(
+    #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+    fn send_first_on(
         self: Arc<Self>,
         mut first: Option<Tx>,
         mut req: Request<Body>,
-    ) -> Result<Response<PooledBody>, PoolError> {
-        loop {
-            let waiter = self.h2_opened.notified();
-            let mut waiter = std::pin::pin!(waiter);
-            let next = match first.take() {
-                Some(tx) => Next::Use(tx),
-                None => self.checkout(waiter.as_mut()),
-            };
-            let (tx, reused) = match next {
-                Next::Use(tx) => (tx, true),
-                Next::WaitForH2 => {
-                    waiter.await;
-                    continue;
-                }
-                Next::Open(h2) => {
-                    let _opening = h2.then(|| OpeningH2(&self));
-                    // Boxed: connecting (TLS, the HTTP/2 handshake) needs kilobytes of state
-                    // that a request on a pooled connection would otherwise carry and copy.
-                    (Box::pin(self.connect(req.uri())).await?, false)
-                }
-            };
-            // The answer, or the error and (when it was never sent) the request back.
-            let failed = match tx {
-                Tx::H2(mut tx) => match tx.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(PooledBody::plain)),
-                    Err(mut e) => {
-                        // A connection that gave a request back is going away: the next
-                        // request (this one again, too) opens another instead of looping on it.
-                        self.lock().h2 = None;
-                        (e.take_message(), e.into_error())
+    ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> {
+        async move {
+            loop {
+                let waiter = self.h2_opened.notified();
+                let mut waiter = std::pin::pin!(waiter);
+                let next = match first.take() {
+                    Some(tx) => Next::Use(tx),
+                    None => self.checkout(waiter.as_mut()),
+                };
+                let (tx, reused) = match next {
+                    Next::Use(tx) => (tx, true),
+                    Next::WaitForH2 => {
+                        waiter.await;
+                        continue;
                     }
-                },
-                Tx::H1(mut h1) => {
-                    into_origin_form(&mut req);
-                    let sending = h1.tx.try_send_request(req);
-                    let mut sending = std::pin::pin!(sending);
-                    // The connection writes the request and reads the answer's head here.
-                    let sent = std::future::poll_fn(|cx| {
-                        if let Poll::Ready(sent) = sending.as_mut().poll(cx) {
-                            return Poll::Ready(sent);
-                        }
-                        h1.drive(cx);
-                        sending.as_mut().poll(cx)
-                    })
-                    .await;
-                    match sent {
-                        // The body drives the connection on, and gives it back at its end.
-                        Ok(resp) => {
-                            let back = Some((h1, self.clone()));
-                            return Ok(resp.map(|inner| PooledBody { inner, back }));
-                        }
+                    Next::Open(h2) => {
+                        let _opening = h2.then(|| OpeningH2(&self));
+                        // Boxed: connecting (TLS, the HTTP/2 handshake) needs kilobytes of state
+                        // that a request on a pooled connection would otherwise carry and copy.
+                        (Box::pin(self.connect(req.uri())).await?, false)
+                    }
+                };
+                // The answer, or the error and (when it was never sent) the request back.
+                let failed = match tx {
+                    Tx::H2(mut tx) => match tx.try_send_request(req).await {
+                        Ok(resp) => return Ok(resp.map(PooledBody::plain)),
                         Err(mut e) => {
-                            let unsent = e.take_message().map(|mut r| {
-                                *r.uri_mut() = self.absolute(r.uri());
-                                r
-                            });
-                            (unsent, e.into_error())
+                            // A connection that gave a request back is going away: the next
+                            // request (this one again, too) opens another instead of looping on it.
+                            self.lock().h2 = None;
+                            (e.take_message(), e.into_error())
+                        }
+                    },
+                    Tx::H1(mut h1) => {
+                        into_origin_form(&mut req);
+                        let sending = h1.tx.try_send_request(req);
+                        let mut sending = std::pin::pin!(sending);
+                        // The connection writes the request and reads the answer's head here.
+                        let sent = std::future::poll_fn(|cx| {
+                            if let Poll::Ready(sent) = sending.as_mut().poll(cx) {
+                                return Poll::Ready(sent);
+                            }
+                            h1.drive(cx);
+                            sending.as_mut().poll(cx)
+                        })
+                        .await;
+                        match sent {
+                            // The body drives the connection on, and gives it back at its end.
+                            Ok(resp) => {
+                                let back = Some((h1, self.clone()));
+                                return Ok(resp.map(|inner| PooledBody { inner, back }));
+                            }
+                            Err(mut e) => {
+                                let unsent = e.take_message().map(|mut r| {
+                                    *r.uri_mut() = self.absolute(r.uri());
+                                    r
+                                });
+                                (unsent, e.into_error())
+                            }
                         }
                     }
+                };
+                match failed {
+                    // The connection closed before the request started (an upstream's keep-alive
+                    // ended while it sat idle): another connection gets it.
+                    (Some(unsent), _) if reused => req = unsent,
+                    (_, e) => return Err(PoolError::Send(e)),
                 }
-            };
-            match failed {
-                // The connection closed before the request started (an upstream's keep-alive
-                // ended while it sat idle): another connection gets it.
-                (Some(unsent), _) if reused => req = unsent,
-                (_, e) => return Err(PoolError::Send(e)),
             }
         }
     }

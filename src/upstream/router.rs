@@ -14,6 +14,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either};
 use http::{header, HeaderValue, Request, Response};
 use portcullis_core::{
     body::collect_limited,
@@ -23,6 +24,7 @@ use portcullis_core::{
     Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
 use smallvec::SmallVec;
+use std::future::Ready;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
 use super::stream_end::{StreamEnd, StreamShape};
@@ -344,145 +346,172 @@ impl Service<Request<Body>> for ModelRouter {
     }
 }
 
-async fn route(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
-    let (parts, body) = req.into_parts();
-    let bytes = collect_limited(body, inner.max_body_bytes).await?;
-    // A layer above (validation) has read the body already; without one, read it here. A
-    // request validation let through without a model (a Responses API call naming a stored
-    // prompt instead) goes where "" resolves: the `*` model.
-    let requested = match parts.extensions.get::<RequestMeta>() {
-        Some(m) => m.model.clone(),
-        None => model_from_body(&bytes)?.model,
+// The request-path futures below are async blocks returned by plain functions, not `async fn`s:
+// an `async fn` keeps its arguments twice in its state (as arguments and as the locals they
+// become), and every request's boxed future is copied and carried whole.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` would keep its arguments twice
+fn route(
+    inner: Arc<Inner>,
+    mut req: Request<Body>,
+) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send {
+    async move {
+        let body = std::mem::take(req.body_mut());
+        let bytes = collect_limited(body, inner.max_body_bytes).await?;
+        // A layer above (validation) has read the body already; without one, read it here. A
+        // request validation let through without a model (a Responses API call naming a
+        // stored prompt instead) goes where "" resolves: the `*` model.
+        let requested = match req.extensions().get::<RequestMeta>() {
+            Some(m) => m.model.clone(),
+            None => model_from_body(&bytes)?.model,
+        }
+        .unwrap_or_else(|| "".into());
+        route_model(&inner, req.into_parts().0, bytes, requested).await
     }
-    .unwrap_or_else(|| "".into());
-    route_model(&inner, parts, bytes, requested).await
 }
 
 /// Send a buffered body to the model's upstream, failing over to its fallbacks.
-pub(super) async fn route_model(
+#[allow(clippy::manual_async_fn)] // see `route`
+pub(super) fn route_model(
     inner: &Inner,
     mut parts: http::request::Parts,
     bytes: Bytes,
     requested: Arc<str>,
-) -> Result<Response<Body>, BoxError> {
-    let Some(first) = inner.models.lookup(&requested) else {
-        return Err(Box::new(ModelNotFound {
+) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send + '_ {
+    async move {
+        let Some(first) = inner.models.lookup(&requested) else {
+            return Err::<_, BoxError>(Box::new(ModelNotFound {
+                model: requested.to_string(),
+                configured: inner.model_names(),
+            }));
+        };
+        // Inline (no allocation) for a model with up to three fallbacks.
+        let mut chain: SmallVec<[&Deployments; 4]> = smallvec::smallvec![first];
+        for f in &first.first().fallbacks {
+            if let Some(m) = inner.models.get(&ModelPattern::parse(f)) {
+                chain.push(m);
+            }
+        }
+        let path_and_query = parts.uri.path_and_query().cloned();
+        let mut attempts = 0u32;
+        let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
+        let route_info = |upstream: &Arc<str>, attempts: u32| RouteInfo {
+            model: requested.clone(),
+            entry: Some(first.name().clone()),
+            upstream: upstream.clone(),
+            attempts,
+            user_id: user_id.clone(),
+        };
+        let available = |r: &ModelRoute| {
+            inner
+                .upstreams
+                .get(&r.upstream)
+                .is_some_and(|u| u.status.available())
+        };
+        // Deployments out of rotation (open breaker, failing health check) are skipped. If every
+        // deployment of the model and of its fallbacks is out, they are all tried anyway, in the
+        // usual order: a guess that they recovered beats failing without trying.
+        let any_available = chain.iter().any(|d| d.routes().iter().any(&available));
+        let candidates: SmallVec<[(usize, &ModelRoute); 4]> = chain
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                d.order(available, !any_available)
+                    .into_iter()
+                    .map(move |j| (i, &d.routes()[j]))
+            })
+            .collect();
+        let last = candidates.len().saturating_sub(1);
+        for (n, (i, entry)) in candidates.into_iter().enumerate() {
+            let Some(up) = inner.upstreams.get(&entry.upstream) else {
+                continue; // validated at load; unreachable in practice
+            };
+            // The model sent upstream: the entry's rewrite, else for a fallback its own name.
+            let send_model = match &entry.model {
+                Some(m) => Some(m.as_str()),
+                None if i > 0 && !entry.name.contains('*') => Some(entry.name.as_str()),
+                None => None,
+            };
+            let rewrite = send_model.filter(|m| *m != &*requested);
+            let body = match (rewrite, &entry.params) {
+                (None, None) => bytes.clone(),
+                (model, params) => prepare_body(&bytes, model, params.as_deref())?,
+            };
+            let upstream_req = upstream_request(
+                up,
+                entry,
+                &mut parts,
+                n == last,
+                path_and_query.as_ref(),
+                body,
+            )?;
+            tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = n, "routing");
+            match up.service.clone().oneshot(upstream_req).await {
+                Ok(resp) => {
+                    attempts = attempts.saturating_add(attempts_made(&resp));
+                    let status = resp.status().as_u16();
+                    if n < last && inner.failover_on.contains(&status) {
+                        tracing::info!(upstream = %up.upstream.name, status, "failing over to the next deployment or fallback");
+                        continue;
+                    }
+                    let path = parts.uri.path();
+                    return up
+                        .answer(resp, route_info(&up.upstream.name, attempts), |_| true)
+                        .await
+                        .map(|r| end_streams_loudly(r, path));
+                }
+                Err(e) => {
+                    attempts = attempts.saturating_add(attempts_failed(&*e));
+                    let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
+                        || find_in_chain::<UpstreamConnectError>(&*e).is_some()
+                        || find_in_chain::<UpstreamTimeout>(&*e).is_some();
+                    if n < last && failover {
+                        tracing::info!(upstream = %up.upstream.name, error = %e, "failing over to the next deployment or fallback");
+                        continue;
+                    }
+                    return Err(Box::new(RoutedError {
+                        route: route_info(&up.upstream.name, attempts),
+                        source: e,
+                    }));
+                }
+            }
+        }
+        Err(Box::new(ModelNotFound {
             model: requested.to_string(),
             configured: inner.model_names(),
-        }));
-    };
-    // Inline (no allocation) for a model with up to three fallbacks.
-    let mut chain: SmallVec<[&Deployments; 4]> = smallvec::smallvec![first];
-    for f in &first.first().fallbacks {
-        if let Some(m) = inner.models.get(&ModelPattern::parse(f)) {
-            chain.push(m);
-        }
+        }))
     }
-    let path_and_query = parts.uri.path_and_query().cloned();
-    let mut attempts = 0u32;
-    let user_id = parts.extensions.get::<UserId>().map(|u| u.0.clone());
-    let route_info = |upstream: &Arc<str>, attempts: u32| RouteInfo {
-        model: requested.clone(),
-        entry: Some(first.name().clone()),
-        upstream: upstream.clone(),
-        attempts,
-        user_id: user_id.clone(),
+}
+
+/// The request for one candidate. The last candidate takes the client's headers and
+/// extensions instead of a copy (with one deployment and no fallback, the only one: no copy
+/// at all). A function of its own, so that what it builds is not kept in the routing future.
+fn upstream_request(
+    up: &Entry,
+    entry: &ModelRoute,
+    parts: &mut http::request::Parts,
+    last: bool,
+    path_and_query: Option<&http::uri::PathAndQuery>,
+    body: Bytes,
+) -> Result<Request<Body>, BoxError> {
+    let (mut headers, extensions) = if last {
+        (
+            std::mem::take(&mut parts.headers),
+            std::mem::take(&mut parts.extensions),
+        )
+    } else {
+        (parts.headers.clone(), parts.extensions.clone())
     };
-    let available = |r: &ModelRoute| {
-        inner
-            .upstreams
-            .get(&r.upstream)
-            .is_some_and(|u| u.status.available())
-    };
-    // Deployments out of rotation (open breaker, failing health check) are skipped. If every
-    // deployment of the model and of its fallbacks is out, they are all tried anyway, in the
-    // usual order: a guess that they recovered beats failing without trying.
-    let any_available = chain.iter().any(|d| d.routes().iter().any(&available));
-    let candidates: SmallVec<[(usize, &ModelRoute); 4]> = chain
-        .iter()
-        .enumerate()
-        .flat_map(|(i, d)| {
-            d.order(available, !any_available)
-                .into_iter()
-                .map(move |j| (i, &d.routes()[j]))
-        })
-        .collect();
-    let last = candidates.len().saturating_sub(1);
-    for (n, (i, entry)) in candidates.into_iter().enumerate() {
-        let Some(up) = inner.upstreams.get(&entry.upstream) else {
-            continue; // validated at load; unreachable in practice
-        };
-        // The model sent upstream: the entry's rewrite, else for a fallback its own name.
-        let send_model = match &entry.model {
-            Some(m) => Some(m.as_str()),
-            None if i > 0 && !entry.name.contains('*') => Some(entry.name.as_str()),
-            None => None,
-        };
-        let rewrite = send_model.filter(|m| *m != &*requested);
-        let body = match (rewrite, &entry.params) {
-            (None, None) => bytes.clone(),
-            (model, params) => prepare_body(&bytes, model, params.as_deref())?,
-        };
-        let mut builder = Request::builder()
-            .method(parts.method.clone())
-            .uri(up.upstream.uri_of(path_and_query.as_ref())?);
-        // The last candidate takes the client's headers and extensions instead of a copy
-        // (with one deployment and no fallback, the only one: no copy at all).
-        let (headers, extensions) = if n == last {
-            (
-                std::mem::take(&mut parts.headers),
-                std::mem::take(&mut parts.extensions),
-            )
-        } else {
-            (parts.headers.clone(), parts.extensions.clone())
-        };
-        if let Some(h) = builder.headers_mut() {
-            *h = headers;
-            up.upstream.prepare_headers(h);
-            for (n, v) in entry.headers.iter() {
-                h.insert(n.clone(), v.clone());
-            }
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        if let Some(ext) = builder.extensions_mut() {
-            *ext = extensions;
-        }
-        let upstream_req = builder.body(Body::from(body))?;
-        tracing::debug!(upstream = %up.upstream.name, model = %requested, candidate = n, "routing");
-        match up.service.clone().oneshot(upstream_req).await {
-            Ok(resp) => {
-                attempts = attempts.saturating_add(attempts_made(&resp));
-                let status = resp.status().as_u16();
-                if n < last && inner.failover_on.contains(&status) {
-                    tracing::info!(upstream = %up.upstream.name, status, "failing over to the next deployment or fallback");
-                    continue;
-                }
-                let path = parts.uri.path();
-                return up
-                    .answer(resp, route_info(&up.upstream.name, attempts), |_| true)
-                    .await
-                    .map(|r| end_streams_loudly(r, path));
-            }
-            Err(e) => {
-                attempts = attempts.saturating_add(attempts_failed(&*e));
-                let failover = find_in_chain::<CircuitOpen>(&*e).is_some()
-                    || find_in_chain::<UpstreamConnectError>(&*e).is_some()
-                    || find_in_chain::<UpstreamTimeout>(&*e).is_some();
-                if n < last && failover {
-                    tracing::info!(upstream = %up.upstream.name, error = %e, "failing over to the next deployment or fallback");
-                    continue;
-                }
-                return Err(Box::new(RoutedError {
-                    route: route_info(&up.upstream.name, attempts),
-                    source: e,
-                }));
-            }
-        }
+    up.upstream.prepare_headers(&mut headers);
+    for (n, v) in entry.headers.iter() {
+        headers.insert(n.clone(), v.clone());
     }
-    Err(Box::new(ModelNotFound {
-        model: requested.to_string(),
-        configured: inner.model_names(),
-    }))
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut req = Request::new(Body::from(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = up.upstream.uri_of(path_and_query)?;
+    *req.headers_mut() = headers;
+    *req.extensions_mut() = extensions;
+    Ok(req)
 }
 
 /// Upstream attempts behind a response: the retry layer's count, one without it. Never a
@@ -503,21 +532,32 @@ pub(super) fn attempts_failed(e: &(dyn std::error::Error + 'static)) -> u32 {
         })
 }
 
+/// [`Entry::answer`]'s future: ready at once, or reading an HTML page.
+pub(super) type Answer = Either<
+    Ready<Result<Response<Body>, BoxError>>,
+    BoxFuture<'static, Result<Response<Body>, BoxError>>,
+>;
+
 impl Entry {
     /// The upstream's answer as the client gets it: an HTML page (where `html_is_error` says
     /// the status calls for JSON) becomes a 502 naming what the page says; the jar keeps
     /// `Set-Cookie`; `x-portcullis-upstream` and `-attempts` say where it went.
-    pub(super) async fn answer(
+    pub(super) fn answer(
         &self,
         mut resp: Response<Body>,
         route: RouteInfo,
         html_is_error: impl Fn(http::StatusCode) -> bool,
-    ) -> Result<Response<Body>, BoxError> {
+    ) -> Answer {
         if is_html(resp.headers()) && html_is_error(resp.status()) {
-            let err = html_error(&self.upstream.name, resp).await;
-            return Err(Box::new(RoutedError {
-                route,
-                source: Box::new(err),
+            // Boxed: reading the page is the rare path, and its future would otherwise sit in
+            // every request's.
+            let upstream = self.upstream.name.clone();
+            return Either::Right(Box::pin(async move {
+                let err = html_error(&upstream, resp).await;
+                Err::<Response<Body>, BoxError>(Box::new(RoutedError {
+                    route,
+                    source: Box::new(err),
+                }))
             }));
         }
         let h = resp.headers_mut();
@@ -529,7 +569,7 @@ impl Entry {
         }
         h.insert(X_PORTCULLIS_ATTEMPTS, int_value(route.attempts));
         resp.extensions_mut().insert(route);
-        Ok(resp)
+        Either::Left(std::future::ready(Ok(resp)))
     }
 }
 

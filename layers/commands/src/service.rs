@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -80,101 +81,107 @@ where
     }
 }
 
-async fn forward<S, ReqB, ResB>(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn forward<S, ReqB, ResB>(
     inner: S,
     req: Request<ReqB>,
-) -> Result<Response<CommandsBody<ResB>>, BoxError>
+) -> impl Future<Output = Result<Response<CommandsBody<ResB>>, BoxError>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
-    let resp = inner.oneshot(req).await.map_err(Into::into)?;
-    Ok(resp.map(CommandsBody::inner))
+    async move {
+        let resp = inner.oneshot(req).await.map_err(Into::into)?;
+        Ok(resp.map(CommandsBody::inner))
+    }
 }
 
-async fn run<S, ReqB, ResB>(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn run<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<ReqB>,
-) -> Result<Response<CommandsBody<ResB>>, BoxError>
+) -> impl Future<Output = Result<Response<CommandsBody<ResB>>, BoxError>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     ReqB: Body<Data = Bytes> + From<Bytes>,
     ReqB::Error: Into<BoxError>,
 {
-    let Some(api) = Api::from_path(req.uri().path()) else {
-        return forward(inner, req).await;
-    };
-    // Until some session holds settings, none can: no key to make (a command makes it).
-    let settings = if shared.sessions.any() {
-        shared
-            .sessions
-            .get(session_key(req.headers(), req.extensions()))
-    } else {
-        None
-    };
-    let (mut parts, body) = req.into_parts();
-    let bytes = collect_limited(body, shared.max_body_bytes).await?;
-    let prefix = shared.config.prefix.as_str();
-    // Most requests carry no command and their session no settings: they go on unparsed.
-    if settings.is_none() && !shared.look.may_contain(&bytes) {
-        return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
-    }
-    let json = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(json) if json.is_object() => json,
-        // Not ours to judge (the validation layer's job): sent on as it came.
-        _ => return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await,
-    };
-    let stream = json.get("stream") == Some(&Value::Bool(true));
-    if let Some(text) = last_user_text(api, &json) {
-        let text = text.trim_start();
-        if let Some(command) = text.strip_prefix(prefix) {
-            let model = settings
-                .as_ref()
-                .and_then(|s| s.model.clone())
-                .or_else(|| json.get("model").and_then(Value::as_str).map(Arc::from))
-                .unwrap_or_else(|| Arc::from("portcullis"));
-            let reply = Reply {
-                api,
-                model: &model,
+    async move {
+        let Some(api) = Api::from_path(req.uri().path()) else {
+            return forward(inner, req).await;
+        };
+        // Until some session holds settings, none can: no key to make (a command makes it).
+        let settings = if shared.sessions.any() {
+            shared
+                .sessions
+                .get(session_key(req.headers(), req.extensions()))
+        } else {
+            None
+        };
+        let (mut parts, body) = req.into_parts();
+        let bytes = collect_limited(body, shared.max_body_bytes).await?;
+        let prefix = shared.config.prefix.as_str();
+        // Most requests carry no command and their session no settings: they go on unparsed.
+        if settings.is_none() && !shared.look.may_contain(&bytes) {
+            return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
+        }
+        let json = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(json) if json.is_object() => json,
+            // Not ours to judge (the validation layer's job): sent on as it came.
+            _ => return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await,
+        };
+        let stream = json.get("stream") == Some(&Value::Bool(true));
+        if let Some(text) = last_user_text(api, &json) {
+            let text = text.trim_start();
+            if let Some(command) = text.strip_prefix(prefix) {
+                let model = settings
+                    .as_ref()
+                    .and_then(|s| s.model.clone())
+                    .or_else(|| json.get("model").and_then(Value::as_str).map(Arc::from))
+                    .unwrap_or_else(|| Arc::from("portcullis"));
+                let reply = Reply {
+                    api,
+                    model: &model,
+                    stream,
+                    include_usage: json
+                        .pointer("/stream_options/include_usage")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                };
+                let key = session_key(&parts.headers, &parts.extensions);
+                return Ok(answer(&shared, key, api, command, &reply));
+            }
+        }
+        let Some(settings) = settings else {
+            return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
+        };
+        if settings.loop_detection_off {
+            parts.extensions.insert(LoopDetectionOff);
+        }
+        if let Some(model) = &settings.model {
+            // The layers after this one (the router above all) route by the meta, not the body.
+            let stream = parts
+                .extensions
+                .get::<RequestMeta>()
+                .map_or(stream, |m| m.stream);
+            parts.extensions.insert(RequestMeta {
+                model: Some(model.clone()),
                 stream,
-                include_usage: json
-                    .pointer("/stream_options/include_usage")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            };
-            let key = session_key(&parts.headers, &parts.extensions);
-            return Ok(answer(&shared, key, api, command, &reply));
+            });
         }
+        let body = match apply(json, &settings) {
+            Some(new) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+                new
+            }
+            None => bytes,
+        };
+        forward(inner, Request::from_parts(parts, ReqB::from(body))).await
     }
-    let Some(settings) = settings else {
-        return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
-    };
-    if settings.loop_detection_off {
-        parts.extensions.insert(LoopDetectionOff);
-    }
-    if let Some(model) = &settings.model {
-        // The layers after this one (the router above all) route by the meta, not the body.
-        let stream = parts
-            .extensions
-            .get::<RequestMeta>()
-            .map_or(stream, |m| m.stream);
-        parts.extensions.insert(RequestMeta {
-            model: Some(model.clone()),
-            stream,
-        });
-    }
-    let body = match apply(json, &settings) {
-        Some(new) => {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
-            new
-        }
-        None => bytes,
-    };
-    forward(inner, Request::from_parts(parts, ReqB::from(body))).await
 }
 
 /// Whether a body may hold the command prefix as JSON text: its bytes, or (for a prefix with

@@ -406,12 +406,13 @@ fn read_error(e: CollectError) -> BoxError {
     }
 }
 
-async fn handle<S, B, RB>(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn handle<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<B>,
     cap: usize,
-) -> Result<Response<RB>, BoxError>
+) -> impl Future<Output = Result<Response<RB>, BoxError>>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -421,119 +422,121 @@ where
     RB: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     RB::Error: Into<BoxError>,
 {
-    let cfg = &shared.config;
-    let (mut parts, body) = req.into_parts();
-    // Boxed: `collect_up_to` hands back the unread rest, so it needs a body it can unpin.
-    let collected = collect_up_to(Box::pin(body), cap)
-        .await
-        .map_err(|e| RequestBodyError(read_error(e)))?;
-    let body = match collected {
-        Collected::Complete(body) => body,
-        partial => {
-            // Sent on unbuffered: the bytes read so far, then the rest as it arrives.
-            let req = Request::from_parts(parts, B::rechain(partial.into_body()));
-            return bypass(inner, req, None, "request body over max_body_bytes").await;
-        }
-    };
-
-    let key = key::dedup_key(&parts, &body);
-    // A `RequestMeta` saying "not streaming" was checked before the body was read. Without
-    // one, the body is peeked, and what it says kept for the layers after this one.
-    if parts.extensions.get::<RequestMeta>().is_none() {
-        if let Some(m) = meta::parse(&body) {
-            let stream = m.stream;
-            parts.extensions.insert(m);
-            if stream {
-                let req = Request::from_parts(parts, B::from(body));
-                return bypass(inner, req, Some(&key), "streaming request").await;
-            }
-        }
-    }
-
-    if let Some(hit) = shared.cache_get(&key).await {
-        record(CacheOutcome::Hit, Some(&key), "fresh cache entry");
-        return Ok(hit_response(hit));
-    }
-
-    if !cfg.coalesce {
-        record(CacheOutcome::Miss, Some(&key), "not cached");
-        let req = Request::from_parts(parts, B::from(body));
-        return match fetch(inner, req, cap).await? {
-            Fetched::Complete(r) => {
-                shared.cache_put(&key, &r).await;
-                Ok(r.into_response(CacheOutcome::Miss))
-            }
-            Fetched::Streamed(mut resp) => {
-                mark(&mut resp, CacheOutcome::Miss);
-                Ok(resp)
+    async move {
+        let cfg = &shared.config;
+        let (mut parts, body) = req.into_parts();
+        // Boxed: `collect_up_to` hands back the unread rest, so it needs a body it can unpin.
+        let collected = collect_up_to(Box::pin(body), cap)
+            .await
+            .map_err(|e| RequestBodyError(read_error(e)))?;
+        let body = match collected {
+            Collected::Complete(body) => body,
+            partial => {
+                // Sent on unbuffered: the bytes read so far, then the rest as it arrives.
+                let req = Request::from_parts(parts, B::rechain(partial.into_body()));
+                return bypass(inner, req, None, "request body over max_body_bytes").await;
             }
         };
-    }
 
-    let role = match shared.in_flight().entry(key) {
-        Entry::Occupied(e) => Role::Follower(e.get().clone()),
-        Entry::Vacant(e) => {
-            let call = Arc::new(Call::default());
-            e.insert(call.clone());
-            Role::Leader(call)
+        let key = key::dedup_key(&parts, &body);
+        // A `RequestMeta` saying "not streaming" was checked before the body was read. Without
+        // one, the body is peeked, and what it says kept for the layers after this one.
+        if parts.extensions.get::<RequestMeta>().is_none() {
+            if let Some(m) = meta::parse(&body) {
+                let stream = m.stream;
+                parts.extensions.insert(m);
+                if stream {
+                    let req = Request::from_parts(parts, B::from(body));
+                    return bypass(inner, req, Some(&key), "streaming request").await;
+                }
+            }
         }
-    };
 
-    match role {
-        Role::Leader(call) => {
-            record(CacheOutcome::Miss, Some(&key), "leads a shared call");
-            // Made at once, so the entry goes however the call ends.
-            let publisher = Publisher {
-                shared: shared.clone(),
-                key,
-                call,
-                in_map: true,
-            };
+        if let Some(hit) = shared.cache_get(&key).await {
+            record(CacheOutcome::Hit, Some(&key), "fresh cache entry");
+            return Ok(hit_response(hit));
+        }
+
+        if !cfg.coalesce {
+            record(CacheOutcome::Miss, Some(&key), "not cached");
             let req = Request::from_parts(parts, B::from(body));
-            // Run here, in this request's task (no task spawned, no hand-over between
-            // tasks); if this client disconnects first, the rest of the call is spawned and
-            // goes on for the followers.
-            let led = DetachOnDrop::new(lead(shared.clone(), inner, req, cap, publisher)).await;
-            match led {
-                Some(Ok(Led::Stream(mut resp))) => {
+            return match fetch(inner, req, cap).await? {
+                Fetched::Complete(r) => {
+                    shared.cache_put(&key, &r).await;
+                    Ok(r.into_response(CacheOutcome::Miss))
+                }
+                Fetched::Streamed(mut resp) => {
                     mark(&mut resp, CacheOutcome::Miss);
                     Ok(resp)
                 }
-                Some(Ok(Led::Whole(r))) => Ok(r.into_response(CacheOutcome::Miss)),
-                Some(Ok(Led::Shared(r))) => Ok(r.to_response(CacheOutcome::Miss)),
-                Some(Err(e)) => Err(e.into()),
-                None => Err(SharedCallLost.into()),
-            }
+            };
         }
-        Role::Follower(call) => match call.outcome().await {
-            Some(Outcome::Ready(r)) => {
-                record(
-                    CacheOutcome::Coalesced,
-                    Some(&key),
-                    "shared the leader's call",
-                );
-                Ok(r.to_response(CacheOutcome::Coalesced))
+
+        let role = match shared.in_flight().entry(key) {
+            Entry::Occupied(e) => Role::Follower(e.get().clone()),
+            Entry::Vacant(e) => {
+                let call = Arc::new(Call::default());
+                e.insert(call.clone());
+                Role::Leader(call)
             }
-            Some(Outcome::Streamed) => {
+        };
+
+        match role {
+            Role::Leader(call) => {
+                record(CacheOutcome::Miss, Some(&key), "leads a shared call");
+                // Made at once, so the entry goes however the call ends.
+                let publisher = Publisher {
+                    shared: shared.clone(),
+                    key,
+                    call,
+                    in_map: true,
+                };
                 let req = Request::from_parts(parts, B::from(body));
-                bypass(
-                    inner,
-                    req,
-                    Some(&key),
-                    "leader's response could not be shared",
-                )
-                .await
+                // Run here, in this request's task (no task spawned, no hand-over between
+                // tasks); if this client disconnects first, the rest of the call is spawned and
+                // goes on for the followers.
+                let led = DetachOnDrop::new(lead(shared.clone(), inner, req, cap, publisher)).await;
+                match led {
+                    Some(Ok(Led::Stream(mut resp))) => {
+                        mark(&mut resp, CacheOutcome::Miss);
+                        Ok(resp)
+                    }
+                    Some(Ok(Led::Whole(r))) => Ok(r.into_response(CacheOutcome::Miss)),
+                    Some(Ok(Led::Shared(r))) => Ok(r.to_response(CacheOutcome::Miss)),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(SharedCallLost.into()),
+                }
             }
-            Some(Outcome::Failed(e)) => {
-                record(
-                    CacheOutcome::Coalesced,
-                    Some(&key),
-                    "shared the leader's error",
-                );
-                Err(e.into())
-            }
-            None => Err(SharedCallLost.into()),
-        },
+            Role::Follower(call) => match call.outcome().await {
+                Some(Outcome::Ready(r)) => {
+                    record(
+                        CacheOutcome::Coalesced,
+                        Some(&key),
+                        "shared the leader's call",
+                    );
+                    Ok(r.to_response(CacheOutcome::Coalesced))
+                }
+                Some(Outcome::Streamed) => {
+                    let req = Request::from_parts(parts, B::from(body));
+                    bypass(
+                        inner,
+                        req,
+                        Some(&key),
+                        "leader's response could not be shared",
+                    )
+                    .await
+                }
+                Some(Outcome::Failed(e)) => {
+                    record(
+                        CacheOutcome::Coalesced,
+                        Some(&key),
+                        "shared the leader's error",
+                    );
+                    Err(e.into())
+                }
+                None => Err(SharedCallLost.into()),
+            },
+        }
     }
 }
 
@@ -602,47 +605,50 @@ enum Role {
 
 /// The leader's upstream call: fetched, cached, published to the followers; what the
 /// leader's own client gets is returned.
-async fn lead<S, B, RB>(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn lead<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
     req: Request<B>,
     cap: usize,
     mut publisher: Publisher,
-) -> Result<Led<RB>, SharedError>
+) -> impl Future<Output = Result<Led<RB>, SharedError>>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    let fetched = fetch(inner, req, cap).await;
-    if let Ok(Fetched::Complete(r)) = &fetched {
-        // Stored before anyone is answered, so a client that repeats its request after
-        // getting the answer finds it in the cache.
-        shared.cache_put(&publisher.key, r).await;
-    }
-    // Out of the map, nobody can join any more. If no follower holds the call, the leader
-    // takes a whole response as it is (its headers and extensions not copied); else every
-    // waiter gets a copy.
-    publisher.leave_map();
-    match fetched {
-        Ok(Fetched::Complete(r)) if !publisher.followed() => {
-            publisher.finish(CallState::Gone);
-            Ok(Led::Whole(r))
+    async move {
+        let fetched = fetch(inner, req, cap).await;
+        if let Ok(Fetched::Complete(r)) = &fetched {
+            // Stored before anyone is answered, so a client that repeats its request after
+            // getting the answer finds it in the cache.
+            shared.cache_put(&publisher.key, r).await;
         }
-        Ok(Fetched::Complete(r)) => {
-            let r = Arc::new(r);
-            publisher.finish(CallState::Done(Outcome::Ready(r.clone())));
-            Ok(Led::Shared(r))
-        }
-        Ok(Fetched::Streamed(resp)) => {
-            publisher.finish(CallState::Done(Outcome::Streamed));
-            Ok(Led::Stream(resp))
-        }
-        Err(e) => {
-            let e = SharedError::new(Arc::from(e));
-            publisher.finish(CallState::Done(Outcome::Failed(e.clone())));
-            Err(e)
+        // Out of the map, nobody can join any more. If no follower holds the call, the leader
+        // takes a whole response as it is (its headers and extensions not copied); else every
+        // waiter gets a copy.
+        publisher.leave_map();
+        match fetched {
+            Ok(Fetched::Complete(r)) if !publisher.followed() => {
+                publisher.finish(CallState::Gone);
+                Ok(Led::Whole(r))
+            }
+            Ok(Fetched::Complete(r)) => {
+                let r = Arc::new(r);
+                publisher.finish(CallState::Done(Outcome::Ready(r.clone())));
+                Ok(Led::Shared(r))
+            }
+            Ok(Fetched::Streamed(resp)) => {
+                publisher.finish(CallState::Done(Outcome::Streamed));
+                Ok(Led::Stream(resp))
+            }
+            Err(e) => {
+                let e = SharedError::new(Arc::from(e));
+                publisher.finish(CallState::Done(Outcome::Failed(e.clone())));
+                Err(e)
+            }
         }
     }
 }
@@ -739,42 +745,49 @@ enum Fetched<RB> {
 }
 
 /// Ready the inner service, call it, and buffer its response if it can be shared.
-async fn fetch<S, B, RB>(inner: S, req: Request<B>, cap: usize) -> Result<Fetched<RB>, BoxError>
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn fetch<S, B, RB>(
+    inner: S,
+    req: Request<B>,
+    cap: usize,
+) -> impl Future<Output = Result<Fetched<RB>, BoxError>>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    let resp = inner.oneshot(req).await.map_err(Into::into)?;
-    if is_event_stream(resp.headers()) || known_larger_than(resp.headers(), resp.body(), cap) {
-        return Ok(Fetched::Streamed(resp));
-    }
-    let (parts, body) = resp.into_parts();
-    let bytes = match collect_up_to(Box::pin(body), cap)
-        .await
-        .map_err(|e| ResponseBodyError(read_error(e)))?
-    {
-        Collected::Complete(bytes) => bytes,
-        // Over the cap: handed on as a stream (what was read, then the rest), not buffered,
-        // so it cannot be shared; see "Responses that cannot be shared" in the crate docs.
-        partial => {
-            let body = RB::rechain(partial.into_body());
-            return Ok(Fetched::Streamed(Response::from_parts(parts, body)));
+    async move {
+        let resp = inner.oneshot(req).await.map_err(Into::into)?;
+        if is_event_stream(resp.headers()) || known_larger_than(resp.headers(), resp.body(), cap) {
+            return Ok(Fetched::Streamed(resp));
         }
-    };
-    let mut headers = parts.headers;
-    // A copy served on another connection must not carry the leader's connection headers.
-    portcullis_core::headers::strip_hop_by_hop(&mut headers);
-    let cacheable = parts.status.is_success() && !response_says_no_store(&headers);
-    Ok(Fetched::Complete(SharedResponse {
-        status: parts.status,
-        version: parts.version,
-        headers,
-        extensions: parts.extensions,
-        body: bytes,
-        cacheable,
-    }))
+        let (parts, body) = resp.into_parts();
+        let bytes = match collect_up_to(Box::pin(body), cap)
+            .await
+            .map_err(|e| ResponseBodyError(read_error(e)))?
+        {
+            Collected::Complete(bytes) => bytes,
+            // Over the cap: handed on as a stream (what was read, then the rest), not buffered,
+            // so it cannot be shared; see "Responses that cannot be shared" in the crate docs.
+            partial => {
+                let body = RB::rechain(partial.into_body());
+                return Ok(Fetched::Streamed(Response::from_parts(parts, body)));
+            }
+        };
+        let mut headers = parts.headers;
+        // A copy served on another connection must not carry the leader's connection headers.
+        portcullis_core::headers::strip_hop_by_hop(&mut headers);
+        let cacheable = parts.status.is_success() && !response_says_no_store(&headers);
+        Ok(Fetched::Complete(SharedResponse {
+            status: parts.status,
+            version: parts.version,
+            headers,
+            extensions: parts.extensions,
+            body: bytes,
+            cacheable,
+        }))
+    }
 }
 
 fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {

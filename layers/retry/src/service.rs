@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime},
@@ -139,11 +140,15 @@ impl fmt::Display for Again {
     }
 }
 
-async fn run<S, B, RB>(
+// A plain function returning an async block, not an `async fn`: an `async fn` keeps its
+// arguments twice in its state (as arguments and as the locals they become), and this state
+// is boxed and copied for every request.
+#[allow(clippy::manual_async_fn)]
+fn run<S, B, RB>(
     shared: Arc<Shared>,
     mut svc: S,
     req: Request<B>,
-) -> Result<Response<RB>, BoxError>
+) -> impl Future<Output = Result<Response<RB>, BoxError>>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
@@ -152,103 +157,105 @@ where
     RB: Body<Data = Bytes> + From<Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let config = &shared.config;
-    shared.budget.deposit();
+    async move {
+        let config = &shared.config;
+        shared.budget.deposit();
 
-    let cap = config.max_replay_body_bytes;
-    let replayable = config.max_attempts > 1
-        && req
-            .body()
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= cap as u64);
-    if !replayable {
-        // A body of unknown or too large size is streamed straight through: buffering it
-        // could exhaust memory, and a half-read stream cannot be replayed.
-        tracing::debug!(
-            max_attempts = config.max_attempts,
-            "request body is not replayable; sending once"
-        );
-        let result = svc
-            .call(req)
-            .instrument(tracing::info_span!("upstream_attempt", attempt = 1u32))
-            .await;
-        return match result {
-            Ok(resp) => Ok(with_attempts(resp, 1)),
-            Err(e) => Err(Attempted {
-                attempts: 1,
-                source: e.into(),
-            }
-            .into()),
-        };
-    }
-
-    let (parts, body) = req.into_parts();
-    let body = collect_limited(body, cap).await.map_err(|e| Attempted {
-        attempts: 0,
-        source: e.into(),
-    })?;
-    let template = Template { parts, body };
-
-    let mut attempt = 1u32;
-    loop {
-        let last = attempt >= config.max_attempts;
-        let req = template.build();
-
-        let result = async {
-            if attempt > 1 {
-                svc.ready().await.map_err(Into::into)?;
-            }
-            svc.call(req).await.map_err(Into::into)
+        let cap = config.max_replay_body_bytes;
+        let replayable = config.max_attempts > 1
+            && req
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= cap as u64);
+        if !replayable {
+            // A body of unknown or too large size is streamed straight through: buffering it
+            // could exhaust memory, and a half-read stream cannot be replayed.
+            tracing::debug!(
+                max_attempts = config.max_attempts,
+                "request body is not replayable; sending once"
+            );
+            let result = svc
+                .call(req)
+                .instrument(tracing::info_span!("upstream_attempt", attempt = 1u32))
+                .await;
+            return match result {
+                Ok(resp) => Ok(with_attempts(resp, 1)),
+                Err(e) => Err(Attempted {
+                    attempts: 1,
+                    source: e.into(),
+                }
+                .into()),
+            };
         }
-        .instrument(tracing::info_span!("upstream_attempt", attempt))
-        .await;
 
-        let (wait, why) = match result {
-            Ok(resp) => match decide(&shared, resp, attempt).await {
-                Ok(resp) => return Ok(with_attempts(resp, attempt)),
-                Err(retry) => retry,
-            },
-            Err(err) => {
-                if find_in_chain::<CircuitOpen>(&*err).is_some() {
-                    // An open breaker will not close within our backoff; hand the error up
-                    // at once so the router can fail over to a fallback model.
-                    tracing::debug!(attempt, "circuit open; not retrying");
-                    return Err(Attempted {
-                        attempts: attempt,
-                        source: err,
-                    }
-                    .into());
+        let (parts, body) = req.into_parts();
+        let body = collect_limited(body, cap).await.map_err(|e| Attempted {
+            attempts: 0,
+            source: e.into(),
+        })?;
+        let template = Template { parts, body };
+
+        let mut attempt = 1u32;
+        loop {
+            let last = attempt >= config.max_attempts;
+            let req = template.build();
+
+            let result = async {
+                if attempt > 1 {
+                    svc.ready().await.map_err(Into::into)?;
                 }
-                if last {
-                    return Err(Attempted {
-                        attempts: attempt,
-                        source: err,
-                    }
-                    .into());
-                }
-                if !shared.budget.withdraw() {
-                    tracing::info!(attempt, error = %err, "retry budget exhausted; not retrying");
-                    return Err(Attempted {
-                        attempts: attempt,
-                        source: err,
-                    }
-                    .into());
-                }
-                (policy::backoff(config, attempt), Again::Error(err))
+                svc.call(req).await.map_err(Into::into)
             }
-        };
+            .instrument(tracing::info_span!("upstream_attempt", attempt))
+            .await;
 
-        tracing::info!(
-            attempt,
-            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            reason = %why,
-            "retrying upstream request"
-        );
-        // Nothing of the failed attempt (body, connection, error) is held across the wait.
-        drop(why);
-        tokio::time::sleep(wait).await;
-        attempt += 1;
+            let (wait, why) = match result {
+                Ok(resp) => match decide(&shared, resp, attempt).await {
+                    Ok(resp) => return Ok(with_attempts(resp, attempt)),
+                    Err(retry) => retry,
+                },
+                Err(err) => {
+                    if find_in_chain::<CircuitOpen>(&*err).is_some() {
+                        // An open breaker will not close within our backoff; hand the error up
+                        // at once so the router can fail over to a fallback model.
+                        tracing::debug!(attempt, "circuit open; not retrying");
+                        return Err(Attempted {
+                            attempts: attempt,
+                            source: err,
+                        }
+                        .into());
+                    }
+                    if last {
+                        return Err(Attempted {
+                            attempts: attempt,
+                            source: err,
+                        }
+                        .into());
+                    }
+                    if !shared.budget.withdraw() {
+                        tracing::info!(attempt, error = %err, "retry budget exhausted; not retrying");
+                        return Err(Attempted {
+                            attempts: attempt,
+                            source: err,
+                        }
+                        .into());
+                    }
+                    (policy::backoff(config, attempt), Again::Error(err))
+                }
+            };
+
+            tracing::info!(
+                attempt,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                reason = %why,
+                "retrying upstream request"
+            );
+            // Nothing of the failed attempt (body, connection, error) is held across the wait.
+            drop(why);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -83,11 +84,12 @@ where
     }
 }
 
-async fn run<S, ReqB, ResB>(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+fn run<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
     req: Request<ReqB>,
-) -> Result<Response<ToolCallLoopBody<ResB>>, BoxError>
+) -> impl Future<Output = Result<Response<ToolCallLoopBody<ResB>>, BoxError>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
@@ -96,75 +98,79 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    let Some(api) = Api::from_path(req.uri().path()) else {
+    async move {
+        let Some(api) = Api::from_path(req.uri().path()) else {
+            let resp = inner.call(req).await.map_err(Into::into)?;
+            return Ok(resp.map(ToolCallLoopBody::passthrough));
+        };
+        // What the session key is made of, hashed only when there is session state to read or
+        // write: until a first answer with tool calls, there is none.
+        let source = SessionSource::of(req.headers(), req.extensions());
+        // Hashed once, when first needed (a pending note, then a judgement, read the same key).
+        let mut key = None;
+        let mut session = || *key.get_or_insert_with(|| source.key(LAYER));
+        let (owed_note, owed_header) = if shared.sessions.any() {
+            shared.sessions.take_pending(session())
+        } else {
+            (None, None)
+        };
+        let req = match owed_note {
+            Some(n) => with_note(req, api, &n, shared.max_body_bytes).await?,
+            None => req,
+        };
         let resp = inner.call(req).await.map_err(Into::into)?;
-        return Ok(resp.map(ToolCallLoopBody::passthrough));
-    };
-    // What the session key is made of, hashed only when there is session state to read or
-    // write: until a first answer with tool calls, there is none.
-    let source = SessionSource::of(req.headers(), req.extensions());
-    // Hashed once, when first needed (a pending note, then a judgement, read the same key).
-    let mut key = None;
-    let mut session = || *key.get_or_insert_with(|| source.key(LAYER));
-    let (owed_note, owed_header) = if shared.sessions.any() {
-        shared.sessions.take_pending(session())
-    } else {
-        (None, None)
-    };
-    let req = match owed_note {
-        Some(n) => with_note(req, api, &n, shared.max_body_bytes).await?,
-        None => req,
-    };
-    let resp = inner.call(req).await.map_err(Into::into)?;
-    let mut resp = match crate::kind(&resp) {
-        crate::Kind::Pass => resp.map(ToolCallLoopBody::passthrough),
-        crate::Kind::Sse => {
-            let (mut parts, body) = resp.into_parts();
-            // A blocked stream ends with an error event: its length changes.
-            parts.headers.remove(header::CONTENT_LENGTH);
-            let body = ToolCallLoopBody::watched(body, api, session(), shared.clone());
-            Response::from_parts(parts, body)
-        }
-        crate::Kind::Json => {
-            let (mut parts, body) = resp.into_parts();
-            match collect_up_to(Box::pin(body), shared.max_json_bytes).await {
-                Ok(Collected::Complete(bytes)) => {
-                    // An answer without calls ends a streak: nothing to end before any.
-                    let calls =
-                        json_calls(api, &bytes).filter(|c| !c.is_empty() || shared.sessions.any());
-                    if let Some(calls) = calls {
-                        match crate::judge(&shared, api, session(), &calls, false) {
-                            Verdict::Block { tool, repeats } => {
-                                return Err(portcullis_core::error::Refused::boxed(ToolCallLoop {
-                                    tool: tool.to_string(),
-                                    repeats,
-                                }));
-                            }
-                            Verdict::LetThrough { header, .. } => {
-                                parts.headers.insert(
-                                    X_PORTCULLIS_TOOL_CALL_LOOP,
-                                    HeaderValue::from_static(header),
-                                );
-                            }
-                            Verdict::Allow => {}
-                        }
-                    }
-                    Response::from_parts(parts, ToolCallLoopBody::buffered(bytes, None))
-                }
-                // Too large to judge: passed on unread.
-                Ok(Collected::Partial { prefix, rest }) => {
-                    Response::from_parts(parts, ToolCallLoopBody::buffered(prefix, Some(rest)))
-                }
-                Err(e) => Response::from_parts(parts, ToolCallLoopBody::failed(e.into())),
+        let mut resp = match crate::kind(&resp) {
+            crate::Kind::Pass => resp.map(ToolCallLoopBody::passthrough),
+            crate::Kind::Sse => {
+                let (mut parts, body) = resp.into_parts();
+                // A blocked stream ends with an error event: its length changes.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let body = ToolCallLoopBody::watched(body, api, session(), shared.clone());
+                Response::from_parts(parts, body)
             }
+            crate::Kind::Json => {
+                let (mut parts, body) = resp.into_parts();
+                match collect_up_to(Box::pin(body), shared.max_json_bytes).await {
+                    Ok(Collected::Complete(bytes)) => {
+                        // An answer without calls ends a streak: nothing to end before any.
+                        let calls = json_calls(api, &bytes)
+                            .filter(|c| !c.is_empty() || shared.sessions.any());
+                        if let Some(calls) = calls {
+                            match crate::judge(&shared, api, session(), &calls, false) {
+                                Verdict::Block { tool, repeats } => {
+                                    return Err(portcullis_core::error::Refused::boxed(
+                                        ToolCallLoop {
+                                            tool: tool.to_string(),
+                                            repeats,
+                                        },
+                                    ));
+                                }
+                                Verdict::LetThrough { header, .. } => {
+                                    parts.headers.insert(
+                                        X_PORTCULLIS_TOOL_CALL_LOOP,
+                                        HeaderValue::from_static(header),
+                                    );
+                                }
+                                Verdict::Allow => {}
+                            }
+                        }
+                        Response::from_parts(parts, ToolCallLoopBody::buffered(bytes, None))
+                    }
+                    // Too large to judge: passed on unread.
+                    Ok(Collected::Partial { prefix, rest }) => {
+                        Response::from_parts(parts, ToolCallLoopBody::buffered(prefix, Some(rest)))
+                    }
+                    Err(e) => Response::from_parts(parts, ToolCallLoopBody::failed(e.into())),
+                }
+            }
+        };
+        if let Some(h) = owed_header {
+            resp.headers_mut()
+                .entry(X_PORTCULLIS_TOOL_CALL_LOOP)
+                .or_insert(HeaderValue::from_static(h));
         }
-    };
-    if let Some(h) = owed_header {
-        resp.headers_mut()
-            .entry(X_PORTCULLIS_TOOL_CALL_LOOP)
-            .or_insert(HeaderValue::from_static(h));
+        Ok(resp)
     }
-    Ok(resp)
 }
 
 /// The request with the `chance_then_block` note appended (unchanged if its body is not the
