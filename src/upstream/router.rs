@@ -365,7 +365,8 @@ fn route(
             None => model_from_body(&bytes)?.model,
         }
         .unwrap_or_else(|| "".into());
-        route_model(&inner, req.into_parts().0, bytes, requested).await
+        let (parts, _) = req.into_parts();
+        route_model(&inner, parts, bytes, requested).await
     }
 }
 

@@ -8,6 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use portcullis_core::{body::collect_limited, future::BoxResponseFuture, RequestMeta};
@@ -81,7 +82,8 @@ where
     }
 }
 
-#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+/// The request sent on. A combinator, not an async block: a block would keep the service and
+/// the request twice in its state (captured, then in the call it awaits).
 fn forward<S, ReqB, ResB>(
     inner: S,
     req: Request<ReqB>,
@@ -90,10 +92,10 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
-    async move {
-        let resp = inner.oneshot(req).await.map_err(Into::into)?;
-        Ok(resp.map(CommandsBody::inner))
-    }
+    inner.oneshot(req).map(|result| match result {
+        Ok(resp) => Ok(resp.map(CommandsBody::inner)),
+        Err(e) => Err(e.into()),
+    })
 }
 
 #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice

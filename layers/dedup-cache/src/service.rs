@@ -12,6 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::TryFutureExt as _;
 use http::{
     header::{self, HeaderName},
     Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
@@ -745,7 +746,6 @@ enum Fetched<RB> {
 }
 
 /// Ready the inner service, call it, and buffer its response if it can be shared.
-#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
 fn fetch<S, B, RB>(
     inner: S,
     req: Request<B>,
@@ -757,37 +757,43 @@ where
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    async move {
-        let resp = inner.oneshot(req).await.map_err(Into::into)?;
-        if is_event_stream(resp.headers()) || known_larger_than(resp.headers(), resp.body(), cap) {
-            return Ok(Fetched::Streamed(resp));
-        }
-        let (parts, body) = resp.into_parts();
-        let bytes = match collect_up_to(Box::pin(body), cap)
-            .await
-            .map_err(|e| ResponseBodyError(read_error(e)))?
-        {
-            Collected::Complete(bytes) => bytes,
-            // Over the cap: handed on as a stream (what was read, then the rest), not buffered,
-            // so it cannot be shared; see "Responses that cannot be shared" in the crate docs.
-            partial => {
-                let body = RB::rechain(partial.into_body());
-                return Ok(Fetched::Streamed(Response::from_parts(parts, body)));
+    // The call, then the body: chained, so that the state holds one at a time (an async block
+    // awaiting the call would keep the service and request twice: captured, then in the call).
+    inner
+        .oneshot(req)
+        .map_err(Into::into)
+        .and_then(move |resp| async move {
+            if is_event_stream(resp.headers())
+                || known_larger_than(resp.headers(), resp.body(), cap)
+            {
+                return Ok(Fetched::Streamed(resp));
             }
-        };
-        let mut headers = parts.headers;
-        // A copy served on another connection must not carry the leader's connection headers.
-        portcullis_core::headers::strip_hop_by_hop(&mut headers);
-        let cacheable = parts.status.is_success() && !response_says_no_store(&headers);
-        Ok(Fetched::Complete(SharedResponse {
-            status: parts.status,
-            version: parts.version,
-            headers,
-            extensions: parts.extensions,
-            body: bytes,
-            cacheable,
-        }))
-    }
+            let (parts, body) = resp.into_parts();
+            let bytes = match collect_up_to(Box::pin(body), cap)
+                .await
+                .map_err(|e| ResponseBodyError(read_error(e)))?
+            {
+                Collected::Complete(bytes) => bytes,
+                // Over the cap: handed on as a stream (what was read, then the rest), not buffered,
+                // so it cannot be shared; see "Responses that cannot be shared" in the crate docs.
+                partial => {
+                    let body = RB::rechain(partial.into_body());
+                    return Ok(Fetched::Streamed(Response::from_parts(parts, body)));
+                }
+            };
+            let mut headers = parts.headers;
+            // A copy served on another connection must not carry the leader's connection headers.
+            portcullis_core::headers::strip_hop_by_hop(&mut headers);
+            let cacheable = parts.status.is_success() && !response_says_no_store(&headers);
+            Ok(Fetched::Complete(SharedResponse {
+                status: parts.status,
+                version: parts.version,
+                headers,
+                extensions: parts.extensions,
+                body: bytes,
+                cacheable,
+            }))
+        })
 }
 
 fn hit_response<RB: From<Bytes>>(hit: CacheHit) -> Response<RB> {

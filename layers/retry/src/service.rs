@@ -211,9 +211,17 @@ where
             .await;
 
             let (wait, why) = match result {
-                Ok(resp) => match decide(&shared, resp, attempt).await {
-                    Ok(resp) => return Ok(with_attempts(resp, attempt)),
-                    Err(retry) => retry,
+                Ok(resp) => match judge(&shared, resp, attempt) {
+                    Verdict::Keep(resp) => return Ok(with_attempts(resp, attempt)),
+                    Verdict::Retry(wait, why) => (wait, why),
+                    // Boxed: reading a 429's body is the rare path, and its future would
+                    // otherwise sit in every request's.
+                    Verdict::PeekQuota(resp, wait) => {
+                        match Box::pin(peek_quota(resp, wait, attempt)).await {
+                            Ok(resp) => return Ok(with_attempts(resp, attempt)),
+                            Err(retry) => retry,
+                        }
+                    }
                 },
                 Err(err) => {
                     if find_in_chain::<CircuitOpen>(&*err).is_some() {
@@ -259,23 +267,26 @@ where
     }
 }
 
-/// Return the response (`Ok`) or drop it and say how long to wait before the next attempt.
-async fn decide<RB>(
-    shared: &Shared,
-    resp: Response<RB>,
-    attempt: u32,
-) -> Result<Response<RB>, (Duration, Again)>
-where
-    RB: Body<Data = Bytes> + From<Bytes>,
-    RB::Error: Into<BoxError>,
-{
+/// What an attempt's answer calls for.
+enum Verdict<RB> {
+    /// Return it.
+    Keep(Response<RB>),
+    /// Drop it and wait this long before the next attempt.
+    Retry(Duration, Again),
+    /// A 429 to retry after the wait, unless its body says it is billing, not load
+    /// ([`peek_quota`]).
+    PeekQuota(Response<RB>, Duration),
+}
+
+/// Judge an attempt's answer by its head (see [`Verdict`]).
+fn judge<RB>(shared: &Shared, resp: Response<RB>, attempt: u32) -> Verdict<RB> {
     let config = &shared.config;
     let status = resp.status();
     if !policy::status_is_retryable(config, status, resp.headers()) {
-        return Ok(resp);
+        return Verdict::Keep(resp);
     }
     if attempt >= config.max_attempts {
-        return Ok(resp);
+        return Verdict::Keep(resp);
     }
     let asked = if config.respect_retry_after {
         policy::parse_retry_after(resp.headers(), SystemTime::now())
@@ -292,7 +303,7 @@ where
                 retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "retry-after beyond max_retry_after; returning the response"
             );
-            return Ok(resp);
+            return Verdict::Keep(resp);
         }
     }
     // The budget is asked before a 429 body is read: once a retry is granted, a body too
@@ -304,21 +315,37 @@ where
             status = status.as_u16(),
             "retry budget exhausted; not retrying"
         );
-        return Ok(resp);
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        let (parts, body) = resp.into_parts();
-        if let Ok(bytes) = collect_limited(body, QUOTA_PEEK_BYTES).await {
-            if policy::is_insufficient_quota(&bytes) {
-                tracing::info!(
-                    attempt,
-                    "429 insufficient_quota is billing, not load; not retrying"
-                );
-                return Ok(Response::from_parts(parts, RB::from(bytes)));
-            }
-        }
+        return Verdict::Keep(resp);
     }
     let wait = asked.unwrap_or_else(|| policy::backoff(config, attempt));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Verdict::PeekQuota(resp, wait);
+    }
+    Verdict::Retry(wait, Again::Status(status))
+}
+
+/// A 429 whose body says `insufficient_quota` is billing, not load: returned (its body
+/// rebuilt from what was read). Any other is retried after `wait`.
+async fn peek_quota<RB>(
+    resp: Response<RB>,
+    wait: Duration,
+    attempt: u32,
+) -> Result<Response<RB>, (Duration, Again)>
+where
+    RB: Body<Data = Bytes> + From<Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    if let Ok(bytes) = collect_limited(body, QUOTA_PEEK_BYTES).await {
+        if policy::is_insufficient_quota(&bytes) {
+            tracing::info!(
+                attempt,
+                "429 insufficient_quota is billing, not load; not retrying"
+            );
+            return Ok(Response::from_parts(parts, RB::from(bytes)));
+        }
+    }
     Err((wait, Again::Status(status)))
 }
 

@@ -115,7 +115,9 @@ where
             (None, None)
         };
         let req = match owed_note {
-            Some(n) => with_note(req, api, &n, shared.max_body_bytes).await?,
+            // Boxed: the note is the rare path, and its future would otherwise sit in
+            // every request's.
+            Some(n) => Box::pin(with_note(req, api, &n, shared.max_body_bytes)).await?,
             None => req,
         };
         let resp = inner.call(req).await.map_err(Into::into)?;
