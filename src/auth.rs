@@ -32,7 +32,7 @@ use portcullis_core::{
 };
 use portcullis_rate_limit::{MemoryLimiter, RateKey, RateLimited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
 use crate::{config::Config, error::Unauthorized};
 
@@ -375,10 +375,9 @@ where
                 }
             },
         };
-        // The readied service serves this call; the clone waits for the next.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.oneshot(req).map(move |resp| {
+        // Called here, on the service `poll_ready` readied: nothing waits before the call, so
+        // no clone of the stack below is needed to carry into the future.
+        Box::pin(self.inner.call(req).map(move |resp| {
             let resp = resp.map_err(Into::into)?;
             Ok(match permit {
                 None => resp,
