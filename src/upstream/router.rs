@@ -6,7 +6,7 @@
 //! the model's other deployments, and only then to its `fallbacks`.
 
 use std::{
-    future::Future,
+    future::{Future, Ready},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -24,7 +24,6 @@ use portcullis_core::{
     Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
 use smallvec::SmallVec;
-use std::future::Ready;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
 use super::stream_end::{StreamEnd, StreamShape};
