@@ -9,6 +9,11 @@
 #   bash benches/load.sh soak [REQUESTS]                       # RSS over many requests
 #   bash benches/load.sh latency [ROUNDS] [SECONDS]            # the fixed-rate phase alone,
 #                                    # ROUNDS times (default 3 x 10 s), the targets interleaved
+#   bash benches/load.sh ratios [ROUNDS] [SECONDS]             # JSON requests/s and CPU per
+#                                    # request against the pass-through, ROUNDS short rounds
+#                                    # (default 5 x 10 s), the targets taking turns within each;
+#                                    # the median of the rounds' ratios (a host that swings
+#                                    # between phases moves one round, not the result)
 #   CACHE_TTL=5m bash benches/load.sh soak [REQUESTS]          # ... with the answer cache on
 #   AGAINST=/other/target/release/portcullis bash benches/load.sh   # also another build of the
 #                                    # gateway (every layer on), in the same run: an A/B of a change
@@ -28,6 +33,7 @@ cd "$(dirname "$0")/.."
 MODE=compare
 if [ "${1:-}" = soak ]; then MODE=soak; shift; SOAK_N="${1:-1000000}"; fi
 if [ "${1:-}" = latency ]; then MODE=latency; shift; ROUNDS="${1:-3}"; shift || true; fi
+if [ "${1:-}" = ratios ]; then MODE=ratios; shift; ROUNDS="${1:-5}"; shift || true; fi
 DUR="${1:-10}"
 CONN="${2:-32}"
 THREADS=2
@@ -110,6 +116,44 @@ if [ $MODE = latency ]; then
       awk -v r="$round" -v n="$name" -v a="$p50" -v b="$p99" -v c="$dp50" -v d="$dp99" -v e="$errs" \
         'BEGIN { printf "| %s | %s | %.3f | %.3f | %.3f | %.3f | %s |\n", r, n, a, b, a-c, b-d, e }'
     done
+  done
+  exit 0
+fi
+
+if [ $MODE = ratios ]; then
+  # Each round measures every target once, back to back, and divides by the pass-through of
+  # the same round; the medians of those ratios are the result.
+  echo "machine: $machine"
+  echo "JSON, $ROUNDS rounds of ${DUR}s, wrk -t$THREADS -c$CONN, the targets taking turns within each round"
+  echo
+  echo "| round | target | requests/s | CPU µs/req | requests/s ratio | CPU ratio |"
+  echo "| ---: | --- | ---: | ---: | ---: | ---: |"
+  declare -A RATIOS
+  for round in $(seq "$ROUNDS"); do
+    prps="" pus=""
+    for t in passthrough:$PASS:$PASS_PID portcullis-bare:$BARE:$BARE_PID portcullis:$GW:$GW_PID \
+      ${AGW:+portcullis-against:$AGW:$AGW_PID}; do
+      IFS=: read -r name host port pid <<<"$t"
+      c0=$(cpu "$pid")
+      out=$(STREAM=false wrk -t$THREADS -c$CONN -d"${DUR}s" -s benches/chat.lua "http://$host:$port" | grep '^RESULT')
+      c1=$(cpu "$pid")
+      read -r _ rps _ _ _ reqs <<<"$out"
+      us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+      [ "$name" = passthrough ] && prps=$rps pus=$us
+      row=$(awk -v a="$rps" -v b="$prps" -v c="$us" -v d="$pus" 'BEGIN { printf "%.3f %.3f", a/b, c/d }')
+      RATIOS[$name]="${RATIOS[$name]:-} ${row% *}/${row#* }"
+      echo "| $round | $name | $rps | $us | ${row% *} | ${row#* } |"
+    done
+  done
+  echo
+  # The median (and range) of a column of numbers (POSIX awk: no asort).
+  med() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f %.2f %.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'; }
+  for name in portcullis-bare portcullis ${AGW:+portcullis-against}; do
+    # shellcheck disable=SC2086
+    read -r m lo hi <<<"$(printf '%s\n' ${RATIOS[$name]} | cut -d/ -f1 | med)"
+    # shellcheck disable=SC2086
+    read -r k _ _ <<<"$(printf '%s\n' ${RATIOS[$name]} | cut -d/ -f2 | med)"
+    echo "json: $name/passthrough requests/s = ${m}x (median of $ROUNDS rounds, ${lo}x-${hi}x), CPU/request = ${k}x"
   done
   exit 0
 fi
