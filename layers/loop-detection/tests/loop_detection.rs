@@ -487,7 +487,9 @@ proptest! {
             + len_pick.index(config.max_pattern_length - config.min_pattern_length + 1);
         let pattern: String = seed[..len].iter().map(|&b| char::from(b'a' + b)).collect();
         let mut d = LoopDetector::new(&config);
-        d.push_str(&prefix);
+        // Digits and spaces repeat easily at a short pattern length: a prefix that is itself a
+        // loop under this config ("8    8    " at 5 x 2) is found there, and a detection stays.
+        prop_assume!(d.push_str(&prefix).is_none());
         prop_assert_eq!(d.push_str(&pattern.repeat(config.min_repetitions - 1)), None);
         let (head, last) = pattern.split_at(len - 1);
         prop_assert_eq!(d.push_str(head), None);
