@@ -340,7 +340,7 @@ pub struct KeyPolicy<S> {
 
 impl<S> Service<Request<Body>> for KeyPolicy<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
 {
