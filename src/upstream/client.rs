@@ -15,7 +15,7 @@ use std::{
 };
 
 use axum::body::Body;
-use futures_util::{future::Either, TryFutureExt};
+use futures_util::{future::Either, FutureExt as _, TryFutureExt};
 use http::{Request, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -316,48 +316,55 @@ impl Service<Request<Body>> for UpstreamClient {
         // The first byte's deadline, from now; the clock is read only when there is one.
         let first_byte_deadline =
             (!first_byte.is_zero()).then(|| tokio::time::Instant::now() + first_byte);
-        Box::pin(
-            async move {
-                // The status line is a response byte too: `first_byte_timeout` bounds it.
-                let head_timeout = match first_byte.is_zero() {
-                    true => timeout,
-                    false => timeout.min(first_byte),
-                };
-                // The send future is made here, inside the timeout: made outside, it would
-                // be kept twice in this future's state (as a capture and as the awaited
-                // timeout), which every request copies.
-                let sending = match send {
-                    Sending::Pooled(pool, req) => {
-                        Either::Left(pool.send(req).err_into::<BoxError>())
-                    }
-                    Sending::Other(fut) => Either::Right(fut),
-                };
-                let result = match tokio::time::timeout(head_timeout, sending).await {
-                    Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
-                        upstream: name.to_string(),
-                        timeout: head_timeout,
-                    }))),
-                    Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
-                    Ok(Ok(mut resp)) => {
-                        // Room for what the layers add on the way back.
-                        portcullis_core::extensions::with_room(resp.extensions_mut());
-                        // Nothing an upstream sends may pose as the gateway's own headers.
-                        portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
-                        let resp = match idle.is_zero() {
-                            true => resp.map(Body::new),
-                            false => resp.map(|b| Body::new(IdleBody::new(b, idle, name.clone()))),
-                        };
-                        match first_byte_deadline {
-                            None => Ok(resp),
-                            Some(deadline) => {
-                                first_byte_within(resp, deadline, &name, first_byte).await
-                            }
-                        }
-                    }
-                };
-                attempt.finish(result)
+        // The status line is a response byte too: `first_byte_timeout` bounds it.
+        let head_timeout = match first_byte.is_zero() {
+            true => timeout,
+            false => timeout.min(first_byte),
+        };
+        // Chained, not one async block: a block keeps what it captures (the request) to its
+        // end, beside the send future that carries it; and the send future (with its timer)
+        // is made when first polled, inside the timeout, so neither is held twice. The
+        // state is boxed and copied for every attempt.
+        let head_name = name.clone();
+        let head = futures_util::future::lazy(move |_| {
+            let sending = match send {
+                Sending::Pooled(pool, req) => Either::Left(pool.send(req).err_into::<BoxError>()),
+                Sending::Other(fut) => Either::Right(fut),
+            };
+            tokio::time::timeout(head_timeout, sending)
+        })
+        .flatten()
+        .map(move |result| match result {
+            Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
+                upstream: head_name.to_string(),
+                timeout: head_timeout,
+            }))),
+            Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(
+                &head_name, e,
+            )))),
+            Ok(Ok(mut resp)) => {
+                // Room for what the layers add on the way back.
+                portcullis_core::extensions::with_room(resp.extensions_mut());
+                // Nothing an upstream sends may pose as the gateway's own headers.
+                portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
+                Ok(match idle.is_zero() {
+                    true => resp.map(Body::new),
+                    false => resp.map(|b| Body::new(IdleBody::new(b, idle, head_name))),
+                })
             }
-            .instrument(span),
+        });
+        let answered = head.then(move |result| match (result, first_byte_deadline) {
+            // Boxed: `first_byte_timeout` is opt-in, and its wait would otherwise widen every
+            // attempt's state.
+            (Ok(resp), Some(deadline)) => Either::Left(Box::pin(first_byte_within(
+                resp, deadline, name, first_byte,
+            ))),
+            (result, _) => Either::Right(std::future::ready(result)),
+        });
+        Box::pin(
+            answered
+                .map(move |result| attempt.finish(result))
+                .instrument(span),
         )
     }
 }
@@ -368,7 +375,7 @@ impl Service<Request<Body>> for UpstreamClient {
 async fn first_byte_within(
     resp: Response<Body>,
     deadline: tokio::time::Instant,
-    name: &Arc<str>,
+    name: Arc<str>,
     limit: Duration,
 ) -> Result<Response<Body>, AttemptError> {
     use http_body_util::BodyExt;

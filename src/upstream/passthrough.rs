@@ -79,7 +79,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     {
         let (parts, body) = req.into_parts();
         let bytes = collect_limited(body, inner.max_body_bytes).await?;
-        return route_model(&inner, parts, bytes, model).await;
+        return route_model(inner, parts, bytes, model).await;
     }
     let name = pick_upstream(&inner, req.headers())?;
     let Some(up) = inner.upstreams.get(&name) else {

@@ -14,7 +14,10 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, Either};
+use futures_util::{
+    future::{BoxFuture, Either},
+    TryFutureExt as _,
+};
 use http::{header, HeaderValue, Request, Response};
 use portcullis_core::{
     body::collect_limited,
@@ -348,36 +351,42 @@ impl Service<Request<Body>> for ModelRouter {
 // The request-path futures below are async blocks returned by plain functions, not `async fn`s:
 // an `async fn` keeps its arguments twice in its state (as arguments and as the locals they
 // become), and every request's boxed future is copied and carried whole.
-#[allow(clippy::manual_async_fn)] // see above: an `async fn` would keep its arguments twice
+// `route` is a chain, not one block: a block keeps what it captures (the request's parts) to
+// its end, beside `route_model`'s state, which holds them again.
 fn route(
     inner: Arc<Inner>,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send {
-    async move {
-        let body = std::mem::take(req.body_mut());
-        let bytes = collect_limited(body, inner.max_body_bytes).await?;
-        // A layer above (validation) has read the body already; without one, read it here. A
-        // request validation let through without a model (a Responses API call naming a
-        // stored prompt instead) goes where "" resolves: the `*` model.
-        let requested = match req.extensions().get::<RequestMeta>() {
-            Some(m) => m.model.clone(),
-            None => model_from_body(&bytes)?.model,
-        }
-        .unwrap_or_else(|| "".into());
-        let (parts, _) = req.into_parts();
-        route_model(&inner, parts, bytes, requested).await
-    }
+    let (parts, body) = req.into_parts();
+    let limit = inner.max_body_bytes;
+    collect_limited(body, limit)
+        .err_into::<BoxError>()
+        .and_then(move |bytes| {
+            // A layer above (validation) has read the body already; without one, read it
+            // here. A request validation let through without a model (a Responses API call
+            // naming a stored prompt instead) goes where "" resolves: the `*` model.
+            let requested = match parts.extensions.get::<RequestMeta>() {
+                Some(m) => m.model.clone(),
+                None => match model_from_body(&bytes) {
+                    Ok(m) => m.model,
+                    Err(e) => return Either::Left(std::future::ready(Err(e.into()))),
+                },
+            }
+            .unwrap_or_else(|| "".into());
+            Either::Right(route_model(inner, parts, bytes, requested))
+        })
 }
 
 /// Send a buffered body to the model's upstream, failing over to its fallbacks.
 #[allow(clippy::manual_async_fn)] // see `route`
 pub(super) fn route_model(
-    inner: &Inner,
+    inner: Arc<Inner>,
     mut parts: http::request::Parts,
     bytes: Bytes,
     requested: Arc<str>,
-) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send + '_ {
+) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send {
     async move {
+        let inner = &*inner;
         let Some(first) = inner.models.lookup(&requested) else {
             return Err::<_, BoxError>(Box::new(ModelNotFound {
                 model: requested.to_string(),

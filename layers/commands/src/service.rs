@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
+use futures_util::{future::Either, FutureExt as _, TryFutureExt as _};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use portcullis_core::{body::collect_limited, future::BoxResponseFuture, RequestMeta};
@@ -98,7 +98,18 @@ where
     })
 }
 
-#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
+/// What a request comes to once its body is read.
+enum Decided<ReqB, ResB> {
+    /// A command, answered here.
+    Answer(Response<CommandsBody<ResB>>),
+    /// Sent on (with its session's settings applied, if any).
+    Forward(Request<ReqB>),
+}
+
+// Chained, not one async block: what a block captures stays in its state to the end, so the
+// request's parts would sit in it beside the call that carries them on; the state is boxed
+// and copied for every request. The steps after the body is read are `decide`, a plain
+// function.
 fn run<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
@@ -110,80 +121,95 @@ where
     ReqB: Body<Data = Bytes> + From<Bytes>,
     ReqB::Error: Into<BoxError>,
 {
-    async move {
-        let Some(api) = Api::from_path(req.uri().path()) else {
-            return forward(inner, req).await;
-        };
-        // Until some session holds settings, none can: no key to make (a command makes it).
-        let settings = if shared.sessions.any() {
-            shared
-                .sessions
-                .get(session_key(req.headers(), req.extensions()))
-        } else {
-            None
-        };
-        let (mut parts, body) = req.into_parts();
-        let bytes = collect_limited(body, shared.max_body_bytes).await?;
-        let prefix = shared.config.prefix.as_str();
-        // Most requests carry no command and their session no settings: they go on unparsed.
-        if settings.is_none() && !shared.look.may_contain(&bytes) {
-            return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
+    let Some(api) = Api::from_path(req.uri().path()) else {
+        return Either::Left(forward(inner, req));
+    };
+    // Until some session holds settings, none can: no key to make (a command makes it).
+    let settings = if shared.sessions.any() {
+        shared
+            .sessions
+            .get(session_key(req.headers(), req.extensions()))
+    } else {
+        None
+    };
+    let (parts, body) = req.into_parts();
+    let read = collect_limited(body, shared.max_body_bytes);
+    Either::Right(read.err_into().and_then(move |bytes| {
+        match decide(&shared, api, settings, parts, bytes) {
+            Decided::Answer(resp) => Either::Left(std::future::ready(Ok(resp))),
+            Decided::Forward(req) => Either::Right(forward(inner, req)),
         }
-        let json = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(json) if json.is_object() => json,
-            // Not ours to judge (the validation layer's job): sent on as it came.
-            _ => return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await,
-        };
-        let stream = json.get("stream") == Some(&Value::Bool(true));
-        if let Some(text) = last_user_text(api, &json) {
-            let text = text.trim_start();
-            if let Some(command) = text.strip_prefix(prefix) {
-                let model = settings
-                    .as_ref()
-                    .and_then(|s| s.model.clone())
-                    .or_else(|| json.get("model").and_then(Value::as_str).map(Arc::from))
-                    .unwrap_or_else(|| Arc::from("portcullis"));
-                let reply = Reply {
-                    api,
-                    model: &model,
-                    stream,
-                    include_usage: json
-                        .pointer("/stream_options/include_usage")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                };
-                let key = session_key(&parts.headers, &parts.extensions);
-                return Ok(answer(&shared, key, api, command, &reply));
-            }
-        }
-        let Some(settings) = settings else {
-            return forward(inner, Request::from_parts(parts, ReqB::from(bytes))).await;
-        };
-        if settings.loop_detection_off {
-            parts.extensions.insert(LoopDetectionOff);
-        }
-        if let Some(model) = &settings.model {
-            // The layers after this one (the router above all) route by the meta, not the body.
-            let stream = parts
-                .extensions
-                .get::<RequestMeta>()
-                .map_or(stream, |m| m.stream);
-            parts.extensions.insert(RequestMeta {
-                model: Some(model.clone()),
-                stream,
-            });
-        }
-        let body = match apply(json, &settings) {
-            Some(new) => {
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
-                new
-            }
-            None => bytes,
-        };
-        forward(inner, Request::from_parts(parts, ReqB::from(body))).await
+    }))
+}
+
+/// A command's answer, or the request to send on (see [`run`]).
+fn decide<ReqB: From<Bytes>, ResB>(
+    shared: &Shared,
+    api: Api,
+    settings: Option<Arc<Settings>>,
+    mut parts: http::request::Parts,
+    bytes: Bytes,
+) -> Decided<ReqB, ResB> {
+    let on = |parts, body: Bytes| Decided::Forward(Request::from_parts(parts, ReqB::from(body)));
+    let prefix = shared.config.prefix.as_str();
+    // Most requests carry no command and their session no settings: they go on unparsed.
+    if settings.is_none() && !shared.look.may_contain(&bytes) {
+        return on(parts, bytes);
     }
+    let json = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(json) if json.is_object() => json,
+        // Not ours to judge (the validation layer's job): sent on as it came.
+        _ => return on(parts, bytes),
+    };
+    let stream = json.get("stream") == Some(&Value::Bool(true));
+    if let Some(text) = last_user_text(api, &json) {
+        let text = text.trim_start();
+        if let Some(command) = text.strip_prefix(prefix) {
+            let model = settings
+                .as_ref()
+                .and_then(|s| s.model.clone())
+                .or_else(|| json.get("model").and_then(Value::as_str).map(Arc::from))
+                .unwrap_or_else(|| Arc::from("portcullis"));
+            let reply = Reply {
+                api,
+                model: &model,
+                stream,
+                include_usage: json
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            };
+            let key = session_key(&parts.headers, &parts.extensions);
+            return Decided::Answer(answer(shared, key, api, command, &reply));
+        }
+    }
+    let Some(settings) = settings else {
+        return on(parts, bytes);
+    };
+    if settings.loop_detection_off {
+        parts.extensions.insert(LoopDetectionOff);
+    }
+    if let Some(model) = &settings.model {
+        // The layers after this one (the router above all) route by the meta, not the body.
+        let stream = parts
+            .extensions
+            .get::<RequestMeta>()
+            .map_or(stream, |m| m.stream);
+        parts.extensions.insert(RequestMeta {
+            model: Some(model.clone()),
+            stream,
+        });
+    }
+    let body = match apply(json, &settings) {
+        Some(new) => {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+            new
+        }
+        None => bytes,
+    };
+    on(parts, body)
 }
 
 /// Whether a body may hold the command prefix as JSON text: its bytes, or (for a prefix with

@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::TryFutureExt as _;
+use futures_util::{FutureExt as _, TryFutureExt as _};
 use http::{
     header::{self, HeaderName},
     Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
@@ -423,9 +423,13 @@ where
     RB: Body<Data = Bytes> + From<Bytes> + Rechain + Send + 'static,
     RB::Error: Into<BoxError>,
 {
+    // Split here, not in the block: what the block captures stays in its state to the end,
+    // so a request captured whole would sit there beside its parts. For the same reason the
+    // rare paths (a bypass, no coalescing) are boxed: their futures would otherwise widen
+    // every request's state, which is boxed and copied whole.
+    let (mut parts, body) = req.into_parts();
     async move {
         let cfg = &shared.config;
-        let (mut parts, body) = req.into_parts();
         // Boxed: `collect_up_to` hands back the unread rest, so it needs a body it can unpin.
         let collected = collect_up_to(Box::pin(body), cap)
             .await
@@ -435,7 +439,8 @@ where
             partial => {
                 // Sent on unbuffered: the bytes read so far, then the rest as it arrives.
                 let req = Request::from_parts(parts, B::rechain(partial.into_body()));
-                return bypass(inner, req, None, "request body over max_body_bytes").await;
+                let reason = "request body over max_body_bytes";
+                return Box::pin(bypass(inner, req, None, reason)).await;
             }
         };
 
@@ -448,7 +453,7 @@ where
                 parts.extensions.insert(m);
                 if stream {
                     let req = Request::from_parts(parts, B::from(body));
-                    return bypass(inner, req, Some(&key), "streaming request").await;
+                    return Box::pin(bypass(inner, req, Some(&key), "streaming request")).await;
                 }
             }
         }
@@ -461,16 +466,19 @@ where
         if !cfg.coalesce {
             record(CacheOutcome::Miss, Some(&key), "not cached");
             let req = Request::from_parts(parts, B::from(body));
-            return match fetch(inner, req, cap).await? {
-                Fetched::Complete(r) => {
-                    shared.cache_put(&key, &r).await;
-                    Ok(r.into_response(CacheOutcome::Miss))
+            return Box::pin(async move {
+                match fetch(inner, req, cap).await? {
+                    Fetched::Complete(r) => {
+                        shared.cache_put(&key, &r).await;
+                        Ok(r.into_response(CacheOutcome::Miss))
+                    }
+                    Fetched::Streamed(mut resp) => {
+                        mark(&mut resp, CacheOutcome::Miss);
+                        Ok(resp)
+                    }
                 }
-                Fetched::Streamed(mut resp) => {
-                    mark(&mut resp, CacheOutcome::Miss);
-                    Ok(resp)
-                }
-            };
+            })
+            .await;
         }
 
         let role = match shared.in_flight().entry(key) {
@@ -519,13 +527,8 @@ where
                 }
                 Some(Outcome::Streamed) => {
                     let req = Request::from_parts(parts, B::from(body));
-                    bypass(
-                        inner,
-                        req,
-                        Some(&key),
-                        "leader's response could not be shared",
-                    )
-                    .await
+                    let reason = "leader's response could not be shared";
+                    Box::pin(bypass(inner, req, Some(&key), reason)).await
                 }
                 Some(Outcome::Failed(e)) => {
                     record(
@@ -606,7 +609,6 @@ enum Role {
 
 /// The leader's upstream call: fetched, cached, published to the followers; what the
 /// leader's own client gets is returned.
-#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
 fn lead<S, B, RB>(
     shared: Arc<Shared>,
     inner: S,
@@ -620,12 +622,14 @@ where
     RB: Body<Data = Bytes> + Rechain,
     RB::Error: Into<BoxError>,
 {
-    async move {
-        let fetched = fetch(inner, req, cap).await;
-        if let Ok(Fetched::Complete(r)) = &fetched {
+    // Chained, not awaited in one block: a block would keep the request it captured beside
+    // the call (see `handle`), or a captured call twice (captured, and as the awaited call).
+    fetch(inner, req, cap).then(move |fetched| async move {
+        if let (Ok(Fetched::Complete(r)), true) = (&fetched, shared.store.is_some()) {
             // Stored before anyone is answered, so a client that repeats its request after
-            // getting the answer finds it in the cache.
-            shared.cache_put(&publisher.key, r).await;
+            // getting the answer finds it in the cache. Boxed: the store's future would
+            // otherwise widen every leader's state, cached or not.
+            Box::pin(shared.cache_put(&publisher.key, r)).await;
         }
         // Out of the map, nobody can join any more. If no follower holds the call, the leader
         // takes a whole response as it is (its headers and extensions not copied); else every
@@ -651,7 +655,7 @@ where
                 Err(e)
             }
         }
-    }
+    })
 }
 
 /// Pass the request straight to the inner service, readied only now.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{request, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use portcullis_core::{
     body::collect_limited,
@@ -113,18 +113,6 @@ where
     }
 }
 
-/// What is kept of the request to build every attempt's copy.
-struct Template {
-    parts: request::Parts,
-    body: Bytes,
-}
-
-impl Template {
-    fn build<B: From<Bytes>>(&self) -> Request<B> {
-        Request::from_parts(self.parts.clone(), B::from(self.body.clone()))
-    }
-}
-
 /// Why the attempt loop waits and tries again.
 enum Again {
     Status(StatusCode),
@@ -142,7 +130,9 @@ impl fmt::Display for Again {
 
 // A plain function returning an async block, not an `async fn`: an `async fn` keeps its
 // arguments twice in its state (as arguments and as the locals they become), and this state
-// is boxed and copied for every request.
+// is boxed and copied for every request. The request is split before the block for the same
+// reason: what a block captures stays in its state to the end, so a request captured whole
+// would sit there beside the parts each attempt copies.
 #[allow(clippy::manual_async_fn)]
 fn run<S, B, RB>(
     shared: Arc<Shared>,
@@ -157,17 +147,14 @@ where
     RB: Body<Data = Bytes> + From<Bytes>,
     RB::Error: Into<BoxError>,
 {
+    let (parts, body) = req.into_parts();
     async move {
         let config = &shared.config;
         shared.budget.deposit();
 
         let cap = config.max_replay_body_bytes;
-        let replayable = config.max_attempts > 1
-            && req
-                .body()
-                .size_hint()
-                .upper()
-                .is_some_and(|n| n <= cap as u64);
+        let replayable =
+            config.max_attempts > 1 && body.size_hint().upper().is_some_and(|n| n <= cap as u64);
         if !replayable {
             // A body of unknown or too large size is streamed straight through: buffering it
             // could exhaust memory, and a half-read stream cannot be replayed.
@@ -175,10 +162,10 @@ where
                 max_attempts = config.max_attempts,
                 "request body is not replayable; sending once"
             );
-            let result = svc
-                .call(req)
-                .instrument(tracing::info_span!("upstream_attempt", attempt = 1u32))
-                .await;
+            let span = tracing::info_span!("upstream_attempt", attempt = 1u32);
+            // Called in the span, so that what the call starts (the client span) is its child.
+            let call = span.in_scope(|| svc.call(Request::from_parts(parts, body)));
+            let result = call.instrument(span).await;
             return match result {
                 Ok(resp) => Ok(with_attempts(resp, 1)),
                 Err(e) => Err(Attempted {
@@ -189,26 +176,35 @@ where
             };
         }
 
-        let (parts, body) = req.into_parts();
         let body = collect_limited(body, cap).await.map_err(|e| Attempted {
             attempts: 0,
             source: e.into(),
         })?;
-        let template = Template { parts, body };
 
+        // Every attempt sends a copy of the parts and the body; the first one's service was
+        // readied by `poll_ready`, later ones wait for it here. Not in one inner block: that
+        // would hold the copy twice (captured, and in the call).
         let mut attempt = 1u32;
         loop {
             let last = attempt >= config.max_attempts;
-            let req = template.build();
-
-            let result = async {
-                if attempt > 1 {
-                    svc.ready().await.map_err(Into::into)?;
+            let span = tracing::info_span!("upstream_attempt", attempt);
+            let ready = match attempt {
+                1 => Ok(()),
+                _ => match svc.ready().instrument(span.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            let result = match ready {
+                Ok(()) => {
+                    let req = Request::from_parts(parts.clone(), B::from(body.clone()));
+                    // Called in the span, so that what the call starts (the client span) is
+                    // its child.
+                    let call = span.in_scope(|| svc.call(req));
+                    call.instrument(span).await.map_err(Into::into)
                 }
-                svc.call(req).await.map_err(Into::into)
-            }
-            .instrument(tracing::info_span!("upstream_attempt", attempt))
-            .await;
+                Err(e) => Err(e),
+            };
 
             let (wait, why) = match result {
                 Ok(resp) => match judge(&shared, resp, attempt) {

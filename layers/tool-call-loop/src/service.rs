@@ -8,6 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::{future::Either, FutureExt as _, TryFutureExt as _};
 use http::{header, HeaderValue, Request, Response};
 use http_body::Body;
 use portcullis_core::{
@@ -84,7 +85,6 @@ where
     }
 }
 
-#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
 fn run<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -98,29 +98,40 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    async move {
-        let Some(api) = Api::from_path(req.uri().path()) else {
-            let resp = inner.call(req).await.map_err(Into::into)?;
-            return Ok(resp.map(ToolCallLoopBody::passthrough));
-        };
-        // What the session key is made of, hashed only when there is session state to read or
-        // write: until a first answer with tool calls, there is none.
-        let source = SessionSource::of(req.headers(), req.extensions());
-        // Hashed once, when first needed (a pending note, then a judgement, read the same key).
-        let mut key = None;
+    let Some(api) = Api::from_path(req.uri().path()) else {
+        return Either::Left(inner.call(req).map(|result| match result {
+            Ok(resp) => Ok(resp.map(ToolCallLoopBody::passthrough)),
+            Err(e) => Err(e.into()),
+        }));
+    };
+    // What the session key is made of, hashed only when there is session state to read or
+    // write: until a first answer with tool calls, there is none.
+    let source = SessionSource::of(req.headers(), req.extensions());
+    // Hashed once, when first needed (a pending note, then a judgement, read the same key).
+    let mut key = None;
+    let (owed_note, owed_header) = if shared.sessions.any() {
+        shared
+            .sessions
+            .take_pending(*key.get_or_insert_with(|| source.key(LAYER)))
+    } else {
+        (None, None)
+    };
+    let sent = match owed_note {
+        // Boxed: the note is the rare path, and its future would otherwise sit in every
+        // request's.
+        Some(n) => {
+            let limit = shared.max_body_bytes;
+            Either::Left(Box::pin(async move {
+                let req = with_note(req, api, &n, limit).await?;
+                inner.call(req).await.map_err(Into::into)
+            }))
+        }
+        None => Either::Right(inner.call(req).err_into::<BoxError>()),
+    };
+    // Chained, not one block: a block keeps what it captures (the request) to its end, beside
+    // the call that carries it; the state is boxed and copied for every request.
+    Either::Right(sent.and_then(move |resp| async move {
         let mut session = || *key.get_or_insert_with(|| source.key(LAYER));
-        let (owed_note, owed_header) = if shared.sessions.any() {
-            shared.sessions.take_pending(session())
-        } else {
-            (None, None)
-        };
-        let req = match owed_note {
-            // Boxed: the note is the rare path, and its future would otherwise sit in
-            // every request's.
-            Some(n) => Box::pin(with_note(req, api, &n, shared.max_body_bytes)).await?,
-            None => req,
-        };
-        let resp = inner.call(req).await.map_err(Into::into)?;
         let mut resp = match crate::kind(&resp) {
             crate::Kind::Pass => resp.map(ToolCallLoopBody::passthrough),
             crate::Kind::Sse => {
@@ -172,7 +183,7 @@ where
                 .or_insert(HeaderValue::from_static(h));
         }
         Ok(resp)
-    }
+    }))
 }
 
 /// The request with the `chance_then_block` note appended (unchanged if its body is not the
