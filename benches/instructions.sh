@@ -19,6 +19,11 @@
 #   CACHE=true bash benches/instructions.sh             # also the L1 cache misses callgrind's
 #                                                       # cache model counts (instruction fetch,
 #                                                       # data read, data write) per request
+#   HOT=true bash benches/instructions.sh               # also the hot code: KiB of 64-byte lines
+#                                                       # of machine code holding an instruction
+#                                                       # run at least once per request on average
+#                                                       # (more than the L1 instruction cache, 32
+#                                                       # KiB, holds is fetched again every request)
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -70,6 +75,7 @@ measure() { # name command...
   local name=$1; shift
   # shellcheck disable=SC2046
   valgrind --tool=callgrind $([ "${CACHE:-false}" = true ] && echo --cache-sim=yes) \
+    $([ "${HOT:-false}" = true ] && echo --dump-instr=yes) \
     --callgrind-out-file="$tmp/cg.$name" "$@" >"$tmp/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 600); do curl -sf -o /dev/null "http://$TARGET/health" 2>/dev/null && break
@@ -92,6 +98,28 @@ measure() { # name command...
       if (cache == "true") printf " | %.0f | %.0f | %.0f", v[col["I1mr"]] / n, v[col["D1mr"]] / n, v[col["D1mw"]] / n
       exit
     }' "$dump")
+  # HOT=true: each instruction's count is summed by address (absolute `0x...`, or relative
+  # `+n`/`-n` to the line before); a call's line (after `calls=`) is the callee's cost, not an
+  # instruction of this one.
+  [ "${HOT:-false}" != true ] || row="$row | $(awk -v n="$N" '
+    function hex(s,   i, v) {
+      v = 0; s = tolower(substr(s, 3))
+      for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+      return v
+    }
+    /^calls=/ { skip = 1; next }
+    /^(0x|[0-9]|\+|-|\*)/ {
+      a = $1
+      if (a ~ /^0x/) addr = hex(a); else if (a ~ /^\+/) addr += substr(a, 2)
+      else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
+      if (skip) { skip = 0; next }
+      ir[sprintf("%.0f", addr)] += $3
+    }
+    END {
+      for (x in ir) if (ir[x] >= n) line[sprintf("%.0f", int(x / 64))] = 1
+      k = 0; for (l in line) k++
+      printf "%.0f", k * 64 / 1024
+    }' "$dump")"
   printf '| %s | %s |\n' "$name" "$row"
   # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
   [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"
@@ -106,13 +134,14 @@ LAYERS="memory_routing retry circuit_breaker dedup rate_limit validation loop_de
 VARIANTS="${ONLY:-passthrough bare defaults all $(for l in $LAYERS; do printf 'no-%s ' "$l"; done)}"
 echo "instructions per request (callgrind, user space), $N sequential $([ "${STREAM:-false}" = true ] && echo streamed || echo JSON) chat requests"
 echo
+head="| variant | instructions/request" rule="| --- | ---:"
 if [ "${CACHE:-false}" = true ]; then
-  echo "| variant | instructions/request | L1 instruction misses | L1 data read misses | L1 data write misses |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-else
-  echo "| variant | instructions/request |"
-  echo "| --- | ---: |"
+  head="$head | L1 instruction misses | L1 data read misses | L1 data write misses"
+  rule="$rule | ---: | ---: | ---:"
 fi
+[ "${HOT:-false}" != true ] || { head="$head | hot code (KiB)"; rule="$rule | ---:"; }
+echo "$head |"
+echo "$rule |"
 for v in $VARIANTS; do
   case $v in
     passthrough) measure passthrough $BIN/examples/passthrough_proxy $TARGET "http://$MOCK" ;;
