@@ -24,6 +24,7 @@
 #                                                       # run at least once per request on average
 #                                                       # (more than the L1 instruction cache, 32
 #                                                       # KiB, holds is fetched again every request)
+#   HOT=true HOTTOP=30 bash benches/instructions.sh     # ... and the functions with the most of it
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -63,6 +64,51 @@ without() { # section -> config file
   echo "$tmp/$1.toml"
 }
 
+# HOT=true: each instruction's count is summed by address (absolute `0x...`, or relative
+# `+n`/`-n` to the line before); a call's line (after `calls=`) is the callee's cost, not an
+# instruction of this one. Prints the KiB of 64-byte lines holding an instruction run at least
+# `n` times; with HOTTOP=K, also (to stderr) the K functions owning the most of those lines.
+cat >"$tmp/hot.awk" <<'AWK'
+function hex(s,   i, v) {
+  v = 0; s = tolower(substr(s, 3))
+  for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+  return v
+}
+# `fn=(id) name` or `cfn=(id) name` (a callee) names a function once; later `(id)` alone
+# refers to it.
+/^c?fn=/ {
+  id = $0; sub(/^c?fn=/, "", id); nm = id; sub(/\).*/, ")", id); sub(/^\([0-9]+\) ?/, "", nm)
+  if (nm != "") fname[id] = nm
+  if ($0 ~ /^fn=/) fn = fname[id]
+  next
+}
+/^calls=/ { skip = 1; next }
+/^(0x|[0-9]|\+|-|\*)/ {
+  a = $1
+  if (a ~ /^0x/) addr = hex(a); else if (a ~ /^\+/) addr += substr(a, 2)
+  else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
+  if (skip) { skip = 0; next }
+  k = sprintf("%.0f", addr); ir[k] += $3; owner[k] = fn
+}
+END {
+  for (x in ir) if (ir[x] >= n) {
+    l = sprintf("%.0f", int(x / 64))
+    if (!(l in line)) { line[l] = 1; lines++; by[owner[x]]++ }
+  }
+  printf "%.0f", lines * 64 / 1024
+  if (top > 0) {
+    printf "== %s: hot code by function (64-byte lines)\n", name > "/dev/stderr"
+    for (shown = 0; shown < top; shown++) {
+      best = ""; max = 0
+      for (f in by) if (by[f] > max) { max = by[f]; best = f }
+      if (max == 0) break
+      printf "%6d  %s\n", max, substr(best, 1, 150) > "/dev/stderr"
+      delete by[best]
+    }
+  }
+}
+AWK
+
 load() { # addr requests
   # shellcheck disable=SC2046
   h2load $([ "${H2:-false}" = true ] || echo --h1) -n "$2" -c 1 -d "$tmp/body.json" -H 'content-type: application/json' \
@@ -98,28 +144,8 @@ measure() { # name command...
       if (cache == "true") printf " | %.0f | %.0f | %.0f", v[col["I1mr"]] / n, v[col["D1mr"]] / n, v[col["D1mw"]] / n
       exit
     }' "$dump")
-  # HOT=true: each instruction's count is summed by address (absolute `0x...`, or relative
-  # `+n`/`-n` to the line before); a call's line (after `calls=`) is the callee's cost, not an
-  # instruction of this one.
-  [ "${HOT:-false}" != true ] || row="$row | $(awk -v n="$N" '
-    function hex(s,   i, v) {
-      v = 0; s = tolower(substr(s, 3))
-      for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
-      return v
-    }
-    /^calls=/ { skip = 1; next }
-    /^(0x|[0-9]|\+|-|\*)/ {
-      a = $1
-      if (a ~ /^0x/) addr = hex(a); else if (a ~ /^\+/) addr += substr(a, 2)
-      else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
-      if (skip) { skip = 0; next }
-      ir[sprintf("%.0f", addr)] += $3
-    }
-    END {
-      for (x in ir) if (ir[x] >= n) line[sprintf("%.0f", int(x / 64))] = 1
-      k = 0; for (l in line) k++
-      printf "%.0f", k * 64 / 1024
-    }' "$dump")"
+  [ "${HOT:-false}" != true ] || row="$row | $(awk -v n="$N" -v top="${HOTTOP:-0}" -v name="$name" \
+    -f "$tmp/hot.awk" "$dump")"
   printf '| %s | %s |\n' "$name" "$row"
   # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
   [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"
