@@ -313,9 +313,10 @@ impl Service<Request<Body>> for UpstreamClient {
         let timeout = self.0.timeout;
         let first_byte = self.0.first_byte_timeout;
         let idle = self.0.idle_timeout;
-        // The first byte's deadline, from now; the clock is read only when there is one.
-        let first_byte_deadline =
-            (!first_byte.is_zero()).then(|| tokio::time::Instant::now() + first_byte);
+        // The first byte's deadline, from now (and the name for its error); the clock is read
+        // only when there is one.
+        let first_byte_wait = (!first_byte.is_zero())
+            .then(|| (tokio::time::Instant::now() + first_byte, name.clone()));
         // The status line is a response byte too: `first_byte_timeout` bounds it.
         let head_timeout = match first_byte.is_zero() {
             true => timeout,
@@ -325,7 +326,6 @@ impl Service<Request<Body>> for UpstreamClient {
         // end, beside the send future that carries it; and the send future (with its timer)
         // is made when first polled, inside the timeout, so neither is held twice. The
         // state is boxed and copied for every attempt.
-        let head_name = name.clone();
         let head = futures_util::future::lazy(move |_| {
             let sending = match send {
                 Sending::Pooled(pool, req) => Either::Left(pool.send(req).err_into::<BoxError>()),
@@ -336,12 +336,10 @@ impl Service<Request<Body>> for UpstreamClient {
         .flatten()
         .map(move |result| match result {
             Err(_) => Err(AttemptError::Timeout(Box::new(UpstreamTimeout {
-                upstream: head_name.to_string(),
+                upstream: name.to_string(),
                 timeout: head_timeout,
             }))),
-            Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(
-                &head_name, e,
-            )))),
+            Ok(Err(e)) => Err(AttemptError::Connect(Box::new(connect_error(&name, e)))),
             Ok(Ok(mut resp)) => {
                 // Room for what the layers add on the way back.
                 portcullis_core::extensions::with_room(resp.extensions_mut());
@@ -349,14 +347,14 @@ impl Service<Request<Body>> for UpstreamClient {
                 portcullis_core::headers::sanitize_upstream_response(resp.headers_mut());
                 Ok(match idle.is_zero() {
                     true => resp.map(Body::new),
-                    false => resp.map(|b| Body::new(IdleBody::new(b, idle, head_name))),
+                    false => resp.map(|b| Body::new(IdleBody::new(b, idle, name))),
                 })
             }
         });
-        let answered = head.then(move |result| match (result, first_byte_deadline) {
+        let answered = head.then(move |result| match (result, first_byte_wait) {
             // Boxed: `first_byte_timeout` is opt-in, and its wait would otherwise widen every
             // attempt's state.
-            (Ok(resp), Some(deadline)) => Either::Left(Box::pin(first_byte_within(
+            (Ok(resp), Some((deadline, name))) => Either::Left(Box::pin(first_byte_within(
                 resp, deadline, name, first_byte,
             ))),
             (result, _) => Either::Right(std::future::ready(result)),

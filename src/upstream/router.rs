@@ -387,11 +387,14 @@ pub(super) fn route_model(
 ) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send {
     async move {
         let inner = &*inner;
-        let Some(first) = inner.models.lookup(&requested) else {
-            return Err::<_, BoxError>(Box::new(ModelNotFound {
+        let not_found = || -> BoxError {
+            Box::new(ModelNotFound {
                 model: requested.to_string(),
                 configured: inner.model_names(),
-            }));
+            })
+        };
+        let Some(first) = inner.models.lookup(&requested) else {
+            return Err(not_found());
         };
         // Inline (no allocation) for a model with up to three fallbacks.
         let mut chain: SmallVec<[&Deployments; 4]> = smallvec::smallvec![first];
@@ -484,10 +487,7 @@ pub(super) fn route_model(
                 }
             }
         }
-        Err(Box::new(ModelNotFound {
-            model: requested.to_string(),
-            configured: inner.model_names(),
-        }))
+        Err(not_found())
     }
 }
 

@@ -18,7 +18,7 @@ use portcullis_core::{
     Attempts, CircuitOpen,
 };
 use tower::{retry::budget::Budget, BoxError, Service, ServiceExt};
-use tracing::Instrument;
+use tracing::{instrument::Instrumented, Instrument, Span};
 
 use crate::{
     future::ResponseFuture,
@@ -163,9 +163,7 @@ where
                 "request body is not replayable; sending once"
             );
             let span = tracing::info_span!("upstream_attempt", attempt = 1u32);
-            // Called in the span, so that what the call starts (the client span) is its child.
-            let call = span.in_scope(|| svc.call(Request::from_parts(parts, body)));
-            let result = call.instrument(span).await;
+            let result = call_in(span, &mut svc, Request::from_parts(parts, body)).await;
             return match result {
                 Ok(resp) => Ok(with_attempts(resp, 1)),
                 Err(e) => Err(Attempted {
@@ -190,18 +188,14 @@ where
             let span = tracing::info_span!("upstream_attempt", attempt);
             let ready = match attempt {
                 1 => Ok(()),
-                _ => match svc.ready().instrument(span.clone()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.into()),
-                },
+                _ => (svc.ready().instrument(span.clone()).await)
+                    .map(drop)
+                    .map_err(Into::into),
             };
             let result = match ready {
                 Ok(()) => {
                     let req = Request::from_parts(parts.clone(), B::from(body.clone()));
-                    // Called in the span, so that what the call starts (the client span) is
-                    // its child.
-                    let call = span.in_scope(|| svc.call(req));
-                    call.instrument(span).await.map_err(Into::into)
+                    call_in(span, &mut svc, req).await.map_err(Into::into)
                 }
                 Err(e) => Err(e),
             };
@@ -261,6 +255,13 @@ where
             attempt += 1;
         }
     }
+}
+
+/// `svc.call(req)` in the attempt's span: what the call starts (the client span) is the
+/// attempt's child, and the call's future runs in the span.
+fn call_in<S: Service<R>, R>(span: Span, svc: &mut S, req: R) -> Instrumented<S::Future> {
+    let call = span.in_scope(|| svc.call(req));
+    call.instrument(span)
 }
 
 /// What an attempt's answer calls for.
