@@ -399,8 +399,12 @@ fn build_set(config: &Config, indices: &[usize]) -> Matcher {
 /// The first [`MAX_MATCHED_BYTES`] of a header value as text: as-is when it is UTF-8, else
 /// with invalid bytes (a character cut at the limit included) as U+FFFD.
 fn haystack(value: &HeaderValue) -> Cow<'_, str> {
-    let bytes = value.as_bytes();
-    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MATCHED_BYTES)])
+    let bytes = &value.as_bytes()[..value.len().min(MAX_MATCHED_BYTES)];
+    // The plain check first: the lossy walk costs twice as much on the common, valid case.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 #[cfg(test)]
