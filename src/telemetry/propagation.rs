@@ -200,12 +200,7 @@ impl TraceContext {
 
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
-        let mut buf = [0u8; 32];
-        encode_hex(&self.trace_id, &mut buf);
-        // Hex digits are ASCII: the check passes (faster than the lossy walk it replaced).
-        std::str::from_utf8(&buf)
-            .map(str::to_owned)
-            .unwrap_or_default()
+        portcullis_core::hash::to_hex(&self.trace_id)
     }
 
     /// The `traceparent` of a new child span (a fresh span id) of this context.
