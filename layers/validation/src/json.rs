@@ -182,6 +182,20 @@ pub(crate) fn parse(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
     }
 }
 
+/// [`parse`], except that an object at the top keeps only the members named in `keep` (each
+/// other member is checked as [`parse`] checks it, and stepped over): for a caller that reads
+/// a few members of what may be a large body. Accepts and refuses exactly what [`parse`]
+/// does, with the same errors; a document the walk leaves to serde comes back whole.
+pub(crate) fn parse_members<'a>(
+    body: &'a [u8],
+    keep: &[&str],
+) -> Result<Node<'a>, serde_json::Error> {
+    match fast::members(body, keep) {
+        Some(node) => Ok(node),
+        None => parse_by_serde(body),
+    }
+}
+
 /// [`parse`] by serde alone: the tree the fast walk must build.
 fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
     serde_json::from_slice(body)
@@ -194,6 +208,10 @@ fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
 /// than [`fast::MAX_DEPTH`], a byte out of place, a control character in a string) gives
 /// `None`, and serde reads the whole document: the walk never decides what is JSON, and the
 /// tree it builds is serde's (a property test holds the two together).
+///
+/// The same walk checks a value without building it ([`fast::Check`]): [`parse_members`]
+/// builds only the top-level members a caller reads and steps over the rest, with every
+/// check the tree's walk makes, so it accepts exactly what [`parse`] accepts.
 mod fast {
     use std::{borrow::Cow, cell::OnceCell};
 
@@ -204,23 +222,198 @@ mod fast {
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
 
-    pub(super) fn document(b: &[u8]) -> Option<Node<'_>> {
-        // UTF-8 checked once for every string (JSON text is UTF-8 throughout).
-        let text = std::str::from_utf8(b).ok()?;
-        let (node, end) = value(text, ws(b, 0), 0)?;
-        (ws(b, end) == b.len()).then_some(node)
+    /// What the walk makes of the values it reads: their tree ([`Tree`]), nothing
+    /// ([`Check`]), or the tree of a few top-level members ([`Members`]). Every one makes the
+    /// same checks; only what is kept differs.
+    pub(super) trait Build<'a>: Copy {
+        type Value;
+        /// An array's items so far.
+        type Items: Default;
+        /// An object's members so far.
+        type Fields: Default;
+
+        /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
+        fn scalar(node: Node<'a>) -> Self::Value;
+        /// Read the item at `at` into `items`; where it ends.
+        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
+        /// Read the value of the member `name` at `at` into `fields`; where it ends.
+        fn member(
+            self,
+            fields: &mut Self::Fields,
+            name: Cow<'a, str>,
+            t: &'a str,
+            at: usize,
+            depth: u32,
+        ) -> Option<usize>;
+        fn array(items: Self::Items) -> Self::Value;
+        fn object(fields: Self::Fields) -> Self::Value;
     }
 
-    fn value(t: &str, i: usize, depth: u32) -> Option<(Node<'_>, usize)> {
+    /// Builds the tree.
+    #[derive(Clone, Copy)]
+    pub(super) struct Tree;
+
+    /// Checks, and keeps nothing.
+    #[derive(Clone, Copy)]
+    pub(super) struct Check;
+
+    /// The object at the top, with only the members named here built (all of them, in
+    /// order, duplicates too); the others are checked.
+    #[derive(Clone, Copy)]
+    pub(super) struct Members<'k>(pub(super) &'k [&'k str]);
+
+    impl<'a> Build<'a> for Tree {
+        type Value = Node<'a>;
+        type Items = Vec<Node<'a>>;
+        type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
+
+        #[inline(always)]
+        fn scalar(node: Node<'a>) -> Node<'a> {
+            node
+        }
+
+        #[inline(always)]
+        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            let (item, end) = value(self, t, at, depth)?;
+            items.push(item);
+            Some(end)
+        }
+
+        #[inline(always)]
+        fn member(
+            self,
+            fields: &mut Self::Fields,
+            name: Cow<'a, str>,
+            t: &'a str,
+            at: usize,
+            depth: u32,
+        ) -> Option<usize> {
+            let (v, end) = value(self, t, at, depth)?;
+            fields.push((name, v));
+            Some(end)
+        }
+
+        #[inline(always)]
+        fn array(items: Self::Items) -> Node<'a> {
+            Node::Arr(items)
+        }
+
+        #[inline(always)]
+        fn object(fields: Self::Fields) -> Node<'a> {
+            Node::Obj(fields)
+        }
+    }
+
+    impl<'a> Build<'a> for Check {
+        type Value = ();
+        type Items = ();
+        type Fields = ();
+
+        #[inline(always)]
+        fn scalar(_: Node<'a>) {}
+
+        #[inline(always)]
+        fn item(self, _: &mut (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            value(self, t, at, depth).map(|((), end)| end)
+        }
+
+        #[inline(always)]
+        fn member(
+            self,
+            _: &mut (),
+            _: Cow<'a, str>,
+            t: &'a str,
+            at: usize,
+            depth: u32,
+        ) -> Option<usize> {
+            value(self, t, at, depth).map(|((), end)| end)
+        }
+
+        #[inline(always)]
+        fn array((): ()) {}
+
+        #[inline(always)]
+        fn object((): ()) {}
+    }
+
+    impl<'a> Build<'a> for Members<'_> {
+        type Value = Node<'a>;
+        type Items = Vec<Node<'a>>;
+        type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
+
+        fn scalar(node: Node<'a>) -> Node<'a> {
+            node
+        }
+
+        /// Not reached ([`members`] walks only an object as `Members`); built as a tree.
+        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            Tree.item(items, t, at, depth)
+        }
+
+        fn member(
+            self,
+            fields: &mut Self::Fields,
+            name: Cow<'a, str>,
+            t: &'a str,
+            at: usize,
+            depth: u32,
+        ) -> Option<usize> {
+            match self.0.contains(&&*name) {
+                true => Tree.member(fields, name, t, at, depth),
+                false => Check.member(&mut (), name, t, at, depth),
+            }
+        }
+
+        fn array(items: Self::Items) -> Node<'a> {
+            Node::Arr(items)
+        }
+
+        fn object(fields: Self::Fields) -> Node<'a> {
+            Node::Obj(fields)
+        }
+    }
+
+    pub(super) fn document(b: &[u8]) -> Option<Node<'_>> {
+        whole(b, |t, i| value(Tree, t, i, 0))
+    }
+
+    /// The document as [`document`] reads it, but an object at the top keeps only the
+    /// members `keep` names (see [`Members`]). Any other document is built whole.
+    pub(super) fn members<'a>(b: &'a [u8], keep: &[&str]) -> Option<Node<'a>> {
+        match b.get(ws(b, 0)) {
+            Some(b'{') => whole(b, |t, i| object(Members(keep), t, i, 1)),
+            _ => document(b),
+        }
+    }
+
+    /// The one value that is all of `b` (but whitespace), as `read` reads it from its
+    /// first byte.
+    fn whole<'a, V>(
+        b: &'a [u8],
+        read: impl FnOnce(&'a str, usize) -> Option<(V, usize)>,
+    ) -> Option<V> {
+        // UTF-8 checked once for every string (JSON text is UTF-8 throughout).
+        let text = std::str::from_utf8(b).ok()?;
+        let (v, end) = read(text, ws(b, 0))?;
+        (ws(b, end) == b.len()).then_some(v)
+    }
+
+    fn value<'a, B: Build<'a>>(
+        build: B,
+        t: &'a str,
+        i: usize,
+        depth: u32,
+    ) -> Option<(B::Value, usize)> {
         let b = t.as_bytes();
+        let scalar = |(node, end)| (B::scalar(node), end);
         match *b.get(i)? {
-            b'"' => text(t, i).map(|(s, end)| (Node::Str(s), end)),
-            b'{' => object(t, i, depth + 1),
-            b'[' => array(t, i, depth + 1),
-            b't' => literal(b, i, b"true", Node::Bool(true)),
-            b'f' => literal(b, i, b"false", Node::Bool(false)),
-            b'n' => literal(b, i, b"null", Node::Null),
-            b'-' | b'0'..=b'9' => number(t, i),
+            b'"' => text(t, i).map(|(s, end)| (B::scalar(Node::Str(s)), end)),
+            b'{' => object(build, t, i, depth + 1),
+            b'[' => array(build, t, i, depth + 1),
+            b't' => literal(b, i, b"true", Node::Bool(true)).map(scalar),
+            b'f' => literal(b, i, b"false", Node::Bool(false)).map(scalar),
+            b'n' => literal(b, i, b"null", Node::Null).map(scalar),
+            b'-' | b'0'..=b'9' => number(t, i).map(scalar),
             _ => None,
         }
     }
@@ -232,6 +425,7 @@ mod fast {
 
     /// The key whose quote is at `i`: borrowed when it has no escapes, unescaped here when
     /// they are all short ones, serde's when one is `\u`.
+    #[inline(always)]
     fn key(t: &str, i: usize) -> Option<(Cow<'_, str>, usize)> {
         let b = t.as_bytes();
         let stop = string_stop(b, i + 1);
@@ -265,6 +459,7 @@ mod fast {
 
     /// A string value: borrowed, and when it has escapes (all short ones) kept as it is
     /// written, to be unescaped if a rule ever reads it; serde's when one is `\u`.
+    #[inline(always)]
     fn text(t: &str, i: usize) -> Option<(Text<'_>, usize)> {
         let b = t.as_bytes();
         let mut j = string_stop(b, i + 1);
@@ -311,37 +506,47 @@ mod fast {
         Some((node, end))
     }
 
-    fn array(t: &str, i: usize, depth: u32) -> Option<(Node<'_>, usize)> {
+    /// The array whose `[` is at `i`, nested `depth` deep.
+    fn array<'a, B: Build<'a>>(
+        build: B,
+        t: &'a str,
+        i: usize,
+        depth: u32,
+    ) -> Option<(B::Value, usize)> {
         if depth > MAX_DEPTH {
             return None;
         }
         let b = t.as_bytes();
-        let mut items = Vec::new();
+        let mut items = B::Items::default();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b']') {
-            return Some((Node::Arr(items), i + 1));
+            return Some((B::array(items), i + 1));
         }
         loop {
-            let (item, end) = value(t, i, depth)?;
-            items.push(item);
-            i = ws(b, end);
+            i = ws(b, build.item(&mut items, t, i, depth)?);
             match *b.get(i)? {
                 b',' => i = ws(b, i + 1),
-                b']' => return Some((Node::Arr(items), i + 1)),
+                b']' => return Some((B::array(items), i + 1)),
                 _ => return None,
             }
         }
     }
 
-    fn object(t: &str, i: usize, depth: u32) -> Option<(Node<'_>, usize)> {
+    /// The object whose `{` is at `i`, nested `depth` deep.
+    fn object<'a, B: Build<'a>>(
+        build: B,
+        t: &'a str,
+        i: usize,
+        depth: u32,
+    ) -> Option<(B::Value, usize)> {
         if depth > MAX_DEPTH {
             return None;
         }
         let b = t.as_bytes();
-        let mut fields = Vec::new();
+        let mut fields = B::Fields::default();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b'}') {
-            return Some((Node::Obj(fields), i + 1));
+            return Some((B::object(fields), i + 1));
         }
         loop {
             if b.get(i) != Some(&b'"') {
@@ -352,12 +557,10 @@ mod fast {
             if b.get(i) != Some(&b':') {
                 return None;
             }
-            let (v, end) = value(t, ws(b, i + 1), depth)?;
-            fields.push((name, v));
-            i = ws(b, end);
+            i = ws(b, build.member(&mut fields, name, t, ws(b, i + 1), depth)?);
             match *b.get(i)? {
                 b',' => i = ws(b, i + 1),
-                b'}' => return Some((Node::Obj(fields), i + 1)),
+                b'}' => return Some((B::object(fields), i + 1)),
                 _ => return None,
             }
         }
@@ -577,16 +780,95 @@ mod tests {
         }
     }
 
+    /// [`parse_members`] answers as [`parse`] does: the same errors, the same kind of root,
+    /// and in an object the same named members (the others left out).
+    fn members_as_parse(doc: &[u8], keep: &[&str]) {
+        fn kept<'a>(n: &Node<'a>, keep: &[&str]) -> Node<'a> {
+            match n {
+                Node::Obj(fields) => Node::Obj(
+                    fields
+                        .iter()
+                        .filter(|(k, _)| keep.contains(&&**k))
+                        .cloned()
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        match (parse_members(doc, keep), parse(doc)) {
+            (Ok(some), Ok(all)) => {
+                assert_eq!(
+                    kept(&some, keep),
+                    kept(&all, keep),
+                    "{}",
+                    String::from_utf8_lossy(doc)
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{}: {a:?} / {b:?}", String::from_utf8_lossy(doc)),
+        }
+    }
+
+    #[test]
+    fn members_are_built_only_at_the_top_and_the_rest_is_still_checked() {
+        let keep = ["model", "stream"];
+        let doc = br#"{"model":"a","messages":[{"model":"nested","x":[1,{"y":null}]}],"stream":true,"model":"b"}"#;
+        let n = parse_members(doc, &keep).unwrap();
+        assert_eq!(
+            n,
+            Node::Obj(vec![
+                (Cow::Borrowed("model"), Node::Str(Text::plain("a"))),
+                (Cow::Borrowed("stream"), Node::Bool(true)),
+                (Cow::Borrowed("model"), Node::Str(Text::plain("b"))),
+            ])
+        );
+        assert_eq!(n.get("model"), Some(&Node::Str(Text::plain("b"))));
+        // A key spelled with an escape is the key it stands for.
+        let n = parse_members(br#"{"mod\u0065l":"m","m\/":1}"#, &keep).unwrap();
+        assert_eq!(n.get("model"), Some(&Node::Str(Text::owned("m"))));
+        // What is not JSON in a member nobody reads is still not JSON, with serde's message.
+        for bad in [
+            &br#"{"model":"m","messages":[{"content":"\u12"}]}"#[..],
+            b"{\"model\":\"m\",\"x\":\"raw\ttab\"}",
+            br#"{"model":"m","x":[1,]}"#,
+            br#"{"model":"m","x":{"a" 1}}"#,
+            br#"{"model":"m","x":01}"#,
+            br#"{"model":"m","x":tru}"#,
+            br#"{"model":"m"} {}"#,
+        ] {
+            members_as_parse(bad, &keep);
+            assert!(
+                parse_members(bad, &keep).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Any other document comes back whole.
+        assert_eq!(
+            parse_members(b"[1]", &keep).unwrap(),
+            Node::Arr(vec![Node::Num(Num::U(1))])
+        );
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, 127, 128] {
+            let d = depth as usize;
+            let doc = format!("{{\"x\":{}0{}}}", "[".repeat(d), "]".repeat(d));
+            members_as_parse(doc.as_bytes(), &keep);
+        }
+    }
+
     use fast::MAX_DEPTH;
 
     mod soup {
-        use super::same_as_serde;
+        use super::{members_as_parse, same_as_serde};
         use proptest::prelude::*;
 
         /// Documents strung together from JSON's tokens, a few spelled oddly: most are not
         /// JSON, some are, and each says where the walk and serde could part.
         fn tokens() -> impl Strategy<Value = Vec<u8>> {
-            let token = prop::sample::select(vec![
+            prop::collection::vec(token(), 0..24).prop_map(|t| t.concat().into_bytes())
+        }
+
+        fn token() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
                 "{",
                 "}",
                 "[",
@@ -616,8 +898,21 @@ mod tests {
                 "null",
                 "nul",
                 "\"\u{1}\"",
-            ]);
-            prop::collection::vec(token, 0..24).prop_map(|t| t.concat().into_bytes())
+            ])
+        }
+
+        /// A valid document as the value of a member nobody reads, with a token put in
+        /// somewhere: what the walk steps over must still be JSON.
+        fn damaged_members() -> impl Strategy<Value = Vec<u8>> {
+            (documents(), any::<prop::sample::Index>(), token()).prop_map(|(doc, at, token)| {
+                let at = at.index(doc.len() + 1);
+                let mut out = br#"{"model":"m","x":"#.to_vec();
+                out.extend_from_slice(&doc[..at]);
+                out.extend_from_slice(token.as_bytes());
+                out.extend_from_slice(&doc[at..]);
+                out.push(b'}');
+                out
+            })
         }
 
         /// Valid documents, printed by serde with and without indentation.
@@ -652,6 +947,21 @@ mod tests {
             #[test]
             fn documents_read_as_serde_reads_them(doc in documents()) {
                 same_as_serde(&doc);
+            }
+
+            #[test]
+            fn token_soup_members_read_as_parse_reads_them(doc in tokens()) {
+                members_as_parse(&doc, &["model"]);
+            }
+
+            #[test]
+            fn documents_members_read_as_parse_reads_them(doc in documents()) {
+                members_as_parse(&doc, &["a", "b"]);
+            }
+
+            #[test]
+            fn damaged_members_read_as_parse_reads_them(doc in damaged_members()) {
+                members_as_parse(&doc, &["model"]);
             }
         }
     }

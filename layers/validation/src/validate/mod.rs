@@ -33,7 +33,9 @@ type Check = Result<(), InvalidRequest>;
 
 /// Check `body` for `route` at `level`; on success return what the request asks for.
 ///
-/// The body is parsed once (see the crate docs for the borrowed tree that makes this cheap).
+/// The body is parsed once (see the crate docs for the borrowed tree that makes this cheap);
+/// at [`Level::Lenient`] the walk checks the whole body but builds only `model`, `stream` and
+/// `prompt`.
 /// The first problem found is returned, with the path of the field at fault.
 ///
 /// ```
@@ -60,8 +62,12 @@ pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, 
             "request body is empty; expected a JSON object",
         ));
     }
-    let root = json::parse(body)
-        .map_err(|e| InvalidRequest::new("", format!("request body is not valid JSON: {e}")))?;
+    // Lenient reads three members: the rest of the body is only checked, not built.
+    let root = match level {
+        Level::Lenient => json::parse_members(body, &LENIENT_READS),
+        _ => json::parse(body),
+    }
+    .map_err(|e| InvalidRequest::new("", format!("request body is not valid JSON: {e}")))?;
     let Node::Obj(fields) = &root else {
         return Err(InvalidRequest::new(
             "",
@@ -90,6 +96,10 @@ pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, 
     }
     Ok(RequestMeta { model, stream })
 }
+
+/// The top-level members [`validate`] reads at [`Level::Lenient`]: [`model`]'s and the
+/// stream flag.
+const LENIENT_READS: [&str; 3] = ["model", "prompt", "stream"];
 
 /// `model`, at every level: a non-empty string. The Responses API alone lets a stored prompt
 /// template (`prompt`) name the model, so there a missing `model` beside a `prompt` passes and
