@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A/B of two gateway builds, every layer on (benches/load.toml), with one large request body:
+# A/B of two gateway builds, every layer on (benches/load.toml; CONFIG=benches/load-bare.toml
+# for the bare gateway), with one large request body:
 # each build behind its own port in front of one mock upstream, h2load (HTTP/1.1, 8
 # connections, 8 s) against each in turn, three rounds; requests/s and the gateway's CPU per
 # request from /proc.
@@ -19,7 +20,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 target/release/examples/mock_upstream --listen 127.0.0.1:19601 >/dev/null 2>&1 & pids+=($!)
 for v in this against; do
-  sed -e "s#@MOCK@#http://127.0.0.1:19601#" -e "s#@AUDIT@#$tmp/audit-$v.jsonl#" benches/load.toml >"$tmp/$v.toml"
+  sed -e "s#@MOCK@#http://127.0.0.1:19601#" -e "s#@AUDIT@#$tmp/audit-$v.jsonl#" "${CONFIG:-benches/load.toml}" >"$tmp/$v.toml"
 done
 target/release/portcullis serve --config "$tmp/this.toml" --listen 127.0.0.1:19602 >/dev/null 2>&1 & pids+=($!); this=$!
 "$AGAINST" serve --config "$tmp/against.toml" --listen 127.0.0.1:19603 >/dev/null 2>&1 & pids+=($!); against=$!

@@ -234,6 +234,10 @@ mod fast {
 
         /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
         fn scalar(node: Node<'a>) -> Self::Value;
+        /// The string value whose quote is at `i`, and where it ends.
+        fn string(t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
+        /// The key whose quote is at `i`, and where it ends.
+        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)>;
         /// Read the item at `at` into `items`; where it ends.
         fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
         /// Read the value of the member `name` at `at` into `fields`; where it ends.
@@ -270,6 +274,16 @@ mod fast {
         #[inline(always)]
         fn scalar(node: Node<'a>) -> Node<'a> {
             node
+        }
+
+        #[inline(always)]
+        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
+            text(t, i).map(|(s, end)| (Node::Str(s), end))
+        }
+
+        #[inline(always)]
+        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
+            key(t, i)
         }
 
         #[inline(always)]
@@ -313,6 +327,16 @@ mod fast {
         fn scalar(_: Node<'a>) {}
 
         #[inline(always)]
+        fn string(t: &'a str, i: usize) -> Option<((), usize)> {
+            string_end(t, i).map(|end| ((), end))
+        }
+
+        #[inline(always)]
+        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
+            string_end(t, i).map(|end| (Cow::Borrowed(""), end))
+        }
+
+        #[inline(always)]
         fn item(self, _: &mut (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
             value(self, t, at, depth).map(|((), end)| end)
         }
@@ -343,6 +367,14 @@ mod fast {
 
         fn scalar(node: Node<'a>) -> Node<'a> {
             node
+        }
+
+        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
+            Tree::string(t, i)
+        }
+
+        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
+            key(t, i)
         }
 
         /// Not reached ([`members`] walks only an object as `Members`); built as a tree.
@@ -407,7 +439,7 @@ mod fast {
         let b = t.as_bytes();
         let scalar = |(node, end)| (B::scalar(node), end);
         match *b.get(i)? {
-            b'"' => text(t, i).map(|(s, end)| (B::scalar(Node::Str(s)), end)),
+            b'"' => B::string(t, i),
             b'{' => object(build, t, i, depth + 1),
             b'[' => array(build, t, i, depth + 1),
             b't' => literal(b, i, b"true", Node::Bool(true)).map(scalar),
@@ -430,7 +462,7 @@ mod fast {
         let b = t.as_bytes();
         let stop = string_stop(b, i + 1);
         match *b.get(stop)? {
-            b'"' => return Some((Cow::Borrowed(t.get(i + 1..stop)?), stop + 1)),
+            b'"' => return Some((Cow::Borrowed(between(t, i + 1, stop)?), stop + 1)),
             b'\\' => {}
             _ => return None, // a control character: not JSON
         }
@@ -478,12 +510,35 @@ mod fast {
                 _ => return None, // a control character: not JSON
             }
         }
-        let raw = t.get(i + 1..j)?;
+        let raw = between(t, i + 1, j)?;
         let text = match escaped {
             false => Text::plain(raw),
             true => Text(TextInner::Escaped(raw, OnceCell::new())),
         };
         Some((text, j + 1))
+    }
+
+    /// `t[from..to]`, the text of a string between its quotes (always on character
+    /// boundaries: the bytes around are ASCII).
+    #[inline(always)]
+    fn between(t: &str, from: usize, to: usize) -> Option<&str> {
+        let (head, _) = t.split_at_checked(to)?;
+        Some(head.split_at_checked(from)?.1)
+    }
+
+    /// Where the string whose quote is at `i` ends, checked as [`text`] and [`key`] check
+    /// it (the same escapes pass), and nothing kept.
+    fn string_end(t: &str, i: usize) -> Option<usize> {
+        let b = t.as_bytes();
+        let mut j = string_stop(b, i + 1);
+        loop {
+            match *b.get(j)? {
+                b'"' => return Some(j + 1),
+                b'\\' if short_escape(*b.get(j + 1)?).is_some() => j = string_stop(b, j + 2),
+                b'\\' => return serde_string(t, i).map(|(_, end)| end),
+                _ => return None, // a control character: not JSON
+            }
+        }
     }
 
     /// A string with a `\u` escape, as serde reads it.
@@ -552,7 +607,7 @@ mod fast {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let (name, end) = key(t, i)?;
+            let (name, end) = B::key(t, i)?;
             i = ws(b, end);
             if b.get(i) != Some(&b':') {
                 return None;
