@@ -222,24 +222,16 @@ mod fast {
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
 
-    /// What the walk makes of the values it reads: their tree ([`Tree`]), nothing
-    /// ([`Check`]), or the tree of a few top-level members ([`Members`]). Every one makes the
-    /// same checks; only what is kept differs.
-    pub(super) trait Build<'a>: Copy {
+    /// What the walk makes of an object's members: the tree's ([`Tree`]), nothing
+    /// ([`Check`]), or only the named ones ([`Members`]). Every one makes the same checks;
+    /// only what is kept differs.
+    pub(super) trait Fields<'a>: Copy {
         type Value;
-        /// An array's items so far.
-        type Items: Default;
         /// An object's members so far.
         type Fields: Default;
 
-        /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
-        fn scalar(node: Node<'a>) -> Self::Value;
-        /// The string value whose quote is at `i`, and where it ends.
-        fn string(t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
         /// The key whose quote is at `i`, and where it ends.
         fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)>;
-        /// Read the item at `at` into `items`; where it ends.
-        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
         /// Read the value of the member `name` at `at` into `fields`; where it ends.
         fn member(
             self,
@@ -249,8 +241,21 @@ mod fast {
             at: usize,
             depth: u32,
         ) -> Option<usize>;
-        fn array(items: Self::Items) -> Self::Value;
         fn object(fields: Self::Fields) -> Self::Value;
+    }
+
+    /// What the walk makes of any value: [`Fields`] for objects, and the rest.
+    pub(super) trait Build<'a>: Fields<'a> {
+        /// An array's items so far.
+        type Items: Default;
+
+        /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
+        fn scalar(node: Node<'a>) -> Self::Value;
+        /// The string value whose quote is at `i`, and where it ends.
+        fn string(t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
+        /// Read the item at `at` into `items`; where it ends.
+        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
+        fn array(items: Self::Items) -> Self::Value;
     }
 
     /// Builds the tree.
@@ -266,31 +271,13 @@ mod fast {
     #[derive(Clone, Copy)]
     pub(super) struct Members<'k>(pub(super) &'k [&'k str]);
 
-    impl<'a> Build<'a> for Tree {
+    impl<'a> Fields<'a> for Tree {
         type Value = Node<'a>;
-        type Items = Vec<Node<'a>>;
         type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
-
-        #[inline(always)]
-        fn scalar(node: Node<'a>) -> Node<'a> {
-            node
-        }
-
-        #[inline(always)]
-        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
-            text(t, i).map(|(s, end)| (Node::Str(s), end))
-        }
 
         #[inline(always)]
         fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
             key(t, i)
-        }
-
-        #[inline(always)]
-        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
-            let (item, end) = value(self, t, at, depth)?;
-            items.push(item);
-            Some(end)
         }
 
         #[inline(always)]
@@ -308,20 +295,64 @@ mod fast {
         }
 
         #[inline(always)]
-        fn array(items: Self::Items) -> Node<'a> {
-            Node::Arr(items)
-        }
-
-        #[inline(always)]
         fn object(fields: Self::Fields) -> Node<'a> {
             Node::Obj(fields)
         }
     }
 
-    impl<'a> Build<'a> for Check {
+    impl<'a> Build<'a> for Tree {
+        type Items = Vec<Node<'a>>;
+
+        #[inline(always)]
+        fn scalar(node: Node<'a>) -> Node<'a> {
+            node
+        }
+
+        #[inline(always)]
+        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
+            text(t, i).map(|(s, end)| (Node::Str(s), end))
+        }
+
+        #[inline(always)]
+        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            let (item, end) = value(self, t, at, depth)?;
+            items.push(item);
+            Some(end)
+        }
+
+        #[inline(always)]
+        fn array(items: Self::Items) -> Node<'a> {
+            Node::Arr(items)
+        }
+    }
+
+    impl<'a> Fields<'a> for Check {
         type Value = ();
-        type Items = ();
         type Fields = ();
+
+        #[inline(always)]
+        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
+            string_end(t, i).map(|end| (Cow::Borrowed(""), end))
+        }
+
+        #[inline(always)]
+        fn member(
+            self,
+            (): &mut (),
+            _: Cow<'a, str>,
+            t: &'a str,
+            at: usize,
+            depth: u32,
+        ) -> Option<usize> {
+            value(self, t, at, depth).map(|((), end)| end)
+        }
+
+        #[inline(always)]
+        fn object((): ()) {}
+    }
+
+    impl<'a> Build<'a> for Check {
+        type Items = ();
 
         #[inline(always)]
         fn scalar(_: Node<'a>) {}
@@ -332,54 +363,20 @@ mod fast {
         }
 
         #[inline(always)]
-        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
-            string_end(t, i).map(|end| (Cow::Borrowed(""), end))
-        }
-
-        #[inline(always)]
-        fn item(self, _: &mut (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
-            value(self, t, at, depth).map(|((), end)| end)
-        }
-
-        #[inline(always)]
-        fn member(
-            self,
-            _: &mut (),
-            _: Cow<'a, str>,
-            t: &'a str,
-            at: usize,
-            depth: u32,
-        ) -> Option<usize> {
+        fn item(self, (): &mut (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
             value(self, t, at, depth).map(|((), end)| end)
         }
 
         #[inline(always)]
         fn array((): ()) {}
-
-        #[inline(always)]
-        fn object((): ()) {}
     }
 
-    impl<'a> Build<'a> for Members<'_> {
+    impl<'a> Fields<'a> for Members<'_> {
         type Value = Node<'a>;
-        type Items = Vec<Node<'a>>;
         type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
-
-        fn scalar(node: Node<'a>) -> Node<'a> {
-            node
-        }
-
-        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
-            Tree::string(t, i)
-        }
 
         fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
             key(t, i)
-        }
-
-        /// Not reached ([`members`] walks only an object as `Members`); built as a tree.
-        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
-            Tree.item(items, t, at, depth)
         }
 
         fn member(
@@ -394,10 +391,6 @@ mod fast {
                 true => Tree.member(fields, name, t, at, depth),
                 false => Check.member(&mut (), name, t, at, depth),
             }
-        }
-
-        fn array(items: Self::Items) -> Node<'a> {
-            Node::Arr(items)
         }
 
         fn object(fields: Self::Fields) -> Node<'a> {
@@ -588,7 +581,7 @@ mod fast {
     }
 
     /// The object whose `{` is at `i`, nested `depth` deep.
-    fn object<'a, B: Build<'a>>(
+    fn object<'a, B: Fields<'a>>(
         build: B,
         t: &'a str,
         i: usize,
