@@ -1,16 +1,27 @@
-//! A borrowed JSON tree: one parse per request, and no allocation for a string value (escaped
-//! or not, it is unescaped only if a rule reads it) or for a key without escapes.
+//! A borrowed JSON tree in one arena: one parse per request, no allocation for a string value
+//! (escaped or not, it is unescaped only when a rule reads it) or for a key without escapes,
+//! and the containers' nodes in one [`Bump`] freed at once.
 //!
 //! # Why not `serde_json::Value`?
 //!
 //! `Value` owns every key and string, so a 100 KB chat request costs thousands of small
 //! allocations and copies before a single rule runs. This tree borrows from the request bytes
-//! instead ([`Text`]) and keeps objects as vectors, which is faster to build than a map for
+//! instead ([`Text`]) and keeps objects as slices, which is faster to build than a map for
 //! the handful of keys a request has. The bench `parse` group measures both.
+//!
+//! # Why an arena?
+//!
+//! A 100 KB conversation is ~1,100 arrays and objects. As vectors of their own they were
+//! ~1,100 allocations made in a burst, the same freed in a burst by a walk over every node,
+//! and jemalloc's thread cache overflowing both ways: ~18 % of the bare gateway's CPU at
+//! `moderate` on such a body (README, round 19). In a [`Bump`] the nodes sit in document
+//! order, a container's slice is one bump, and the tree holds nothing to drop (a node is
+//! `Copy`): the arena is freed whole when the request's check is done.
 
-use std::{borrow::Cow, cell::OnceCell, fmt, ops::Deref};
+use std::{borrow::Cow, fmt};
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use bumpalo::{collections::Vec as BumpVec, Bump};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A JSON number as serde_json reports it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,6 +51,13 @@ impl Num {
             Num::F(_) => None,
         }
     }
+
+    fn of(n: &serde_json::Number) -> Option<Num> {
+        n.as_u64()
+            .map(Num::U)
+            .or_else(|| n.as_i64().map(Num::I))
+            .or_else(|| n.as_f64().map(Num::F))
+    }
 }
 
 impl fmt::Display for Num {
@@ -55,19 +73,18 @@ impl fmt::Display for Num {
 
 /// A JSON string value, unescaped only when read: most of a request's text (messages, code,
 /// tool results) is only ever type-checked, and unescaping it was most of the tree's cost.
-/// Reads as the unescaped `str` (`Deref`); equal when the unescaped texts are.
-#[derive(Clone)]
+/// Read with [`Text::text`]; equal when the unescaped texts are.
+#[derive(Clone, Copy)]
 pub(crate) struct Text<'a>(TextInner<'a>);
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum TextInner<'a> {
-    /// No escapes: the text itself.
+    /// The text itself: written without escapes, or unescaped already (by serde, into the
+    /// arena).
     Plain(&'a str),
-    /// Unescaped already (by serde).
-    Owned(Box<str>),
     /// The text between the quotes, whose escapes are all short ones (`\n`, `\"`…; never
-    /// `\u`), unescaped on first read.
-    Escaped(&'a str, OnceCell<Box<str>>),
+    /// `\u`), unescaped on each read (rules read few strings, and seldom escaped ones).
+    Escaped(&'a str),
 }
 
 impl<'a> Text<'a> {
@@ -75,35 +92,26 @@ impl<'a> Text<'a> {
         Self(TextInner::Plain(s))
     }
 
-    pub(crate) fn owned(s: impl Into<Box<str>>) -> Self {
-        Self(TextInner::Owned(s.into()))
+    /// The text, unescaped.
+    pub(crate) fn text(&self) -> Cow<'a, str> {
+        match self.0 {
+            TextInner::Plain(s) => Cow::Borrowed(s),
+            TextInner::Escaped(raw) => Cow::Owned(unescape_short(raw)),
+        }
     }
 
     /// Whether the text is empty (without unescaping it: escaped text never is).
     pub(crate) fn is_empty(&self) -> bool {
-        match &self.0 {
+        match self.0 {
             TextInner::Plain(s) => s.is_empty(),
-            TextInner::Owned(s) => s.is_empty(),
-            TextInner::Escaped(..) => false,
-        }
-    }
-}
-
-impl Deref for Text<'_> {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match &self.0 {
-            TextInner::Plain(s) => s,
-            TextInner::Owned(s) => s,
-            TextInner::Escaped(raw, text) => text.get_or_init(|| unescape_short(raw)),
+            TextInner::Escaped(_) => false,
         }
     }
 }
 
 /// `raw` with its short escapes replaced by what they stand for (the walk let no other kind
 /// through; a lone backslash at the end cannot occur, the walk saw the closing quote after it).
-fn unescape_short(raw: &str) -> Box<str> {
+fn unescape_short(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(at) = rest.find('\\') {
@@ -113,37 +121,37 @@ fn unescape_short(raw: &str) -> Box<str> {
         rest = rest.get(at + 2..).unwrap_or_default();
     }
     out.push_str(rest);
-    out.into_boxed_str()
+    out
 }
 
 impl PartialEq for Text<'_> {
     fn eq(&self, other: &Self) -> bool {
-        **self == **other
+        self.text() == other.text()
     }
 }
 
 impl PartialEq<str> for Text<'_> {
     fn eq(&self, other: &str) -> bool {
-        **self == *other
+        self.text() == other
     }
 }
 
 impl fmt::Debug for Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
+        fmt::Debug::fmt(&*self.text(), f)
     }
 }
 
-/// A parsed JSON value borrowing from the input.
-#[derive(Clone, Debug, PartialEq)]
+/// A parsed JSON value borrowing from the input and from the arena it was built in.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Node<'a> {
     Null,
     Bool(bool),
     Num(Num),
     Str(Text<'a>),
-    Arr(Vec<Node<'a>>),
+    Arr(&'a [Node<'a>]),
     /// Keys in document order, duplicates kept (so strict mode can reject them).
-    Obj(Vec<(Cow<'a, str>, Node<'a>)>),
+    Obj(&'a [(&'a str, Node<'a>)]),
 }
 
 impl<'a> Node<'a> {
@@ -163,22 +171,23 @@ impl<'a> Node<'a> {
     /// `serde_json::Value` and most JSON parsers upstream.
     pub(crate) fn get(&self, key: &str) -> Option<&Node<'a>> {
         match self {
-            Node::Obj(fields) => fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            Node::Obj(fields) => fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 }
 
-/// Parse `body` as one JSON value (serde_json's syntax, depth limit and error messages).
+/// Parse `body` as one JSON value (serde_json's syntax, depth limit and error messages),
+/// building the tree in `arena`.
 ///
 /// The tree is built by [`fast::document`] where it can be, and by serde otherwise: serde's
 /// visitor costs about 28 instructions a byte on an agent's 100 KB conversation (most of it
 /// spent on strings, checked for UTF-8 one at a time), the walk below a fraction of that.
 /// What serde refuses, the walk leaves to serde too, so every error is serde's own.
-pub(crate) fn parse(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
-    match fast::document(body) {
+pub(crate) fn parse<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, serde_json::Error> {
+    match fast::document(body, arena) {
         Some(node) => Ok(node),
-        None => parse_by_serde(body),
+        None => parse_by_serde(body, arena),
     }
 }
 
@@ -189,32 +198,39 @@ pub(crate) fn parse(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
 pub(crate) fn parse_members<'a>(
     body: &'a [u8],
     keep: &[&str],
+    arena: &'a Bump,
 ) -> Result<Node<'a>, serde_json::Error> {
-    match fast::members(body, keep) {
+    match fast::members(body, keep, arena) {
         Some(node) => Ok(node),
-        None => parse_by_serde(body),
+        None => parse_by_serde(body, arena),
     }
 }
 
 /// [`parse`] by serde alone: the tree the fast walk must build.
-fn parse_by_serde(body: &[u8]) -> Result<Node<'_>, serde_json::Error> {
-    serde_json::from_slice(body)
+fn parse_by_serde<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let node = Seed(arena).deserialize(&mut de)?;
+    de.end()?;
+    Ok(node)
 }
 
 /// The tree of a document made of what request bodies are made of, in one walk: string
 /// values borrowed as written when their escapes are the short ones (`\n`, `\"`…), keys
-/// unescaped here; integers of up to 18 digits; literals; arrays and objects. A `\u` escape or a number in another
-/// form is read by serde, as the few bytes it is. Anything it is unsure of (nesting deeper
-/// than [`fast::MAX_DEPTH`], a byte out of place, a control character in a string) gives
-/// `None`, and serde reads the whole document: the walk never decides what is JSON, and the
-/// tree it builds is serde's (a property test holds the two together).
+/// unescaped here; integers of up to 18 digits; literals; arrays and objects. A `\u` escape
+/// or a number in another form is read by serde, as the few bytes it is. Anything it is
+/// unsure of (nesting deeper than [`fast::MAX_DEPTH`], a byte out of place, a control
+/// character in a string) gives `None`, and serde reads the whole document: the walk never
+/// decides what is JSON, and the tree it builds is serde's (a property test holds the two
+/// together).
 ///
 /// The same walk checks a value without building it ([`fast::Check`]): [`parse_members`]
 /// builds only the top-level members a caller reads and steps over the rest, with every
 /// check the tree's walk makes, so it accepts exactly what [`parse`] accepts.
 mod fast {
-    use std::{borrow::Cow, cell::OnceCell};
-
+    use bumpalo::{
+        collections::{String as BumpString, Vec as BumpVec},
+        Bump,
+    };
     use portcullis_core::json_skim::{number_end, plain_integer, short_escape, string_stop, ws};
 
     use super::{Node, Num, Text, TextInner};
@@ -227,16 +243,19 @@ mod fast {
     /// only what is kept differs.
     pub(super) trait Fields<'a>: Copy {
         type Value;
+        /// A key as kept.
+        type Key;
         /// An object's members so far.
-        type Fields: Default;
+        type Fields;
 
+        fn fields(self) -> Self::Fields;
         /// The key whose quote is at `i`, and where it ends.
-        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)>;
+        fn key(self, t: &'a str, i: usize) -> Option<(Self::Key, usize)>;
         /// Read the value of the member `name` at `at` into `fields`; where it ends.
         fn member(
             self,
             fields: &mut Self::Fields,
-            name: Cow<'a, str>,
+            name: Self::Key,
             t: &'a str,
             at: usize,
             depth: u32,
@@ -247,20 +266,21 @@ mod fast {
     /// What the walk makes of any value: [`Fields`] for objects, and the rest.
     pub(super) trait Build<'a>: Fields<'a> {
         /// An array's items so far.
-        type Items: Default;
+        type Items;
 
+        fn items(self) -> Self::Items;
         /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
         fn scalar(node: Node<'a>) -> Self::Value;
         /// The string value whose quote is at `i`, and where it ends.
-        fn string(t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
+        fn string(self, t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
         /// Read the item at `at` into `items`; where it ends.
         fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
         fn array(items: Self::Items) -> Self::Value;
     }
 
-    /// Builds the tree.
+    /// Builds the tree in its arena.
     #[derive(Clone, Copy)]
-    pub(super) struct Tree;
+    pub(super) struct Tree<'a>(pub(super) &'a Bump);
 
     /// Checks, and keeps nothing.
     #[derive(Clone, Copy)]
@@ -269,22 +289,28 @@ mod fast {
     /// The object at the top, with only the members named here built (all of them, in
     /// order, duplicates too); the others are checked.
     #[derive(Clone, Copy)]
-    pub(super) struct Members<'k>(pub(super) &'k [&'k str]);
+    pub(super) struct Members<'a, 'k>(Tree<'a>, &'k [&'k str]);
 
-    impl<'a> Fields<'a> for Tree {
+    impl<'a> Fields<'a> for Tree<'a> {
         type Value = Node<'a>;
-        type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
+        type Key = &'a str;
+        type Fields = BumpVec<'a, (&'a str, Node<'a>)>;
 
         #[inline(always)]
-        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
-            key(t, i)
+        fn fields(self) -> Self::Fields {
+            BumpVec::new_in(self.0)
+        }
+
+        #[inline(always)]
+        fn key(self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
+            key(t, i, self.0)
         }
 
         #[inline(always)]
         fn member(
             self,
             fields: &mut Self::Fields,
-            name: Cow<'a, str>,
+            name: &'a str,
             t: &'a str,
             at: usize,
             depth: u32,
@@ -296,12 +322,17 @@ mod fast {
 
         #[inline(always)]
         fn object(fields: Self::Fields) -> Node<'a> {
-            Node::Obj(fields)
+            Node::Obj(fields.into_bump_slice())
         }
     }
 
-    impl<'a> Build<'a> for Tree {
-        type Items = Vec<Node<'a>>;
+    impl<'a> Build<'a> for Tree<'a> {
+        type Items = BumpVec<'a, Node<'a>>;
+
+        #[inline(always)]
+        fn items(self) -> Self::Items {
+            BumpVec::new_in(self.0)
+        }
 
         #[inline(always)]
         fn scalar(node: Node<'a>) -> Node<'a> {
@@ -309,8 +340,8 @@ mod fast {
         }
 
         #[inline(always)]
-        fn string(t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
-            text(t, i).map(|(s, end)| (Node::Str(s), end))
+        fn string(self, t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
+            text(t, i, self.0).map(|(s, end)| (Node::Str(s), end))
         }
 
         #[inline(always)]
@@ -322,28 +353,25 @@ mod fast {
 
         #[inline(always)]
         fn array(items: Self::Items) -> Node<'a> {
-            Node::Arr(items)
+            Node::Arr(items.into_bump_slice())
         }
     }
 
     impl<'a> Fields<'a> for Check {
         type Value = ();
+        type Key = ();
         type Fields = ();
 
         #[inline(always)]
-        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
-            string_end(t, i).map(|end| (Cow::Borrowed(""), end))
+        fn fields(self) {}
+
+        #[inline(always)]
+        fn key(self, t: &'a str, i: usize) -> Option<((), usize)> {
+            string_end(t, i).map(|end| ((), end))
         }
 
         #[inline(always)]
-        fn member(
-            self,
-            (): &mut (),
-            _: Cow<'a, str>,
-            t: &'a str,
-            at: usize,
-            depth: u32,
-        ) -> Option<usize> {
+        fn member(self, (): &mut (), (): (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
             value(self, t, at, depth).map(|((), end)| end)
         }
 
@@ -355,10 +383,13 @@ mod fast {
         type Items = ();
 
         #[inline(always)]
+        fn items(self) {}
+
+        #[inline(always)]
         fn scalar(_: Node<'a>) {}
 
         #[inline(always)]
-        fn string(t: &'a str, i: usize) -> Option<((), usize)> {
+        fn string(self, t: &'a str, i: usize) -> Option<((), usize)> {
             string_end(t, i).map(|end| ((), end))
         }
 
@@ -371,43 +402,48 @@ mod fast {
         fn array((): ()) {}
     }
 
-    impl<'a> Fields<'a> for Members<'_> {
+    impl<'a> Fields<'a> for Members<'a, '_> {
         type Value = Node<'a>;
-        type Fields = Vec<(Cow<'a, str>, Node<'a>)>;
+        type Key = &'a str;
+        type Fields = BumpVec<'a, (&'a str, Node<'a>)>;
 
-        fn key(t: &'a str, i: usize) -> Option<(Cow<'a, str>, usize)> {
-            key(t, i)
+        fn fields(self) -> Self::Fields {
+            self.0.fields()
+        }
+
+        fn key(self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
+            self.0.key(t, i)
         }
 
         fn member(
             self,
             fields: &mut Self::Fields,
-            name: Cow<'a, str>,
+            name: &'a str,
             t: &'a str,
             at: usize,
             depth: u32,
         ) -> Option<usize> {
-            match self.0.contains(&&*name) {
-                true => Tree.member(fields, name, t, at, depth),
-                false => Check.member(&mut (), name, t, at, depth),
+            match self.1.contains(&name) {
+                true => self.0.member(fields, name, t, at, depth),
+                false => Check.member(&mut (), (), t, at, depth),
             }
         }
 
         fn object(fields: Self::Fields) -> Node<'a> {
-            Node::Obj(fields)
+            Tree::object(fields)
         }
     }
 
-    pub(super) fn document(b: &[u8]) -> Option<Node<'_>> {
-        whole(b, |t, i| value(Tree, t, i, 0))
+    pub(super) fn document<'a>(b: &'a [u8], arena: &'a Bump) -> Option<Node<'a>> {
+        whole(b, |t, i| value(Tree(arena), t, i, 0))
     }
 
     /// The document as [`document`] reads it, but an object at the top keeps only the
     /// members `keep` names (see [`Members`]). Any other document is built whole.
-    pub(super) fn members<'a>(b: &'a [u8], keep: &[&str]) -> Option<Node<'a>> {
+    pub(super) fn members<'a>(b: &'a [u8], keep: &[&str], arena: &'a Bump) -> Option<Node<'a>> {
         match b.get(ws(b, 0)) {
-            Some(b'{') => whole(b, |t, i| object(Members(keep), t, i, 1)),
-            _ => document(b),
+            Some(b'{') => whole(b, |t, i| object(Members(Tree(arena), keep), t, i, 1)),
+            _ => document(b, arena),
         }
     }
 
@@ -432,7 +468,7 @@ mod fast {
         let b = t.as_bytes();
         let scalar = |(node, end)| (B::scalar(node), end);
         match *b.get(i)? {
-            b'"' => B::string(t, i),
+            b'"' => build.string(t, i),
             b'{' => object(build, t, i, depth + 1),
             b'[' => array(build, t, i, depth + 1),
             b't' => literal(b, i, b"true", Node::Bool(true)).map(scalar),
@@ -448,34 +484,33 @@ mod fast {
         (b.get(i..end)? == word).then_some((node, end))
     }
 
-    /// The key whose quote is at `i`: borrowed when it has no escapes, unescaped here when
-    /// they are all short ones, serde's when one is `\u`.
+    /// The key whose quote is at `i`: borrowed when it has no escapes, unescaped into the
+    /// arena when they are all short ones, serde's (copied into the arena) when one is `\u`.
     #[inline(always)]
-    fn key(t: &str, i: usize) -> Option<(Cow<'_, str>, usize)> {
+    fn key<'a>(t: &'a str, i: usize, arena: &'a Bump) -> Option<(&'a str, usize)> {
         let b = t.as_bytes();
         let stop = string_stop(b, i + 1);
         match *b.get(stop)? {
-            b'"' => return Some((Cow::Borrowed(between(t, i + 1, stop)?), stop + 1)),
+            b'"' => return Some((between(t, i + 1, stop)?, stop + 1)),
             b'\\' => {}
             _ => return None, // a control character: not JSON
         }
-        // Sized once to the escaped text, which the unescaped never outgrows: a string of
-        // code grown as it is unescaped reallocated at every doubling.
+        // Sized once to the escaped text, which the unescaped never outgrows.
         let escaped_end = portcullis_core::json_skim::string_end::<false>(b, i)?;
-        let mut owned = String::with_capacity(escaped_end - i);
+        let mut owned = BumpString::with_capacity_in(escaped_end - i, arena);
         owned.push_str(t.get(i + 1..stop)?);
         let mut j = stop;
         loop {
             // `b[j]` is a backslash.
             let Some(short) = short_escape(*b.get(j + 1)?) else {
-                return serde_string(t, i);
+                return serde_string(t, i, arena);
             };
             owned.push(short);
             let run = j + 2;
             j = string_stop(b, run);
             owned.push_str(t.get(run..j)?);
             match *b.get(j)? {
-                b'"' => return Some((Cow::Owned(owned), j + 1)),
+                b'"' => return Some((owned.into_bump_str(), j + 1)),
                 b'\\' => {}
                 _ => return None,
             }
@@ -483,9 +518,10 @@ mod fast {
     }
 
     /// A string value: borrowed, and when it has escapes (all short ones) kept as it is
-    /// written, to be unescaped if a rule ever reads it; serde's when one is `\u`.
+    /// written, to be unescaped if a rule ever reads it; serde's (copied into the arena)
+    /// when one is `\u`.
     #[inline(always)]
-    fn text(t: &str, i: usize) -> Option<(Text<'_>, usize)> {
+    fn text<'a>(t: &'a str, i: usize, arena: &'a Bump) -> Option<(Text<'a>, usize)> {
         let b = t.as_bytes();
         let mut j = string_stop(b, i + 1);
         let mut escaped = false;
@@ -497,8 +533,8 @@ mod fast {
                     j = string_stop(b, j + 2);
                 }
                 b'\\' => {
-                    let (s, end) = serde_string(t, i)?;
-                    return Some((Text::owned(s.into_owned()), end));
+                    let (s, end) = serde_string(t, i, arena)?;
+                    return Some((Text::plain(s), end));
                 }
                 _ => return None, // a control character: not JSON
             }
@@ -506,7 +542,7 @@ mod fast {
         let raw = between(t, i + 1, j)?;
         let text = match escaped {
             false => Text::plain(raw),
-            true => Text(TextInner::Escaped(raw, OnceCell::new())),
+            true => Text(TextInner::Escaped(raw)),
         };
         Some((text, j + 1))
     }
@@ -528,30 +564,37 @@ mod fast {
             match *b.get(j)? {
                 b'"' => return Some(j + 1),
                 b'\\' if short_escape(*b.get(j + 1)?).is_some() => j = string_stop(b, j + 2),
-                b'\\' => return serde_string(t, i).map(|(_, end)| end),
+                b'\\' => return serde_string_end(t, i),
                 _ => return None, // a control character: not JSON
             }
         }
     }
 
-    /// A string with a `\u` escape, as serde reads it.
-    fn serde_string(t: &str, i: usize) -> Option<(Cow<'_, str>, usize)> {
+    /// A string with a `\u` escape, as serde reads it, copied into the arena.
+    fn serde_string<'a>(t: &'a str, i: usize, arena: &'a Bump) -> Option<(&'a str, usize)> {
         let end = portcullis_core::json_skim::string_end::<false>(t.as_bytes(), i)?;
         let s: String = serde_json::from_str(t.get(i..end)?).ok()?;
-        Some((Cow::Owned(s), end))
+        Some((arena.alloc_str(&s), end))
+    }
+
+    /// Where a string with a `\u` escape ends, if serde reads it.
+    fn serde_string_end(t: &str, i: usize) -> Option<usize> {
+        let end = portcullis_core::json_skim::string_end::<false>(t.as_bytes(), i)?;
+        serde_json::from_str::<String>(t.get(i..end)?).ok()?;
+        Some(end)
     }
 
     /// An integer of at most 18 digits without a sign on zero is read here (it fits serde's
     /// u64 or i64); any other number is serde's.
-    fn number(t: &str, i: usize) -> Option<(Node<'_>, usize)> {
+    fn number<'a>(t: &str, i: usize) -> Option<(Node<'a>, usize)> {
         let b = t.as_bytes();
         if let Some((n, end)) = plain_integer(b, i) {
             let num = u64::try_from(n).map_or(Num::I(n), Num::U);
             return Some((Node::Num(num), end));
         }
         let end = number_end(b, i);
-        let node: Node<'_> = serde_json::from_str(t.get(i..end)?).ok()?;
-        Some((node, end))
+        let n: serde_json::Number = serde_json::from_str(t.get(i..end)?).ok()?;
+        Some((Node::Num(Num::of(&n)?), end))
     }
 
     /// The array whose `[` is at `i`, nested `depth` deep.
@@ -565,11 +608,11 @@ mod fast {
             return None;
         }
         let b = t.as_bytes();
-        let mut items = B::Items::default();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b']') {
-            return Some((B::array(items), i + 1));
+            return Some((B::array(build.items()), i + 1));
         }
+        let mut items = build.items();
         loop {
             i = ws(b, build.item(&mut items, t, i, depth)?);
             match *b.get(i)? {
@@ -591,16 +634,16 @@ mod fast {
             return None;
         }
         let b = t.as_bytes();
-        let mut fields = B::Fields::default();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b'}') {
-            return Some((B::object(fields), i + 1));
+            return Some((B::object(build.fields()), i + 1));
         }
+        let mut fields = build.fields();
         loop {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let (name, end) = B::key(t, i)?;
+            let (name, end) = build.key(t, i)?;
             i = ws(b, end);
             if b.get(i) != Some(&b':') {
                 return None;
@@ -615,15 +658,19 @@ mod fast {
     }
 }
 
-impl<'de> Deserialize<'de> for Node<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
+/// serde's reading of a value into the arena: for what the fast walk leaves to serde.
+#[derive(Clone, Copy)]
+struct Seed<'a>(&'a Bump);
+
+impl<'de> DeserializeSeed<'de> for Seed<'de> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
+impl<'de> Visitor<'de> for Seed<'de> {
     type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -651,11 +698,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Node::Str(Text::owned(v)))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Node::Str(Text::owned(v)))
+        Ok(Node::Str(Text::plain(self.0.alloc_str(v))))
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
@@ -667,52 +710,51 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Node::deserialize(d)
+        self.deserialize(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
+        let mut items = BumpVec::with_capacity_in(seq.size_hint().unwrap_or(0).min(64), self.0);
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
-        Ok(Node::Arr(items))
+        Ok(Node::Arr(items.into_bump_slice()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(Key(k)) = map.next_key()? {
-            fields.push((k, map.next_value()?));
+        let mut fields = BumpVec::with_capacity_in(map.size_hint().unwrap_or(0).min(64), self.0);
+        while let Some(k) = map.next_key_seed(KeySeed(self.0))? {
+            fields.push((k, map.next_value_seed(self)?));
         }
-        Ok(Node::Obj(fields))
+        Ok(Node::Obj(fields.into_bump_slice()))
     }
 }
 
-/// An object key, borrowed when it has no escapes (`Cow<str>`'s own impl always copies).
-struct Key<'a>(Cow<'a, str>);
+/// An object key: borrowed when it has no escapes, copied into the arena otherwise.
+#[derive(Clone, Copy)]
+struct KeySeed<'a>(&'a Bump);
 
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+impl<'de> DeserializeSeed<'de> for KeySeed<'de> {
+    type Value = &'de str;
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'de str, D::Error> {
+        d.deserialize_str(self)
+    }
+}
 
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
+impl<'de> Visitor<'de> for KeySeed<'de> {
+    type Value = &'de str;
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
 
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(v)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.alloc_str(v))
     }
 }
 
@@ -722,18 +764,21 @@ mod tests {
 
     #[test]
     fn parses_like_serde_json_and_borrows_plain_strings() {
+        let arena = Bump::new();
         let body = br#"{"a":[1,-2,3.5,true,null,"x"],"b\n":"y\"z","a":{}}"#;
-        let n = parse(body).unwrap();
+        let n = parse(body, &arena).unwrap();
         let Node::Obj(fields) = &n else {
             panic!("not an object: {n:?}")
         };
         assert_eq!(fields.len(), 3);
-        assert!(matches!(fields[0].0, Cow::Borrowed("a")));
-        assert!(matches!(fields[1].0, Cow::Owned(ref k) if k == "b\n"));
-        assert_eq!(fields[1].1, Node::Str(Text::owned("y\"z")));
+        // A key without escapes is the body's own bytes; an escaped one is unescaped.
+        let in_body = |k: &str| body.as_ptr_range().contains(&k.as_ptr());
+        assert!(fields[0].0 == "a" && in_body(fields[0].0));
+        assert!(fields[1].0 == "b\n" && !in_body(fields[1].0));
+        assert_eq!(fields[1].1, Node::Str(Text::plain("y\"z")));
         assert_eq!(
             fields[0].1,
-            Node::Arr(vec![
+            Node::Arr(&[
                 Node::Num(Num::U(1)),
                 Node::Num(Num::I(-2)),
                 Node::Num(Num::F(3.5)),
@@ -743,18 +788,23 @@ mod tests {
             ])
         );
         // The last duplicate wins, as in serde_json::Value.
-        assert_eq!(n.get("a"), Some(&Node::Obj(vec![])));
+        assert_eq!(n.get("a"), Some(&Node::Obj(&[])));
     }
 
     #[test]
     fn escaped_text_is_kept_as_written_and_reads_unescaped() {
-        let n = parse(br#"{"content":"line\nquote\" slash\/ tab\t","role":"plain"}"#).unwrap();
+        let arena = Bump::new();
+        let n = parse(
+            br#"{"content":"line\nquote\" slash\/ tab\t","role":"plain"}"#,
+            &arena,
+        )
+        .unwrap();
         let Some(Node::Str(content)) = n.get("content") else {
             panic!("{n:?}")
         };
         assert!(matches!(content.0, TextInner::Escaped(..)));
         assert!(!content.is_empty());
-        assert_eq!(&**content, "line\nquote\" slash/ tab\t");
+        assert_eq!(content.text(), "line\nquote\" slash/ tab\t");
         assert_eq!(
             format!("{content:?}"),
             format!("{:?}", "line\nquote\" slash/ tab\t")
@@ -764,33 +814,36 @@ mod tests {
             Some(Node::Str(Text(TextInner::Plain("plain"))))
         ));
         // A `\u` escape is serde's to read.
-        let n = parse(br#"["\u00e9\n"]"#).unwrap();
-        assert_eq!(n, Node::Arr(vec![Node::Str(Text::owned("é\n"))]));
+        let n = parse(br#"["\u00e9\n"]"#, &arena).unwrap();
+        assert_eq!(n, Node::Arr(&[Node::Str(Text::plain("é\n"))]));
     }
 
     #[test]
     fn numbers_keep_integer_ness() {
+        let arena = Bump::new();
         assert_eq!(Num::U(3).as_int(), Some(3));
         assert_eq!(Num::I(-3).as_int(), Some(-3));
         assert_eq!(Num::F(3.0).as_int(), None);
-        let big = parse(b"100000000000000000000").unwrap();
+        let big = parse(b"100000000000000000000", &arena).unwrap();
         assert!(matches!(big, Node::Num(Num::F(_))));
     }
 
     #[test]
     fn syntax_errors_carry_position_and_depth_is_limited() {
-        let e = parse(b"{\"a\": }").unwrap_err();
+        let arena = Bump::new();
+        let e = parse(b"{\"a\": }", &arena).unwrap_err();
         assert!(e.to_string().contains("line 1 column 7"), "{e}");
         let deep = "[".repeat(10_000);
-        let e = parse(deep.as_bytes()).unwrap_err();
+        let e = parse(deep.as_bytes(), &arena).unwrap_err();
         assert!(e.to_string().contains("recursion limit"), "{e}");
-        assert!(parse(b"{} x").is_err());
-        assert!(parse(b"\"\xff\"").is_err());
+        assert!(parse(b"{} x", &arena).is_err());
+        assert!(parse(b"\"\xff\"", &arena).is_err());
     }
 
     /// The fast walk's answer is serde's: the same tree, or (where serde refuses) serde's error.
     fn same_as_serde(doc: &[u8]) {
-        match (parse(doc), parse_by_serde(doc)) {
+        let arena = Bump::new();
+        match (parse(doc, &arena), parse_by_serde(doc, &arena)) {
             (Ok(fast), Ok(serde)) => assert_eq!(fast, serde, "{}", String::from_utf8_lossy(doc)),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
             (a, b) => panic!("{}: {a:?} / {b:?}", String::from_utf8_lossy(doc)),
@@ -831,19 +884,19 @@ mod tests {
     /// [`parse_members`] answers as [`parse`] does: the same errors, the same kind of root,
     /// and in an object the same named members (the others left out).
     fn members_as_parse(doc: &[u8], keep: &[&str]) {
-        fn kept<'a>(n: &Node<'a>, keep: &[&str]) -> Node<'a> {
+        let arena = Bump::new();
+        type Kept<'a> = Result<Vec<(&'a str, Node<'a>)>, Node<'a>>;
+        fn kept<'a>(n: &Node<'a>, keep: &[&str]) -> Kept<'a> {
             match n {
-                Node::Obj(fields) => Node::Obj(
-                    fields
-                        .iter()
-                        .filter(|(k, _)| keep.contains(&&**k))
-                        .cloned()
-                        .collect(),
-                ),
-                other => other.clone(),
+                Node::Obj(fields) => Ok(fields
+                    .iter()
+                    .filter(|(k, _)| keep.contains(k))
+                    .copied()
+                    .collect()),
+                other => Err(*other),
             }
         }
-        match (parse_members(doc, keep), parse(doc)) {
+        match (parse_members(doc, keep, &arena), parse(doc, &arena)) {
             (Ok(some), Ok(all)) => {
                 assert_eq!(
                     kept(&some, keep),
@@ -859,21 +912,22 @@ mod tests {
 
     #[test]
     fn members_are_built_only_at_the_top_and_the_rest_is_still_checked() {
+        let arena = Bump::new();
         let keep = ["model", "stream"];
         let doc = br#"{"model":"a","messages":[{"model":"nested","x":[1,{"y":null}]}],"stream":true,"model":"b"}"#;
-        let n = parse_members(doc, &keep).unwrap();
+        let n = parse_members(doc, &keep, &arena).unwrap();
         assert_eq!(
             n,
-            Node::Obj(vec![
-                (Cow::Borrowed("model"), Node::Str(Text::plain("a"))),
-                (Cow::Borrowed("stream"), Node::Bool(true)),
-                (Cow::Borrowed("model"), Node::Str(Text::plain("b"))),
+            Node::Obj(&[
+                ("model", Node::Str(Text::plain("a"))),
+                ("stream", Node::Bool(true)),
+                ("model", Node::Str(Text::plain("b"))),
             ])
         );
         assert_eq!(n.get("model"), Some(&Node::Str(Text::plain("b"))));
         // A key spelled with an escape is the key it stands for.
-        let n = parse_members(br#"{"mod\u0065l":"m","m\/":1}"#, &keep).unwrap();
-        assert_eq!(n.get("model"), Some(&Node::Str(Text::owned("m"))));
+        let n = parse_members(br#"{"mod\u0065l":"m","m\/":1}"#, &keep, &arena).unwrap();
+        assert_eq!(n.get("model"), Some(&Node::Str(Text::plain("m"))));
         // What is not JSON in a member nobody reads is still not JSON, with serde's message.
         for bad in [
             &br#"{"model":"m","messages":[{"content":"\u12"}]}"#[..],
@@ -886,15 +940,15 @@ mod tests {
         ] {
             members_as_parse(bad, &keep);
             assert!(
-                parse_members(bad, &keep).is_err(),
+                parse_members(bad, &keep, &arena).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         // Any other document comes back whole.
         assert_eq!(
-            parse_members(b"[1]", &keep).unwrap(),
-            Node::Arr(vec![Node::Num(Num::U(1))])
+            parse_members(b"[1]", &keep, &arena).unwrap(),
+            Node::Arr(&[Node::Num(Num::U(1))])
         );
         for depth in [MAX_DEPTH - 1, MAX_DEPTH, 127, 128] {
             let d = depth as usize;

@@ -86,7 +86,7 @@ pub(super) fn messages(body: &Node<'_>, r: Rules, with_max_tokens: bool) -> Chec
     }
     message_list(body, |at, msg| {
         let role = role(msg, at)?;
-        r.one_of(&at.key("role"), role, "role", ROLES)?;
+        r.one_of(&at.key("role"), &role, "role", ROLES)?;
         if let Some(content) = present(msg, "content") {
             blocks(r, &at.key("content"), content)?;
         }

@@ -22,6 +22,7 @@ mod openai;
 
 use std::{borrow::Cow, collections::HashSet, fmt, sync::Arc};
 
+use bumpalo::Bump;
 use portcullis_core::RequestMeta;
 
 use crate::{
@@ -63,9 +64,11 @@ pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, 
         ));
     }
     // Lenient reads three members: the rest of the body is only checked, not built.
+    // The tree's nodes: one arena, freed at once when the check is done.
+    let arena = Bump::new();
     let root = match level {
-        Level::Lenient => json::parse_members(body, &LENIENT_READS),
-        _ => json::parse(body),
+        Level::Lenient => json::parse_members(body, &LENIENT_READS, &arena),
+        _ => json::parse(body, &arena),
     }
     .map_err(|e| InvalidRequest::new("", format!("request body is not valid JSON: {e}")))?;
     let Node::Obj(fields) = &root else {
@@ -114,7 +117,7 @@ fn model(route: Route, root: &Node<'_>) -> Result<Option<Arc<str>>, InvalidReque
         )),
         None => Err(fail(&path, "is required")),
         Some(Node::Str(s)) if s.is_empty() => Err(fail(&path, "must not be empty")),
-        Some(Node::Str(s)) => Ok(Some(Arc::from(&**s))),
+        Some(Node::Str(s)) => Ok(Some(Arc::from(&*s.text()))),
         Some(other) => Err(wrong_type(&path, "a string", other)),
     }
 }
@@ -263,7 +266,7 @@ impl Rules {
     ) -> Check {
         match present(obj, key) {
             None => Ok(()),
-            Some(Node::Str(s)) => self.one_of(&at.key(key), s, what, known),
+            Some(Node::Str(s)) => self.one_of(&at.key(key), &s.text(), what, known),
             Some(other) => Err(wrong_type(&at.key(key), "a string", other)),
         }
     }
@@ -325,20 +328,21 @@ impl Rules {
 
     /// An object with a string `type` (every content part, block and format has one); at strict
     /// the type is one of `types`. Returns the type.
-    fn typed_object<'n>(
+    fn typed_object<'a>(
         self,
         path: &Path<'_>,
-        v: &'n Node<'_>,
+        v: &Node<'a>,
         what: &str,
         types: &[&str],
-    ) -> Result<&'n str, InvalidRequest> {
+    ) -> Result<Cow<'a, str>, InvalidRequest> {
         if !matches!(v, Node::Obj(_)) {
             return Err(wrong_type(path, "an object", v));
         }
         let type_path = path.key("type");
         match v.get("type") {
             Some(Node::Str(t)) => {
-                self.one_of(&type_path, t, what, types)?;
+                let t = t.text();
+                self.one_of(&type_path, &t, what, types)?;
                 Ok(t)
             }
             None => Err(fail(&type_path, "is required")),
@@ -371,7 +375,7 @@ impl Rules {
             match item.get("type") {
                 None | Some(Node::Null) if type_optional || !self.strict || types.is_empty() => {}
                 Some(Node::Str(t)) if !types.is_empty() => {
-                    self.one_of(&item_path.key("type"), t, "type", types)?
+                    self.one_of(&item_path.key("type"), &t.text(), "type", types)?
                 }
                 Some(Node::Str(_)) => {}
                 None => return Err(fail(&item_path.key("type"), "is required")),
@@ -464,7 +468,7 @@ fn message_list(body: &Node<'_>, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -
     let path = Path::Root.key("messages");
     match body.get("messages") {
         None => Err(fail(&path, "is required")),
-        Some(Node::Arr(msgs)) if msgs.is_empty() => Err(fail(&path, "must not be empty")),
+        Some(Node::Arr([])) => Err(fail(&path, "must not be empty")),
         Some(Node::Arr(msgs)) => {
             for (i, msg) in msgs.iter().enumerate() {
                 let msg_path = path.index(i);
@@ -481,11 +485,11 @@ fn message_list(body: &Node<'_>, each: impl Fn(&Path<'_>, &Node<'_>) -> Check) -
 
 /// A message's `role`: required and a string at every level (no API version takes a message
 /// without one); its value is only checked at strict, by the caller.
-fn role<'n>(msg: &'n Node<'_>, at: &Path<'_>) -> Result<&'n str, InvalidRequest> {
+fn role<'a>(msg: &Node<'a>, at: &Path<'_>) -> Result<Cow<'a, str>, InvalidRequest> {
     let path = at.key("role");
     match msg.get("role") {
         None => Err(fail(&path, "is required")),
-        Some(Node::Str(s)) => Ok(s),
+        Some(Node::Str(s)) => Ok(s.text()),
         Some(other) => Err(wrong_type(&path, "a string", other)),
     }
 }
@@ -598,7 +602,7 @@ pub fn known_fields(route: Route) -> &'static [&'static str] {
 /// How many unknown fields one error names before summarising the rest.
 const MAX_NAMED: usize = 10;
 
-fn top_level_fields(route: Route, fields: &[(Cow<'_, str>, Node<'_>)]) -> Check {
+fn top_level_fields(route: Route, fields: &[(&str, Node<'_>)]) -> Check {
     let known = known_fields(route);
     // Sets keep this linear: an attacker may send a million keys.
     let mut seen = HashSet::with_capacity(fields.len());

@@ -98,7 +98,7 @@ pub(super) fn chat(body: &Node<'_>, r: Rules) -> Check {
         if let Node::Arr(items) = m {
             for (i, item) in items.iter().enumerate() {
                 if let Node::Str(s) = item {
-                    r.one_of(&path.index(i), s, "modality", MODALITIES)?;
+                    r.one_of(&path.index(i), &s.text(), "modality", MODALITIES)?;
                 }
             }
         }
@@ -109,14 +109,19 @@ pub(super) fn chat(body: &Node<'_>, r: Rules) -> Check {
 fn tool_choice(body: &Node<'_>, at: &Path<'_>, r: Rules) -> Check {
     string_or_object(body, at, "tool_choice")?;
     match present(body, "tool_choice") {
-        Some(Node::Str(s)) => r.one_of(&at.key("tool_choice"), s, "tool choice", TOOL_CHOICE_MODES),
+        Some(Node::Str(s)) => r.one_of(
+            &at.key("tool_choice"),
+            &s.text(),
+            "tool choice",
+            TOOL_CHOICE_MODES,
+        ),
         _ => Ok(()),
     }
 }
 
 fn chat_message(at: &Path<'_>, msg: &Node<'_>, r: Rules) -> Check {
     let role = role(msg, at)?;
-    r.one_of(&at.key("role"), role, "role", CHAT_ROLES)?;
+    r.one_of(&at.key("role"), &role, "role", CHAT_ROLES)?;
     string(msg, at, "name")?;
     if let Some(content) = present(msg, "content") {
         r.content(
@@ -136,7 +141,7 @@ fn chat_message(at: &Path<'_>, msg: &Node<'_>, r: Rules) -> Check {
         return Ok(());
     }
     // Strict: what each known role needs.
-    match role {
+    match &*role {
         "system" | "developer" | "user" => r.required(msg, at, "content"),
         "assistant" => {
             // Content may be left out when the turn was a tool call, an audio reply or a refusal.
@@ -477,9 +482,10 @@ fn response_item(at: &Path<'_>, item: &Node<'_>, r: Rules) -> Check {
     }
     let ty = match item.get("type") {
         None | Some(Node::Null) => None,
-        Some(Node::Str(t)) => Some(&**t),
+        Some(Node::Str(t)) => Some(t.text()),
         Some(other) => return Err(wrong_type(&at.key("type"), "a string", other)),
     };
+    let ty = ty.as_deref();
     if let Some(t) = ty {
         r.one_of(&at.key("type"), t, "item type", RESPONSES_ITEM_TYPES)?;
     }
@@ -491,7 +497,7 @@ fn response_item(at: &Path<'_>, item: &Node<'_>, r: Rules) -> Check {
                 return r.required(item, at, "id");
             }
             let role = role(item, at)?;
-            r.one_of(&at.key("role"), role, "role", RESPONSES_ROLES)?;
+            r.one_of(&at.key("role"), &role, "role", RESPONSES_ROLES)?;
             if let Some(content) = present(item, "content") {
                 r.content(
                     &at.key("content"),
