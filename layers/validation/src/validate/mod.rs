@@ -34,7 +34,8 @@ type Check = Result<(), InvalidRequest>;
 
 /// Check `body` for `route` at `level`; on success return what the request asks for.
 ///
-/// The body is parsed once (see the crate docs for the borrowed tree that makes this cheap);
+/// The body is parsed once, into a tree that borrows its strings from the body and keeps its
+/// nodes in one arena (`json.rs` says why);
 /// at [`Level::Lenient`] the walk checks the whole body but builds only `model`, `stream` and
 /// `prompt`.
 /// The first problem found is returned, with the path of the field at fault.
