@@ -14,9 +14,10 @@
 //! A 100 KB conversation is ~1,100 arrays and objects. As vectors of their own they were
 //! ~1,100 allocations made in a burst, the same freed in a burst by a walk over every node,
 //! and jemalloc's thread cache overflowing both ways: ~18 % of the bare gateway's CPU at
-//! `moderate` on such a body (README, round 19). In a [`Bump`] the nodes sit in document
-//! order, a container's slice is one bump, and the tree holds nothing to drop (a node is
-//! `Copy`): the arena is freed whole when the request's check is done.
+//! `moderate` on such a body (README, round 19). In a [`Bump`] a container's nodes are one
+//! slice, copied in exactly sized when the container ends (its items wait on a stack until
+//! then), and the tree holds nothing to drop (a node is `Copy`): the arena is freed whole
+//! when the request's check is done.
 
 use std::{borrow::Cow, fmt};
 
@@ -227,10 +228,7 @@ fn parse_by_serde<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, serde
 /// builds only the top-level members a caller reads and steps over the rest, with every
 /// check the tree's walk makes, so it accepts exactly what [`parse`] accepts.
 mod fast {
-    use bumpalo::{
-        collections::{String as BumpString, Vec as BumpVec},
-        Bump,
-    };
+    use bumpalo::{collections::String as BumpString, Bump};
     use portcullis_core::json_skim::{number_end, plain_integer, short_escape, string_stop, ws};
 
     use super::{Node, Num, Text, TextInner};
@@ -241,97 +239,102 @@ mod fast {
     /// What the walk makes of an object's members: the tree's ([`Tree`]), nothing
     /// ([`Check`]), or only the named ones ([`Members`]). Every one makes the same checks;
     /// only what is kept differs.
-    pub(super) trait Fields<'a>: Copy {
+    pub(super) trait Fields<'a> {
         type Value;
         /// A key as kept.
         type Key;
-        /// An object's members so far.
+        /// Where an object's members start.
         type Fields;
 
-        fn fields(self) -> Self::Fields;
+        fn fields(&mut self) -> Self::Fields;
         /// The key whose quote is at `i`, and where it ends.
-        fn key(self, t: &'a str, i: usize) -> Option<(Self::Key, usize)>;
-        /// Read the value of the member `name` at `at` into `fields`; where it ends.
-        fn member(
-            self,
-            fields: &mut Self::Fields,
-            name: Self::Key,
-            t: &'a str,
-            at: usize,
-            depth: u32,
-        ) -> Option<usize>;
-        fn object(fields: Self::Fields) -> Self::Value;
+        fn key(&mut self, t: &'a str, i: usize) -> Option<(Self::Key, usize)>;
+        /// Read the value of the member `name` at `at`; where it ends.
+        fn member(&mut self, name: Self::Key, t: &'a str, at: usize, depth: u32) -> Option<usize>;
+        /// The object whose members started at `fields`.
+        fn object(&mut self, fields: Self::Fields) -> Self::Value;
     }
 
     /// What the walk makes of any value: [`Fields`] for objects, and the rest.
     pub(super) trait Build<'a>: Fields<'a> {
-        /// An array's items so far.
+        /// Where an array's items start.
         type Items;
 
-        fn items(self) -> Self::Items;
+        fn items(&mut self) -> Self::Items;
         /// A scalar's value (read already by the walk: `Check` drops it unbuilt).
         fn scalar(node: Node<'a>) -> Self::Value;
         /// The string value whose quote is at `i`, and where it ends.
-        fn string(self, t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
-        /// Read the item at `at` into `items`; where it ends.
-        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize>;
-        fn array(items: Self::Items) -> Self::Value;
+        fn string(&mut self, t: &'a str, i: usize) -> Option<(Self::Value, usize)>;
+        /// Read the item at `at`; where it ends.
+        fn item(&mut self, t: &'a str, at: usize, depth: u32) -> Option<usize>;
+        /// The array whose items started at `items`.
+        fn array(&mut self, items: Self::Items) -> Self::Value;
     }
 
-    /// Builds the tree in its arena.
-    #[derive(Clone, Copy)]
-    pub(super) struct Tree<'a>(pub(super) &'a Bump);
+    /// Builds the tree: the items and members of the containers being read wait on two
+    /// stacks, and each container is copied into the arena, exactly sized, when it ends (a
+    /// vector growing in the arena would leave its old buffers there).
+    pub(super) struct Tree<'a> {
+        arena: &'a Bump,
+        items: Vec<Node<'a>>,
+        fields: Vec<(&'a str, Node<'a>)>,
+    }
+
+    impl<'a> Tree<'a> {
+        pub(super) fn new(arena: &'a Bump) -> Self {
+            Self {
+                arena,
+                items: Vec::new(),
+                fields: Vec::new(),
+            }
+        }
+    }
 
     /// Checks, and keeps nothing.
-    #[derive(Clone, Copy)]
     pub(super) struct Check;
 
     /// The object at the top, with only the members named here built (all of them, in
     /// order, duplicates too); the others are checked.
-    #[derive(Clone, Copy)]
     pub(super) struct Members<'a, 'k>(Tree<'a>, &'k [&'k str]);
 
     impl<'a> Fields<'a> for Tree<'a> {
         type Value = Node<'a>;
         type Key = &'a str;
-        type Fields = BumpVec<'a, (&'a str, Node<'a>)>;
+        type Fields = usize;
 
         #[inline(always)]
-        fn fields(self) -> Self::Fields {
-            BumpVec::new_in(self.0)
+        fn fields(&mut self) -> usize {
+            self.fields.len()
         }
 
         #[inline(always)]
-        fn key(self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
-            key(t, i, self.0)
+        fn key(&mut self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
+            key(t, i, self.arena)
         }
 
         #[inline(always)]
-        fn member(
-            self,
-            fields: &mut Self::Fields,
-            name: &'a str,
-            t: &'a str,
-            at: usize,
-            depth: u32,
-        ) -> Option<usize> {
+        fn member(&mut self, name: &'a str, t: &'a str, at: usize, depth: u32) -> Option<usize> {
             let (v, end) = value(self, t, at, depth)?;
-            fields.push((name, v));
+            self.fields.push((name, v));
             Some(end)
         }
 
         #[inline(always)]
-        fn object(fields: Self::Fields) -> Node<'a> {
-            Node::Obj(fields.into_bump_slice())
+        fn object(&mut self, start: usize) -> Node<'a> {
+            let fields = self
+                .arena
+                .alloc_slice_copy(self.fields.get(start..).unwrap_or_default());
+            self.fields.truncate(start);
+            Node::Obj(fields)
         }
     }
 
     impl<'a> Build<'a> for Tree<'a> {
-        type Items = BumpVec<'a, Node<'a>>;
+        type Items = usize;
 
         #[inline(always)]
-        fn items(self) -> Self::Items {
-            BumpVec::new_in(self.0)
+        fn items(&mut self) -> usize {
+            self.items.len()
         }
 
         #[inline(always)]
@@ -340,20 +343,24 @@ mod fast {
         }
 
         #[inline(always)]
-        fn string(self, t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
-            text(t, i, self.0).map(|(s, end)| (Node::Str(s), end))
+        fn string(&mut self, t: &'a str, i: usize) -> Option<(Node<'a>, usize)> {
+            text(t, i, self.arena).map(|(s, end)| (Node::Str(s), end))
         }
 
         #[inline(always)]
-        fn item(self, items: &mut Self::Items, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+        fn item(&mut self, t: &'a str, at: usize, depth: u32) -> Option<usize> {
             let (item, end) = value(self, t, at, depth)?;
-            items.push(item);
+            self.items.push(item);
             Some(end)
         }
 
         #[inline(always)]
-        fn array(items: Self::Items) -> Node<'a> {
-            Node::Arr(items.into_bump_slice())
+        fn array(&mut self, start: usize) -> Node<'a> {
+            let items = self
+                .arena
+                .alloc_slice_copy(self.items.get(start..).unwrap_or_default());
+            self.items.truncate(start);
+            Node::Arr(items)
         }
     }
 
@@ -363,86 +370,81 @@ mod fast {
         type Fields = ();
 
         #[inline(always)]
-        fn fields(self) {}
+        fn fields(&mut self) {}
 
         #[inline(always)]
-        fn key(self, t: &'a str, i: usize) -> Option<((), usize)> {
+        fn key(&mut self, t: &'a str, i: usize) -> Option<((), usize)> {
             string_end(t, i).map(|end| ((), end))
         }
 
         #[inline(always)]
-        fn member(self, (): &mut (), (): (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
+        fn member(&mut self, (): (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
             value(self, t, at, depth).map(|((), end)| end)
         }
 
         #[inline(always)]
-        fn object((): ()) {}
+        fn object(&mut self, (): ()) {}
     }
 
     impl<'a> Build<'a> for Check {
         type Items = ();
 
         #[inline(always)]
-        fn items(self) {}
+        fn items(&mut self) {}
 
         #[inline(always)]
         fn scalar(_: Node<'a>) {}
 
         #[inline(always)]
-        fn string(self, t: &'a str, i: usize) -> Option<((), usize)> {
+        fn string(&mut self, t: &'a str, i: usize) -> Option<((), usize)> {
             string_end(t, i).map(|end| ((), end))
         }
 
         #[inline(always)]
-        fn item(self, (): &mut (), t: &'a str, at: usize, depth: u32) -> Option<usize> {
+        fn item(&mut self, t: &'a str, at: usize, depth: u32) -> Option<usize> {
             value(self, t, at, depth).map(|((), end)| end)
         }
 
         #[inline(always)]
-        fn array((): ()) {}
+        fn array(&mut self, (): ()) {}
     }
 
     impl<'a> Fields<'a> for Members<'a, '_> {
         type Value = Node<'a>;
         type Key = &'a str;
-        type Fields = BumpVec<'a, (&'a str, Node<'a>)>;
+        type Fields = usize;
 
-        fn fields(self) -> Self::Fields {
+        fn fields(&mut self) -> usize {
             self.0.fields()
         }
 
-        fn key(self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
+        fn key(&mut self, t: &'a str, i: usize) -> Option<(&'a str, usize)> {
             self.0.key(t, i)
         }
 
-        fn member(
-            self,
-            fields: &mut Self::Fields,
-            name: &'a str,
-            t: &'a str,
-            at: usize,
-            depth: u32,
-        ) -> Option<usize> {
+        fn member(&mut self, name: &'a str, t: &'a str, at: usize, depth: u32) -> Option<usize> {
             match self.1.contains(&name) {
-                true => self.0.member(fields, name, t, at, depth),
-                false => Check.member(&mut (), (), t, at, depth),
+                true => self.0.member(name, t, at, depth),
+                false => Check.member((), t, at, depth),
             }
         }
 
-        fn object(fields: Self::Fields) -> Node<'a> {
-            Tree::object(fields)
+        fn object(&mut self, start: usize) -> Node<'a> {
+            self.0.object(start)
         }
     }
 
     pub(super) fn document<'a>(b: &'a [u8], arena: &'a Bump) -> Option<Node<'a>> {
-        whole(b, |t, i| value(Tree(arena), t, i, 0))
+        whole(b, |t, i| value(&mut Tree::new(arena), t, i, 0))
     }
 
     /// The document as [`document`] reads it, but an object at the top keeps only the
     /// members `keep` names (see [`Members`]). Any other document is built whole.
     pub(super) fn members<'a>(b: &'a [u8], keep: &[&str], arena: &'a Bump) -> Option<Node<'a>> {
         match b.get(ws(b, 0)) {
-            Some(b'{') => whole(b, |t, i| object(Members(Tree(arena), keep), t, i, 1)),
+            Some(b'{') => whole(b, |t, i| {
+                object(&mut Members(Tree::new(arena), keep), t, i, 1)
+            }),
             _ => document(b, arena),
         }
     }
@@ -460,7 +462,7 @@ mod fast {
     }
 
     fn value<'a, B: Build<'a>>(
-        build: B,
+        build: &mut B,
         t: &'a str,
         i: usize,
         depth: u32,
@@ -599,7 +601,7 @@ mod fast {
 
     /// The array whose `[` is at `i`, nested `depth` deep.
     fn array<'a, B: Build<'a>>(
-        build: B,
+        build: &mut B,
         t: &'a str,
         i: usize,
         depth: u32,
@@ -608,16 +610,16 @@ mod fast {
             return None;
         }
         let b = t.as_bytes();
+        let items = build.items();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b']') {
-            return Some((B::array(build.items()), i + 1));
+            return Some((build.array(items), i + 1));
         }
-        let mut items = build.items();
         loop {
-            i = ws(b, build.item(&mut items, t, i, depth)?);
+            i = ws(b, build.item(t, i, depth)?);
             match *b.get(i)? {
                 b',' => i = ws(b, i + 1),
-                b']' => return Some((B::array(items), i + 1)),
+                b']' => return Some((build.array(items), i + 1)),
                 _ => return None,
             }
         }
@@ -625,7 +627,7 @@ mod fast {
 
     /// The object whose `{` is at `i`, nested `depth` deep.
     fn object<'a, B: Fields<'a>>(
-        build: B,
+        build: &mut B,
         t: &'a str,
         i: usize,
         depth: u32,
@@ -634,11 +636,11 @@ mod fast {
             return None;
         }
         let b = t.as_bytes();
+        let fields = build.fields();
         let mut i = ws(b, i + 1);
         if b.get(i) == Some(&b'}') {
-            return Some((B::object(build.fields()), i + 1));
+            return Some((build.object(fields), i + 1));
         }
-        let mut fields = build.fields();
         loop {
             if b.get(i) != Some(&b'"') {
                 return None;
@@ -648,10 +650,10 @@ mod fast {
             if b.get(i) != Some(&b':') {
                 return None;
             }
-            i = ws(b, build.member(&mut fields, name, t, ws(b, i + 1), depth)?);
+            i = ws(b, build.member(name, t, ws(b, i + 1), depth)?);
             match *b.get(i)? {
                 b',' => i = ws(b, i + 1),
-                b'}' => return Some((B::object(fields), i + 1)),
+                b'}' => return Some((build.object(fields), i + 1)),
                 _ => return None,
             }
         }
