@@ -290,6 +290,14 @@ mod fast {
         }
     }
 
+    /// The entries of `stack` from `start` on, moved into the arena exactly sized.
+    #[inline(always)]
+    fn pop_into<'a, T: Copy>(arena: &'a Bump, stack: &mut Vec<T>, start: usize) -> &'a [T] {
+        let slice = arena.alloc_slice_copy(stack.get(start..).unwrap_or_default());
+        stack.truncate(start);
+        slice
+    }
+
     /// Checks, and keeps nothing.
     pub(super) struct Check;
 
@@ -321,11 +329,7 @@ mod fast {
 
         #[inline(always)]
         fn object(&mut self, start: usize) -> Node<'a> {
-            let fields = self
-                .arena
-                .alloc_slice_copy(self.fields.get(start..).unwrap_or_default());
-            self.fields.truncate(start);
-            Node::Obj(fields)
+            Node::Obj(pop_into(self.arena, &mut self.fields, start))
         }
     }
 
@@ -356,11 +360,7 @@ mod fast {
 
         #[inline(always)]
         fn array(&mut self, start: usize) -> Node<'a> {
-            let items = self
-                .arena
-                .alloc_slice_copy(self.items.get(start..).unwrap_or_default());
-            self.items.truncate(start);
-            Node::Arr(items)
+            Node::Arr(pop_into(self.arena, &mut self.items, start))
         }
     }
 
