@@ -566,24 +566,23 @@ mod fast {
             match *b.get(j)? {
                 b'"' => return Some(j + 1),
                 b'\\' if short_escape(*b.get(j + 1)?).is_some() => j = string_stop(b, j + 2),
-                b'\\' => return serde_string_end(t, i),
+                b'\\' => return serde_unescaped(t, i).map(|(_, end)| end),
                 _ => return None, // a control character: not JSON
             }
         }
     }
 
-    /// A string with a `\u` escape, as serde reads it, copied into the arena.
-    fn serde_string<'a>(t: &'a str, i: usize, arena: &'a Bump) -> Option<(&'a str, usize)> {
+    /// The string whose quote is at `i`, as serde reads it (for one with a `\u` escape), and
+    /// where it ends.
+    fn serde_unescaped(t: &str, i: usize) -> Option<(String, usize)> {
         let end = portcullis_core::json_skim::string_end::<false>(t.as_bytes(), i)?;
         let s: String = serde_json::from_str(t.get(i..end)?).ok()?;
-        Some((arena.alloc_str(&s), end))
+        Some((s, end))
     }
 
-    /// Where a string with a `\u` escape ends, if serde reads it.
-    fn serde_string_end(t: &str, i: usize) -> Option<usize> {
-        let end = portcullis_core::json_skim::string_end::<false>(t.as_bytes(), i)?;
-        serde_json::from_str::<String>(t.get(i..end)?).ok()?;
-        Some(end)
+    /// [`serde_unescaped`], copied into the arena.
+    fn serde_string<'a>(t: &'a str, i: usize, arena: &'a Bump) -> Option<(&'a str, usize)> {
+        serde_unescaped(t, i).map(|(s, end)| (&*arena.alloc_str(&s), end))
     }
 
     /// An integer of at most 18 digits without a sign on zero is read here (it fits serde's
