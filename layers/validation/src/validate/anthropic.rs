@@ -151,8 +151,12 @@ fn blocks(r: Rules, path: &Path<'_>, v: &Node<'_>) -> Check {
     for (i, block) in items.iter().enumerate() {
         let block_path = path.index(i);
         object(block, &block_path, "cache_control")?;
-        match block.get("type") {
-            Some(Node::Str(t)) if t == "tool_result" => {
+        // Read once: an escaped type is unescaped here, not once per comparison.
+        let Some(Node::Str(ty)) = block.get("type") else {
+            continue;
+        };
+        match &*ty.text() {
+            "tool_result" => {
                 if let Some(inner) = present(block, "content") {
                     blocks(r, &block_path.key("content"), inner)?;
                 }
@@ -160,7 +164,7 @@ fn blocks(r: Rules, path: &Path<'_>, v: &Node<'_>) -> Check {
                 string(block, &block_path, "tool_use_id")?;
                 r.required(block, &block_path, "tool_use_id")?;
             }
-            Some(Node::Str(t)) if t == "tool_use" || t == "server_tool_use" => {
+            "tool_use" | "server_tool_use" => {
                 string(block, &block_path, "id")?;
                 string(block, &block_path, "name")?;
                 if let Some(input) = block.get("input") {
@@ -169,14 +173,14 @@ fn blocks(r: Rules, path: &Path<'_>, v: &Node<'_>) -> Check {
                     }
                 }
             }
-            Some(Node::Str(t)) if t == "thinking" => {
+            "thinking" => {
                 string(block, &block_path, "thinking")?;
                 string(block, &block_path, "signature")?;
             }
-            Some(Node::Str(t)) if t == "redacted_thinking" => {
+            "redacted_thinking" => {
                 string(block, &block_path, "data")?;
             }
-            Some(Node::Str(t)) if t == "image" || t == "document" => {
+            "image" | "document" => {
                 object(block, &block_path, "source")?;
                 r.required(block, &block_path, "source")?;
             }
