@@ -211,24 +211,64 @@ mod fast {
         let mut w = Writer {
             b,
             out,
+            run: 0..0,
             members: Vec::new(),
             scratch: Vec::new(),
         };
         let end = w.value(ws(b, 0), 0)?;
+        w.flush();
         (ws(b, end) == b.len()).then_some(())
     }
 
     struct Writer<'a> {
         b: &'a [u8],
         out: &'a mut Vec<u8>,
+        /// Bytes of `b` that come next in `out` but are not copied yet. The canonical form is
+        /// mostly the document's own bytes (everything but whitespace, reordered members and
+        /// the rare scalar serde rewrites), so tokens that sit side by side in `b` are copied
+        /// as one run: a compact object is one copy, not one per key, colon, value and comma.
+        run: Range<usize>,
         /// The members of the objects being written, innermost last: each one's key (in `b`)
-        /// and its `"key":value` text (in `out`). One vector for every object of the document.
+        /// and its `"key":value` text (at its place in `out`, once the run is copied). One
+        /// vector for every object of the document.
         members: Vec<(Range<usize>, Range<usize>)>,
         /// The text of an object being reordered.
         scratch: Vec<u8>,
     }
 
     impl Writer<'_> {
+        /// `b[from..to]` comes next in the canonical form.
+        #[inline]
+        fn copy(&mut self, from: usize, to: usize) {
+            if from != self.run.end {
+                self.flush();
+                self.run.start = from;
+            }
+            self.run.end = to;
+        }
+
+        /// Copies the run into `out`, before anything else is written there or rearranged.
+        #[inline]
+        fn flush(&mut self) {
+            if !self.run.is_empty() {
+                self.out.extend_from_slice(&self.b[self.run.clone()]);
+                self.run.start = self.run.end;
+            }
+        }
+
+        /// The length of `out` with the run copied.
+        #[inline]
+        fn len(&self) -> usize {
+            self.out.len() + self.run.len()
+        }
+
+        /// A scalar serde writes (a `\u` escape, a float).
+        fn by_serde(&mut self, from: usize, to: usize) -> Option<usize> {
+            self.flush();
+            super::canonical_by_serde(&self.b[from..to], self.out)?;
+            Some(to)
+        }
+
         /// Writes the value at `b[i]`; the index just past it.
         fn value(&mut self, i: usize, depth: u32) -> Option<usize> {
             match *self.b.get(i)? {
@@ -246,7 +286,7 @@ mod fast {
         fn literal(&mut self, i: usize, word: &[u8]) -> Option<usize> {
             let end = i + word.len();
             (self.b.get(i..end)? == word).then(|| {
-                self.out.extend_from_slice(word);
+                self.copy(i, end);
                 end
             })
         }
@@ -262,16 +302,12 @@ mod fast {
                 j = string_stop(b, j);
                 match *b.get(j)? {
                     b'"' => {
-                        self.out.extend_from_slice(&b[i..=j]);
+                        self.copy(i, j + 1);
                         return Some(j + 1);
                     }
                     b'\\' => match *b.get(j + 1)? {
                         b'"' | b'\\' | b'n' | b't' | b'r' | b'b' | b'f' => j += 2,
-                        _ => {
-                            let end = string_end::<false>(b, i)?;
-                            super::canonical_by_serde(&b[i..end], self.out)?;
-                            return Some(end);
-                        }
+                        _ => return self.by_serde(i, string_end::<false>(b, i)?),
                     },
                     _ => return None, // a control character: not JSON
                 }
@@ -284,12 +320,10 @@ mod fast {
         fn number(&mut self, i: usize) -> Option<usize> {
             let b = self.b;
             if let Some((_, end)) = plain_integer(b, i) {
-                self.out.extend_from_slice(&b[i..end]);
+                self.copy(i, end);
                 return Some(end);
             }
-            let end = number_end(b, i);
-            super::canonical_by_serde(&b[i..end], self.out)?;
-            Some(end)
+            self.by_serde(i, number_end(b, i))
         }
 
         fn array(&mut self, i: usize, depth: u32) -> Option<usize> {
@@ -297,21 +331,21 @@ mod fast {
                 return None;
             }
             let b = self.b;
-            self.out.push(b'[');
+            self.copy(i, i + 1);
             let mut i = ws(b, i + 1);
             if b.get(i) == Some(&b']') {
-                self.out.push(b']');
+                self.copy(i, i + 1);
                 return Some(i + 1);
             }
             loop {
                 i = ws(b, self.value(i, depth)?);
                 match *b.get(i)? {
                     b',' => {
-                        self.out.push(b',');
+                        self.copy(i, i + 1);
                         i = ws(b, i + 1);
                     }
                     b']' => {
-                        self.out.push(b']');
+                        self.copy(i, i + 1);
                         return Some(i + 1);
                     }
                     _ => return None,
@@ -326,11 +360,11 @@ mod fast {
                 return None;
             }
             let b = self.b;
-            self.out.push(b'{');
-            let start = self.out.len();
+            self.copy(i, i + 1);
+            let start = self.len();
             let mut i = ws(b, i + 1);
             if b.get(i) == Some(&b'}') {
-                self.out.push(b'}');
+                self.copy(i, i + 1);
                 return Some(i + 1);
             }
             let first = self.members.len();
@@ -339,34 +373,36 @@ mod fast {
                 if b.get(i) != Some(&b'"') {
                     return None;
                 }
-                // A key with an escape would have to be unescaped to be sorted: serde's.
-                let key_end = string_end::<true>(b, i)?;
-                let key = i + 1..key_end - 1;
-                if b[key.clone()].iter().any(|&c| c < 0x20) {
+                // A key with an escape would have to be unescaped to be sorted, and one with
+                // a control character is no JSON: serde's.
+                let key_end = string_stop(b, i + 1);
+                if *b.get(key_end)? != b'"' {
                     return None;
                 }
-                if self.members.len() > first {
-                    self.out.push(b',');
-                }
-                let begin = self.out.len();
-                self.out.extend_from_slice(&b[i..key_end]);
-                self.out.push(b':');
-                i = ws(b, key_end);
+                let key = i + 1..key_end;
+                let begin = self.len();
+                self.copy(i, key_end + 1);
+                i = ws(b, key_end + 1);
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
+                self.copy(i, i + 1);
                 i = ws(b, self.value(ws(b, i + 1), depth)?);
                 if let Some((prev, _)) = self.members[first..].last() {
-                    sorted &= b[prev.clone()] <= b[key.clone()];
+                    sorted &= in_order(&b[prev.clone()], &b[key.clone()]);
                 }
-                self.members.push((key, begin..self.out.len()));
+                self.members.push((key, begin..self.len()));
                 match *b.get(i)? {
-                    b',' => i = ws(b, i + 1),
+                    b',' => {
+                        self.copy(i, i + 1);
+                        i = ws(b, i + 1);
+                    }
                     b'}' => break,
                     _ => return None,
                 }
             }
             if !sorted {
+                self.flush();
                 super::put_in_key_order(
                     self.out,
                     &mut self.scratch,
@@ -377,8 +413,18 @@ mod fast {
                 );
             }
             self.members.truncate(first);
-            self.out.push(b'}');
+            self.copy(i, i + 1);
             Some(i + 1)
+        }
+    }
+
+    /// `a <= b`, most often decided by the first bytes (`role` and `content`, `model` and
+    /// `messages`) without a call to compare the slices.
+    #[inline]
+    fn in_order(a: &[u8], b: &[u8]) -> bool {
+        match (a.first(), b.first()) {
+            (Some(x), Some(y)) if x != y => x < y,
+            _ => a <= b,
         }
     }
 }
@@ -395,6 +441,16 @@ fn put_in_key_order<M>(
     by_key: impl FnMut(&M, &M) -> std::cmp::Ordering,
     text: impl Fn(&M) -> std::ops::Range<usize>,
 ) {
+    if let [a, b] = members {
+        // Two members out of order (a chat message's `role` and `content`): swapped in
+        // place, `A,B` -> `B,A`, with a comma put after `B` for the move and taken off.
+        let a = text(a);
+        debug_assert_eq!(text(b).start, a.end + 1);
+        out.push(b',');
+        out[start..].rotate_left(a.len() + 1);
+        out.pop();
+        return;
+    }
     members.sort_by(by_key);
     scratch.clear();
     // Sized once for every object of the document (none is longer than it), not grown.
@@ -593,6 +649,22 @@ mod tests {
             canon(" {\n\t\"b\" : [ 1 , 2 ] ,\r\n \"a\" : \"s\" } "),
             r#"{"a":"s","b":[1,2]}"#
         );
+    }
+
+    #[test]
+    fn keys_that_start_alike_sort_by_what_follows() {
+        for (doc, sorted) in [
+            (r#"{"model":1,"messages":2}"#, r#"{"messages":2,"model":1}"#),
+            (r#"{"ab":1,"a":2}"#, r#"{"a":2,"ab":1}"#),
+            (r#"{"a":1,"":2}"#, r#"{"":2,"a":1}"#),
+            (
+                r#"{"type":1,"tool":2,"id":3}"#,
+                r#"{"id":3,"tool":2,"type":1}"#,
+            ),
+        ] {
+            assert_eq!(canon(doc), sorted);
+            assert_eq!(canonical_json(doc.as_bytes()), by_serde(doc.as_bytes()));
+        }
     }
 
     #[test]
@@ -937,7 +1009,9 @@ mod tests {
                 let key = prop::sample::select(vec![
                     "\"a\"",
                     "\"b\"",
+                    "\"ab\"",
                     "\"model\"",
+                    "\"messages\"",
                     "\"é\"",
                     "\"a\\u0062\"",
                     "\"\"",
