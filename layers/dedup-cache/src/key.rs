@@ -408,7 +408,7 @@ mod fast {
                     &mut self.scratch,
                     start,
                     &mut self.members[first..],
-                    |x, y| b[x.0.clone()].cmp(&b[y.0.clone()]),
+                    |x, y| key_order(&b[x.0.clone()], &b[y.0.clone()]),
                     |m| m.1.clone(),
                 );
             }
@@ -422,17 +422,27 @@ mod fast {
     /// `messages`) without a call to compare the slices.
     #[inline]
     fn in_order(a: &[u8], b: &[u8]) -> bool {
+        key_order(a, b).is_le()
+    }
+
+    /// Two keys' order, by their first bytes where those differ.
+    #[inline]
+    fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
         match (a.first(), b.first()) {
-            (Some(x), Some(y)) if x != y => x < y,
-            _ => a <= b,
+            (Some(x), Some(y)) if x != y => x.cmp(y),
+            _ => a.cmp(b),
         }
     }
 }
 
 /// Rewrites an object's members in key order: `out[start..]` holds their `"key":value` texts
 /// in document order, comma-separated, at the ranges `text` gives. The sort is stable, so
-/// repeated keys keep their order and the form stays deterministic; `scratch` holds a copy
-/// of the text meanwhile. Both ways of writing the canonical form use it.
+/// repeated keys keep their order and the form stays deterministic. Both ways of writing the
+/// canonical form use it.
+///
+/// Two members are swapped in place; more are sorted, copied to `scratch` and back, except
+/// the document's own object (`start` is 1, a whole conversation's text), which is written
+/// in order into `scratch` once, and `scratch` then takes `out`'s place.
 fn put_in_key_order<M>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
@@ -455,6 +465,17 @@ fn put_in_key_order<M>(
     scratch.clear();
     // Sized once for every object of the document (none is longer than it), not grown.
     scratch.reserve(out.capacity());
+    if start == 1 {
+        scratch.push(out[0]);
+        for (n, member) in members.iter().enumerate() {
+            if n > 0 {
+                scratch.push(b',');
+            }
+            scratch.extend_from_slice(&out[text(member)]);
+        }
+        std::mem::swap(out, scratch);
+        return;
+    }
     scratch.extend_from_slice(&out[start..]);
     out.truncate(start);
     for (n, member) in members.iter().enumerate() {
