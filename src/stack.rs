@@ -422,9 +422,14 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         None
     };
 
+    // The dedup key hashes the body's canonical form: validation, which has the body parsed,
+    // writes it from its tree, so the dedup layer does not walk the body a second time.
+    let dedup_keys =
+        config.dedup.enabled && (config.dedup.config.coalesce || config.dedup.config.caching());
     let validation = ValidationLayer::from_config(&config.validation)
         .map_err(problems)?
-        .with_max_body_bytes(config.server.max_body_bytes);
+        .with_max_body_bytes(config.server.max_body_bytes)
+        .with_canonical_body(dedup_keys);
 
     // Gateway keys keep their own limits and in-flight counts, by name.
     let keys = Keys::from_config_carrying(&config, &prev.keys);

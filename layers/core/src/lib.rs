@@ -7,6 +7,7 @@
 //! layers *read* it, without either crate knowing the other exists.
 
 pub mod body;
+pub mod canonical;
 pub mod counter;
 pub mod error;
 pub mod extensions;
@@ -26,6 +27,7 @@ pub mod rfc3339;
 pub mod sse;
 pub mod usage;
 
+pub use canonical::CanonicalBody;
 pub use error::CircuitOpen;
 pub use identity::{ApiKeyHash, BoundUserId, CallerId, ClientIp, KeyName, UserId};
 #[doc(hidden)]

@@ -94,16 +94,36 @@ impl fmt::Display for Key {
 /// );
 /// ```
 pub fn dedup_key(parts: &Parts, body: &[u8]) -> Key {
+    key_with(parts, canonical_json(body).as_deref(), body)
+}
+
+/// [`dedup_key`] of a request whose body's canonical form was made elsewhere (the
+/// validation layer's [`CanonicalBody`](portcullis_core::CanonicalBody)), if it belongs to
+/// this very body; otherwise made here.
+pub(crate) fn dedup_key_of(
+    parts: &Parts,
+    body: &bytes::Bytes,
+    canonical: Option<portcullis_core::CanonicalBody>,
+) -> Key {
+    match canonical.as_ref().and_then(|c| c.of(body)) {
+        Some(canonical) => key_with(parts, Some(canonical), body),
+        None => dedup_key(parts, body),
+    }
+}
+
+/// The key of a request whose body has this canonical form (`None`: the body is no JSON
+/// value, and its bytes count as they are).
+fn key_with(parts: &Parts, canonical: Option<&[u8]>, body: &[u8]) -> Key {
     static CONTEXT: DeriveKey = DeriveKey::new(KEY_CONTEXT);
     let mut h = CONTEXT.framed();
     h.short_field(parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     h.short_field(path.as_bytes());
 
-    match canonical_json(body) {
+    match canonical {
         Some(canonical) => {
             h.raw(b"j");
-            h.short_field(&canonical);
+            h.short_field(canonical);
         }
         None => {
             h.raw(b"r");

@@ -23,7 +23,7 @@ use portcullis_core::{
     headers::{X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_CACHE},
     meta,
     remote::Unavailable,
-    static_key, Attempts, CacheOutcome, RequestMeta,
+    static_key, Attempts, CacheOutcome, CanonicalBody, RequestMeta,
 };
 use tokio::sync::Notify;
 use tower::{BoxError, Service, ServiceExt};
@@ -107,11 +107,13 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let cap = self.max_body_bytes;
         // Never readied (see poll_ready): the request's future readies it to send.
         let inner = self.inner.clone();
         if let Some(reason) = bypass_before_body(&req, &self.shared.config, cap) {
+            // Not needed here, nor by anything after this layer.
+            req.extensions_mut().remove::<CanonicalBody>();
             return ResponseFuture::new(bypass(inner, req, None, reason));
         }
         ResponseFuture::new(handle(self.shared.clone(), inner, req, cap))
@@ -428,6 +430,10 @@ where
     // rare paths (a bypass, no coalescing) are boxed: their futures would otherwise widen
     // every request's state, which is boxed and copied whole.
     let (mut parts, body) = req.into_parts();
+    // The validation layer's canonical form of this body, if it left one: the body is then
+    // not walked a second time. Taken off the request (and dropped with the key made) so
+    // that nothing after this layer carries it.
+    let canonical = parts.extensions.remove::<CanonicalBody>();
     async move {
         let cfg = &shared.config;
         // Boxed: `collect_up_to` hands back the unread rest, so it needs a body it can unpin.
@@ -444,7 +450,7 @@ where
             }
         };
 
-        let key = key::dedup_key(&parts, &body);
+        let key = key::dedup_key_of(&parts, &body, canonical);
         // A `RequestMeta` saying "not streaming" was checked before the body was read. Without
         // one, the body is peeked, and what it says kept for the layers after this one.
         if parts.extensions.get::<RequestMeta>().is_none() {

@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use portcullis_core::body::Prefixed;
 use portcullis_core::{
     error::find_in_chain, remote::Unavailable, ApiKeyHash, Attempts, CacheOutcome, CallerId,
-    CircuitOpen, RequestMeta, UserId,
+    CanonicalBody, CircuitOpen, RequestMeta, UserId,
 };
 use portcullis_dedup_cache::{
     CacheHit, CacheStore, CachedResponse, Config, DedupCacheLayer, Key, Rechain, RedisStore,
@@ -1559,4 +1559,76 @@ async fn the_body_is_peeked_once_and_the_meta_passed_on() {
 
 async fn text_of(body: TestBody) -> String {
     String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+// === the canonical form made by the validation layer ===
+
+/// A chat request whose body is `body`, with a `CanonicalBody` saying its canonical form is
+/// `canonical`, made from `made_from` (the body itself, or another buffer).
+fn with_canonical(body: &Bytes, made_from: &Bytes, canonical: &str) -> Req {
+    let mut req = chat("");
+    *req.body_mut() = TestBody::from(body.clone());
+    req.extensions_mut().insert(CanonicalBody::new(
+        made_from.clone(),
+        canonical.as_bytes().to_vec(),
+    ));
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canonical_form_made_from_the_body_is_the_key() {
+    // Two different bodies, each said to have the same canonical form: the key is that form,
+    // not a second walk of the body, so the second request is the first one's cache hit.
+    let (inner, seen) = upstream(Duration::ZERO, ok_json);
+    let svc = DedupCacheLayer::new(caching(60)).layer(inner);
+    let said = r#"{"messages":[],"model":"said"}"#;
+    let a = Bytes::from(BODY);
+    let b = Bytes::from(BODY.replace("hi", "hello"));
+    let first = svc
+        .clone()
+        .oneshot(with_canonical(&a, &a, said))
+        .await
+        .unwrap();
+    assert_eq!(cache_of(&first), "miss");
+    let second = svc
+        .clone()
+        .oneshot(with_canonical(&b, &b, said))
+        .await
+        .unwrap();
+    assert_eq!(cache_of(&second), "hit");
+    assert_eq!(seen.calls(), 1);
+    // The extension is not passed on: the upstream call saw the body unchanged.
+    assert_eq!(seen.bodies.lock().unwrap()[0], a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canonical_form_of_another_buffer_is_ignored() {
+    // The same claim, made from a copy of the second body (as a layer that rewrote the body
+    // would leave it): stale, so the key is the body's own and the request is a miss.
+    let (inner, seen) = upstream(Duration::ZERO, ok_json);
+    let svc = DedupCacheLayer::new(caching(60)).layer(inner);
+    let said = r#"{"messages":[],"model":"said"}"#;
+    let a = Bytes::from(BODY);
+    let b = Bytes::from(BODY.replace("hi", "hello"));
+    let copy_of_b = Bytes::copy_from_slice(&b);
+    let first = svc
+        .clone()
+        .oneshot(with_canonical(&a, &a, said))
+        .await
+        .unwrap();
+    assert_eq!(cache_of(&first), "miss");
+    let second = svc
+        .clone()
+        .oneshot(with_canonical(&b, &copy_of_b, said))
+        .await
+        .unwrap();
+    assert_eq!(cache_of(&second), "miss");
+    assert_eq!(seen.calls(), 2);
+    // It was keyed on its own body: the same body without any claim is its hit.
+    let again = svc
+        .clone()
+        .oneshot(chat(&BODY.replace("hi", "hello")))
+        .await
+        .unwrap();
+    assert_eq!(cache_of(&again), "hit");
 }

@@ -9,12 +9,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{request::Parts, Request};
-use portcullis_core::body::CollectError;
+use portcullis_core::{body::CollectError, CanonicalBody};
 use tower::{BoxError, Service};
 
 use portcullis_core::error::Refused;
 
-use crate::{validate, BodyReadError, BodyTooLarge, Level, Route};
+use crate::{validate::check, BodyReadError, BodyTooLarge, Level, Route};
 
 type ReadBody = Pin<Box<dyn Future<Output = Result<Bytes, CollectError>> + Send>>;
 
@@ -43,6 +43,8 @@ pin_project_lite::pin_project! {
             inner: Option<S>,
             route: Route,
             level: Level,
+            // Leave the body's canonical form on the request (`CanonicalBody`).
+            canonical: bool,
         },
         Inner {
             #[pin]
@@ -76,6 +78,7 @@ where
         inner: S,
         route: Route,
         level: Level,
+        canonical: bool,
     ) -> Self {
         Self {
             state: State::Reading {
@@ -84,6 +87,7 @@ where
                 inner: Some(inner),
                 route,
                 level,
+                canonical,
             },
         }
     }
@@ -113,15 +117,21 @@ where
                     inner,
                     route,
                     level,
+                    canonical,
                 } => {
-                    let (route, level) = (*route, *level);
+                    let (route, level, canonical) = (*route, *level, *canonical);
                     let read = ready!(read.as_mut().poll(cx));
                     let next = match (read, parts.take(), inner.take()) {
                         (Ok(bytes), Some(mut parts), Some(mut inner)) => {
-                            match validate(route, level, &bytes) {
-                                Ok(meta) => {
+                            match check(route, level, &bytes, canonical) {
+                                Ok((meta, canonical)) => {
                                     tracing::trace!(%route, model = ?meta.model, stream = meta.stream, "request body is valid");
                                     parts.extensions.insert(meta);
+                                    if let Some(canonical) = canonical {
+                                        parts
+                                            .extensions
+                                            .insert(CanonicalBody::new(bytes.clone(), canonical));
+                                    }
                                     Ok(inner.call(Request::from_parts(parts, B::from(bytes))))
                                 }
                                 Err(err) => {

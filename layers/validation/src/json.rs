@@ -19,7 +19,7 @@
 //! then), and the tree holds nothing to drop (a node is `Copy`): the arena is freed whole
 //! when the request's check is done.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, io::Write as _};
 
 use bumpalo::{collections::Vec as BumpVec, Bump};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -80,9 +80,10 @@ pub(crate) struct Text<'a>(TextInner<'a>);
 
 #[derive(Clone, Copy)]
 enum TextInner<'a> {
-    /// The text itself: written without escapes, or unescaped already (by serde, into the
-    /// arena).
+    /// The text itself, unescaped already (by serde, into the arena).
     Plain(&'a str),
+    /// The text itself, as written: without escapes (so also as `serde_json` writes it).
+    Written(&'a str),
     /// The text between the quotes, whose escapes are all short ones (`\n`, `\"`…; never
     /// `\u`), unescaped on each read (rules read few strings, and seldom escaped ones).
     Escaped(&'a str),
@@ -96,7 +97,7 @@ impl<'a> Text<'a> {
     /// The text, unescaped.
     pub(crate) fn text(&self) -> Cow<'a, str> {
         match self.0 {
-            TextInner::Plain(s) => Cow::Borrowed(s),
+            TextInner::Plain(s) | TextInner::Written(s) => Cow::Borrowed(s),
             TextInner::Escaped(raw) => Cow::Owned(unescape_short(raw)),
         }
     }
@@ -104,7 +105,7 @@ impl<'a> Text<'a> {
     /// Whether the text is empty (without unescaping it: escaped text never is).
     pub(crate) fn is_empty(&self) -> bool {
         match self.0 {
-            TextInner::Plain(s) => s.is_empty(),
+            TextInner::Plain(s) | TextInner::Written(s) => s.is_empty(),
             TextInner::Escaped(_) => false,
         }
     }
@@ -175,6 +176,103 @@ impl<'a> Node<'a> {
             Node::Obj(fields) => fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
             _ => None,
         }
+    }
+}
+
+/// The canonical JSON form of a tree, the dedup key's (`portcullis_dedup_cache::canonical_json`
+/// of the body it was parsed from, byte for byte; a property test holds the two together):
+/// object members in key order at every depth (a stable sort, repeated keys kept in their
+/// order), no whitespace, strings and numbers as `serde_json` writes them. Written from the
+/// tree, it costs a fraction of a second walk over the body: the strings are known slices,
+/// most of them copied as written.
+pub(crate) fn write_canonical(node: &Node<'_>, out: &mut Vec<u8>) {
+    canonical(node, out, &mut Vec::new());
+}
+
+/// [`write_canonical`]; `order` holds the member order of the objects being written, each
+/// after those of the objects around it.
+fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
+    match *node {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Node::Num(n) => {
+            // As serde writes what it read: integers by `Display`, the rest by `ryu`.
+            let _ = match n {
+                Num::U(u) => write!(out, "{u}"),
+                Num::I(i) => write!(out, "{i}"),
+                Num::F(f) => serde_json::to_writer(&mut *out, &f).map_err(std::io::Error::other),
+            };
+        }
+        Node::Str(t) => match t.0 {
+            // As written, which is as serde writes it (most of a request's text): copied.
+            // Short escapes are the ones serde writes, except `\/` (serde writes `/`): a
+            // text with `\/` in it (or `\\/`, a backslash and a slash, which is as written)
+            // is written again.
+            TextInner::Written(raw) => verbatim(out, raw),
+            TextInner::Escaped(raw) if !portcullis_core::holds!(raw.as_bytes(), b"\\/") => {
+                verbatim(out, raw)
+            }
+            TextInner::Escaped(raw) => {
+                portcullis_core::json_escape::write_str(out, &unescape_short(raw));
+            }
+            TextInner::Plain(s) => portcullis_core::json_escape::write_str(out, s),
+        },
+        Node::Arr(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out, order);
+            }
+            out.push(b']');
+        }
+        Node::Obj(members) => {
+            out.push(b'{');
+            if members.is_sorted_by(|a, b| key_order(a.0, b.0).is_le()) {
+                for (n, (key, value)) in members.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    portcullis_core::json_escape::write_str(out, key);
+                    out.push(b':');
+                    canonical(value, out, order);
+                }
+            } else {
+                let base = order.len();
+                order.extend(0..members.len());
+                order[base..].sort_by(|&a, &b| key_order(members[a].0, members[b].0));
+                for n in 0..members.len() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    let (key, value) = &members[order[base + n]];
+                    portcullis_core::json_escape::write_str(out, key);
+                    out.push(b':');
+                    canonical(value, out, order);
+                }
+                order.truncate(base);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// A string's text as written, in quotes.
+fn verbatim(out: &mut Vec<u8>, raw: &str) {
+    out.reserve(raw.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(raw.as_bytes());
+    out.push(b'"');
+}
+
+/// Two keys' order (as `str`'s), by their first bytes where those differ: most keys of one
+/// object differ there (`role` and `content`), and the comparison is then no call.
+#[inline]
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
 }
 
@@ -542,10 +640,10 @@ mod fast {
             }
         }
         let raw = between(t, i + 1, j)?;
-        let text = match escaped {
-            false => Text::plain(raw),
-            true => Text(TextInner::Escaped(raw)),
-        };
+        let text = Text(match escaped {
+            false => TextInner::Written(raw),
+            true => TextInner::Escaped(raw),
+        });
         Some((text, j + 1))
     }
 
@@ -812,7 +910,12 @@ mod tests {
         );
         assert!(matches!(
             n.get("role"),
-            Some(Node::Str(Text(TextInner::Plain("plain"))))
+            Some(Node::Str(Text(TextInner::Written("plain"))))
+        ));
+        let n = parse(br#"["line\nquote\""]"#, &arena).unwrap();
+        assert!(matches!(
+            n,
+            Node::Arr([Node::Str(Text(TextInner::Escaped(..)))])
         ));
         // A `\u` escape is serde's to read.
         let n = parse(br#"["\u00e9\n"]"#, &arena).unwrap();
@@ -884,6 +987,38 @@ mod tests {
 
     /// [`parse_members`] answers as [`parse`] does: the same errors, the same kind of root,
     /// and in an object the same named members (the others left out).
+    /// What the tree of `doc` writes as its canonical form is what the dedup key's own
+    /// walk writes for `doc`, byte for byte (for each document the walk accepts).
+    fn canonical_as_dedup(doc: &[u8]) {
+        let arena = Bump::new();
+        if let Ok(tree) = parse(doc, &arena) {
+            let mut out = Vec::new();
+            write_canonical(&tree, &mut out);
+            let dedup = portcullis_dedup_cache::canonical_json(doc);
+            assert_eq!(
+                Some(String::from_utf8_lossy(&out)),
+                dedup.as_deref().map(String::from_utf8_lossy),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_dedup_keys() {
+        for doc in [
+            &br#"{"model":"m","messages":[{"role":"user","content":"line\nbreak \"q\" \\ \/ \t\r\b\f"}]}"#[..],
+            br#"{"b":[1,-2,3.50,1e3,-0,12345678901234567890,1E-7],"a":{"y":null,"x":true},"a":false}"#,
+            br#"{"\u0062":1,"a":"\u00e9\u001f","c\/d":"x\\/y"}"#,
+            br#" [ { "z" : "\"" , "" : 0 } , "\ud83e\udd80" ] "#,
+            br#"{"model":1,"messages":2,"ab":3,"a":4}"#,
+            b"\"text\"",
+            b"-0.0",
+        ] {
+            canonical_as_dedup(doc);
+        }
+    }
+
     fn members_as_parse(doc: &[u8], keep: &[&str]) {
         let arena = Bump::new();
         type Kept<'a> = Result<Vec<(&'a str, Node<'a>)>, Node<'a>>;
@@ -961,7 +1096,7 @@ mod tests {
     use fast::MAX_DEPTH;
 
     mod soup {
-        use super::{members_as_parse, same_as_serde};
+        use super::{canonical_as_dedup, members_as_parse, same_as_serde};
         use proptest::prelude::*;
 
         /// Documents strung together from JSON's tokens, a few spelled oddly: most are not
@@ -1041,7 +1176,57 @@ mod tests {
             })
         }
 
+        /// Documents whose objects have their members in any order, repeated keys and
+        /// whitespace here and there, with strings and numbers spelled many ways.
+        fn unordered() -> impl Strategy<Value = Vec<u8>> {
+            let ws = prop::sample::select(vec!["", "", " ", "\n "]);
+            let leaf = prop::sample::select(vec![
+                "\"x\"",
+                "\"a\\nb\\\"c\"",
+                "\"\\/\\t\"",
+                "\"\\u00e9\\\\\"",
+                "\"é\"",
+                "0",
+                "-0",
+                "-12",
+                "1.50",
+                "2e3",
+                "12345678901234567890",
+                "true",
+                "null",
+            ])
+            .prop_map(str::to_owned);
+            leaf.prop_recursive(4, 40, 5, move |inner| {
+                let key = prop::sample::select(vec![
+                    "\"a\"",
+                    "\"b\"",
+                    "\"ab\"",
+                    "\"model\"",
+                    "\"messages\"",
+                    "\"\"",
+                    "\"a\\u0062\"",
+                ]);
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec((key, inner, ws.clone()), 0..5).prop_map(|members| {
+                        let body: Vec<String> = members
+                            .into_iter()
+                            .map(|(k, v, w)| format!("{w}{k}{w}:{w}{v}"))
+                            .collect();
+                        format!("{{{}}}", body.join(","))
+                    }),
+                ]
+            })
+            .prop_map(String::into_bytes)
+        }
+
         proptest! {
+            #[test]
+            fn unordered_canonical_is_the_dedup_keys(doc in unordered()) {
+                canonical_as_dedup(&doc);
+            }
+
             #[test]
             fn token_soup_reads_as_serde_reads_it(doc in tokens()) {
                 same_as_serde(&doc);
@@ -1065,6 +1250,16 @@ mod tests {
             #[test]
             fn damaged_members_read_as_parse_reads_them(doc in damaged_members()) {
                 members_as_parse(&doc, &["model"]);
+            }
+
+            #[test]
+            fn token_soup_canonical_is_the_dedup_keys(doc in tokens()) {
+                canonical_as_dedup(&doc);
+            }
+
+            #[test]
+            fn documents_canonical_is_the_dedup_keys(doc in documents()) {
+                canonical_as_dedup(&doc);
             }
         }
     }

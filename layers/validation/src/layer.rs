@@ -13,6 +13,7 @@ use crate::{Config, Validation};
 pub struct ValidationLayer {
     config: Config,
     max_body_bytes: usize,
+    canonical_body: bool,
 }
 
 impl Default for ValidationLayer {
@@ -28,6 +29,7 @@ impl ValidationLayer {
         Self {
             config,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            canonical_body: false,
         }
     }
 
@@ -49,6 +51,16 @@ impl ValidationLayer {
         self
     }
 
+    /// Also leave each valid body's canonical JSON form on the request, as a
+    /// [`CanonicalBody`](portcullis_core::CanonicalBody), for a dedup cache further in
+    /// (`portcullis_dedup_cache` takes it instead of walking the body again). Written from
+    /// the tree the check built, so only at `moderate` and `strict`, and not for a request
+    /// that streams (the dedup cache passes those by). Default: off.
+    pub fn with_canonical_body(mut self, on: bool) -> Self {
+        self.canonical_body = on;
+        self
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
@@ -64,6 +76,8 @@ impl<S> Layer<S> for ValidationLayer {
     type Service = Validation<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Validation::new(inner, self.config.clone()).with_max_body_bytes(self.max_body_bytes)
+        Validation::new(inner, self.config.clone())
+            .with_max_body_bytes(self.max_body_bytes)
+            .with_canonical_body(self.canonical_body)
     }
 }

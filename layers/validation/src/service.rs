@@ -27,6 +27,7 @@ pub struct Validation<S> {
     inner: S,
     config: Config,
     max_body_bytes: usize,
+    canonical_body: bool,
 }
 
 impl<S> Validation<S> {
@@ -36,7 +37,15 @@ impl<S> Validation<S> {
             inner,
             config,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            canonical_body: false,
         }
+    }
+
+    /// Also leave each valid body's canonical JSON form on the request (see
+    /// [`ValidationLayer::with_canonical_body`](crate::ValidationLayer::with_canonical_body)).
+    pub fn with_canonical_body(mut self, on: bool) -> Self {
+        self.canonical_body = on;
+        self
     }
 
     /// Reject bodies larger than `limit` bytes (see
@@ -88,6 +97,7 @@ where
             inner,
             route,
             self.config.level,
+            self.canonical_body,
         )
     }
 }

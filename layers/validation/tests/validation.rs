@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use portcullis_core::{
     body::DEFAULT_MAX_BODY_BYTES,
     error::{find_in_chain, Refused},
-    RequestMeta,
+    CanonicalBody, RequestMeta,
 };
 use portcullis_validation::{
     BodyReadError, BodyTooLarge, Config, InvalidRequest, Level, Validation, ValidationLayer,
@@ -193,6 +193,49 @@ async fn valid_bodies_reach_the_inner_service_unchanged_with_request_meta() {
     assert_eq!(req.into_body().into_bytes().await, CHAT.as_bytes());
     send.send_response(Response::new("ok"));
     assert_eq!(call.await.unwrap().unwrap().into_body(), "ok");
+}
+
+/// What the inner service sees of a request through a layer with `with_canonical_body`:
+/// the canonical form left on it, if any, made from the very body it gets.
+async fn canonical_seen(level: Level, on: bool, body: &'static str) -> Option<String> {
+    let (inner, mut handle) = mock::pair();
+    let mut svc = ValidationLayer::new(Config { level })
+        .with_canonical_body(on)
+        .layer(inner);
+    let call = tokio::spawn(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(post("/v1/chat/completions", body)),
+    );
+    let (req, send): (Request<TestBody>, _) = handle.next_request().await.unwrap();
+    let canonical = req.extensions().get::<CanonicalBody>().cloned();
+    let body = req.into_body().into_bytes().await;
+    send.send_response(Response::new("ok"));
+    call.await.unwrap().unwrap();
+    canonical.map(|c| {
+        let of_body = c.of(&body).expect("made from the body passed on");
+        String::from_utf8(of_body.to_vec()).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn the_canonical_form_is_left_for_the_dedup_key_when_asked() {
+    let body = r#"{ "model": "m", "messages": [{"role": "user", "content": "a\/b \u00e9"}] }"#;
+    let dedup = portcullis_dedup_cache::canonical_json(body.as_bytes()).unwrap();
+    assert_eq!(
+        canonical_seen(Level::Moderate, true, body).await.as_deref(),
+        Some(std::str::from_utf8(&dedup).unwrap())
+    );
+    assert_eq!(
+        canonical_seen(Level::Moderate, true, body).await.as_deref(),
+        Some(r#"{"messages":[{"content":"a/b é","role":"user"}],"model":"m"}"#)
+    );
+    assert!(canonical_seen(Level::Strict, true, body).await.is_some());
+    // Not asked; lenient (no tree to write it from); a stream (the dedup cache passes it by).
+    assert_eq!(canonical_seen(Level::Moderate, false, body).await, None);
+    assert_eq!(canonical_seen(Level::Lenient, true, body).await, None);
+    assert_eq!(canonical_seen(Level::Moderate, true, CHAT).await, None);
 }
 
 #[tokio::test]

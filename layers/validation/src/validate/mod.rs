@@ -58,6 +58,18 @@ type Check = Result<(), InvalidRequest>;
 /// assert_eq!(meta.model.as_deref(), Some("gpt-4o"));
 /// ```
 pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, InvalidRequest> {
+    check(route, level, body, false).map(|(meta, _)| meta)
+}
+
+/// [`validate`], and with `canonical` the body's canonical JSON form (the dedup key's) written
+/// from the tree, when there is a whole tree (`moderate` and `strict`) and the request does
+/// not stream (the dedup cache passes streams by).
+pub(crate) fn check(
+    route: Route,
+    level: Level,
+    body: &[u8],
+    canonical: bool,
+) -> Result<(RequestMeta, Option<Vec<u8>>), InvalidRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(InvalidRequest::new(
             "",
@@ -98,7 +110,12 @@ pub fn validate(route: Route, level: Level, body: &[u8]) -> Result<RequestMeta, 
     if level >= Level::Strict {
         top_level_fields(route, fields)?;
     }
-    Ok(RequestMeta { model, stream })
+    let canonical = (canonical && level >= Level::Moderate && !stream).then(|| {
+        let mut out = Vec::with_capacity(body.len());
+        json::write_canonical(&root, &mut out);
+        out
+    });
+    Ok((RequestMeta { model, stream }, canonical))
 }
 
 /// The top-level members [`validate`] reads at [`Level::Lenient`]: [`model`]'s and the
