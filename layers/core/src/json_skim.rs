@@ -75,6 +75,28 @@ fn first_stop<const CONTROLS: bool>(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Two object keys' order (byte order, as `str` and `[u8]` compare), decided by their first
+/// bytes where those differ: keys of one object mostly differ there (`role` and `content`,
+/// `model` and `messages`), and the comparison is then no call to `memcmp`.
+///
+/// ```
+/// use portcullis_core::json_skim::key_order;
+/// use std::cmp::Ordering;
+///
+/// for (a, b) in [("role", "content"), ("tool_calls", "tool_call_id"), ("a", "ab"), ("", "a")] {
+///     assert_eq!(key_order(a.as_bytes(), b.as_bytes()), a.cmp(b), "{a:?} {b:?}");
+///     assert_eq!(key_order(b.as_bytes(), a.as_bytes()), b.cmp(a), "{b:?} {a:?}");
+/// }
+/// assert_eq!(key_order(b"same", b"same"), Ordering::Equal);
+/// ```
+#[inline]
+pub fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// A JSON number at `b[i]` that serde reads as an integer and prints back byte for byte: at
 /// most 18 digits (so it fits an `i64` either way), no leading zero, no `-0`, no fraction or
 /// exponent. Its value and the index just past it; `None` for any other number (and for what

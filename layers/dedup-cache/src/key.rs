@@ -221,7 +221,9 @@ fn canonical_by_serde(value: &[u8], out: &mut Vec<u8>) -> Option<()> {
 mod fast {
     use std::ops::Range;
 
-    use portcullis_core::json_skim::{number_end, plain_integer, string_end, string_stop, ws};
+    use portcullis_core::json_skim::{
+        key_order, number_end, plain_integer, string_end, string_stop, ws,
+    };
 
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
@@ -440,20 +442,10 @@ mod fast {
         }
     }
 
-    /// `a <= b`, most often decided by the first bytes (`role` and `content`, `model` and
-    /// `messages`) without a call to compare the slices.
+    /// `a <= b`, most often without a call to compare the slices ([`key_order`]).
     #[inline]
     fn in_order(a: &[u8], b: &[u8]) -> bool {
         key_order(a, b).is_le()
-    }
-
-    /// Two keys' order, by their first bytes where those differ.
-    #[inline]
-    fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-        match (a.first(), b.first()) {
-            (Some(x), Some(y)) if x != y => x.cmp(y),
-            _ => a.cmp(b),
-        }
     }
 }
 

@@ -58,6 +58,37 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| validate(Route::ChatCompletions, level, black_box(body)))
             });
         }
+        // What the gateway does with dedup on: the dedup key's canonical form written from
+        // the tree too (compare `dedup_key/canonical_stream`, the dedup layer's own walk).
+        // Not for a stream (the dedup layer passes those by), so this body does not ask for
+        // one; `moderate_no_stream` is the same check without the form.
+        let text = String::from_utf8_lossy(body).replace(r#""stream":true"#, r#""stream":false"#);
+        let body = &text.into_bytes();
+        assert!(
+            portcullis_validation::__bench::validate_with_canonical(
+                Route::ChatCompletions,
+                Level::Moderate,
+                body
+            ) > 0
+        );
+        group.bench_with_input(
+            BenchmarkId::new("moderate_no_stream", name),
+            body,
+            |b, body| b.iter(|| validate(Route::ChatCompletions, Level::Moderate, black_box(body))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("moderate_with_canonical", name),
+            body,
+            |b, body| {
+                b.iter(|| {
+                    portcullis_validation::__bench::validate_with_canonical(
+                        Route::ChatCompletions,
+                        Level::Moderate,
+                        black_box(body),
+                    )
+                })
+            },
+        );
     }
     group.finish();
 

@@ -209,7 +209,9 @@ fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
             // text with `\/` in it (or `\\/`, a backslash and a slash, which is as written)
             // is written again.
             TextInner::Written(raw) => verbatim(out, raw),
-            TextInner::Escaped(raw) if !portcullis_core::holds!(raw.as_bytes(), b"\\/") => {
+            TextInner::Escaped(raw)
+                if !raw.contains('/') || !portcullis_core::holds!(raw.as_bytes(), b"\\/") =>
+            {
                 verbatim(out, raw)
             }
             TextInner::Escaped(raw) => {
@@ -234,8 +236,7 @@ fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
                     if n > 0 {
                         out.push(b',');
                     }
-                    portcullis_core::json_escape::write_str(out, key);
-                    out.push(b':');
+                    write_key(out, key);
                     canonical(value, out, order);
                 }
             } else {
@@ -247,14 +248,28 @@ fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
                         out.push(b',');
                     }
                     let (key, value) = &members[order[base + n]];
-                    portcullis_core::json_escape::write_str(out, key);
-                    out.push(b':');
+                    write_key(out, key);
                     canonical(value, out, order);
                 }
                 order.truncate(base);
             }
             out.push(b'}');
         }
+    }
+}
+
+/// A key and its colon. Most keys need no escapes (the walk borrowed them from the body as
+/// written), and one check says so.
+#[inline]
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    if portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len() {
+        out.reserve(key.len() + 3);
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+    } else {
+        portcullis_core::json_escape::write_str(out, key);
+        out.push(b':');
     }
 }
 
@@ -266,14 +281,10 @@ fn verbatim(out: &mut Vec<u8>, raw: &str) {
     out.push(b'"');
 }
 
-/// Two keys' order (as `str`'s), by their first bytes where those differ: most keys of one
-/// object differ there (`role` and `content`), and the comparison is then no call.
+/// Two keys' order (as `str`'s), mostly without a call to compare them.
 #[inline]
 fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
-    }
+    portcullis_core::json_skim::key_order(a.as_bytes(), b.as_bytes())
 }
 
 /// Parse `body` as one JSON value (serde_json's syntax, depth limit and error messages),

@@ -95,4 +95,13 @@ pub mod __bench {
             _ => 0,
         }
     }
+
+    /// Validate as the gateway does with dedup on: also write the canonical form; returns
+    /// its length (0 when invalid or none was written).
+    pub fn validate_with_canonical(route: crate::Route, level: crate::Level, body: &[u8]) -> usize {
+        match crate::validate::check(route, level, body, true) {
+            Ok((_, Some(canonical))) => canonical.len(),
+            _ => 0,
+        }
+    }
 }
