@@ -76,6 +76,10 @@ fn bench(c: &mut Criterion) {
             body,
             |b, body| b.iter(|| validate(Route::ChatCompletions, Level::Moderate, black_box(body))),
         );
+        // The walk the form spares the dedup layer, on the same body.
+        group.bench_with_input(BenchmarkId::new("dedup_walk", name), body, |b, body| {
+            b.iter(|| portcullis_dedup_cache::canonical_json(black_box(body)))
+        });
         group.bench_with_input(
             BenchmarkId::new("moderate_with_canonical", name),
             body,
