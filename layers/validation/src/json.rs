@@ -1208,14 +1208,15 @@ mod tests {
             ])
             .prop_map(str::to_owned);
             leaf.prop_recursive(4, 40, 5, move |inner| {
+                // Keys of chat requests, some starting alike; one empty, one escaped.
                 let key = prop::sample::select(vec![
-                    "\"a\"",
-                    "\"b\"",
-                    "\"ab\"",
-                    "\"model\"",
-                    "\"messages\"",
+                    "\"role\"",
+                    "\"content\"",
+                    "\"tool_calls\"",
+                    "\"tool_call_id\"",
+                    "\"type\"",
                     "\"\"",
-                    "\"a\\u0062\"",
+                    "\"t\\u006fol\"",
                 ]);
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..4)
