@@ -113,7 +113,9 @@ if [ $MODE = latency ]; then
   echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"
   for round in $(seq "$ROUNDS"); do
     dp50=0 dp99=0
-    for t in direct:$MOCK passthrough:$PASS portcullis-bare:$BARE portcullis:$GW; do
+    targets="direct:$MOCK passthrough:$PASS portcullis-bare:$BARE portcullis:$GW"
+    [ -z "${AGAINST:-}" ] || targets="$targets portcullis-against:$AGW" # another build too
+    for t in $targets; do
       name=${t%%:*} addr=${t#*:}
       read -r _ _ errs p50 p99 _ <<<"$($BIN/examples/fixed_rate "http://$addr/v1/chat/completions" 200 "$DUR" | grep '^RESULT')"
       [ "$name" = direct ] && dp50=$p50 dp99=$p99
