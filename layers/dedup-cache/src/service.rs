@@ -443,7 +443,8 @@ where
         let body = match collected {
             Collected::Complete(body) => body,
             partial => {
-                drop(canonical); // not for this body, nor for the rest of its call
+                // Not for this body, nor held for the rest of its call.
+                drop(canonical);
                 // Sent on unbuffered: the bytes read so far, then the rest as it arrives.
                 let req = Request::from_parts(parts, B::rechain(partial.into_body()));
                 let reason = "request body over max_body_bytes";
