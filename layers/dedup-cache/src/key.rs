@@ -413,7 +413,7 @@ mod fast {
                 self.copy(i, i + 1);
                 i = ws(b, self.value(ws(b, i + 1), depth)?);
                 if let Some((prev, _)) = self.members[first..].last() {
-                    sorted &= in_order(&b[prev.clone()], &b[key.clone()]);
+                    sorted &= key_order(&b[prev.clone()], &b[key.clone()]).is_le();
                 }
                 self.members.push((key, begin..self.len()));
                 match *b.get(i)? {
@@ -440,12 +440,6 @@ mod fast {
             self.copy(i, i + 1);
             Some(i + 1)
         }
-    }
-
-    /// `a <= b`, most often without a call to compare the slices ([`key_order`]).
-    #[inline]
-    fn in_order(a: &[u8], b: &[u8]) -> bool {
-        key_order(a, b).is_le()
     }
 }
 

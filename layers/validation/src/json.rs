@@ -263,14 +263,11 @@ fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
 #[inline]
 fn write_key(out: &mut Vec<u8>, key: &str) {
     if portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len() {
-        out.reserve(key.len() + 3);
-        out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        verbatim(out, key);
     } else {
         portcullis_core::json_escape::write_str(out, key);
-        out.push(b':');
     }
+    out.push(b':');
 }
 
 /// A string's text as written, in quotes.
