@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use http::Method;
 use portcullis_mock::{MockResponse, MockUpstream, RedisServer};
 use serde_json::json;
 use support::*;
@@ -404,6 +405,64 @@ async fn cache_in_redis_is_shared_by_two_gateways() {
     )
     .await;
     assert_eq!(cache_header(&r3), "miss");
+    assert_eq!(mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn the_key_is_the_same_whether_validation_or_the_dedup_layer_writes_the_canonical_form() {
+    // Two gateways, one Redis: at `moderate` the validation layer writes the body's canonical
+    // form from its tree for the dedup key; at `lenient` it builds no tree, and the dedup
+    // layer walks the body itself. A request cached by one, spelled another way (member
+    // order, whitespace, `\/`, `\u` escapes, a float as written), is a hit on the other.
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await.unwrap();
+    let config = |level: &str| {
+        mock_config(
+            &mock.url(),
+            &format!(
+                "[dedup]\nenabled = true\ncache_ttl = \"30s\"\n\
+                 [state]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+                 [validation]\nlevel = \"{level}\"",
+                redis.url()
+            ),
+        )
+    };
+    let tree = TestGateway::start(&config("moderate")).await;
+    let walk = TestGateway::start(&config("lenient")).await;
+    let id = nonce("canonical");
+    let one = format!(
+        r#"{{ "model": "m", "temperature": 0.50, "messages": [ {{ "role": "user",
+            "content": "{id} a\/b \"q\"\n", "name": "\u00e9" }} ] }}"#
+    );
+    let other = format!(
+        r#"{{"messages":[{{"name":"é","content":"{id} a/b \"q\"\n","role":"user"}}],"model":"m","temperature":0.5}}"#
+    );
+    let h = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-canonical"),
+    ];
+    let url = |gw: &TestGateway| gw.url("/v1/chat/completions");
+
+    let first = send(Method::POST, &url(&tree), one.clone(), &h).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(cache_header(&first), "miss");
+    let second = send(Method::POST, &url(&walk), other.clone(), &h).await;
+    assert_eq!(
+        (second.status.as_u16(), cache_header(&second).as_str()),
+        (200, "hit")
+    );
+    assert_eq!(second.body, first.body);
+    // And the other way round, with a body of its own.
+    let id2 = nonce("canonical-2");
+    let (one, other) = (one.replace(&id, &id2), other.replace(&id, &id2));
+    assert_eq!(
+        cache_header(&send(Method::POST, &url(&walk), one, &h).await),
+        "miss"
+    );
+    assert_eq!(
+        cache_header(&send(Method::POST, &url(&tree), other, &h).await),
+        "hit"
+    );
     assert_eq!(mock.request_count(), 2);
 }
 
