@@ -184,90 +184,107 @@ impl<'a> Node<'a> {
 /// object members in key order at every depth (a stable sort, repeated keys kept in their
 /// order), no whitespace, strings and numbers as `serde_json` writes them. Written from the
 /// tree, it costs a fraction of a second walk over the body: the strings are known slices,
-/// most of them copied as written.
-pub(crate) fn write_canonical(node: &Node<'_>, out: &mut Vec<u8>) {
-    canonical(node, out, &mut Vec::new());
+/// most of them copied as written. `body` is what the tree was parsed from.
+pub(crate) fn write_canonical(node: &Node<'_>, body: &[u8], out: &mut Vec<u8>) {
+    Canonical {
+        out,
+        order: Vec::new(),
+        body: body.as_ptr_range(),
+    }
+    .node(node);
 }
 
-/// [`write_canonical`]; `order` holds the member order of the objects being written, each
-/// after those of the objects around it.
-fn canonical(node: &Node<'_>, out: &mut Vec<u8>, order: &mut Vec<usize>) {
-    match *node {
-        Node::Null => out.extend_from_slice(b"null"),
-        Node::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        Node::Num(n) => {
-            // As serde writes what it read: integers by `Display`, the rest by `ryu`.
-            let _ = match n {
-                Num::U(u) => write!(out, "{u}"),
-                Num::I(i) => write!(out, "{i}"),
-                Num::F(f) => serde_json::to_writer(&mut *out, &f).map_err(std::io::Error::other),
-            };
-        }
-        Node::Str(t) => match t.0 {
-            // As written, which is as serde writes it (most of a request's text): copied.
-            // Short escapes are the ones serde writes, except `\/` (serde writes `/`): a
-            // text with `\/` in it (or `\\/`, a backslash and a slash, which is as written)
-            // is written again.
-            TextInner::Written(raw) => verbatim(out, raw),
-            TextInner::Escaped(raw)
-                if !raw.contains('/') || !portcullis_core::holds!(raw.as_bytes(), b"\\/") =>
-            {
-                verbatim(out, raw)
-            }
-            TextInner::Escaped(raw) => {
-                portcullis_core::json_escape::write_str(out, &unescape_short(raw));
-            }
-            TextInner::Plain(s) => portcullis_core::json_escape::write_str(out, s),
-        },
-        Node::Arr(items) => {
-            out.push(b'[');
-            for (n, item) in items.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                canonical(item, out, order);
-            }
-            out.push(b']');
-        }
-        Node::Obj(members) => {
-            out.push(b'{');
-            if members.is_sorted_by(|a, b| key_order(a.0, b.0).is_le()) {
-                for (n, (key, value)) in members.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    write_key(out, key);
-                    canonical(value, out, order);
-                }
-            } else {
-                let base = order.len();
-                order.extend(0..members.len());
-                order[base..].sort_by(|&a, &b| key_order(members[a].0, members[b].0));
-                for n in 0..members.len() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    let (key, value) = &members[order[base + n]];
-                    write_key(out, key);
-                    canonical(value, out, order);
-                }
-                order.truncate(base);
-            }
-            out.push(b'}');
-        }
-    }
+/// [`write_canonical`]'s state.
+struct Canonical<'o> {
+    out: &'o mut Vec<u8>,
+    /// The member order of the objects being written, each after those of the objects
+    /// around it.
+    order: Vec<usize>,
+    /// Where the body the tree was parsed from lies: a key in it was borrowed as written,
+    /// with no escape (both parsers borrow only those), so it is written as it is.
+    body: std::ops::Range<*const u8>,
 }
 
-/// A key and its colon. Most keys need no escapes (the walk borrowed them from the body as
-/// written), and one check says so.
-#[inline]
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    if portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len() {
-        verbatim(out, key);
-    } else {
-        portcullis_core::json_escape::write_str(out, key);
+impl Canonical<'_> {
+    fn node(&mut self, node: &Node<'_>) {
+        let out = &mut *self.out;
+        match *node {
+            Node::Null => out.extend_from_slice(b"null"),
+            Node::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Node::Num(n) => {
+                // As serde writes what it read: integers by `Display`, the rest by `ryu`.
+                let _ = match n {
+                    Num::U(u) => write!(out, "{u}"),
+                    Num::I(i) => write!(out, "{i}"),
+                    Num::F(f) => {
+                        serde_json::to_writer(&mut *out, &f).map_err(std::io::Error::other)
+                    }
+                };
+            }
+            Node::Str(t) => match t.0 {
+                // As written, which is as serde writes it (most of a request's text): copied.
+                // Short escapes are the ones serde writes, except `\/` (serde writes `/`): a
+                // text with `\/` in it (or `\\/`, a backslash and a slash, which is as
+                // written) is written again. One search for the pair (vectorised), not one for
+                // a slash and then another for the pair: code, which most long escaped texts
+                // are, has slashes.
+                TextInner::Written(raw) => verbatim(out, raw),
+                TextInner::Escaped(raw) if !portcullis_core::holds!(raw.as_bytes(), b"\\/") => {
+                    verbatim(out, raw)
+                }
+                TextInner::Escaped(raw) => {
+                    portcullis_core::json_escape::write_str(out, &unescape_short(raw));
+                }
+                TextInner::Plain(s) => portcullis_core::json_escape::write_str(out, s),
+            },
+            Node::Arr(items) => {
+                out.push(b'[');
+                for (n, item) in items.iter().enumerate() {
+                    if n > 0 {
+                        self.out.push(b',');
+                    }
+                    self.node(item);
+                }
+                self.out.push(b']');
+            }
+            Node::Obj(members) => {
+                out.push(b'{');
+                if members.is_sorted_by(|a, b| key_order(a.0, b.0).is_le()) {
+                    for (n, (key, value)) in members.iter().enumerate() {
+                        self.member(n, key, value);
+                    }
+                } else {
+                    let base = self.order.len();
+                    self.order.extend(0..members.len());
+                    self.order[base..].sort_by(|&a, &b| key_order(members[a].0, members[b].0));
+                    for n in 0..members.len() {
+                        let (key, value) = &members[self.order[base + n]];
+                        self.member(n, key, value);
+                    }
+                    self.order.truncate(base);
+                }
+                self.out.push(b'}');
+            }
+        }
     }
-    out.push(b':');
+
+    /// The `n`th member written of an object: its comma, key, colon and value.
+    fn member(&mut self, n: usize, key: &str, value: &Node<'_>) {
+        if n > 0 {
+            self.out.push(b',');
+        }
+        // A key borrowed from the body needs no check; one unescaped into the arena may need
+        // escaping again.
+        if self.body.contains(&key.as_ptr())
+            || portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len()
+        {
+            verbatim(self.out, key);
+        } else {
+            portcullis_core::json_escape::write_str(self.out, key);
+        }
+        self.out.push(b':');
+        self.node(value);
+    }
 }
 
 /// A string's text as written, in quotes.
@@ -1001,7 +1018,7 @@ mod tests {
         let arena = Bump::new();
         if let Ok(tree) = parse(doc, &arena) {
             let mut out = Vec::new();
-            write_canonical(&tree, &mut out);
+            write_canonical(&tree, doc, &mut out);
             let dedup = portcullis_dedup_cache::canonical_json(doc);
             assert_eq!(
                 Some(String::from_utf8_lossy(&out)),
@@ -1020,6 +1037,8 @@ mod tests {
             br#"{"\u0062":1,"a":"\u00e9\u001f","c\/d":"x\\/y"}"#,
             br#" [ { "z" : "\"" , "" : 0 } , "\ud83e\udd80" ] "#,
             br#"{"model":1,"messages":2,"ab":3,"a":4}"#,
+            // Keys unescaped into the arena that must be escaped again.
+            br#"{"q\"uote":1,"back\\slash":2,"tab\tbed":3,"nul\u0000":4,"plain":5}"#,
             b"\"text\"",
             b"-0.0",
         ] {

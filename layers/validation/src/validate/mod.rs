@@ -112,7 +112,7 @@ pub(crate) fn check(
     }
     let canonical = (canonical && level >= Level::Moderate && !stream).then(|| {
         let mut out = Vec::with_capacity(body.len());
-        json::write_canonical(&root, &mut out);
+        json::write_canonical(&root, body, &mut out);
         out
     });
     Ok((RequestMeta { model, stream }, canonical))
