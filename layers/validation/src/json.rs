@@ -189,23 +189,24 @@ pub(crate) fn write_canonical(node: &Node<'_>, body: &[u8], out: &mut Vec<u8>) {
     Canonical {
         out,
         order: Vec::new(),
-        body: body.as_ptr_range(),
+        body,
     }
     .node(node);
 }
 
 /// [`write_canonical`]'s state.
-struct Canonical<'o> {
+struct Canonical<'o, 'b> {
     out: &'o mut Vec<u8>,
     /// The member order of the objects being written, each after those of the objects
     /// around it.
     order: Vec<usize>,
-    /// Where the body the tree was parsed from lies: a key in it was borrowed as written,
-    /// with no escape (both parsers borrow only those), so it is written as it is.
-    body: std::ops::Range<*const u8>,
+    /// The body the tree was parsed from. A key borrowed from it has no escape (both parsers
+    /// borrow only those), so it is written as it is; a member whose key and text are both
+    /// borrowed, with nothing but the colon between them (a compact body), is copied whole.
+    body: &'b [u8],
 }
 
-impl Canonical<'_> {
+impl Canonical<'_, '_> {
     fn node(&mut self, node: &Node<'_>) {
         let out = &mut *self.out;
         match *node {
@@ -221,21 +222,9 @@ impl Canonical<'_> {
                     }
                 };
             }
-            Node::Str(t) => match t.0 {
-                // As written, which is as serde writes it (most of a request's text): copied.
-                // Short escapes are the ones serde writes, except `\/` (serde writes `/`): a
-                // text with `\/` in it (or `\\/`, a backslash and a slash, which is as
-                // written) is written again. One search for the pair (vectorised), not one for
-                // a slash and then another for the pair: code, which most long escaped texts
-                // are, has slashes.
-                TextInner::Written(raw) => verbatim(out, raw),
-                TextInner::Escaped(raw) if !portcullis_core::holds!(raw.as_bytes(), b"\\/") => {
-                    verbatim(out, raw)
-                }
-                TextInner::Escaped(raw) => {
-                    portcullis_core::json_escape::write_str(out, &unescape_short(raw));
-                }
-                TextInner::Plain(s) => portcullis_core::json_escape::write_str(out, s),
+            Node::Str(t) => match as_written(&t) {
+                Some(raw) => verbatim(out, raw),
+                None => self.rewritten(&t),
             },
             Node::Arr(items) => {
                 out.push(b'[');
@@ -268,22 +257,75 @@ impl Canonical<'_> {
         }
     }
 
+    /// A text that is not written as it was: unescaped, and escaped again as serde does.
+    fn rewritten(&mut self, t: &Text<'_>) {
+        match t.0 {
+            TextInner::Written(raw) | TextInner::Escaped(raw) => {
+                portcullis_core::json_escape::write_str(self.out, &unescape_short(raw));
+            }
+            TextInner::Plain(s) => portcullis_core::json_escape::write_str(self.out, s),
+        }
+    }
+
     /// The `n`th member written of an object: its comma, key, colon and value.
     fn member(&mut self, n: usize, key: &str, value: &Node<'_>) {
         if n > 0 {
             self.out.push(b',');
         }
-        // A key borrowed from the body needs no check; one unescaped into the arena may need
-        // escaping again.
-        if self.body.contains(&key.as_ptr())
-            || portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len()
-        {
-            verbatim(self.out, key);
-        } else {
-            portcullis_core::json_escape::write_str(self.out, key);
+        let Some(k) = self.offset(key) else {
+            // Unescaped into the arena: it may need escaping again.
+            if portcullis_core::json_skim::string_stop(key.as_bytes(), 0) == key.len() {
+                verbatim(self.out, key);
+            } else {
+                portcullis_core::json_escape::write_str(self.out, key);
+            }
+            self.out.push(b':');
+            return self.node(value);
+        };
+        if let Node::Str(t) = value {
+            if let Some(raw) = as_written(t) {
+                // `"key":"text"`: the text starts three bytes after the key's end (its
+                // quote, the colon, the text's quote) only when the body has nothing else
+                // between them.
+                let whole = self
+                    .offset(raw)
+                    .filter(|&v| v == k + key.len() + 3)
+                    .and_then(|v| self.body.get(k.checked_sub(1)?..v + raw.len() + 1));
+                match whole {
+                    Some(run) => self.out.extend_from_slice(run),
+                    None => {
+                        verbatim(self.out, key);
+                        self.out.push(b':');
+                        verbatim(self.out, raw);
+                    }
+                }
+                return;
+            }
         }
+        verbatim(self.out, key);
         self.out.push(b':');
         self.node(value);
+    }
+
+    /// Where `s` starts in the body, if it was borrowed from it.
+    fn offset(&self, s: &str) -> Option<usize> {
+        let at = s.as_ptr().addr().checked_sub(self.body.as_ptr().addr())?;
+        (at < self.body.len()).then_some(at)
+    }
+}
+
+/// A text as it is written in the body, when that is how serde writes it (most of a
+/// request's text): with no escape, or with short ones only, which are the ones serde writes
+/// except `\/` (serde writes `/`). A text with `\/` in it (or `\\/`, a backslash and a
+/// slash, which is as written) is written again. One search for the pair (vectorised), not one
+/// for a slash and then another for the pair: code, which most long escaped texts are, has
+/// slashes.
+#[inline]
+fn as_written<'a>(t: &Text<'a>) -> Option<&'a str> {
+    match t.0 {
+        TextInner::Written(raw) => Some(raw),
+        TextInner::Escaped(raw) if !portcullis_core::holds!(raw.as_bytes(), b"\\/") => Some(raw),
+        _ => None,
     }
 }
 
