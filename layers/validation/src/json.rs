@@ -194,6 +194,9 @@ pub(crate) fn write_canonical(node: &Node<'_>, body: &[u8], out: &mut Vec<u8>) {
     .node(node);
 }
 
+/// Objects of at most this many members are sorted on the stack.
+const SMALL: usize = 8;
+
 /// [`write_canonical`]'s state.
 struct Canonical<'o, 'b> {
     out: &'o mut Vec<u8>,
@@ -240,6 +243,28 @@ impl Canonical<'_, '_> {
                 out.push(b'{');
                 if members.is_sorted_by(|a, b| key_order(a.0, b.0).is_le()) {
                     for (n, (key, value)) in members.iter().enumerate() {
+                        self.member(n, key, value);
+                    }
+                } else if let [a, b] = members {
+                    // Two out of order (most objects of a request: `role` before `content`,
+                    // `type` before `text`): swapped, with no sort.
+                    self.member(0, b.0, &b.1);
+                    self.member(1, a.0, &a.1);
+                } else if members.len() <= SMALL {
+                    // A handful: sorted by insertion in an array on the stack.
+                    let mut order = [0u8; SMALL];
+                    for i in 1..members.len() {
+                        let mut j = i;
+                        while j > 0
+                            && key_order(members[usize::from(order[j - 1])].0, members[i].0).is_gt()
+                        {
+                            order[j] = order[j - 1];
+                            j -= 1;
+                        }
+                        order[j] = i as u8;
+                    }
+                    for (n, &at) in order[..members.len()].iter().enumerate() {
+                        let (key, value) = &members[usize::from(at)];
                         self.member(n, key, value);
                     }
                 } else {
