@@ -234,14 +234,32 @@ impl PrefixLook {
     }
 
     pub(crate) fn may_contain(&self, body: &[u8]) -> bool {
+        /// Where the prefix's first byte is this common, the two searches are cheaper.
+        const MANY: usize = 64;
         let Some(plain) = &self.plain else {
             return true;
         };
-        plain.find(body).is_some()
-            || self
-                .escaped
-                .as_ref()
-                .is_some_and(|f| f.find(body).is_some())
+        let Some(escaped) = &self.escaped else {
+            return plain.find(body).is_some();
+        };
+        let both = |from: &[u8]| plain.find(from).is_some() || escaped.find(from).is_some();
+        match plain.needle().first() {
+            // Both spellings start alike (the `!` of `!/`, seldom in a prompt): one pass over
+            // that byte, each place checked for either, instead of a search for each.
+            Some(&first) if first != b'/' => {
+                for (n, at) in memchr::memchr_iter(first, body).enumerate() {
+                    let rest = body.get(at..).unwrap_or_default();
+                    if n == MANY {
+                        return both(rest);
+                    }
+                    if rest.starts_with(plain.needle()) || rest.starts_with(escaped.needle()) {
+                        return true;
+                    }
+                }
+                false
+            }
+            _ => both(body),
+        }
     }
 }
 
@@ -323,6 +341,14 @@ mod tests {
         assert!(look.may_contain(br#"{"messages":[{"content":"!/set(model=x)"}]}"#));
         assert!(look.may_contain(br#"{"messages":[{"content":"!\/set(model=x)"}]}"#));
         assert!(!look.may_contain(br#"{"messages":[{"content":"hello ! /"}]}"#));
+        // Past the first few dozen `!`, the rest of the body is searched for either form.
+        let mut busy = "!".repeat(200).into_bytes();
+        busy.extend_from_slice(br#"{"content":"!\/x"}"#);
+        assert!(look.may_contain(&busy));
+        assert!(!look.may_contain(&busy[..200]));
+        busy.truncate(200);
+        busy.extend_from_slice(b"!/x");
+        assert!(look.may_contain(&busy));
         let look = PrefixLook::new("#cmd");
         assert!(look.may_contain(b"say #cmd"));
         assert!(!look.may_contain(b"say #cm d"));
