@@ -173,7 +173,16 @@ impl<'a> Node<'a> {
     /// `serde_json::Value` and most JSON parsers upstream.
     pub(crate) fn get(&self, key: &str) -> Option<&Node<'a>> {
         match self {
-            Node::Obj(fields) => fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
+            // The first bytes compared before the rest: the keys of a request's objects are
+            // often of one length (`role`, `name`, `type`, `text`), and telling them apart by
+            // their first byte spares a call to compare the rest.
+            Node::Obj(fields) => fields
+                .iter()
+                .rev()
+                .find(|(k, _)| {
+                    k.len() == key.len() && k.bytes().next() == key.bytes().next() && *k == key
+                })
+                .map(|(_, v)| v),
             _ => None,
         }
     }
