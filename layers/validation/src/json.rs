@@ -18,8 +18,15 @@
 //! slice, copied in exactly sized when the container ends (its items wait on a stack until
 //! then), and the tree holds nothing to drop (a node is `Copy`): the arena is freed whole
 //! when the request's check is done.
+//!
+//! # Why a budget?
+//!
+//! A node is 24 bytes and a body can hold one value every two bytes (`0,0,0,…`): a 10 MB body
+//! made a tree, and the stack it waits on, of ~270 MB, once per worker validating such a body
+//! at the time. A tree holds at most [`MAX_VALUES`] values (~6 MB of nodes); past that the
+//! walk stops and says so ([`Failure::TooManyValues`]), and the caller reads only what it must.
 
-use std::{borrow::Cow, fmt, io::Write as _};
+use std::{borrow::Cow, cell::Cell, fmt, io::Write as _};
 
 use bumpalo::{collections::Vec as BumpVec, Bump};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -377,41 +384,147 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
     portcullis_core::json_skim::key_order(a.as_bytes(), b.as_bytes())
 }
 
+/// The most values (array items and object members, at any depth) a tree holds: far above a
+/// request that any provider serves but a body of token ids (OpenAI caps a request's inputs at
+/// 300,000 tokens), and ~6 MB of nodes. See the [module](self) for why.
+pub(crate) const MAX_VALUES: usize = 1 << 18;
+
+/// Why [`parse`] gave no tree.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Not JSON: serde's error.
+    Json(serde_json::Error),
+    /// More than the budget's values: the walk stopped there, and nothing says whether the
+    /// rest is JSON.
+    TooManyValues,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Json(e) => fmt::Display::fmt(e, f),
+            Failure::TooManyValues => write!(f, "more than {MAX_VALUES} values"),
+        }
+    }
+}
+
 /// Parse `body` as one JSON value (serde_json's syntax, depth limit and error messages),
-/// building the tree in `arena`.
+/// building the tree in `arena`, of at most [`MAX_VALUES`] values.
 ///
 /// The tree is built by [`fast::document`] where it can be, and by serde otherwise: serde's
 /// visitor costs about 28 instructions a byte on an agent's 100 KB conversation (most of it
 /// spent on strings, checked for UTF-8 one at a time), the walk below a fraction of that.
 /// What serde refuses, the walk leaves to serde too, so every error is serde's own.
-pub(crate) fn parse<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, serde_json::Error> {
-    match fast::document(body, arena) {
-        Some(node) => Ok(node),
-        None => parse_by_serde(body, arena),
+pub(crate) fn parse<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, Failure> {
+    parse_within(body, arena, MAX_VALUES)
+}
+
+/// [`parse`] with a tree of at most `budget` values.
+pub(crate) fn parse_within<'a>(
+    body: &'a [u8],
+    arena: &'a Bump,
+    budget: usize,
+) -> Result<Node<'a>, Failure> {
+    match fast::document(body, arena, budget) {
+        Ok(node) => Ok(node),
+        Err(fast::Stop::Budget) => Err(Failure::TooManyValues),
+        Err(fast::Stop::Unsure) => parse_by_serde(body, arena, budget),
     }
 }
 
 /// [`parse`], except that an object at the top keeps only the members named in `keep` (each
 /// other member is checked as [`parse`] checks it, and stepped over): for a caller that reads
 /// a few members of what may be a large body. Accepts and refuses exactly what [`parse`]
-/// does, with the same errors; a document the walk leaves to serde comes back whole.
+/// does, with the same errors (a document the walk leaves to serde is read by serde the same
+/// way: the kept members built, the others checked).
+/// The members kept count against the same budget as [`parse`]'s tree.
 pub(crate) fn parse_members<'a>(
     body: &'a [u8],
     keep: &[&str],
     arena: &'a Bump,
-) -> Result<Node<'a>, serde_json::Error> {
-    match fast::members(body, keep, arena) {
-        Some(node) => Ok(node),
-        None => parse_by_serde(body, arena),
+) -> Result<Node<'a>, Failure> {
+    parse_members_within(body, keep, arena, MAX_VALUES)
+}
+
+/// [`parse_members`] with at most `budget` values kept.
+pub(crate) fn parse_members_within<'a>(
+    body: &'a [u8],
+    keep: &[&str],
+    arena: &'a Bump,
+    budget: usize,
+) -> Result<Node<'a>, Failure> {
+    match fast::members(body, keep, arena, budget) {
+        Ok(node) => Ok(node),
+        Err(fast::Stop::Budget) => Err(Failure::TooManyValues),
+        Err(fast::Stop::Unsure) => match body.get(portcullis_core::json_skim::ws(body, 0)) {
+            Some(b'{') => {
+                let left = Budget::new(budget);
+                by_serde(
+                    body,
+                    &left,
+                    Members {
+                        arena,
+                        left: &left,
+                        keep,
+                    },
+                )
+            }
+            _ => parse_by_serde(body, arena, budget),
+        },
     }
 }
 
-/// [`parse`] by serde alone: the tree the fast walk must build.
-fn parse_by_serde<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Node<'a>, serde_json::Error> {
+/// [`parse`] by serde alone: the tree the fast walk must build, of at most `budget` values.
+fn parse_by_serde<'a>(body: &'a [u8], arena: &'a Bump, budget: usize) -> Result<Node<'a>, Failure> {
+    let left = Budget::new(budget);
+    by_serde(body, &left, Seed(arena, &left))
+}
+
+/// `body` read by serde with `seed`, which counts its values in `left`.
+fn by_serde<'a, S: DeserializeSeed<'a, Value = Node<'a>>>(
+    body: &'a [u8],
+    left: &Budget,
+    seed: S,
+) -> Result<Node<'a>, Failure> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let node = Seed(arena).deserialize(&mut de)?;
-    de.end()?;
-    Ok(node)
+    let parsed = seed.deserialize(&mut de).and_then(|node| {
+        de.end()?;
+        Ok(node)
+    });
+    match parsed {
+        Ok(node) => Ok(node),
+        Err(_) if left.spent.get() => Err(Failure::TooManyValues),
+        Err(e) => Err(Failure::Json(e)),
+    }
+}
+
+/// The values serde may still build.
+struct Budget {
+    left: Cell<usize>,
+    /// Set when a value was refused for want of budget.
+    spent: Cell<bool>,
+}
+
+impl Budget {
+    fn new(values: usize) -> Self {
+        Self {
+            left: Cell::new(values),
+            spent: Cell::new(false),
+        }
+    }
+
+    fn spend<E: de::Error>(&self) -> Result<(), E> {
+        match self.left.get().checked_sub(1) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.spent.set(true);
+                Err(E::custom("too many values"))
+            }
+        }
+    }
 }
 
 /// The tree of a document made of what request bodies are made of, in one walk: string
@@ -477,14 +590,53 @@ mod fast {
         arena: &'a Bump,
         items: Vec<Node<'a>>,
         fields: Vec<(&'a str, Node<'a>)>,
+        /// The values (items and members) it may still hold.
+        left: usize,
+        /// Whether the walk stopped because `left` ran out.
+        spent: bool,
     }
 
     impl<'a> Tree<'a> {
-        pub(super) fn new(arena: &'a Bump) -> Self {
+        pub(super) fn new(arena: &'a Bump, budget: usize) -> Self {
             Self {
                 arena,
                 items: Vec::new(),
                 fields: Vec::new(),
+                left: budget,
+                spent: false,
+            }
+        }
+
+        /// One value more, if the budget has room (it is taken before the value is read, so
+        /// no container grows past it).
+        #[inline(always)]
+        fn spend(&mut self) -> Option<()> {
+            match self.left.checked_sub(1) {
+                Some(left) => {
+                    self.left = left;
+                    Some(())
+                }
+                None => {
+                    self.spent = true;
+                    None
+                }
+            }
+        }
+    }
+
+    /// Why the walk gave no tree.
+    pub(super) enum Stop {
+        /// Serde decides (see [`document`]).
+        Unsure,
+        /// The budget ran out.
+        Budget,
+    }
+
+    impl Stop {
+        fn of(tree: &Tree<'_>) -> Self {
+            match tree.spent {
+                true => Stop::Budget,
+                false => Stop::Unsure,
             }
         }
     }
@@ -521,6 +673,7 @@ mod fast {
 
         #[inline(always)]
         fn member(&mut self, name: &'a str, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            self.spend()?;
             let (v, end) = value(self, t, at, depth)?;
             self.fields.push((name, v));
             Some(end)
@@ -552,6 +705,7 @@ mod fast {
 
         #[inline(always)]
         fn item(&mut self, t: &'a str, at: usize, depth: u32) -> Option<usize> {
+            self.spend()?;
             let (item, end) = value(self, t, at, depth)?;
             self.items.push(item);
             Some(end)
@@ -633,18 +787,31 @@ mod fast {
         }
     }
 
-    pub(super) fn document<'a>(b: &'a [u8], arena: &'a Bump) -> Option<Node<'a>> {
-        whole(b, |t, i| value(&mut Tree::new(arena), t, i, 0))
+    /// The tree of `b`, of at most `budget` values.
+    pub(super) fn document<'a>(
+        b: &'a [u8],
+        arena: &'a Bump,
+        budget: usize,
+    ) -> Result<Node<'a>, Stop> {
+        let mut tree = Tree::new(arena, budget);
+        whole(b, |t, i| value(&mut tree, t, i, 0)).ok_or_else(|| Stop::of(&tree))
     }
 
     /// The document as [`document`] reads it, but an object at the top keeps only the
-    /// members `keep` names (see [`Members`]). Any other document is built whole.
-    pub(super) fn members<'a>(b: &'a [u8], keep: &[&str], arena: &'a Bump) -> Option<Node<'a>> {
+    /// members `keep` names (see [`Members`]), at most `budget` values in them. Any other
+    /// document is built whole.
+    pub(super) fn members<'a>(
+        b: &'a [u8],
+        keep: &[&str],
+        arena: &'a Bump,
+        budget: usize,
+    ) -> Result<Node<'a>, Stop> {
         match b.get(ws(b, 0)) {
-            Some(b'{') => whole(b, |t, i| {
-                object(&mut Members(Tree::new(arena), keep), t, i, 1)
-            }),
-            _ => document(b, arena),
+            Some(b'{') => {
+                let mut some = Members(Tree::new(arena, budget), keep);
+                whole(b, |t, i| object(&mut some, t, i, 1)).ok_or_else(|| Stop::of(&some.0))
+            }
+            _ => document(b, arena, budget),
         }
     }
 
@@ -860,9 +1027,9 @@ mod fast {
 
 /// serde's reading of a value into the arena: for what the fast walk leaves to serde.
 #[derive(Clone, Copy)]
-struct Seed<'a>(&'a Bump);
+struct Seed<'a, 'b>(&'a Bump, &'b Budget);
 
-impl<'de> DeserializeSeed<'de> for Seed<'de> {
+impl<'de> DeserializeSeed<'de> for Seed<'de, '_> {
     type Value = Node<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
@@ -870,7 +1037,7 @@ impl<'de> DeserializeSeed<'de> for Seed<'de> {
     }
 }
 
-impl<'de> Visitor<'de> for Seed<'de> {
+impl<'de> Visitor<'de> for Seed<'de, '_> {
     type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -916,6 +1083,7 @@ impl<'de> Visitor<'de> for Seed<'de> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = BumpVec::with_capacity_in(seq.size_hint().unwrap_or(0).min(64), self.0);
         while let Some(item) = seq.next_element_seed(self)? {
+            self.1.spend()?;
             items.push(item);
         }
         Ok(Node::Arr(items.into_bump_slice()))
@@ -924,9 +1092,116 @@ impl<'de> Visitor<'de> for Seed<'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = BumpVec::with_capacity_in(map.size_hint().unwrap_or(0).min(64), self.0);
         while let Some(k) = map.next_key_seed(KeySeed(self.0))? {
+            self.1.spend()?;
             fields.push((k, map.next_value_seed(self)?));
         }
         Ok(Node::Obj(fields.into_bump_slice()))
+    }
+}
+
+/// serde's reading of the object at the top of a document, keeping only the members `keep`
+/// names (in order, repeated ones too) and checking the others as [`Seed`] reads them (the
+/// same recursion limit and errors: serde's own `IgnoredAny` has no recursion limit), for
+/// [`parse_members`].
+struct Members<'a, 'b, 'k> {
+    arena: &'a Bump,
+    left: &'b Budget,
+    keep: &'k [&'k str],
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'de, '_, '_> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'de, '_, '_> {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = BumpVec::new_in(self.arena);
+        while let Some(k) = map.next_key_seed(KeySeed(self.arena))? {
+            match self.keep.contains(&k) {
+                true => {
+                    let v = map.next_value_seed(Seed(self.arena, self.left))?;
+                    self.left.spend()?;
+                    fields.push((k, v));
+                }
+                false => map.next_value_seed(Checked)?,
+            }
+        }
+        Ok(Node::Obj(fields.into_bump_slice()))
+    }
+}
+
+/// serde's reading of a value that is checked and not kept: the way [`Seed`] reads it
+/// (`deserialize_any`, so the same errors and recursion limit), nothing built.
+#[derive(Clone, Copy)]
+struct Checked;
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
     }
 }
 
@@ -1048,7 +1323,7 @@ mod tests {
     /// The fast walk's answer is serde's: the same tree, or (where serde refuses) serde's error.
     fn same_as_serde(doc: &[u8]) {
         let arena = Bump::new();
-        match (parse(doc, &arena), parse_by_serde(doc, &arena)) {
+        match (parse(doc, &arena), parse_by_serde(doc, &arena, MAX_VALUES)) {
             (Ok(fast), Ok(serde)) => assert_eq!(fast, serde, "{}", String::from_utf8_lossy(doc)),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
             (a, b) => panic!("{}: {a:?} / {b:?}", String::from_utf8_lossy(doc)),
@@ -1197,6 +1472,57 @@ mod tests {
     }
 
     use fast::MAX_DEPTH;
+
+    /// A tree holds at most its budget's values, at any depth, by either parser; past it the
+    /// walk stops (whatever comes after), and the arena holds no more than the budget's nodes.
+    #[test]
+    fn a_tree_holds_at_most_its_budget() {
+        let too_many = |r: Result<Node<'_>, Failure>| matches!(r, Err(Failure::TooManyValues));
+        // Five values: three items, two members (the root is not counted).
+        let doc = br#"[1,{"a":2,"b":[]},3]"#;
+        let arena = Bump::new();
+        assert!(parse_within(doc, &arena, 5).is_ok());
+        assert!(too_many(parse_within(doc, &arena, 4)));
+        assert!(parse_by_serde(doc, &arena, 5).is_ok());
+        assert!(too_many(parse_by_serde(doc, &arena, 4)));
+        // Nested deeper than the walk goes: serde's reading counts the same.
+        let deep = format!("{}[1,2]{}", "[".repeat(80), "]".repeat(80));
+        assert!(parse_within(deep.as_bytes(), &arena, 82).is_ok());
+        assert!(too_many(parse_within(deep.as_bytes(), &arena, 81)));
+        // What comes after the budget ran out is not read: not even a mistake.
+        assert!(too_many(parse_within(b"[1,2,3,x", &arena, 2)));
+        assert!(too_many(parse_by_serde(b"[[1,2,3],x", &arena, 2)));
+        // Members count only what they keep, whichever parser reads them (the nesting sends
+        // the second document to serde).
+        let keep = ["model", "stream"];
+        let doc = br#"{"model":"m","messages":[1,2,3,4,5,6],"stream":[true]}"#;
+        assert!(parse_members_within(doc, &keep, &arena, 3).is_ok());
+        assert!(too_many(parse_members_within(doc, &keep, &arena, 2)));
+        let doc = format!(
+            r#"{{"model":"m","messages":{}1,2,3{},"stream":[true]}}"#,
+            "[".repeat(80),
+            "]".repeat(80)
+        );
+        let n = parse_members_within(doc.as_bytes(), &keep, &arena, 3).unwrap();
+        assert_eq!(n.get("stream"), Some(&Node::Arr(&[Node::Bool(true)])));
+        assert!(too_many(parse_members_within(
+            doc.as_bytes(),
+            &keep,
+            &arena,
+            2
+        )));
+        // Two million values: the arena stops at the budget's nodes.
+        let big = format!("[{}0]", "0,".repeat(2_000_000));
+        let arena = Bump::new();
+        assert!(too_many(parse(big.as_bytes(), &arena)));
+        let nodes = MAX_VALUES * std::mem::size_of::<Node<'_>>();
+        assert!(
+            arena.allocated_bytes() <= nodes,
+            "{} bytes",
+            arena.allocated_bytes()
+        );
+        assert!(parse_within(big.as_bytes(), &Bump::new(), 3_000_000).is_ok());
+    }
 
     mod soup {
         use super::{canonical_as_dedup, members_as_parse, same_as_serde};

@@ -37,7 +37,9 @@ type Check = Result<(), InvalidRequest>;
 /// The body is parsed once, into a tree that borrows its strings from the body and keeps its
 /// nodes in one arena (`json.rs` says why);
 /// at [`Level::Lenient`] the walk checks the whole body but builds only `model`, `stream` and
-/// `prompt`.
+/// (for the Responses API) `prompt`. A body of more values than a tree holds
+/// (`json::MAX_VALUES`, 262,144: token ids, or an attack on memory) is checked as `lenient`
+/// checks it, whatever the level.
 /// The first problem found is returned, with the path of the field at fault.
 ///
 /// ```
@@ -76,19 +78,79 @@ pub(crate) fn check(
             "request body is empty; expected a JSON object",
         ));
     }
-    // Lenient reads three members: the rest of the body is only checked, not built.
-    // The tree's nodes: one arena, freed at once when the check is done.
-    let arena = Bump::new();
-    let root = match level {
-        Level::Lenient => json::parse_members(body, &LENIENT_READS, &arena),
-        _ => json::parse(body, &arena),
+    match check_in(route, level, body, canonical, &Bump::new()) {
+        // A body of more values than a tree may hold is checked as `lenient` checks it, for
+        // whatever level, once the first walk's arena is let go: its rules go unchecked (the
+        // provider still checks them) and it has no canonical form (the dedup layer writes
+        // its own).
+        Err(Refused::TooManyValues) => {
+            tracing::debug!(
+                max_values = json::MAX_VALUES,
+                "request body has too many values for a tree; checked as lenient"
+            );
+            check_in(route, Level::Lenient, body, false, &Bump::new()).map_err(|e| match e {
+                Refused::Invalid(e) => e,
+                // Only `model` and `stream` (and a Responses `prompt`) were built: one of
+                // them holds the values, and none of them can.
+                Refused::TooManyValues => InvalidRequest::new(
+                    "",
+                    format!(
+                        "request body has more than {} values in `model`, `stream` or `prompt`",
+                        json::MAX_VALUES
+                    ),
+                ),
+            })
+        }
+        Err(Refused::Invalid(e)) => Err(e),
+        Ok(checked) => Ok(checked),
     }
-    .map_err(|e| InvalidRequest::new("", format!("request body is not valid JSON: {e}")))?;
+}
+
+/// Why [`check_in`] gave no answer.
+enum Refused {
+    Invalid(InvalidRequest),
+    /// The tree would hold more than [`json::MAX_VALUES`] values.
+    TooManyValues,
+}
+
+impl From<InvalidRequest> for Refused {
+    fn from(e: InvalidRequest) -> Self {
+        Refused::Invalid(e)
+    }
+}
+
+/// [`check`] with the tree's nodes in `arena`; at [`Level::Lenient`] the members it builds
+/// are [`LENIENT_READS`] but a completion's `prompt` (its token ids may be what made a body
+/// too large for a tree).
+fn check_in(
+    route: Route,
+    level: Level,
+    body: &[u8],
+    canonical: bool,
+    arena: &Bump,
+) -> Result<(RequestMeta, Option<Vec<u8>>), Refused> {
+    // Lenient reads a few members: the rest of the body is only checked, not built.
+    let reads: &[&str] = match route {
+        Route::Responses => &LENIENT_READS,
+        _ => &LENIENT_READS[..2],
+    };
+    let root = match level {
+        Level::Lenient => json::parse_members(body, reads, arena),
+        _ => json::parse(body, arena),
+    }
+    .map_err(|e| match e {
+        json::Failure::Json(e) => Refused::Invalid(InvalidRequest::new(
+            "",
+            format!("request body is not valid JSON: {e}"),
+        )),
+        json::Failure::TooManyValues => Refused::TooManyValues,
+    })?;
     let Node::Obj(fields) = &root else {
         return Err(InvalidRequest::new(
             "",
             format!("request body must be a JSON object, got {}", root.kind()),
-        ));
+        )
+        .into());
     };
 
     let model = model(route, &root)?;
@@ -119,8 +181,8 @@ pub(crate) fn check(
 }
 
 /// The top-level members [`validate`] reads at [`Level::Lenient`]: [`model`]'s and the
-/// stream flag.
-const LENIENT_READS: [&str; 3] = ["model", "prompt", "stream"];
+/// stream flag, and for the Responses API the `prompt` template that may name the model.
+const LENIENT_READS: [&str; 3] = ["model", "stream", "prompt"];
 
 /// `model`, at every level: a non-empty string. The Responses API alone lets a stored prompt
 /// template (`prompt`) name the model, so there a missing `model` beside a `prompt` passes and

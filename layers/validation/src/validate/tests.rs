@@ -1751,3 +1751,51 @@ fn quoted_cuts_long_values_on_char_boundaries() {
     assert_eq!(key_path("x\n"), r#"["x\n"]"#);
     assert_eq!(quoted("\u{1}"), r#""\u0001""#);
 }
+
+/// A body of more values than a tree holds is checked as `lenient` checks it at every level
+/// (its rules unchecked, no canonical form), instead of a tree ~27 times its size; only a
+/// `model` or `stream` that holds the values is refused.
+#[test]
+fn too_many_values_for_a_tree_are_checked_as_lenient() {
+    let many = |n: usize| format!("[{}0]", "0,".repeat(n - 1));
+    let over = json::MAX_VALUES + 1;
+    // Wrong where moderate looks (`metadata` is an object), but past the budget: lenient.
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"metadata":{}}}"#,
+        many(over)
+    );
+    for level in LEVELS {
+        let (meta, canonical) = check(Route::ChatCompletions, level, body.as_bytes(), true)
+            .unwrap_or_else(|e| panic!("{level}: {e}"));
+        assert_eq!(meta.model.as_deref(), Some("m"));
+        assert_eq!(canonical, None);
+    }
+    // Under the budget the same mistake is the moderate rule's.
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"metadata":{}}}"#,
+        many(1000)
+    );
+    let e = validate(Route::ChatCompletions, Level::Moderate, body.as_bytes()).unwrap_err();
+    assert_eq!(e.field, "metadata");
+    // A completion's prompt of token ids past the budget: its model and stream flag read.
+    let body = format!(
+        r#"{{"model":"gpt-3.5-turbo-instruct","prompt":{},"stream":true}}"#,
+        many(over)
+    );
+    let meta = validate(Route::Completions, Level::Strict, body.as_bytes()).unwrap();
+    assert_eq!(meta.model.as_deref(), Some("gpt-3.5-turbo-instruct"));
+    assert!(meta.stream);
+    // Still JSON that is checked: a mistake after the budget ran out is found by the second walk.
+    let body = format!(
+        r#"{{"model":"m","messages":[],"x":{},"y":[1,]}}"#,
+        many(over)
+    );
+    let e = validate(Route::ChatCompletions, Level::Moderate, body.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("not valid JSON"), "{e}");
+    // The values in `model` itself: refused, saying why.
+    let body = format!(r#"{{"model":{},"messages":[]}}"#, many(over));
+    for level in LEVELS {
+        let e = validate(Route::ChatCompletions, level, body.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("more than 262144 values"), "{e}");
+    }
+}
