@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{future::Either, FutureExt as _, TryFutureExt as _};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use portcullis_core::{body::collect_limited, future::BoxResponseFuture, RequestMeta};
+use portcullis_core::{body::collect_limited, future::BoxResponseFuture, json_skim, RequestMeta};
 use portcullis_loop_detection::LoopDetectionOff;
 use serde_json::Value;
 use tower::{BoxError, Service, ServiceExt};
@@ -154,6 +154,15 @@ fn decide<ReqB: From<Bytes>, ResB>(
     let prefix = shared.config.prefix.as_str();
     // Most requests carry no command and their session no settings: they go on unparsed.
     if settings.is_none() && !shared.look.may_contain(&bytes) {
+        return on(parts, bytes);
+    }
+    // A tree of a body of millions of values (token ids, or an attack on memory) would take
+    // 30 times its size: such a body is no chat with a command, and goes on as it came.
+    if json_skim::more_values_than(&bytes, json_skim::MAX_VALUES) {
+        tracing::debug!(
+            max_values = json_skim::MAX_VALUES,
+            "request body has too many values to read for commands; sent on"
+        );
         return on(parts, bytes);
     }
     let json = match serde_json::from_slice::<Value>(&bytes) {

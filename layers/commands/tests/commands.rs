@@ -540,3 +540,24 @@ async fn the_inner_service_is_readied_only_when_forwarding() {
     let resp = pending.await.unwrap();
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
 }
+
+/// A body of more values than a layer builds a tree of is sent on unread (a
+/// `serde_json::Value` of five million values is ~300 MB): its command is not run.
+#[tokio::test]
+async fn a_body_of_too_many_values_is_sent_on_unread() {
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    let (svc, _, seen) = stack(Config::default());
+    for n in [1000, max + 1] {
+        let mut body = Shape::Chat.body("!/show", false);
+        body["metadata"] = Value::Array(vec![json!(0); n]);
+        let (_, answer) = send(&svc, request(Shape::Chat, &body, "k", None)).await;
+        let upstream = answer == r#"{"upstream":true}"#;
+        assert_eq!(
+            upstream,
+            n > max,
+            "{n} values: {}",
+            &answer[..answer.len().min(80)]
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -155,6 +155,50 @@ pub fn short_escape(after_backslash: u8) -> Option<char> {
     })
 }
 
+/// The most values (array items and object members, at any depth) a layer builds a tree of
+/// from a request: far above what a provider serves but a body of token ids (OpenAI caps a
+/// request at 300,000 tokens), and a few MB of any tree. A 10 MB body can hold five million
+/// values (`0,0,0,…`), and a tree of them takes 25–30 times the body's size.
+pub const MAX_VALUES: usize = 1 << 18;
+
+/// Whether the JSON text `b` holds more than `n` values (array items and object members at
+/// any depth; the document itself not counted): the commas outside strings and the
+/// containers that are not empty, counted until there are more than `n`. For a caller about
+/// to build a tree of a body (`serde_json::Value`, whose nodes are 32 bytes or more), which
+/// can say no first. Text that is not JSON gets some count; the parse after it says what is
+/// wrong.
+///
+/// ```
+/// use portcullis_core::json_skim::more_values_than;
+///
+/// let b = br#"{"model":"m","input":[1,2,3],"x":{},"s":"a,b,[c"}"#;
+/// assert!(!more_values_than(b, 7)); // four members, three items
+/// assert!(more_values_than(b, 6));
+/// ```
+pub fn more_values_than(b: &[u8], n: usize) -> bool {
+    let mut count = 0usize;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => match string_end::<false>(b, i) {
+                Some(end) => {
+                    i = end;
+                    continue;
+                }
+                None => return false,
+            },
+            b',' => count += 1,
+            b'[' | b'{' if !matches!(b.get(ws(b, i + 1)), Some(b']' | b'}')) => count += 1,
+            _ => {}
+        }
+        if count > n {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The index just past the string whose opening quote is at `i` (`None`: it does not end).
 /// `NO_ESCAPES`: also `None` for a string with an escape in it (a key serde would unescape
 /// before matching it).
@@ -292,6 +336,38 @@ pub fn object_reading<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The values of a document as serde reads it: items and members at any depth.
+    fn values(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => a.len() + a.iter().map(values).sum::<usize>(),
+            serde_json::Value::Object(o) => o.len() + o.values().map(values).sum::<usize>(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn more_values_than_counts_what_serde_reads() {
+        for doc in [
+            &br#"{}"#[..],
+            br#"[]"#,
+            br#"0"#,
+            br#" [ ] "#,
+            br#"[{},[],{ },[ ]]"#,
+            br#"{"a":[1,2,{"b":[3,{"c":"d,e[f{"}]}],"g":"\",[{"}"#,
+            br#"{"k,":"v\\","[":{"}":[]}}"#,
+            b"[\n 1 ,\n [ 2 , 3 ] ,{\"x\" : null}\n]",
+        ] {
+            let n = values(&serde_json::from_slice(doc).unwrap());
+            let text = String::from_utf8_lossy(doc);
+            assert!(!more_values_than(doc, n), "{text}: {n}");
+            if n > 0 {
+                assert!(more_values_than(doc, n - 1), "{text}: {n}");
+            }
+        }
+        // A string that does not end: no count past it.
+        assert!(!more_values_than(br#"[1,"2,3,4,5,6"#, 2));
+    }
 
     #[test]
     fn string_stop_finds_the_first_stop_in_every_position() {

@@ -112,6 +112,16 @@ pub fn translate_request(
         message: e.to_string(),
     };
     let mut plan = Plan::new(client, upstream);
+    // The shapes are read into trees (unknown fields as `serde_json::Value`, 32 bytes a value
+    // or more): a body of millions of values (a 10 MB one holds five million) is refused
+    // before it takes 30 times its size. No chat a provider serves comes near the bound.
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    if client != upstream && portcullis_core::json_skim::more_values_than(body, max) {
+        return Err(TranslateError::InvalidRequest {
+            format: client,
+            message: format!("more than {max} JSON values, too many to translate"),
+        });
+    }
     let out = match (client, upstream) {
         (Format::ChatCompletions, Format::Messages) => {
             let req: ChatRequest = serde_json::from_slice(body).map_err(invalid)?;

@@ -308,6 +308,38 @@ async fn refusals_never_reach_the_upstream() {
     assert_eq!(e.to_string(), "n cannot be translated to the anthropic messages API: Anthropic gives one choice per request");
     assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_request"));
 
+    // A body of more values than a tree is built of (unknown fields are read as `Value`s):
+    // refused before it is read, naming the bound; one value fewer is translated.
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    let many = |n: usize| {
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"ids": vec![0; n - 7]}})
+    };
+    // (Bounded: a request that got through would wait for the mock forever.)
+    let call = svc
+        .clone()
+        .oneshot(post("/v1/chat/completions", many(max + 1)));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("refused, not sent")
+        .unwrap_err();
+    let e = portcullis_core::error::find_in_chain::<TranslateError>(&*err).unwrap();
+    assert!(
+        e.to_string().contains("more than 262144 JSON values"),
+        "{e}"
+    );
+    assert_eq!(e.status().as_u16(), 400);
+    let (bytes, _) = portcullis_translate::translate_request(
+        portcullis_translate::Format::ChatCompletions,
+        portcullis_translate::Format::Messages,
+        many(max).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap()["model"],
+        "m"
+    );
+
     let err = svc
         .oneshot(post("/v1/chat/completions", json!({"model": 5})))
         .await

@@ -384,10 +384,9 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
     portcullis_core::json_skim::key_order(a.as_bytes(), b.as_bytes())
 }
 
-/// The most values (array items and object members, at any depth) a tree holds: far above a
-/// request that any provider serves but a body of token ids (OpenAI caps a request's inputs at
-/// 300,000 tokens), and ~6 MB of nodes. See the [module](self) for why.
-pub(crate) const MAX_VALUES: usize = 1 << 18;
+/// The most values (array items and object members, at any depth) a tree holds
+/// ([`portcullis_core::json_skim::MAX_VALUES`]): ~6 MB of nodes. See the [module](self) for why.
+pub(crate) const MAX_VALUES: usize = portcullis_core::json_skim::MAX_VALUES;
 
 /// Why [`parse`] gave no tree.
 #[derive(Debug)]
