@@ -23,6 +23,7 @@ use portcullis_core::{
     body::collect_limited,
     error::find_in_chain,
     headers::{int_value, X_PORTCULLIS_ATTEMPTS, X_PORTCULLIS_UPSTREAM},
+    json_skim,
     pattern::{ModelPattern, PatternSet},
     Attempts, CircuitOpen, RequestMeta, RouteInfo, UserId,
 };
@@ -283,11 +284,27 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, serde_json::Erro
 /// The body sent upstream: `model` replaced when given, `params` merged in under the client's
 /// own values (objects key by key, so `thinking = { budget_tokens = 4096 }` fills in what the
 /// client's `thinking` lacks). One parse and one write whatever is changed.
+///
+/// A model alone is written in place of the body's (the rest of it kept byte for byte) where
+/// the skim finds one `model` member at the top; otherwise the body is read into a `Value`, but
+/// not a body of more than `json_skim::MAX_VALUES` values (a `Value` of five million of them,
+/// a 10 MB body's worth, takes ~300 MB).
 pub fn prepare_body(
     body: &[u8],
     model: Option<&str>,
     params: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Bytes, serde_json::Error> {
+    if let (Some(model), None) = (model, params) {
+        if let Some(spliced) = splice_model(body, model) {
+            return Ok(spliced);
+        }
+    }
+    if json_skim::more_values_than(body, json_skim::MAX_VALUES) {
+        return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+            "more than {} JSON values, too many to rewrite",
+            json_skim::MAX_VALUES
+        )));
+    }
     let mut v: serde_json::Value = serde_json::from_slice(body)?;
     if let Some(obj) = v.as_object_mut() {
         if let Some(model) = model {
@@ -298,6 +315,35 @@ pub fn prepare_body(
         }
     }
     Ok(Bytes::from(serde_json::to_vec(&v)?))
+}
+
+/// `body` with the value of its one top-level `model` member replaced by `model` (a JSON
+/// string), the rest as it came; `None` where the skim cannot say (not an object, a key with
+/// an escape, no `model` or more than one), and the caller parses.
+fn splice_model(body: &[u8], model: &str) -> Option<Bytes> {
+    let start = json_skim::ws(body, 0);
+    if body.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut found = SmallVec::<[(usize, usize); 1]>::new();
+    let end = json_skim::object_reading(body, start, |key, from| {
+        let to = json_skim::skip_value(body, from)?;
+        if key == b"model" {
+            found.push((from, to));
+        }
+        Some(to)
+    })?;
+    let [(from, to)] = found[..] else {
+        return None;
+    };
+    if json_skim::ws(body, end) != body.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + model.len() + 2);
+    out.extend_from_slice(body.get(..from)?);
+    portcullis_core::json_escape::write_str(&mut out, model);
+    out.extend_from_slice(body.get(to..)?);
+    Some(Bytes::from(out))
 }
 
 fn merge_defaults(
@@ -745,6 +791,40 @@ mod tests {
             v["metadata"],
             serde_json::json!({"tag": "x", "user_id": "u1"})
         );
+    }
+
+    /// A model alone is written in place: the rest of the body byte for byte (spaces, order,
+    /// escapes), the model escaped; where the skim cannot say, the body is parsed as before.
+    #[test]
+    fn a_model_alone_is_written_in_place() {
+        let body = br#" { "messages" : [{"role":"user","content":"a\u00e9\n"}], "model" : "a" , "z":1.50 } "#;
+        let b = rewrite_model(body, "b\"q").unwrap();
+        let want = br#" { "messages" : [{"role":"user","content":"a\u00e9\n"}], "model" : "b\"q" , "z":1.50 } "#;
+        assert_eq!(&b[..], &want[..], "{}", String::from_utf8_lossy(&b));
+        // Parsed: two models, an escaped key, none, not an object.
+        for body in [
+            &br#"{"model":"a","model":"c","x":1}"#[..],
+            br#"{"mod\u0065l":"a","x":1}"#,
+            br#"{"x":1}"#,
+        ] {
+            let b = rewrite_model(body, "b").unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["model"], "b", "{}", String::from_utf8_lossy(body));
+            assert_eq!(v["x"], 1);
+        }
+        assert!(rewrite_model(b"[1]", "b").is_ok());
+        // A body of more values than a tree is built of: written in place when it can be,
+        // refused when it would have to be parsed.
+        let many = format!(
+            r#"{{"model":"a","input":[{}0]}}"#,
+            "0,".repeat(json_skim::MAX_VALUES)
+        );
+        let b = rewrite_model(many.as_bytes(), "b").unwrap();
+        assert_eq!(&b[..13], br#"{"model":"b","#);
+        assert_eq!(b.len(), many.len());
+        let params = serde_json::json!({"temperature": 0.2});
+        let e = prepare_body(many.as_bytes(), Some("b"), params.as_object()).unwrap_err();
+        assert!(e.to_string().contains("too many to rewrite"), "{e}");
     }
 
     #[test]
