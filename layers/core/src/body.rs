@@ -13,7 +13,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
@@ -49,8 +49,8 @@ where
     if body.size_hint().lower() > limit as u64 {
         return Err(CollectError::TooLarge { limit });
     }
-    let mut acc = Accumulator::expecting(body.size_hint().lower());
     let mut body = std::pin::pin!(body);
+    let mut acc = Accumulator::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
         let Ok(mut data) = frame.into_data() else {
@@ -136,7 +136,7 @@ where
             rest: body,
         });
     }
-    let mut acc = Accumulator::expecting(body.size_hint().lower());
+    let mut acc = Accumulator::default();
     if read_into(&mut acc, &mut body, limit).await? {
         Ok(Collected::Complete(acc.finish()))
     } else {
@@ -172,28 +172,14 @@ where
 }
 
 /// Chunks read so far. One chunk, the common case, is kept as it came, without a copy.
-///
-/// More chunks are copied into one buffer that doubles as they come, but never past the size
-/// the body declared (`Content-Length`, by its size hint): a 10 MB upload used to end in a
-/// 16 MB buffer, made while the 8 MB one was still held. The buffer grows only with what
-/// arrived (at most twice it), so a client that declares much and sends little holds little.
 #[derive(Default)]
 struct Accumulator {
     first: Option<Bytes>,
-    buf: Option<Vec<u8>>,
+    buf: Option<BytesMut>,
     len: usize,
-    /// The size the body declared (0: none).
-    expected: usize,
 }
 
 impl Accumulator {
-    fn expecting(declared: u64) -> Self {
-        Self {
-            expected: usize::try_from(declared).unwrap_or(0),
-            ..Self::default()
-        }
-    }
-
     fn push(&mut self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
@@ -202,41 +188,23 @@ impl Accumulator {
         match (&mut self.first, &mut self.buf) {
             (None, None) => self.first = Some(chunk),
             (Some(f), None) => {
-                let mut b = Vec::new();
-                room(&mut b, f.len() + chunk.len(), self.expected);
+                let mut b = BytesMut::with_capacity(f.len() + chunk.len());
                 b.extend_from_slice(f);
                 b.extend_from_slice(&chunk);
                 self.first = None;
                 self.buf = Some(b);
             }
-            (_, Some(b)) => {
-                room(b, b.len() + chunk.len(), self.expected);
-                b.extend_from_slice(&chunk);
-            }
+            (_, Some(b)) => b.extend_from_slice(&chunk),
         }
     }
 
     fn finish(self) -> Bytes {
         match (self.first, self.buf) {
-            (_, Some(b)) => Bytes::from(b),
+            (_, Some(b)) => b.freeze(),
             (Some(f), None) => f,
             (None, None) => Bytes::new(),
         }
     }
-}
-
-/// Room in `b` for `needed` bytes: twice its capacity (at least `needed`), but no more than
-/// `expected` when that holds `needed`.
-fn room(b: &mut Vec<u8>, needed: usize, expected: usize) {
-    if needed <= b.capacity() {
-        return;
-    }
-    let doubled = b.capacity().saturating_mul(2).max(needed);
-    let target = match expected >= needed {
-        true => doubled.min(expected),
-        false => doubled,
-    };
-    b.reserve_exact(target.saturating_sub(b.len()));
 }
 
 pin_project! {
@@ -311,32 +279,6 @@ where
 mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
-
-    /// Chunks copied into one buffer: doubling, but never past the declared size, and never
-    /// more than twice what arrived whatever was declared.
-    #[test]
-    fn the_buffer_stops_at_the_declared_size() {
-        let capacity = |declared: u64, chunks: usize, size: usize| {
-            let mut acc = Accumulator::expecting(declared);
-            for _ in 0..chunks {
-                acc.push(Bytes::from(vec![7u8; size]));
-            }
-            let cap = acc.buf.as_ref().map_or(0, Vec::capacity);
-            let whole = acc.finish();
-            assert_eq!(whole.len(), chunks * size);
-            assert!(whole.iter().all(|&b| b == 7));
-            cap
-        };
-        assert_eq!(capacity(10_000, 10, 1_000), 10_000);
-        assert_eq!(capacity(0, 10, 1_000), 16_000, "undeclared: doubling");
-        // Declared less than came (a size hint is only a hint): doubling past it.
-        assert_eq!(capacity(3_000, 10, 1_000), 12_000);
-        // Declared ten million, sent twenty bytes: twenty bytes of room.
-        assert_eq!(capacity(10_000_000, 2, 10), 20);
-        assert!(capacity(10_000_000, 3, 10) <= 40);
-        // One chunk: no buffer at all.
-        assert_eq!(capacity(1_000, 1, 1_000), 0);
-    }
 
     type Chunk = Result<Frame<Bytes>, std::convert::Infallible>;
 
