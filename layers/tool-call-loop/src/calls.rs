@@ -131,8 +131,14 @@ pub(crate) fn json_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
     }
 }
 
-/// [`json_calls`] by parsing the whole answer.
+/// [`json_calls`] by parsing the whole answer; not an answer of more values than a tree is
+/// built of (`json_skim::MAX_VALUES`: a `Value` of a 10 MB answer of `0,0,0,…` is ~300 MB),
+/// which no model writes: nothing is recorded for it.
 fn parsed_calls(api: Api, body: &[u8]) -> Option<Vec<ToolCall>> {
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    if portcullis_core::json_skim::more_values_than(body, max) {
+        return None;
+    }
     let v: Value = serde_json::from_slice(body).ok()?;
     let mut calls = Vec::new();
     match api {
@@ -581,6 +587,27 @@ mod tests {
         assert!(plainly_without_calls(Api::ChatCompletions, bodies[0].1).is_some());
         assert!(plainly_without_calls(Api::ChatCompletions, bodies[4].1).is_none());
         assert_eq!(json_calls(Api::ChatCompletions, bodies[5].1), None);
+    }
+
+    /// An answer of more values than a tree is built of is not parsed: no calls recorded. One
+    /// value fewer, and its call is found.
+    #[test]
+    fn an_answer_of_too_many_values_is_not_parsed() {
+        let max = portcullis_core::json_skim::MAX_VALUES;
+        // Members and items: choices, its item, message, tool_calls, its item, and the call's
+        // id, type, function, name, arguments: 10; the rest in `ids`, with its own member.
+        let answer = |n: usize| {
+            format!(
+                r#"{{"choices":[{{"message":{{"tool_calls":[{{"id":"c","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]}}}}],"ids":[{}0]}}"#,
+                "0,".repeat(n - 12)
+            )
+        };
+        let calls = json_calls(Api::ChatCompletions, answer(max).as_bytes());
+        assert_eq!(calls.map(|c| c.len()), Some(1));
+        assert_eq!(
+            json_calls(Api::ChatCompletions, answer(max + 1).as_bytes()),
+            None
+        );
     }
 
     #[test]
