@@ -598,6 +598,16 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
         format: plan.upstream,
         message: e.to_string(),
     };
+    // Unknown fields ride along as `Value`s: an answer of millions of values (no model writes
+    // one) is refused before it takes 30 times its size.
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    if plan.upstream != Format::Responses && portcullis_core::json_skim::more_values_than(body, max)
+    {
+        return Err(TranslateError::InvalidUpstream {
+            format: plan.upstream,
+            message: format!("more than {max} JSON values, too many to translate"),
+        });
+    }
     let reply = match plan.upstream {
         Format::ChatCompletions => {
             Reply::from_chat(serde_json::from_slice(body).map_err(invalid)?)?

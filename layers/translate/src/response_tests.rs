@@ -206,3 +206,27 @@ fn translate_response_on_bytes() {
         Err(TranslateError::InvalidUpstream { .. })
     ));
 }
+
+/// An answer of more values than a tree is built of is refused, naming the bound; with one
+/// value fewer it is translated.
+#[test]
+fn an_answer_of_too_many_values_is_refused() {
+    let plan = Plan::new(Format::Messages, Format::ChatCompletions);
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    // The answer's own values: id, object, created, model, choices, its item, index, message,
+    // role, content, finish_reason, and `logprobs_ids`: 12; the rest its items.
+    let answer = |n: usize| {
+        format!(
+            r#"{{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"logprobs_ids":[{}0]}}"#,
+            "0,".repeat(n - 13)
+        )
+    };
+    let out = translate_response(&plan, answer(max).as_bytes()).unwrap();
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["content"], json!([{"type": "text", "text": "hi"}]));
+    let e = translate_response(&plan, answer(max + 1).as_bytes()).unwrap_err();
+    assert!(
+        e.to_string().contains("more than 262144 JSON values"),
+        "{e}"
+    );
+}
