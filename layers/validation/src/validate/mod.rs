@@ -90,6 +90,12 @@ pub(crate) fn check(
             );
             check_in(route, Level::Lenient, body, false, &Bump::new()).map_err(|e| match e {
                 Refused::Invalid(e) => e,
+                // A document that is no object is built whole: an array of them.
+                Refused::TooManyValues
+                    if body.get(portcullis_core::json_skim::ws(body, 0)) == Some(&b'[') =>
+                {
+                    InvalidRequest::new("", "request body must be a JSON object, got an array")
+                }
                 // Only `model` and `stream` (and a Responses `prompt`) were built: one of
                 // them holds the values, and none of them can.
                 Refused::TooManyValues => InvalidRequest::new(

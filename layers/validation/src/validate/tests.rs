@@ -1792,6 +1792,17 @@ fn too_many_values_for_a_tree_are_checked_as_lenient() {
     );
     let e = validate(Route::ChatCompletions, Level::Moderate, body.as_bytes()).unwrap_err();
     assert!(e.to_string().contains("not valid JSON"), "{e}");
+    // An array of them at the top: no object, as under the budget.
+    let e = validate(
+        Route::ChatCompletions,
+        Level::Lenient,
+        many(over).as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "request body must be a JSON object, got an array"
+    );
     // The values in `model` itself: refused, saying why.
     let body = format!(r#"{{"model":{},"messages":[]}}"#, many(over));
     for level in LEVELS {
