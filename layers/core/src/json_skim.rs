@@ -494,6 +494,22 @@ mod tests {
             proptest::prop_assert!(ws(&b, at) <= b.len());
         }
 
+        /// The count of any valid JSON value, written compact or pretty, is serde's: not more
+        /// than its values, more than one fewer.
+        #[test]
+        fn more_values_than_is_serdes_count(value in json_value(), pretty in proptest::bool::ANY) {
+            let v: serde_json::Value = serde_json::from_str(&value).unwrap();
+            let text = match pretty {
+                true => serde_json::to_string_pretty(&v).unwrap(),
+                false => value,
+            };
+            let n = values(&v);
+            proptest::prop_assert!(!more_values_than(text.as_bytes(), n), "{} {}", text, n);
+            if n > 0 {
+                proptest::prop_assert!(more_values_than(text.as_bytes(), n - 1), "{} {}", text, n);
+            }
+        }
+
         /// Any valid JSON value is stepped over to its exact end, whatever follows it.
         #[test]
         fn skip_value_ends_where_serde_ends(value in json_value(), tail in "[ ,}\\]]{0,2}") {
