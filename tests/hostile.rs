@@ -365,3 +365,46 @@ async fn identical_streams_coalesced_or_not_each_end_with_the_error_event_when_t
         );
     }
 }
+
+/// A body of more JSON values than a layer builds a tree of (262,144: token ids, or an attack
+/// on memory, a 10 MB body of `0,0,…` made a ~270 MB tree) goes through every layer whole,
+/// without one: validation checks it as `lenient` does (the mistyped `max_tokens` that a
+/// small body is refused for is the provider's to judge), the commands layer sends it on
+/// unread, the router writes the model rewrite in place.
+#[tokio::test]
+async fn a_body_of_too_many_values_goes_through_whole() {
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        r#"
+[[upstreams]]
+name = "mock"
+base_url = "{}"
+auth = "passthrough"
+
+[[models]]
+name = "*"
+upstream = "mock"
+model = "gpt-4o-2024-08-06"
+
+[dedup]
+enabled = true
+
+[commands]
+enabled = true
+"#,
+        mock.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let body = |n: usize| {
+        serde_json::json!({"model": "m", "max_tokens": "ten", "x": vec![7; n],
+            "messages": [{"role": "user", "content": "!/show"}]})
+    };
+    let small = post_json(&gw.url("/v1/chat/completions"), &body(10), &[]).await;
+    assert_eq!(small.status, 400, "{:?}", small.body);
+    let r = post_json(&gw.url("/v1/chat/completions"), &body(300_000), &[]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let sent = mock.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["model"], "gpt-4o-2024-08-06");
+    assert_eq!(sent["x"].as_array().map(Vec::len), Some(300_000));
+    assert_eq!(sent["messages"], body(1)["messages"]);
+}
