@@ -373,16 +373,10 @@ async fn identical_streams_coalesced_or_not_each_end_with_the_error_event_when_t
 /// unread, the router writes the model rewrite in place.
 #[tokio::test]
 async fn a_body_of_too_many_values_goes_through_whole() {
-    let mock = MockUpstream::start().await.unwrap();
-    let toml = format!(
+    let (mock, gw) = gateway(
         r#"
-[[upstreams]]
-name = "mock"
-base_url = "{}"
-auth = "passthrough"
-
 [[models]]
-name = "*"
+name = "m"
 upstream = "mock"
 model = "gpt-4o-2024-08-06"
 
@@ -392,9 +386,8 @@ enabled = true
 [commands]
 enabled = true
 "#,
-        mock.url()
-    );
-    let gw = TestGateway::start(&toml).await;
+    )
+    .await;
     let body = |n: usize| {
         serde_json::json!({"model": "m", "max_tokens": "ten", "x": vec![7; n],
             "messages": [{"role": "user", "content": "!/show"}]})
