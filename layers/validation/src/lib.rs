@@ -18,6 +18,11 @@
 //! | `moderate` (default) | also what no version of the route's API accepts: missing or mistyped `messages` / `input` (embeddings) / Anthropic `max_tokens` (not on count_tokens), messages that are not objects or lack a string `role`, content that is neither a string nor an array of objects with a string `type`, and wrong JSON types of documented fields (`max_tokens` a string, `tools` not an array of objects, `stream` not a boolean...). New roles, block and item types and top-level fields pass |
 //! | `strict` | also the enumerations (roles, content block / part / input item / tool types, known values such as `reasoning_effort`), numeric ranges and integer-ness, non-empty lists, per-role required fields (`tool_call_id`, `content`...), and rejects top-level fields the API does not define (and duplicate keys), naming them |
 //!
+//! A body of more JSON values than a tree holds (262,144 array items and object members,
+//! [`portcullis_core::json_skim::MAX_VALUES`]; only token ids come near it, and a tree of a
+//! 10 MB body of `0,0,0,…` would take ~270 MB) is checked as `lenient` checks it, whatever the
+//! level: the rules above it are left to the provider.
+//!
 //! On `/v1/responses`, `model` may be left out when a `prompt` template is given (the stored
 //! prompt names the model); the request then carries no model in its `RequestMeta`. `input`
 //! is optional there (`previous_response_id`, `conversation` or `prompt` can carry it). On
