@@ -497,7 +497,7 @@ fn by_serde<'a, S: DeserializeSeed<'a, Value = Node<'a>>>(
     }
 }
 
-/// The values serde may still build.
+/// The values a tree may still hold, for the walk and for serde's reading alike.
 struct Budget {
     left: Cell<usize>,
     /// Set when a value was refused for want of budget.
@@ -512,16 +512,27 @@ impl Budget {
         }
     }
 
-    fn spend<E: de::Error>(&self) -> Result<(), E> {
+    /// One value more, if there is room; `false` (and [`Budget::spent`] set) once there is
+    /// none.
+    #[inline(always)]
+    fn take(&self) -> bool {
         match self.left.get().checked_sub(1) {
             Some(left) => {
                 self.left.set(left);
-                Ok(())
+                true
             }
             None => {
                 self.spent.set(true);
-                Err(E::custom("too many values"))
+                false
             }
+        }
+    }
+
+    /// [`Budget::take`] as serde's error.
+    fn spend<E: de::Error>(&self) -> Result<(), E> {
+        match self.take() {
+            true => Ok(()),
+            false => Err(E::custom("too many values")),
         }
     }
 }
@@ -542,7 +553,7 @@ mod fast {
     use bumpalo::{collections::String as BumpString, Bump};
     use portcullis_core::json_skim::{number_end, plain_integer, short_escape, string_stop, ws};
 
-    use super::{Node, Num, Text, TextInner};
+    use super::{Budget, Node, Num, Text, TextInner};
 
     /// Deeper than this, serde decides (its own limit is 127).
     pub(super) const MAX_DEPTH: u32 = 64;
@@ -590,9 +601,7 @@ mod fast {
         items: Vec<Node<'a>>,
         fields: Vec<(&'a str, Node<'a>)>,
         /// The values (items and members) it may still hold.
-        left: usize,
-        /// Whether the walk stopped because `left` ran out.
-        spent: bool,
+        budget: Budget,
     }
 
     impl<'a> Tree<'a> {
@@ -601,8 +610,7 @@ mod fast {
                 arena,
                 items: Vec::new(),
                 fields: Vec::new(),
-                left: budget,
-                spent: false,
+                budget: Budget::new(budget),
             }
         }
 
@@ -610,16 +618,7 @@ mod fast {
         /// no container grows past it).
         #[inline(always)]
         fn spend(&mut self) -> Option<()> {
-            match self.left.checked_sub(1) {
-                Some(left) => {
-                    self.left = left;
-                    Some(())
-                }
-                None => {
-                    self.spent = true;
-                    None
-                }
-            }
+            self.budget.take().then_some(())
         }
     }
 
@@ -633,7 +632,7 @@ mod fast {
 
     impl Stop {
         fn of(tree: &Tree<'_>) -> Self {
-            match tree.spent {
+            match tree.budget.spent.get() {
                 true => Stop::Budget,
                 false => Stop::Unsure,
             }
