@@ -52,6 +52,11 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Under a per-layer filter only the access events come here ([`takes`]); stacked
+        // beside the formatter under one filter, every event does.
+        if event.metadata().target() != json_log::ACCESS_TARGET {
+            return;
+        }
         json_log::send_line(&self.out, |line| {
             human_line(line, event, &ctx, Some(SystemTime::now()), self.ansi)
         });
@@ -284,6 +289,93 @@ mod tests {
             assert!(ours.contains("attempts=3"), "{ours}");
             assert!(!ours.contains("otel."), "{ours}");
         }
+    }
+
+    /// The lines `emit` makes through the gateway's pretty stack without an exporter (one
+    /// filter for `RUST_LOG` = `spec`, the formatter, [`AccessHumanLayer`] writing to a file):
+    /// (hand-written, formatter's), neither with colours, the hand-written without its time.
+    fn stacked(spec: &str, emit: impl FnOnce()) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let access = AccessHumanLayer {
+            out: LineWriter::start(
+                portcullis_core::lines::Sink::File(path.clone()),
+                16,
+                Box::new(|_| {}),
+            )
+            .unwrap(),
+            ansi: false,
+        };
+        let out = access.out.clone();
+        let (_, theirs) = crate::telemetry::test_buf::both(
+            |sink, _| {
+                tracing_subscriber::registry().with(crate::telemetry::pretty_stack(
+                    crate::telemetry::log_filter::LogFilter::from_spec(Some(spec)),
+                    fmt::layer()
+                        .compact()
+                        .fmt_fields(HumanFields)
+                        .with_ansi(false)
+                        .without_time()
+                        .with_writer(move || sink.clone()),
+                    access,
+                ))
+            },
+            emit,
+        );
+        out.flush_blocking(std::time::Duration::from_secs(5));
+        let written = std::fs::read_to_string(&path).unwrap_or_default();
+        // Each line starts with its time and a space.
+        let ours = written
+            .lines()
+            .map(|l| format!("{}\n", &l[l.find(' ').unwrap() + 1..]))
+            .collect();
+        (ours, theirs)
+    }
+
+    /// Under one filter, the access line is written once, by hand, as the formatter would
+    /// have written it (span names and fields included); every other event the filter lets
+    /// through is the formatter's, in its spans; what the filter refuses is nowhere.
+    #[test]
+    fn one_filter_each_line_once() {
+        let emit = || {
+            let request = tracing::info_span!("request", request_id = %"req-1");
+            let _r = request.enter();
+            tracing::warn!(target: "portcullis_retry", attempt = 2u32, "retrying");
+            tracing::debug!(target: "portcullis_retry", "not at info");
+            crate::telemetry::json_log::sample_line().emit();
+        };
+        let (ours, theirs) = stacked("info", emit);
+        assert_eq!(ours.lines().count(), 1, "{ours}");
+        assert!(
+            ours.starts_with(" INFO request: portcullis::access: request "),
+            "{ours}"
+        );
+        assert!(ours.trim_end().ends_with(" request_id=req-1"), "{ours}");
+        assert_eq!(theirs.lines().count(), 1, "{theirs}");
+        assert!(
+            theirs.contains(" WARN request: portcullis_retry: retrying attempt=2 request_id=req-1"),
+            "{theirs}"
+        );
+        // The formatter alone (a per-layer filter keeping the access lines out) writes the
+        // same access line.
+        let (_, alone) = both(false, emit);
+        assert!(alone.contains(&ours), "{alone}\n{ours}");
+        // `RUST_LOG=warn`: the access line (info) is gone too.
+        let (ours, theirs) = stacked("warn", emit);
+        assert_eq!((ours.as_str(), theirs.lines().count()), ("", 1), "{theirs}");
+    }
+
+    /// A directive scoped to a span still works through the filter: `RUST_LOG=warn,
+    /// [request]=debug` lets debug events through inside the request span only.
+    #[test]
+    fn scoped_directives_still_follow_spans() {
+        let (_, theirs) = stacked("warn,[request]=debug", || {
+            tracing::debug!(target: "portcullis_retry", "outside");
+            let request = tracing::info_span!("request", request_id = %"req-1");
+            request.in_scope(|| tracing::debug!(target: "portcullis_retry", "inside"));
+        });
+        assert!(theirs.contains("inside"), "{theirs}");
+        assert!(!theirs.contains("outside"), "{theirs}");
     }
 
     /// Over ASCII, `plain` says "unescaped" exactly where `Debug` writes the text back as it

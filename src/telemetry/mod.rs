@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod client;
 pub mod human_log;
 pub mod json_log;
+mod log_filter;
 pub mod metrics;
 pub mod propagation;
 
@@ -31,10 +32,11 @@ use tracing_subscriber::{
     fmt,
     layer::SubscriberExt,
     util::SubscriberInitExt,
-    EnvFilter, Layer,
+    Layer,
 };
 
 use crate::config::{LogFormat, TelemetryConfig};
+use log_filter::{LogFilter, SkipAccess};
 
 /// What reaches the OpenTelemetry layer, whatever `RUST_LOG` says: spans are the product here,
 /// not log noise. Layer decisions logged at debug by the layer crates (`portcullis_*`, matched
@@ -232,13 +234,16 @@ type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 /// A layer list, not `Option` layers: an absent `Option` layer counts as interested in
 /// everything, so spans nobody prints or exports were built anyway (measured: the request
 /// span, its attributes and every `instrument` on every request).
+///
+/// Pretty logs without an exporter are one stack under one global filter instead: the
+/// formatter and the access lines see the same spans, so per-layer filters only cost (each
+/// looked every span up in the registry on every enter and exit).
 fn layers(
     format: LogFormat,
     provider: Option<&SdkTracerProvider>,
     direct_access: bool,
 ) -> (Vec<BoxedLayer>, Option<portcullis_core::lines::LineWriter>) {
-    let log_filter =
-        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = LogFilter::from_env;
     let mut layers: Vec<BoxedLayer> = Vec::new();
     if let Some(provider) = provider {
         EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -283,24 +288,46 @@ fn layers(
             // The access lines are written by hand, off the request's thread (human_log),
             // the same lines the formatter writes; the other events go through it.
             let access = hand_written(direct_access, human_log::AccessHumanLayer::stdout);
-            let direct = access.is_some();
-            layers.push(Box::new(
-                fmt::layer()
-                    .compact()
-                    .fmt_fields(HumanFields)
-                    .with_filter(log_filter().and(filter_fn(move |m| {
-                        !(direct && m.is_event() && m.target() == json_log::ACCESS_TARGET)
-                    }))),
-            ));
-            if let Some(a) = access {
-                access_writer = Some(a.writer().clone());
-                layers.push(Box::new(
-                    a.with_filter(log_filter().and(filter_fn(human_log::takes))),
-                ));
+            let formatter = fmt::layer().compact().fmt_fields(HumanFields);
+            match (access, provider) {
+                (Some(a), None) => {
+                    access_writer = Some(a.writer().clone());
+                    layers.push(Box::new(pretty_stack(log_filter(), formatter, a)));
+                }
+                (Some(a), Some(_)) => {
+                    access_writer = Some(a.writer().clone());
+                    layers.push(Box::new(formatter.with_filter(log_filter().and(
+                        filter_fn(|m| !(m.is_event() && m.target() == json_log::ACCESS_TARGET)),
+                    ))));
+                    layers.push(Box::new(
+                        a.with_filter(log_filter().and(filter_fn(human_log::takes))),
+                    ));
+                }
+                (None, _) => layers.push(Box::new(formatter.with_filter(log_filter()))),
             }
         }
     }
     (layers, access_writer)
+}
+
+/// Pretty logs without an exporter: `filter` for everything (a global filter, no per-layer
+/// ones), then the formatter for every event but the access lines, then `access`, which
+/// writes those (and must leave the other events alone). Both see the same spans.
+fn pretty_stack<S, N, E, W, A>(
+    filter: LogFilter,
+    formatter: fmt::Layer<S, N, E, W>,
+    access: A,
+) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> fmt::FormatFields<'w> + 'static,
+    E: fmt::FormatEvent<S, N> + 'static,
+    W: for<'w> fmt::MakeWriter<'w> + 'static,
+    A: Layer<S>,
+{
+    filter
+        .and_then(formatter.map_event_format(SkipAccess))
+        .and_then(access)
 }
 
 /// The layer writing access lines by hand (`start` starts its writer thread) when `wanted`;
