@@ -171,7 +171,7 @@ impl HumanLine<'_> {
 
 /// Printable ASCII without a quote or a backslash: what `Debug` writes unescaped (checked
 /// a word at a time: no byte above 0x7e, none below 0x20, no `"` or `\`).
-fn plain(value: &str) -> bool {
+pub(super) fn plain(value: &str) -> bool {
     let b = value.as_bytes();
     value.is_ascii()
         && portcullis_core::json_skim::string_stop(b, 0) == b.len()
@@ -213,10 +213,30 @@ impl Visit for HumanLine<'_> {
         }
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.name(field) {
+            push_f64_debug(self.out, value);
+        }
+    }
+
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if self.name(field) {
             let _ = write!(self.out, "{value:?}");
         }
+    }
+}
+
+/// `value` as `Debug` writes it. Between 1e-4 and 1e14 (and zero) `Debug` writes the shortest
+/// decimal that reads back as `value`, with at least one digit after the point, as serde_json's
+/// float writer does (the latencies of the access line are there). Elsewhere `Debug` writes it:
+/// past 1e16 it turns to exponents, and from ~5.6e14 a double's exact decimal is short enough
+/// for two shortest candidates to tie, which the two writers break differently.
+pub(super) fn push_f64_debug(out: &mut String, value: f64) {
+    let magnitude = value.abs();
+    if value == 0.0 || (1e-4..1e14).contains(&magnitude) {
+        out.push_str(zmij::Buffer::new().format_finite(value));
+    } else {
+        let _ = write!(out, "{value:?}");
     }
 }
 
@@ -398,6 +418,44 @@ mod tests {
             assert!(!plain(s), "{s:?}");
         }
         assert!(plain(""));
+    }
+
+    /// Where `push_f64_debug` writes a float itself, its text is `Debug`'s, at the edges of
+    /// that range and on either side of them, and across it.
+    #[test]
+    fn floats_as_debug_writes_them() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1e-4,
+            9.999e-5,
+            1e-5,
+            1e14,
+            99_999_999_999_999.98,
+            1e16,
+            2.0,
+            1.952,
+            1e-7,
+            0.1,
+            1.0 / 3.0,
+            123_456.789,
+            5e-324,
+            f64::MAX,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        // Across the range and past it, every few bit patterns of the doubles.
+        let (lo, hi) = (1e-6f64.to_bits(), 1e18f64.to_bits());
+        values.extend(
+            (lo..hi)
+                .step_by(((hi - lo) / 200_000) as usize)
+                .map(f64::from_bits),
+        );
+        for v in values.iter().flat_map(|v| [*v, -*v]) {
+            let mut out = String::new();
+            push_f64_debug(&mut out, v);
+            assert_eq!(out, format!("{v:?}"), "{}", v.to_bits());
+        }
     }
 
     /// Every field type and level, outside any span.

@@ -370,27 +370,60 @@ struct HumanVisitor<'w> {
     result: std::fmt::Result,
 }
 
-impl tracing::field::Visit for HumanVisitor<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"));
-        } else {
-            self.record_debug(field, &value);
-        }
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+impl HumanVisitor<'_> {
+    /// Write the separator and `name=` (the message bare), then `value` with `write`;
+    /// nothing for an `otel.*` field or after an error. The pieces are written one by one:
+    /// one `write!` of them all went through `fmt` for each (~1k instructions a field).
+    fn field(
+        &mut self,
+        field: &tracing::field::Field,
+        value: impl FnOnce(&mut fmt::format::Writer<'_>) -> std::fmt::Result,
+    ) {
         let name = field.name();
         if self.result.is_err() || name.starts_with("otel.") {
             return;
         }
-        let sep = if self.first { "" } else { " " };
-        self.first = false;
-        self.result = if name == "message" {
-            write!(self.writer, "{sep}{value:?}")
-        } else {
-            write!(self.writer, "{sep}{name}={value:?}")
+        let w = &mut self.writer;
+        let mut head = || {
+            if !std::mem::replace(&mut self.first, false) {
+                w.write_char(' ')?;
+            }
+            if name != "message" {
+                w.write_str(name)?;
+                w.write_char('=')?;
+            }
+            Ok(())
         };
+        self.result = head().and_then(|()| value(w));
+    }
+}
+
+impl tracing::field::Visit for HumanVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.field(field, |w| w.write_str(value));
+        } else if human_log::plain(value) {
+            // What `Debug` writes for printable ASCII with nothing to escape.
+            self.field(field, |w| {
+                w.write_char('"')?;
+                w.write_str(value)?;
+                w.write_char('"')
+            });
+        } else {
+            self.field(field, |w| write!(w, "{value:?}"));
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.field(field, |w| write!(w, "{value:?}"));
     }
 }
 
@@ -510,6 +543,50 @@ mod tests {
         assert!(out.contains("request_id=\"r1\""), "{out}");
         assert!(out.contains("latency_ms=1.5"), "{out}");
         assert!(!out.contains("otel."), "{out}");
+    }
+
+    /// A span's fields as the pretty lines print them: each value as its `Debug` writes it
+    /// (texts quoted and escaped where they need it, the message bare), `otel.*` left out.
+    #[test]
+    fn pretty_span_fields_are_debug_values() {
+        let buf = test_buf::Buf::default();
+        let sink = buf.clone();
+        let sub = tracing_subscriber::registry().with(
+            fmt::layer()
+                .compact()
+                .with_ansi(false)
+                .without_time()
+                .fmt_fields(HumanFields)
+                .with_writer(move || sink.clone()),
+        );
+        let escaped = "tab\there \"quoted\" \u{1b}[31m é";
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!(
+                "request",
+                plain = "sk-plain_text",
+                escaped,
+                empty = "",
+                count = 42u64,
+                delta = -7i64,
+                flag = true,
+                ratio = 1.5f64,
+                shown = %"display text",
+                list = ?[1, 2],
+                otel.kind = "server",
+            );
+            span.in_scope(|| tracing::info!(n = 1u64, "hello {}", "there"));
+        });
+        let out = buf.text();
+        let want = format!(
+            " request: portcullis::telemetry::tests: hello there n=1 plain=\"sk-plain_text\" \
+             escaped={escaped:?} empty=\"\" count=42 delta=-7 flag=true ratio=1.5 \
+             shown=display text list=[1, 2]\n"
+        );
+        assert_eq!(
+            out.split_once("INFO").map(|(_, l)| l),
+            Some(want.as_str()),
+            "{out}"
+        );
     }
 
     #[test]
