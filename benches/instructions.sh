@@ -178,6 +178,16 @@ for v in $VARIANTS; do
       sed -e "s#@MOCK@#http://$MOCK#" benches/load-defaults.toml >"$tmp/defaults.toml"
       measure defaults $BIN/portcullis serve --config "$tmp/defaults.toml" --listen $TARGET ;;
     all) measure all $BIN/portcullis serve --config "$(without none)" --listen $TARGET ;;
+    traced) # every layer, spans exported over OTLP/HTTP to a sink that answers 200 to anything
+      python3 -c 'import http.server as h
+class S(h.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0))); self.send_response(200)
+        self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+h.HTTPServer(("127.0.0.1", 19503), S).serve_forever()' & pids+=($!)
+      cfg=$(without none); echo 'otlp_endpoint = "http://127.0.0.1:19503"' >>"$cfg"
+      measure traced $BIN/portcullis serve --config "$cfg" --listen $TARGET ;;
     no-*) measure "$v" $BIN/portcullis serve --config "$(without "${v#no-}")" --listen $TARGET ;;
   esac
 done

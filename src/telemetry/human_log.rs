@@ -52,8 +52,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // Under a per-layer filter only the access events come here ([`takes`]); stacked
-        // beside the formatter under one filter, every event does.
+        // Stacked beside the formatter under one filter, every event comes here.
         if event.metadata().target() != json_log::ACCESS_TARGET {
             return;
         }
@@ -61,12 +60,6 @@ where
             human_line(line, event, &ctx, Some(SystemTime::now()), self.ansi)
         });
     }
-}
-
-/// What [`AccessHumanLayer`] takes (besides the log filter): the access events, and the
-/// spans, whose names and fields it writes in front of and behind the event's.
-pub(super) fn takes(meta: &tracing::Metadata<'_>) -> bool {
-    meta.is_span() || meta.target() == json_log::ACCESS_TARGET
 }
 
 const DIM: &str = "\x1b[2m";
@@ -271,11 +264,7 @@ mod tests {
                             .without_time()
                             .with_writer(move || sink.clone()),
                     )
-                    // Filtered as the gateway filters it.
-                    .with(
-                        Capture(ours, ansi)
-                            .with_filter(tracing_subscriber::filter::filter_fn(takes)),
-                    )
+                    .with(Capture(ours, ansi))
             },
             emit,
         )
@@ -329,16 +318,19 @@ mod tests {
         let out = access.out.clone();
         let (_, theirs) = crate::telemetry::test_buf::both(
             |sink, _| {
-                tracing_subscriber::registry().with(crate::telemetry::pretty_stack(
-                    crate::telemetry::log_filter::LogFilter::from_spec(Some(spec)),
-                    fmt::layer()
-                        .compact()
-                        .fmt_fields(HumanFields)
-                        .with_ansi(false)
-                        .without_time()
-                        .with_writer(move || sink.clone()),
-                    access,
-                ))
+                tracing_subscriber::registry().with(
+                    crate::telemetry::log_filter::LogFilter::from_spec(Some(spec)).and_then(
+                        crate::telemetry::with_access(
+                            fmt::layer()
+                                .compact()
+                                .fmt_fields(HumanFields)
+                                .with_ansi(false)
+                                .without_time()
+                                .with_writer(move || sink.clone()),
+                            access,
+                        ),
+                    ),
+                )
             },
             emit,
         );

@@ -79,6 +79,10 @@ impl AccessJsonLayer {
 
 impl<S: Subscriber> Layer<S> for AccessJsonLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        // Stacked beside the formatter under one filter, every event comes here.
+        if event.metadata().target() != ACCESS_TARGET {
+            return;
+        }
         send_line(&self.out, |line| event_line(line, event, SystemTime::now()));
     }
 }
@@ -459,6 +463,51 @@ mod tests {
             },
             emit,
         )
+    }
+
+    /// The gateway's JSON logs as one stack under one filter (`RUST_LOG` = `info` and no
+    /// spans): the access line written once, by [`AccessJsonLayer`], the other events by the
+    /// formatter, nothing below the level; the spans around them are not taken.
+    #[test]
+    fn one_stack_writes_each_line_once() {
+        use tracing_subscriber::{filter::filter_fn, filter::FilterExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let access = AccessJsonLayer {
+            out: LineWriter::start(Sink::File(path.clone()), 16, Box::new(|_| {})).unwrap(),
+        };
+        let out = access.out.clone();
+        let (_, theirs) = crate::telemetry::test_buf::both(
+            |sink, _| {
+                let formatter = fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(move || sink.clone());
+                let filter = crate::telemetry::log_filter::LogFilter::from_spec(Some("info"))
+                    .and(filter_fn(|m| !m.is_span()));
+                tracing_subscriber::registry()
+                    .with(crate::telemetry::with_access(formatter, access).with_filter(filter))
+            },
+            || {
+                let span = tracing::info_span!("request", request_id = "r1");
+                let _e = span.enter();
+                tracing::warn!(target: "portcullis_retry", "retrying");
+                tracing::debug!(target: "portcullis_retry", "not at info");
+                sample_line().emit();
+            },
+        );
+        out.flush_blocking(std::time::Duration::from_secs(5));
+        let ours = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(ours.lines().count(), 1, "{ours}");
+        assert!(ours.contains(r#""target":"portcullis::access""#), "{ours}");
+        assert_eq!(theirs.lines().count(), 1, "{theirs}");
+        assert!(theirs.contains(r#""message":"retrying""#), "{theirs}");
+        assert!(
+            !theirs.contains("r1") && !ours.contains(r#""request_id":"r1""#),
+            "{theirs}{ours}"
+        );
     }
 
     /// The hand-written line has the same fields, values and order as tracing-subscriber's

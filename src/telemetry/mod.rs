@@ -257,67 +257,54 @@ fn layers(
                 .with_filter(otel_filter),
         ));
     }
-    let mut access_writer = None;
-    match format {
+    // The logs: the formatter, and beside it the layer that writes the access lines by hand,
+    // off the request's thread (json_log, human_log: the lines the formatter would write),
+    // which the formatter then leaves out. One stack under one filter either way: a filtered
+    // layer looks every span up in the registry at each enter and exit to ask its filter.
+    let (logs, access_writer): (BoxedLayer, _) = match format {
         LogFormat::Json => {
-            // The access lines are written by hand, off the request's thread (json_log);
-            // the other events go through the fmt formatter. JSON lines print no span, so
-            // the formatter takes none: without an exporter no layer wants spans at all,
-            // and the request span and every `instrument` cost next to nothing.
-            let access = hand_written(direct_access, json_log::AccessJsonLayer::stdout);
-            let direct = access.is_some();
-            layers.push(Box::new(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_filter(log_filter().and(filter_fn(move |m| {
-                        let access = direct && m.target() == json_log::ACCESS_TARGET;
-                        !m.is_span() && !access
-                    }))),
-            ));
-            if let Some(a) = access {
-                access_writer = Some(a.writer().clone());
-                layers.push(Box::new(a.with_filter(
-                    log_filter().and(filter_fn(|m| m.target() == json_log::ACCESS_TARGET)),
-                )));
+            let formatter = fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false);
+            match hand_written(direct_access, json_log::AccessJsonLayer::stdout) {
+                Some(a) => {
+                    let writer = a.writer().clone();
+                    (Box::new(with_access(formatter, a)), Some(writer))
+                }
+                None => (Box::new(formatter), None),
             }
         }
         LogFormat::Pretty => {
-            // The access lines are written by hand, off the request's thread (human_log),
-            // the same lines the formatter writes; the other events go through it.
-            let access = hand_written(direct_access, human_log::AccessHumanLayer::stdout);
             let formatter = fmt::layer().compact().fmt_fields(HumanFields);
-            match (access, provider) {
-                (Some(a), None) => {
-                    access_writer = Some(a.writer().clone());
-                    layers.push(Box::new(pretty_stack(log_filter(), formatter, a)));
+            match hand_written(direct_access, human_log::AccessHumanLayer::stdout) {
+                Some(a) => {
+                    let writer = a.writer().clone();
+                    (Box::new(with_access(formatter, a)), Some(writer))
                 }
-                (Some(a), Some(_)) => {
-                    access_writer = Some(a.writer().clone());
-                    layers.push(Box::new(formatter.with_filter(log_filter().and(
-                        filter_fn(|m| !(m.is_event() && m.target() == json_log::ACCESS_TARGET)),
-                    ))));
-                    layers.push(Box::new(
-                        a.with_filter(log_filter().and(filter_fn(human_log::takes))),
-                    ));
-                }
-                (None, _) => layers.push(Box::new(formatter.with_filter(log_filter()))),
+                None => (Box::new(formatter), None),
             }
         }
-    }
+    };
+    layers.push(match (format, provider) {
+        // JSON lines print no span, so the logs take none: without an exporter no layer wants
+        // spans at all, and the request span and every `instrument` cost next to nothing.
+        (LogFormat::Json, _) => {
+            Box::new(logs.with_filter(log_filter().and(filter_fn(|m| !m.is_span()))))
+        }
+        // Pretty lines print their spans. With nothing else taking spans, the logs' filter is
+        // the subscriber's own (no per-layer filter at all).
+        (LogFormat::Pretty, None) => Box::new(log_filter().and_then(logs)),
+        // The exporter takes spans whatever `RUST_LOG` says: the logs keep their own filter.
+        (LogFormat::Pretty, Some(_)) => Box::new(logs.with_filter(log_filter())),
+    });
     (layers, access_writer)
 }
 
-/// Pretty logs without an exporter: `filter` for everything (a global filter, no per-layer
-/// ones), then the formatter for every event but the access lines, then `access`, which
+/// The logs' stack: `formatter` for every event but the access lines, then `access`, which
 /// writes those (and must leave the other events alone). Both see the same spans.
-fn pretty_stack<S, N, E, W, A>(
-    filter: LogFilter,
-    formatter: fmt::Layer<S, N, E, W>,
-    access: A,
-) -> impl Layer<S>
+fn with_access<S, N, E, W, A>(formatter: fmt::Layer<S, N, E, W>, access: A) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     N: for<'w> fmt::FormatFields<'w> + 'static,
@@ -325,9 +312,7 @@ where
     W: for<'w> fmt::MakeWriter<'w> + 'static,
     A: Layer<S>,
 {
-    filter
-        .and_then(formatter.map_event_format(SkipAccess))
-        .and_then(access)
+    formatter.map_event_format(SkipAccess).and_then(access)
 }
 
 /// The layer writing access lines by hand (`start` starts its writer thread) when `wanted`;
