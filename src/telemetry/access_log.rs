@@ -29,7 +29,6 @@ use portcullis_core::{
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     json_log::AccessLine,
@@ -127,9 +126,9 @@ where
                 "network.protocol.version",
                 version_str(req.version()),
             ));
-            for kv in attrs {
-                span.set_attribute(kv.key, kv.value);
-            }
+            // After `continue_trace`: this starts the OpenTelemetry span, which takes its
+            // parent as it starts.
+            super::set_attributes(&span, attrs, None);
         }
         let fut = self.inner.call(req).instrument(span.clone());
         let started = Started {
@@ -456,15 +455,14 @@ impl Finish {
             if let Some(code) = error {
                 attrs.push(KeyValue::new("portcullis.error", code));
             }
+            let mut failed = None;
             if status.is_server_error() {
                 let kind = error.map_or_else(|| status.as_u16().to_string(), str::to_string);
                 attrs.push(KeyValue::new("error.type", kind.clone()));
-                span.set_status(Status::error(kind));
+                failed = Some(Status::error(kind));
             }
             attrs.push(KeyValue::new("portcullis.stream", stream));
-            for kv in attrs {
-                span.set_attribute(kv.key, kv.value);
-            }
+            super::set_attributes(&span, attrs, failed);
         }
         Self {
             span,
@@ -502,21 +500,18 @@ impl Finish {
         let user_id = self.route.as_ref().and_then(|r| r.user_id.as_deref());
         let span = &self.span;
         if super::exported(span) {
-            if let Some(m) = &usage.response_model {
-                span.set_attribute("gen_ai.response.model", m.clone());
-            }
-            if let Some(id) = &usage.response_id {
-                span.set_attribute("gen_ai.response.id", id.clone());
-            }
-            if let Some(n) = usage.input_tokens {
-                span.set_attribute("gen_ai.usage.input_tokens", clamp(n));
-            }
-            if let Some(n) = usage.output_tokens {
-                span.set_attribute("gen_ai.usage.output_tokens", clamp(n));
-            }
-            if ending != Ending::Complete {
-                span.set_attribute("portcullis.body", ending.as_str());
-            }
+            let attrs = [
+                (usage.response_model.as_ref())
+                    .map(|m| KeyValue::new("gen_ai.response.model", m.clone())),
+                (usage.response_id.as_ref())
+                    .map(|id| KeyValue::new("gen_ai.response.id", id.clone())),
+                (usage.input_tokens).map(|n| KeyValue::new("gen_ai.usage.input_tokens", clamp(n))),
+                (usage.output_tokens)
+                    .map(|n| KeyValue::new("gen_ai.usage.output_tokens", clamp(n))),
+                (ending != Ending::Complete)
+                    .then(|| KeyValue::new("portcullis.body", ending.as_str())),
+            ];
+            super::set_attributes(span, attrs.into_iter().flatten(), None);
         }
         let trace_id = propagation::trace_id(span, Some(&self.trace));
         let status = self.status.as_u16();

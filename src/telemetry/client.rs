@@ -134,9 +134,7 @@ impl Attempt {
                 ),
                 KeyValue::new("portcullis.upstream", upstream.to_string()),
             ];
-            for kv in attrs {
-                span.set_attribute(kv.key, kv.value);
-            }
+            super::set_attributes(&span, attrs, None);
         }
         let fallback = req
             .extensions()
@@ -167,11 +165,14 @@ impl Attempt {
             Ok(resp) => {
                 let status = resp.status();
                 if super::exported(&span) {
-                    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+                    let code =
+                        KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
                     if status.is_client_error() || status.is_server_error() {
-                        let code = status.as_u16().to_string();
-                        span.set_attribute("error.type", code.clone());
-                        span.set_status(Status::error(code));
+                        let kind = status.as_u16().to_string();
+                        let error = KeyValue::new("error.type", kind.clone());
+                        super::set_attributes(&span, [code, error], Some(Status::error(kind)));
+                    } else {
+                        super::set_attributes(&span, [code], None);
                     }
                 }
                 self.metrics

@@ -223,6 +223,26 @@ pub(crate) fn exported(span: &tracing::Span) -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed) && !span.is_disabled()
 }
 
+/// Set `attrs` (and `status`) on `span`'s OpenTelemetry span in one call. `set_attribute`
+/// finds the span's data afresh for each attribute (two downcasts of the subscriber, a
+/// registry lookup, a lock: ~700 instructions each, 29 of them per request); this asks for the
+/// span's context once (which starts the OpenTelemetry span if nothing has yet: its start time
+/// is the tracing span's, so a parent must be set before) and sets them all on it.
+pub(crate) fn set_attributes(
+    span: &tracing::Span,
+    attrs: impl IntoIterator<Item = opentelemetry::KeyValue>,
+    status: Option<opentelemetry::trace::Status>,
+) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    let otel = cx.span();
+    otel.set_attributes(attrs);
+    if let Some(status) = status {
+        otel.set_status(status);
+    }
+}
+
 /// A subscriber layer, boxed (a `Vec` of them is one layer that keeps per-layer filters).
 type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
