@@ -8,6 +8,10 @@
 #                                                       # logs), every layer, and every layer
 #                                                       # but one, for each layer
 #   ONLY="passthrough all" bash benches/instructions.sh # a subset of the variants
+#   ONLY=traced bash benches/instructions.sh            # every layer with traces exported over
+#                                                       # OTLP/HTTP (to a local sink; not in the
+#                                                       # default set: the export's encoding, on
+#                                                       # its own thread, is most of it)
 #   TOP=25 bash benches/instructions.sh                 # also the top inclusive functions
 #   KEEP=DIR bash benches/instructions.sh               # keep the callgrind files in DIR
 #   BIN=/other/target/profiling bash benches/instructions.sh   # binaries built elsewhere
