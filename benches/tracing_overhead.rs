@@ -2,7 +2,8 @@
 //! with an endpoint that accepts every export, and with an endpoint where nothing listens.
 //!
 //! Run with: `cargo bench -p portcullis --bench tracing_overhead` (env `BENCH_SECS` sets the
-//! measured seconds per case, default 5; `BENCH_CONCURRENCY` the parallel clients, default 16).
+//! measured seconds per case, default 5; `BENCH_CONCURRENCY` the parallel clients, default 16;
+//! `BENCH_BIN` another build of the gateway to run instead of this one).
 //!
 //! The upstream is the in-process mock, the collector an in-process OTLP/HTTP sink that
 //! answers 200 and counts the bytes it receives (so the "endpoint" case provably exports).
@@ -70,7 +71,10 @@ otlp_endpoint = "{otlp_endpoint}"
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    // BENCH_BIN: another build of the gateway (an A/B of a change), else the one built here.
+    let bin =
+        std::env::var_os("BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullis").into());
+    let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .stdin(Stdio::null())
