@@ -19,6 +19,8 @@
 #                                    # gateway (every layer on), in the same run: an A/B of a change
 #   AGAINST=target/release/portcullis AGAINST_DEDUP=off bash benches/load.sh   # or the same
 #                                    # build with every layer on but dedup (the measure)
+#   AGAINST=target/release/portcullis AGAINST_CONFIG=benches/load-defaults.toml bash benches/load.sh
+#                                    # ... or with another configuration (here the defaults)
 #
 # The comparison: JSON and streamed chat requests with wrk (requests/s, p50, p99, CPU per
 # request, RSS); the added p99 at a fixed 200 requests/s (benches/fixed_rate.rs, open loop);
@@ -62,7 +64,9 @@ $BIN/portcullis serve --config "$tmp/bare.toml" --listen $BARE >"$tmp/bare.log" 
 TARGETS="direct passthrough portcullis-bare portcullis"
 if [ -n "${AGAINST:-}" ]; then
   AGW=127.0.0.1:9106
-  config benches/load.toml against
+  # AGAINST_CONFIG=file: that gateway runs this configuration instead (benches/load-defaults.toml:
+  # what a user who writes no configuration gets, pretty logs included).
+  config "${AGAINST_CONFIG:-benches/load.toml}" against
   # AGAINST_DEDUP=off: that gateway runs every layer but dedup.
   if [ "${AGAINST_DEDUP:-on}" = off ]; then
     sed -i '/^\[dedup\]/,/^\[/ s/^enabled = true/enabled = false/' "$tmp/against.toml"
