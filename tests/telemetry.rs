@@ -753,6 +753,60 @@ async fn without_an_endpoint_trace_context_still_flows_and_logs_carry_it() {
     assert!(gw.stop(Duration::from_secs(10)).success());
 }
 
+/// Pretty logs beside an exporter (the logs under their own filter, the exporter's spans under
+/// theirs): each request's access line is written once, by the gateway's own writer, in its
+/// span, and events below `RUST_LOG` stay out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_logs_beside_an_exporter_write_each_access_line_once() {
+    let mock = MockUpstream::start().await.unwrap();
+    // Nothing listens there: the spans are dropped, the logs are what this looks at.
+    let dead = free_port();
+    let config = gateway_config(
+        &mock.url(),
+        &format!("log_format = \"pretty\"\notlp_endpoint = \"http://127.0.0.1:{dead}\""),
+    );
+    let mut gw = tokio::task::spawn_blocking(move || Binary::start(&config, &[("NO_COLOR", "1")]))
+        .await
+        .unwrap();
+    for id in ["req-pretty-1", "req-pretty-2"] {
+        let resp = post_json(
+            &gw.url("/v1/chat/completions"),
+            &support::chat("gpt-4o-mini"),
+            &[("x-request-id", id)],
+        )
+        .await;
+        assert_eq!(resp.status, 200);
+    }
+    let access = |logs: &[String]| -> Vec<String> {
+        logs.iter()
+            .filter(|l| l.contains("portcullis::access"))
+            .cloned()
+            .collect()
+    };
+    let found = support::eventually(Duration::from_secs(5), || {
+        access(&gw.logs())
+            .iter()
+            .any(|l| l.contains("req-pretty-2"))
+    })
+    .await;
+    assert!(found, "logs: {:#?}", gw.logs());
+    let lines = access(&gw.logs());
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for (line, id) in lines.iter().zip(["req-pretty-1", "req-pretty-2"]) {
+        assert!(
+            line.contains(" INFO request: portcullis::access: request method=\"POST\""),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!(" request_id={id}")), "{line}");
+    }
+    assert!(
+        !gw.logs().iter().any(|l| l.contains("DEBUG")),
+        "{:#?}",
+        gw.logs()
+    );
+    assert!(gw.stop(Duration::from_secs(10)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_hanging_collector_costs_a_warning_not_a_request() {
     let mock = MockUpstream::start().await.unwrap();
