@@ -162,13 +162,27 @@ impl HumanLine<'_> {
     }
 }
 
-/// Printable ASCII without a quote or a backslash: what `Debug` writes unescaped (checked
-/// a word at a time: no byte above 0x7e, none below 0x20, no `"` or `\`).
+/// Printable ASCII without a quote or a backslash: what `Debug` writes unescaped. One pass,
+/// eight bytes at a time (it was three: `is_ascii`, the JSON string scan, a search for 0x7f;
+/// ~140 instructions for each of the access line's dozen texts).
 pub(super) fn plain(value: &str) -> bool {
-    let b = value.as_bytes();
-    value.is_ascii()
-        && portcullis_core::json_skim::string_stop(b, 0) == b.len()
-        && !b.contains(&0x7f)
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether some byte of `w` is 0 / below `n` / above `n` (the classic bit tricks; exact as a
+    // yes or no for any bytes, with `n` at most 0x80 below and 0x7f above).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH != 0;
+    let above = |w: u64, n: u64| (w.wrapping_add(ONES * (0x7f - n)) | w) & HIGH != 0;
+    let mut words = value.as_bytes().chunks_exact(8);
+    for word in words.by_ref() {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        let w = u64::from_le_bytes(le);
+        if below(w, 0x20) || above(w, 0x7e) || zero(w ^ (ONES * 0x22)) || zero(w ^ (ONES * 0x5c)) {
+            return false;
+        }
+    }
+    (words.remainder().iter()).all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 impl Visit for HumanLine<'_> {
@@ -405,11 +419,21 @@ mod tests {
                 );
             }
         }
-        // Anything else is left to `Debug` itself.
+        // Anything else is left to `Debug` itself, in a word or in its tail.
         for s in ["é", "\u{200b}", "a\u{80}"] {
             assert!(!plain(s), "{s:?}");
         }
+        for c in ['é', '\u{80}', '\u{7ff}', '\u{200b}', '😀', '\u{7f}'] {
+            for at in 0..=16 {
+                let mut s = "abcdefghijklmnop".to_string();
+                s.insert(at, c);
+                assert!(!plain(&s), "{s:?}");
+            }
+        }
         assert!(plain(""));
+        assert!(plain(
+            "a plain text of several words, ~!#$%&'()*+,-./:;<=>?@[]^_`{|}"
+        ));
     }
 
     /// Where `push_f64_debug` writes a float itself, its text is `Debug`'s, at the edges of
