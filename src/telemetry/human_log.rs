@@ -11,12 +11,7 @@
 //! writers are separate, so an access line may appear up to one batch (5–20 ms) after a line
 //! the formatter wrote later, as in JSON mode.
 
-use std::{
-    cell::RefCell,
-    fmt::Write as _,
-    sync::atomic::{AtomicBool, Ordering},
-    time::SystemTime,
-};
+use std::{fmt::Write as _, time::SystemTime};
 
 use portcullis_core::lines::LineWriter;
 use tracing::{
@@ -25,7 +20,7 @@ use tracing::{
 };
 use tracing_subscriber::{fmt::FormattedFields, layer::Context, registry::LookupSpan, Layer};
 
-use super::{json_log, json_log::AccessLine, HumanFields};
+use super::{json_log, HumanFields};
 
 /// Writes `portcullis::access` events as the compact formatter's lines to stdout through a
 /// [`LineWriter`]. Put it beside the formatter with [`HumanFields`], which must leave those
@@ -40,10 +35,8 @@ impl AccessHumanLayer {
     /// Start the stdout writer thread; colours as the formatter decides them by default
     /// (on unless `NO_COLOR` is set to something).
     pub fn stdout() -> std::io::Result<Self> {
-        let out = json_log::stdout_writer()?;
-        DIRECT.store(true, Ordering::Relaxed);
         Ok(Self {
-            out,
+            out: json_log::stdout_writer()?,
             ansi: std::env::var("NO_COLOR").map_or(true, |v| v.is_empty()),
         })
     }
@@ -132,19 +125,7 @@ fn human_line<S>(
     paint(out, ansi, DIM, meta.target());
     paint(out, ansi, DIM, ":");
     out.push(' ');
-    // The access event's fields, written ahead by `AccessLine::emit`, else visited.
-    let ahead = meta.target() == json_log::ACCESS_TARGET
-        && AHEAD.with(|ahead| match ahead.try_borrow_mut() {
-            Ok(mut ahead) if ahead.1 => {
-                ahead.1 = false;
-                out.push_str(&ahead.0);
-                true
-            }
-            _ => false,
-        });
-    if !ahead {
-        event.record(&mut HumanLine { out, first: true });
-    }
+    event.record(&mut HumanLine { out, first: true });
     for span in scope() {
         if let Some(fields) = span.extensions().get::<FormattedFields<HumanFields>>() {
             if !fields.is_empty() {
@@ -165,7 +146,8 @@ struct HumanLine<'a> {
 
 impl HumanLine<'_> {
     /// The separator and `name=`; `false`: the field is not shown.
-    fn name(&mut self, name: &str) -> bool {
+    fn name(&mut self, field: &Field) -> bool {
+        let name = field.name();
         if name.starts_with("otel.") {
             return false;
         }
@@ -177,40 +159,6 @@ impl HumanLine<'_> {
             self.out.push('=');
         }
         true
-    }
-
-    fn text(&mut self, name: &str, value: &str) {
-        if !self.name(name) {
-            return;
-        }
-        if name == "message" {
-            self.out.push_str(value);
-        } else if plain(value) {
-            // What `Debug` writes for printable ASCII with nothing to escape.
-            self.out.push('"');
-            self.out.push_str(value);
-            self.out.push('"');
-        } else {
-            let _ = write!(self.out, "{value:?}");
-        }
-    }
-
-    fn uint(&mut self, name: &str, value: u64) {
-        if self.name(name) {
-            self.out.push_str(itoa::Buffer::new().format(value));
-        }
-    }
-
-    fn float(&mut self, name: &str, value: f64) {
-        if self.name(name) {
-            push_f64_debug(self.out, value);
-        }
-    }
-
-    fn flag(&mut self, name: &str, value: bool) {
-        if self.name(name) {
-            self.out.push_str(if value { "true" } else { "false" });
-        }
     }
 }
 
@@ -239,105 +187,49 @@ pub(super) fn plain(value: &str) -> bool {
 
 impl Visit for HumanLine<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field.name(), value);
+        if !self.name(field) {
+            return;
+        }
+        if field.name() == "message" {
+            self.out.push_str(value);
+        } else if plain(value) {
+            // What `Debug` writes for printable ASCII with nothing to escape.
+            self.out.push('"');
+            self.out.push_str(value);
+            self.out.push('"');
+        } else {
+            let _ = write!(self.out, "{value:?}");
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.uint(field.name(), value);
+        if self.name(field) {
+            self.out.push_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.name(field.name()) {
+        if self.name(field) {
             self.out.push_str(itoa::Buffer::new().format(value));
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.flag(field.name(), value);
+        if self.name(field) {
+            self.out.push_str(if value { "true" } else { "false" });
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.float(field.name(), value);
+        if self.name(field) {
+            push_f64_debug(self.out, value);
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if self.name(field.name()) {
+        if self.name(field) {
             let _ = write!(self.out, "{value:?}");
         }
-    }
-}
-
-/// Whether an [`AccessHumanLayer`] was made: only then does [`AccessLine::emit`] write the
-/// pretty fields ahead of the event (as it writes the JSON ones for the JSON layer).
-static DIRECT: AtomicBool = AtomicBool::new(false);
-
-thread_local! {
-    /// The pretty fields [`AccessLine::emit`] wrote for the event it is sending; `ready` until
-    /// [`human_line`] takes them or the send returns.
-    static AHEAD: RefCell<(String, bool)> = RefCell::new((String::with_capacity(512), false));
-}
-
-/// Write `line`'s fields for the pretty access line ahead of its event, if a pretty access
-/// layer exists; `true`: written (call [`clear_ahead`] once the event is sent).
-pub(super) fn write_ahead(line: &AccessLine<'_>) -> bool {
-    DIRECT.load(Ordering::Relaxed)
-        && tracing::enabled!(target: json_log::ACCESS_TARGET, tracing::Level::INFO)
-        && AHEAD.with(|ahead| {
-            let Ok(mut ahead) = ahead.try_borrow_mut() else {
-                return false;
-            };
-            let (text, ready) = &mut *ahead;
-            if text.capacity() > json_log::MAX_KEPT_BUFFER {
-                *text = String::with_capacity(512);
-            }
-            text.clear();
-            access_fields(line, text);
-            *ready = true;
-            true
-        })
-}
-
-/// The fields written ahead were not taken (the layer's filter left the event out): drop them.
-pub(super) fn clear_ahead() {
-    AHEAD.with(|ahead| {
-        if let Ok(mut ahead) = ahead.try_borrow_mut() {
-            ahead.1 = false;
-        }
-    });
-}
-
-/// The access event's fields as [`HumanLine`] visits them from the event (`AccessLine::emit`'s
-/// order, the message first; absent options not recorded), without the visit.
-fn access_fields(line: &AccessLine<'_>, out: &mut String) {
-    let mut h = HumanLine { out, first: true };
-    h.text("message", "request");
-    h.text("method", line.method);
-    h.text("path", line.path);
-    h.text("model", line.model);
-    h.text("upstream", line.upstream);
-    h.uint("status", line.status.into());
-    h.float("latency_ms", line.latency_ms);
-    h.float("ttfb_ms", line.ttfb_ms);
-    h.text("request_id", line.request_id);
-    h.uint("attempts", line.attempts.into());
-    h.text("cache", line.cache);
-    h.text("user_id", line.user_id);
-    h.text("key", line.key);
-    if let Some(e) = line.error {
-        h.text("error", e);
-    }
-    if let Some(t) = line.trace_id {
-        h.text("trace_id", t);
-    }
-    h.flag("stream", line.stream);
-    if let Some(n) = line.input_tokens {
-        h.uint("input_tokens", n);
-    }
-    if let Some(n) = line.output_tokens {
-        h.uint("output_tokens", n);
-    }
-    if let Some(b) = line.body {
-        h.text("body", b);
     }
 }
 
@@ -542,50 +434,6 @@ mod tests {
         assert!(plain(
             "a plain text of several words, ~!#$%&'()*+,-./:;<=>?@[]^_`{|}"
         ));
-    }
-
-    /// The fields `AccessLine::emit` writes ahead are the ones `HumanLine` visits from its
-    /// event: every field set (escapes included), and the options left out (a NaN latency).
-    #[test]
-    fn access_fields_written_ahead_are_the_visited_ones() {
-        /// Visits each event's fields into a string.
-        struct Visited(Arc<Mutex<String>>);
-        impl<S: Subscriber> Layer<S> for Visited {
-            fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-                event.record(&mut HumanLine {
-                    out: &mut self.0.lock().unwrap(),
-                    first: true,
-                });
-            }
-        }
-        let bare = AccessLine {
-            latency_ms: f64::NAN,
-            ..AccessLine::default()
-        };
-        for line in [json_log::sample_line(), bare] {
-            let visited = Arc::new(Mutex::new(String::new()));
-            let sub = tracing_subscriber::registry().with(Visited(visited.clone()));
-            tracing::subscriber::with_default(sub, || line.emit());
-            let mut ahead = String::new();
-            access_fields(&line, &mut ahead);
-            assert_eq!(ahead, *visited.lock().unwrap());
-        }
-    }
-
-    /// With a pretty access layer made, the line written from the fields ahead is the
-    /// formatter's, with and without colours, and the fields are taken.
-    #[test]
-    fn access_line_written_ahead_is_the_formatters() {
-        DIRECT.store(true, Ordering::Relaxed);
-        for ansi in [true, false] {
-            let (ours, theirs) = both(ansi, || {
-                let request = tracing::info_span!("request", request_id = %"req-1");
-                let _r = request.enter();
-                json_log::sample_line().emit();
-            });
-            assert_eq!(ours, theirs, "ansi {ansi}");
-            assert!(!AHEAD.with(|a| a.borrow().1));
-        }
     }
 
     /// Where `push_f64_debug` writes a float itself, its text is `Debug`'s, at the edges of

@@ -51,7 +51,7 @@ struct Fields {
 
 /// A thread's line or field buffer grown past this by one long line (a client's path) is
 /// given back on the next line instead of kept.
-pub(super) const MAX_KEPT_BUFFER: usize = 64 * 1024;
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 /// Lines queued for stdout at most; past it they are dropped and counted
 /// (`portcullis_log_dropped_total`).
@@ -197,7 +197,6 @@ impl AccessLine<'_> {
     /// enabled), the fields are written here first, exactly as the layer would write them
     /// from the event, and the layer takes them.
     pub fn emit(&self) {
-        let pretty = super::human_log::write_ahead(self);
         let ahead = DIRECT.load(Ordering::Relaxed)
             && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
             && FIELDS.with(|fields| {
@@ -234,9 +233,6 @@ impl AccessLine<'_> {
             body = self.body,
             "request"
         );
-        if pretty {
-            super::human_log::clear_ahead();
-        }
         if ahead {
             // Not taken when the layer's filter left the event out.
             FIELDS.with(|fields| {
