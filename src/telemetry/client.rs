@@ -16,7 +16,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use opentelemetry::{trace::Status, KeyValue};
 use pin_project_lite::pin_project;
 use tower::BoxError;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How an attempt failed before a response arrived: the kind names the `error.type` of the
 /// span and the `outcome` label of the attempt histogram.
@@ -193,8 +192,8 @@ impl Attempt {
                 let kind = e.kind();
                 let e = e.into_inner();
                 if super::exported(&span) {
-                    span.set_attribute("error.type", kind);
-                    span.set_status(Status::error(kind));
+                    let error = KeyValue::new("error.type", kind);
+                    super::set_attributes(&span, [error], Some(Status::error(kind)));
                 }
                 span.in_scope(|| tracing::info!(error = %e, "upstream attempt failed"));
                 self.metrics.record(Outcome::Error(kind), elapsed);
@@ -227,8 +226,8 @@ impl HttpBody for SpanBody {
         match &polled {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(span) = this.span.take() {
-                    span.set_attribute("error.type", "body_error");
-                    span.set_status(Status::error(e.to_string()));
+                    let error = KeyValue::new("error.type", "body_error");
+                    super::set_attributes(&span, [error], Some(Status::error(e.to_string())));
                 }
             }
             Poll::Ready(None) => {
