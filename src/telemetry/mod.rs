@@ -281,31 +281,21 @@ fn layers(
     // off the request's thread (json_log, human_log: the lines the formatter would write),
     // which the formatter then leaves out. One stack under one filter either way: a filtered
     // layer looks every span up in the registry at each enter and exit to ask its filter.
-    let (logs, access_writer): (BoxedLayer, _) = match format {
-        LogFormat::Json => {
-            let formatter = fmt::layer()
+    let (logs, access_writer) = match format {
+        LogFormat::Json => logs_layer(
+            fmt::layer()
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
-                .with_span_list(false);
-            match hand_written(direct_access, json_log::AccessJsonLayer::stdout) {
-                Some(a) => {
-                    let writer = a.writer().clone();
-                    (Box::new(with_access(formatter, a)), Some(writer))
-                }
-                None => (Box::new(formatter), None),
-            }
-        }
-        LogFormat::Pretty => {
-            let formatter = fmt::layer().compact().fmt_fields(HumanFields);
-            match hand_written(direct_access, human_log::AccessHumanLayer::stdout) {
-                Some(a) => {
-                    let writer = a.writer().clone();
-                    (Box::new(with_access(formatter, a)), Some(writer))
-                }
-                None => (Box::new(formatter), None),
-            }
-        }
+                .with_span_list(false),
+            hand_written(direct_access, json_log::AccessJsonLayer::stdout),
+            json_log::AccessJsonLayer::writer,
+        ),
+        LogFormat::Pretty => logs_layer(
+            fmt::layer().compact().fmt_fields(HumanFields),
+            hand_written(direct_access, human_log::AccessHumanLayer::stdout),
+            human_log::AccessHumanLayer::writer,
+        ),
     };
     layers.push(match (format, provider) {
         // JSON lines print no span, so the logs take none: without an exporter no layer wants
@@ -320,6 +310,28 @@ fn layers(
         (LogFormat::Pretty, Some(_)) => Box::new(logs.with_filter(log_filter())),
     });
     (layers, access_writer)
+}
+
+/// The logs' layer: `formatter` alone, or with `access` (when its writer thread started) beside
+/// it in [`with_access`]; and that writer, to flush at exit.
+fn logs_layer<N, E, W, A>(
+    formatter: fmt::Layer<tracing_subscriber::Registry, N, E, W>,
+    access: Option<A>,
+    writer: impl Fn(&A) -> &portcullis_core::lines::LineWriter,
+) -> (BoxedLayer, Option<portcullis_core::lines::LineWriter>)
+where
+    N: for<'w> fmt::FormatFields<'w> + Send + Sync + 'static,
+    E: fmt::FormatEvent<tracing_subscriber::Registry, N> + Send + Sync + 'static,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+    A: Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    match access {
+        Some(a) => {
+            let out = writer(&a).clone();
+            (Box::new(with_access(formatter, a)), Some(out))
+        }
+        None => (Box::new(formatter), None),
+    }
 }
 
 /// The logs' stack: `formatter` for every event but the access lines, then `access`, which
