@@ -384,9 +384,9 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
     portcullis_core::json_skim::key_order(a.as_bytes(), b.as_bytes())
 }
 
-/// The most values (array items and object members, at any depth) a tree holds
-/// ([`portcullis_core::json_skim::MAX_VALUES`]): ~6 MB of nodes. See the [module](self) for why.
-pub(crate) const MAX_VALUES: usize = portcullis_core::json_skim::MAX_VALUES;
+/// The most values (array items and object members, at any depth) a tree holds: ~6 MB of
+/// nodes. See the [module](self) for why.
+pub(crate) use portcullis_core::json_skim::MAX_VALUES;
 
 /// Why [`parse`] gave no tree.
 #[derive(Debug)]
