@@ -318,18 +318,11 @@ mod tests {
     /// filter for `RUST_LOG` = `spec`, the formatter, [`AccessHumanLayer`] writing to a file):
     /// (hand-written, formatter's), neither with colours, the hand-written without its time.
     fn stacked(spec: &str, emit: impl FnOnce()) -> (String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
+        let file = crate::telemetry::test_buf::FileLines::new();
         let access = AccessHumanLayer {
-            out: LineWriter::start(
-                portcullis_core::lines::Sink::File(path.clone()),
-                16,
-                Box::new(|_| {}),
-            )
-            .unwrap(),
+            out: file.writer.clone(),
             ansi: false,
         };
-        let out = access.out.clone();
         let (_, theirs) = crate::telemetry::test_buf::both(
             |sink, _| {
                 tracing_subscriber::registry().with(
@@ -348,10 +341,9 @@ mod tests {
             },
             emit,
         );
-        out.flush_blocking(std::time::Duration::from_secs(5));
-        let written = std::fs::read_to_string(&path).unwrap_or_default();
         // Each line starts with its time and a space.
-        let ours = written
+        let ours = file
+            .text()
             .lines()
             .map(|l| format!("{}\n", &l[l.find(' ').unwrap() + 1..]))
             .collect();

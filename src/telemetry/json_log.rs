@@ -471,12 +471,10 @@ mod tests {
     #[test]
     fn one_stack_writes_each_line_once() {
         use tracing_subscriber::{filter::filter_fn, filter::FilterExt as _};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
+        let file = crate::telemetry::test_buf::FileLines::new();
         let access = AccessJsonLayer {
-            out: LineWriter::start(Sink::File(path.clone()), 16, Box::new(|_| {})).unwrap(),
+            out: file.writer.clone(),
         };
-        let out = access.out.clone();
         let (_, theirs) = crate::telemetry::test_buf::both(
             |sink, _| {
                 let formatter = fmt::layer()
@@ -498,8 +496,7 @@ mod tests {
                 sample_line().emit();
             },
         );
-        out.flush_blocking(std::time::Duration::from_secs(5));
-        let ours = std::fs::read_to_string(&path).unwrap();
+        let ours = file.text();
         assert_eq!(ours.lines().count(), 1, "{ours}");
         assert!(ours.contains(r#""target":"portcullis::access""#), "{ours}");
         assert_eq!(theirs.lines().count(), 1, "{theirs}");

@@ -475,6 +475,30 @@ pub(crate) mod test_buf {
         (ours, theirs.text())
     }
 
+    /// A line writer appending to a file of its own (for the hand-written access layers), and
+    /// what it wrote.
+    pub(crate) struct FileLines {
+        dir: tempfile::TempDir,
+        pub(crate) writer: portcullis_core::lines::LineWriter,
+    }
+
+    impl FileLines {
+        pub(crate) fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let sink = portcullis_core::lines::Sink::File(dir.path().join("lines"));
+            let writer =
+                portcullis_core::lines::LineWriter::start(sink, 16, Box::new(|_| {})).unwrap();
+            Self { dir, writer }
+        }
+
+        /// What was written so far, once the writer's queue is flushed (empty: nothing).
+        pub(crate) fn text(&self) -> String {
+            self.writer
+                .flush_blocking(std::time::Duration::from_secs(5));
+            std::fs::read_to_string(self.dir.path().join("lines")).unwrap_or_default()
+        }
+    }
+
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
