@@ -84,7 +84,8 @@ rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 # The CPU's family and model too: a VM's model name ("AMD EPYC") hides its generation, and the
-# gateway's ratio depends on it (its code outgrows a small instruction cache; see the README).
+# gateway's ratio depends on it (its code outgrows a small instruction cache; see round 17 in
+# benches/HISTORY.md).
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $(awk -F': ' '
   /^model name/ && !n { n = $2 } /^cpu family/ && !f { f = $2 } /^model\t/ && !m { m = $2 }
   END { printf "%s (family %s, model %s)", n, f, m }' /proc/cpuinfo)"

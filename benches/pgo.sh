@@ -12,8 +12,8 @@
 # them, and no function holds more than a few percent of it; what the hardware spends most on
 # is fetching that much code (callgrind's cache model: ~8k L1 instruction misses per request
 # with every layer on, 2.8k for the pass-through). PGO moves the hot code together and the
-# cold code (errors, config, admin) out of its way. Measured in the README (Benchmarks,
-# "Profile-guided build").
+# cold code (errors, config, admin) out of its way. Measured in benches/HISTORY.md
+# ("Profile-guided builds").
 #
 # The training traffic is the benchmark's own shape and more: JSON and streamed chat
 # completions (wrk, each request its own prompt), HTTP/2 (h2load), an agent's 30 KB

@@ -9,7 +9,7 @@ use clap::Parser;
 // 1 KiB whose size class is not a power of two (~20 of a request's ~110 allocations). jemalloc
 // matched mimalloc's plain path in instructions per request and requests/s, with about half the
 // resident memory (1M requests, each its own rate-limit key: 29-32 MiB against 45-62 MiB).
-// Measured with benches/instructions.sh and benches/load.sh (see README).
+// Measured with benches/instructions.sh and benches/load.sh (see round 4 in benches/HISTORY.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

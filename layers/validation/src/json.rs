@@ -14,10 +14,10 @@
 //! A 100 KB conversation is ~1,100 arrays and objects. As vectors of their own they were
 //! ~1,100 allocations made in a burst, the same freed in a burst by a walk over every node,
 //! and jemalloc's thread cache overflowing both ways: ~18 % of the bare gateway's CPU at
-//! `moderate` on such a body (README, round 19). In a [`Bump`] a container's nodes are one
-//! slice, copied in exactly sized when the container ends (its items wait on a stack until
-//! then), and the tree holds nothing to drop (a node is `Copy`): the arena is freed whole
-//! when the request's check is done.
+//! `moderate` on such a body (benches/HISTORY.md, round 19). In a [`Bump`] a container's
+//! nodes are one slice, copied in exactly sized when the container ends (its items wait on a
+//! stack until then), and the tree holds nothing to drop (a node is `Copy`): the arena is
+//! freed whole when the request's check is done.
 //!
 //! # Why a budget?
 //!
