@@ -54,6 +54,42 @@ impl LogFilter {
     }
 }
 
+/// The span calls, forwarded to the [`EnvFilter`] (as a `Filter` or as a `Layer`) only when
+/// `RUST_LOG` has a scoped directive: the same gate for both traits.
+macro_rules! scoped_span_calls {
+    ($trait:ident) => {
+        fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+            if self.scoped {
+                $trait::on_new_span(&self.env, attrs, id, cx);
+            }
+        }
+
+        fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+            if self.scoped {
+                $trait::on_record(&self.env, id, values, cx);
+            }
+        }
+
+        fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+            if self.scoped {
+                $trait::on_enter(&self.env, id, cx);
+            }
+        }
+
+        fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+            if self.scoped {
+                $trait::on_exit(&self.env, id, cx);
+            }
+        }
+
+        fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+            if self.scoped {
+                $trait::on_close(&self.env, id, cx);
+            }
+        }
+    };
+}
+
 impl<S: Subscriber> Filter<S> for LogFilter {
     #[inline]
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
@@ -70,35 +106,7 @@ impl<S: Subscriber> Filter<S> for LogFilter {
         Filter::<S>::max_level_hint(&self.env)
     }
 
-    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Filter::on_new_span(&self.env, attrs, id, cx);
-        }
-    }
-
-    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
-        if self.scoped {
-            Filter::on_record(&self.env, id, values, cx);
-        }
-    }
-
-    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Filter::on_enter(&self.env, id, cx);
-        }
-    }
-
-    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Filter::on_exit(&self.env, id, cx);
-        }
-    }
-
-    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Filter::on_close(&self.env, id, cx);
-        }
-    }
+    scoped_span_calls!(Filter);
 }
 
 impl<S: Subscriber> Layer<S> for LogFilter {
@@ -117,35 +125,7 @@ impl<S: Subscriber> Layer<S> for LogFilter {
         Layer::<S>::max_level_hint(&self.env)
     }
 
-    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Layer::on_new_span(&self.env, attrs, id, cx);
-        }
-    }
-
-    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
-        if self.scoped {
-            Layer::on_record(&self.env, id, values, cx);
-        }
-    }
-
-    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Layer::on_enter(&self.env, id, cx);
-        }
-    }
-
-    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Layer::on_exit(&self.env, id, cx);
-        }
-    }
-
-    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
-        if self.scoped {
-            Layer::on_close(&self.env, id, cx);
-        }
-    }
+    scoped_span_calls!(Layer);
 }
 
 /// An event format that leaves the access lines out (another layer writes them): the pretty
