@@ -247,6 +247,17 @@ pub async fn reload(
     }
 }
 
+/// A method a gateway route does not take (`POST /health`, `DELETE /v1/models`): 405 in the
+/// caller's shape (axum adds the `Allow` header).
+pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> Response {
+    GatewayError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+    .into_response(ApiShape::from_path(uri.path()))
+}
+
 /// Anything else: 404 in OpenAI's shape.
 pub async fn not_found(uri: http::Uri) -> Response {
     GatewayError::new(

@@ -126,6 +126,7 @@ fn error_types(status: StatusCode) -> (&'static str, &'static str) {
         401 => ("authentication_error", "authentication_error"),
         403 => ("permission_error", "permission_error"),
         404 => ("invalid_request_error", "not_found_error"),
+        405 => ("invalid_request_error", "invalid_request_error"),
         409 => ("invalid_request_error", "invalid_request_error"),
         408 => ("invalid_request_error", "timeout_error"),
         413 => ("invalid_request_error", "request_too_large"),

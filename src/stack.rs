@@ -22,7 +22,7 @@ use std::{
 use axum::{
     body::Body,
     extract::ConnectInfo,
-    routing::{any_service, get, post, post_service},
+    routing::{any_service, get, post},
     Router,
 };
 use futures_util::future::Either;
@@ -602,9 +602,15 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         reload: prev.reload.clone(),
     };
 
+    // A POST to a proxied path is an API call (the full stack); any other method on it is
+    // passed through like every other `/v1` path: OpenAI serves stored chat completions
+    // there (`GET /v1/chat/completions` lists them, `client.chat.completions.list()`).
     let mut routes = Router::new();
     for path in PROXY_PATHS {
-        routes = routes.route(path, post_service(proxy.clone()));
+        routes = routes.route(
+            path,
+            any_service(passthrough.clone()).post_service(proxy.clone()),
+        );
     }
     let router = routes
         .route("/v1/{*rest}", any_service(passthrough))
@@ -619,6 +625,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         )
         .route("/admin/usage", get(admin::usage))
         .route("/admin/reload", post(admin::reload))
+        // After every route: it is the 405 of each route registered above (a JSON error in
+        // the caller's shape, with axum's `Allow` header), not of routes added later.
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .fallback_service(unknown)
         .with_state(state.clone())
         // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
@@ -733,8 +742,9 @@ pub type AppFuture = Either<
 /// everything else goes through axum's router. The router would send those POSTs to the very
 /// same service; going around it skips its path lookup, its method dispatch and the two
 /// extensions it adds to every request (`MatchedPath`, the path parameters), which nothing
-/// here reads. Any other method on those paths still gets the router's 405. The router's
-/// WebSocket layer is not on this path: a handshake is never a POST.
+/// here reads. Any other method on those paths meets the router, which passes it through
+/// (stored chat completions, WebSocket handshakes). The router's WebSocket layer is not on
+/// this path: a handshake is never a POST.
 #[derive(Clone)]
 pub struct App {
     proxy: ProxyWithIds,

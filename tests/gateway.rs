@@ -65,16 +65,65 @@ async fn every_route_reaches_the_upstream() {
 }
 
 #[tokio::test]
-async fn the_proxied_paths_take_post_only() {
+async fn other_methods_on_the_proxied_paths_pass_through() {
     // POSTs to these paths go around the router (App in src/stack.rs; their request ids are
-    // held by `request_id_is_kept_or_generated`); every other method still meets the router,
-    // which answers 405 without calling the upstream.
+    // held by `request_id_is_kept_or_generated`); any other method is passed through as it
+    // came, like every other `/v1` path: OpenAI serves stored chat completions on the same
+    // path (`GET /v1/chat/completions` lists them).
     let (mock, gw) = setup("").await;
-    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
-        let r = get(&gw.url(path), &[]).await;
-        assert_eq!(r.status, 405, "GET {path}: {}", r.text());
-        assert_eq!(r.header("allow"), Some("POST"), "GET {path}");
-        assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+    let r = get(&gw.url("/v1/chat/completions?model=gpt-4o&limit=2"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "list");
+    assert_eq!(r.json()["data"][0]["model"], "gpt-4o");
+    assert_eq!(r.header("x-portcullis-upstream"), Some("mock"));
+    assert_eq!(r.header("allow"), None, "not a 405: no Allow header");
+    assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+    let r = send(
+        Method::DELETE,
+        &gw.url("/v1/chat/completions/chatcmpl-1"),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion.deleted");
+    // The upstream's own 405 (a method no API takes there) comes back as it sent it.
+    let r = send(Method::DELETE, &gw.url("/v1/messages"), "", &[]).await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    let seen: Vec<(Method, String)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Method::GET,
+                "/v1/chat/completions?model=gpt-4o&limit=2".into()
+            ),
+            (Method::DELETE, "/v1/chat/completions/chatcmpl-1".into()),
+            (Method::DELETE, "/v1/messages".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_method_a_gateway_route_does_not_take_is_a_json_405() {
+    let (mock, gw) = setup("").await;
+    for (path, shape_anthropic) in [("/health", false), ("/v1/models", false)] {
+        let r = send(Method::DELETE, &gw.url(path), "", &[]).await;
+        assert_eq!(r.status, 405, "DELETE {path}: {}", r.text());
+        assert_eq!(r.header("allow"), Some("GET,HEAD"), "DELETE {path}");
+        assert_eq!(r.header("x-portcullis-error"), Some("method_not_allowed"));
+        let json = r.json();
+        assert_eq!(json["error"]["code"], "method_not_allowed", "{json}");
+        assert_eq!(json["type"].is_string(), shape_anthropic, "{json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(path),
+            "{json}"
+        );
     }
     assert!(mock.requests().is_empty());
 }

@@ -194,6 +194,64 @@ upstream = "a"
 }
 
 #[tokio::test]
+async fn a_body_less_request_is_routed_by_its_model_query_parameter() {
+    // `client.chat.completions.list(model=...)`: the model is in the query, as a WebSocket
+    // handshake's is.
+    let mock_a = MockUpstream::start().await.unwrap();
+    let mock_b = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        r#"
+[[upstreams]]
+name = "a"
+base_url = "{}"
+[[upstreams]]
+name = "b"
+base_url = "{}"
+[[models]]
+name = "gpt-4o*"
+upstream = "b"
+model = "gpt-4o-2024-08-06"
+[[models]]
+name = "*"
+upstream = "a"
+"#,
+        mock_a.url(),
+        mock_b.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let upstream_of = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let url = gw.url(path);
+        async move {
+            let r = send(Method::GET, &url, Bytes::new(), headers).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            r.header("x-portcullis-upstream").unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        upstream_of("/v1/chat/completions?model=gpt-4o-mini&limit=5", &[]).await,
+        "b"
+    );
+    // Sent as it came: the query is the caller's (no model rewrite on a pass-through).
+    assert_eq!(
+        mock_b.last_request().unwrap().path,
+        "/v1/chat/completions?model=gpt-4o-mini&limit=5"
+    );
+    assert_eq!(upstream_of("/v1/chat/completions", &[]).await, "a");
+    // A model no entry names but `*`: the `*` model's upstream, as before.
+    assert_eq!(upstream_of("/v1/chat/completions?model=o3", &[]).await, "a");
+    // The header still names the upstream first.
+    assert_eq!(
+        upstream_of(
+            "/v1/chat/completions?model=gpt-4o",
+            &[("x-portcullis-upstream", "a")]
+        )
+        .await,
+        "a"
+    );
+    assert_eq!((mock_a.request_count(), mock_b.request_count()), (3, 1));
+}
+
+#[tokio::test]
 async fn without_a_star_model_or_header_a_model_less_path_is_404() {
     let mock = MockUpstream::start().await.unwrap();
     let toml = format!(
@@ -204,7 +262,12 @@ async fn without_a_star_model_or_header_a_model_less_path_is_404() {
     let r = get(&gw.url("/v1/files"), &[]).await;
     assert_eq!(r.status, 404);
     assert!(r.text().contains("x-portcullis-upstream"));
+    assert!(r.text().contains("?model="), "{}", r.text());
     assert_eq!(mock.request_count(), 0);
+    // A configured model in the query takes it to that model's upstream.
+    let r = get(&gw.url("/v1/chat/completions?model=gpt-4o"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.request_count(), 1);
 }
 
 fn rss_bytes() -> u64 {

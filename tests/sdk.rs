@@ -1,6 +1,6 @@
 //! The official OpenAI and Anthropic Python SDKs, unchanged, against the gateway in front of
 //! the mock upstream: chat, streaming chat, embeddings, completions, models, messages,
-//! streaming messages, and their own NotFoundError / BadRequestError.
+//! streaming messages, stored chat completions, and their own NotFoundError / BadRequestError.
 //!
 //! The SDKs come from the project's venv (`.ci/telemetry-setup.sh` creates it on first use).
 
@@ -67,12 +67,13 @@ upstream = "mock"
         out.status.success(),
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("15 passed, 0 failed"), "{stdout}");
     // The SDKs really went through the gateway to the upstream.
     assert_eq!(
         mock.request_count(),
-        11,
+        16,
         "chat, stream, embeddings, completions, the models list expanding `gpt-*` from the \
-         upstream's own list, messages, stream, responses, stream, count_tokens, beta messages"
+         upstream's own list, messages, stream, responses, stream, count_tokens, beta messages, \
+         and the stored chat completion's list, retrieve, messages, update and delete"
     );
 }

@@ -9,6 +9,9 @@
 //! | route (matched on the path's suffix)      | answer                                            |
 //! | ----------------------------------------- | ------------------------------------------------- |
 //! | `POST .../v1/chat/completions`            | `chat.completion` (SSE `chat.completion.chunk`s with `"stream": true`) |
+//! | `GET .../v1/chat/completions`             | the stored chat completions: a `list` of one `chat.completion`, its `model` the `model` query parameter's (else `gpt-mock`) |
+//! | `GET`, `POST`, `DELETE .../v1/chat/completions/{id}` | that stored `chat.completion` (`POST`: with the body's `metadata`); deleted: `{"id", "object": "chat.completion.deleted", "deleted": true}` |
+//! | `GET .../v1/chat/completions/{id}/messages` | a `list` with its one user message              |
 //! | `POST .../v1/completions`                 | `text_completion` (streams too)                   |
 //! | `POST .../v1/embeddings`                  | one 8-float vector per input (`dimensions`, `encoding_format: "base64"` honoured) |
 //! | `POST .../v1/messages`                    | Anthropic `message` (Anthropic SSE events with `"stream": true`) |

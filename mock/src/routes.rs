@@ -24,6 +24,17 @@ const MAX_EMBEDDING_DIMS: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     Chat,
+    /// `GET .../v1/chat/completions`: the stored chat completions (one, of the `model` query
+    /// parameter's model).
+    ChatList,
+    /// `GET .../v1/chat/completions/{id}`: a stored chat completion.
+    ChatGet,
+    /// `POST .../v1/chat/completions/{id}`: its `metadata` updated.
+    ChatUpdate,
+    /// `DELETE .../v1/chat/completions/{id}`.
+    ChatDelete,
+    /// `GET .../v1/chat/completions/{id}/messages`.
+    ChatMessages,
     Completions,
     Embeddings,
     Models,
@@ -73,7 +84,20 @@ impl Route {
     /// mock does not know to the upload sink.
     pub(crate) fn of(method: &Method, path: &str, content_type: Option<&str>) -> Route {
         let (route, want) = if path.ends_with("/v1/chat/completions") {
-            (Route::Chat, Method::POST)
+            match *method {
+                Method::GET => (Route::ChatList, Method::GET),
+                _ => (Route::Chat, Method::POST),
+            }
+        } else if let Some(rest) = after_last(path, "/v1/chat/completions/") {
+            match rest.split('/').collect::<Vec<_>>()[..] {
+                [id] if !id.is_empty() => match *method {
+                    Method::DELETE => (Route::ChatDelete, Method::DELETE),
+                    Method::POST => (Route::ChatUpdate, Method::POST),
+                    _ => (Route::ChatGet, Method::GET),
+                },
+                [id, "messages"] if !id.is_empty() => (Route::ChatMessages, Method::GET),
+                _ => return Route::NotFound,
+            }
         } else if path.ends_with("/v1/completions") {
             (Route::Completions, Method::POST)
         } else if path.ends_with("/v1/embeddings") {
@@ -123,7 +147,15 @@ impl Route {
         let anthropic = matches!(self, Route::Messages | Route::CountTokens);
         let openai = matches!(
             self,
-            Route::Chat | Route::Completions | Route::Embeddings | Route::Responses
+            Route::Chat
+                | Route::ChatList
+                | Route::ChatGet
+                | Route::ChatUpdate
+                | Route::ChatDelete
+                | Route::ChatMessages
+                | Route::Completions
+                | Route::Embeddings
+                | Route::Responses
         );
         match only {
             1 if anthropic => Route::NotFound,
@@ -151,10 +183,15 @@ fn after_last<'a>(path: &'a str, needle: &str) -> Option<&'a str> {
 
 /// The `{id}` of `.../v1/responses/{id}[/...]`.
 fn response_id(path: &str) -> &str {
+    path_id(path, "/v1/responses/", "resp_mock")
+}
+
+/// The segment after the last `prefix` of `path` (its query cut off), else `fallback`.
+fn path_id<'a>(path: &'a str, prefix: &str, fallback: &'a str) -> &'a str {
     let path = path.split('?').next().unwrap_or(path);
-    after_last(path, "/v1/responses/")
+    after_last(path, prefix)
         .and_then(|rest| rest.split('/').next())
-        .unwrap_or("resp_mock")
+        .unwrap_or(fallback)
 }
 
 /// A built answer, before scripted headers and body pacing are applied.
@@ -242,6 +279,16 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
             &json!({"id": response_id(call.path), "object": "response.deleted", "deleted": true}),
         ),
         Route::ResponseInputItems => input_items(call),
+        Route::ChatList | Route::ChatGet | Route::ChatUpdate => stored_chat(call),
+        Route::ChatDelete => Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": path_id(call.path, "/v1/chat/completions/", "chatcmpl-mock"),
+                "object": "chat.completion.deleted",
+                "deleted": true,
+            }),
+        ),
+        Route::ChatMessages => stored_chat_messages(call),
         Route::Chat
         | Route::Completions
         | Route::Embeddings
@@ -735,6 +782,69 @@ fn input_items(call: &Call<'_>) -> Reply {
     )
 }
 
+// === Stored chat completions ===
+
+/// A stored chat completion (`store: true`): by id, after a metadata update (the body's
+/// `metadata`), or the list of one, whose model is the `model` query parameter's.
+fn stored_chat(call: &Call<'_>) -> Reply {
+    let query = call.path.split_once('?').map_or("", |(_, q)| q);
+    let model = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "model")
+        .map_or_else(|| "gpt-mock".to_owned(), |(_, v)| v.into_owned());
+    let id = match call.route {
+        Route::ChatList => format!("chatcmpl-mock-stored-{}", call.seq),
+        _ => path_id(call.path, "/v1/chat/completions/", "chatcmpl-mock").to_owned(),
+    };
+    let metadata = serde_json::from_slice::<Value>(call.body)
+        .ok()
+        .and_then(|v| v.get("metadata").cloned())
+        .unwrap_or_else(|| json!({}));
+    let completion = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "metadata": metadata,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": DEFAULT_CONTENT, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }],
+        "usage": usage(1, 3),
+    });
+    if call.route != Route::ChatList {
+        return Reply::json(StatusCode::OK, &completion);
+    }
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": [completion],
+            "first_id": id,
+            "last_id": id,
+            "has_more": false,
+        }),
+    )
+}
+
+/// The messages of a stored chat completion: its one user message.
+fn stored_chat_messages(call: &Call<'_>) -> Reply {
+    let id = path_id(call.path, "/v1/chat/completions/", "chatcmpl-mock");
+    let item = format!("{id}-0");
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": [{"id": item, "role": "user", "content": format!("input of {id}"),
+                      "name": null, "content_parts": null}],
+            "first_id": item,
+            "last_id": item,
+            "has_more": false,
+        }),
+    )
+}
+
 // === Uploads ===
 
 /// The streaming sink's answer: what arrived, never the bytes themselves.
@@ -1053,6 +1163,24 @@ mod tests {
             Route::Messages
         );
         assert_eq!(route(&post, "/v1/chat/completions"), Route::Chat);
+        assert_eq!(route(&Method::GET, "/v1/chat/completions"), Route::ChatList);
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions/c1"),
+            Route::ChatGet
+        );
+        assert_eq!(route(&post, "/v1/chat/completions/c1"), Route::ChatUpdate);
+        assert_eq!(
+            route(&Method::DELETE, "/v1/chat/completions/c1"),
+            Route::ChatDelete
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions/c1/messages"),
+            Route::ChatMessages
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/v1/chat/completions"),
+            Route::WrongMethod
+        );
         assert_eq!(route(&post, "/v1/completions"), Route::Completions);
         assert_eq!(route(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(route(&Method::GET, "/v1/messages"), Route::WrongMethod);

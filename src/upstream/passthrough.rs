@@ -3,7 +3,9 @@
 //!
 //! The upstream is the one of the body's `model` when the body is JSON naming one (routed
 //! like an API call: model rewrite, fallbacks), else the one named by the request header
-//! `x-portcullis-upstream`, else the one of the `*` model; none: 404.
+//! `x-portcullis-upstream`, else the one of the model in the `model` query parameter (as a
+//! WebSocket handshake's: `GET /v1/chat/completions?model=gpt-4o` lists that model's stored
+//! completions; sent as it came, no rewrite), else the one of the `*` model; none: 404.
 //!
 //! `server.max_body_bytes` still bounds the body: a larger `Content-Length` is refused at
 //! once, and a body without one is cut off and answered 413 when it crosses the limit.
@@ -81,7 +83,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         let bytes = collect_limited(body, inner.max_body_bytes).await?;
         return route_model(inner, parts, bytes, model).await;
     }
-    let name = pick_upstream(&inner, req.headers())?;
+    let name = pick_upstream(&inner, req.headers(), req.uri().query())?;
     let Some(up) = inner.upstreams.get(&name) else {
         return Err(Box::new(NoUpstream(format!("no upstream named {name:?}"))));
     };
@@ -146,8 +148,13 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     }
 }
 
-/// `x-portcullis-upstream`, else the `*` model's upstream.
-fn pick_upstream(inner: &Inner, headers: &http::HeaderMap) -> Result<String, NoUpstream> {
+/// `x-portcullis-upstream`, else the upstream of the `model` query parameter's model, else
+/// the `*` model's upstream.
+fn pick_upstream(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<String, NoUpstream> {
     if let Some(v) = headers.get(X_PORTCULLIS_UPSTREAM_REQUEST) {
         let name = v.to_str().unwrap_or("");
         return if inner.upstreams.contains_key(name) {
@@ -159,11 +166,14 @@ fn pick_upstream(inner: &Inner, headers: &http::HeaderMap) -> Result<String, NoU
             )))
         };
     }
-    match inner.models.lookup("") {
+    // A model the query names that is not configured falls to `*`, as its name would.
+    let model = super::websocket::query_model(query).unwrap_or_default();
+    match inner.models.lookup(&model) {
         Some(star) => Ok(star.first().upstream.clone()),
         None => Err(NoUpstream(format!(
-            "no upstream for this path: send a JSON body with a configured model, or the \
-             header x-portcullis-upstream naming one of: {}",
+            "no upstream for this path: send a JSON body with a configured model, a \
+             configured model in the query (?model=...), or the header x-portcullis-upstream \
+             naming one of: {}",
             upstream_names(inner)
         ))),
     }

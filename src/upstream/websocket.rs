@@ -212,7 +212,7 @@ impl Service<Request<Body>> for WebSocketProxy {
 }
 
 /// The `model` query parameter, percent-decoded.
-fn query_model(query: Option<&str>) -> Option<String> {
+pub(super) fn query_model(query: Option<&str>) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "model")
         .map(|(_, v)| v.into_owned())
