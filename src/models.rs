@@ -1,6 +1,11 @@
 //! `GET /v1/models`: the configured models in OpenAI's list shape, with each pattern entry
 //! (`claude-*`, `*`) listed as the models its upstream's own `GET /v1/models` reports.
 //!
+//! The list is also Anthropic's shape: each entry carries Anthropic's fields beside OpenAI's
+//! (`type: "model"`, `display_name`, `created_at`) and the list its paging fields
+//! (`has_more`, `first_id`, `last_id`), so both SDKs' `models.list()` read it whole; each
+//! client ignores the other API's fields.
+//!
 //! An upstream is asked at most once a minute per caller credential: with `auth =
 //! "passthrough"` the caller's key is what the upstream sees, and model lists differ by key and
 //! organization, so the cache key is the upstream and a hash of the credential headers sent.
@@ -46,10 +51,15 @@ const FORWARDED: [&str; 5] = [
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// One model an upstream reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Reported {
     id: String,
+    /// OpenAI's `created` (Unix seconds; 0 when only Anthropic's `created_at` was given).
     created: i64,
+    /// Anthropic's `display_name`, when the upstream gave one.
+    display_name: Option<String>,
+    /// Anthropic's `created_at` (RFC 3339), when the upstream gave one.
+    created_at: Option<String>,
 }
 
 type Reports = Option<Arc<[Reported]>>;
@@ -134,7 +144,15 @@ impl ModelCatalog {
         let data = expand(&self.inner.entries, &reports, |id| {
             self.inner.router.resolve(id).map(|r| r.name.as_str())
         });
-        serde_json::json!({ "object": "list", "data": data })
+        let id_at =
+            |i: Option<&serde_json::Value>| i.map_or(serde_json::Value::Null, |m| m["id"].clone());
+        serde_json::json!({
+            "object": "list",
+            "first_id": id_at(data.first()),
+            "last_id": id_at(data.last()),
+            "has_more": false,
+            "data": data,
+        })
     }
 }
 
@@ -148,31 +166,53 @@ fn expand<'a>(
 ) -> Vec<serde_json::Value> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    let mut push = |id: &str, created: i64, upstream: &str| {
+    let mut push = |id: &str, reported: Option<&Reported>, upstream: &str| {
         if seen.insert(id.to_string()) {
+            let created = reported.map_or(0, |r| r.created);
+            let created_at = reported
+                .and_then(|r| r.created_at.clone())
+                .unwrap_or_else(|| {
+                    let mut at = String::new();
+                    let secs = u64::try_from(created).unwrap_or(0);
+                    portcullis_core::rfc3339::push(
+                        &mut at,
+                        std::time::UNIX_EPOCH + Duration::from_secs(secs),
+                        1,
+                    );
+                    // Whole seconds, as Anthropic writes them: `...T00:00:00Z`.
+                    at.truncate(at.len().saturating_sub(".0Z".len()));
+                    at.push('Z');
+                    at
+                });
+            let display_name = reported
+                .and_then(|r| r.display_name.as_deref())
+                .unwrap_or(id);
             out.push(serde_json::json!({
                 "id": id,
                 "object": "model",
                 "created": created,
                 "owned_by": upstream,
+                "type": "model",
+                "display_name": display_name,
+                "created_at": created_at,
             }));
         }
     };
     for (name, upstream) in entries {
         let pattern = ModelPattern::parse(name);
         if matches!(pattern, ModelPattern::Exact(_)) {
-            push(name, 0, upstream);
+            push(name, None, upstream);
             continue;
         }
         match reports.get(upstream.as_str()).cloned().flatten() {
             Some(models) => {
                 for m in models.iter() {
                     if pattern.matches(&m.id) && resolve(&m.id) == Some(name.as_str()) {
-                        push(&m.id, m.created, upstream);
+                        push(&m.id, Some(m), upstream);
                     }
                 }
             }
-            None => push(name, 0, upstream),
+            None => push(name, None, upstream),
         }
     }
     out
@@ -273,9 +313,12 @@ fn parse_list(body: &[u8]) -> Result<Vec<Reported>, String> {
         .iter()
         .filter_map(|m| {
             let id = m.get("id")?.as_str()?;
+            let text = |key: &str| m.get(key).and_then(|v| v.as_str()).map(str::to_owned);
             Some(Reported {
                 id: id.to_string(),
                 created: m.get("created").and_then(|c| c.as_i64()).unwrap_or(0),
+                display_name: text("display_name"),
+                created_at: text("created_at"),
             })
         })
         .collect())
@@ -291,6 +334,7 @@ mod tests {
                 .map(|id| Reported {
                     id: id.to_string(),
                     created: 1,
+                    ..Reported::default()
                 })
                 .collect::<Vec<_>>()
                 .into(),
@@ -342,6 +386,10 @@ mod tests {
             .map(|(i, u)| (i.to_string(), u.to_string()))
         );
         assert_eq!(list[0]["created"], 1);
+        // Anthropic's fields beside OpenAI's: both SDKs read the same list.
+        assert_eq!(list[0]["type"], "model");
+        assert_eq!(list[0]["display_name"], "gpt-4o-mini");
+        assert_eq!(list[0]["created_at"], "1970-01-01T00:00:01Z");
 
         // An upstream that could not say: its pattern is listed as itself.
         let reports: HashMap<&str, Reports> = [("a", None), ("b", reported(&["gpt-4o-mini"]))]
@@ -387,11 +435,18 @@ mod tests {
             parse_list(openai).unwrap(),
             vec![Reported {
                 id: "gpt-4o".into(),
-                created: 5
+                created: 5,
+                ..Reported::default()
             }]
         );
         let anthropic = br#"{"data":[{"type":"model","id":"claude-sonnet-4-5","display_name":"Claude","created_at":"2025-09-29T00:00:00Z"}],"has_more":false}"#;
-        assert_eq!(parse_list(anthropic).unwrap()[0].id, "claude-sonnet-4-5");
+        let parsed = parse_list(anthropic).unwrap();
+        assert_eq!(parsed[0].id, "claude-sonnet-4-5");
+        assert_eq!(parsed[0].display_name.as_deref(), Some("Claude"));
+        assert_eq!(
+            parsed[0].created_at.as_deref(),
+            Some("2025-09-29T00:00:00Z")
+        );
         assert!(parse_list(b"<html>").is_err());
         assert!(parse_list(br#"{"error":{}}"#).is_err());
     }

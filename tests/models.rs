@@ -49,12 +49,20 @@ async fn listed(gw: &TestGateway, headers: &[(&str, &str)]) -> Vec<(String, Stri
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "list");
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
+    // Anthropic's list shape too: its paging fields, and its fields on every entry.
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(v["has_more"], false, "{v}");
+    assert_eq!(v["first_id"], data[0]["id"], "{v}");
+    assert_eq!(v["last_id"], data[data.len() - 1]["id"], "{v}");
+    data.iter()
         .map(|m| {
             assert_eq!(m["object"], "model");
+            assert_eq!(m["type"], "model", "{m}");
+            assert!(m["display_name"].is_string(), "{m}");
+            assert!(
+                m["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{m}"
+            );
             (
                 m["id"].as_str().unwrap().to_string(),
                 m["owned_by"].as_str().unwrap().to_string(),

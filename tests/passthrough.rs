@@ -194,9 +194,9 @@ upstream = "a"
 }
 
 #[tokio::test]
-async fn a_body_less_request_is_routed_by_its_model_query_parameter() {
+async fn a_body_less_request_is_routed_by_the_model_its_uri_names() {
     // `client.chat.completions.list(model=...)`: the model is in the query, as a WebSocket
-    // handshake's is.
+    // handshake's is; `client.models.retrieve(id)`: in the path.
     let mock_a = MockUpstream::start().await.unwrap();
     let mock_b = MockUpstream::start().await.unwrap();
     let toml = format!(
@@ -248,7 +248,15 @@ upstream = "a"
         .await,
         "a"
     );
-    assert_eq!((mock_a.request_count(), mock_b.request_count()), (3, 1));
+    // A model's own path names it too (retrieve a model, delete a fine-tune), percent-decoded.
+    assert_eq!(upstream_of("/v1/models/gpt-4o-mini", &[]).await, "b");
+    assert_eq!(
+        mock_b.last_request().unwrap().path,
+        "/v1/models/gpt-4o-mini"
+    );
+    assert_eq!(upstream_of("/v1/models/gpt%2D4o", &[]).await, "b");
+    assert_eq!(upstream_of("/v1/models/o3", &[]).await, "a");
+    assert_eq!((mock_a.request_count(), mock_b.request_count()), (4, 3));
 }
 
 #[tokio::test]

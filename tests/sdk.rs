@@ -67,13 +67,14 @@ upstream = "mock"
         out.status.success(),
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("15 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("16 passed, 0 failed"), "{stdout}");
     // The SDKs really went through the gateway to the upstream.
     assert_eq!(
         mock.request_count(),
-        16,
+        19,
         "chat, stream, embeddings, completions, the models list expanding `gpt-*` from the \
          upstream's own list, messages, stream, responses, stream, count_tokens, beta messages, \
-         and the stored chat completion's list, retrieve, messages, update and delete"
+         the stored chat completion's list, retrieve, messages, update and delete, the models \
+         list asked again for the Anthropic client's own key, and two model retrieves"
     );
 }

@@ -25,6 +25,7 @@
 //! | `GET .../v1/responses`, `GET .../v1/realtime` with `Connection: upgrade`, `Upgrade: websocket` | a WebSocket echo: text and binary messages come back unchanged, a close is answered with a close; the first offered subprotocol is accepted |
 //! | `POST .../v1/files`, `.../v1/audio/transcriptions`, `.../v1/audio/translations`, `.../v1/uploads[/...]`, and any other `POST` with a `multipart/*` or `application/octet-stream` body | the streaming sink: the body is read frame by frame and counted, never held whole; answers `{"id": "file-mock-N", "object": "file" (or `upload.part`, `audio.transcription` + `text`, `upload`), "bytes": N, "content_type": the request's}` |
 //! | `GET  .../v1/models`                      | an OpenAI model list                              |
+//! | `GET  .../v1/models/{id}`                 | that model, with OpenAI's and Anthropic's fields  |
 //! | anything else                             | 404 JSON (405 for a known path with the wrong method) |
 //!
 //! The `model` of the request is echoed; the assistant says `"Hello from mock"`; usage is

@@ -38,6 +38,8 @@ pub(crate) enum Route {
     Completions,
     Embeddings,
     Models,
+    /// `GET .../v1/models/{id}`: one model, in both APIs' fields.
+    ModelGet,
     Messages,
     CountTokens,
     /// `POST .../v1/responses`: create a response.
@@ -108,6 +110,8 @@ impl Route {
             (Route::CountTokens, Method::POST)
         } else if path.ends_with("/v1/models") {
             (Route::Models, Method::GET)
+        } else if after_last(path, "/v1/models/").is_some_and(|id| !id.is_empty()) {
+            (Route::ModelGet, Method::GET)
         } else if path.ends_with("/v1/responses") {
             (Route::Responses, Method::POST)
         } else if let Some(rest) = after_last(path, "/v1/responses/") {
@@ -247,6 +251,16 @@ pub(crate) struct Call<'a> {
 pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
     match call.route {
         Route::Models => models(),
+        Route::ModelGet => {
+            // Ids may hold `/` (`meta-llama/Llama-3-8b`): everything after `/v1/models/`.
+            let path = call.path.split('?').next().unwrap_or(call.path);
+            let id = after_last(path, "/v1/models/").unwrap_or("model");
+            Reply::json(
+                StatusCode::OK,
+                &json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock",
+                        "type": "model", "display_name": id, "created_at": "2023-11-14T22:13:20Z"}),
+            )
+        }
         Route::NotFound => openai_error(
             StatusCode::NOT_FOUND,
             &format!("mock upstream: no route for {} {}", call.method, call.path),
@@ -1183,6 +1197,11 @@ mod tests {
         );
         assert_eq!(route(&post, "/v1/completions"), Route::Completions);
         assert_eq!(route(&Method::GET, "/v1/models"), Route::Models);
+        assert_eq!(route(&Method::GET, "/v1/models/gpt-4o"), Route::ModelGet);
+        assert_eq!(
+            route(&Method::DELETE, "/v1/models/ft:x"),
+            Route::WrongMethod
+        );
         assert_eq!(route(&Method::GET, "/v1/messages"), Route::WrongMethod);
         assert_eq!(route(&post, "/v1/nothing"), Route::NotFound);
         assert_eq!(

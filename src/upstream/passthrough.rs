@@ -3,9 +3,10 @@
 //!
 //! The upstream is the one of the body's `model` when the body is JSON naming one (routed
 //! like an API call: model rewrite, fallbacks), else the one named by the request header
-//! `x-portcullis-upstream`, else the one of the model in the `model` query parameter (as a
-//! WebSocket handshake's: `GET /v1/chat/completions?model=gpt-4o` lists that model's stored
-//! completions; sent as it came, no rewrite), else the one of the `*` model; none: 404.
+//! `x-portcullis-upstream`, else the one of the model the URI names (the id of
+//! `/v1/models/{id}`, else the `model` query parameter, as a WebSocket handshake's:
+//! `GET /v1/chat/completions?model=gpt-4o` lists that model's stored completions; sent as it
+//! came, no rewrite), else the one of the `*` model; none: 404.
 //!
 //! `server.max_body_bytes` still bounds the body: a larger `Content-Length` is refused at
 //! once, and a body without one is cut off and answered 413 when it crosses the limit.
@@ -83,7 +84,7 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
         let bytes = collect_limited(body, inner.max_body_bytes).await?;
         return route_model(inner, parts, bytes, model).await;
     }
-    let name = pick_upstream(&inner, req.headers(), req.uri().query())?;
+    let name = pick_upstream(&inner, req.headers(), req.uri())?;
     let Some(up) = inner.upstreams.get(&name) else {
         return Err(Box::new(NoUpstream(format!("no upstream named {name:?}"))));
     };
@@ -148,12 +149,13 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
     }
 }
 
-/// `x-portcullis-upstream`, else the upstream of the `model` query parameter's model, else
-/// the `*` model's upstream.
+/// `x-portcullis-upstream`, else the upstream of the model the URI names (a
+/// `/v1/models/{id}` path's, else the `model` query parameter's), else the `*` model's
+/// upstream.
 fn pick_upstream(
     inner: &Inner,
     headers: &http::HeaderMap,
-    query: Option<&str>,
+    uri: &http::Uri,
 ) -> Result<String, NoUpstream> {
     if let Some(v) = headers.get(X_PORTCULLIS_UPSTREAM_REQUEST) {
         let name = v.to_str().unwrap_or("");
@@ -166,8 +168,8 @@ fn pick_upstream(
             )))
         };
     }
-    // A model the query names that is not configured falls to `*`, as its name would.
-    let model = super::websocket::query_model(query).unwrap_or_default();
+    // A model the URI names that is not configured falls to `*`, as its name would.
+    let model = uri_model(uri).unwrap_or_default();
     match inner.models.lookup(&model) {
         Some(star) => Ok(star.first().upstream.clone()),
         None => Err(NoUpstream(format!(
@@ -177,6 +179,22 @@ fn pick_upstream(
             upstream_names(inner)
         ))),
     }
+}
+
+/// The model a body-less request names in its URI: the id of `/v1/models/{id}` (retrieve a
+/// model, delete a fine-tune: `claude-sonnet-4-5` is asked of the `claude-*` upstream), else
+/// the `model` query parameter (`GET /v1/chat/completions?model=gpt-4o`, stored completions).
+fn uri_model(uri: &http::Uri) -> Option<String> {
+    let from_path = uri
+        .path()
+        .strip_prefix("/v1/models/")
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+    from_path.or_else(|| super::websocket::query_model(uri.query()))
 }
 
 fn upstream_names(inner: &Inner) -> String {

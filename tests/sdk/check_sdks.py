@@ -189,6 +189,19 @@ def _():
     assert deleted.deleted and deleted.id == cid, deleted
 
 
+@check("anthropic models list and retrieve; openai retrieve")
+def _():
+    # The gateway's list carries both APIs' fields; a model's own path goes to the upstream
+    # of the model it names (`claude-*` here), not to a `*` catch-all.
+    models = list(an.models.list())
+    assert models and all(m.type == "model" and m.display_name for m in models), models
+    assert "claude-sonnet-4-5" in [m.id for m in models], models
+    m = an.models.retrieve("claude-sonnet-4-5")
+    assert m.id == "claude-sonnet-4-5" and m.display_name, m
+    o = oa.models.retrieve("gpt-4o-mini")
+    assert o.id == "gpt-4o-mini", o
+
+
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
