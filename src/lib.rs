@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod decode;
 pub mod error;
 pub mod models;
 pub mod reload;

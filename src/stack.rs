@@ -509,6 +509,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         .map_request(portcullis_circuit_breaker::ClientRequest::mark)
         // Reject unauthenticated callers before reading their bodies.
         .layer(AuthLayer::new(keys.clone()))
+        // A compressed body (`Content-Encoding: zstd`, as Codex sends) is decoded as it is
+        // read, for every layer below and the upstream; a coding no layer could read: 415.
+        .filter(crate::decode::api_request)
         // Size cap and body checks: nothing invalid goes further, and later layers get the
         // parsed model and stream flag (RequestMeta) without parsing again.
         .layer(validation)
@@ -570,6 +573,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         // retries (outside the router and retry, which copy it into every attempt).
         .map_request(portcullis_circuit_breaker::ClientRequest::mark)
         .layer(AuthLayer::new(keys.clone()))
+        // A compressed body in a coding the gateway knows is decoded as it streams (so a
+        // JSON one can name its model); any other goes on as it came.
+        .map_request(crate::decode::passthrough_request)
         // A JSON body naming a model is read once (it routes and keys limits); any other
         // body is left alone.
         .filter_async(move |req| passthrough::peek_json(req, max_body))

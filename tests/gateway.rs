@@ -793,3 +793,114 @@ async fn an_upload_refused_before_its_100_continue_is_never_asked_for() {
     }
     assert_eq!(mock.request_count(), 0);
 }
+
+fn zstd_json(v: &serde_json::Value) -> Vec<u8> {
+    zstd::encode_all(v.to_string().as_bytes(), 3).unwrap()
+}
+
+fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_request_bodies_are_decoded_for_the_layers_and_the_upstream() {
+    // Codex sends long Responses requests as `Content-Encoding: zstd`; the providers take
+    // them, so the gateway must: validation, routing and the upstream all get the JSON.
+    let (mock, gw) = setup("[server]\nmax_body_bytes = 65536").await;
+    let zstd_h = [
+        ("content-type", "application/json"),
+        ("content-encoding", "zstd"),
+    ];
+    let body = json!({"model": "gpt-5", "input": "hi", "instructions": "be brief"});
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/responses"),
+        zstd_json(&body),
+        &zstd_h,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gpt-5");
+    let seen = mock.last_request().unwrap();
+    assert_eq!(
+        seen.json().unwrap(),
+        body,
+        "the upstream gets the JSON, plain"
+    );
+    assert_eq!(seen.header("content-encoding"), None);
+    assert_eq!(
+        seen.header("content-length"),
+        Some(seen.body.len().to_string().as_str())
+    );
+
+    let gzip_h = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let msg = messages("claude-sonnet-4-5");
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/messages"),
+        gzip_bytes(msg.to_string().as_bytes()),
+        &gzip_h,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+
+    // Validation reads the decoded body: its errors name the field, as for a plain one.
+    let bad = json!({"model": "gpt-4o", "messages": "not a list"});
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/chat/completions"),
+        zstd_json(&bad),
+        &zstd_h,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("messages"), "{}", r.text());
+
+    // A bomb: 1 MiB of spaces in 100-odd bytes of zstd. The cap is on the decoded size.
+    let mut big = b"{\"model\":\"gpt-4o\",\"messages\":[],\"pad\":\"".to_vec();
+    big.extend(std::iter::repeat_n(b' ', 1 << 20));
+    big.extend_from_slice(b"\"}");
+    let bomb = zstd::encode_all(&big[..], 19).unwrap();
+    assert!(bomb.len() < 1024, "{}", bomb.len());
+    let r = send(Method::POST, &gw.url("/v1/chat/completions"), bomb, &zstd_h).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("x-portcullis-error"), Some("body_too_large"));
+
+    // Not zstd at all: a 400 that says so.
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/chat/completions"),
+        "{\"model\":\"gpt-4o\"}",
+        &zstd_h,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not valid zstd"), "{}", r.text());
+
+    // A coding no layer could read: 415, in the caller's shape.
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/messages"),
+        "x",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "compress"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert_eq!(
+        r.header("x-portcullis-error"),
+        Some("unsupported_content_encoding")
+    );
+    assert_eq!(r.json()["type"], "error", "Anthropic's shape: {}", r.text());
+    // Only the two good requests went upstream.
+    assert_eq!(mock.request_count(), 2);
+}

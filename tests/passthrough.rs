@@ -445,3 +445,49 @@ async fn an_html_error_page_on_a_pass_through_path_is_a_502_but_an_html_file_is_
     assert_eq!(r.status, 200);
     assert!(r.text().contains("my page"));
 }
+
+#[tokio::test]
+async fn a_compressed_json_pass_through_is_routed_by_its_model_and_sent_plain() {
+    // Codex's `/v1/responses/compact` is not an API route here: it is passed through, and a
+    // zstd body naming a model still reaches that model's upstream.
+    let mock_a = MockUpstream::start().await.unwrap();
+    let mock_b = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"a\"\nbase_url = \"{}\"\n[[upstreams]]\nname = \"b\"\nbase_url = \"{}\"\n\
+         [[models]]\nname = \"gpt-5*\"\nupstream = \"b\"\n[[models]]\nname = \"*\"\nupstream = \"a\"\n",
+        mock_a.url(),
+        mock_b.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let body = json!({"model": "gpt-5", "input": [{"role": "user", "content": "hi"}]});
+    let zstd = zstd::encode_all(body.to_string().as_bytes(), 3).unwrap();
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/responses/compact"),
+        zstd,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "zstd"),
+        ],
+    )
+    .await;
+    assert_eq!(r.header("x-portcullis-upstream"), Some("b"), "{}", r.text());
+    let seen = mock_b.last_request().unwrap();
+    assert_eq!(seen.json().unwrap(), body);
+    assert_eq!(seen.header("content-encoding"), None);
+    // A coding the gateway does not know goes on as it came, for the upstream to judge.
+    let r = send(
+        Method::POST,
+        &gw.url("/v1/files"),
+        "raw",
+        &[
+            ("content-type", "application/octet-stream"),
+            ("content-encoding", "compress"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = mock_a.last_request().unwrap();
+    assert_eq!(seen.header("content-encoding"), Some("compress"));
+    assert_eq!(&seen.body[..], b"raw");
+}

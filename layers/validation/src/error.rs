@@ -49,7 +49,7 @@ pub struct BodyTooLarge {
 
 /// Reading the request body failed, typically because the client went away.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the request body failed")]
+#[error("reading the request body failed: {source}")]
 pub struct BodyReadError {
     /// The body's own error.
     #[source]
