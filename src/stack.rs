@@ -336,6 +336,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             service,
             strip_set_cookie: u.cookies,
             status,
+            speaks_anthropic: u.speaks_anthropic(),
         });
     }
 

@@ -491,3 +491,60 @@ async fn a_compressed_json_pass_through_is_routed_by_its_model_and_sent_plain() 
     assert_eq!(seen.header("content-encoding"), Some("compress"));
     assert_eq!(&seen.body[..], b"raw");
 }
+
+#[tokio::test]
+async fn a_model_less_anthropic_request_goes_to_the_upstream_that_speaks_anthropic() {
+    // As the embedded defaults: `claude-*` on Anthropic, `*` on OpenAI. The Anthropic SDK's
+    // files and message batches name no model (a batch's models are in its requests), but
+    // carry `anthropic-version`; sent to `*` they would reach OpenAI.
+    let openai = MockUpstream::start().await.unwrap();
+    let anthropic = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"openai\"\nbase_url = \"{}\"\n\
+         [[upstreams]]\nname = \"anthropic\"\nbase_url = \"{}\"\napi = \"anthropic\"\n\
+         [[models]]\nname = \"claude-*\"\nupstream = \"anthropic\"\n\
+         [[models]]\nname = \"*\"\nupstream = \"openai\"\n",
+        openai.url(),
+        anthropic.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let version = ("anthropic-version", "2023-06-01");
+    let upstream_of = |r: &support::Resp| r.header("x-portcullis-upstream").map(str::to_owned);
+    let r = send(Method::GET, &gw.url("/v1/files"), Bytes::new(), &[version]).await;
+    assert_eq!(
+        upstream_of(&r).as_deref(),
+        Some("anthropic"),
+        "{}",
+        r.text()
+    );
+    let r = send(Method::GET, &gw.url("/v1/files"), Bytes::new(), &[]).await;
+    assert_eq!(upstream_of(&r).as_deref(), Some("openai"), "{}", r.text());
+    let batch = json!({"requests": [{"custom_id": "1", "params": {
+        "model": "claude-sonnet-4-5", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}]}}]});
+    let r = post_json(&gw.url("/v1/messages/batches"), &batch, &[version]).await;
+    assert_eq!(
+        upstream_of(&r).as_deref(),
+        Some("anthropic"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(anthropic.last_request().unwrap().json().unwrap(), batch);
+    // The path alone says it (a batch's results fetched without the SDK).
+    let r = get(&gw.url("/v1/messages/batches/msgbatch_1/results"), &[]).await;
+    assert_eq!(
+        upstream_of(&r).as_deref(),
+        Some("anthropic"),
+        "{}",
+        r.text()
+    );
+    // A model only `*` claims does not outweigh the header.
+    let r = get(&gw.url("/v1/models/some-model"), &[version]).await;
+    assert_eq!(
+        upstream_of(&r).as_deref(),
+        Some("anthropic"),
+        "{}",
+        r.text()
+    );
+    assert_eq!((openai.request_count(), anthropic.request_count()), (1, 4));
+}

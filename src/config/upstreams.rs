@@ -101,6 +101,52 @@ impl UpstreamConfig {
                 AuthMode::Passthrough
             })
     }
+
+    /// Whether this upstream is Anthropic's own API: `api = "anthropic"`, or a base URL on
+    /// `api.anthropic.com` (also behind a router that names it in its path, as Supermemory's
+    /// does). A model-less Anthropic request (message batches, files: the SDK sends
+    /// `anthropic-version` on every request) goes to the first such upstream, not to `*`.
+    pub fn speaks_anthropic(&self) -> bool {
+        use portcullis_translate::Api;
+        match self.api {
+            Api::Anthropic => true,
+            Api::OpenAi => false,
+            Api::Any => url::Url::parse(&self.base_url).is_ok_and(|u| {
+                let routed = u.path().trim_end_matches('/');
+                u.host_str() == Some("api.anthropic.com")
+                    || routed.ends_with("/https://api.anthropic.com")
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Format as _;
+
+    use super::*;
+
+    fn upstream(base_url: &str, api: &str) -> UpstreamConfig {
+        figment::Figment::from(figment::providers::Toml::string(&format!(
+            "name = \"u\"\nbase_url = \"{base_url}\"\napi = \"{api}\"\n"
+        )))
+        .extract()
+        .unwrap()
+    }
+
+    #[test]
+    fn anthropics_own_api_is_told_by_its_api_or_its_host() {
+        assert!(upstream("https://api.anthropic.com", "any").speaks_anthropic());
+        assert!(upstream(
+            "https://api.supermemory.ai/v3/https://api.anthropic.com",
+            "any"
+        )
+        .speaks_anthropic());
+        assert!(upstream("http://127.0.0.1:9", "anthropic").speaks_anthropic());
+        assert!(!upstream("https://api.openai.com", "any").speaks_anthropic());
+        assert!(!upstream("https://api.anthropic.com.evil.example", "any").speaks_anthropic());
+        assert!(!upstream("https://api.anthropic.com", "openai").speaks_anthropic());
+    }
 }
 
 fn default_timeout() -> Duration {

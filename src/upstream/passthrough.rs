@@ -6,7 +6,10 @@
 //! `x-portcullis-upstream`, else the one of the model the URI names (the id of
 //! `/v1/models/{id}`, else the `model` query parameter, as a WebSocket handshake's:
 //! `GET /v1/chat/completions?model=gpt-4o` lists that model's stored completions; sent as it
-//! came, no rewrite), else the one of the `*` model; none: 404.
+//! came, no rewrite; a model only `*` claims counts as none), else, for an Anthropic request
+//! (`anthropic-version`, or a `/v1/messages/...` path), the first upstream that speaks
+//! Anthropic's API (`api = "anthropic"`, or on `api.anthropic.com`), else the one of the `*`
+//! model; none: 404.
 //!
 //! `server.max_body_bytes` still bounds the body: a larger `Content-Length` is refused at
 //! once, and a body without one is cut off and answered 413 when it crosses the limit.
@@ -27,7 +30,7 @@ use http::{header, HeaderName, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use portcullis_core::{
     body::{collect_limited, CollectError},
-    RequestMeta, RouteInfo, UserId,
+    ModelPattern, RequestMeta, RouteInfo, UserId,
 };
 use tower::{BoxError, Service, ServiceExt};
 
@@ -36,6 +39,9 @@ use super::router::{attempts_failed, attempts_made, route_model, Inner, ModelRou
 /// The request header that names the upstream of a pass-through request without a model.
 pub const X_PORTCULLIS_UPSTREAM_REQUEST: HeaderName =
     HeaderName::from_static("x-portcullis-upstream");
+
+/// The header every Anthropic API request carries.
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
 /// No upstream for a pass-through request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -150,8 +156,9 @@ async fn pass(inner: Arc<Inner>, req: Request<Body>) -> Result<Response<Body>, B
 }
 
 /// `x-portcullis-upstream`, else the upstream of the model the URI names (a
-/// `/v1/models/{id}` path's, else the `model` query parameter's), else the `*` model's
-/// upstream.
+/// `/v1/models/{id}` path's, else the `model` query parameter's), else for an Anthropic
+/// request (`anthropic-version`, or a `/v1/messages/...` path: message batches) the first
+/// upstream that speaks Anthropic's API, else the `*` model's upstream.
 fn pick_upstream(
     inner: &Inner,
     headers: &http::HeaderMap,
@@ -168,9 +175,20 @@ fn pick_upstream(
             )))
         };
     }
-    // A model the URI names that is not configured falls to `*`, as its name would.
-    let model = uri_model(uri).unwrap_or_default();
-    match inner.models.lookup(&model) {
+    // A model the URI names routes it when an entry other than `*` claims it; else the
+    // request is as one that names none.
+    let model = uri_model(uri);
+    match model.as_deref().and_then(|m| inner.models.lookup_entry(m)) {
+        Some((ModelPattern::Any, _)) | None => {}
+        Some((_, route)) => return Ok(route.first().upstream.clone()),
+    }
+    // Anthropic's SDKs send `anthropic-version` on every request; an OpenAI client never does.
+    let anthropic =
+        headers.contains_key(ANTHROPIC_VERSION) || uri.path().starts_with("/v1/messages/");
+    if let Some(name) = inner.anthropic.as_ref().filter(|_| anthropic) {
+        return Ok(name.clone());
+    }
+    match inner.models.lookup("") {
         Some(star) => Ok(star.first().upstream.clone()),
         None => Err(NoUpstream(format!(
             "no upstream for this path: send a JSON body with a configured model, a \

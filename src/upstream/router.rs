@@ -140,6 +140,8 @@ pub(super) struct Inner {
     /// Statuses after which another candidate is tried.
     failover_on: Vec<u16>,
     pub(super) max_body_bytes: usize,
+    /// The first upstream (config order) that speaks Anthropic's API, if any.
+    pub(super) anthropic: Option<String>,
 }
 
 impl Inner {
@@ -177,6 +179,9 @@ pub struct UpstreamRoute {
     pub strip_set_cookie: bool,
     /// Its breaker and active health check, which take it out of rotation.
     pub status: UpstreamStatus,
+    /// Anthropic's own API (see `UpstreamConfig::speaks_anthropic`): the first such upstream
+    /// takes model-less Anthropic requests on pass-through paths.
+    pub speaks_anthropic: bool,
 }
 
 impl ModelRouter {
@@ -187,6 +192,10 @@ impl ModelRouter {
         failover_on: Vec<u16>,
         max_body_bytes: usize,
     ) -> Self {
+        let anthropic = upstreams
+            .iter()
+            .find(|r| r.speaks_anthropic)
+            .map(|r| r.upstream.name.to_string());
         let upstreams = upstreams
             .into_iter()
             .map(|r| {
@@ -232,6 +241,7 @@ impl ModelRouter {
                 upstreams,
                 failover_on,
                 max_body_bytes,
+                anthropic,
             }),
         }
     }
