@@ -22,6 +22,21 @@ async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
     (mock, gw)
 }
 
+/// Two mock upstreams, `a` and `b` (with `b_extra` in its table), and the gateway in front
+/// of them with these `[[models]]`.
+async fn two_upstreams(b_extra: &str, models: &str) -> (MockUpstream, MockUpstream, TestGateway) {
+    let a = MockUpstream::start().await.unwrap();
+    let b = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[[upstreams]]\nname = \"a\"\nbase_url = \"{}\"\n\
+         [[upstreams]]\nname = \"b\"\nbase_url = \"{}\"\n{b_extra}\n{models}",
+        a.url(),
+        b.url()
+    );
+    let gw = TestGateway::start(&toml).await;
+    (a, b, gw)
+}
+
 #[tokio::test]
 async fn responses_api_plain_and_streaming() {
     let (mock, gw) = setup("").await;
@@ -124,16 +139,9 @@ async fn stored_responses_and_other_paths_pass_through_with_method_and_query() {
 
 #[tokio::test]
 async fn json_pass_through_is_routed_by_its_model() {
-    let mock_a = MockUpstream::start().await.unwrap();
-    let mock_b = MockUpstream::start().await.unwrap();
-    let toml = format!(
+    let (mock_a, mock_b, gw) = two_upstreams(
+        "",
         r#"
-[[upstreams]]
-name = "a"
-base_url = "{}"
-[[upstreams]]
-name = "b"
-base_url = "{}"
 [[models]]
 name = "omni-moderation-latest"
 upstream = "b"
@@ -142,10 +150,8 @@ model = "omni-moderation-2024-09-26"
 name = "*"
 upstream = "a"
 "#,
-        mock_a.url(),
-        mock_b.url()
-    );
-    let gw = TestGateway::start(&toml).await;
+    )
+    .await;
     let r = post_json(
         &gw.url("/v1/moderations"),
         &json!({"model": "omni-moderation-latest", "input": "hi"}),
@@ -197,16 +203,9 @@ upstream = "a"
 async fn a_body_less_request_is_routed_by_the_model_its_uri_names() {
     // `client.chat.completions.list(model=...)`: the model is in the query, as a WebSocket
     // handshake's is; `client.models.retrieve(id)`: in the path.
-    let mock_a = MockUpstream::start().await.unwrap();
-    let mock_b = MockUpstream::start().await.unwrap();
-    let toml = format!(
+    let (mock_a, mock_b, gw) = two_upstreams(
+        "",
         r#"
-[[upstreams]]
-name = "a"
-base_url = "{}"
-[[upstreams]]
-name = "b"
-base_url = "{}"
 [[models]]
 name = "gpt-4o*"
 upstream = "b"
@@ -215,10 +214,8 @@ model = "gpt-4o-2024-08-06"
 name = "*"
 upstream = "a"
 "#,
-        mock_a.url(),
-        mock_b.url()
-    );
-    let gw = TestGateway::start(&toml).await;
+    )
+    .await;
     let upstream_of = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
         let url = gw.url(path);
         async move {
@@ -450,15 +447,9 @@ async fn an_html_error_page_on_a_pass_through_path_is_a_502_but_an_html_file_is_
 async fn a_compressed_json_pass_through_is_routed_by_its_model_and_sent_plain() {
     // Codex's `/v1/responses/compact` is not an API route here: it is passed through, and a
     // zstd body naming a model still reaches that model's upstream.
-    let mock_a = MockUpstream::start().await.unwrap();
-    let mock_b = MockUpstream::start().await.unwrap();
-    let toml = format!(
-        "[[upstreams]]\nname = \"a\"\nbase_url = \"{}\"\n[[upstreams]]\nname = \"b\"\nbase_url = \"{}\"\n\
-         [[models]]\nname = \"gpt-5*\"\nupstream = \"b\"\n[[models]]\nname = \"*\"\nupstream = \"a\"\n",
-        mock_a.url(),
-        mock_b.url()
-    );
-    let gw = TestGateway::start(&toml).await;
+    let models = "[[models]]\nname = \"gpt-5*\"\nupstream = \"b\"\n\
+                  [[models]]\nname = \"*\"\nupstream = \"a\"\n";
+    let (mock_a, mock_b, gw) = two_upstreams("", models).await;
     let body = json!({"model": "gpt-5", "input": [{"role": "user", "content": "hi"}]});
     let zstd = zstd::encode_all(body.to_string().as_bytes(), 3).unwrap();
     let r = send(
@@ -496,55 +487,27 @@ async fn a_compressed_json_pass_through_is_routed_by_its_model_and_sent_plain() 
 async fn a_model_less_anthropic_request_goes_to_the_upstream_that_speaks_anthropic() {
     // As the embedded defaults: `claude-*` on Anthropic, `*` on OpenAI. The Anthropic SDK's
     // files and message batches name no model (a batch's models are in its requests), but
-    // carry `anthropic-version`; sent to `*` they would reach OpenAI.
-    let openai = MockUpstream::start().await.unwrap();
-    let anthropic = MockUpstream::start().await.unwrap();
-    let toml = format!(
-        "[[upstreams]]\nname = \"openai\"\nbase_url = \"{}\"\n\
-         [[upstreams]]\nname = \"anthropic\"\nbase_url = \"{}\"\napi = \"anthropic\"\n\
-         [[models]]\nname = \"claude-*\"\nupstream = \"anthropic\"\n\
-         [[models]]\nname = \"*\"\nupstream = \"openai\"\n",
-        openai.url(),
-        anthropic.url()
-    );
-    let gw = TestGateway::start(&toml).await;
+    // carry `anthropic-version`; sent to `*` they would reach OpenAI (`a` here).
+    let models = "[[models]]\nname = \"claude-*\"\nupstream = \"b\"\n\
+                  [[models]]\nname = \"*\"\nupstream = \"a\"\n";
+    let (openai, anthropic, gw) = two_upstreams("api = \"anthropic\"", models).await;
     let version = ("anthropic-version", "2023-06-01");
     let upstream_of = |r: &support::Resp| r.header("x-portcullis-upstream").map(str::to_owned);
     let r = send(Method::GET, &gw.url("/v1/files"), Bytes::new(), &[version]).await;
-    assert_eq!(
-        upstream_of(&r).as_deref(),
-        Some("anthropic"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(upstream_of(&r).as_deref(), Some("b"), "{}", r.text());
     let r = send(Method::GET, &gw.url("/v1/files"), Bytes::new(), &[]).await;
-    assert_eq!(upstream_of(&r).as_deref(), Some("openai"), "{}", r.text());
+    assert_eq!(upstream_of(&r).as_deref(), Some("a"), "{}", r.text());
     let batch = json!({"requests": [{"custom_id": "1", "params": {
         "model": "claude-sonnet-4-5", "max_tokens": 8,
         "messages": [{"role": "user", "content": "hi"}]}}]});
     let r = post_json(&gw.url("/v1/messages/batches"), &batch, &[version]).await;
-    assert_eq!(
-        upstream_of(&r).as_deref(),
-        Some("anthropic"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(upstream_of(&r).as_deref(), Some("b"), "{}", r.text());
     assert_eq!(anthropic.last_request().unwrap().json().unwrap(), batch);
     // The path alone says it (a batch's results fetched without the SDK).
     let r = get(&gw.url("/v1/messages/batches/msgbatch_1/results"), &[]).await;
-    assert_eq!(
-        upstream_of(&r).as_deref(),
-        Some("anthropic"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(upstream_of(&r).as_deref(), Some("b"), "{}", r.text());
     // A model only `*` claims does not outweigh the header.
     let r = get(&gw.url("/v1/models/some-model"), &[version]).await;
-    assert_eq!(
-        upstream_of(&r).as_deref(),
-        Some("anthropic"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(upstream_of(&r).as_deref(), Some("b"), "{}", r.text());
     assert_eq!((openai.request_count(), anthropic.request_count()), (1, 4));
 }
