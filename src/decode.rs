@@ -108,9 +108,12 @@ pub fn api_request(req: Request<Body>) -> Result<Request<Body>, BoxError> {
     }
 }
 
-/// For pass-through paths: the body decoded when its codings are all known, else as it came.
+/// For pass-through paths: the body decoded when its codings are all known, else as it came
+/// (an empty body too: a `GET` that names a coding has nothing to decode).
 pub fn passthrough_request(req: Request<Body>) -> Request<Body> {
-    if !req.headers().contains_key(header::CONTENT_ENCODING) {
+    if !req.headers().contains_key(header::CONTENT_ENCODING)
+        || http_body::Body::size_hint(req.body()).exact() == Some(0)
+    {
         return req;
     }
     match codings(req.headers()) {
@@ -247,6 +250,9 @@ mod tests {
         let req = passthrough_request(request("gzip", gzip(b"{}")));
         assert!(req.headers().get(header::CONTENT_ENCODING).is_none());
         assert_eq!(text(req).await.unwrap(), "{}");
+        let req = passthrough_request(request("gzip", Vec::new()));
+        assert_eq!(req.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(text(req).await.unwrap(), "");
     }
 
     #[tokio::test]
