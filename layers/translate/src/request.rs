@@ -234,6 +234,24 @@ fn image_block(url: &str, field: &str) -> Result<ContentBlock, TranslateError> {
     })
 }
 
+/// A tool the target cannot call (a provider's hosted or server tool, a namespace of tools):
+/// left out of the translated request, so the model is not offered it, instead of failing
+/// the request. Agents send such tools on every request (Codex a `web_search` and a
+/// `namespace`); refusing them would make every turn fail.
+fn left_out(dropped: &mut Vec<String>, index: usize, kind: &str) {
+    dropped.push(format!("tools[{index}] ({kind})"));
+}
+
+fn report_left_out(dropped: &[String], target: Format) {
+    if !dropped.is_empty() {
+        tracing::info!(
+            target_api = %target,
+            tools = %dropped.join(", "),
+            "tools the upstream's API cannot call were left out of the translated request"
+        );
+    }
+}
+
 fn refuse_keys(
     extra: &Map<String, Value>,
     keys: &[(&str, &str)],
@@ -598,8 +616,33 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
             user_id: Some(u),
             extra: Map::new(),
         }),
-        extra,
+        extra: anthropic_fields(extra),
     })
+}
+
+/// Top-level Messages fields an OpenAI-shaped request may carry through (as `extra_body`)
+/// besides those mapped above.
+const ANTHROPIC_FIELDS: [&str; 5] = [
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_format",
+    "output_config",
+];
+
+/// What of a chat request's unknown fields goes on to Anthropic: its own fields only.
+/// Anthropic refuses any field it does not know, and OpenAI keeps adding request metadata
+/// (Codex sends `client_metadata` on every Responses request), so an unknown field is an
+/// OpenAI one here: left out, said at debug level.
+fn anthropic_fields(mut extra: Map<String, Value>) -> Map<String, Value> {
+    extra.retain(|k, _| {
+        let keep = ANTHROPIC_FIELDS.contains(&k.as_str());
+        if !keep {
+            tracing::debug!(field = %k, "a field Anthropic does not take was left out");
+        }
+        keep
+    });
+    extra
 }
 
 /// One text block without extras is sent as a plain string.
@@ -792,11 +835,14 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         &[
             ("container", "Anthropic code-execution containers"),
             ("mcp_servers", "Anthropic's MCP connector"),
-            ("context_management", "Anthropic's context management"),
         ],
         T,
     )?;
     extra.remove("service_tier");
+    // Anthropic's server-side editing of the context (clearing old thinking or tool results,
+    // as Claude Code asks on every request): an optimisation of Anthropic's own, not part of
+    // the conversation; a chat upstream gets the conversation as sent.
+    extra.remove("context_management");
     let mut out: Vec<ChatMessage> = Vec::new();
     match system {
         None => {}
@@ -948,6 +994,7 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         }
     }
     let mut out_tools = Vec::new();
+    let mut dropped = Vec::new();
     for (k, t) in tools.unwrap_or_default().into_iter().enumerate() {
         match t.kind.as_deref() {
             None | Some("custom") => out_tools.push(ChatTool {
@@ -960,15 +1007,10 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
                 }),
                 extra: Map::new(),
             }),
-            Some(kind) => {
-                return Err(TranslateError::unsupported(
-                    format!("tools[{k}]"),
-                    T,
-                    format!("the server tool {kind} runs only at Anthropic"),
-                ))
-            }
+            Some(kind) => left_out(&mut dropped, k, kind),
         }
     }
+    report_left_out(&dropped, T);
     let mut parallel = None;
     let choice = tool_choice.map(|c| match c {
         ToolChoice::Auto {
@@ -1232,6 +1274,7 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
         }
     }
     let mut out_tools = Vec::new();
+    let mut dropped = Vec::new();
     for (k, tool) in tools.unwrap_or_default().into_iter().enumerate() {
         match (tool.kind.as_str(), tool.name) {
             ("function", Some(name)) => out_tools.push(ChatTool {
@@ -1244,15 +1287,10 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 }),
                 extra: Map::new(),
             }),
-            (kind, _) => {
-                return Err(TranslateError::unsupported(
-                    format!("tools[{k}]"),
-                    t,
-                    format!("{kind} tools run only at OpenAI"),
-                ))
-            }
+            (kind, _) => left_out(&mut dropped, k, kind),
         }
     }
+    report_left_out(&dropped, t);
     let tool_choice = match tool_choice {
         None => None,
         Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => {

@@ -82,9 +82,9 @@ fn chat_to_messages_maps_the_conversation() {
             "stream": true,
             "tools": [{"name": "look", "description": "Look", "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}],
             "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
-            "metadata": {"user_id": "u-42"},
-            "x_vendor": {"keep": true}
-        })
+            "metadata": {"user_id": "u-42"}
+        }),
+        "a field Anthropic does not define (x_vendor) is left out: Anthropic refuses it"
     );
 }
 
@@ -344,12 +344,32 @@ fn what_chat_upstreams_cannot_carry_is_refused() {
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "x"}}]}]}),
     );
     refused(messages_to_chat(doc), "messages[0].content[0]");
-    let server_tool = msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [],
-        "tools": [{"type": "web_search_20250305", "name": "web_search"}]}));
-    refused(messages_to_chat(server_tool), "tools[0]");
     let mcp =
         msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [], "mcp_servers": [{}]}));
     refused(messages_to_chat(mcp), "mcp_servers");
+}
+
+#[test]
+fn what_only_anthropic_runs_is_left_out_for_chat_upstreams() {
+    // As Claude Code sends every request: context management, beside its own tools; a
+    // server tool is offered by other clients. Neither can a chat upstream run; the
+    // conversation and the client's own tools go on.
+    let req = msgs_req(json!({"model": "m", "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "tools": [
+        {"type": "web_search_20250305", "name": "web_search"},
+        {"name": "Bash", "description": "Run", "input_schema": {"type": "object"}}
+    ]}));
+    let out = serde_json::to_value(messages_to_chat(req).unwrap()).unwrap();
+    assert!(out.get("context_management").is_none(), "{out}");
+    let names: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Bash"]);
 }
 
 fn resp_req(v: Value) -> ResponsesRequest {
@@ -426,7 +446,6 @@ fn what_responses_cannot_send_is_refused() {
         with(json!({"previous_response_id": "resp_1"})),
         "previous_response_id",
     );
-    refused(with(json!({"tools": [{"type": "web_search"}]})), "tools[0]");
     refused(with(json!({"conversation": "conv_1"})), "conversation");
     refused(with(json!({"background": true})), "background");
     refused(
@@ -440,6 +459,58 @@ fn what_responses_cannot_send_is_refused() {
         "input[0].content[0]",
     );
     assert!(with(json!({"background": false, "store": true})).is_ok());
+}
+
+#[test]
+fn openai_only_fields_never_reach_anthropic() {
+    // Codex's request metadata, a field OpenAI may add tomorrow, and Anthropic's own
+    // `top_k` sent as an extra.
+    let out = serde_json::to_value(
+        responses_to_messages(resp_req(json!({"model": "m", "input": "hi",
+            "client_metadata": {"session_id": "s"}, "prompt_cache_retention": "24h",
+            "top_k": 5})))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(out.get("client_metadata").is_none(), "{out}");
+    assert!(out.get("prompt_cache_retention").is_none(), "{out}");
+    assert_eq!(out["top_k"], 5, "{out}");
+    let out = to_msgs(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}], "brand_new": 1}),
+    );
+    assert!(out.get("brand_new").is_none(), "{out}");
+    assert_eq!(out["mcp_servers"][0]["name"], "x", "{out}");
+}
+
+#[test]
+fn tools_only_openai_runs_are_left_out_of_translated_responses_requests() {
+    // Codex's tools, as it sends them: functions, a namespace of functions (sub-agents) and
+    // the hosted web search. The functions go on, to either upstream; the rest is left out.
+    let tools = json!([
+        {"type": "function", "name": "exec_command", "parameters": {"type": "object"}, "strict": false},
+        {"type": "namespace", "name": "multi_agent_v1", "description": "agents",
+         "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}]},
+        {"type": "web_search", "external_web_access": false},
+        {"type": "function", "name": "view_image", "parameters": {"type": "object"}}
+    ]);
+    let req = || resp_req(json!({"model": "m", "input": "hi", "tools": tools.clone()}));
+    let chat = serde_json::to_value(responses_to_chat(req()).unwrap()).unwrap();
+    let names: Vec<&str> = chat["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["exec_command", "view_image"]);
+    let msgs = serde_json::to_value(responses_to_messages(req()).unwrap()).unwrap();
+    let names: Vec<&str> = msgs["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["exec_command", "view_image"]);
 }
 
 #[test]
