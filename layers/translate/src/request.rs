@@ -811,6 +811,25 @@ fn chat_choice_to_anthropic(v: &Value) -> Result<ToolChoice, TranslateError> {
 
 // === Messages -> chat completions ===
 
+/// The text of system blocks (`field`: where they are, for the error), joined by blank lines;
+/// only text blocks say anything a chat system message can carry.
+fn system_text(blocks: Vec<ContentBlock>, field: &str) -> Result<String, TranslateError> {
+    let mut texts = Vec::new();
+    for (k, b) in blocks.into_iter().enumerate() {
+        match b {
+            ContentBlock::Text { text, .. } => texts.push(text),
+            _ => {
+                return Err(TranslateError::unsupported(
+                    format!("{field}[{k}]"),
+                    Format::ChatCompletions,
+                    "system blocks must be text",
+                ))
+            }
+        }
+    }
+    Ok(texts.join("\n\n"))
+}
+
 /// Translate a Messages request to a chat completions request.
 pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateError> {
     const T: Format = Format::ChatCompletions;
@@ -850,29 +869,19 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
             content: ChatContent::Text(s),
             name: None,
         }),
-        Some(SystemPrompt::Blocks(blocks)) => {
-            let mut texts = Vec::new();
-            for (k, b) in blocks.into_iter().enumerate() {
-                match b {
-                    ContentBlock::Text { text, .. } => texts.push(text),
-                    _ => {
-                        return Err(TranslateError::unsupported(
-                            format!("system[{k}]"),
-                            T,
-                            "system blocks must be text",
-                        ))
-                    }
-                }
-            }
-            out.push(ChatMessage::System {
-                content: ChatContent::Text(texts.join("\n\n")),
-                name: None,
-            });
-        }
+        Some(SystemPrompt::Blocks(blocks)) => out.push(ChatMessage::System {
+            content: ChatContent::Text(system_text(blocks, "system")?),
+            name: None,
+        }),
     }
     for (i, m) in messages.into_iter().enumerate() {
         let blocks = m.content.into_blocks();
         match m.role {
+            // In place: a chat conversation takes system messages anywhere.
+            Role::System => out.push(ChatMessage::System {
+                content: ChatContent::Text(system_text(blocks, &format!("messages[{i}].content"))?),
+                name: None,
+            }),
             Role::User => {
                 let mut parts: Vec<ChatPart> = Vec::new();
                 let mut late_images: Vec<ChatPart> = Vec::new();

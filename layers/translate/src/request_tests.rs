@@ -350,6 +350,32 @@ fn what_chat_upstreams_cannot_carry_is_refused() {
 }
 
 #[test]
+fn a_system_message_within_the_conversation_stays_in_place_for_chat() {
+    // Claude Code 2.1 sends one after the user's turn (the agent types it may start).
+    let req = msgs_req(
+        json!({"model": "m", "max_tokens": 10, "system": "You are Claude Code.",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "system", "content": "Available agent types: ..."}
+        ]}),
+    );
+    let out = serde_json::to_value(messages_to_chat(req).unwrap()).unwrap();
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role": "system", "content": "You are Claude Code."},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "Available agent types: ..."}
+        ])
+    );
+    let image = msgs_req(
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "system",
+        "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}),
+    );
+    refused(messages_to_chat(image), "messages[0].content[0]");
+}
+
+#[test]
 fn what_only_anthropic_runs_is_left_out_for_chat_upstreams() {
     // As Claude Code sends every request: context management, beside its own tools; a
     // server tool is offered by other clients. Neither can a chat upstream run; the

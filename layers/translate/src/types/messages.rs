@@ -85,6 +85,9 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// An instruction within the conversation (Claude Code sends one after the user's turn;
+    /// Anthropic's API takes it).
+    System,
 }
 
 /// A turn's content.

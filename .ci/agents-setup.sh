@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs (once) the real coding agents tests/agents.rs drives through the gateway: OpenAI's
+# Codex CLI and Anthropic's Claude Code, from the npm registry, at pinned versions, into
+# $PORTCULLIS_AGENTS (default target/agents). Idempotent: the marker <dir>/.installed holds the
+# installed versions; a second run is a no-op. Needs node and npm (apt-get install -y nodejs npm).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="${PORTCULLIS_AGENTS:-$root/target/agents}"
+packages=(@openai/codex@0.171.0 @anthropic-ai/claude-code@2.1.197)
+mkdir -p "$dir"
+exec 9>"$dir.lock"
+flock 9
+if [ "$(cat "$dir/.installed" 2>/dev/null)" = "${packages[*]}" ]; then
+  echo "agents-setup: $dir already has ${packages[*]}"
+  exit 0
+fi
+command -v npm >/dev/null || { echo "npm is not installed: apt-get install -y nodejs npm" >&2; exit 1; }
+npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "${packages[@]}"
+# npm no longer runs install scripts unasked: Claude Code's puts its native binary in place.
+node "$dir/node_modules/@anthropic-ai/claude-code/install.cjs"
+"$dir/node_modules/.bin/codex" --version
+"$dir/node_modules/.bin/claude" --version
+echo "${packages[*]}" > "$dir/.installed"
+echo "agents-setup: installed ${packages[*]} into $dir"

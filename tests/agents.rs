@@ -1,0 +1,246 @@
+//! Real coding agents through the gateway: OpenAI's Codex CLI (the Responses API) and
+//! Anthropic's Claude Code (the Messages API), at the versions `.ci/agents-setup.sh` pins
+//! (installed from npm on first use), each run as users run it, pointed at the gateway in
+//! front of the mock upstream: once to an upstream of its own API, once translated to the
+//! other API (`upstreams[].api`), a tool call and its result included.
+//!
+//! What each agent sends is what its version sends on every request (Codex: a namespace of
+//! sub-agent tools, the hosted web search, `client_metadata`; Claude Code: Anthropic's
+//! `context_management`, thinking, `?beta=true`); the gateway must carry it or translate it.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use portcullis_mock::{MockResponse, MockUpstream, RecordedRequest};
+use serde_json::{json, Value};
+use support::TestGateway;
+
+/// The agents' install directory (`.ci/agents-setup.sh` fills it on first use).
+fn agents() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("bash")
+        .arg(root.join(".ci/agents-setup.sh"))
+        .status()
+        .expect("run .ci/agents-setup.sh");
+    assert!(
+        status.success(),
+        "installing the agents failed (needs node and npm)"
+    );
+    std::env::var_os("PORTCULLIS_AGENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/agents"))
+}
+
+/// The gateway: `gpt-*` on an upstream of any API (Codex's own), `claude-*` on one that speaks
+/// Anthropic's, `local-*` on an OpenAI chat-completions one (a local model), all the mock.
+async fn gateway(mock: &MockUpstream) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"
+[[upstreams]]
+name = "openai"
+base_url = "{url}"
+[[upstreams]]
+name = "anthropic"
+base_url = "{url}"
+api = "anthropic"
+[[upstreams]]
+name = "local"
+base_url = "{url}"
+api = "openai"
+[[models]]
+name = "gpt-*"
+upstream = "openai"
+[[models]]
+name = "claude-*"
+upstream = "anthropic"
+[[models]]
+name = "local-*"
+upstream = "local"
+"#,
+        url = mock.url()
+    ))
+    .await
+}
+
+/// `codex exec PROMPT` with `model`, its provider the gateway (Responses API), in a fresh home
+/// and working directory.
+async fn codex(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
+    let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        Command::new(dir.join("node_modules/.bin/codex"))
+            .current_dir(work.path())
+            .env("CODEX_HOME", home.path())
+            .env("OPENAI_API_KEY", "sk-codex-test")
+            .env_remove("OPENAI_BASE_URL")
+            .args([
+                "exec",
+                "--skip-git-repo-check",
+                "-c",
+                "model_provider=gw",
+                "-c",
+            ])
+            .arg(format!(
+                "model_providers.gw={{name=\"gw\", base_url=\"{gateway}/v1\", \
+                 env_key=\"OPENAI_API_KEY\", wire_api=\"responses\", request_max_retries=0, \
+                 stream_max_retries=0}}"
+            ))
+            .args(["-c", &format!("model=\"{model}\""), &prompt])
+            .output()
+            .expect("run codex")
+    })
+    .await
+    .unwrap()
+}
+
+/// `claude -p PROMPT` with `model`, its base URL the gateway, in a fresh home and working
+/// directory; `echo` allowed without asking.
+async fn claude(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
+    let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        Command::new(dir.join("node_modules/.bin/claude"))
+            .current_dir(work.path())
+            .env("HOME", home.path())
+            .env("ANTHROPIC_BASE_URL", gateway)
+            .env("ANTHROPIC_API_KEY", "sk-ant-claude-test")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .args(["-p", &prompt, "--model", &model])
+            .args(["--allowedTools", "Bash(echo:*)"])
+            .output()
+            .expect("run claude")
+    })
+    .await
+    .unwrap()
+}
+
+fn says(out: &Output, text: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(text),
+        "the agent did not answer {text:?} ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The model calls, in the upstream's requests to `path`, in order.
+fn bodies(mock: &MockUpstream, path: &str) -> Vec<Value> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path.split('?').next() == Some(path))
+        .filter_map(RecordedRequest::json)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_works_through_the_gateway_and_translated_to_anthropic() {
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+
+    // Its own API: the Responses request goes through as Codex sent it.
+    let out = codex(dir.clone(), url.clone(), "gpt-5", "say hi").await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/responses");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0]["client_metadata"].is_object(), "{}", sent[0]);
+
+    // To Anthropic's API, with a tool call: the model (the mock, in Anthropic's shape) asks
+    // for a shell command; Codex gets it as a Responses function call, runs it (or reports
+    // why it could not) and sends the result, which reaches the upstream as a tool_result.
+    mock.push(MockResponse::ok().tool_call("exec_command", json!({"cmd": "echo portcullis"})));
+    let out = codex(dir, url, "claude-sonnet-4-5", "run echo portcullis").await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/messages");
+    assert_eq!(sent.len(), 2, "the call, then its result: {sent:?}");
+    for body in &sent {
+        // What Anthropic would refuse never reaches it.
+        assert!(body.get("client_metadata").is_none(), "{body}");
+        let tools: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(tools.contains(&"exec_command"), "{tools:?}");
+    }
+    let last = sent[1]["messages"].as_array().unwrap();
+    let results: Vec<&Value> = last
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 1, "{}", sent[1]);
+    assert!(
+        results[0]["tool_use_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("toolu_mock_")),
+        "{}",
+        results[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_works_through_the_gateway_and_translated_to_a_local_model() {
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+
+    // Its own API.
+    let out = claude(dir.clone(), url.clone(), "claude-sonnet-4-5", "say hi").await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/messages");
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().any(|b| b.get("context_management").is_some()),
+        "Claude Code's own fields go through: {sent:?}"
+    );
+
+    // To a local model's chat completions, with a tool call: the Bash call comes back to
+    // Claude Code as a tool_use block, and its result reaches the upstream as a tool message.
+    mock.push(MockResponse::ok().tool_call(
+        "Bash",
+        json!({"command": "echo portcullis", "description": "Print a word"}),
+    ));
+    let out = claude(dir, url, "local-qwen3-coder", "run echo portcullis").await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/chat/completions");
+    assert!(sent.len() >= 2, "the call, then its result: {sent:?}");
+    let with_result = sent
+        .iter()
+        .find(|b| {
+            b["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["role"] == "tool")
+        })
+        .unwrap_or_else(|| panic!("no tool result went upstream: {sent:?}"));
+    let tool = with_result["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert!(
+        tool["tool_call_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_mock_")),
+        "{tool}"
+    );
+    for body in &sent {
+        assert!(body.get("context_management").is_none(), "{body}");
+    }
+}
