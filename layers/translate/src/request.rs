@@ -859,9 +859,13 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
     )?;
     extra.remove("service_tier");
     // Anthropic's server-side editing of the context (clearing old thinking or tool results,
-    // as Claude Code asks on every request): an optimisation of Anthropic's own, not part of
-    // the conversation; a chat upstream gets the conversation as sent.
-    extra.remove("context_management");
+    // as Claude Code asks on every request), its effort control (`output_config`, also sent
+    // by Claude Code; the thinking budget already sets `reasoning_effort`) and its inference
+    // region: Anthropic's own knobs, not part of the conversation. A chat upstream gets the
+    // conversation as sent; OpenAI's own API would refuse the fields.
+    for k in ["context_management", "output_config", "inference_geo"] {
+        extra.remove(k);
+    }
     let mut out: Vec<ChatMessage> = Vec::new();
     match system {
         None => {}
