@@ -1154,6 +1154,8 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
         "include",
         "truncation",
         "metadata",
+        // Codex's session and turn ids, on every request: the Responses API's own metadata.
+        "client_metadata",
         "service_tier",
         "prompt_cache_key",
         "stream_options",

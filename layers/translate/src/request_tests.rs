@@ -500,6 +500,13 @@ fn openai_only_fields_never_reach_anthropic() {
     .unwrap();
     assert!(out.get("client_metadata").is_none(), "{out}");
     assert!(out.get("prompt_cache_retention").is_none(), "{out}");
+    let chat = serde_json::to_value(
+        responses_to_chat(resp_req(json!({"model": "m", "input": "hi",
+            "client_metadata": {"session_id": "s"}})))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(chat.get("client_metadata").is_none(), "{chat}");
     assert_eq!(out["top_k"], 5, "{out}");
     let out = to_msgs(
         json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
