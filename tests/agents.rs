@@ -142,7 +142,7 @@ fn bodies(mock: &MockUpstream, path: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn codex_works_through_the_gateway_and_translated_to_anthropic() {
+async fn codex_works_through_the_gateway_and_translated_to_anthropic_and_a_local_model() {
     let dir = tokio::task::spawn_blocking(agents).await.unwrap();
     let mock = MockUpstream::start().await.unwrap();
     let gw = gateway(&mock).await;
@@ -159,7 +159,7 @@ async fn codex_works_through_the_gateway_and_translated_to_anthropic() {
     // for a shell command; Codex gets it as a Responses function call, runs it (or reports
     // why it could not) and sends the result, which reaches the upstream as a tool_result.
     mock.push(MockResponse::ok().tool_call("exec_command", json!({"cmd": "echo portcullis"})));
-    let out = codex(dir, url, "claude-sonnet-4-5", "run echo portcullis").await;
+    let out = codex(dir.clone(), url, "claude-sonnet-4-5", "run echo portcullis").await;
     says(&out, "Hello from mock");
     let sent = bodies(&mock, "/v1/messages");
     assert_eq!(sent.len(), 2, "the call, then its result: {sent:?}");
@@ -189,6 +189,33 @@ async fn codex_works_through_the_gateway_and_translated_to_anthropic() {
         "{}",
         results[0]
     );
+
+    // To a local model's chat completions, the same: the call comes back as a function
+    // call, its output goes up as a tool message.
+    mock.push(MockResponse::ok().tool_call("exec_command", json!({"cmd": "echo portcullis"})));
+    let out = codex(
+        dir,
+        format!("http://{}", gw.addr),
+        "local-qwen3-coder",
+        "run echo portcullis",
+    )
+    .await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/chat/completions");
+    assert_eq!(sent.len(), 2, "the call, then its result: {sent:?}");
+    let tool = sent[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool result went upstream: {}", sent[1]));
+    assert!(
+        tool["tool_call_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_mock_")),
+        "{tool}"
+    );
+    assert!(sent[1].get("client_metadata").is_none(), "{}", sent[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
