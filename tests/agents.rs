@@ -36,10 +36,12 @@ fn agents() -> PathBuf {
 }
 
 /// The gateway: `gpt-*` on an upstream of any API (Codex's own), `claude-*` on one that speaks
-/// Anthropic's, `local-*` on an OpenAI chat-completions one (a local model), all the mock.
-async fn gateway(mock: &MockUpstream) -> TestGateway {
+/// Anthropic's, `local-*` on an OpenAI chat-completions one (a local model), all the mock;
+/// `extra` TOML after.
+async fn gateway_with(mock: &MockUpstream, extra: &str) -> TestGateway {
     TestGateway::start(&format!(
-        r#"
+        r#"{extra}
+
 [[upstreams]]
 name = "openai"
 base_url = "{url}"
@@ -64,6 +66,10 @@ upstream = "local"
         url = mock.url()
     ))
     .await
+}
+
+async fn gateway(mock: &MockUpstream) -> TestGateway {
+    gateway_with(mock, "").await
 }
 
 /// `codex exec PROMPT` with `model`, its provider the gateway (Responses API), in a fresh home
@@ -272,4 +278,25 @@ async fn claude_code_works_through_the_gateway_and_translated_to_a_local_model()
         assert!(body.get("context_management").is_none(), "{body}");
         assert!(body.get("output_config").is_none(), "{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chat_commands_are_answered_to_both_agents() {
+    // What the user typed is the last text of the last user turn: Claude Code puts reminders
+    // before it and a system message after it; Codex puts its context in earlier items.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway_with(&mock, "[commands]\nenabled = true\n").await;
+    let url = format!("http://{}", gw.addr);
+    let out = claude(
+        dir.clone(),
+        url.clone(),
+        "claude-sonnet-4-5",
+        "!/set(model=claude-haiku-4-5)",
+    )
+    .await;
+    says(&out, "model = claude-haiku-4-5");
+    let out = codex(dir, url, "gpt-5", "!/show").await;
+    says(&out, "This session has no settings");
+    assert_eq!(mock.request_count(), 0, "answered by the gateway");
 }

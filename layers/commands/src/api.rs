@@ -57,44 +57,50 @@ impl Api {
 /// turn is a tool result or an assistant message is not a command, even if an earlier user
 /// message was.
 pub(crate) fn last_user_text(api: Api, body: &Value) -> Option<String> {
-    match api {
-        Api::ChatCompletions | Api::Messages => {
-            let last = body.get("messages")?.as_array()?.last()?;
-            (last.get("role")?.as_str()? == "user").then_some(())?;
-            content_text(last.get("content")?)
-        }
+    let turns = match api {
+        Api::ChatCompletions | Api::Messages => body.get("messages")?.as_array()?,
         Api::Responses => match body.get("input")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(items) => {
-                let last = items.last()?;
-                let is_message = last
-                    .get("type")
-                    .is_none_or(|t| t.as_str() == Some("message"));
-                (is_message && last.get("role")?.as_str()? == "user").then_some(())?;
-                content_text(last.get("content")?)
-            }
-            _ => None,
+            Value::String(s) => return Some(s.clone()),
+            Value::Array(items) => items,
+            _ => return None,
         },
-    }
+    };
+    // The last turn, past the instructions a client appends after it (Claude Code sends a
+    // `system` message after the user's turn): a user message, or no command.
+    let last = turns.iter().rev().find(|t| !is_instruction(t))?;
+    let is_message = last
+        .get("type")
+        .is_none_or(|t| t.as_str() == Some("message"));
+    (is_message && last.get("role")?.as_str()? == "user").then_some(())?;
+    content_text(last.get("content")?)
 }
 
-/// A string, or the text of the text parts of a content array (`text` and `input_text`).
+/// A `system` or `developer` message: an instruction, not a turn.
+fn is_instruction(item: &Value) -> bool {
+    item.get("type")
+        .is_none_or(|t| t.as_str() == Some("message"))
+        && matches!(
+            item.get("role").and_then(Value::as_str),
+            Some("system" | "developer")
+        )
+}
+
+/// A string, or the last text part of a content array (`text` or `input_text`): what the user
+/// typed, after what a client puts before it (Claude Code's `<system-reminder>` blocks).
 fn content_text(content: &Value) -> Option<String> {
     match content {
         Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter(|p| {
-                    matches!(
-                        p.get("type").and_then(Value::as_str),
-                        Some("text" | "input_text")
-                    )
-                })
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
-            (!texts.is_empty()).then(|| texts.join("\n"))
-        }
+        Value::Array(parts) => parts
+            .iter()
+            .rev()
+            .filter(|p| {
+                matches!(
+                    p.get("type").and_then(Value::as_str),
+                    Some("text" | "input_text")
+                )
+            })
+            .find_map(|p| p.get("text").and_then(Value::as_str))
+            .map(str::to_owned),
         _ => None,
     }
 }
@@ -402,5 +408,32 @@ mod tests {
         assert_eq!(last_user_text(Api::Responses, &call), None);
         assert_eq!(last_user_text(Api::Responses, &json!({"input": 5})), None);
         assert_eq!(last_user_text(Api::Messages, &json!([1])), None);
+    }
+
+    #[test]
+    fn finds_what_the_user_typed_in_agents_requests() {
+        // Claude Code 2.1: reminders before the prompt in the user's turn, and a system
+        // message after it.
+        let claude = json!({"messages":[{"role":"user","content":[
+            {"type":"text","text":"<system-reminder>context</system-reminder>"},
+            {"type":"text","text":"!/set(model=x)"}]},
+            {"role":"system","content":"Available agent types: ..."}]});
+        assert_eq!(
+            last_user_text(Api::Messages, &claude).as_deref(),
+            Some("!/set(model=x)")
+        );
+        // Codex: developer messages and the environment first, the prompt last.
+        let codex = json!({"input":[
+            {"type":"message","role":"developer","content":[{"type":"input_text","text":"d"}]},
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"<environment_context/>"}]},
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"!/show"}]}]});
+        assert_eq!(
+            last_user_text(Api::Responses, &codex).as_deref(),
+            Some("!/show")
+        );
+        // An instruction after an assistant turn does not make that a user's.
+        let answered = json!({"messages":[{"role":"user","content":"!/show"},
+            {"role":"assistant","content":"ok"},{"role":"developer","content":"d"}]});
+        assert_eq!(last_user_text(Api::ChatCompletions, &answered), None);
     }
 }
