@@ -62,7 +62,9 @@ impl Coding {
         match self {
             Coding::Gzip => Box::pin(GzipDecoder::new(input)),
             Coding::Deflate => Box::pin(ZlibDecoder::new(input)),
-            Coding::Zstd => Box::pin(ZstdDecoder::new(input)),
+            // RFC 9659's limit for HTTP: a frame whose window is over 8 MiB is refused, not
+            // given the 128 MiB zstd would otherwise allocate for it, per request.
+            Coding::Zstd => Box::pin(ZstdDecoder::new_for_http(input)),
             Coding::Brotli => Box::pin(BrotliDecoder::new(input)),
         }
     }
@@ -266,6 +268,25 @@ mod tests {
         let req = api_request(request("zstd", b"not zstd at all".to_vec())).unwrap();
         let e = text(req).await.unwrap_err();
         assert!(e.contains("not valid zstd"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_zstd_frame_asking_for_a_window_over_8_mib_is_refused() {
+        // A window is memory the decoder holds for the whole body: 128 MiB a request, from a
+        // few bytes of header, without RFC 9659's limit.
+        let frame = |window_log: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.set_parameter(zstd::stream::raw::CParameter::WindowLog(window_log))
+                .unwrap();
+            e.include_contentsize(false).unwrap();
+            e.write_all(b"{}").unwrap();
+            e.finish().unwrap()
+        };
+        let req = api_request(request("zstd", frame(27))).unwrap();
+        let e = text(req).await.unwrap_err();
+        assert!(e.contains("not valid zstd"), "{e}");
+        let req = api_request(request("zstd", frame(23))).unwrap();
+        assert_eq!(text(req).await.unwrap(), "{}");
     }
 
     #[tokio::test]
