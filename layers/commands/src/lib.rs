@@ -7,9 +7,11 @@
 //! requests.
 //!
 //! # Commands
-//! When the **last message** of a request is the user's and its text (chat completions and
-//! Anthropic `messages[-1]`: a string or its text blocks; Responses `input`: a string or a
-//! last user message item) starts with the prefix (`!/` by default, leading whitespace
+//! When the **last turn** of a request is the user's (the last message or `input` item,
+//! past `system` and `developer` messages a client appends after it, as Claude Code does)
+//! and what the user typed (a string, or the last text block or `input_text` part: clients
+//! such as Claude Code put `<system-reminder>` blocks before the prompt; Responses `input`
+//! may also be a plain string) starts with the prefix (`!/` by default, leading whitespace
 //! ignored):
 //! - `!/set(key=value, ...)`: store settings for the session.
 //!   - `model=NAME`: later requests are sent as that model: the body's `model` is rewritten and
