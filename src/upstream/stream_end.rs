@@ -11,6 +11,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use portcullis_core::sse::StreamApi;
 
 use super::client::UpstreamIdle;
 
@@ -38,21 +39,12 @@ impl StreamShape {
     }
 
     fn event(self, code: &str, message: &str) -> Bytes {
-        let text = match self {
-            StreamShape::OpenAi => format!(
-                "data: {}\n\n",
-                serde_json::json!({"error": {"message": message, "type": "api_error", "code": code}})
-            ),
-            StreamShape::Anthropic => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
-            ),
-            StreamShape::Responses => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({"type": "error", "code": code, "message": message})
-            ),
+        let api = match self {
+            StreamShape::OpenAi => StreamApi::ChatCompletions,
+            StreamShape::Anthropic => StreamApi::Messages,
+            StreamShape::Responses => StreamApi::Responses,
         };
-        Bytes::from(text)
+        portcullis_core::sse::error_event(api, code, "api_error", message)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use portcullis_core::sse::StreamApi;
 use serde::Deserialize;
 
 use crate::scan;
@@ -56,31 +57,15 @@ impl Api {
     }
 
     /// The one event that ends a stream with an error in this API's shape (interface.md
-    /// "Streams"): OpenAI chat `data: {"error":{..}}` (no `[DONE]` follows), Anthropic
-    /// `event: error`, Responses an `error` event.
+    /// "Streams"; [`portcullis_core::sse::error_event`]): OpenAI chat `data: {"error":{..}}`
+    /// (no `[DONE]` follows), Anthropic `event: error`, Responses an `error` event.
     pub fn error_event(self, code: &str, message: &str) -> Bytes {
-        let text = match self {
-            Self::ChatCompletions => format!(
-                "data: {}\n\n",
-                serde_json::json!({
-                    "error": { "message": message, "type": "api_error", "code": code }
-                })
-            ),
-            Self::Messages => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({
-                    "type": "error",
-                    "error": { "type": "api_error", "message": message }
-                })
-            ),
-            Self::Responses => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({
-                    "type": "error", "code": code, "message": message, "param": null
-                })
-            ),
+        let api = match self {
+            Self::ChatCompletions => StreamApi::ChatCompletions,
+            Self::Messages => StreamApi::Messages,
+            Self::Responses => StreamApi::Responses,
         };
-        Bytes::from(text)
+        portcullis_core::sse::error_event(api, code, "api_error", message)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The three API shapes whose answers are watched, and how each ends a stream with an error.
 
 use bytes::Bytes;
+use portcullis_core::sse::{error_event, StreamApi};
 
 /// Which API a request speaks, decided by its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,22 +47,13 @@ impl Api {
     }
 
     /// The one event that ends a stream with an error in this API's shape (interface.md
-    /// "Streams").
+    /// "Streams"; [`portcullis_core::sse::error_event`]).
     pub(crate) fn error_event(self, code: &str, kind: &str, message: &str) -> Bytes {
-        let text = match self {
-            Self::ChatCompletions => format!(
-                "data: {}\n\n",
-                serde_json::json!({ "error": { "message": message, "type": kind, "code": code } })
-            ),
-            Self::Messages => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({ "type": "error", "error": { "type": kind, "message": message } })
-            ),
-            Self::Responses => format!(
-                "event: error\ndata: {}\n\n",
-                serde_json::json!({ "type": "error", "code": code, "message": message, "param": null })
-            ),
+        let api = match self {
+            Self::ChatCompletions => StreamApi::ChatCompletions,
+            Self::Messages => StreamApi::Messages,
+            Self::Responses => StreamApi::Responses,
         };
-        Bytes::from(text)
+        error_event(api, code, kind, message)
     }
 }
