@@ -287,3 +287,55 @@ async fn in_chat_commands_are_answered_to_both_agents() {
     says(&out, "This session has no settings");
     assert_eq!(mock.request_count(), 0, "answered by the gateway");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_agents_work_with_every_layer_on() {
+    // What each agent sends on every request passes every layer: validation, memory routing,
+    // rate limit, dedup, loop detection, the tool-call loop, commands and the audit line.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let gw = gateway_with(
+        &mock,
+        &format!(
+            r#"
+[memory_routing]
+patterns = [{{ header = "user-agent", pattern = "^claude-cli/", user_id = "claude-code" }}]
+[dedup]
+enabled = true
+[rate_limit]
+enabled = true
+requests_per_minute = 600
+burst = 100
+[loop_detection]
+enabled = true
+[tool_call_loop]
+enabled = true
+[commands]
+enabled = true
+[audit]
+path = "{}"
+"#,
+            audit.path().display()
+        ),
+    )
+    .await;
+    let url = format!("http://{}", gw.addr);
+    mock.push(MockResponse::ok().tool_call("exec_command", json!({"cmd": "echo portcullis"})));
+    says(
+        &codex(dir.clone(), url.clone(), "gpt-5", "run echo portcullis").await,
+        "Hello from mock",
+    );
+    says(
+        &claude(dir, url, "claude-sonnet-4-5", "say hi").await,
+        "Hello from mock",
+    );
+    // Claude Code was told by its User-Agent: its memory user id went upstream.
+    let last = mock.last_request().unwrap();
+    assert_eq!(last.header("x-sm-user-id"), Some("claude-code"));
+    assert_eq!(
+        mock.request_count(),
+        3,
+        "Codex's call and its result, Claude's turn"
+    );
+}
