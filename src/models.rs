@@ -172,17 +172,10 @@ fn expand<'a>(
             let created_at = reported
                 .and_then(|r| r.created_at.clone())
                 .unwrap_or_else(|| {
-                    let mut at = String::new();
-                    let secs = u64::try_from(created).unwrap_or(0);
-                    portcullis_core::rfc3339::push(
-                        &mut at,
-                        std::time::UNIX_EPOCH + Duration::from_secs(secs),
-                        1,
-                    );
                     // Whole seconds, as Anthropic writes them: `...T00:00:00Z`.
-                    at.truncate(at.len().saturating_sub(".0Z".len()));
-                    at.push('Z');
-                    at
+                    let secs = u64::try_from(created).unwrap_or(0);
+                    let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+                    humantime::format_rfc3339_seconds(at).to_string()
                 });
             let display_name = reported
                 .and_then(|r| r.display_name.as_deref())
