@@ -114,12 +114,24 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         out.status.success(),
         "translation checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
-    // Each upstream saw only its own API.
-    assert!(anth
-        .requests()
-        .iter()
-        .all(|r| r.path.ends_with("/v1/messages")));
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
+    // Each upstream saw only its own API: the local model no token counts (the gateway
+    // estimates them), Anthropic one, Responses' `input_tokens` translated.
+    let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        anth_paths
+            .iter()
+            .all(|p| p.ends_with("/v1/messages") || p.ends_with("/v1/messages/count_tokens")),
+        "{anth_paths:?}"
+    );
+    assert_eq!(
+        anth_paths
+            .iter()
+            .filter(|p| p.ends_with("/count_tokens"))
+            .count(),
+        1,
+        "{anth_paths:?}"
+    );
     assert!(local
         .requests()
         .iter()

@@ -15,7 +15,7 @@
 //! | `POST .../v1/completions`                 | `text_completion` (streams too)                   |
 //! | `POST .../v1/embeddings`                  | one 8-float vector per input (`dimensions`, `encoding_format: "base64"` honoured) |
 //! | `POST .../v1/messages`                    | Anthropic `message` (Anthropic SSE events with `"stream": true`) |
-//! | `POST .../v1/messages/count_tokens`       | `{"input_tokens": N}`, N by the same rule as `/v1/messages` |
+//! | `POST .../v1/messages/count_tokens`       | `{"input_tokens": N}`, N by the same rule as `/v1/messages`; `max_tokens`, `stream` and sampling fields refused (400), as Anthropic does |
 //! | `POST .../v1/responses`                   | OpenAI Responses API `response` (with `"stream": true` the real event sequence: `response.created`, `response.in_progress`, `response.output_item.added`, `response.content_part.added`, one `response.output_text.delta` per word, `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, `response.completed`; each `event: TYPE` + `data:` carrying `type` and `sequence_number` from 0) |
 //! | `GET .../v1/responses/{id}`               | a completed `response` with that id               |
 //! | `DELETE .../v1/responses/{id}`            | `{"id", "object": "response.deleted", "deleted": true}` |

@@ -338,10 +338,7 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
                 Route::Chat => chat(call, &req),
                 Route::Completions => completions(call, &req),
                 Route::Embeddings => embeddings(&req),
-                Route::CountTokens => Reply::json(
-                    StatusCode::OK,
-                    &json!({"input_tokens": prompt_tokens(call.body)}),
-                ),
+                Route::CountTokens => count_tokens(call.body, &req),
                 Route::Responses => responses(call, &req),
                 Route::ResponsesInputTokens => Reply::json(
                     StatusCode::OK,
@@ -364,6 +361,30 @@ fn anthropic_error(status: StatusCode, message: &str) -> Reply {
     Reply::json(
         status,
         &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+    )
+}
+
+/// Anthropic's `count_tokens`: the fields only generation takes are refused, as Anthropic
+/// refuses them (`max_tokens: Extra inputs are not permitted`).
+fn count_tokens(body: &[u8], req: &Value) -> Reply {
+    const GENERATION_ONLY: &[&str] = &[
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+    ];
+    if let Some(k) = GENERATION_ONLY.iter().find(|k| req.get(**k).is_some()) {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            &format!("{k}: Extra inputs are not permitted"),
+        );
+    }
+    Reply::json(
+        StatusCode::OK,
+        &json!({"input_tokens": prompt_tokens(body)}),
     )
 }
 

@@ -207,7 +207,7 @@ async fn response_id_routes() {
 #[tokio::test]
 async fn count_tokens_uses_the_messages_rule() {
     let mock = MockUpstream::start().await.unwrap();
-    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+    let body = json!({"model": "claude-sonnet-4-5",
                       "messages": [{"role": "user", "content": "hello there"}]});
     let counted = json_call(
         &mock,
@@ -226,6 +226,21 @@ async fn count_tokens_uses_the_messages_rule() {
     assert!(
         text.contains("\"type\":\"error\""),
         "Anthropic error shape: {text}"
+    );
+    // What only generation takes is refused there, as Anthropic refuses it.
+    let generation = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hello there"}]});
+    let (status, text) = call(
+        &mock,
+        Method::POST,
+        "/v1/messages/count_tokens",
+        Some(generation),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text.contains("max_tokens: Extra inputs are not permitted"),
+        "{text}"
     );
 }
 

@@ -151,6 +151,37 @@ def _():
     assert r.content[0].text, r
 
 
+@check("anthropic count_tokens -> chat-completions upstream: the gateway's estimate")
+def _():
+    kw = dict(model="local-llama", system="be brief",
+              messages=[{"role": "user", "content": "what is the weather in Paris today?"}])
+    r = an.messages.count_tokens(**kw)
+    # Framing (3 + 3 per message) and the text's own tokens.
+    assert 15 <= r.input_tokens <= 40, r
+    with_tools = an.messages.count_tokens(**kw, tools=[{
+        "name": "get_weather", "description": "weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+    assert with_tools.input_tokens > r.input_tokens + 10, (with_tools, r)
+    # Claude Code asks through the beta resource (`?beta=true`).
+    beta = an.beta.messages.count_tokens(**kw)
+    assert beta.input_tokens == r.input_tokens, (beta, r)
+
+
+@check("openai responses input_tokens -> anthropic upstream's count_tokens")
+def _():
+    r = oa.responses.input_tokens.count(model="claude-sonnet-4-5", instructions="be brief",
+                                        input="what is the weather in Paris today?")
+    assert r.object == "response.input_tokens", r
+    assert r.input_tokens > 0, r
+
+
+@check("openai responses input_tokens -> chat-completions upstream: the gateway's estimate")
+def _():
+    r = oa.responses.input_tokens.count(model="local-llama", input="hello world")
+    assert r.object == "response.input_tokens", r
+    assert r.input_tokens == 8, r
+
+
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")
 raise SystemExit(1 if failed else 0)

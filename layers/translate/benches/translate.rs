@@ -1,5 +1,6 @@
 //! Stream translation cost per event: a 1,000-event stream in each direction, fed in
-//! network-sized chunks (target: under 2 µs per event).
+//! network-sized chunks (target: under 2 µs per event); and the token estimate the layer
+//! answers `count_tokens` with for chat upstreams, per byte of text.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use portcullis_translate::{Format, Plan, StreamTranslator};
@@ -96,5 +97,35 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `count_tokens` for a chat upstream: the estimate over a Claude Code-sized conversation
+/// (this crate's own README and sources as the turns' text, about 200 KB).
+fn count(c: &mut Criterion) {
+    let text = [
+        include_str!("../README.md"),
+        include_str!("../src/request.rs"),
+        include_str!("../src/stream.rs"),
+        include_str!("../src/response.rs"),
+    ];
+    let messages: Vec<_> = text
+        .iter()
+        .flat_map(|t| {
+            [
+                serde_json::json!({"role": "user", "content": t}),
+                serde_json::json!({"role": "assistant", "content": "ok"}),
+            ]
+        })
+        .collect();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"model": "m", "messages": messages})).unwrap();
+    let mut g = c.benchmark_group("count_tokens_estimate");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("messages_200kb", |b| {
+        b.iter(|| {
+            portcullis_translate::count::estimate_input_tokens(Format::Messages, &body).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, count);
 criterion_main!(benches);

@@ -65,6 +65,7 @@
 mod api;
 mod body;
 mod config;
+pub mod count;
 pub mod error;
 pub mod future;
 mod layer;

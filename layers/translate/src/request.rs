@@ -86,6 +86,8 @@ pub struct Plan {
     /// A `json_schema` response format travels as the [`JSON_TOOL`] tool: its call is the
     /// answer's text.
     pub json_tool: bool,
+    /// A token-count request (`count_tokens` / `input_tokens`): the answer is a count.
+    pub count: bool,
 }
 
 impl Plan {
@@ -97,6 +99,7 @@ impl Plan {
             stream: false,
             include_usage: false,
             json_tool: false,
+            count: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use portcullis_core::body::{collect_limited, DEFAULT_MAX_BODY_BYTES};
 use tower::{BoxError, Service};
 
 use crate::{
-    error::map_error, future::ResponseFuture, request::translate_request,
+    count, error::map_error, future::ResponseFuture, request::translate_request,
     response::translate_response, Api, Format, Plan, StreamTranslator, TranslateBody,
     TranslateError,
 };
@@ -46,6 +46,12 @@ pub enum Route {
     Pass,
     /// Translate from the first format to the second.
     Translate(Format, Format),
+    /// A token-count request from the first format's count endpoint to the second's
+    /// (Responses `input_tokens` -> Anthropic `count_tokens`).
+    Count(Format, Format),
+    /// A token-count request (in this format) the upstream's API has no endpoint for: the
+    /// layer answers it with its own estimate (see [`crate::count`]).
+    Estimate(Format),
     /// Refuse it.
     Refuse(TranslateError),
 }
@@ -55,10 +61,14 @@ pub enum Route {
 ///
 /// - `any`, or the upstream's own shape: pass.
 /// - `POST` to one of the three endpoints in another shape: translate.
+/// - `POST` to a token-count endpoint (`/v1/messages/count_tokens`,
+///   `/v1/responses/input_tokens`) in another shape: translated to the upstream's count
+///   endpoint if its API has one ([`Route::Count`]), else counted here
+///   ([`Route::Estimate`]).
 /// - An `anthropic` upstream refuses `/v1/embeddings`, `/v1/completions`,
 ///   `/v1/moderations`, `/v1/audio/*`, `/v1/images/*`, `/v1/responses/*` and
 ///   `/v1/chat/completions/*` (stored objects): Anthropic has none of them.
-/// - An `openai` upstream refuses `/v1/messages/*` (`count_tokens`, batches) and
+/// - An `openai` upstream refuses the rest of `/v1/messages/*` (batches) and
 ///   `/v1/responses/*` (stored responses; the gateway stores none).
 /// - Any other path passes (`/v1/models`, `/v1/files`, ...).
 pub fn route(api: Api, method: &Method, path: &str) -> Route {
@@ -72,6 +82,13 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
         return match client.target(api) {
             Some(t) if method == Method::POST => Route::Translate(client, t),
             _ => Route::Pass,
+        };
+    }
+    if let Some(client) = Format::from_count_path(path).filter(|_| method == Method::POST) {
+        return match client.target(api) {
+            None => Route::Pass,
+            Some(t) if t.count_path().is_some() => Route::Count(client, t),
+            Some(_) => Route::Estimate(client),
         };
     }
     let refused: &[&str] = match api {
@@ -162,7 +179,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match route(self.api, req.method(), req.uri().path()) {
+        let route = route(self.api, req.method(), req.uri().path());
+        match route {
             Route::Pass => {
                 let fut = self.inner.call(req);
                 ResponseFuture {
@@ -175,20 +193,25 @@ where
             Route::Refuse(e) => ResponseFuture {
                 inner: Box::pin(async move { Err(Refused::boxed(e)) }),
             },
-            Route::Translate(client, upstream) => {
+            Route::Estimate(client) => {
+                let limit = self.max_body_bytes;
+                ResponseFuture {
+                    inner: Box::pin(
+                        async move { estimated(req, client, limit).await.map_err(refusal) },
+                    ),
+                }
+            }
+            Route::Translate(client, upstream) | Route::Count(client, upstream) => {
+                let count = matches!(route, Route::Count(..));
                 // The readied service serves this call; the clone waits for the next.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let limit = self.max_body_bytes;
                 ResponseFuture {
                     inner: Box::pin(async move {
-                        translated(inner, req, client, upstream, limit)
+                        translated(inner, req, client, upstream, count, limit)
                             .await
-                            .map_err(|e| match e.downcast::<TranslateError>() {
-                                // A refusal the edge renders in the client's shape.
-                                Ok(t) => Refused::boxed(*t),
-                                Err(e) => e,
-                            })
+                            .map_err(refusal)
                     }),
                 }
             }
@@ -196,11 +219,48 @@ where
     }
 }
 
+/// A [`TranslateError`] as a refusal the edge renders in the client's shape.
+fn refusal(e: BoxError) -> BoxError {
+    match e.downcast::<TranslateError>() {
+        Ok(t) => Refused::boxed(*t),
+        Err(e) => e,
+    }
+}
+
+/// Answer a token-count request with the layer's own estimate ([`crate::count`]).
+async fn estimated<B, RB>(
+    req: Request<B>,
+    client: Format,
+    limit: usize,
+) -> Result<Response<TranslateBody<RB>>, BoxError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let bytes = collect_limited(req.into_body(), limit).await?;
+    let n = count::estimate_input_tokens(client, &bytes)?;
+    let body = count::input_tokens_body(client, n);
+    let mut resp = Response::new(TranslateBody::full(body.clone()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let tag = format!("{}->estimate", tag(client));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(X_PORTCULLIS_TRANSLATED, v);
+    }
+    tracing::debug!(from = ?client, input_tokens = n, "token count estimated");
+    Ok(resp)
+}
+
 async fn translated<S, B, RB>(
     mut inner: S,
     req: Request<B>,
     client: Format,
     upstream: Format,
+    count: bool,
     limit: usize,
 ) -> Result<Response<TranslateBody<RB>>, BoxError>
 where
@@ -213,8 +273,18 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let bytes = collect_limited(body, limit).await?;
-    let (out, plan) = translate_request(client, upstream, &bytes)?;
-    parts.uri = with_path(&parts.uri, upstream.path())?;
+    let (out, plan, path) = match upstream.count_path().filter(|_| count) {
+        Some(path) => {
+            let mut plan = Plan::new(client, upstream);
+            plan.count = true;
+            (count::count_request(client, upstream, &bytes)?, plan, path)
+        }
+        None => {
+            let (out, plan) = translate_request(client, upstream, &bytes)?;
+            (out, plan, upstream.path())
+        }
+    };
+    parts.uri = with_path(&parts.uri, path)?;
     rewrite_request_headers(&mut parts.headers, upstream, out.len());
     tracing::debug!(from = ?client, to = ?upstream, "translating request");
     let resp = inner
@@ -340,7 +410,11 @@ where
         }
         if is_json {
             let bytes = collect_limited(body, MAX_RESPONSE_BYTES).await?;
-            let out = translate_response(plan, &bytes)?;
+            let out = if plan.count {
+                count::count_response(plan.client, plan.upstream, &bytes)?
+            } else {
+                translate_response(plan, &bytes)?
+            };
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             return Ok(Response::from_parts(parts, TranslateBody::full(out)));
         }
@@ -405,8 +479,28 @@ mod tests {
             Route::Translate(Format::Responses, Format::ChatCompletions)
         );
         assert_eq!(route(Api::OpenAi, &post, "/v1/embeddings"), Route::Pass);
-        assert!(matches!(
+        assert_eq!(
             route(Api::OpenAi, &post, "/v1/messages/count_tokens"),
+            Route::Estimate(Format::Messages)
+        );
+        assert_eq!(
+            route(Api::OpenAi, &post, "/v1/responses/input_tokens"),
+            Route::Estimate(Format::Responses)
+        );
+        assert_eq!(
+            route(Api::Anthropic, &post, "/v1/responses/input_tokens"),
+            Route::Count(Format::Responses, Format::Messages)
+        );
+        assert_eq!(
+            route(Api::Any, &post, "/v1/responses/input_tokens"),
+            Route::Pass
+        );
+        assert!(matches!(
+            route(Api::OpenAi, &post, "/v1/messages/batches"),
+            Route::Refuse(_)
+        ));
+        assert!(matches!(
+            route(Api::OpenAi, &Method::GET, "/v1/messages/count_tokens"),
             Route::Refuse(_)
         ));
         assert!(matches!(
