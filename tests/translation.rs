@@ -114,7 +114,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         out.status.success(),
         "translation checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("15 passed, 0 failed"), "{stdout}");
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
@@ -137,6 +137,38 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         .iter()
         .all(|r| r.path.ends_with("/v1/chat/completions")));
     assert!(anth.request_count() >= 5 && local.request_count() >= 3);
+    // The custom tool went up as a function of one string; its call and output came back
+    // as Anthropic's tool_use and tool_result.
+    let bodies: Vec<serde_json::Value> = anth.requests().iter().filter_map(|r| r.json()).collect();
+    let patch_tool = bodies
+        .iter()
+        .filter_map(|b| b["tools"].as_array())
+        .flatten()
+        .find(|t| t["name"] == "apply_patch")
+        .expect("apply_patch reached Anthropic");
+    assert_eq!(patch_tool["input_schema"]["required"], json!(["input"]));
+    let history = bodies
+        .iter()
+        .find(|b| b.to_string().contains("Done!"))
+        .expect("the custom tool's output reached Anthropic");
+    let blocks: Vec<&serde_json::Value> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .collect();
+    assert!(
+        blocks.iter().any(|b| b["type"] == "tool_use"
+            && b["input"]["input"]
+                .as_str()
+                .is_some_and(|i| i.contains("*** Begin Patch"))),
+        "{history}"
+    );
+    assert!(
+        blocks.iter().any(|b| b["type"] == "tool_result"),
+        "{history}"
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ speaks only Anthropic's Messages API (`api = "anthropic"`), `local-*` models to 
 only chat completions (`api = "openai"`, like Ollama or vLLM). Prints one line per check and
 "N passed, N failed"; exits non-zero on failure.
 """
+import json
 import os
 import traceback
 
@@ -93,6 +94,47 @@ def _():
         final = s.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
     assert text and final.output_text == text, (text, final.output_text)
+
+
+# A custom (freeform) tool, as Codex's apply_patch is one: the model answers with free text.
+CUSTOM = [{"type": "custom", "name": "apply_patch", "description": "Edit files with a patch",
+           "format": {"type": "grammar", "syntax": "lark",
+                      "definition": "start: begin_patch hunk+ end_patch"}}]
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi \"there\"\n*** End Patch"
+# The mock answers with a call of this tool (in the upstream's shape) when asked so.
+CALL_PATCH = {"x-mock-tool-call": "apply_patch " + json.dumps({"input": PATCH})}
+
+
+def custom_round_trip(model):
+    r = oa.responses.create(model=model, input="add hello.txt", tools=CUSTOM,
+                            extra_headers=CALL_PATCH)
+    calls = [o for o in r.output if o.type == "custom_tool_call"]
+    assert len(calls) == 1 and calls[0].name == "apply_patch", r.output
+    assert calls[0].input == PATCH, calls[0].input
+    with oa.responses.stream(model=model, input="add hello.txt", tools=CUSTOM,
+                             extra_headers=CALL_PATCH) as s:
+        done = [e.input for e in s if e.type == "response.custom_tool_call_input.done"]
+        final = s.get_final_response()
+    assert done == [PATCH], done
+    assert [o.input for o in final.output if o.type == "custom_tool_call"] == [PATCH], final.output
+    # The call and its output go back up as the function's call and result.
+    r = oa.responses.create(model=model, tools=CUSTOM, input=[
+        {"role": "user", "content": "add hello.txt"},
+        {"type": "custom_tool_call", "call_id": calls[0].call_id, "name": "apply_patch",
+         "input": PATCH},
+        {"type": "custom_tool_call_output", "call_id": calls[0].call_id, "output": "Done!"},
+    ])
+    assert r.output_text, r
+
+
+@check("openai responses custom tool -> anthropic upstream: custom_tool_call items both ways")
+def _():
+    custom_round_trip("claude-sonnet-4-5")
+
+
+@check("openai responses custom tool -> chat-completions upstream: custom_tool_call items both ways")
+def _():
+    custom_round_trip("local-llama")
 
 
 @check("openai: what Anthropic cannot carry is a BadRequestError naming the field")

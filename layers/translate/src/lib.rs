@@ -66,6 +66,7 @@ mod api;
 mod body;
 mod config;
 pub mod count;
+pub mod custom;
 pub mod error;
 pub mod future;
 mod layer;

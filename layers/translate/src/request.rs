@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     api::Format,
+    custom,
     error::TranslateError,
     types::{
         chat::{
@@ -88,6 +89,9 @@ pub struct Plan {
     pub json_tool: bool,
     /// A token-count request (`count_tokens` / `input_tokens`): the answer is a count.
     pub count: bool,
+    /// The Responses client's custom (freeform) tools, sent as one-string functions: their
+    /// calls go back as `custom_tool_call` items (see [`crate::custom`]).
+    pub custom_tools: Vec<String>,
 }
 
 impl Plan {
@@ -100,6 +104,7 @@ impl Plan {
             include_usage: false,
             json_tool: false,
             count: false,
+            custom_tools: Vec::new(),
         }
     }
 }
@@ -146,11 +151,13 @@ pub fn translate_request(
         (Format::Responses, Format::ChatCompletions) => {
             let req: ResponsesRequest = serde_json::from_slice(body).map_err(invalid)?;
             plan.stream = req.stream == Some(true);
+            plan.custom_tools = custom_tool_names(&req);
             serde_json::to_vec(&responses_to_chat(req)?)
         }
         (Format::Responses, Format::Messages) => {
             let req: ResponsesRequest = serde_json::from_slice(body).map_err(invalid)?;
             plan.stream = req.stream == Some(true);
+            plan.custom_tools = custom_tool_names(&req);
             let out = responses_to_messages(req)?;
             plan.json_tool = uses_json_tool(&out);
             serde_json::to_vec(&out)
@@ -169,6 +176,15 @@ pub fn translate_request(
         message: e.to_string(),
     })?;
     Ok((Bytes::from(out), plan))
+}
+
+fn custom_tool_names(req: &ResponsesRequest) -> Vec<String> {
+    req.tools
+        .iter()
+        .flatten()
+        .filter(|t| t.kind == "custom")
+        .filter_map(|t| t.name.clone())
+        .collect()
 }
 
 fn uses_json_tool(req: &MessagesRequest) -> bool {
@@ -1238,7 +1254,26 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                     function: FunctionCall { name, arguments },
                 });
             }
+            InputItem::CustomToolCall {
+                call_id,
+                name,
+                input,
+                ..
+            } => {
+                let a = assistant_slot(&mut msgs, &mut pending_thinking);
+                a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
+                    id: call_id,
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name,
+                        arguments: custom::arguments_for(&input),
+                    },
+                });
+            }
             InputItem::FunctionCallOutput {
+                call_id, output, ..
+            }
+            | InputItem::CustomToolCallOutput {
                 call_id, output, ..
             } => {
                 let content = match output {
@@ -1305,6 +1340,11 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 }),
                 extra: Map::new(),
             }),
+            ("custom", Some(name)) => out_tools.push(custom::function_for(
+                name,
+                tool.description,
+                tool.extra.get("format"),
+            )),
             (kind, _) => left_out(&mut dropped, k, kind),
         }
     }
@@ -1314,7 +1354,12 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
         Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => {
             Some(Value::String(s))
         }
-        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+        Some(Value::Object(o))
+            if matches!(
+                o.get("type").and_then(Value::as_str),
+                Some("function" | "custom")
+            ) =>
+        {
             let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
             Some(json!({"type":"function","function":{"name":name}}))
         }

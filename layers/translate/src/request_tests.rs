@@ -547,6 +547,64 @@ fn tools_only_openai_runs_are_left_out_of_translated_responses_requests() {
 }
 
 #[test]
+fn custom_tools_and_their_calls_become_one_string_functions() {
+    let req = || {
+        resp_req(json!({
+            "model": "m",
+            "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files",
+                       "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}}],
+            "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "input": [
+                {"role": "user", "content": "add a.txt"},
+                {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch",
+                 "input": "*** Begin Patch\n*** End Patch"},
+                {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Done!"}
+            ]
+        }))
+    };
+    let chat = serde_json::to_value(responses_to_chat(req()).unwrap()).unwrap();
+    let f = &chat["tools"][0]["function"];
+    assert_eq!(f["name"], "apply_patch");
+    assert_eq!(f["parameters"]["required"], json!(["input"]));
+    assert_eq!(
+        chat["tool_choice"],
+        json!({"type": "function", "function": {"name": "apply_patch"}})
+    );
+    let call = &chat["messages"][1]["tool_calls"][0];
+    assert_eq!(call["id"], "call_1");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"input": "*** Begin Patch\n*** End Patch"}));
+    assert_eq!(
+        chat["messages"][2],
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "Done!"})
+    );
+
+    let msgs = serde_json::to_value(responses_to_messages(req()).unwrap()).unwrap();
+    assert_eq!(
+        msgs["tools"][0]["input_schema"]["properties"]["input"]["type"],
+        "string"
+    );
+    assert_eq!(
+        msgs["tool_choice"],
+        json!({"type": "tool", "name": "apply_patch"})
+    );
+    let use_block = &msgs["messages"][1]["content"][0];
+    assert_eq!(use_block["type"], "tool_use");
+    assert_eq!(
+        use_block["input"],
+        json!({"input": "*** Begin Patch\n*** End Patch"})
+    );
+    let (_, plan) = translate_request(
+        Format::Responses,
+        Format::Messages,
+        &serde_json::to_vec(&req()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plan.custom_tools, ["apply_patch"]);
+}
+
+#[test]
 fn responses_to_messages_keeps_signed_reasoning_and_files() {
     let out = serde_json::to_value(
         responses_to_messages(resp_req(json!({

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     api::Format,
+    custom,
     error::TranslateError,
     request::{Plan, JSON_TOOL, REDACTED_PREFIX, SIGNATURE_PREFIX},
     types::{
@@ -483,6 +484,12 @@ impl Reply {
     /// As a Responses object: reasoning items, one message item per run of text, function
     /// call items.
     pub fn to_responses(self) -> ResponseObject {
+        self.to_responses_for(&[])
+    }
+
+    /// As a Responses object, the calls of `custom_tools` (custom tools sent as one-string
+    /// functions, see [`crate::custom`]) as `custom_tool_call` items.
+    pub fn to_responses_for(self, custom_tools: &[String]) -> ResponseObject {
         let (status, reason) = self.stop.responses();
         let id = response_id(&self.id);
         let mut output = Vec::new();
@@ -521,6 +528,17 @@ impl Reply {
                     id: next_id("rs"),
                     summary: Vec::new(),
                     encrypted_content: Some(format!("{REDACTED_PREFIX}{data}")),
+                }),
+                Part::ToolCall {
+                    id: call_id,
+                    name,
+                    arguments,
+                } if custom_tools.contains(&name) => output.push(OutputItem::CustomToolCall {
+                    id: next_id("ctc"),
+                    call_id,
+                    name,
+                    input: custom::input_of(&arguments),
+                    status: "completed".into(),
                 }),
                 Part::ToolCall {
                     id: call_id,
@@ -621,7 +639,7 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
     let out = match plan.client {
         Format::ChatCompletions => serde_json::to_vec(&reply.to_chat()),
         Format::Messages => serde_json::to_vec(&reply.to_messages()?),
-        Format::Responses => serde_json::to_vec(&reply.to_responses()),
+        Format::Responses => serde_json::to_vec(&reply.to_responses_for(&plan.custom_tools)),
     };
     out.map(Bytes::from).map_err(invalid)
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{
     api::Format,
+    custom,
     error::{anthropic_kind, openai_kind, ErrorKind, TranslateError},
     request::{Plan, JSON_TOOL, REDACTED_PREFIX, SIGNATURE_PREFIX},
     response::{item_id, now, response_extra, response_id, StopReason, Usage},
@@ -101,7 +102,10 @@ impl StreamTranslator {
                 ..ChatEncoder::default()
             }),
             Format::Messages => Encoder::Anthropic(AnthropicEncoder::default()),
-            Format::Responses => Encoder::Responses(Box::default()),
+            Format::Responses => Encoder::Responses(Box::new(ResponsesEncoder {
+                custom_tools: plan.custom_tools.clone(),
+                ..ResponsesEncoder::default()
+            })),
         };
         let mut t = StreamTranslator {
             sse: SseParser::default(),
@@ -1007,6 +1011,9 @@ struct ResponsesEncoder {
     /// Item index of each tool call, by tool ordinal.
     tool_items: Vec<usize>,
     retained: usize,
+    /// The client's custom tools (see [`crate::custom`]): their calls are
+    /// `custom_tool_call` items, their input sent whole when the call ends.
+    custom_tools: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -1024,7 +1031,15 @@ enum ItemKind {
     Message,
     Reasoning,
     Redacted(String),
-    Tool { call_id: String, name: String },
+    Tool {
+        call_id: String,
+        name: String,
+    },
+    /// A custom tool's call; `text` holds the function arguments it came as.
+    Custom {
+        call_id: String,
+        name: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -1062,6 +1077,9 @@ impl Item {
                 "encrypted_content": format!("{REDACTED_PREFIX}{data}")}),
             ItemKind::Tool { call_id, name } => json!({"type":"function_call","id":self.id,
                 "call_id":call_id,"name":name,"arguments":self.text,"status":status}),
+            ItemKind::Custom { call_id, name } => json!({"type":"custom_tool_call",
+                "id":self.id,"call_id":call_id,"name":name,
+                "input":custom::input_of(&self.text),"status":status}),
         }
     }
 
@@ -1073,6 +1091,8 @@ impl Item {
             ItemKind::Redacted(_) => self.json("completed"),
             ItemKind::Tool { call_id, name } => json!({"type":"function_call","id":self.id,
                 "call_id":call_id,"name":name,"arguments":"","status":"in_progress"}),
+            ItemKind::Custom { call_id, name } => json!({"type":"custom_tool_call",
+                "id":self.id,"call_id":call_id,"name":name,"input":"","status":"in_progress"}),
         }
     }
 }
@@ -1116,6 +1136,7 @@ impl ResponsesEncoder {
             ItemKind::Message => "msg",
             ItemKind::Reasoning | ItemKind::Redacted(_) => "rs",
             ItemKind::Tool { .. } => "fc",
+            ItemKind::Custom { .. } => "ctc",
         };
         let idx = self.items.len();
         let item = Item {
@@ -1198,6 +1219,23 @@ impl ResponsesEncoder {
                 "response.function_call_arguments.done",
                 json!({"item_id": id, "output_index": idx, "arguments": text}),
             ),
+            ItemKind::Custom { .. } => {
+                // The input is a string inside the function's JSON arguments: it is known
+                // whole only now, and goes out as one delta.
+                let input = custom::input_of(&text);
+                if !input.is_empty() {
+                    self.emit(
+                        out,
+                        "response.custom_tool_call_input.delta",
+                        json!({"item_id": id, "output_index": idx, "delta": input}),
+                    );
+                }
+                self.emit(
+                    out,
+                    "response.custom_tool_call_input.done",
+                    json!({"item_id": id, "output_index": idx, "input": input}),
+                );
+            }
             ItemKind::Redacted(_) => {}
         }
         self.emit(
@@ -1279,23 +1317,25 @@ impl ResponsesEncoder {
                 self.close_item(out, idx);
             }
             Ev::ToolStart { index, id, name } => {
-                let idx = self.add_item(
-                    out,
-                    ItemKind::Tool {
-                        call_id: id.to_owned(),
-                        name: name.to_owned(),
-                    },
-                );
+                let (call_id, name) = (id.to_owned(), name.to_owned());
+                let kind = if self.custom_tools.contains(&name) {
+                    ItemKind::Custom { call_id, name }
+                } else {
+                    ItemKind::Tool { call_id, name }
+                };
+                let idx = self.add_item(out, kind);
                 if self.tool_items.len() <= index {
                     self.tool_items.resize(index + 1, idx);
                 }
                 self.tool_items[index] = idx;
             }
-            Ev::ToolArgs { index, json } => {
-                if let Some(&idx) = self.tool_items.get(index) {
-                    self.delta(out, "response.function_call_arguments.delta", idx, json);
+            Ev::ToolArgs { index, json } => match self.tool_items.get(index) {
+                Some(&idx) if matches!(self.items[idx].kind, ItemKind::Custom { .. }) => {
+                    self.retain(idx, json)
                 }
-            }
+                Some(&idx) => self.delta(out, "response.function_call_arguments.delta", idx, json),
+                None => {}
+            },
             Ev::BlockStop => self.close(out),
             Ev::Finish { stop, usage, .. } => {
                 self.close(out);

@@ -104,6 +104,29 @@ pub enum InputItem {
         #[serde(flatten)]
         extra: Map<String, Value>,
     },
+    /// An earlier call of a custom (freeform) tool by the model.
+    CustomToolCall {
+        /// Links the call and its output.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// The free-text input.
+        #[serde(default)]
+        input: String,
+        /// Everything else (`id`).
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    },
+    /// A custom tool call's result.
+    CustomToolCallOutput {
+        /// The call.
+        call_id: String,
+        /// A string or parts.
+        output: InputContent,
+        /// Everything else.
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    },
     /// Earlier reasoning.
     Reasoning {
         /// Summary parts `{type:"summary_text", text}`.
@@ -169,6 +192,28 @@ impl<'de> Deserialize<'de> for InputItem {
                 let call_id = take_str(&mut map, "call_id")?;
                 let output = content(map.remove("output"), "output")?;
                 InputItem::FunctionCallOutput {
+                    call_id,
+                    output,
+                    extra: map,
+                }
+            }
+            "custom_tool_call" => {
+                map.remove("type");
+                let call_id = take_str(&mut map, "call_id")?;
+                let name = take_str(&mut map, "name")?;
+                let input = take_str(&mut map, "input").unwrap_or_default();
+                InputItem::CustomToolCall {
+                    call_id,
+                    name,
+                    input,
+                    extra: map,
+                }
+            }
+            "custom_tool_call_output" => {
+                map.remove("type");
+                let call_id = take_str(&mut map, "call_id")?;
+                let output = content(map.remove("output"), "output")?;
+                InputItem::CustomToolCallOutput {
                     call_id,
                     output,
                     extra: map,
@@ -285,8 +330,9 @@ fn summary_text() -> String {
     "summary_text".into()
 }
 
-/// A tool definition. Only `function` tools can be translated; the others (`web_search`,
-/// `file_search`, `computer_use_preview`, `mcp`, `custom`, ...) run inside OpenAI.
+/// A tool definition. `function` and `custom` tools can be translated (see
+/// [`crate::custom`]); the others (`web_search`, `file_search`, `computer_use_preview`,
+/// `mcp`, ...) run inside OpenAI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponsesTool {
     /// `function`, ...
@@ -417,6 +463,19 @@ pub enum OutputItem {
         name: String,
         /// Arguments, JSON text.
         arguments: String,
+        /// `completed`.
+        status: String,
+    },
+    /// A call of a custom (freeform) tool.
+    CustomToolCall {
+        /// `ctc_..`.
+        id: String,
+        /// Links the call and its output.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// The free-text input.
+        input: String,
         /// `completed`.
         status: String,
     },
