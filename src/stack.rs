@@ -26,7 +26,7 @@ use axum::{
     Router,
 };
 use futures_util::future::Either;
-use http::{Method, Request};
+use http::{HeaderValue, Method, Request};
 use portcullis_audit::{AuditHandle, AuditLayer, AuditRecordLayer};
 use portcullis_circuit_breaker::CircuitBreakerLayer;
 use portcullis_commands::CommandsLayer;
@@ -41,6 +41,7 @@ use portcullis_tool_call_loop::ToolCallLoopLayer;
 use portcullis_translate::TranslateLayer;
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceBuilder, ServiceExt};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
     SetRequestIdLayer,
@@ -619,6 +620,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             any_service(passthrough.clone()).post_service(proxy.clone()),
         );
     }
+    let cors = cors(&config.server.cors_origins);
     let router = routes
         .route("/v1/{*rest}", any_service(passthrough))
         .route("/v1/models", get(admin::models))
@@ -639,9 +641,13 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         .with_state(state.clone())
         // Outside the routes: a handshake is told by its headers, whatever a path's routes are.
         .layer(crate::upstream::websocket::WebSocketLayer::new(sockets))
-        .layer(request_ids());
+        .layer(request_ids())
+        .layer(tower::util::option_layer(cors.clone()));
     let app = App {
-        proxy: ServiceBuilder::new().layer(request_ids()).service(proxy),
+        proxy: ServiceBuilder::new()
+            .option_layer(cors)
+            .layer(request_ids())
+            .service(proxy),
         router,
     };
 
@@ -718,7 +724,40 @@ fn request_ids() -> tower::layer::util::Stack<
 }
 
 type ProxyService = BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
-type ProxyWithIds = SetRequestId<PropagateRequestId<ProxyService>, UuidRequestId>;
+type ProxyWithIds = tower::util::Either<Cors<IdProxy>, IdProxy>;
+type IdProxy = SetRequestId<PropagateRequestId<ProxyService>, UuidRequestId>;
+
+/// `server.cors_origins` as tower-http's CORS layer, outermost (a browser's preflight carries
+/// no key: it is answered before the key check), or `None` when the list is empty. Methods
+/// and request headers are mirrored from the preflight (the SDKs send `x-stainless-*`,
+/// `anthropic-version`, `openai-beta`...); the gateway's own answer headers are exposed to
+/// the page. No credentials mode: keys travel in headers the page sets, not cookies.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Checked at load (`server.cors_origins[i]`).
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(AllowMethods::mirror_request())
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                http::header::HeaderName::from_static("x-request-id"),
+                portcullis_core::headers::X_PORTCULLIS_UPSTREAM,
+                portcullis_core::headers::X_PORTCULLIS_ATTEMPTS,
+                portcullis_core::headers::X_PORTCULLIS_CACHE,
+                portcullis_core::headers::X_PORTCULLIS_ERROR,
+                http::header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
 
 /// A random (v4) UUID as the request id, lower-case and hyphenated, as tower-http's
 /// `MakeRequestUuid` makes it, written straight into the header value's bytes: no `fmt`, no

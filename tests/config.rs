@@ -180,6 +180,7 @@ fn bad_values_after_parsing_are_all_reported() {
 [server]
 listen = "nowhere"
 threads = 5000
+cors_origins = ["https://app.example.com", "https://app.example.com/chat", "app.example.com"]
 [[upstreams]]
 name = "a"
 base_url = "ftp://x"
@@ -197,6 +198,8 @@ upstream = "a"
         for want in [
             "server.listen",
             "server.threads",
+            "server.cors_origins[1]",
+            "server.cors_origins[2]",
             "upstreams[0].base_url",
             "upstreams[1].name",
             "upstreams[1].base_url",
@@ -204,6 +207,7 @@ upstream = "a"
         ] {
             assert!(p.iter().any(|x| x == want), "missing {want} in {p:?}");
         }
+        assert!(!p.iter().any(|x| x == "server.cors_origins[0]"), "{p:?}");
         Ok(())
     });
 }

@@ -5,9 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use http::Method;
 use portcullis_mock::MockUpstream;
 use serde_json::json;
-use support::{chat, get, mock_config, post_json, post_stream, TestGateway};
+use support::{chat, get, mock_config, post_json, post_stream, send, TestGateway};
 
 const KEYS: &str = r#"
 [[keys]]
@@ -195,4 +196,108 @@ async fn caller_scoped_cookies_stay_with_their_caller() {
         mock.last_request().unwrap().header("cookie"),
         Some("session=caller-one")
     );
+}
+
+#[tokio::test]
+async fn a_browser_page_of_an_allowed_origin_gets_its_preflight_and_cors_headers() {
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = mock_config(
+        &mock.url(),
+        &KEYS.replace(
+            "api_keys = [\"gk-plain\"]",
+            "api_keys = [\"gk-plain\"]\ncors_origins = [\"https://app.example.com\"]",
+        ),
+    );
+    let gw = TestGateway::start(&toml).await;
+    let origin = ("origin", "https://app.example.com");
+    // The preflight carries no key: answered by the gateway, before the key check.
+    let pre = send(
+        Method::OPTIONS,
+        &gw.url("/v1/chat/completions"),
+        "",
+        &[
+            origin,
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type,x-stainless-os",
+            ),
+        ],
+    )
+    .await;
+    assert!(pre.status.is_success(), "{:?} {}", pre.status, pre.text());
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(pre
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST")));
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("authorization,content-type,x-stainless-os")
+    );
+    assert_eq!(mock.request_count(), 0, "a preflight never goes upstream");
+
+    // The call itself, with its key: the answer names the origin and shows the gateway's
+    // headers to the page.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o-mini"),
+        &[origin, ("authorization", "Bearer gk-plain")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = r.header("access-control-expose-headers").unwrap_or("");
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("x-portcullis-error"),
+        "{exposed}"
+    );
+    // Its errors too (a page must read why it was refused).
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        &chat("gpt-4o-mini"),
+        &[origin],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+
+    // Another origin is not named: the browser keeps the page out.
+    let other = send(
+        Method::OPTIONS,
+        &gw.url("/v1/chat/completions"),
+        "",
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await;
+    assert!(other.header("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn without_cors_origins_no_cors_headers_are_sent() {
+    let (_mock, gw) = setup().await;
+    let pre = send(
+        Method::OPTIONS,
+        &gw.url("/v1/chat/completions"),
+        "",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await;
+    // Keys are set: the preflight is a request without one.
+    assert_eq!(pre.status, 401);
+    assert!(pre.header("access-control-allow-origin").is_none());
 }

@@ -46,6 +46,11 @@ pub struct ServerConfig {
     pub tls_cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     pub tls_key: String,
+    /// Browser origins (`https://app.example.com`, or `*` for any) allowed to call the
+    /// gateway from a web page: preflights are answered before the key check, answers carry
+    /// the CORS headers. Empty (the default): no CORS headers, preflights go where any other
+    /// request goes.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -215,11 +221,38 @@ impl Section for ServerConfig {
                 ));
             }
         }
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            if !valid_origin(origin) {
+                p.push(ConfigProblem::new(
+                    format!("cors_origins[{i}]"),
+                    format!(
+                        "{origin:?} is not an origin like https://app.example.com \
+                         (scheme and host, no path) or *"
+                    ),
+                ));
+            }
+        }
         if let Err(tls) = self.tls_config() {
             p.extend(tls);
         }
         p
     }
+}
+
+/// `*`, or a browser origin: `http(s)://host[:port]`, nothing after.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Ok(uri) = o.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && !o.ends_with('/')
 }
 
 /// Log output format.
