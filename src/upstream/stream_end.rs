@@ -11,7 +11,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use portcullis_core::sse::StreamApi;
+use portcullis_core::api::Api;
 
 use super::client::UpstreamIdle;
 
@@ -40,9 +40,9 @@ impl StreamShape {
 
     fn event(self, code: &str, message: &str) -> Bytes {
         let api = match self {
-            StreamShape::OpenAi => StreamApi::ChatCompletions,
-            StreamShape::Anthropic => StreamApi::Messages,
-            StreamShape::Responses => StreamApi::Responses,
+            StreamShape::OpenAi => Api::ChatCompletions,
+            StreamShape::Anthropic => Api::Messages,
+            StreamShape::Responses => Api::Responses,
         };
         portcullis_core::sse::error_event(api, code, "api_error", message)
     }

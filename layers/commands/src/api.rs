@@ -6,49 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-/// Which API a request speaks, decided by its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// `POST /v1/responses`.
-    Responses,
-    /// `POST /v1/messages`.
-    Messages,
-}
-
-impl Api {
-    /// The API of a request path (a prefix before `/v1/...` is allowed); `None` for every
-    /// other path, which passes through untouched.
-    ///
-    /// ```
-    /// use portcullis_commands::Api;
-    ///
-    /// assert_eq!(Api::from_path("/v1/responses"), Some(Api::Responses));
-    /// assert_eq!(Api::from_path("/v1/messages/count_tokens"), None);
-    /// ```
-    pub fn from_path(path: &str) -> Option<Self> {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        if path.ends_with("/v1/chat/completions") {
-            Some(Self::ChatCompletions)
-        } else if path.ends_with("/v1/responses") {
-            Some(Self::Responses)
-        } else if path.ends_with("/v1/messages") {
-            Some(Self::Messages)
-        } else {
-            None
-        }
-    }
-
-    /// `chat_completions`, `responses` or `messages`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat_completions",
-            Self::Responses => "responses",
-            Self::Messages => "messages",
-        }
-    }
-}
+/// Which API a request speaks, decided by its path (one type for every layer that
+/// reads the three APIs).
+pub use portcullis_core::api::Api;
 
 /// The text of the request's last message when that message is the user's: chat completions
 /// and Anthropic `messages[-1]` with `"role":"user"` (a string, or its text blocks joined),

@@ -6,6 +6,7 @@
 //! the memory-routing layer *writes* a [`UserId`] extension and the rate-limit and dedup
 //! layers *read* it, without either crate knowing the other exists.
 
+pub mod api;
 pub mod body;
 pub mod canonical;
 pub mod counter;

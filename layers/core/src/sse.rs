@@ -15,33 +15,24 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-/// The API shape a stream is answered in, for its error event ([`error_event`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamApi {
-    /// OpenAI chat completions (and completions).
-    ChatCompletions,
-    /// Anthropic Messages.
-    Messages,
-    /// OpenAI Responses.
-    Responses,
-}
+use crate::api::Api;
 
 /// The one event that ends a stream with an error in `api`'s shape (interface.md "Streams"):
 /// chat `data: {"error":{"message","type","code"}}` (the stream then closes, no `[DONE]`);
 /// Messages `event: error` with `{"type":"error","error":{"type","message"}}`; Responses
 /// `event: error` with `{"type":"error","code","message","param":null}`. `kind` is the error
 /// type the client's SDK reads (`api_error`, `invalid_request_error`, ...).
-pub fn error_event(api: StreamApi, code: &str, kind: &str, message: &str) -> Bytes {
+pub fn error_event(api: Api, code: &str, kind: &str, message: &str) -> Bytes {
     let text = match api {
-        StreamApi::ChatCompletions => format!(
+        Api::ChatCompletions => format!(
             "data: {}\n\n",
             serde_json::json!({ "error": { "message": message, "type": kind, "code": code } })
         ),
-        StreamApi::Messages => format!(
+        Api::Messages => format!(
             "event: error\ndata: {}\n\n",
             serde_json::json!({ "type": "error", "error": { "type": kind, "message": message } })
         ),
-        StreamApi::Responses => format!(
+        Api::Responses => format!(
             "event: error\ndata: {}\n\n",
             serde_json::json!({ "type": "error", "code": code, "message": message, "param": null })
         ),
@@ -264,19 +255,19 @@ mod tests {
             let line = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
             serde_json::from_str(line).unwrap()
         };
-        let chat = error_event(StreamApi::ChatCompletions, "c", "k", "m");
+        let chat = error_event(Api::ChatCompletions, "c", "k", "m");
         assert!(chat.starts_with(b"data: "));
         assert_eq!(
             data(&chat),
             serde_json::json!({"error": {"message": "m", "type": "k", "code": "c"}})
         );
-        let msgs = error_event(StreamApi::Messages, "c", "k", "m");
+        let msgs = error_event(Api::Messages, "c", "k", "m");
         assert!(msgs.starts_with(b"event: error\n"));
         assert_eq!(
             data(&msgs),
             serde_json::json!({"type": "error", "error": {"type": "k", "message": "m"}})
         );
-        let resp = error_event(StreamApi::Responses, "c", "k", "m");
+        let resp = error_event(Api::Responses, "c", "k", "m");
         assert!(resp.starts_with(b"event: error\n"));
         assert_eq!(
             data(&resp),

@@ -3,71 +3,13 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-use portcullis_core::sse::StreamApi;
 use serde::Deserialize;
 
 use crate::scan;
 
-/// Which API a request speaks, decided by its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `POST /v1/chat/completions`: text in `choices[].delta.content` (streamed) or
-    /// `choices[].message.content`.
-    ChatCompletions,
-    /// `POST /v1/responses`: text in `response.output_text.delta` events (streamed) or
-    /// `output[].content[].text`.
-    Responses,
-    /// `POST /v1/messages`: text in `content_block_delta` / `text_delta` events (streamed) or
-    /// `content[].text`.
-    Messages,
-}
-
-impl Api {
-    /// The API of a request path (a prefix before `/v1/...` is allowed, as with prefixed
-    /// upstream routers); `None` for every other path, which passes through unwatched.
-    ///
-    /// ```
-    /// use portcullis_loop_detection::Api;
-    ///
-    /// assert_eq!(Api::from_path("/v1/messages"), Some(Api::Messages));
-    /// assert_eq!(Api::from_path("/v1/messages/count_tokens"), None);
-    /// assert_eq!(Api::from_path("/v1/responses/resp_1"), None);
-    /// ```
-    pub fn from_path(path: &str) -> Option<Self> {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        if path.ends_with("/v1/chat/completions") {
-            Some(Self::ChatCompletions)
-        } else if path.ends_with("/v1/responses") {
-            Some(Self::Responses)
-        } else if path.ends_with("/v1/messages") {
-            Some(Self::Messages)
-        } else {
-            None
-        }
-    }
-
-    /// Its name in logs and the metric's `api` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat_completions",
-            Self::Responses => "responses",
-            Self::Messages => "messages",
-        }
-    }
-
-    /// The one event that ends a stream with an error in this API's shape (interface.md
-    /// "Streams"; [`portcullis_core::sse::error_event`]): OpenAI chat `data: {"error":{..}}`
-    /// (no `[DONE]` follows), Anthropic `event: error`, Responses an `error` event.
-    pub fn error_event(self, code: &str, message: &str) -> Bytes {
-        let api = match self {
-            Self::ChatCompletions => StreamApi::ChatCompletions,
-            Self::Messages => StreamApi::Messages,
-            Self::Responses => StreamApi::Responses,
-        };
-        portcullis_core::sse::error_event(api, code, "api_error", message)
-    }
-}
+/// Which API a request speaks, decided by its path (one type for every layer that
+/// reads the three APIs).
+pub use portcullis_core::api::Api;
 
 // === streamed ===
 
@@ -376,16 +318,16 @@ mod tests {
 
     #[test]
     fn error_events_are_the_interface_shapes() {
-        let chat = Api::ChatCompletions.error_event("loop_detected", "m");
+        let chat = Api::ChatCompletions.error_event("loop_detected", "api_error", "m");
         assert!(chat.starts_with(b"data: {") && chat.ends_with(b"}\n\n"));
         let json: serde_json::Value = serde_json::from_slice(&chat[6..]).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"error":{"message":"m","type":"api_error","code":"loop_detected"}})
         );
-        let msgs = Api::Messages.error_event("loop_detected", "m");
+        let msgs = Api::Messages.error_event("loop_detected", "api_error", "m");
         assert!(msgs.starts_with(b"event: error\ndata: {\""));
-        let resp = Api::Responses.error_event("loop_detected", "m");
+        let resp = Api::Responses.error_event("loop_detected", "api_error", "m");
         let json: serde_json::Value =
             serde_json::from_slice(&resp[b"event: error\ndata: ".len()..]).unwrap();
         assert_eq!(json["type"], "error");

@@ -84,11 +84,11 @@ impl<B> LoopDetectionBody<B> {
             if let Some(d) = scan.watch.found {
                 let err = LoopDetected::new(scan.watch.api, d);
                 crate::report(&err, d.at_char, true);
-                self.queue.push_back(
-                    scan.watch
-                        .api
-                        .error_event(LoopDetected::CODE, &err.stream_message()),
-                );
+                self.queue.push_back(scan.watch.api.error_event(
+                    LoopDetected::CODE,
+                    "api_error",
+                    &err.stream_message(),
+                ));
             }
         }
     }
