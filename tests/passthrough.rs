@@ -323,8 +323,11 @@ async fn a_50_mb_upload_streams_through_without_buffering() {
         seen.header("content-length"),
         Some(total.to_string().as_str())
     );
+    // The process's RSS, other tests of this binary running beside it (a panicking one
+    // loads debug info for its backtrace, several MB): half the upload is the bound, which a
+    // body held whole (50 MB, more with copies) cannot pass.
     assert!(
-        grown < 10 * 1024 * 1024,
+        grown < 25 * 1024 * 1024,
         "RSS grew by {} MB for a 50 MB upload",
         grown / (1024 * 1024)
     );
