@@ -296,6 +296,8 @@ pub fn estimate_chat(req: &ChatRequest) -> u64 {
             ChatMessage::Function { content, name } => {
                 count_text(name) + content.as_deref().map_or(0, count_text)
             }
+            // A role newer than this crate: its JSON as text.
+            ChatMessage::Other(map) => json_tokens(map),
         };
     }
     for t in req.tools.iter().flatten() {
@@ -303,6 +305,10 @@ pub fn estimate_chat(req: &ChatRequest) -> u64 {
         n += PER_TOOL + serde_json::to_string(t).map_or(0, |s| count_text(&s));
     }
     n
+}
+
+fn json_tokens(map: &Map<String, Value>) -> u64 {
+    serde_json::to_string(map).map_or(0, |s| count_text(&s))
 }
 
 fn content_tokens(c: &ChatContent) -> u64 {
@@ -316,6 +322,7 @@ fn content_tokens(c: &ChatContent) -> u64 {
                 ChatPart::ImageUrl { .. } | ChatPart::InputAudio { .. } | ChatPart::File { .. } => {
                     ATTACHMENT_TOKENS
                 }
+                ChatPart::Other(map) => json_tokens(map),
             })
             .sum(),
     }

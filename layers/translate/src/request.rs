@@ -390,6 +390,23 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
     let mut turns: Vec<(Role, Vec<ContentBlock>)> = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         match m {
+            ChatMessage::Other(map) => {
+                return Err(unknown_kind(
+                    &map,
+                    "role",
+                    format!("messages[{i}]"),
+                    Format::ChatCompletions,
+                    T,
+                    &[
+                        "system",
+                        "developer",
+                        "user",
+                        "assistant",
+                        "tool",
+                        "function",
+                    ],
+                ))
+            }
             ChatMessage::System { content, .. } | ChatMessage::Developer { content, .. } => {
                 let text = content.as_text().ok_or_else(|| {
                     TranslateError::unsupported(
@@ -710,6 +727,16 @@ fn user_blocks(content: ChatContent, field: &str) -> Result<Vec<ContentBlock>, T
             ChatPart::InputAudio { .. } => {
                 return Err(TranslateError::unsupported(f, T, "Anthropic takes no audio"))
             }
+            ChatPart::Other(map) => {
+                return Err(unknown_kind(
+                    &map,
+                    "type",
+                    f,
+                    Format::ChatCompletions,
+                    T,
+                    &["text", "image_url", "input_audio", "file", "refusal"],
+                ))
+            }
             ChatPart::File { file } => match file.file_data.as_deref().and_then(parse_data_url) {
                 Some((media_type, data)) => {
                     let mut extra = Map::new();
@@ -876,6 +903,7 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         ],
         T,
     )?;
+    let mut dropped_blocks: Vec<String> = Vec::new();
     extra.remove("service_tier");
     // Anthropic's server-side editing of the context (clearing old thinking or tool results,
     // as Claude Code asks on every request), its effort control (`output_config`, also sent
@@ -938,6 +966,17 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
                                             ContentBlock::Image { source, .. } => late_images.push(
                                                 image_part(source, &format!("{f}.content[{k}]"))?,
                                             ),
+                                            ContentBlock::Other(map) => {
+                                                let f = format!("{f}.content[{k}]");
+                                                if let Some(t) =
+                                                    other_block(map, &f, &mut dropped_blocks)?
+                                                {
+                                                    if !text.is_empty() && !text.ends_with('\n') {
+                                                        text.push('\n');
+                                                    }
+                                                    text.push_str(&t);
+                                                }
+                                            }
                                             _ => {
                                                 return Err(TranslateError::unsupported(
                                                     format!("{f}.content[{k}]"),
@@ -956,12 +995,13 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
                         }
                         ContentBlock::Text { text, .. } => parts.push(ChatPart::Text { text }),
                         ContentBlock::Image { source, .. } => parts.push(image_part(source, &f)?),
-                        ContentBlock::Document { .. } => {
-                            return Err(TranslateError::unsupported(
-                                f,
-                                T,
-                                "document blocks (chat completions upstreams take no documents)",
-                            ))
+                        ContentBlock::Document { source, extra } => {
+                            parts.push(document_part(&source, &extra, &f)?)
+                        }
+                        ContentBlock::Other(map) => {
+                            if let Some(text) = other_block(map, &f, &mut dropped_blocks)? {
+                                parts.push(ChatPart::Text { text });
+                            }
                         }
                         _ => {
                             return Err(TranslateError::unsupported(
@@ -1005,6 +1045,12 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
                         }),
                         // Chat requests cannot carry reasoning back: dropped (table).
                         ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
+                        ContentBlock::Other(map) => {
+                            let f = format!("messages[{i}].content[{j}]");
+                            if let Some(t) = other_block(map, &f, &mut dropped_blocks)? {
+                                text.push_str(&t);
+                            }
+                        }
                         _ => {
                             return Err(TranslateError::unsupported(
                                 format!("messages[{i}].content[{j}]"),
@@ -1025,10 +1071,23 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
             }
         }
     }
+    if !dropped_blocks.is_empty() {
+        tracing::info!(
+            target_api = %T,
+            blocks = %dropped_blocks.join(", "),
+            "server-side tool blocks in the history were left out of the translated request"
+        );
+    }
     let mut out_tools = Vec::new();
     let mut dropped = Vec::new();
     for (k, t) in tools.unwrap_or_default().into_iter().enumerate() {
         match t.kind.as_deref() {
+            None | Some("custom") if t.name.is_empty() => {
+                return Err(TranslateError::InvalidRequest {
+                    format: Format::Messages,
+                    message: format!("tools[{k}]: a client tool needs a name"),
+                })
+            }
             None | Some("custom") => out_tools.push(ChatTool {
                 kind: "function".into(),
                 function: Some(FunctionDef {
@@ -1099,6 +1158,167 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         extra,
         ..ChatRequest::default()
     })
+}
+
+/// A Messages `document` block as a chat part: a text document (`text` or `content`
+/// source) as a text part headed by its title and context; an inline PDF (`base64`) as a
+/// `file` part (OpenAI's chat API reads PDFs; a server that does not refuses it itself);
+/// documents by URL or Anthropic file id are refused (chat takes inline files only).
+fn document_part(
+    source: &Value,
+    extra: &Map<String, Value>,
+    field: &str,
+) -> Result<ChatPart, TranslateError> {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let title = extra.get("title").and_then(Value::as_str);
+    let context = extra.get("context").and_then(Value::as_str);
+    let head = || {
+        let mut text = String::new();
+        for line in [title, context].into_iter().flatten() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    };
+    match source.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ChatPart::Text {
+            text: head() + &s(source, "data").unwrap_or_default(),
+        }),
+        Some("content") => {
+            let mut text = head();
+            let blocks = source.get("content").and_then(Value::as_array);
+            for (k, b) in blocks.into_iter().flatten().enumerate() {
+                match s(b, "text") {
+                    Some(t) => {
+                        if k > 0 {
+                            text.push('\n');
+                        }
+                        text.push_str(&t);
+                    }
+                    None => {
+                        return Err(TranslateError::unsupported(
+                            format!("{field}.source.content[{k}]"),
+                            Format::ChatCompletions,
+                            "only text in a document's content",
+                        ))
+                    }
+                }
+            }
+            Ok(ChatPart::Text { text })
+        }
+        Some("base64") => {
+            let media = s(source, "media_type").unwrap_or_else(|| "application/pdf".into());
+            let data = s(source, "data").unwrap_or_default();
+            Ok(ChatPart::File {
+                file: FileRef {
+                    file_data: Some(format!("data:{media};base64,{data}")),
+                    file_id: None,
+                    filename: Some(title.unwrap_or("document.pdf").to_owned()),
+                },
+            })
+        }
+        _ => Err(TranslateError::unsupported(
+            field,
+            Format::ChatCompletions,
+            "documents by URL or Anthropic file id (chat completions takes inline files only)",
+        )),
+    }
+}
+
+/// The error for an element read as `Other`: `key` (`type`, `role`) names one of `typed`,
+/// which this crate reads, so a field of it is missing or mistyped (400 in the client's
+/// API); else the element is newer than this crate or of a kind `target` lacks, refused
+/// naming it.
+fn unknown_kind(
+    map: &Map<String, Value>,
+    key: &str,
+    field: String,
+    client: Format,
+    target: Format,
+    typed: &[&str],
+) -> TranslateError {
+    match map.get(key) {
+        Some(Value::String(kind)) if typed.contains(&kind.as_str()) => {
+            TranslateError::InvalidRequest {
+                format: client,
+                message: format!("{field}: a {kind} {key} with a missing or mistyped field"),
+            }
+        }
+        Some(Value::String(kind)) if key == "type" => {
+            TranslateError::unsupported(field, target, format!("content parts of type {kind:?}"))
+        }
+        Some(Value::String(kind)) => {
+            TranslateError::unsupported(field, target, format!("{key} {kind:?}"))
+        }
+        _ => TranslateError::InvalidRequest {
+            format: client,
+            message: format!("{field}: no string {key}"),
+        },
+    }
+}
+
+/// Block types this crate types: one of them read as [`ContentBlock::Other`] lacks or
+/// mistypes a field.
+const TYPED_BLOCKS: &[&str] = &[
+    "text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+];
+
+/// What a Messages block of a type the chat API lacks becomes there: a `search_result`'s
+/// text (title, source, content); nothing for what Anthropic's own servers ran (server and
+/// MCP tool calls and their results in the history, `container_upload`), noted in
+/// `dropped`; a refusal naming the block and its type otherwise.
+fn other_block(
+    map: Map<String, Value>,
+    field: &str,
+    dropped: &mut Vec<String>,
+) -> Result<Option<String>, TranslateError> {
+    const T: Format = Format::ChatCompletions;
+    let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
+    if TYPED_BLOCKS.contains(&kind) {
+        return Err(TranslateError::InvalidRequest {
+            format: Format::Messages,
+            message: format!("{field}: a {kind} block with a missing or mistyped field"),
+        });
+    }
+    if kind == "search_result" {
+        let s = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+        let mut text = [s("title"), s("source")]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for b in map
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = b.get("text").and_then(Value::as_str) {
+                text.push('\n');
+                text.push_str(t);
+            }
+        }
+        return Ok(Some(text));
+    }
+    if kind == "server_tool_use"
+        || kind == "mcp_tool_use"
+        || kind == "container_upload"
+        || kind.ends_with("_tool_result")
+    {
+        dropped.push(format!("{field} ({kind})"));
+        return Ok(None);
+    }
+    Err(TranslateError::unsupported(
+        field,
+        T,
+        format!("content blocks of type {kind:?}"),
+    ))
 }
 
 fn image_part(source: ImageSource, field: &str) -> Result<ChatPart, TranslateError> {
@@ -1363,6 +1583,29 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
             let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
             Some(json!({"type":"function","function":{"name":name}}))
         }
+        // `allowed_tools`: the model may call only these, in `mode` (`auto` / `required`):
+        // the others stay out of the request, which the other APIs express by omission.
+        Some(Value::Object(o))
+            if o.get("type").and_then(Value::as_str) == Some("allowed_tools")
+                && matches!(
+                    o.get("mode").and_then(Value::as_str),
+                    Some("auto" | "required")
+                ) =>
+        {
+            let allowed: Vec<&str> = o
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .collect();
+            out_tools.retain(|t| {
+                t.function
+                    .as_ref()
+                    .is_some_and(|f| allowed.contains(&f.name.as_str()))
+            });
+            o.get("mode").cloned()
+        }
         Some(v) => {
             return Err(TranslateError::unsupported(
                 "tool_choice",
@@ -1467,6 +1710,23 @@ fn input_parts(
     for (j, p) in parts.into_iter().enumerate() {
         let f = format!("{field}.content[{j}]");
         out.push(match p {
+            InputPart::Other(map) => {
+                return Err(unknown_kind(
+                    &map,
+                    "type",
+                    f,
+                    Format::Responses,
+                    t,
+                    &[
+                        "input_text",
+                        "input_image",
+                        "input_file",
+                        "output_text",
+                        "refusal",
+                        "input_audio",
+                    ],
+                ))
+            }
             InputPart::InputText { text }
             | InputPart::OutputText { text, .. }
             | InputPart::Refusal { refusal: text } => ChatPart::Text { text },

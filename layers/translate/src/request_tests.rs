@@ -341,12 +341,61 @@ fn messages_to_chat_maps_the_conversation() {
 fn what_chat_upstreams_cannot_carry_is_refused() {
     let doc = msgs_req(
         json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "x"}}]}]}),
+        {"type": "document", "source": {"type": "url", "url": "https://x.example/a.pdf"}}]}]}),
     );
     refused(messages_to_chat(doc), "messages[0].content[0]");
+    let video = msgs_req(
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "video", "source": {"url": "x"}}]}]}),
+    );
+    refused(messages_to_chat(video), "messages[0].content[1]");
     let mcp =
         msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [], "mcp_servers": [{}]}));
     refused(messages_to_chat(mcp), "mcp_servers");
+}
+
+#[test]
+fn documents_search_results_and_server_tool_history_reach_chat() {
+    let req = msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [
+            {"type": "document", "title": "Notes", "context": "trusted",
+             "source": {"type": "text", "media_type": "text/plain", "data": "The sky is blue."}},
+            {"type": "document", "title": "r.pdf",
+             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+            {"type": "search_result", "source": "https://docs.example/api", "title": "API",
+             "content": [{"type": "text", "text": "Port 8764."}]},
+            {"type": "text", "text": "Which port?"}
+        ]},
+        {"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {"type": "text", "text": "8764."}
+        ]},
+        {"role": "user", "content": "thanks"}
+    ]}));
+    let out = serde_json::to_value(messages_to_chat(req).unwrap()).unwrap();
+    assert_eq!(
+        out["messages"][0]["content"],
+        json!([
+            {"type": "text", "text": "Notes\ntrusted\nThe sky is blue."},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "r.pdf"}},
+            {"type": "text", "text": "API\nhttps://docs.example/api\nPort 8764."},
+            {"type": "text", "text": "Which port?"}
+        ])
+    );
+    // What Anthropic's servers ran is left out; the answer built on it stays.
+    assert_eq!(
+        out["messages"][1],
+        json!({"role": "assistant", "content": "8764."})
+    );
+    // A block of a known type with a field missing is the client's error, not a new type.
+    let bad = msgs_req(json!({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "text"}]}]}));
+    let e = messages_to_chat(bad).unwrap_err();
+    assert!(
+        matches!(&e, TranslateError::InvalidRequest { message, .. } if message.contains("messages[0].content[0]")),
+        "{e:?}"
+    );
 }
 
 #[test]

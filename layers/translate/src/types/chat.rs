@@ -160,6 +160,10 @@ pub enum ChatMessage {
         /// The function.
         name: String,
     },
+    /// A message of a role newer than this crate (`ipython`, ...), or of a known role with a
+    /// malformed field.
+    #[serde(untagged)]
+    Other(Map<String, Value>),
 }
 
 /// An assistant message, in a request or a response.
@@ -268,6 +272,9 @@ pub enum ChatPart {
         /// The text.
         refusal: String,
     },
+    /// A part of a type newer than this crate (or a known type with a malformed field).
+    #[serde(untagged)]
+    Other(Map<String, Value>),
 }
 
 /// `image_url` of a part.

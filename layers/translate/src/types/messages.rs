@@ -178,6 +178,11 @@ pub enum ContentBlock {
         /// Opaque data.
         data: String,
     },
+    /// Any other block type, kept as sent: server tools' calls and results in the history
+    /// (`server_tool_use`, `web_search_tool_result`, ...), `search_result`, and types newer
+    /// than this crate. A block of a known type with a malformed field is an error, not this.
+    #[serde(untagged)]
+    Other(Map<String, Value>),
 }
 
 impl ContentBlock {
@@ -226,7 +231,8 @@ pub enum ImageSource {
 /// A tool definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
-    /// Name.
+    /// Name (absent on an `mcp_toolset`, which names its server instead).
+    #[serde(default)]
     pub name: String,
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 /// A Responses request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponsesRequest {
-    /// Model name.
+    /// Model name (absent when a stored `prompt` names it, which translation refuses).
+    #[serde(default)]
     pub model: String,
     /// A string (one user message) or items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +315,9 @@ pub enum InputPart {
         /// `{data, format}`.
         input_audio: Value,
     },
+    /// A part of a type newer than this crate (or a known type with a malformed field).
+    #[serde(untagged)]
+    Other(Map<String, Value>),
 }
 
 /// `summary` entry of a reasoning item.
