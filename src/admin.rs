@@ -23,6 +23,12 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "healthy" }))
 }
 
+/// `GET /` (and `HEAD /`, which Claude Code sends when it starts, to warm its connection):
+/// the gateway's name, no key needed, nothing about its configuration.
+pub async fn root() -> Json<serde_json::Value> {
+    Json(json!({ "name": "portcullis", "status": "healthy" }))
+}
+
 /// `GET /health/upstreams`: breaker state and cookie counts (never cookie values).
 pub async fn health_upstreams(State(state): State<AppState>) -> Json<serde_json::Value> {
     let upstreams: Vec<_> = state

@@ -624,6 +624,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
     let router = routes
         .route("/v1/{*rest}", any_service(passthrough))
         .route("/v1/models", get(admin::models))
+        .route("/", get(admin::root))
         .route("/health", get(admin::health))
         .route("/health/upstreams", get(admin::health_upstreams))
         .route("/memory-routing/info", get(admin::memory_info))

@@ -728,6 +728,12 @@ async fn health_and_unknown_routes() {
     assert_eq!(r.json(), json!({"status": "healthy"}));
     let r = get(&gw.url("/nope"), &[]).await;
     assert_eq!(r.status, 404);
+    // The root: what Claude Code's `HEAD /` at start gets.
+    let r = send(Method::HEAD, &gw.url("/"), bytes::Bytes::new(), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = get(&gw.url("/"), &[]).await;
+    assert_eq!(r.json(), json!({"name": "portcullis", "status": "healthy"}));
     let r = get(&gw.url("/health/upstreams"), &[]).await;
     let ups = r.json()["upstreams"].as_array().unwrap().clone();
     assert_eq!(ups[0]["name"], "mock");

@@ -481,7 +481,9 @@ impl AnthropicDecoder {
                         },
                         out,
                     ),
-                    BlockDelta::InputJsonDelta { .. } | BlockDelta::CitationsDelta { .. } => {}
+                    BlockDelta::InputJsonDelta { .. }
+                    | BlockDelta::CitationsDelta { .. }
+                    | BlockDelta::Other => {}
                 }
             }
             StreamEvent::ContentBlockStop { .. } => {

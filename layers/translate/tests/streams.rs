@@ -331,6 +331,53 @@ fn anthropic_thinking_and_tool_use_to_chat_chunks() {
     assert_eq!(u["completion_tokens"], 89);
 }
 
+/// What Anthropic streams when it runs a web search itself (server tool blocks, then cited
+/// text), and a delta and an event of types newer than this crate: the client gets the text,
+/// and the stream ends as it should, not with an error.
+#[test]
+fn server_tool_blocks_and_unknown_deltas_are_skipped() {
+    let input = fixture("anthropic_text.sse");
+    let text = String::from_utf8(input).unwrap();
+    let extra = concat!(
+        "event: content_block_start\n",
+        r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}"#,
+        "\n\nevent: content_block_delta\n",
+        r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"query\":\"q\"}"}}"#,
+        "\n\nevent: content_block_stop\n",
+        r#"data: {"type":"content_block_stop","index":0}"#,
+        "\n\nevent: content_block_start\n",
+        r#"data: {"type":"content_block_start","index":1,"content_block":{"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[]}}"#,
+        "\n\nevent: content_block_stop\n",
+        r#"data: {"type":"content_block_stop","index":1}"#,
+        "\n\nevent: future_event\n",
+        r#"data: {"type":"future_event","x":1}"#,
+        "\n\nevent: content_block_delta\n",
+        r#"data: {"type":"content_block_delta","index":2,"delta":{"type":"future_delta","x":1}}"#,
+        "\n\n",
+    );
+    // After message_start (its first event), before the text block.
+    let at = text.find("event: content_block_start").unwrap();
+    let input = format!("{}{}{}", &text[..at], extra, &text[at..]);
+    for client in [Format::ChatCompletions, Format::Responses] {
+        let out = translate_in(&plan(Format::Messages, client), input.as_bytes(), &[]);
+        let out_text = String::from_utf8(out.clone()).unwrap();
+        assert!(!out_text.contains("could not be read"), "{out_text}");
+        if client == Format::ChatCompletions {
+            let acc = accumulate_chat(&out);
+            assert!(acc.done && acc.error.is_none(), "{out_text}");
+            assert_eq!(acc.content, "Hello! How can I help?");
+            assert!(
+                acc.tools.is_empty(),
+                "a server tool is not the client's call"
+            );
+            assert_eq!(acc.finish.as_deref(), Some("stop"));
+        } else {
+            let r = check_responses(&out);
+            assert_eq!(r["status"], "completed", "{r}");
+        }
+    }
+}
+
 #[test]
 fn usage_chunk_only_when_asked() {
     let mut p = plan(Format::Messages, Format::ChatCompletions);

@@ -424,6 +424,10 @@ pub enum BlockDelta {
         /// The citation.
         citation: Value,
     },
+    /// A delta type this crate does not know (a newer API's): skipped, as Anthropic asks
+    /// clients to skip what they do not know, rather than failing the stream.
+    #[serde(other)]
+    Other,
 }
 
 /// `message_delta.delta`.
