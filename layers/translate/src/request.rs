@@ -510,8 +510,43 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
         .filter(|t| !thinking_on || *t == 1.0);
     let top_p = top_p.filter(|p| !thinking_on || *p >= 0.95);
 
+    // `allowed_tools`: the model may call only these, in `mode`; Anthropic says it by the
+    // tools it is sent.
+    let (tool_choice, allowed) = match tool_choice {
+        Some(Value::Object(o))
+            if o.get("type").and_then(Value::as_str) == Some("allowed_tools") =>
+        {
+            let a = o.get("allowed_tools").unwrap_or(&Value::Null);
+            let names: Vec<String> = a
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    t.pointer("/function/name")
+                        .or_else(|| t.pointer("/custom/name"))
+                        .or_else(|| t.get("name"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            (a.get("mode").cloned(), Some(names))
+        }
+        other => (other, None),
+    };
     let mut out_tools: Vec<Tool> = Vec::new();
     for (k, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if let Some(names) = &allowed {
+            let name = t.function.as_ref().map(|f| f.name.as_str()).or_else(|| {
+                t.extra
+                    .get("custom")
+                    .and_then(|c| c.get("name"))
+                    .and_then(Value::as_str)
+            });
+            if !name.is_some_and(|n| names.iter().any(|a| a == n)) {
+                continue;
+            }
+        }
         match (t.kind.as_str(), t.function) {
             ("function", Some(f)) => out_tools.push(Tool {
                 name: f.name,

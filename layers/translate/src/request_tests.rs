@@ -596,6 +596,28 @@ fn tools_only_openai_runs_are_left_out_of_translated_responses_requests() {
 }
 
 #[test]
+fn chat_allowed_tools_send_only_those_tools() {
+    let tool = |n: &str| json!({"type": "function", "function": {"name": n, "parameters": {"type": "object"}}});
+    let req: ChatRequest = serde_json::from_value(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [tool("a"), tool("b"), tool("c")],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required",
+            "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "c"}}]}}
+    }))
+    .unwrap();
+    let out = serde_json::to_value(chat_to_messages(req).unwrap()).unwrap();
+    let names: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert_eq!(out["tool_choice"]["type"], "any");
+}
+
+#[test]
 fn custom_tools_and_their_calls_become_one_string_functions() {
     let req = || {
         resp_req(json!({
