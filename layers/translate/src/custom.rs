@@ -44,6 +44,19 @@ pub fn function_for(name: String, description: Option<String>, format: Option<&V
     }
 }
 
+/// A chat custom tool's `format` in the Responses shape [`function_for`] reads: chat nests
+/// the grammar (`{"type":"grammar","grammar":{"syntax","definition"}}`), Responses does not.
+pub fn flat_format(format: &Value) -> Value {
+    match format.get("grammar") {
+        Some(Value::Object(g)) => {
+            let mut flat = g.clone();
+            flat.insert("type".into(), Value::String("grammar".into()));
+            Value::Object(flat)
+        }
+        _ => format.clone(),
+    }
+}
+
 /// The arguments (JSON text) of the function call standing for a custom tool call with
 /// `input`.
 pub fn arguments_for(input: &str) -> String {

@@ -134,6 +134,14 @@ pub fn translate_request(
         (Format::ChatCompletions, Format::Messages) => {
             let req: ChatRequest = serde_json::from_slice(body).map_err(invalid)?;
             plan.stream = req.stream == Some(true);
+            plan.custom_tools = req
+                .tools
+                .iter()
+                .flatten()
+                .filter(|t| t.kind == "custom")
+                .filter_map(|t| t.extra.get("custom")?.get("name")?.as_str())
+                .map(str::to_owned)
+                .collect();
             plan.include_usage = req
                 .stream_options
                 .as_ref()
@@ -548,6 +556,32 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
             }
         }
         match (t.kind.as_str(), t.function) {
+            ("custom", _) => {
+                let c = t.extra.get("custom").unwrap_or(&Value::Null);
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                if name.is_empty() {
+                    return Err(TranslateError::InvalidRequest {
+                        format: Format::ChatCompletions,
+                        message: format!("tools[{k}].custom.name: a custom tool needs a name"),
+                    });
+                }
+                let description = c.get("description").and_then(Value::as_str);
+                let format = c.get("format").map(custom::flat_format);
+                let f = custom::function_for(
+                    name.to_owned(),
+                    description.map(str::to_owned),
+                    format.as_ref(),
+                );
+                if let Some(f) = f.function {
+                    out_tools.push(Tool {
+                        name: f.name,
+                        description: f.description,
+                        input_schema: f.parameters,
+                        kind: None,
+                        extra: Map::new(),
+                    });
+                }
+            }
             ("function", Some(f)) => out_tools.push(Tool {
                 name: f.name,
                 description: f.description,
@@ -839,6 +873,16 @@ fn assistant_blocks(a: AssistantMessage, i: usize) -> Result<Vec<ContentBlock>, 
         out.push(ContentBlock::text(t));
     }
     for (k, c) in a.tool_calls.unwrap_or_default().into_iter().enumerate() {
+        if let Some(custom) = c.custom {
+            // A custom tool's call: the function it is sent as, called with its input.
+            out.push(ContentBlock::ToolUse {
+                id: tool_id(&c.id),
+                name: custom.name,
+                input: json!({ custom::INPUT: custom.input }),
+                extra: Map::new(),
+            });
+            continue;
+        }
         let args = c.function.arguments.trim();
         let input = if args.is_empty() {
             json!({})
@@ -874,9 +918,15 @@ fn chat_choice_to_anthropic(v: &Value) -> Result<ToolChoice, TranslateError> {
             },
             _ => return Err(bad()),
         },
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+        Value::Object(o)
+            if matches!(
+                o.get("type").and_then(Value::as_str),
+                Some("function" | "custom")
+            ) =>
+        {
             let name = o
                 .get("function")
+                .or_else(|| o.get("custom"))
                 .and_then(|f| f.get("name"))
                 .or_else(|| o.get("name"))
                 .and_then(Value::as_str)
@@ -1073,6 +1123,7 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
                         } => calls.push(ToolCall {
                             id,
                             kind: "function".into(),
+                            custom: None,
                             function: FunctionCall {
                                 name,
                                 arguments: input.to_string(),
@@ -1506,6 +1557,7 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
                     id: call_id,
                     kind: "function".into(),
+                    custom: None,
                     function: FunctionCall { name, arguments },
                 });
             }
@@ -1519,6 +1571,7 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
                     id: call_id,
                     kind: "function".into(),
+                    custom: None,
                     function: FunctionCall {
                         name,
                         arguments: custom::arguments_for(&input),

@@ -744,6 +744,7 @@ fn exchange() -> impl Strategy<Value = Vec<ChatMessage>> {
                         .map(|(id, name, arg, _)| ToolCall {
                             id: id.clone(),
                             kind: "function".into(),
+                            custom: None,
                             function: FunctionCall {
                                 name: name.clone(),
                                 arguments: json!({ "q": arg }).to_string(),

@@ -12,7 +12,8 @@ use crate::{
     types::{
         chat::{
             AssistantMessage, ChatChoice, ChatCompletion, ChatContent, ChatUsage,
-            CompletionTokensDetails, FunctionCall, PromptTokensDetails, ThinkingBlock, ToolCall,
+            CompletionTokensDetails, CustomCall, FunctionCall, PromptTokensDetails, ThinkingBlock,
+            ToolCall,
         },
         messages::{ContentBlock, MessagesResponse, MessagesUsage},
         responses::{
@@ -369,6 +370,12 @@ impl Reply {
     /// As a chat completion. Thinking becomes `reasoning_content` (and, when signed,
     /// `thinking_blocks`, so the client can send it back).
     pub fn to_chat(self) -> ChatCompletion {
+        self.to_chat_for(&[])
+    }
+
+    /// As a chat completion, the calls of `custom_tools` (the client's custom tools, sent as
+    /// one-string functions: see [`crate::custom`]) as `custom` tool calls.
+    pub fn to_chat_for(self, custom_tools: &[String]) -> ChatCompletion {
         let mut text = String::new();
         let mut reasoning = String::new();
         let mut blocks = Vec::new();
@@ -390,9 +397,23 @@ impl Reply {
                     id,
                     name,
                     arguments,
+                } if custom_tools.contains(&name) => calls.push(ToolCall {
+                    id,
+                    kind: "custom".into(),
+                    custom: Some(CustomCall {
+                        input: custom::input_of(&arguments),
+                        name,
+                    }),
+                    function: FunctionCall::default(),
+                }),
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
                 } => calls.push(ToolCall {
                     id,
                     kind: "function".into(),
+                    custom: None,
                     function: FunctionCall { name, arguments },
                 }),
             }
@@ -637,7 +658,7 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
         Format::Responses => return Ok(Bytes::copy_from_slice(body)),
     };
     let out = match plan.client {
-        Format::ChatCompletions => serde_json::to_vec(&reply.to_chat()),
+        Format::ChatCompletions => serde_json::to_vec(&reply.to_chat_for(&plan.custom_tools)),
         Format::Messages => serde_json::to_vec(&reply.to_messages()?),
         Format::Responses => serde_json::to_vec(&reply.to_responses_for(&plan.custom_tools)),
     };

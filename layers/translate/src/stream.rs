@@ -99,6 +99,7 @@ impl StreamTranslator {
         let enc = match plan.client {
             Format::ChatCompletions => Encoder::Chat(ChatEncoder {
                 include_usage: plan.include_usage,
+                custom_tools: plan.custom_tools.clone(),
                 ..ChatEncoder::default()
             }),
             Format::Messages => Encoder::Anthropic(AnthropicEncoder::default()),
@@ -595,6 +596,11 @@ struct ChatEncoder {
     id: String,
     model: String,
     done: bool,
+    /// The client's custom tools (see [`crate::custom`]).
+    custom_tools: Vec<String>,
+    /// Custom tool calls under way: tool ordinal and the function arguments so far (their
+    /// `input` is a string inside them, sent whole when the call ends).
+    custom_open: Vec<(usize, String)>,
 }
 
 #[derive(Serialize)]
@@ -634,7 +640,17 @@ struct ToolOut<'a> {
     id: Option<&'a str>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<&'a str>,
-    function: FnOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function: Option<FnOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom: Option<CustomOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct CustomOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    input: &'a str,
 }
 
 #[derive(Serialize)]
@@ -658,6 +674,30 @@ struct OpenAiErrorBody<'a> {
 }
 
 impl ChatEncoder {
+    /// Send the input of each custom tool call under way, whole, in one delta.
+    fn flush_custom(&mut self, out: &mut BytesMut) {
+        for (index, args) in std::mem::take(&mut self.custom_open) {
+            let input = custom::input_of(&args);
+            self.chunk(
+                out,
+                DeltaOut {
+                    tool_calls: Some([ToolOut {
+                        index,
+                        id: None,
+                        kind: None,
+                        function: None,
+                        custom: Some(CustomOut {
+                            name: None,
+                            input: &input,
+                        }),
+                    }]),
+                    ..DeltaOut::default()
+                },
+                None,
+            );
+        }
+    }
+
     fn chunk(&self, out: &mut BytesMut, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
         write_data(
             out,
@@ -715,40 +755,62 @@ impl ChatEncoder {
                 None,
             ),
             // Signatures and redacted thinking have no place in a chat stream.
-            Ev::Signature(_) | Ev::Redacted(_) | Ev::BlockStop => {}
-            Ev::ToolStart { index, id, name } => self.chunk(
-                out,
-                DeltaOut {
-                    tool_calls: Some([ToolOut {
-                        index,
-                        id: Some(id),
-                        kind: Some("function"),
-                        function: FnOut {
-                            name: Some(name),
-                            arguments: "",
-                        },
-                    }]),
-                    ..DeltaOut::default()
-                },
-                None,
-            ),
-            Ev::ToolArgs { index, json } => self.chunk(
-                out,
-                DeltaOut {
-                    tool_calls: Some([ToolOut {
-                        index,
-                        id: None,
-                        kind: None,
-                        function: FnOut {
-                            name: None,
-                            arguments: json,
-                        },
-                    }]),
-                    ..DeltaOut::default()
-                },
-                None,
-            ),
+            Ev::Signature(_) | Ev::Redacted(_) => {}
+            Ev::BlockStop => self.flush_custom(out),
+            Ev::ToolStart { index, id, name } => {
+                self.flush_custom(out);
+                let custom = self.custom_tools.iter().any(|c| c == name);
+                if custom {
+                    self.custom_open.push((index, String::new()));
+                }
+                self.chunk(
+                    out,
+                    DeltaOut {
+                        tool_calls: Some([ToolOut {
+                            index,
+                            id: Some(id),
+                            kind: Some(if custom { "custom" } else { "function" }),
+                            function: (!custom).then_some(FnOut {
+                                name: Some(name),
+                                arguments: "",
+                            }),
+                            custom: custom.then_some(CustomOut {
+                                name: Some(name),
+                                input: "",
+                            }),
+                        }]),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                )
+            }
+            Ev::ToolArgs { index, json } => {
+                if let Some((_, args)) = self.custom_open.iter_mut().find(|(i, _)| *i == index) {
+                    if args.len() + json.len() <= RETAIN_CAP {
+                        args.push_str(json);
+                    }
+                    return;
+                }
+                self.chunk(
+                    out,
+                    DeltaOut {
+                        tool_calls: Some([ToolOut {
+                            index,
+                            id: None,
+                            kind: None,
+                            function: Some(FnOut {
+                                name: None,
+                                arguments: json,
+                            }),
+                            custom: None,
+                        }]),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                )
+            }
             Ev::Finish { stop, usage, .. } => {
+                self.flush_custom(out);
                 self.chunk(out, DeltaOut::default(), Some(stop.chat()));
                 if self.include_usage {
                     write_data(

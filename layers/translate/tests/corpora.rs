@@ -33,7 +33,11 @@ const MUST_TRANSLATE: &[(&str, Format)] = &[
         "messages/11_document_content_blocks.json",
         Format::ChatCompletions,
     ),
-    // `allowed_tools` and custom tools.
+    // `allowed_tools` and custom tools, from both OpenAI APIs.
+    (
+        "chat_completions/24_custom_tool_allowed_tools.json",
+        Format::Messages,
+    ),
     (
         "responses/19_custom_tool_grammar.json",
         Format::ChatCompletions,

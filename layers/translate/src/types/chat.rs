@@ -306,11 +306,25 @@ pub struct FileRef {
 pub struct ToolCall {
     /// Call id.
     pub id: String,
-    /// Always `function`.
+    /// `function`, or `custom` (a custom tool's call: `custom` set, `function` empty).
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
-    /// What was called.
+    /// What was called (a `function` call).
+    #[serde(default, skip_serializing_if = "FunctionCall::is_empty")]
     pub function: FunctionCall,
+    /// A custom (freeform) tool's call: its name and free-text input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomCall>,
+}
+
+/// A custom tool's call (`tool_calls[].custom`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomCall {
+    /// Tool name.
+    pub name: String,
+    /// The free-text input.
+    #[serde(default)]
+    pub input: String,
 }
 
 fn function_type() -> String {
@@ -318,13 +332,20 @@ fn function_type() -> String {
 }
 
 /// The function of a tool call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
     /// Function name.
     pub name: String,
     /// Arguments, a JSON text.
     #[serde(default)]
     pub arguments: String,
+}
+
+impl FunctionCall {
+    /// No name and no arguments: the empty `function` of a custom tool's call.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_empty() && self.arguments.is_empty()
+    }
 }
 
 /// A tool definition.
