@@ -374,7 +374,6 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
         &[
             ("functions", "legacy functions; send tools"),
             ("function_call", "legacy function_call; send tool_choice"),
-            ("web_search_options", "OpenAI's built-in web search"),
         ],
         T,
     )?;
@@ -600,6 +599,10 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
                 ))
             }
         }
+    }
+    // `web_search_options`: the client asks for a web search; Anthropic runs its own.
+    if let Some(opts) = extra.remove("web_search_options") {
+        out_tools.push(web_search_tool(&opts));
     }
     let client_has_tools = !out_tools.is_empty();
     let mut choice = match tool_choice {
@@ -1244,6 +1247,36 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         extra,
         ..ChatRequest::default()
     })
+}
+
+/// Anthropic's web search server tool for a chat request's `web_search_options`: its
+/// `user_location` carried (`approximate`, flattened: city, region, country, timezone), the
+/// `search_context_size` as the searches allowed (`low` 1, `medium` or none 3, `high` 5).
+fn web_search_tool(opts: &Value) -> Tool {
+    let mut extra = Map::new();
+    if let Some(Value::Object(at)) = opts.pointer("/user_location/approximate") {
+        let mut loc = Map::new();
+        loc.insert("type".into(), json!("approximate"));
+        for k in ["city", "region", "country", "timezone"] {
+            if let Some(v) = at.get(k).filter(|v| v.is_string()) {
+                loc.insert(k.into(), v.clone());
+            }
+        }
+        extra.insert("user_location".into(), Value::Object(loc));
+    }
+    let uses = match opts.get("search_context_size").and_then(Value::as_str) {
+        Some("low") => 1,
+        Some("high") => 5,
+        _ => 3,
+    };
+    extra.insert("max_uses".into(), json!(uses));
+    Tool {
+        name: "web_search".into(),
+        description: None,
+        input_schema: None,
+        kind: Some("web_search_20250305".into()),
+        extra,
+    }
 }
 
 /// A Messages `document` block as a chat part: a text document (`text` or `content`

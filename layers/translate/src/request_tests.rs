@@ -220,7 +220,6 @@ fn what_anthropic_cannot_carry_is_refused() {
     refused(with("frequency_penalty", json!(0.5)), "frequency_penalty");
     refused(with("logit_bias", json!({"50256": -100})), "logit_bias");
     refused(with("modalities", json!(["text", "audio"])), "modalities");
-    refused(with("web_search_options", json!({})), "web_search_options");
     refused(with("functions", json!([{"name": "f"}])), "functions");
     assert!(with("n", json!(1)).is_ok());
     assert!(with("presence_penalty", json!(0)).is_ok());
@@ -593,6 +592,24 @@ fn tools_only_openai_runs_are_left_out_of_translated_responses_requests() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["exec_command", "view_image"]);
+}
+
+#[test]
+fn chat_web_search_options_become_anthropics_web_search() {
+    let req: ChatRequest = serde_json::from_value(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "news?"}],
+        "web_search_options": {"search_context_size": "high",
+            "user_location": {"type": "approximate", "approximate": {"country": "GB", "city": "London"}}}
+    }))
+    .unwrap();
+    let out = serde_json::to_value(chat_to_messages(req).unwrap()).unwrap();
+    assert_eq!(
+        out["tools"],
+        json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5,
+                "user_location": {"type": "approximate", "country": "GB", "city": "London"}}])
+    );
+    assert!(out.get("web_search_options").is_none(), "{out}");
 }
 
 #[test]

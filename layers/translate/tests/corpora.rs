@@ -33,6 +33,11 @@ const MUST_TRANSLATE: &[(&str, Format)] = &[
         "messages/11_document_content_blocks.json",
         Format::ChatCompletions,
     ),
+    // Chat's web search: Anthropic's web search tool.
+    (
+        "chat_completions/23_web_search_options.json",
+        Format::Messages,
+    ),
     // `allowed_tools` and custom tools, from both OpenAI APIs.
     (
         "chat_completions/24_custom_tool_allowed_tools.json",
