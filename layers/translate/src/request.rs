@@ -1587,12 +1587,7 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 ..
             } => {
                 let a = assistant_slot(&mut msgs, &mut pending_thinking);
-                a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
-                    id: call_id,
-                    kind: "function".into(),
-                    custom: None,
-                    function: FunctionCall { name, arguments },
-                });
+                push_call(a, call_id, name, arguments);
             }
             InputItem::CustomToolCall {
                 call_id,
@@ -1601,15 +1596,7 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                 ..
             } => {
                 let a = assistant_slot(&mut msgs, &mut pending_thinking);
-                a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
-                    id: call_id,
-                    kind: "function".into(),
-                    custom: None,
-                    function: FunctionCall {
-                        name,
-                        arguments: custom::arguments_for(&input),
-                    },
-                });
+                push_call(a, call_id, name, custom::arguments_for(&input));
             }
             InputItem::FunctionCallOutput {
                 call_id, output, ..
@@ -1773,6 +1760,16 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
         extra,
         ..ChatRequest::default()
     })
+}
+
+/// A function call on an assistant message (custom tool calls travel as functions too).
+fn push_call(a: &mut AssistantMessage, id: String, name: String, arguments: String) {
+    a.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
+        id,
+        kind: "function".into(),
+        custom: None,
+        function: FunctionCall { name, arguments },
+    });
 }
 
 /// The assistant message the next output item belongs to: the last one, unless reasoning

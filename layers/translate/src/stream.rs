@@ -678,24 +678,32 @@ impl ChatEncoder {
     fn flush_custom(&mut self, out: &mut BytesMut) {
         for (index, args) in std::mem::take(&mut self.custom_open) {
             let input = custom::input_of(&args);
-            self.chunk(
+            self.tool_chunk(
                 out,
-                DeltaOut {
-                    tool_calls: Some([ToolOut {
-                        index,
-                        id: None,
-                        kind: None,
-                        function: None,
-                        custom: Some(CustomOut {
-                            name: None,
-                            input: &input,
-                        }),
-                    }]),
-                    ..DeltaOut::default()
+                ToolOut {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: None,
+                    custom: Some(CustomOut {
+                        name: None,
+                        input: &input,
+                    }),
                 },
-                None,
             );
         }
+    }
+
+    /// A chunk carrying one tool call's delta.
+    fn tool_chunk(&self, out: &mut BytesMut, tool: ToolOut<'_>) {
+        self.chunk(
+            out,
+            DeltaOut {
+                tool_calls: Some([tool]),
+                ..DeltaOut::default()
+            },
+            None,
+        );
     }
 
     fn chunk(&self, out: &mut BytesMut, delta: DeltaOut<'_>, finish_reason: Option<&str>) {
@@ -763,25 +771,21 @@ impl ChatEncoder {
                 if custom {
                     self.custom_open.push((index, String::new()));
                 }
-                self.chunk(
+                self.tool_chunk(
                     out,
-                    DeltaOut {
-                        tool_calls: Some([ToolOut {
-                            index,
-                            id: Some(id),
-                            kind: Some(if custom { "custom" } else { "function" }),
-                            function: (!custom).then_some(FnOut {
-                                name: Some(name),
-                                arguments: "",
-                            }),
-                            custom: custom.then_some(CustomOut {
-                                name: Some(name),
-                                input: "",
-                            }),
-                        }]),
-                        ..DeltaOut::default()
+                    ToolOut {
+                        index,
+                        id: Some(id),
+                        kind: Some(if custom { "custom" } else { "function" }),
+                        function: (!custom).then_some(FnOut {
+                            name: Some(name),
+                            arguments: "",
+                        }),
+                        custom: custom.then_some(CustomOut {
+                            name: Some(name),
+                            input: "",
+                        }),
                     },
-                    None,
                 )
             }
             Ev::ToolArgs { index, json } => {
@@ -791,22 +795,18 @@ impl ChatEncoder {
                     }
                     return;
                 }
-                self.chunk(
+                self.tool_chunk(
                     out,
-                    DeltaOut {
-                        tool_calls: Some([ToolOut {
-                            index,
-                            id: None,
-                            kind: None,
-                            function: Some(FnOut {
-                                name: None,
-                                arguments: json,
-                            }),
-                            custom: None,
-                        }]),
-                        ..DeltaOut::default()
+                    ToolOut {
+                        index,
+                        id: None,
+                        kind: None,
+                        function: Some(FnOut {
+                            name: None,
+                            arguments: json,
+                        }),
+                        custom: None,
                     },
-                    None,
                 )
             }
             Ev::Finish { stop, usage, .. } => {
