@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    request::{messages_to_chat, responses_to_chat, responses_to_messages},
+    request::{messages_to_chat, refuse_huge, responses_to_chat, responses_to_messages},
     types::{
         chat::{ChatContent, ChatMessage, ChatPart, ChatRequest},
         messages::MessagesRequest,
@@ -331,7 +331,7 @@ fn content_tokens(c: &ChatContent) -> u64 {
 /// The estimated input tokens of a token-count request in `client`'s shape (Anthropic
 /// `count_tokens` or Responses `input_tokens`), as it would reach a chat completions model.
 pub fn estimate_input_tokens(client: Format, body: &[u8]) -> Result<u64, TranslateError> {
-    too_many_values(client, body)?;
+    refuse_huge(client, body, "count")?;
     let chat = match client {
         Format::Messages => {
             let mut v = count_body(client, body)?;
@@ -379,7 +379,7 @@ pub fn count_request(
             format!("no token count translation from the {client} API"),
         ));
     }
-    too_many_values(client, body)?;
+    refuse_huge(client, body, "count")?;
     let req: ResponsesRequest = serde_json::from_slice(body).map_err(|e| invalid(client, e))?;
     let out = responses_to_messages(req)?;
     let mut v = match serde_json::to_value(&out).map_err(|e| invalid(client, e))? {
@@ -418,19 +418,6 @@ fn count_body(client: Format, body: &[u8]) -> Result<Map<String, Value>, Transla
         }),
         Err(e) => Err(invalid(client, e)),
     }
-}
-
-/// The bound [`translate_request`](crate::translate_request) puts on the JSON values of a
-/// body it reads into trees.
-fn too_many_values(client: Format, body: &[u8]) -> Result<(), TranslateError> {
-    let max = portcullis_core::json_skim::MAX_VALUES;
-    if portcullis_core::json_skim::more_values_than(body, max) {
-        return Err(TranslateError::InvalidRequest {
-            format: client,
-            message: format!("more than {max} JSON values, too many to count"),
-        });
-    }
-    Ok(())
 }
 
 fn invalid(format: Format, e: serde_json::Error) -> TranslateError {

@@ -109,6 +109,21 @@ impl Plan {
     }
 }
 
+/// The shapes are read into trees (unknown fields as `serde_json::Value`, 32 bytes a value or
+/// more): a body of millions of values (a 10 MB one holds five million) is refused before it
+/// takes 30 times its size, naming what it was for (`translate`, `count`). No chat a
+/// provider serves comes near the bound.
+pub(crate) fn refuse_huge(client: Format, body: &[u8], doing: &str) -> Result<(), TranslateError> {
+    let max = portcullis_core::json_skim::MAX_VALUES;
+    if portcullis_core::json_skim::more_values_than(body, max) {
+        return Err(TranslateError::InvalidRequest {
+            format: client,
+            message: format!("more than {max} JSON values, too many to {doing}"),
+        });
+    }
+    Ok(())
+}
+
 /// Translate a request body from `client`'s shape to `upstream`'s.
 pub fn translate_request(
     client: Format,
@@ -120,15 +135,8 @@ pub fn translate_request(
         message: e.to_string(),
     };
     let mut plan = Plan::new(client, upstream);
-    // The shapes are read into trees (unknown fields as `serde_json::Value`, 32 bytes a value
-    // or more): a body of millions of values (a 10 MB one holds five million) is refused
-    // before it takes 30 times its size. No chat a provider serves comes near the bound.
-    let max = portcullis_core::json_skim::MAX_VALUES;
-    if client != upstream && portcullis_core::json_skim::more_values_than(body, max) {
-        return Err(TranslateError::InvalidRequest {
-            format: client,
-            message: format!("more than {max} JSON values, too many to translate"),
-        });
+    if client != upstream {
+        refuse_huge(client, body, "translate")?;
     }
     let out = match (client, upstream) {
         (Format::ChatCompletions, Format::Messages) => {
@@ -400,7 +408,7 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
             ChatMessage::Other(map) => {
                 return Err(unknown_kind(
                     &map,
-                    "role",
+                    ("role", "role", "role"),
                     format!("messages[{i}]"),
                     Format::ChatCompletions,
                     T,
@@ -802,7 +810,7 @@ fn user_blocks(content: ChatContent, field: &str) -> Result<Vec<ContentBlock>, T
             ChatPart::Other(map) => {
                 return Err(unknown_kind(
                     &map,
-                    "type",
+                    ("type", "type", "content parts of type"),
                     f,
                     Format::ChatCompletions,
                     T,
@@ -1346,11 +1354,11 @@ fn document_part(
 
 /// The error for an element read as `Other`: `key` (`type`, `role`) names one of `typed`,
 /// which this crate reads, so a field of it is missing or mistyped (400 in the client's
-/// API); else the element is newer than this crate or of a kind `target` lacks, refused
-/// naming it.
+/// API: "a `kind` `one` with ..."); else the element is newer than this crate or of a kind
+/// `target` lacks, refused naming it ("`kinds` `kind`").
 fn unknown_kind(
     map: &Map<String, Value>,
-    key: &str,
+    (key, one, kinds): (&str, &str, &str),
     field: String,
     client: Format,
     target: Format,
@@ -1360,14 +1368,11 @@ fn unknown_kind(
         Some(Value::String(kind)) if typed.contains(&kind.as_str()) => {
             TranslateError::InvalidRequest {
                 format: client,
-                message: format!("{field}: a {kind} {key} with a missing or mistyped field"),
+                message: format!("{field}: a {kind} {one} with a missing or mistyped field"),
             }
         }
-        Some(Value::String(kind)) if key == "type" => {
-            TranslateError::unsupported(field, target, format!("content parts of type {kind:?}"))
-        }
         Some(Value::String(kind)) => {
-            TranslateError::unsupported(field, target, format!("{key} {kind:?}"))
+            TranslateError::unsupported(field, target, format!("{kinds} {kind:?}"))
         }
         _ => TranslateError::InvalidRequest {
             format: client,
@@ -1397,14 +1402,7 @@ fn other_block(
     field: &str,
     dropped: &mut Vec<String>,
 ) -> Result<Option<String>, TranslateError> {
-    const T: Format = Format::ChatCompletions;
     let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
-    if TYPED_BLOCKS.contains(&kind) {
-        return Err(TranslateError::InvalidRequest {
-            format: Format::Messages,
-            message: format!("{field}: a {kind} block with a missing or mistyped field"),
-        });
-    }
     if kind == "search_result" {
         let s = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
         let mut text = [s("title"), s("source")]
@@ -1433,10 +1431,13 @@ fn other_block(
         dropped.push(format!("{field} ({kind})"));
         return Ok(None);
     }
-    Err(TranslateError::unsupported(
-        field,
-        T,
-        format!("content blocks of type {kind:?}"),
+    Err(unknown_kind(
+        &map,
+        ("type", "block", "content blocks of type"),
+        field.to_owned(),
+        Format::Messages,
+        Format::ChatCompletions,
+        TYPED_BLOCKS,
     ))
 }
 
@@ -1831,7 +1832,7 @@ fn input_parts(
             InputPart::Other(map) => {
                 return Err(unknown_kind(
                     &map,
-                    "type",
+                    ("type", "type", "content parts of type"),
                     f,
                     Format::Responses,
                     t,
