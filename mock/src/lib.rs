@@ -52,6 +52,11 @@
 //! header [`TOOL_CALL_HEADER`] (`x-mock-tool-call: read_file {"path": "a.txt"}`), which goes
 //! through a gateway untouched: an agent's loop is a client repeating that request.
 //!
+//! Web search: a `/v1/messages` request offering Anthropic's server tool (`tools` with a
+//! `web_search_*` type) is answered as Anthropic answers one: a `server_tool_use` block, its
+//! `web_search_tool_result` (one page, `https://example.com/mock-search`), then text whose
+//! last block cites that page (`citations`; streamed as a `citations_delta`).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use portcullis_mock::{MockResponse, MockUpstream};

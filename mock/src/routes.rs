@@ -899,7 +899,40 @@ fn upload(call: &Call<'_>, kind: Upload) -> Reply {
 
 // === Anthropic ===
 
+/// The page the mock's web search finds ([`messages`] with a `web_search_*` tool).
+pub(crate) const SEARCH_URL: &str = "https://example.com/mock-search";
+/// Its title.
+pub(crate) const SEARCH_TITLE: &str = "Mock search result";
+
+/// Whether a Messages request offers Anthropic's web search server tool.
+fn wants_web_search(req: &Value) -> bool {
+    req["tools"].as_array().into_iter().flatten().any(|t| {
+        t["type"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("web_search_"))
+    })
+}
+
+/// The content blocks of a web search answer, as Anthropic sends them: the search call, its
+/// result, a lead-in, then the answer's text citing the page.
+fn web_search_blocks(query: &str, content: &str) -> [Value; 4] {
+    [
+        json!({"type": "server_tool_use", "id": "srvtoolu_mock", "name": "web_search",
+               "input": {"query": query}}),
+        json!({"type": "web_search_tool_result", "tool_use_id": "srvtoolu_mock", "content": [
+            {"type": "web_search_result", "url": SEARCH_URL, "title": SEARCH_TITLE,
+             "encrypted_content": "EqMockContent", "page_age": null}]}),
+        json!({"type": "text", "text": "From the web: "}),
+        json!({"type": "text", "text": content, "citations": [
+            {"type": "web_search_result_location", "url": SEARCH_URL, "title": SEARCH_TITLE,
+             "encrypted_index": "EoMockIndex", "cited_text": content}]}),
+    ]
+}
+
 fn messages(call: &Call<'_>, req: &Value) -> Reply {
+    if wants_web_search(req) {
+        return messages_web_search(call, req);
+    }
     let id = format!("msg_mock_{}", call.seq);
     let model = model_of(req, "claude-mock");
     let words = words(call.content);
@@ -956,6 +989,68 @@ fn messages(call: &Call<'_>, req: &Value) -> Reply {
                "usage": {"output_tokens": output}}),
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
+    Reply::events(events)
+}
+
+/// [`messages`] when the request offers the web search tool: the search, then the answer
+/// citing what it found (streamed: each block, the citation as a `citations_delta`).
+fn messages_web_search(call: &Call<'_>, req: &Value) -> Reply {
+    let id = format!("msg_mock_{}", call.seq);
+    let model = model_of(req, "claude-mock");
+    let (input, output) = (
+        prompt_tokens(call.body),
+        words(call.content).len() as u64 + 3,
+    );
+    let usage = json!({"input_tokens": input, "output_tokens": output,
+                       "server_tool_use": {"web_search_requests": 1}});
+    let blocks = web_search_blocks("mock query", call.content);
+    if !wants_stream(req) {
+        return Reply::json(
+            StatusCode::OK,
+            &json!({"id": id, "type": "message", "role": "assistant", "model": model,
+                    "content": blocks, "stop_reason": "end_turn", "stop_sequence": null,
+                    "usage": usage}),
+        );
+    }
+    let event = |v: Value| {
+        let name = v["type"].as_str().unwrap_or_default().to_owned();
+        Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+    };
+    let mut events = vec![event(json!({"type": "message_start", "message": {
+        "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": input, "output_tokens": 1}}}))];
+    for (index, block) in blocks.into_iter().enumerate() {
+        let delta =
+            |d: Value| event(json!({"type": "content_block_delta", "index": index, "delta": d}));
+        let mut start = block.clone();
+        let mut deltas = Vec::new();
+        match block["type"].as_str() {
+            Some("server_tool_use") => {
+                start["input"] = json!({});
+                deltas.push(delta(json!({"type": "input_json_delta",
+                    "partial_json": block["input"].to_string()})));
+            }
+            Some("text") => {
+                start["text"] = json!("");
+                if let Some(cites) = block["citations"].as_array() {
+                    start["citations"] = json!([]);
+                    for c in cites {
+                        deltas.push(delta(json!({"type": "citations_delta", "citation": c})));
+                    }
+                }
+                deltas.push(delta(json!({"type": "text_delta", "text": block["text"]})));
+            }
+            _ => {}
+        }
+        events.push(event(json!({"type": "content_block_start", "index": index,
+                                 "content_block": start})));
+        events.extend(deltas);
+        events.push(event(json!({"type": "content_block_stop", "index": index})));
+    }
+    events.push(event(json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": usage})));
+    events.push(event(json!({"type": "message_stop"})));
     Reply::events(events)
 }
 

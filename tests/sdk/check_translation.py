@@ -171,6 +171,33 @@ def _():
     assert r.choices[0].message.content, r
 
 
+@check("openai chat web_search_options -> anthropic web search: url_citation annotations")
+def _():
+    # The mock answers a request offering Anthropic's web search tool as Anthropic does:
+    # a search, then text whose last block cites https://example.com/mock-search.
+    msgs = [{"role": "user", "content": "what is new today?"}]
+    r = oa.chat.completions.create(model="claude-sonnet-4-5", messages=msgs,
+                                   web_search_options={"search_context_size": "low"})
+    m = r.choices[0].message
+    assert m.content.startswith("From the web: "), m.content
+    assert len(m.annotations) == 1, m.annotations
+    a = m.annotations[0]
+    assert a.type == "url_citation", a
+    assert a.url_citation.url == "https://example.com/mock-search", a
+    assert a.url_citation.title == "Mock search result", a
+    cited = m.content[a.url_citation.start_index:a.url_citation.end_index]
+    assert cited and cited == m.content[len("From the web: "):], (cited, m.content)
+    text, streamed = "", []
+    for chunk in oa.chat.completions.create(model="claude-sonnet-4-5", messages=msgs, stream=True,
+                                            web_search_options={}):
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            # Chunks' deltas do not type annotations: the extra field.
+            streamed += (c.delta.model_extra or {}).get("annotations") or []
+    assert text == m.content, (text, m.content)
+    assert [x["url_citation"] for x in streamed] == [a.url_citation.to_dict()], streamed
+
+
 @check("openai: what Anthropic cannot carry is a BadRequestError naming the field")
 def _():
     try:

@@ -211,6 +211,68 @@ pub enum Part {
         /// Arguments, JSON text.
         arguments: String,
     },
+    /// A web source the text just before it cites (Anthropic's web search citations):
+    /// OpenAI's `url_citation` annotation over that text.
+    Citation(UrlCitation),
+}
+
+/// A cited web page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlCitation {
+    /// The page.
+    pub url: String,
+    /// Its title.
+    pub title: String,
+}
+
+/// The most citations one answer carries to the client; an upstream cannot grow the
+/// translation's memory through them.
+pub const CITATION_CAP: usize = 1024;
+
+impl UrlCitation {
+    /// An Anthropic citation that names a web page (`web_search_result_location`, or a
+    /// `search_result_location` whose source is a URL). Document citations (`char_location`
+    /// and the like) point into the request's documents and have no OpenAI form.
+    pub fn from_anthropic(c: &Value) -> Option<Self> {
+        let url = match c.get("type")?.as_str()? {
+            "web_search_result_location" => c.get("url")?.as_str()?,
+            "search_result_location" => c
+                .get("source")?
+                .as_str()
+                .filter(|s| s.starts_with("https://") || s.starts_with("http://"))?,
+            _ => return None,
+        };
+        Some(UrlCitation {
+            url: url.to_owned(),
+            title: c
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    /// The web citations of an Anthropic text block (its `citations` field).
+    pub fn from_block(extra: &Map<String, Value>) -> impl Iterator<Item = Self> + '_ {
+        extra
+            .get("citations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Self::from_anthropic)
+    }
+
+    /// As a chat completions annotation over characters `start..end` of the content.
+    pub fn to_chat(&self, start: usize, end: usize) -> Value {
+        json!({"type": "url_citation", "url_citation": {
+            "start_index": start, "end_index": end, "url": self.url, "title": self.title}})
+    }
+
+    /// As a Responses `output_text` annotation over characters `start..end` of the text.
+    pub fn to_responses(&self, start: usize, end: usize) -> Value {
+        json!({"type": "url_citation", "start_index": start, "end_index": end,
+            "url": self.url, "title": self.title})
+    }
 }
 
 /// An answer, API-neutral.
@@ -325,9 +387,18 @@ impl Reply {
             .map(StopReason::from_anthropic)
             .unwrap_or_default();
         let mut real_tool = false;
+        let mut cited = 0;
         for b in m.content {
             match b {
-                ContentBlock::Text { text, .. } => parts.push(Part::Text(text)),
+                ContentBlock::Text { text, extra } => {
+                    parts.push(Part::Text(text));
+                    for c in UrlCitation::from_block(&extra) {
+                        if cited < CITATION_CAP {
+                            cited += 1;
+                            parts.push(Part::Citation(c));
+                        }
+                    }
+                }
                 ContentBlock::Thinking {
                     thinking,
                     signature,
@@ -380,9 +451,18 @@ impl Reply {
         let mut reasoning = String::new();
         let mut blocks = Vec::new();
         let mut calls = Vec::new();
+        // Characters of `text`, and where the last piece of text began (OpenAI's annotation
+        // indices count characters, as Python's strings do).
+        let (mut chars, mut last_start) = (0, 0);
+        let mut annotations = Vec::new();
         for p in self.parts {
             match p {
-                Part::Text(t) => text.push_str(&t),
+                Part::Text(t) => {
+                    last_start = chars;
+                    chars += t.chars().count();
+                    text.push_str(&t);
+                }
+                Part::Citation(c) => annotations.push(c.to_chat(last_start, chars)),
                 Part::Thinking { text: t, signature } => {
                     reasoning.push_str(&t);
                     if signature.is_some() {
@@ -442,7 +522,13 @@ impl Reply {
                     reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                     thinking_blocks: (!blocks.is_empty()).then_some(blocks),
                     name: None,
-                    extra: Map::from_iter([("role".to_owned(), json!("assistant"))]),
+                    extra: {
+                        let mut m = Map::from_iter([("role".to_owned(), json!("assistant"))]);
+                        if !annotations.is_empty() {
+                            m.insert("annotations".into(), Value::Array(annotations));
+                        }
+                        m
+                    },
                 },
                 finish_reason: Some(self.stop.chat().to_owned()),
                 extra,
@@ -459,6 +545,8 @@ impl Reply {
         for p in self.parts {
             content.push(match p {
                 Part::Text(t) => ContentBlock::text(t),
+                // Anthropic's web citations carry an encrypted index only its search makes.
+                Part::Citation(_) => continue,
                 Part::Thinking { text, signature } => ContentBlock::Thinking {
                     thinking: text,
                     signature: signature.unwrap_or_default(),
@@ -519,24 +607,44 @@ impl Reply {
             n += 1;
             item_id(prefix, &id, n)
         };
+        // Characters of the open message's text, and where its last piece began.
+        let (mut chars, mut last_start) = (0, 0);
         for p in self.parts {
             match p {
-                Part::Text(t) => match output.last_mut() {
-                    Some(OutputItem::Message { content, .. }) => {
-                        if let Some(OutputContent::OutputText { text, .. }) = content.last_mut() {
-                            text.push_str(&t);
+                Part::Text(t) => {
+                    let n = t.chars().count();
+                    match output.last_mut() {
+                        Some(OutputItem::Message { content, .. }) => {
+                            if let Some(OutputContent::OutputText { text, .. }) = content.last_mut()
+                            {
+                                text.push_str(&t);
+                            }
+                            last_start = chars;
+                            chars += n;
+                        }
+                        _ => {
+                            (last_start, chars) = (0, n);
+                            output.push(OutputItem::Message {
+                                id: next_id("msg"),
+                                role: "assistant".into(),
+                                status: status.into(),
+                                content: vec![OutputContent::OutputText {
+                                    text: t,
+                                    annotations: Vec::new(),
+                                }],
+                            })
                         }
                     }
-                    _ => output.push(OutputItem::Message {
-                        id: next_id("msg"),
-                        role: "assistant".into(),
-                        status: status.into(),
-                        content: vec![OutputContent::OutputText {
-                            text: t,
-                            annotations: Vec::new(),
-                        }],
-                    }),
-                },
+                }
+                Part::Citation(c) => {
+                    if let Some(OutputItem::Message { content, .. }) = output.last_mut() {
+                        if let Some(OutputContent::OutputText { annotations, .. }) =
+                            content.last_mut()
+                        {
+                            annotations.push(c.to_responses(last_start, chars));
+                        }
+                    }
+                }
                 Part::Thinking { text, signature } => output.push(OutputItem::Reasoning {
                     id: next_id("rs"),
                     summary: vec![SummaryText {

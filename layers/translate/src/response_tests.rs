@@ -230,3 +230,75 @@ fn an_answer_of_too_many_values_is_refused() {
         "{e}"
     );
 }
+
+/// Anthropic's web search answer: text blocks, some citing pages. OpenAI clients get
+/// `url_citation` annotations over the cited text, indices in characters.
+fn cited_answer() -> MessagesResponse {
+    anthropic(json!({
+        "id": "msg_cite", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "Zürich weather"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {"type": "text", "text": "Über Zürich: "},
+            {"type": "text", "text": "it is sunny today", "citations": [
+                {"type": "web_search_result_location", "url": "https://wx.example/zh", "title": "Wetter", "encrypted_index": "Eo8B", "cited_text": "sunny"},
+                {"type": "web_search_result_location", "url": "https://news.example/a", "title": "News", "encrypted_index": "Eo8C", "cited_text": "sunny"}
+            ]},
+            {"type": "text", "text": ", and "},
+            {"type": "text", "text": "warm", "citations": [
+                {"type": "char_location", "document_index": 0, "document_title": "notes", "start_char_index": 0, "end_char_index": 4, "cited_text": "warm"},
+                {"type": "search_result_location", "source": "https://kb.example/w", "title": "KB", "search_result_index": 0, "start_block_index": 0, "end_block_index": 0, "cited_text": "warm"}
+            ]},
+            {"type": "text", "text": "."}
+        ],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 10, "output_tokens": 20}
+    }))
+}
+
+#[test]
+fn web_citations_become_url_citation_annotations() {
+    // "Über Zürich: " is 13 characters (15 bytes): indices count characters.
+    let c = serde_json::to_value(messages_to_chat_response(cited_answer(), false)).unwrap();
+    let msg = &c["choices"][0]["message"];
+    assert_eq!(msg["content"], "Über Zürich: it is sunny today, and warm.");
+    assert_eq!(
+        msg["annotations"],
+        json!([
+            {"type": "url_citation", "url_citation": {"start_index": 13, "end_index": 30, "url": "https://wx.example/zh", "title": "Wetter"}},
+            {"type": "url_citation", "url_citation": {"start_index": 13, "end_index": 30, "url": "https://news.example/a", "title": "News"}},
+            {"type": "url_citation", "url_citation": {"start_index": 36, "end_index": 40, "url": "https://kb.example/w", "title": "KB"}}
+        ]),
+        "a document citation (char_location) has no OpenAI form and is left out"
+    );
+    let text: Vec<char> = msg["content"].as_str().unwrap().chars().collect();
+    assert_eq!(text[13..30].iter().collect::<String>(), "it is sunny today");
+
+    let r = serde_json::to_value(messages_to_responses_response(cited_answer(), false)).unwrap();
+    assert_eq!(r["output"].as_array().unwrap().len(), 1, "{r}");
+    let part = &r["output"][0]["content"][0];
+    assert_eq!(part["text"], "Über Zürich: it is sunny today, and warm.");
+    assert_eq!(
+        part["annotations"],
+        json!([
+            {"type": "url_citation", "start_index": 13, "end_index": 30, "url": "https://wx.example/zh", "title": "Wetter"},
+            {"type": "url_citation", "start_index": 13, "end_index": 30, "url": "https://news.example/a", "title": "News"},
+            {"type": "url_citation", "start_index": 36, "end_index": 40, "url": "https://kb.example/w", "title": "KB"}
+        ])
+    );
+}
+
+#[test]
+fn an_answer_without_citations_has_no_annotations_field() {
+    let m = anthropic(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": "hi", "citations": null}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 1, "output_tokens": 1}
+    }));
+    let c = serde_json::to_value(messages_to_chat_response(m, false)).unwrap();
+    assert!(
+        c["choices"][0]["message"].get("annotations").is_none(),
+        "{c}"
+    );
+}

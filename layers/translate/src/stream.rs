@@ -13,7 +13,9 @@ use crate::{
     custom,
     error::{anthropic_kind, openai_kind, ErrorKind, TranslateError},
     request::{Plan, JSON_TOOL, REDACTED_PREFIX, SIGNATURE_PREFIX},
-    response::{item_id, now, response_extra, response_id, StopReason, Usage},
+    response::{
+        item_id, now, response_extra, response_id, StopReason, UrlCitation, Usage, CITATION_CAP,
+    },
     sse::{SseParser, MAX_EVENT_BYTES},
     types::{
         chat::ChatChunk,
@@ -46,6 +48,8 @@ enum Ev<'a> {
         index: usize,
         json: &'a str,
     },
+    /// A web source the current text block cites (over the whole block).
+    Citation(UrlCitation),
     /// The upstream closed its current block.
     BlockStop,
     Finish {
@@ -429,10 +433,14 @@ impl AnthropicDecoder {
                 self.in_json_block = false;
                 self.skipping = false;
                 match content_block {
-                    ContentBlock::Text { text, .. } if !text.is_empty() => {
-                        enc.ev(Ev::Text(&text), out)
+                    ContentBlock::Text { text, extra } => {
+                        if !text.is_empty() {
+                            enc.ev(Ev::Text(&text), out)
+                        }
+                        for c in UrlCitation::from_block(&extra) {
+                            enc.ev(Ev::Citation(c), out)
+                        }
                     }
-                    ContentBlock::Text { .. } => {}
                     ContentBlock::Thinking { thinking, .. } if !thinking.is_empty() => {
                         enc.ev(Ev::Thinking(&thinking), out)
                     }
@@ -482,9 +490,12 @@ impl AnthropicDecoder {
                         },
                         out,
                     ),
-                    BlockDelta::InputJsonDelta { .. }
-                    | BlockDelta::CitationsDelta { .. }
-                    | BlockDelta::Other => {}
+                    BlockDelta::CitationsDelta { citation } => {
+                        if let Some(c) = UrlCitation::from_anthropic(citation) {
+                            enc.ev(Ev::Citation(c), out)
+                        }
+                    }
+                    BlockDelta::InputJsonDelta { .. } | BlockDelta::Other => {}
                 }
             }
             StreamEvent::ContentBlockStop { .. } => {
@@ -601,6 +612,47 @@ struct ChatEncoder {
     /// Custom tool calls under way: tool ordinal and the function arguments so far (their
     /// `input` is a string inside them, sent whole when the call ends).
     custom_open: Vec<(usize, String)>,
+    /// Web citations of the current text block, sent as annotations over it when it ends.
+    cites: Citations,
+}
+
+/// Web citations of the text block under way: they cover the whole block, whose end is known
+/// only when it closes. Annotation indices count characters, as Python's strings do.
+#[derive(Debug, Default)]
+struct Citations {
+    /// Characters of answer text so far.
+    chars: usize,
+    /// Where the current block's text began.
+    block_start: usize,
+    pending: Vec<UrlCitation>,
+    /// Citations taken so far; past [`CITATION_CAP`] the rest are dropped.
+    taken: usize,
+}
+
+impl Citations {
+    fn text(&mut self, t: &str) {
+        self.chars += t.chars().count();
+    }
+
+    fn add(&mut self, c: UrlCitation) {
+        if self.taken < CITATION_CAP {
+            self.taken += 1;
+            self.pending.push(c);
+        }
+    }
+
+    /// The block ended: its citations with the range they cover.
+    fn block_end(&mut self) -> (Vec<UrlCitation>, usize, usize) {
+        let range = (self.block_start, self.chars);
+        self.block_start = self.chars;
+        (std::mem::take(&mut self.pending), range.0, range.1)
+    }
+
+    /// A new item starts (Responses): its text counts from zero.
+    fn reset_text(&mut self) {
+        self.chars = 0;
+        self.block_start = 0;
+    }
 }
 
 #[derive(Serialize)]
@@ -631,6 +683,8 @@ struct DeltaOut<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolOut<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<Vec<Value>>,
 }
 
 #[derive(Serialize)]
@@ -694,6 +748,22 @@ impl ChatEncoder {
         }
     }
 
+    /// The current text block ended: its web citations, as annotations over it.
+    fn flush_citations(&mut self, out: &mut BytesMut) {
+        let (cites, start, end) = self.cites.block_end();
+        if !cites.is_empty() {
+            let annotations = cites.iter().map(|c| c.to_chat(start, end)).collect();
+            self.chunk(
+                out,
+                DeltaOut {
+                    annotations: Some(annotations),
+                    ..DeltaOut::default()
+                },
+                None,
+            );
+        }
+    }
+
     /// A chunk carrying one tool call's delta.
     fn tool_chunk(&self, out: &mut BytesMut, tool: ToolOut<'_>) {
         self.chunk(
@@ -746,14 +816,17 @@ impl ChatEncoder {
                     None,
                 );
             }
-            Ev::Text(t) => self.chunk(
-                out,
-                DeltaOut {
-                    content: Some(t),
-                    ..DeltaOut::default()
-                },
-                None,
-            ),
+            Ev::Text(t) => {
+                self.cites.text(t);
+                self.chunk(
+                    out,
+                    DeltaOut {
+                        content: Some(t),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                )
+            }
             Ev::Thinking(t) => self.chunk(
                 out,
                 DeltaOut {
@@ -764,7 +837,11 @@ impl ChatEncoder {
             ),
             // Signatures and redacted thinking have no place in a chat stream.
             Ev::Signature(_) | Ev::Redacted(_) => {}
-            Ev::BlockStop => self.flush_custom(out),
+            Ev::Citation(c) => self.cites.add(c),
+            Ev::BlockStop => {
+                self.flush_citations(out);
+                self.flush_custom(out)
+            }
             Ev::ToolStart { index, id, name } => {
                 self.flush_custom(out);
                 let custom = self.custom_tools.iter().any(|c| c == name);
@@ -810,6 +887,7 @@ impl ChatEncoder {
                 )
             }
             Ev::Finish { stop, usage, .. } => {
+                self.flush_citations(out);
                 self.flush_custom(out);
                 self.chunk(out, DeltaOut::default(), Some(stop.chat()));
                 if self.include_usage {
@@ -1031,6 +1109,8 @@ impl AnthropicEncoder {
                 d.partial_json = Some(json);
                 Self::delta(out, i, d);
             }
+            // Anthropic's web citations carry an encrypted index only its search makes.
+            Ev::Citation(_) => {}
             Ev::BlockStop => self.close(out),
             Ev::Finish {
                 stop,
@@ -1078,6 +1158,8 @@ struct ResponsesEncoder {
     /// The client's custom tools (see [`crate::custom`]): their calls are
     /// `custom_tool_call` items, their input sent whole when the call ends.
     custom_tools: Vec<String>,
+    /// Web citations of the open message's current text block.
+    cites: Citations,
 }
 
 #[derive(Debug)]
@@ -1087,6 +1169,8 @@ struct Item {
     /// Text, summary or arguments.
     text: String,
     signature: Option<String>,
+    /// A message's `url_citation` annotations.
+    annotations: Vec<Value>,
     closed: bool,
 }
 
@@ -1127,7 +1211,7 @@ impl Item {
         match &self.kind {
             ItemKind::Message => {
                 json!({"type":"message","id":self.id,"status":status,"role":"assistant",
-                "content":[{"type":"output_text","text":self.text,"annotations":[]}]})
+                "content":[{"type":"output_text","text":self.text,"annotations":self.annotations}]})
             }
             ItemKind::Reasoning => {
                 let mut v = json!({"type":"reasoning","id":self.id,
@@ -1208,6 +1292,7 @@ impl ResponsesEncoder {
             kind,
             text: String::new(),
             signature: None,
+            annotations: Vec::new(),
             closed: false,
         };
         let added = item.added_json();
@@ -1248,11 +1333,15 @@ impl ResponsesEncoder {
             return;
         }
         self.items[idx].closed = true;
+        if matches!(self.items[idx].kind, ItemKind::Message) {
+            self.flush_citations(out, idx);
+        }
         let item = &self.items[idx];
         let (id, text) = (item.id.clone(), item.text.clone());
         let done = item.json("completed");
         match item.kind {
             ItemKind::Message => {
+                let annotations = item.annotations.clone();
                 self.emit(
                     out,
                     "response.output_text.done",
@@ -1262,7 +1351,7 @@ impl ResponsesEncoder {
                     out,
                     "response.content_part.done",
                     json!({"item_id": id, "output_index": idx, "content_index": 0,
-                        "part": {"type":"output_text","text":text,"annotations":[]}}),
+                        "part": {"type":"output_text","text":text,"annotations":annotations}}),
                 );
             }
             ItemKind::Reasoning => {
@@ -1309,6 +1398,24 @@ impl ResponsesEncoder {
         );
     }
 
+    /// The message `idx`'s current text block ended: its web citations as annotations.
+    fn flush_citations(&mut self, out: &mut BytesMut, idx: usize) {
+        let (cites, start, end) = self.cites.block_end();
+        for c in cites {
+            let annotation = c.to_responses(start, end);
+            let item = &mut self.items[idx];
+            let annotation_index = item.annotations.len();
+            item.annotations.push(annotation.clone());
+            let item_id = item.id.clone();
+            self.emit(
+                out,
+                "response.output_text.annotation.added",
+                json!({"item_id": item_id, "output_index": idx, "content_index": 0,
+                    "annotation_index": annotation_index, "annotation": annotation}),
+            );
+        }
+    }
+
     fn retain(&mut self, idx: usize, s: &str) {
         if self.retained + s.len() <= RETAIN_CAP {
             self.retained += s.len();
@@ -1353,10 +1460,15 @@ impl ResponsesEncoder {
             Ev::Text(t) => {
                 let idx = match self.open {
                     Some(i) if matches!(self.items[i].kind, ItemKind::Message) => i,
-                    _ => self.add_item(out, ItemKind::Message),
+                    _ => {
+                        self.cites.reset_text();
+                        self.add_item(out, ItemKind::Message)
+                    }
                 };
+                self.cites.text(t);
                 self.delta(out, "response.output_text.delta", idx, t);
             }
+            Ev::Citation(c) => self.cites.add(c),
             Ev::Thinking(t) => {
                 let idx = match self.open {
                     Some(i) if matches!(self.items[i].kind, ItemKind::Reasoning) => i,
@@ -1400,7 +1512,17 @@ impl ResponsesEncoder {
                 Some(&idx) => self.delta(out, "response.function_call_arguments.delta", idx, json),
                 None => {}
             },
-            Ev::BlockStop => self.close(out),
+            // Text blocks in a row make one message (as OpenAI answers, and as a whole
+            // answer is translated): the block's end only bounds its citations.
+            Ev::BlockStop => match self.open {
+                Some(i) if matches!(self.items[i].kind, ItemKind::Message) => {
+                    self.flush_citations(out, i)
+                }
+                _ => {
+                    self.cites.block_end();
+                    self.close(out)
+                }
+            },
             Ev::Finish { stop, usage, .. } => {
                 self.close(out);
                 for idx in 0..self.items.len() {

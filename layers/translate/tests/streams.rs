@@ -75,6 +75,7 @@ const FIXTURES: &[&str] = &[
     "anthropic_text.sse",
     "anthropic_thinking_tool_use.sse",
     "anthropic_overloaded.sse",
+    "anthropic_web_search.sse",
     "openai_text.sse",
     "openai_tool_calls.sse",
     "vllm_reasoning.sse",
@@ -596,5 +597,85 @@ proptest! {
             let cuts: Vec<usize> = (1..input.len()).collect();
             prop_assert_eq!(translate_in(&p, &input, &cuts), translate_in(&p, &input, &[]));
         }
+    }
+}
+
+/// The characters `start..end` of `text` (OpenAI's annotation indices count characters).
+fn char_slice(text: &str, a: &Value, start: &str, end: &str) -> String {
+    let (s, e) = (a[start].as_u64().unwrap(), a[end].as_u64().unwrap());
+    text.chars()
+        .skip(s as usize)
+        .take((e - s) as usize)
+        .collect()
+}
+
+/// Anthropic's web search stream: the citations of a text block (`citations_delta`, before
+/// its text) reach chat clients as `annotations` and Responses clients as
+/// `response.output_text.annotation.added`, each over the cited block's characters.
+#[test]
+fn web_search_citations_become_annotations() {
+    let input = fixture("anthropic_web_search.sse");
+    let want_text = "I'll look that up.\n\nÜber Zürich: it is sunny today and cold.";
+    let urls = ["https://wx.example/zh", "https://news.example/a"];
+
+    let out = translate_in(
+        &plan(Format::Messages, Format::ChatCompletions),
+        &input,
+        &[],
+    );
+    let acc = accumulate_chat(&out);
+    assert_eq!(acc.content, want_text);
+    let mut annotations = Vec::new();
+    for (_, data) in events(&out) {
+        if data != "[DONE]" {
+            for c in json(&data)["choices"].as_array().unwrap() {
+                annotations.extend(
+                    c["delta"]["annotations"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    assert_eq!(annotations.len(), 2, "{annotations:?}");
+    for (a, url) in annotations.iter().zip(urls) {
+        assert_eq!(a["type"], "url_citation");
+        let u = &a["url_citation"];
+        assert_eq!(u["url"], url);
+        assert_eq!(
+            char_slice(&acc.content, u, "start_index", "end_index"),
+            "it is sunny today"
+        );
+    }
+    assert!(annotations[0]["url_citation"]["title"] == "Wetter Zürich");
+
+    let out = translate_in(&plan(Format::Messages, Format::Responses), &input, &[]);
+    let r = check_responses(&out);
+    let output = r["output"].as_array().unwrap();
+    assert_eq!(output.len(), 1, "text blocks in a row are one message: {r}");
+    let part = &output[0]["content"][0];
+    assert_eq!(part["text"], want_text);
+    let done = part["annotations"].as_array().unwrap();
+    let added: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|(n, _)| n == "response.output_text.annotation.added")
+        .map(|(_, d)| json(&d))
+        .collect();
+    assert_eq!(added.len(), 2);
+    for (i, (ev, url)) in added.iter().zip(urls).enumerate() {
+        assert_eq!(ev["annotation_index"], i);
+        assert_eq!(ev["item_id"], output[0]["id"]);
+        assert_eq!(ev["annotation"], done[i]);
+        assert_eq!(done[i]["url"], url);
+        assert_eq!(
+            char_slice(
+                part["text"].as_str().unwrap(),
+                &done[i],
+                "start_index",
+                "end_index"
+            ),
+            "it is sunny today"
+        );
     }
 }
