@@ -114,7 +114,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         out.status.success(),
         "translation checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
@@ -169,6 +169,21 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         blocks.iter().any(|b| b["type"] == "tool_result"),
         "{history}"
     );
+    // Legacy function calling went up as a tool, one call a turn, and its history as a
+    // tool_use and the tool_result naming it.
+    let legacy = bodies
+        .iter()
+        .find(|b| b.to_string().contains("19C and cloudy"))
+        .expect("the legacy function result reached Anthropic");
+    assert_eq!(legacy["tools"][0]["name"], "get_weather", "{legacy}");
+    assert_eq!(
+        legacy["tool_choice"]["disable_parallel_tool_use"], true,
+        "{legacy}"
+    );
+    let m = legacy["messages"].as_array().unwrap();
+    let use_id = &m[1]["content"][0]["id"];
+    assert_eq!(m[1]["content"][0]["type"], "tool_use", "{legacy}");
+    assert_eq!(m[2]["content"][0]["tool_use_id"], *use_id, "{legacy}");
 }
 
 #[tokio::test]

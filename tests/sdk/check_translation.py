@@ -198,6 +198,37 @@ def _():
     assert [x["url_citation"] for x in streamed] == [a.url_citation.to_dict()], streamed
 
 
+@check("openai chat legacy functions -> anthropic upstream: function_call both ways")
+def _():
+    fns = [TOOLS[0]["function"]]
+    msgs = [{"role": "user", "content": "weather in Paris?"}]
+    call = {"x-mock-tool-call": 'get_weather {"city": "Paris"}'}
+    r = oa.chat.completions.create(model="claude-sonnet-4-5", messages=msgs, functions=fns,
+                                   function_call="auto", extra_headers=call)
+    m = r.choices[0].message
+    assert r.choices[0].finish_reason == "function_call", r.choices[0]
+    assert m.function_call.name == "get_weather", m
+    assert json.loads(m.function_call.arguments) == {"city": "Paris"}, m.function_call
+    assert not m.tool_calls, m.tool_calls
+    name, args, finish = "", "", None
+    for chunk in oa.chat.completions.create(model="claude-sonnet-4-5", messages=msgs,
+                                            functions=fns, stream=True, extra_headers=call):
+        for c in chunk.choices:
+            assert not c.delta.tool_calls, c.delta
+            if c.delta.function_call:
+                name += c.delta.function_call.name or ""
+                args += c.delta.function_call.arguments or ""
+            finish = c.finish_reason or finish
+    assert (name, json.loads(args), finish) == ("get_weather", {"city": "Paris"}, "function_call"), \
+        (name, args, finish)
+    # The call and its result (a `function` message) go up as a tool call and its result.
+    r = oa.chat.completions.create(model="claude-sonnet-4-5", functions=fns, messages=msgs + [
+        {"role": "assistant", "content": None, "function_call": m.function_call.to_dict()},
+        {"role": "function", "name": "get_weather", "content": "19C and cloudy"},
+    ])
+    assert r.choices[0].message.content and r.choices[0].finish_reason == "stop", r
+
+
 @check("openai: what Anthropic cannot carry is a BadRequestError naming the field")
 def _():
     try:

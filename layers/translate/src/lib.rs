@@ -70,6 +70,7 @@ pub mod custom;
 pub mod error;
 pub mod future;
 mod layer;
+pub mod legacy;
 pub mod request;
 pub mod response;
 mod service;

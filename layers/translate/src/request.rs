@@ -92,6 +92,9 @@ pub struct Plan {
     /// The Responses client's custom (freeform) tools, sent as one-string functions: their
     /// calls go back as `custom_tool_call` items (see [`crate::custom`]).
     pub custom_tools: Vec<String>,
+    /// The chat client declared legacy `functions`: its answers carry `function_call`
+    /// (see [`crate::legacy`]).
+    pub legacy_functions: bool,
 }
 
 impl Plan {
@@ -105,6 +108,7 @@ impl Plan {
             json_tool: false,
             count: false,
             custom_tools: Vec::new(),
+            legacy_functions: false,
         }
     }
 }
@@ -140,8 +144,9 @@ pub fn translate_request(
     }
     let out = match (client, upstream) {
         (Format::ChatCompletions, Format::Messages) => {
-            let req: ChatRequest = serde_json::from_slice(body).map_err(invalid)?;
+            let mut req: ChatRequest = serde_json::from_slice(body).map_err(invalid)?;
             plan.stream = req.stream == Some(true);
+            plan.legacy_functions = crate::legacy::modernize(&mut req)?;
             plan.custom_tools = req
                 .tools
                 .iter()
@@ -303,9 +308,11 @@ fn refuse_keys(
 
 // === chat completions -> Messages ===
 
-/// Translate a chat completions request to a Messages request.
-pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateError> {
+/// Translate a chat completions request to a Messages request (legacy function calling
+/// rewritten first, see [`crate::legacy`]).
+pub fn chat_to_messages(mut req: ChatRequest) -> Result<MessagesRequest, TranslateError> {
     const T: Format = Format::Messages;
+    crate::legacy::modernize(&mut req)?;
     let ChatRequest {
         model,
         messages,
@@ -377,14 +384,6 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
             "Anthropic answers only in text",
         ));
     }
-    refuse_keys(
-        &extra,
-        &[
-            ("functions", "legacy functions; send tools"),
-            ("function_call", "legacy function_call; send tool_choice"),
-        ],
-        T,
-    )?;
     // Dropped on purpose (see the crate docs' table).
     for k in [
         "store",
@@ -459,11 +458,13 @@ pub fn chat_to_messages(req: ChatRequest) -> Result<MessagesRequest, TranslateEr
                 };
                 push_turn(&mut turns, Role::User, vec![block]);
             }
+            // `legacy::modernize` made each a tool message or refused it; a caller of the
+            // types alone gets the same refusal.
             ChatMessage::Function { .. } => {
                 return Err(TranslateError::unsupported(
                     format!("messages[{i}]"),
                     T,
-                    "legacy function messages; send tool messages",
+                    "a function message with no function_call before it",
                 ))
             }
         }
@@ -843,14 +844,7 @@ fn user_blocks(content: ChatContent, field: &str) -> Result<Vec<ContentBlock>, T
 
 fn assistant_blocks(a: AssistantMessage, i: usize) -> Result<Vec<ContentBlock>, TranslateError> {
     const T: Format = Format::Messages;
-    refuse_keys(
-        &a.extra,
-        &[
-            ("function_call", "legacy function_call; send tool_calls"),
-            ("audio", "audio answers"),
-        ],
-        T,
-    )?;
+    refuse_keys(&a.extra, &[("audio", "audio answers")], T)?;
     let mut out = Vec::new();
     // Thinking comes first in an Anthropic turn, and only signed blocks are accepted.
     for b in a.thinking_blocks.unwrap_or_default() {

@@ -220,7 +220,9 @@ fn what_anthropic_cannot_carry_is_refused() {
     refused(with("frequency_penalty", json!(0.5)), "frequency_penalty");
     refused(with("logit_bias", json!({"50256": -100})), "logit_bias");
     refused(with("modalities", json!(["text", "audio"])), "modalities");
-    refused(with("functions", json!([{"name": "f"}])), "functions");
+    // Legacy functions are carried as tools (crate::legacy), not refused.
+    let legacy = with("functions", json!([{"name": "f"}])).unwrap();
+    assert_eq!(legacy.tools.unwrap()[0].name, "f");
     assert!(with("n", json!(1)).is_ok());
     assert!(with("presence_penalty", json!(0)).is_ok());
 

@@ -766,7 +766,13 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
         Format::Responses => return Ok(Bytes::copy_from_slice(body)),
     };
     let out = match plan.client {
-        Format::ChatCompletions => serde_json::to_vec(&reply.to_chat_for(&plan.custom_tools)),
+        Format::ChatCompletions => {
+            let mut c = reply.to_chat_for(&plan.custom_tools);
+            if plan.legacy_functions {
+                crate::legacy::answer(&mut c);
+            }
+            serde_json::to_vec(&c)
+        }
         Format::Messages => serde_json::to_vec(&reply.to_messages()?),
         Format::Responses => serde_json::to_vec(&reply.to_responses_for(&plan.custom_tools)),
     };

@@ -104,6 +104,7 @@ impl StreamTranslator {
             Format::ChatCompletions => Encoder::Chat(ChatEncoder {
                 include_usage: plan.include_usage,
                 custom_tools: plan.custom_tools.clone(),
+                legacy: plan.legacy_functions,
                 ..ChatEncoder::default()
             }),
             Format::Messages => Encoder::Anthropic(AnthropicEncoder::default()),
@@ -614,6 +615,8 @@ struct ChatEncoder {
     custom_open: Vec<(usize, String)>,
     /// Web citations of the current text block, sent as annotations over it when it ends.
     cites: Citations,
+    /// The client declared legacy `functions`: the call goes as `delta.function_call`.
+    legacy: bool,
 }
 
 /// Web citations of the text block under way: they cover the whole block, whose end is known
@@ -685,6 +688,8 @@ struct DeltaOut<'a> {
     tool_calls: Option<[ToolOut<'a>; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     annotations: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FnOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -842,6 +847,25 @@ impl ChatEncoder {
                 self.flush_citations(out);
                 self.flush_custom(out)
             }
+            // Legacy function calling: one call, as `function_call` (parallel calls were off).
+            Ev::ToolStart { index, name, .. } | Ev::ToolArgs { index, json: name }
+                if self.legacy =>
+            {
+                if index == 0 {
+                    let (name, arguments) = match ev {
+                        Ev::ToolStart { .. } => (Some(name), ""),
+                        _ => (None, name),
+                    };
+                    self.chunk(
+                        out,
+                        DeltaOut {
+                            function_call: Some(FnOut { name, arguments }),
+                            ..DeltaOut::default()
+                        },
+                        None,
+                    )
+                }
+            }
             Ev::ToolStart { index, id, name } => {
                 self.flush_custom(out);
                 let custom = self.custom_tools.iter().any(|c| c == name);
@@ -889,7 +913,11 @@ impl ChatEncoder {
             Ev::Finish { stop, usage, .. } => {
                 self.flush_citations(out);
                 self.flush_custom(out);
-                self.chunk(out, DeltaOut::default(), Some(stop.chat()));
+                let finish = match stop.chat() {
+                    "tool_calls" if self.legacy => "function_call",
+                    f => f,
+                };
+                self.chunk(out, DeltaOut::default(), Some(finish));
                 if self.include_usage {
                     write_data(
                         out,
