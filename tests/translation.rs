@@ -60,6 +60,9 @@ api = "anthropic"
 name = "claude-overloaded"
 upstream = "overloaded"
 [[models]]
+name = "claude-haiku-*"
+upstream = "anth"
+[[models]]
 name = "claude-*"
 upstream = "anth"
 params = {{ thinking = {{ type = "enabled", budget_tokens = 4096 }} }}
@@ -114,7 +117,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         out.status.success(),
         "translation checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("19 passed, 0 failed"), "{stdout}");
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();

@@ -52,6 +52,12 @@
 //! header [`TOOL_CALL_HEADER`] (`x-mock-tool-call: read_file {"path": "a.txt"}`), which goes
 //! through a gateway untouched: an agent's loop is a client repeating that request.
 //!
+//! Structured outputs: a request asking for JSON of a schema (chat `response_format`,
+//! Responses `text.format`, Anthropic `output_config.format` or `output_format`: type
+//! `json_schema`) is answered with the smallest JSON value the schema accepts (required
+//! properties, `"mock"` strings, first enum values), as text; a `/v1/messages` request forcing
+//! a tool (`tool_choice: {type: tool}`) gets that tool's call with such an input.
+//!
 //! Web search: a `/v1/messages` request offering Anthropic's server tool (`tools` with a
 //! `web_search_*` type) is answered as Anthropic answers one: a `server_tool_use` block, its
 //! `web_search_tool_result` (one page, `https://example.com/mock-search`), then text whose
@@ -80,6 +86,7 @@
 mod redis;
 mod response;
 mod routes;
+mod schema;
 mod server;
 mod ws;
 

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::response::{ToolCallSpec, TOOL_ARGUMENT_PIECE};
+use crate::{
+    response::{ToolCallSpec, TOOL_ARGUMENT_PIECE},
+    schema,
+};
 
 /// The default assistant text.
 pub(crate) const DEFAULT_CONTENT: &str = "Hello from mock";
@@ -231,7 +234,7 @@ impl Reply {
 }
 
 /// Everything the default behaviour needs to know about one request.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Call<'a> {
     pub(crate) route: Route,
     pub(crate) method: &'a Method,
@@ -326,6 +329,20 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
                     };
                 }
             };
+            // Structured outputs: a model constrained to a schema answers JSON of it (as
+            // text, or as the forced tool's call that Anthropic clients use for it).
+            let (json_text, forced);
+            let mut call = *call;
+            if call.tool_calls.is_empty() {
+                if let Some(schema) = schema::requested(&req) {
+                    json_text = schema::example(schema).to_string();
+                    call.content = &json_text;
+                } else if let (Route::Messages, Some(tool)) = (call.route, forced_tool(&req)) {
+                    forced = [tool];
+                    call.tool_calls = &forced;
+                }
+            }
+            let call = &call;
             if !call.tool_calls.is_empty() {
                 match call.route {
                     Route::Chat => return chat_tool_calls(call, &req),
@@ -898,6 +915,29 @@ fn upload(call: &Call<'_>, kind: Upload) -> Reply {
 }
 
 // === Anthropic ===
+
+/// The call of the tool a Messages request forces (`tool_choice: {type: tool, name}`), its
+/// input the smallest one the tool's schema accepts.
+fn forced_tool(req: &Value) -> Option<ToolCallSpec> {
+    let choice = req.get("tool_choice")?;
+    if choice.get("type")?.as_str()? != "tool" {
+        return None;
+    }
+    let name = choice.get("name")?.as_str()?;
+    let tool = req
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))?;
+    let input = schema::example(
+        tool.get("input_schema")
+            .unwrap_or(&json!({"type": "object"})),
+    );
+    Some(ToolCallSpec {
+        name: name.to_owned(),
+        arguments: input.to_string(),
+    })
+}
 
 /// The page the mock's web search finds ([`messages`] with a `web_search_*` tool).
 pub(crate) const SEARCH_URL: &str = "https://example.com/mock-search";

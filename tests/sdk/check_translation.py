@@ -8,6 +8,7 @@ only chat completions (`api = "openai"`, like Ollama or vLLM). Prints one line p
 import json
 import os
 import traceback
+from typing import Literal
 
 import anthropic
 import openai
@@ -227,6 +228,32 @@ def _():
         {"role": "function", "name": "get_weather", "content": "19C and cloudy"},
     ])
     assert r.choices[0].message.content and r.choices[0].finish_reason == "stop", r
+
+
+@check("structured outputs both ways: openai parse() to anthropic and chat upstreams, anthropic parse() to a chat upstream")
+def _():
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        population: int
+        unit: Literal["metric", "imperial"]
+
+    want = City(city="mock", population=1, unit="metric")
+    msgs = [{"role": "user", "content": "a city"}]
+    # claude-haiku-* has no thinking params: the schema goes as a forced tool, whose call
+    # comes back as the answer's text.
+    r = oa.chat.completions.parse(model="claude-haiku-4-5", messages=msgs, response_format=City)
+    assert r.choices[0].message.parsed == want, r
+    for model in ["claude-haiku-4-5", "local-llama"]:
+        r = oa.responses.parse(model=model, input="a city", text_format=City)
+        assert r.output_parsed == want, (model, r)
+        with oa.responses.stream(model=model, input="a city", text_format=City) as s:
+            final = s.get_final_response()
+        assert final.output_parsed == want, (model, final)
+    # Anthropic's structured outputs (`output_config.format`) as the chat response_format.
+    m = an.messages.parse(model="local-llama", max_tokens=64, messages=msgs, output_format=City)
+    assert m.parsed_output == want, m
 
 
 @check("openai: what Anthropic cannot carry is a BadRequestError naming the field")

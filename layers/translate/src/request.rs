@@ -995,11 +995,14 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
     )?;
     let mut dropped_blocks: Vec<String> = Vec::new();
     extra.remove("service_tier");
+    // Structured outputs: `output_config.format` (and the beta's `output_format`) is the
+    // chat `response_format` a local model's server constrains its answer with.
+    let response_format = structured_output(&mut extra)?;
     // Anthropic's server-side editing of the context (clearing old thinking or tool results,
-    // as Claude Code asks on every request), its effort control (`output_config`, also sent
-    // by Claude Code; the thinking budget already sets `reasoning_effort`) and its inference
-    // region: Anthropic's own knobs, not part of the conversation. A chat upstream gets the
-    // conversation as sent; OpenAI's own API would refuse the fields.
+    // as Claude Code asks on every request), the rest of `output_config` (its effort control,
+    // also sent by Claude Code; the thinking budget already sets `reasoning_effort`) and its
+    // inference region: Anthropic's own knobs, not part of the conversation. A chat upstream
+    // gets the conversation as sent; OpenAI's own API would refuse the fields.
     for k in ["context_management", "output_config", "inference_geo"] {
         extra.remove(k);
     }
@@ -1245,10 +1248,53 @@ pub fn messages_to_chat(req: MessagesRequest) -> Result<ChatRequest, TranslateEr
         tool_choice: choice,
         parallel_tool_calls: parallel,
         reasoning_effort,
+        response_format,
         user: metadata.and_then(|m| m.user_id),
         extra,
         ..ChatRequest::default()
     })
+}
+
+/// The chat `response_format` for a Messages request's structured output:
+/// `output_config.format` (`{type: json_schema, schema}`), or the beta's top-level
+/// `output_format` (taken out of `extra`: a chat upstream does not know it).
+fn structured_output(
+    extra: &mut Map<String, Value>,
+) -> Result<Option<ResponseFormat>, TranslateError> {
+    let beta = extra.remove("output_format");
+    let (field, format) = match extra.get("output_config").and_then(|c| c.get("format")) {
+        Some(f) if !f.is_null() => ("output_config.format", f.clone()),
+        _ => match beta {
+            Some(f) if !f.is_null() => ("output_format", f),
+            _ => return Ok(None),
+        },
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {}
+        other => {
+            return Err(TranslateError::unsupported(
+                field,
+                Format::ChatCompletions,
+                format!("output formats of type {other:?}"),
+            ))
+        }
+    }
+    let Some(schema) = format.get("schema").filter(|s| s.is_object()) else {
+        return Err(TranslateError::InvalidRequest {
+            format: Format::Messages,
+            message: format!("{field}.schema: a JSON schema object is required"),
+        });
+    };
+    Ok(Some(ResponseFormat::JsonSchema {
+        json_schema: JsonSchemaFormat {
+            name: "output".into(),
+            schema: Some(schema.clone()),
+            description: None,
+            // Not `strict`: OpenAI's strict mode refuses schemas with optional properties,
+            // which Anthropic takes; vLLM and llama.cpp constrain to the schema either way.
+            strict: None,
+        },
+    }))
 }
 
 /// Anthropic's web search server tool for a chat request's `web_search_options`: its

@@ -842,3 +842,45 @@ proptest! {
         }
     }
 }
+
+/// Anthropic's structured outputs (`output_config.format`; the beta's `output_format`) reach a
+/// chat upstream as its `response_format`, the rest of `output_config` (effort) left out.
+#[test]
+fn structured_outputs_become_the_chat_response_format() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"], "additionalProperties": false});
+    let base = |extra: Value| {
+        let mut v = json!({"model": "m", "max_tokens": 64,
+                           "messages": [{"role": "user", "content": "a city"}]});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        messages_to_chat(msgs_req(v))
+    };
+    for extra in [
+        json!({"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": schema}}}),
+        json!({"output_format": {"type": "json_schema", "schema": schema}}),
+    ] {
+        let out = serde_json::to_value(base(extra.clone()).unwrap()).unwrap();
+        assert_eq!(
+            out["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
+            "{extra}"
+        );
+        assert!(out.get("output_config").is_none() && out.get("output_format").is_none());
+    }
+    // Effort alone: no response format.
+    let out =
+        serde_json::to_value(base(json!({"output_config": {"effort": "high"}})).unwrap()).unwrap();
+    assert!(out.get("response_format").is_none(), "{out}");
+    refused(
+        base(json!({"output_config": {"format": {"type": "yaml"}}})),
+        "output_config.format",
+    );
+    let e = base(json!({"output_format": {"type": "json_schema"}})).unwrap_err();
+    assert!(
+        matches!(e, TranslateError::InvalidRequest { .. })
+            && e.to_string().contains("output_format.schema"),
+        "{e}"
+    );
+}
