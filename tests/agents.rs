@@ -8,10 +8,12 @@
 //! sub-agent tools, the hosted web search, `client_metadata`; Claude Code: Anthropic's
 //! `context_management`, thinking, `?beta=true`); the gateway must carry it or translate it.
 
+#[path = "support/node.rs"]
+mod node;
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
 };
 
@@ -21,18 +23,7 @@ use support::TestGateway;
 
 /// The agents' install directory (`.ci/agents-setup.sh` fills it on first use).
 fn agents() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new("bash")
-        .arg(root.join(".ci/agents-setup.sh"))
-        .status()
-        .expect("run .ci/agents-setup.sh");
-    assert!(
-        status.success(),
-        "installing the agents failed (needs node and npm)"
-    );
-    std::env::var_os("PORTCULLIS_AGENTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/agents"))
+    node::agents_dir()
 }
 
 /// The gateway: `gpt-*` on an upstream of any API (Codex's own), `claude-*` on one that speaks

@@ -1,8 +1,11 @@
 //! Translation end to end: the official OpenAI and Anthropic SDKs through the gateway to mock
 //! upstreams that each speak one API only (`upstreams[].api`), plain and streamed, tool
 //! history, refusals and provider errors mapped to the SDK's own exceptions; and model
-//! `params`/`headers` (the Supermemory setup's thinking budget).
+//! `params`/`headers` (the Supermemory setup's thinking budget); and the Vercel AI SDK, the
+//! TypeScript library most LLM apps are built on, the same way.
 
+#[path = "support/node.rs"]
+mod node;
 mod support;
 
 use std::{path::PathBuf, process::Command};
@@ -187,6 +190,52 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
     let use_id = &m[1]["content"][0]["id"];
     assert_eq!(m[1]["content"][0]["type"], "tool_use", "{legacy}");
     assert_eq!(m[2]["content"][0]["tool_use_id"], *use_id, "{legacy}");
+}
+
+/// The Vercel AI SDK (its OpenAI provider on the Responses API and on chat completions, its
+/// Anthropic provider) to upstreams of the other API: text, streams, a two-step tool loop and
+/// structured output (`tests/sdk/check_ai_sdk.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
+    let dir = tokio::task::spawn_blocking(node::agents_dir).await.unwrap();
+    let (ups, gw) = two_apis().await;
+    // ESM finds the packages from the script's own folder: run a copy placed beside them.
+    let script = dir.join("check_ai_sdk.mjs");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_ai_sdk.mjs"),
+        &script,
+    )
+    .unwrap();
+    let url = format!("http://{}", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("GATEWAY_URL", url)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "AI SDK checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("20 passed, 0 failed"), "{stdout}");
+    // Each upstream was asked in its own API only, the tool results sent back up included.
+    let anth = ups.anth.requests();
+    assert!(anth.iter().all(|r| r.path.ends_with("/v1/messages")));
+    assert!(anth.iter().any(|r| r
+        .json()
+        .is_some_and(|b| b.to_string().contains("tool_result"))));
+    let local = ups.local.requests();
+    assert!(local
+        .iter()
+        .all(|r| r.path.ends_with("/v1/chat/completions")));
+    assert!(local.iter().any(|r| r
+        .json()
+        .is_some_and(|b| b.to_string().contains("\"role\":\"tool\""))));
 }
 
 #[tokio::test]

@@ -55,8 +55,8 @@
 //! Structured outputs: a request asking for JSON of a schema (chat `response_format`,
 //! Responses `text.format`, Anthropic `output_config.format` or `output_format`: type
 //! `json_schema`) is answered with the smallest JSON value the schema accepts (required
-//! properties, `"mock"` strings, first enum values), as text; a `/v1/messages` request forcing
-//! a tool (`tool_choice: {type: tool}`) gets that tool's call with such an input.
+//! properties, `"mock"` strings, first enum values), as text; a request forcing a tool (by
+//! name, or `any`/`required` with one tool offered) gets that tool's call with such an input.
 //!
 //! Web search: a `/v1/messages` request offering Anthropic's server tool (`tools` with a
 //! `web_search_*` type) is answered as Anthropic answers one: a `server_tool_use` block, its

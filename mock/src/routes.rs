@@ -337,7 +337,7 @@ pub(crate) fn default_reply(call: &Call<'_>) -> Reply {
                 if let Some(schema) = schema::requested(&req) {
                     json_text = schema::example(schema).to_string();
                     call.content = &json_text;
-                } else if let (Route::Messages, Some(tool)) = (call.route, forced_tool(&req)) {
+                } else if let Some(tool) = forced_tool(&req) {
                     forced = [tool];
                     call.tool_calls = &forced;
                 }
@@ -916,23 +916,37 @@ fn upload(call: &Call<'_>, kind: Upload) -> Reply {
 
 // === Anthropic ===
 
-/// The call of the tool a Messages request forces (`tool_choice: {type: tool, name}`), its
-/// input the smallest one the tool's schema accepts.
+/// The call of the tool a request forces, its input the smallest one the tool's schema
+/// accepts: the named tool (Messages `{type: tool, name}`, chat `{type: function, function:
+/// {name}}`, Responses `{type: function, name}`), or the only tool when any call is required
+/// (`any`, `required`).
 fn forced_tool(req: &Value) -> Option<ToolCallSpec> {
-    let choice = req.get("tool_choice")?;
-    if choice.get("type")?.as_str()? != "tool" {
-        return None;
-    }
-    let name = choice.get("name")?.as_str()?;
-    let tool = req
+    // Each tool as (name, schema), whatever the API's shape.
+    let tools: Vec<(&str, Option<&Value>)> = req
         .get("tools")?
         .as_array()?
         .iter()
-        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))?;
-    let input = schema::example(
-        tool.get("input_schema")
-            .unwrap_or(&json!({"type": "object"})),
-    );
+        .filter_map(|t| {
+            let f = t.get("function").unwrap_or(t);
+            let name = f.get("name")?.as_str()?;
+            Some((name, f.get("input_schema").or_else(|| f.get("parameters"))))
+        })
+        .collect();
+    let choice = req.get("tool_choice")?;
+    let name = match choice {
+        Value::String(s) if s == "required" && tools.len() == 1 => tools[0].0,
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            Some("any") if tools.len() == 1 => tools[0].0,
+            Some("tool" | "function") => o
+                .get("name")
+                .or_else(|| o.get("function").and_then(|f| f.get("name")))?
+                .as_str()?,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let (_, schema) = tools.iter().find(|(n, _)| *n == name)?;
+    let input = schema::example(schema.unwrap_or(&json!({"type": "object"})));
     Some(ToolCallSpec {
         name: name.to_owned(),
         arguments: input.to_string(),
