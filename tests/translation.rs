@@ -193,8 +193,8 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
 }
 
 /// The Vercel AI SDK (its OpenAI provider on the Responses API and on chat completions, its
-/// Anthropic provider) to upstreams of the other API: text, streams, a two-step tool loop and
-/// structured output (`tests/sdk/check_ai_sdk.mjs`).
+/// Anthropic provider) to upstreams of the other API: text, streams, a two-step tool loop, a
+/// PDF and an image, and structured output (`tests/sdk/check_ai_sdk.mjs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
     let dir = tokio::task::spawn_blocking(node::agents_dir).await.unwrap();
@@ -222,14 +222,26 @@ async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
         out.status.success(),
         "AI SDK checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("20 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("24 passed, 0 failed"), "{stdout}");
     // Each upstream was asked in its own API only, the tool results sent back up included.
     let anth = ups.anth.requests();
     assert!(anth.iter().all(|r| r.path.ends_with("/v1/messages")));
     assert!(anth.iter().any(|r| r
         .json()
         .is_some_and(|b| b.to_string().contains("tool_result"))));
+    let sent = |reqs: &[portcullis_mock::RecordedRequest], what: &str| {
+        reqs.iter()
+            .any(|r| r.json().is_some_and(|b| b.to_string().contains(what)))
+    };
+    assert!(
+        sent(&anth, r#""type":"document""#),
+        "the PDF reached Anthropic"
+    );
     let local = ups.local.requests();
+    assert!(
+        sent(&local, r#""type":"file""#),
+        "the PDF reached the chat upstream"
+    );
     assert!(local
         .iter()
         .all(|r| r.path.ends_with("/v1/chat/completions")));

@@ -75,6 +75,19 @@ const checks = {
     assert(steps.length === 2, `steps ${steps.length}`);
     assert(steps[0].toolCalls[0]?.input.city === 'Paris', JSON.stringify(steps[0].toolCalls));
   },
+  // A PDF and an image beside the text: Responses `input_file`/`input_image`, chat `file` and
+  // `image_url` parts, Anthropic `document` and `image` blocks, each to the other's.
+  async 'pdf and image'(model) {
+    const r = await generateText({
+      model,
+      messages: [{ role: 'user', content: [
+        { type: 'text', text: 'summarise these' },
+        { type: 'file', data: Buffer.from('%PDF-1.4\n%%EOF'), mediaType: 'application/pdf', filename: 'a.pdf' },
+        { type: 'image', image: new URL('https://example.com/cat.png') },
+      ] }],
+    });
+    assert(r.text.length > 0 && r.finishReason === 'stop', JSON.stringify(r.text));
+  },
   // Structured output: each provider asks in its own way (a JSON schema response format, or
   // a forced `json` tool), translated to the upstream's.
   async object(model) {

@@ -1903,14 +1903,27 @@ fn input_parts(
                     "images by OpenAI file id",
                 ))
             }
+            // Chat's `file` part takes inline data (OpenAI reads PDFs from it; to Anthropic
+            // it becomes a document) and, to a chat upstream only, an OpenAI file id.
             InputPart::InputFile {
                 file_data: Some(data),
                 filename,
                 ..
-            } if t == Format::Messages => ChatPart::File {
+            } => ChatPart::File {
                 file: FileRef {
                     file_data: Some(data),
                     file_id: None,
+                    filename,
+                },
+            },
+            InputPart::InputFile {
+                file_id: Some(id),
+                filename,
+                ..
+            } if t == Format::ChatCompletions => ChatPart::File {
+                file: FileRef {
+                    file_data: None,
+                    file_id: Some(id),
                     filename,
                 },
             },
@@ -1918,7 +1931,7 @@ fn input_parts(
                 return Err(TranslateError::unsupported(
                     f,
                     t,
-                    "files (only inline file_data, and only to Anthropic)",
+                    "files by URL, or by OpenAI file id to Anthropic (send file_data)",
                 ))
             }
             InputPart::InputAudio { .. } => {

@@ -528,13 +528,40 @@ fn what_responses_cannot_send_is_refused() {
         with(json!({"input": [{"type": "item_reference", "id": "x"}]})),
         "input[0]",
     );
+    // A file by URL: chat's file parts take data or an id only.
     refused(
         with(
-            json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,x"}]}]}),
+            json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x.example/a.pdf"}]}]}),
         ),
         "input[0].content[0]",
     );
     assert!(with(json!({"background": false, "store": true})).is_ok());
+}
+
+#[test]
+fn responses_files_become_chat_file_parts() {
+    let input = json!([{"role": "user", "content": [
+        {"type": "input_text", "text": "compare"},
+        {"type": "input_file", "file_data": "data:application/pdf;base64,JVB", "filename": "a.pdf"},
+        {"type": "input_file", "file_id": "file-abc"}
+    ]}]);
+    let chat = serde_json::to_value(
+        responses_to_chat(resp_req(json!({"model": "m", "input": input}))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        chat["messages"][0]["content"],
+        json!([
+            {"type": "text", "text": "compare"},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVB", "filename": "a.pdf"}},
+            {"type": "file", "file": {"file_id": "file-abc"}}
+        ])
+    );
+    // To Anthropic an OpenAI file id means nothing.
+    refused(
+        responses_to_messages(resp_req(json!({"model": "m", "input": input}))),
+        "input[0].content[2]",
+    );
 }
 
 #[test]
