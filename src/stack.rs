@@ -38,7 +38,7 @@ use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
 use portcullis_rate_limit::{Backend, Limiter, RateLimitLayer};
 use portcullis_retry::RetryLayer;
 use portcullis_tool_call_loop::ToolCallLoopLayer;
-use portcullis_translate::TranslateLayer;
+use portcullis_translate::{ResponseStore, TranslateLayer};
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
@@ -169,6 +169,13 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         }
     };
 
+    // The Responses API's stored answers, for translated upstreams: kept across reloads
+    // while its settings are the same.
+    let responses = match &prev.responses {
+        Some(r) if prev.same(&config, |c| &c.translation) => r.clone(),
+        _ => ResponseStore::new(&config.translation),
+    };
+
     // Cookie jars: loaded from persist_path when set, per upstream (shared or per caller). A
     // reload keeping the path keeps the running jars instead: they hold the newer cookies.
     let persist_path = config.cookies.persist_path().map(PathBuf::from);
@@ -280,7 +287,10 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
                 ServiceBuilder::new()
                     .map_response(|r: http::Response<_>| r.map(Body::new))
                     .layer(
-                        TranslateLayer::new(api).with_max_body_bytes(config.server.max_body_bytes),
+                        TranslateLayer::new(api)
+                            .with_max_body_bytes(config.server.max_body_bytes)
+                            // One store for every upstream: a turn may go to another one.
+                            .with_store(responses.clone()),
                     )
                     .service(resilient),
             ),
@@ -667,6 +677,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         commands,
         tool_call_loop,
         audit: Some(audit),
+        responses: Some(responses),
         keys,
         reload: prev.reload.clone(),
     };
@@ -878,6 +889,7 @@ pub struct StackState {
     commands: Option<CommandsLayer>,
     tool_call_loop: Option<ToolCallLoopLayer>,
     audit: Option<AuditLayer>,
+    responses: Option<ResponseStore>,
     keys: Keys,
     reload: ReloadHook,
 }

@@ -120,7 +120,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         out.status.success(),
         "translation checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("19 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("20 passed, 0 failed"), "{stdout}");
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
@@ -222,7 +222,7 @@ async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
         out.status.success(),
         "AI SDK checks failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("24 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("28 passed, 0 failed"), "{stdout}");
     // Each upstream was asked in its own API only, the tool results sent back up included.
     let anth = ups.anth.requests();
     assert!(anth.iter().all(|r| r.path.ends_with("/v1/messages")));
@@ -237,6 +237,8 @@ async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
         sent(&anth, r#""type":"document""#),
         "the PDF reached Anthropic"
     );
+    // The second turn's reference went up as the earlier answer's text, never as a reference.
+    assert!(!sent(&anth, "item_reference"));
     let local = ups.local.requests();
     assert!(
         sent(&local, r#""type":"file""#),

@@ -40,6 +40,8 @@ sections_table! {
     circuit_breaker: Toggle<portcullis_circuit_breaker::Config, true>,
     /// `[cookies]`
     cookies: portcullis_cookie_session::Config,
+    /// `[translation]`
+    translation: portcullis_translate::StoreConfig,
     /// `[audit]`
     audit: portcullis_audit::Config,
     /// `[telemetry]`
@@ -268,6 +270,18 @@ impl Section for portcullis_cookie_session::Config {
             .iter()
             .any(|u| u.cookies)
             .then(|| "cookie_session".to_string())
+    }
+}
+
+/// `[translation]`: the Responses API's stored answers for translated upstreams; the layer
+/// itself is stacked per upstream (`api`).
+impl Section for portcullis_translate::StoreConfig {
+    serde_read!();
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
+    }
+    fn layer_name(&self, _key: &str, _config: &Config) -> Option<String> {
+        None
     }
 }
 

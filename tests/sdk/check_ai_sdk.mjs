@@ -75,6 +75,15 @@ const checks = {
     assert(steps.length === 2, `steps ${steps.length}`);
     assert(steps[0].toolCalls[0]?.input.city === 'Paris', JSON.stringify(steps[0].toolCalls));
   },
+  // A second turn: the OpenAI provider sends its earlier answer back as an `item_reference`
+  // (OpenAI stores responses); the gateway resolves it from the answers it translated.
+  async 'second turn'(model) {
+    const messages = [{ role: 'user', content: 'hi' }];
+    const first = await generateText({ model, messages });
+    messages.push(...first.response.messages, { role: 'user', content: 'and again' });
+    const second = await generateText({ model, messages });
+    assert(second.text.length > 0 && second.finishReason === 'stop', JSON.stringify(second.text));
+  },
   // A PDF and an image beside the text: Responses `input_file`/`input_image`, chat `file` and
   // `image_url` parts, Anthropic `document` and `image` blocks, each to the other's.
   async 'pdf and image'(model) {

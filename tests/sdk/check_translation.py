@@ -256,6 +256,39 @@ def _():
     assert m.parsed_output == want, m
 
 
+@check("openai responses previous_response_id and item_reference -> both upstream kinds")
+def _():
+    for model in ["claude-haiku-4-5", "local-llama"]:
+        first = oa.responses.create(model=model, input="my name is Ada")
+        # The conversation so far, by the earlier response's id (plain, then streamed).
+        r = oa.responses.create(model=model, input="what is my name?",
+                                previous_response_id=first.id)
+        assert r.output_text, (model, r)
+        with oa.responses.stream(model=model, input="and now?", previous_response_id=r.id) as s:
+            final = s.get_final_response()
+        assert final.output_text, (model, final)
+        # An earlier answer by reference, as the Vercel AI SDK sends it.
+        msg = [o for o in first.output if o.type == "message"][0]
+        r = oa.responses.create(model=model, input=[
+            {"role": "user", "content": "my name is Ada"},
+            {"type": "item_reference", "id": msg.id},
+            {"role": "user", "content": "what is my name?"}])
+        assert r.output_text, (model, r)
+        # Another caller (another key) cannot see it; `store: false` keeps nothing.
+        other = openai.OpenAI(base_url=f"{BASE}/v1", api_key="sk-someone-else", max_retries=0)
+        try:
+            other.responses.create(model=model, input="x", previous_response_id=first.id)
+            raise AssertionError("another caller resolved the response")
+        except openai.BadRequestError as e:
+            assert "previous_response_id" in str(e), e
+        unstored = oa.responses.create(model=model, input="secret", store=False)
+        try:
+            oa.responses.create(model=model, input="x", previous_response_id=unstored.id)
+            raise AssertionError("a store: false response was kept")
+        except openai.BadRequestError as e:
+            assert "no stored response" in str(e), e
+
+
 @check("openai: what Anthropic cannot carry is a BadRequestError naming the field")
 def _():
     try:

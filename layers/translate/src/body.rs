@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use crate::StreamTranslator;
+use crate::{store::Pending, StreamTranslator};
 
 pin_project! {
     /// A response body that is passed through, replaced, or translated as it streams.
@@ -33,6 +33,8 @@ pin_project! {
             body: B,
             translator: Box<StreamTranslator>,
             ended: bool,
+            // Where the answer is kept once complete (a Responses client's, see crate::store).
+            pending: Option<Box<Pending>>,
         },
     }
 }
@@ -56,11 +58,24 @@ impl<B> TranslateBody<B> {
 
     /// `body`, an SSE stream, translated by `translator` as it arrives.
     pub fn stream(body: B, translator: StreamTranslator) -> Self {
+        Self::stream_kept(body, translator, None)
+    }
+
+    /// As [`stream`](Self::stream), the completed answer kept by `pending`.
+    pub fn stream_kept(
+        body: B,
+        mut translator: StreamTranslator,
+        pending: Option<Pending>,
+    ) -> Self {
+        if pending.is_some() {
+            translator.keep_response();
+        }
         TranslateBody {
             kind: Kind::Stream {
                 body,
                 translator: Box::new(translator),
                 ended: false,
+                pending: pending.map(Box::new),
             },
         }
     }
@@ -85,6 +100,7 @@ where
                 mut body,
                 translator,
                 ended,
+                pending,
             } => loop {
                 if *ended {
                     return Poll::Ready(None);
@@ -109,6 +125,11 @@ where
                         translator.finish()
                     }
                 };
+                if *ended {
+                    if let (Some(p), Some(r)) = (pending.take(), translator.take_response()) {
+                        p.record(&r);
+                    }
+                }
                 if !out.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }

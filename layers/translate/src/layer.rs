@@ -3,15 +3,17 @@
 use portcullis_core::{body::DEFAULT_MAX_BODY_BYTES, ConfigProblem};
 use tower::Layer;
 
-use crate::{Api, Config, Translate};
+use crate::{store::ResponseStore, Api, Config, Translate};
 
 /// Layer that wraps an upstream service speaking [`Api`] in [`Translate`].
 ///
-/// It holds no shared state: cloning it, or the services it makes, is cheap.
-#[derive(Debug, Clone, Copy)]
+/// Its one piece of shared state is the [`ResponseStore`] (the Responses API's stored
+/// answers, see [`crate::store`]): cloning the layer, or the services it makes, shares it.
+#[derive(Debug, Clone)]
 pub struct TranslateLayer {
     pub(crate) api: Api,
     pub(crate) max_body_bytes: usize,
+    pub(crate) store: ResponseStore,
 }
 
 impl TranslateLayer {
@@ -20,7 +22,16 @@ impl TranslateLayer {
         TranslateLayer {
             api,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            store: ResponseStore::default(),
         }
+    }
+
+    /// Keep the Responses API's stored answers in `store` (default: a store of this layer's
+    /// own, [`StoreConfig`](crate::StoreConfig)'s defaults). The gateway gives every upstream
+    /// the same one, so a reference resolves whichever upstream serves the next turn.
+    pub fn with_store(mut self, store: ResponseStore) -> Self {
+        self.store = store;
+        self
     }
 
     /// A layer with this config, or every problem the config has.
@@ -50,6 +61,8 @@ impl<S> Layer<S> for TranslateLayer {
     type Service = Translate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Translate::new(inner, self.api).with_max_body_bytes(self.max_body_bytes)
+        Translate::new(inner, self.api)
+            .with_max_body_bytes(self.max_body_bytes)
+            .with_store(self.store.clone())
     }
 }

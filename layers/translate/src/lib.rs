@@ -75,6 +75,7 @@ pub mod request;
 pub mod response;
 mod service;
 mod sse;
+pub mod store;
 pub mod stream;
 pub mod types;
 
@@ -97,4 +98,5 @@ pub use service::{
     route, Route, Translate, ANTHROPIC_VERSION, MAX_RESPONSE_BYTES, X_PORTCULLIS_TRANSLATED,
 };
 pub use sse::MAX_EVENT_BYTES;
+pub use store::{ResponseStore, StoreConfig};
 pub use stream::StreamTranslator;

@@ -95,6 +95,10 @@ pub struct Plan {
     /// The chat client declared legacy `functions`: its answers carry `function_call`
     /// (see [`crate::legacy`]).
     pub legacy_functions: bool,
+    /// The id a Responses client's answer gets (its items' ids derive from it); `None`:
+    /// `resp_` + the upstream's id. The service gives each answer a fresh one: upstream ids
+    /// repeat (Ollama draws from a thousand) and stored items are found by id.
+    pub response_id: Option<String>,
 }
 
 impl Plan {
@@ -109,6 +113,7 @@ impl Plan {
             count: false,
             custom_tools: Vec::new(),
             legacy_functions: false,
+            response_id: None,
         }
     }
 }

@@ -599,8 +599,14 @@ impl Reply {
     /// As a Responses object, the calls of `custom_tools` (custom tools sent as one-string
     /// functions, see [`crate::custom`]) as `custom_tool_call` items.
     pub fn to_responses_for(self, custom_tools: &[String]) -> ResponseObject {
+        self.to_responses_as(custom_tools, None)
+    }
+
+    /// As [`to_responses_for`](Self::to_responses_for), with the response's id (see
+    /// [`Plan::response_id`]).
+    pub fn to_responses_as(self, custom_tools: &[String], id: Option<&str>) -> ResponseObject {
         let (status, reason) = self.stop.responses();
-        let id = response_id(&self.id);
+        let id = id.map_or_else(|| response_id(&self.id), str::to_owned);
         let mut output = Vec::new();
         let mut n = 0usize;
         let mut next_id = |prefix: &str| {
@@ -697,6 +703,11 @@ impl Reply {
     }
 }
 
+/// A fresh Responses id: `resp_` and 128 random bits in hex.
+pub fn fresh_response_id() -> String {
+    format!("resp_{:032x}", rand::random::<u128>())
+}
+
 /// Fields every response object has that translation cannot know better.
 pub(crate) fn response_extra() -> Map<String, Value> {
     let mut m = Map::new();
@@ -774,7 +785,9 @@ pub fn translate_response(plan: &Plan, body: &[u8]) -> Result<Bytes, TranslateEr
             serde_json::to_vec(&c)
         }
         Format::Messages => serde_json::to_vec(&reply.to_messages()?),
-        Format::Responses => serde_json::to_vec(&reply.to_responses_for(&plan.custom_tools)),
+        Format::Responses => serde_json::to_vec(
+            &reply.to_responses_as(&plan.custom_tools, plan.response_id.as_deref()),
+        ),
     };
     out.map(Bytes::from).map_err(invalid)
 }

@@ -1,7 +1,7 @@
 //! [`Translate`]: rewrites a request in the client's API to the upstream's, and the
 //! response (plain, streamed or error) back.
 
-use portcullis_core::error::Refused;
+use portcullis_core::{error::Refused, CallerId};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,9 +11,13 @@ use portcullis_core::body::{collect_limited, DEFAULT_MAX_BODY_BYTES};
 use tower::{BoxError, Service};
 
 use crate::{
-    count, error::map_error, future::ResponseFuture, request::translate_request,
-    response::translate_response, Api, Format, Plan, StreamTranslator, TranslateBody,
-    TranslateError,
+    count,
+    error::map_error,
+    future::ResponseFuture,
+    request::translate_request,
+    response::translate_response,
+    store::{Pending, ResponseStore},
+    Api, Format, Plan, StreamTranslator, TranslateBody, TranslateError,
 };
 
 /// The most of a non-streamed upstream answer read for translation.
@@ -37,6 +41,7 @@ pub struct Translate<S> {
     inner: S,
     api: Api,
     max_body_bytes: usize,
+    store: ResponseStore,
 }
 
 /// What to do with a request.
@@ -129,7 +134,14 @@ impl<S> Translate<S> {
             inner,
             api,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            store: ResponseStore::default(),
         }
+    }
+
+    /// See [`TranslateLayer::with_store`](crate::TranslateLayer::with_store).
+    pub fn with_store(mut self, store: ResponseStore) -> Self {
+        self.store = store;
+        self
     }
 
     /// See [`TranslateLayer::with_max_body_bytes`](crate::TranslateLayer::with_max_body_bytes).
@@ -207,9 +219,10 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let limit = self.max_body_bytes;
+                let store = self.store.clone();
                 ResponseFuture {
                     inner: Box::pin(async move {
-                        translated(inner, req, client, upstream, count, limit)
+                        translated(inner, req, (client, upstream), count, limit, store)
                             .await
                             .map_err(refusal)
                     }),
@@ -258,10 +271,10 @@ where
 async fn translated<S, B, RB>(
     mut inner: S,
     req: Request<B>,
-    client: Format,
-    upstream: Format,
+    (client, upstream): (Format, Format),
     count: bool,
     limit: usize,
+    store: ResponseStore,
 ) -> Result<Response<TranslateBody<RB>>, BoxError>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -272,7 +285,13 @@ where
     RB::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    let bytes = collect_limited(body, limit).await?;
+    let mut bytes = collect_limited(body, limit).await?;
+    // The Responses API's stored state, kept here for an upstream that has none.
+    let mut pending = None;
+    if client == Format::Responses && !count {
+        let caller = CallerId::from_parts(&parts.headers, &parts.extensions);
+        (bytes, pending) = store.prepare(caller, bytes)?;
+    }
     let (out, plan, path) = match upstream.count_path().filter(|_| count) {
         Some(path) => {
             let mut plan = Plan::new(client, upstream);
@@ -280,7 +299,10 @@ where
             (count::count_request(client, upstream, &bytes)?, plan, path)
         }
         None => {
-            let (out, plan) = translate_request(client, upstream, &bytes)?;
+            let (out, mut plan) = translate_request(client, upstream, &bytes)?;
+            if client == Format::Responses {
+                plan.response_id = Some(crate::response::fresh_response_id());
+            }
             (out, plan, upstream.path())
         }
     };
@@ -291,7 +313,7 @@ where
         .call(Request::from_parts(parts, B::from(out)))
         .await
         .map_err(Into::into)?;
-    translate_answer(resp, &plan).await
+    translate_answer(resp, &plan, pending).await
 }
 
 /// The same URI with another endpoint (any base path before it kept); the query is dropped
@@ -378,6 +400,7 @@ fn tag(f: Format) -> &'static str {
 async fn translate_answer<RB>(
     resp: Response<RB>,
     plan: &Plan,
+    pending: Option<Pending>,
 ) -> Result<Response<TranslateBody<RB>>, BoxError>
 where
     RB: Body<Data = Bytes>,
@@ -406,7 +429,10 @@ where
         if is_sse {
             h.remove(header::CONTENT_LENGTH);
             let t = StreamTranslator::new(plan)?;
-            return Ok(Response::from_parts(parts, TranslateBody::stream(body, t)));
+            return Ok(Response::from_parts(
+                parts,
+                TranslateBody::stream_kept(body, t, pending),
+            ));
         }
         if is_json {
             let bytes = collect_limited(body, MAX_RESPONSE_BYTES).await?;
@@ -415,6 +441,9 @@ where
             } else {
                 translate_response(plan, &bytes)?
             };
+            if let Some(p) = pending {
+                p.record_body(&out);
+            }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             return Ok(Response::from_parts(parts, TranslateBody::full(out)));
         }

@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{
     api::Format,
@@ -110,6 +110,7 @@ impl StreamTranslator {
             Format::Messages => Encoder::Anthropic(AnthropicEncoder::default()),
             Format::Responses => Encoder::Responses(Box::new(ResponsesEncoder {
                 custom_tools: plan.custom_tools.clone(),
+                preset_id: plan.response_id.clone(),
                 ..ResponsesEncoder::default()
             })),
         };
@@ -121,6 +122,23 @@ impl StreamTranslator {
         };
         t.set_created(now());
         Ok(t)
+    }
+
+    /// Keep the final Responses object (a Responses client's stream) for
+    /// [`take_response`](Self::take_response).
+    pub fn keep_response(&mut self) {
+        if let Encoder::Responses(e) = &mut self.enc {
+            e.keep_final = true;
+        }
+    }
+
+    /// The final Responses object of a stream that completed (or ended incomplete), once,
+    /// when [`keep_response`](Self::keep_response) was asked.
+    pub fn take_response(&mut self) -> Option<Map<String, Value>> {
+        match &mut self.enc {
+            Encoder::Responses(e) => e.final_response.take(),
+            _ => None,
+        }
     }
 
     /// Use this Unix time for `created` fields (tests compare outputs byte for byte).
@@ -1188,6 +1206,11 @@ struct ResponsesEncoder {
     custom_tools: Vec<String>,
     /// Web citations of the open message's current text block.
     cites: Citations,
+    /// The response's id when the plan set one ([`Plan::response_id`]).
+    preset_id: Option<String>,
+    /// Keep the final response object for [`StreamTranslator::take_response`].
+    keep_final: bool,
+    final_response: Option<Map<String, Value>>,
 }
 
 #[derive(Debug)]
@@ -1299,7 +1322,10 @@ impl ResponsesEncoder {
 
     fn start(&mut self, out: &mut BytesMut, id: &str, model: &str) {
         self.started = true;
-        self.id = response_id(if id.is_empty() { "gateway" } else { id });
+        self.id = match self.preset_id.take() {
+            Some(preset) => preset,
+            None => response_id(if id.is_empty() { "gateway" } else { id }),
+        };
         self.model = model.to_owned();
         let r = self.response("in_progress", None, None);
         self.emit(out, "response.created", json!({"response": r}));
@@ -1563,6 +1589,11 @@ impl ResponsesEncoder {
                 } else {
                     "response.incomplete"
                 };
+                if self.keep_final {
+                    if let Value::Object(m) = &r {
+                        self.final_response = Some(m.clone());
+                    }
+                }
                 self.emit(out, kind, json!({ "response": r }));
                 self.done = true;
             }

@@ -459,3 +459,105 @@ async fn a_failing_upstream_body_ends_with_the_clients_error_event() {
     assert!(last.starts_with("event: error\ndata: {"), "{last}");
     assert!(last.contains("connection reset by peer"));
 }
+
+/// Responses answers get fresh ids even when the upstream repeats its own (Ollama draws from a
+/// thousand), and are kept, plain or streamed, so a later `item_reference` or
+/// `previous_response_id` finds the answer it means.
+#[tokio::test]
+async fn responses_answers_are_kept_under_fresh_ids() {
+    let store = portcullis_translate::ResponseStore::default();
+    let chat = |text: &str| {
+        json!({"id": "chatcmpl-7", "object": "chat.completion", "created": 1, "model": "llama",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        .to_string()
+    };
+    let ask = |input: Value| post("/v1/responses", json!({"model": "llama", "input": input}));
+    let layer = TranslateLayer::new(Api::OpenAi).with_store(store.clone());
+
+    let (up, _) = upstream(200, "application/json", chat("first"));
+    let first = body_json(
+        layer
+            .layer(up)
+            .oneshot(ask(json!("hi")))
+            .await
+            .unwrap()
+            .into_body(),
+    )
+    .await;
+    // Streamed, the same upstream id.
+    let (up, _) = upstream(200, "text/event-stream", fixture("openai_text.sse"));
+    let req = post(
+        "/v1/responses",
+        json!({"model": "llama", "input": "hi", "stream": true}),
+    );
+    let streamed = layer.layer(up).oneshot(req).await.unwrap();
+    let text = String::from_utf8(
+        streamed
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let completed: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .find(|v| v["type"] == "response.completed")
+        .expect("completed")["response"]
+        .clone();
+    let (up, _) = upstream(200, "application/json", chat("second"));
+    let second = body_json(
+        layer
+            .layer(up)
+            .oneshot(ask(json!("hi")))
+            .await
+            .unwrap()
+            .into_body(),
+    )
+    .await;
+    let ids = [&first["id"], &completed["id"], &second["id"]];
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+    assert!(first["id"].as_str().unwrap().starts_with("resp_"));
+
+    // The first answer by reference, the streamed one by previous_response_id.
+    let first_msg = first["output"][0]["id"].clone();
+    let (up, seen) = upstream(200, "application/json", chat("third"));
+    let resp = layer
+        .layer(up)
+        .oneshot(ask(json!([{"type": "item_reference", "id": first_msg},
+                             {"role": "user", "content": "more"}])))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, _, sent) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "assistant", "content": "first"})
+    );
+    let (up, seen) = upstream(200, "application/json", chat("fourth"));
+    let req = post(
+        "/v1/responses",
+        json!({"model": "llama", "input": "more", "previous_response_id": completed["id"]}),
+    );
+    assert_eq!(layer.layer(up).oneshot(req).await.unwrap().status(), 200);
+    let (_, _, sent) = seen.lock().unwrap().take().unwrap();
+    let streamed_text = completed["output"][0]["content"][0]["text"].clone();
+    assert_eq!(sent["messages"][1]["content"], streamed_text, "{sent}");
+    assert_eq!(sent["messages"][2]["content"], "more");
+
+    // Another caller's key: the same reference is unknown.
+    let (up, _) = upstream(200, "application/json", chat("x"));
+    let mut req = ask(json!([{"type": "item_reference", "id": first_msg}]));
+    req.headers_mut()
+        .insert("authorization", "Bearer sk-other".parse().unwrap());
+    let e = layer.layer(up).oneshot(req).await.unwrap_err();
+    assert!(e.to_string().contains("no stored item"), "{e}");
+}

@@ -1,0 +1,281 @@
+//! The Responses API's stored state, for upstreams that have none: the items of the answers
+//! this layer translated, so a client's `item_reference` and `previous_response_id` resolve.
+//!
+//! OpenAI keeps every response (`store`, default true) and clients lean on it: the Vercel AI
+//! SDK's OpenAI provider sends an earlier answer back as `{"type": "item_reference", "id":
+//! "msg_.."}` instead of its text, and many apps continue a conversation with
+//! `previous_response_id`. Anthropic and chat upstreams keep nothing, so without this the
+//! second turn of such a client is refused. The layer keeps, per caller ([`CallerId`]: one
+//! caller can never reference another's items), each translated answer's output items by id
+//! and its whole conversation (input as resolved, then output) by response id, in memory,
+//! bounded in bytes and dropped after [`StoreConfig::ttl`] without use. A request with
+//! `store: false` (Codex sends it) is not kept.
+//!
+//! Items are kept in this process only: behind several replicas a reference must come back
+//! to the replica that answered (sticky sessions), else it is refused as unknown, clearly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use portcullis_core::{CallerId, ConfigProblem};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{api::Format, error::TranslateError};
+
+/// Settings of the store (the gateway's `[translation]` section).
+///
+/// ```
+/// let c: portcullis_translate::StoreConfig =
+///     serde_json::from_str(r#"{"store_max_bytes": 1048576, "store_ttl": "10m"}"#).unwrap();
+/// assert_eq!(c.store_ttl, std::time::Duration::from_secs(600));
+/// assert!(c.validate().is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The most bytes of stored items (their JSON) kept; least recently used go first. `0`
+    /// keeps nothing (references are then refused).
+    pub store_max_bytes: u64,
+    /// How long an item is kept after it was last stored or used.
+    #[serde(with = "humantime_serde")]
+    pub store_ttl: Duration,
+}
+
+/// Default of [`StoreConfig::store_max_bytes`]: 64 MiB.
+pub const DEFAULT_STORE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default of [`StoreConfig::store_ttl`]: one hour.
+pub const DEFAULT_STORE_TTL: Duration = Duration::from_secs(3600);
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            store_max_bytes: DEFAULT_STORE_MAX_BYTES,
+            store_ttl: DEFAULT_STORE_TTL,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Every problem with these settings, each with its key.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.store_max_bytes > 0 && self.store_ttl.is_zero() {
+            problems.push(ConfigProblem::new(
+                "store_ttl",
+                "must be more than 0s (set store_max_bytes = 0 to keep nothing)",
+            ));
+        }
+        problems
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// An output item, by its id.
+    Item(CallerId, Box<str>),
+    /// A response's conversation (input then output items, a JSON array), by response id.
+    Conversation(CallerId, Box<str>),
+}
+
+/// The store: cheap to clone (every clone is the same store).
+#[derive(Clone)]
+pub struct ResponseStore {
+    cache: Option<Cache<Key, Bytes>>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for ResponseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStore")
+            .field("enabled", &self.cache.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Default for ResponseStore {
+    fn default() -> Self {
+        Self::new(&StoreConfig::default())
+    }
+}
+
+impl ResponseStore {
+    /// A store with these settings.
+    pub fn new(config: &StoreConfig) -> Self {
+        let cache = (config.store_max_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.store_max_bytes)
+                // The JSON's size and the key's: what the entry costs, near enough.
+                .weigher(|k: &Key, v: &Bytes| {
+                    let id = match k {
+                        Key::Item(_, id) | Key::Conversation(_, id) => id.len(),
+                    };
+                    u32::try_from(v.len() + id + 64).unwrap_or(u32::MAX)
+                })
+                .time_to_idle(config.store_ttl)
+                .build()
+        });
+        ResponseStore {
+            cache,
+            ttl: config.store_ttl,
+        }
+    }
+
+    /// A store that keeps nothing.
+    pub fn disabled() -> Self {
+        ResponseStore {
+            cache: None,
+            ttl: Duration::ZERO,
+        }
+    }
+
+    /// Bytes held (moka's weighted size; eviction runs in the background).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.weighted_size()
+        })
+    }
+
+    /// Read a Responses request for the store: each `item_reference` replaced by the item
+    /// it names, a `previous_response_id`'s conversation put before the input. Returns the
+    /// body to translate (the same bytes when nothing was replaced) and, unless the request
+    /// says `store: false`, what [`Pending::record`] needs to keep the answer.
+    pub fn prepare(
+        &self,
+        caller: CallerId,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Pending>), TranslateError> {
+        let Some(cache) = &self.cache else {
+            return Ok((body, None));
+        };
+        // Not JSON, or not an object: translation says what is wrong with it.
+        let Ok(Value::Object(mut req)) = serde_json::from_slice::<Value>(&body) else {
+            return Ok((body, None));
+        };
+        let keep = req.get("store") != Some(&Value::Bool(false));
+        let refs = memchr::memmem::find(&body, b"item_reference").is_some();
+        let previous = match req.get("previous_response_id") {
+            Some(Value::String(id)) => Some(id.clone()),
+            _ => None,
+        };
+        if !keep && !refs && previous.is_none() {
+            return Ok((body, None));
+        }
+        let mut input = match req.remove("input") {
+            Some(Value::Array(items)) => items,
+            Some(Value::String(s)) => {
+                vec![serde_json::json!({"type": "message", "role": "user", "content": s})]
+            }
+            Some(Value::Null) | None => Vec::new(),
+            Some(other) => {
+                // Not a list or a string: put it back for translation to refuse.
+                req.insert("input".into(), other);
+                return Ok((body, None));
+            }
+        };
+        let mut changed = false;
+        if let Some(id) = previous {
+            let Some(conv) = cache.get(&Key::Conversation(caller, id.as_str().into())) else {
+                return Err(self.unknown("previous_response_id", "response", &id));
+            };
+            let earlier: Vec<Value> = serde_json::from_slice(&conv).unwrap_or_default();
+            input.splice(0..0, earlier);
+            req.remove("previous_response_id");
+            changed = true;
+        }
+        if refs {
+            for (i, item) in input.iter_mut().enumerate() {
+                if item.get("type").and_then(Value::as_str) != Some("item_reference") {
+                    continue;
+                }
+                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                let Some(stored) = cache.get(&Key::Item(caller, id.into())) else {
+                    return Err(self.unknown(&format!("input[{i}]"), "item", id));
+                };
+                *item = serde_json::from_slice(&stored).unwrap_or(Value::Null);
+                changed = true;
+            }
+        }
+        let pending = keep.then(|| Pending {
+            store: self.clone(),
+            caller,
+            input: input.clone(),
+        });
+        if !changed {
+            return Ok((body, pending));
+        }
+        req.insert("input".into(), Value::Array(input));
+        let out = serde_json::to_vec(&req).map_err(|e| TranslateError::InvalidRequest {
+            format: Format::Responses,
+            message: e.to_string(),
+        })?;
+        Ok((Bytes::from(out), pending))
+    }
+
+    fn unknown(&self, field: &str, what: &str, id: &str) -> TranslateError {
+        let id: String = id.chars().take(100).collect();
+        TranslateError::InvalidRequest {
+            format: Format::Responses,
+            message: format!(
+                "{field}: no stored {what} {id:?}. This gateway translates the Responses API for \
+                 this upstream and keeps the answers it translated (in memory, for {} after last \
+                 use, not across replicas); send the items themselves instead",
+                humantime::format_duration(self.ttl)
+            ),
+        }
+    }
+}
+
+/// What a Responses answer needs to be kept: the caller and the request's input as resolved.
+#[derive(Debug)]
+pub struct Pending {
+    store: ResponseStore,
+    caller: CallerId,
+    input: Vec<Value>,
+}
+
+impl Pending {
+    /// Keep `response` (a Responses object, `completed` or `incomplete`): each output item
+    /// by its id, and the conversation by the response's id.
+    pub fn record(self, response: &Map<String, Value>) {
+        let Some(cache) = &self.store.cache else {
+            return;
+        };
+        let (Some(Value::String(id)), Some(Value::Array(output))) =
+            (response.get("id"), response.get("output"))
+        else {
+            return;
+        };
+        for item in output {
+            if let (Some(item_id), Ok(json)) = (
+                item.get("id").and_then(Value::as_str),
+                serde_json::to_vec(item),
+            ) {
+                cache.insert(Key::Item(self.caller, item_id.into()), Bytes::from(json));
+            }
+        }
+        let mut conv = self.input;
+        conv.extend(output.iter().cloned());
+        if let Ok(json) = serde_json::to_vec(&conv) {
+            cache.insert(
+                Key::Conversation(self.caller, id.as_str().into()),
+                Bytes::from(json),
+            );
+        }
+    }
+
+    /// Keep a non-streamed answer: `body`, the translated Responses object.
+    pub fn record_body(self, body: &[u8]) {
+        if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(body) {
+            self.record(&r);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
