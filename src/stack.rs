@@ -38,7 +38,7 @@ use portcullis_memory_routing::{MemoryRouter, MemoryRoutingLayer};
 use portcullis_rate_limit::{Backend, Limiter, RateLimitLayer};
 use portcullis_retry::RetryLayer;
 use portcullis_tool_call_loop::ToolCallLoopLayer;
-use portcullis_translate::{ResponseStore, TranslateLayer};
+use portcullis_translate::{RedisItems, ResponseStore, TranslateLayer};
 use portcullis_validation::ValidationLayer;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
@@ -170,10 +170,19 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
     };
 
     // The Responses API's stored answers, for translated upstreams: kept across reloads
-    // while its settings are the same.
+    // while its settings and the state backend are the same; in Redis too when the state
+    // is there, so the replica serving a later turn finds what another answered.
     let responses = match &prev.responses {
-        Some(r) if prev.same(&config, |c| &c.translation) => r.clone(),
-        _ => ResponseStore::new(&config.translation),
+        Some(r) if prev.same(&config, |c| &c.translation) && prev.same(&config, |c| &c.state) => {
+            r.clone()
+        }
+        _ => {
+            let store = ResponseStore::new(&config.translation);
+            match &redis {
+                Some(conn) => store.with_redis(RedisItems::new(conn.clone())),
+                None => store,
+            }
+        }
     };
 
     // Cookie jars: loaded from persist_path when set, per upstream (shared or per caller). A

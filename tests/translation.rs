@@ -296,3 +296,98 @@ async fn model_params_and_headers_reach_the_translated_request() {
         .to_string();
     assert!(msg.contains("Overloaded"), "{}", r.text());
 }
+
+/// Two replicas on one Redis (`state.backend = "redis"`): a Responses answer one replica
+/// translated is found by the other for the next turn (`previous_response_id`,
+/// `item_reference`). With Redis gone, the replica that answered still finds its own; the
+/// other refuses the reference with a 400 that says why, and nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_responses_are_shared_through_redis() {
+    let mut redis = portcullis_mock::RedisServer::start();
+    let local = MockUpstream::start().await.unwrap();
+    local.speak_only(MockApi::OpenAi);
+    let toml = format!(
+        r#"
+[state]
+backend = "redis"
+redis_url = "{}"
+[[upstreams]]
+name = "local"
+base_url = "{}"
+api = "openai"
+[[models]]
+name = "*"
+upstream = "local"
+[retry]
+enabled = false
+"#,
+        redis.url(),
+        local.url()
+    );
+    let (a, b) = (
+        TestGateway::start(&toml).await,
+        TestGateway::start(&toml).await,
+    );
+    let url = |g: &TestGateway| format!("http://{}/v1/responses", g.addr);
+    let key = [("authorization", "Bearer sk-caller")];
+    let first = post_json(&url(&a), &json!({"model": "llama", "input": "hi"}), &key).await;
+    assert_eq!(first.status, 200);
+    let first = first.json();
+    let msg_id = first["output"][0]["id"].clone();
+
+    // The other replica: by previous_response_id, then by reference.
+    let r = post_json(
+        &url(&b),
+        &json!({"model": "llama", "input": "again", "previous_response_id": first["id"]}),
+        &key,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = local.requests().last().unwrap().json().unwrap();
+    assert_eq!(sent["messages"][0]["content"], "hi", "{sent}");
+    assert_eq!(sent["messages"][1]["role"], "assistant", "{sent}");
+    let r = post_json(
+        &url(&b),
+        &json!({"model": "llama", "input": [{"type": "item_reference", "id": msg_id}]}),
+        &key,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Another caller, on either replica: unknown.
+    let other = post_json(
+        &url(&b),
+        &json!({"model": "llama", "input": "x", "previous_response_id": first["id"]}),
+        &[("authorization", "Bearer sk-other")],
+    )
+    .await;
+    assert_eq!(other.status, 400);
+
+    // Redis goes away.
+    redis.stop();
+    let fresh = post_json(&url(&a), &json!({"model": "llama", "input": "hi"}), &key).await;
+    assert_eq!(fresh.status, 200);
+    let fresh_id = fresh.json()["id"].clone();
+    let started = std::time::Instant::now();
+    let same = post_json(
+        &url(&a),
+        &json!({"model": "llama", "input": "x", "previous_response_id": fresh_id}),
+        &key,
+    )
+    .await;
+    assert_eq!(same.status, 200, "the answering replica keeps its own");
+    let elsewhere = post_json(
+        &url(&b),
+        &json!({"model": "llama", "input": "x", "previous_response_id": fresh_id}),
+        &key,
+    )
+    .await;
+    assert_eq!(elsewhere.status, 400);
+    let e = elsewhere.json();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no stored response")),
+        "{e}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

@@ -98,5 +98,5 @@ pub use service::{
     route, Route, Translate, ANTHROPIC_VERSION, MAX_RESPONSE_BYTES, X_PORTCULLIS_TRANSLATED,
 };
 pub use sse::MAX_EVENT_BYTES;
-pub use store::{ResponseStore, StoreConfig};
+pub use store::{RedisItems, ResponseStore, StoreConfig};
 pub use stream::StreamTranslator;

@@ -290,7 +290,7 @@ where
     let mut pending = None;
     if client == Format::Responses && !count {
         let caller = CallerId::from_parts(&parts.headers, &parts.extensions);
-        (bytes, pending) = store.prepare(caller, bytes)?;
+        (bytes, pending) = store.prepare(caller, bytes).await?;
     }
     let (out, plan, path) = match upstream.count_path().filter(|_| count) {
         Some(path) => {
@@ -442,7 +442,7 @@ where
                 translate_response(plan, &bytes)?
             };
             if let Some(p) = pending {
-                p.record_body(&out);
+                p.record_body(&out).await;
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             return Ok(Response::from_parts(parts, TranslateBody::full(out)));

@@ -11,14 +11,20 @@
 //! bounded in bytes and dropped after [`StoreConfig::ttl`] without use. A request with
 //! `store: false` (Codex sends it) is not kept.
 //!
-//! Items are kept in this process only: behind several replicas a reference must come back
-//! to the replica that answered (sticky sessions), else it is refused as unknown, clearly.
+//! In one process the items live in memory; with [`ResponseStore::with_redis`] (the gateway's
+//! `state.backend = "redis"`) they are also written to Redis, so the replica that serves the
+//! next turn finds what another one answered. Every Redis call is bounded (the
+//! [`RemoteHealth`] shared with the other stores); while Redis is away the local copy still
+//! serves the replica that answered, and a reference it does not hold is refused, clearly.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use moka::sync::Cache;
-use portcullis_core::{CallerId, ConfigProblem};
+use portcullis_core::{
+    remote::{Guarded, RemoteHealth},
+    CallerId, ConfigProblem,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -80,10 +86,107 @@ enum Key {
     Conversation(CallerId, Box<str>),
 }
 
+/// Ids longer than this are never looked up (a client names them; keys stay small).
+const MAX_ID_LEN: usize = 256;
+
+impl Key {
+    fn id(&self) -> &str {
+        match self {
+            Key::Item(_, id) | Key::Conversation(_, id) => id,
+        }
+    }
+
+    /// The Redis key: prefix, caller (hex), kind, id.
+    fn redis(&self, prefix: &str) -> String {
+        let (caller, kind) = match self {
+            Key::Item(c, _) => (c, "i"),
+            Key::Conversation(c, _) => (c, "c"),
+        };
+        format!("{prefix}{}:{kind}:{}", caller.to_hex(), self.id())
+    }
+}
+
+/// The default prefix of the store's Redis keys.
+pub const REDIS_KEY_PREFIX: &str = "portcullis:responses:";
+
+/// The store's copy in Redis, shared by every replica pointing at it: `SET key json PX ttl`,
+/// read back with `GETEX key PX ttl` (each use keeps an item as long again, as in memory).
+#[derive(Clone)]
+pub struct RedisItems {
+    conn: redis::aio::ConnectionManager,
+    health: RemoteHealth,
+    prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for RedisItems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisItems")
+            .field("prefix", &self.prefix)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisItems {
+    /// On `conn` (a [`Guarded`] connection shares its health with the other stores).
+    pub fn new(conn: impl Into<Guarded<redis::aio::ConnectionManager>>) -> Self {
+        let (conn, health) = conn.into().into_parts();
+        RedisItems {
+            conn,
+            health,
+            prefix: REDIS_KEY_PREFIX.into(),
+        }
+    }
+
+    /// Use `prefix` instead of [`REDIS_KEY_PREFIX`].
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    async fn get(&self, key: &Key, ttl: Duration) -> Option<Bytes> {
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(key.redis(&self.prefix)).arg("PX").arg(millis(ttl));
+        let mut conn = self.conn.clone();
+        match self
+            .health
+            .call(async { cmd.query_async::<Option<Vec<u8>>>(&mut conn).await })
+            .await
+        {
+            Ok(v) => v.map(Bytes::from),
+            Err(e) => {
+                tracing::debug!(error = %e, "stored responses: Redis did not answer a read");
+                None
+            }
+        }
+    }
+
+    async fn set(&self, key: Key, value: Bytes, ttl: Duration) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key.redis(&self.prefix))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis(ttl));
+        let mut conn = self.conn.clone();
+        if let Err(e) = self
+            .health
+            .call(async { cmd.query_async::<()>(&mut conn).await })
+            .await
+        {
+            tracing::debug!(error = %e, "stored responses: Redis did not take a write");
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The store: cheap to clone (every clone is the same store).
 #[derive(Clone)]
 pub struct ResponseStore {
     cache: Option<Cache<Key, Bytes>>,
+    remote: Option<RedisItems>,
     ttl: Duration,
 }
 
@@ -91,6 +194,7 @@ impl std::fmt::Debug for ResponseStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseStore")
             .field("enabled", &self.cache.is_some())
+            .field("remote", &self.remote)
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -110,29 +214,49 @@ impl ResponseStore {
                 .max_capacity(config.store_max_bytes)
                 // The JSON's size and the key's: what the entry costs, near enough.
                 .weigher(|k: &Key, v: &Bytes| {
-                    let id = match k {
-                        Key::Item(_, id) | Key::Conversation(_, id) => id.len(),
-                    };
-                    u32::try_from(v.len() + id + 64).unwrap_or(u32::MAX)
+                    u32::try_from(v.len() + k.id().len() + 64).unwrap_or(u32::MAX)
                 })
                 .time_to_idle(config.store_ttl)
                 .build()
         });
         ResponseStore {
             cache,
+            remote: None,
             ttl: config.store_ttl,
         }
+    }
+
+    /// Also keep the items in Redis, for the other replicas (a disabled store stays off).
+    pub fn with_redis(mut self, remote: RedisItems) -> Self {
+        if self.cache.is_some() {
+            self.remote = Some(remote);
+        }
+        self
     }
 
     /// A store that keeps nothing.
     pub fn disabled() -> Self {
         ResponseStore {
             cache: None,
+            remote: None,
             ttl: Duration::ZERO,
         }
     }
 
-    /// Bytes held (moka's weighted size; eviction runs in the background).
+    /// The entry for `key`: in memory, else in Redis (then kept in memory too).
+    async fn lookup(&self, cache: &Cache<Key, Bytes>, key: Key) -> Option<Bytes> {
+        if key.id().len() > MAX_ID_LEN {
+            return None;
+        }
+        if let Some(v) = cache.get(&key) {
+            return Some(v);
+        }
+        let v = self.remote.as_ref()?.get(&key, self.ttl).await?;
+        cache.insert(key, v.clone());
+        Some(v)
+    }
+
+    /// Bytes held in memory (moka's weighted size; eviction runs in the background).
     pub fn weighted_size(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
@@ -144,7 +268,7 @@ impl ResponseStore {
     /// it names, a `previous_response_id`'s conversation put before the input. Returns the
     /// body to translate (the same bytes when nothing was replaced) and, unless the request
     /// says `store: false`, what [`Pending::record`] needs to keep the answer.
-    pub fn prepare(
+    pub async fn prepare(
         &self,
         caller: CallerId,
         body: Bytes,
@@ -179,7 +303,10 @@ impl ResponseStore {
         };
         let mut changed = false;
         if let Some(id) = previous {
-            let Some(conv) = cache.get(&Key::Conversation(caller, id.as_str().into())) else {
+            let conv = self
+                .lookup(cache, Key::Conversation(caller, id.as_str().into()))
+                .await;
+            let Some(conv) = conv else {
                 return Err(self.unknown("previous_response_id", "response", &id));
             };
             let earlier: Vec<Value> = serde_json::from_slice(&conv).unwrap_or_default();
@@ -193,7 +320,7 @@ impl ResponseStore {
                     continue;
                 }
                 let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
-                let Some(stored) = cache.get(&Key::Item(caller, id.into())) else {
+                let Some(stored) = self.lookup(cache, Key::Item(caller, id.into())).await else {
                     return Err(self.unknown(&format!("input[{i}]"), "item", id));
                 };
                 *item = serde_json::from_slice(&stored).unwrap_or(Value::Null);
@@ -222,8 +349,13 @@ impl ResponseStore {
             format: Format::Responses,
             message: format!(
                 "{field}: no stored {what} {id:?}. This gateway translates the Responses API for \
-                 this upstream and keeps the answers it translated (in memory, for {} after last \
-                 use, not across replicas); send the items themselves instead",
+                 this upstream and keeps the answers it translated for their caller ({}, for {} \
+                 after last use); send the items themselves instead",
+                if self.remote.is_some() {
+                    "in memory and Redis"
+                } else {
+                    "in memory, not across replicas"
+                },
                 humantime::format_duration(self.ttl)
             ),
         }
@@ -239,39 +371,65 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Keep `response` (a Responses object, `completed` or `incomplete`): each output item
-    /// by its id, and the conversation by the response's id.
-    pub fn record(self, response: &Map<String, Value>) {
-        let Some(cache) = &self.store.cache else {
-            return;
-        };
+    /// Keep `response` (a Responses object, `completed` or `incomplete`) in memory: each
+    /// output item by its id, and the conversation by the response's id. Returns the entries
+    /// for Redis, if the store has it.
+    fn keep(self, response: &Map<String, Value>) -> Option<(RedisItems, Vec<(Key, Bytes)>)> {
+        let cache = self.store.cache.as_ref()?;
         let (Some(Value::String(id)), Some(Value::Array(output))) =
             (response.get("id"), response.get("output"))
         else {
-            return;
+            return None;
         };
+        let mut entries = Vec::with_capacity(output.len() + 1);
         for item in output {
             if let (Some(item_id), Ok(json)) = (
                 item.get("id").and_then(Value::as_str),
                 serde_json::to_vec(item),
             ) {
-                cache.insert(Key::Item(self.caller, item_id.into()), Bytes::from(json));
+                entries.push((Key::Item(self.caller, item_id.into()), Bytes::from(json)));
             }
         }
         let mut conv = self.input;
         conv.extend(output.iter().cloned());
         if let Ok(json) = serde_json::to_vec(&conv) {
-            cache.insert(
+            entries.push((
                 Key::Conversation(self.caller, id.as_str().into()),
                 Bytes::from(json),
-            );
+            ));
+        }
+        for (k, v) in &entries {
+            cache.insert(k.clone(), v.clone());
+        }
+        Some((self.store.remote.clone()?, entries))
+    }
+
+    /// Keep a streamed answer's final object; Redis is written in the background (the
+    /// stream's body cannot wait).
+    pub fn record(self, response: &Map<String, Value>) {
+        let ttl = self.store.ttl;
+        if let Some((remote, entries)) = self.keep(response) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    for (k, v) in entries {
+                        remote.set(k, v, ttl).await;
+                    }
+                });
+            }
         }
     }
 
-    /// Keep a non-streamed answer: `body`, the translated Responses object.
-    pub fn record_body(self, body: &[u8]) {
-        if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(body) {
-            self.record(&r);
+    /// Keep a non-streamed answer (`body`, the translated Responses object), Redis written
+    /// before the answer goes out (each write bounded), so the next turn finds it anywhere.
+    pub async fn record_body(self, body: &[u8]) {
+        let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let ttl = self.store.ttl;
+        if let Some((remote, entries)) = self.keep(&r) {
+            for (k, v) in entries {
+                remote.set(k, v, ttl).await;
+            }
         }
     }
 }

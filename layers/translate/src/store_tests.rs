@@ -23,11 +23,12 @@ fn input_of(b: &Bytes) -> Value {
     serde_json::from_slice::<Value>(b).unwrap()["input"].clone()
 }
 
-#[test]
-fn references_and_previous_responses_resolve_for_their_caller_only() {
+#[tokio::test]
+async fn references_and_previous_responses_resolve_for_their_caller_only() {
     let store = ResponseStore::default();
     let (b, pending) = store
         .prepare(caller(1), body(json!({"model": "m", "input": "hi"})))
+        .await
         .unwrap();
     assert_eq!(input_of(&b), "hi", "nothing to resolve: the body as sent");
     pending
@@ -39,14 +40,14 @@ fn references_and_previous_responses_resolve_for_their_caller_only() {
         {"role": "user", "content": "hi"},
         {"type": "item_reference", "id": "msg_1"},
         {"role": "user", "content": "again"}]});
-    let (b, _) = store.prepare(caller(1), body(turn2.clone())).unwrap();
+    let (b, _) = store.prepare(caller(1), body(turn2.clone())).await.unwrap();
     let input = input_of(&b);
     assert_eq!(input[1]["type"], "message");
     assert_eq!(input[1]["content"][0]["text"], "Hello!");
     assert_eq!(input[2]["content"], "again");
 
     // Another caller cannot see it.
-    let e = store.prepare(caller(2), body(turn2)).unwrap_err();
+    let e = store.prepare(caller(2), body(turn2)).await.unwrap_err();
     assert!(matches!(e, TranslateError::InvalidRequest { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("input[1]") && msg.contains("msg_1"), "{msg}");
@@ -57,6 +58,7 @@ fn references_and_previous_responses_resolve_for_their_caller_only() {
             caller(1),
             body(json!({"model": "m", "previous_response_id": "resp_1", "input": "and now?"})),
         )
+        .await
         .unwrap();
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert!(v.get("previous_response_id").is_none(), "{v}");
@@ -79,6 +81,7 @@ fn references_and_previous_responses_resolve_for_their_caller_only() {
             caller(1),
             body(json!({"model": "m", "previous_response_id": "resp_2", "input": "bye"})),
         )
+        .await
         .unwrap();
     assert_eq!(input_of(&b).as_array().unwrap().len(), 5);
     let e = store
@@ -86,18 +89,20 @@ fn references_and_previous_responses_resolve_for_their_caller_only() {
             caller(2),
             body(json!({"model": "m", "previous_response_id": "resp_2", "input": "x"})),
         )
+        .await
         .unwrap_err();
     assert!(e.to_string().contains("previous_response_id"), "{e}");
 }
 
-#[test]
-fn store_false_keeps_nothing_and_a_disabled_store_changes_nothing() {
+#[tokio::test]
+async fn store_false_keeps_nothing_and_a_disabled_store_changes_nothing() {
     let store = ResponseStore::default();
     let (_, pending) = store
         .prepare(
             caller(1),
             body(json!({"model": "m", "input": "hi", "store": false})),
         )
+        .await
         .unwrap();
     assert!(pending.is_none());
 
@@ -106,13 +111,13 @@ fn store_false_keeps_nothing_and_a_disabled_store_changes_nothing() {
         ..StoreConfig::default()
     });
     let sent = body(json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}));
-    let (b, pending) = off.prepare(caller(1), sent.clone()).unwrap();
+    let (b, pending) = off.prepare(caller(1), sent.clone()).await.unwrap();
     assert_eq!(b, sent, "translation then refuses the reference itself");
     assert!(pending.is_none());
 }
 
-#[test]
-fn the_store_stays_within_its_bytes() {
+#[tokio::test]
+async fn the_store_stays_within_its_bytes() {
     let store = ResponseStore::new(&StoreConfig {
         store_max_bytes: 64 * 1024,
         ..StoreConfig::default()
@@ -121,6 +126,7 @@ fn the_store_stays_within_its_bytes() {
     for i in 0..1000 {
         let (_, pending) = store
             .prepare(caller(1), body(json!({"model": "m", "input": "hi"})))
+            .await
             .unwrap();
         pending
             .unwrap()
