@@ -30,7 +30,7 @@ use portcullis_core::{
 use smallvec::SmallVec;
 use tower::{util::BoxCloneSyncService, BoxError, Service, ServiceExt};
 
-use super::stream_end::{StreamEnd, StreamShape};
+use super::stream_end::{stream_api, StreamEnd};
 use super::{
     balance::Deployments,
     client::{UpstreamConnectError, UpstreamTimeout},
@@ -648,7 +648,7 @@ fn end_streams_loudly(resp: Response<Body>, path: &str) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if sse {
-        resp.map(|b| Body::new(StreamEnd::new(b, StreamShape::of(path))))
+        resp.map(|b| Body::new(StreamEnd::new(b, stream_api(path))))
     } else {
         resp
     }

@@ -15,36 +15,16 @@ use portcullis_core::api::Api;
 
 use super::client::UpstreamIdle;
 
-/// Which error event a client understands, by its request path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamShape {
-    /// `data: {"error":{...}}`, then the stream closes without `[DONE]`.
-    OpenAi,
-    /// `event: error` with `{"type":"error","error":{...}}`.
-    Anthropic,
-    /// `event: error` with `{"type":"error","code":..,"message":..}`.
-    Responses,
-}
-
-impl StreamShape {
-    /// The shape of the answers to `path`.
-    pub fn of(path: &str) -> Self {
-        if path.contains("/v1/messages") {
-            StreamShape::Anthropic
-        } else if path.contains("/v1/responses") {
-            StreamShape::Responses
-        } else {
-            StreamShape::OpenAi
-        }
-    }
-
-    fn event(self, code: &str, message: &str) -> Bytes {
-        let api = match self {
-            StreamShape::OpenAi => Api::ChatCompletions,
-            StreamShape::Anthropic => Api::Messages,
-            StreamShape::Responses => Api::Responses,
-        };
-        portcullis_core::sse::error_event(api, code, "api_error", message)
+/// Which error event a client of `path` understands: Anthropic's under `/v1/messages`, the
+/// Responses API's under `/v1/responses`, else OpenAI's chat shape (completions and the rest
+/// of OpenAI's streams use it too).
+pub fn stream_api(path: &str) -> Api {
+    if path.contains("/v1/messages") {
+        Api::Messages
+    } else if path.contains("/v1/responses") {
+        Api::Responses
+    } else {
+        Api::ChatCompletions
     }
 }
 
@@ -53,17 +33,17 @@ pin_project! {
     pub struct StreamEnd {
         #[pin]
         inner: Body,
-        shape: StreamShape,
+        api: Api,
         done: bool,
     }
 }
 
 impl StreamEnd {
-    /// Guard `inner`, an event stream answered to a client of `shape`.
-    pub fn new(inner: Body, shape: StreamShape) -> Self {
+    /// Guard `inner`, an event stream answered to a client of `api` ([`stream_api`]).
+    pub fn new(inner: Body, api: Api) -> Self {
         Self {
             inner,
-            shape,
+            api,
             done: false,
         }
     }
@@ -92,7 +72,8 @@ impl HttpBody for StreamEnd {
                 };
                 tracing::warn!(error = %e, "upstream stream failed after its first byte");
                 let message = format!("the upstream's stream broke off: {e}");
-                Poll::Ready(Some(Ok(Frame::data(this.shape.event(code, &message)))))
+                let event = this.api.error_event(code, "api_error", &message);
+                Poll::Ready(Some(Ok(Frame::data(event))))
             }
             other => other,
         }

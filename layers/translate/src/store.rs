@@ -276,6 +276,9 @@ impl ResponseStore {
         let Some(cache) = &self.cache else {
             return Ok((body, None));
         };
+        if nothing_to_do(&body) {
+            return Ok((body, None));
+        }
         // Not JSON, or not an object: translation says what is wrong with it.
         let Ok(Value::Object(mut req)) = serde_json::from_slice::<Value>(&body) else {
             return Ok((body, None));
@@ -360,6 +363,26 @@ impl ResponseStore {
             ),
         }
     }
+}
+
+/// A request that keeps nothing and names nothing stored (`store: false`, no
+/// `previous_response_id`, no `item_reference`; Codex sends these), told by a skim of its
+/// top level, not a parse: large agent bodies are not read into a tree for nothing.
+fn nothing_to_do(body: &[u8]) -> bool {
+    use portcullis_core::json_skim;
+    if memchr::memmem::find(body, b"item_reference").is_some() {
+        return false;
+    }
+    let (mut unstored, mut previous) = (false, false);
+    let read = json_skim::object(body, json_skim::ws(body, 0), |key, value| {
+        match key {
+            b"store" => unstored = value == b"false",
+            b"previous_response_id" => previous = value != b"null",
+            _ => {}
+        }
+        Some(())
+    });
+    read.is_some() && unstored && !previous
 }
 
 /// What a Responses answer needs to be kept: the caller and the request's input as resolved.

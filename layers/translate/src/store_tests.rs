@@ -148,3 +148,26 @@ fn config_is_checked() {
     let c: Result<StoreConfig, _> = serde_json::from_str(r#"{"store_max": 1}"#);
     assert!(c.is_err(), "unknown keys are refused");
 }
+
+#[test]
+fn only_unstored_requests_naming_nothing_skip_the_parse() {
+    assert!(nothing_to_do(
+        br#"{"model":"m","store": false,"input":"hi"}"#
+    ));
+    assert!(nothing_to_do(
+        br#"{"store":false,"previous_response_id":null}"#
+    ));
+    assert!(
+        !nothing_to_do(br#"{"model":"m","input":"hi"}"#),
+        "store defaults to true"
+    );
+    assert!(!nothing_to_do(
+        br#"{"store":false,"previous_response_id":"resp_1"}"#
+    ));
+    assert!(!nothing_to_do(
+        br#"{"store":false,"input":[{"type":"item_reference","id":"msg_1"}]}"#
+    ));
+    // A nested `store` is not the request's.
+    assert!(!nothing_to_do(br#"{"metadata":{"store":false}}"#));
+    assert!(!nothing_to_do(b"not json"));
+}
