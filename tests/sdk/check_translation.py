@@ -114,9 +114,13 @@ def custom_round_trip(model):
     assert calls[0].input == PATCH, calls[0].input
     with oa.responses.stream(model=model, input="add hello.txt", tools=CUSTOM,
                              extra_headers=CALL_PATCH) as s:
-        done = [e.input for e in s if e.type == "response.custom_tool_call_input.done"]
+        events = list(s)
         final = s.get_final_response()
+    done = [e.input for e in events if e.type == "response.custom_tool_call_input.done"]
+    deltas = [e.delta for e in events if e.type == "response.custom_tool_call_input.delta"]
     assert done == [PATCH], done
+    # Piece by piece as the upstream streams the call's arguments, not whole at the end.
+    assert len(deltas) > 1 and "".join(deltas) == PATCH, deltas
     assert [o.input for o in final.output if o.type == "custom_tool_call"] == [PATCH], final.output
     # The call and its output go back up as the function's call and result.
     r = oa.responses.create(model=model, tools=CUSTOM, input=[
@@ -151,7 +155,7 @@ def _():
     assert call.type == "custom" and call.custom.name == "apply_patch", call
     assert call.custom.input == PATCH, call.custom.input
     assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
-    streamed = {}
+    streamed, pieces = {}, 0
     for chunk in oa.chat.completions.create(model="claude-sonnet-4-5", tools=tools, messages=msgs,
                                             stream=True, extra_headers=CALL_PATCH):
         for c in chunk.choices:
@@ -163,7 +167,9 @@ def _():
                 if c:
                     e["name"] += c.get("name") or ""
                     e["input"] += c.get("input") or ""
+                    pieces += bool(c.get("input"))
     assert streamed == {0: {"type": "custom", "name": "apply_patch", "input": PATCH}}, streamed
+    assert pieces > 1, "the input streams piece by piece"
     r = oa.chat.completions.create(model="claude-sonnet-4-5", tools=tools, messages=msgs + [
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": call.id, "type": "custom", "custom": {"name": "apply_patch", "input": PATCH}}]},

@@ -75,9 +75,216 @@ pub fn input_of(arguments: &str) -> String {
     }
 }
 
+/// A custom tool's `input` decoded while the function's arguments stream in
+/// (`{"input": "*** Begin Patch\n...`), so clients get it piece by piece as OpenAI streams
+/// it, not whole at the call's end. Arguments of another shape (another key first) are left
+/// to [`input_of`] at the end: [`streamed`](Self::streamed) says which.
+#[derive(Debug, Default)]
+pub struct InputStream {
+    state: InputState,
+    /// Arguments not yet decoded: before the string opens, or an escape cut in two.
+    held: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum InputState {
+    /// Before `"input": "`.
+    #[default]
+    Before,
+    /// Inside the string.
+    In,
+    /// The string closed.
+    Done,
+    /// Not `{"input": "..`: nothing is streamed.
+    Other,
+}
+
+/// What a prefix of the arguments can still become.
+enum Opening {
+    /// The string opens at this byte.
+    At(usize),
+    /// Not yet known.
+    Partial,
+    /// Not `{"input": "`.
+    No,
+}
+
+fn opening(s: &str) -> Opening {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while b.get(*i).is_some_and(u8::is_ascii_whitespace) {
+            *i += 1;
+        }
+    };
+    for want in ["{", "\"input\"", ":", "\""] {
+        ws(&mut i);
+        let rest = &b[i.min(b.len())..];
+        if rest.len() < want.len() {
+            return if want.as_bytes().starts_with(rest) {
+                Opening::Partial
+            } else {
+                Opening::No
+            };
+        }
+        if !rest.starts_with(want.as_bytes()) {
+            return Opening::No;
+        }
+        i += want.len();
+    }
+    Opening::At(i)
+}
+
+impl InputStream {
+    /// Whether the input went out piece by piece (else send [`input_of`] the whole
+    /// arguments at the end).
+    pub fn streamed(&self) -> bool {
+        matches!(self.state, InputState::In | InputState::Done)
+    }
+
+    /// Take the next piece of the arguments; the input text it completes.
+    pub fn push(&mut self, piece: &str) -> String {
+        match self.state {
+            InputState::Done | InputState::Other => return String::new(),
+            InputState::Before => {
+                self.held.push_str(piece);
+                match opening(&self.held) {
+                    Opening::Partial => return String::new(),
+                    Opening::No => {
+                        self.state = InputState::Other;
+                        self.held = String::new();
+                        return String::new();
+                    }
+                    Opening::At(i) => {
+                        self.held.drain(..i);
+                        self.state = InputState::In;
+                    }
+                }
+            }
+            InputState::In => self.held.push_str(piece),
+        }
+        self.decode()
+    }
+
+    /// Decode what is held, keeping an escape that is not complete yet.
+    fn decode(&mut self) -> String {
+        let mut out = String::new();
+        let held = std::mem::take(&mut self.held);
+        let mut rest = held.as_str();
+        while let Some(i) = rest.find(['\\', '"']) {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if rest.starts_with('"') {
+                self.state = InputState::Done;
+                return out;
+            }
+            // An escape: `\x`, `\uXXXX`, or a surrogate pair `\uXXXX\uXXXX`.
+            match unescape(rest) {
+                Some((text, used)) => {
+                    out.push_str(&text);
+                    rest = &rest[used..];
+                }
+                None => break, // cut short: wait for the rest
+            }
+        }
+        if !rest.starts_with('\\') {
+            out.push_str(rest);
+            rest = "";
+        }
+        self.held = rest.to_owned();
+        out
+    }
+}
+
+/// The text of the JSON escape at the start of `s` and its length; `None` when `s` ends
+/// before the escape does. A malformed escape is taken as it is written.
+fn unescape(s: &str) -> Option<(String, usize)> {
+    let b = s.as_bytes();
+    let c = *b.get(1)?;
+    let simple = match c {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hex = |at: usize| -> Option<Option<u32>> {
+                let h = s.get(at..at + 4)?;
+                Some(u32::from_str_radix(h, 16).ok())
+            };
+            let Some(hi) = hex(2)? else {
+                return Some((s[..2].to_owned(), 2));
+            };
+            if (0xD800..0xDC00).contains(&hi) {
+                // A high surrogate: its pair follows.
+                if s.len() < 12 {
+                    return None;
+                }
+                if &s[6..8] == "\\u" {
+                    if let Some(lo) = hex(8)?.filter(|lo| (0xDC00..0xE000).contains(lo)) {
+                        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        let ch = char::from_u32(c).unwrap_or('\u{fffd}');
+                        return Some((ch.to_string(), 12));
+                    }
+                }
+                return Some(('\u{fffd}'.to_string(), 6));
+            }
+            let ch = char::from_u32(hi).unwrap_or('\u{fffd}');
+            return Some((ch.to_string(), 6));
+        }
+        _ => return Some((s[..2].to_owned(), 2)),
+    };
+    Some((simple.to_string(), 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way of cutting the arguments gives back the input, piece by piece.
+    #[test]
+    fn the_input_streams_whatever_the_cuts() {
+        let input = "*** Begin Patch\n+\"hi\" \\ caf\u{e9} \u{1f600} tab\tend\n*** End Patch";
+        let args = arguments_for(input);
+        // With escaped unicode too (as some servers write it).
+        let escaped = args
+            .replace('\u{1f600}', "\\ud83d\\ude00")
+            .replace('\u{e9}', "\\u00e9");
+        for args in [
+            args,
+            format!("  {{ \"input\" :  {}", &escaped[9..]),
+            escaped,
+        ] {
+            for step in 1..=7 {
+                let mut s = InputStream::default();
+                let mut out = String::new();
+                let chars: Vec<char> = args.chars().collect();
+                for piece in chars.chunks(step) {
+                    out.push_str(&s.push(&piece.iter().collect::<String>()));
+                }
+                assert!(s.streamed(), "{args}");
+                assert_eq!(out, input, "step {step}: {args}");
+            }
+        }
+    }
+
+    #[test]
+    fn arguments_of_another_shape_are_not_streamed() {
+        for args in [r#"{"patch": "x"}"#, "not json", r#"["input"]"#] {
+            let mut s = InputStream::default();
+            assert_eq!(s.push(args), "");
+            assert!(!s.streamed(), "{args}");
+        }
+        // Not known yet: nothing decided.
+        let mut s = InputStream::default();
+        assert_eq!(s.push("{\"inp"), "");
+        assert!(!s.streamed());
+        assert_eq!(s.push("ut\": \"ab"), "ab");
+        assert!(s.streamed());
+    }
 
     #[test]
     fn a_grammar_tool_is_a_one_string_function() {

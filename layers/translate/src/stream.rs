@@ -628,9 +628,9 @@ struct ChatEncoder {
     done: bool,
     /// The client's custom tools (see [`crate::custom`]).
     custom_tools: Vec<String>,
-    /// Custom tool calls under way: tool ordinal and the function arguments so far (their
-    /// `input` is a string inside them, sent whole when the call ends).
-    custom_open: Vec<(usize, String)>,
+    /// Custom tool calls under way: tool ordinal, the function arguments so far and their
+    /// `input` decoded as they come (see [`custom::InputStream`]).
+    custom_open: Vec<(usize, String, custom::InputStream)>,
     /// Web citations of the current text block, sent as annotations over it when it ends.
     cites: Citations,
     /// The client declared legacy `functions`: the call goes as `delta.function_call`.
@@ -751,24 +751,28 @@ struct OpenAiErrorBody<'a> {
 }
 
 impl ChatEncoder {
-    /// Send the input of each custom tool call under way, whole, in one delta.
+    /// The custom tool calls under way end: the input of any whose arguments could not be
+    /// streamed goes now, whole, in one delta.
     fn flush_custom(&mut self, out: &mut BytesMut) {
-        for (index, args) in std::mem::take(&mut self.custom_open) {
-            let input = custom::input_of(&args);
-            self.tool_chunk(
-                out,
-                ToolOut {
-                    index,
-                    id: None,
-                    kind: None,
-                    function: None,
-                    custom: Some(CustomOut {
-                        name: None,
-                        input: &input,
-                    }),
-                },
-            );
+        for (index, args, stream) in std::mem::take(&mut self.custom_open) {
+            if !stream.streamed() {
+                self.custom_input(out, index, &custom::input_of(&args));
+            }
         }
+    }
+
+    /// A chunk carrying a piece of custom tool call `index`'s input.
+    fn custom_input(&self, out: &mut BytesMut, index: usize, input: &str) {
+        self.tool_chunk(
+            out,
+            ToolOut {
+                index,
+                id: None,
+                kind: None,
+                function: None,
+                custom: Some(CustomOut { name: None, input }),
+            },
+        );
     }
 
     /// The current text block ended: its web citations, as annotations over it.
@@ -888,7 +892,8 @@ impl ChatEncoder {
                 self.flush_custom(out);
                 let custom = self.custom_tools.iter().any(|c| c == name);
                 if custom {
-                    self.custom_open.push((index, String::new()));
+                    self.custom_open
+                        .push((index, String::new(), custom::InputStream::default()));
                 }
                 self.tool_chunk(
                     out,
@@ -908,9 +913,15 @@ impl ChatEncoder {
                 )
             }
             Ev::ToolArgs { index, json } => {
-                if let Some((_, args)) = self.custom_open.iter_mut().find(|(i, _)| *i == index) {
+                if let Some((_, args, stream)) =
+                    self.custom_open.iter_mut().find(|(i, ..)| *i == index)
+                {
                     if args.len() + json.len() <= RETAIN_CAP {
                         args.push_str(json);
+                    }
+                    let piece = stream.push(json);
+                    if !piece.is_empty() {
+                        self.custom_input(out, index, &piece);
                     }
                     return;
                 }
@@ -1222,6 +1233,8 @@ struct Item {
     signature: Option<String>,
     /// A message's `url_citation` annotations.
     annotations: Vec<Value>,
+    /// A custom tool call's input, decoded as its arguments come.
+    input: custom::InputStream,
     closed: bool,
 }
 
@@ -1347,6 +1360,7 @@ impl ResponsesEncoder {
             text: String::new(),
             signature: None,
             annotations: Vec::new(),
+            input: custom::InputStream::default(),
             closed: false,
         };
         let added = item.added_json();
@@ -1427,10 +1441,10 @@ impl ResponsesEncoder {
                 json!({"item_id": id, "output_index": idx, "arguments": text}),
             ),
             ItemKind::Custom { .. } => {
-                // The input is a string inside the function's JSON arguments: it is known
-                // whole only now, and goes out as one delta.
+                // The input is a string inside the function's JSON arguments: streamed as it
+                // came unless the arguments had another shape; then it goes now, whole.
                 let input = custom::input_of(&text);
-                if !input.is_empty() {
+                if !input.is_empty() && !item.input.streamed() {
                     self.emit(
                         out,
                         "response.custom_tool_call_input.delta",
@@ -1561,7 +1575,16 @@ impl ResponsesEncoder {
             }
             Ev::ToolArgs { index, json } => match self.tool_items.get(index) {
                 Some(&idx) if matches!(self.items[idx].kind, ItemKind::Custom { .. }) => {
-                    self.retain(idx, json)
+                    self.retain(idx, json);
+                    let piece = self.items[idx].input.push(json);
+                    if !piece.is_empty() {
+                        let id = self.items[idx].id.clone();
+                        self.emit(
+                            out,
+                            "response.custom_tool_call_input.delta",
+                            json!({"item_id": id, "output_index": idx, "delta": piece}),
+                        );
+                    }
                 }
                 Some(&idx) => self.delta(out, "response.function_call_arguments.delta", idx, json),
                 None => {}
