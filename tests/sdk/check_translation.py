@@ -287,6 +287,18 @@ def _():
             raise AssertionError("another caller resolved the response")
         except openai.BadRequestError as e:
             assert "previous_response_id" in str(e), e
+        # Read back, listed and deleted, from the upstream the request names (no model).
+        at = {"x-portcullis-upstream": "anth" if model.startswith("claude") else "local"}
+        got = oa.responses.retrieve(first.id, extra_headers=at)
+        assert got.id == first.id and got.output_text == first.output_text, got
+        items = oa.responses.input_items.list(first.id, extra_headers=at)
+        assert [[c.text for c in i.content] for i in items.data] == [["my name is Ada"]], items
+        oa.responses.delete(first.id, extra_headers=at)
+        try:
+            oa.responses.retrieve(first.id, extra_headers=at)
+            raise AssertionError("a deleted response was found")
+        except openai.NotFoundError:
+            pass
         unstored = oa.responses.create(model=model, input="secret", store=False)
         try:
             oa.responses.create(model=model, input="x", previous_response_id=unstored.id)

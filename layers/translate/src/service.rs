@@ -57,6 +57,9 @@ pub enum Route {
     /// A token-count request (in this format) the upstream's API has no endpoint for: the
     /// layer answers it with its own estimate (see [`crate::count`]).
     Estimate(Format),
+    /// A stored Responses answer of this layer's (see [`crate::store`]): `GET` or `DELETE
+    /// /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+    Stored,
     /// Refuse it.
     Refuse(TranslateError),
 }
@@ -73,8 +76,10 @@ pub enum Route {
 /// - An `anthropic` upstream refuses `/v1/embeddings`, `/v1/completions`,
 ///   `/v1/moderations`, `/v1/audio/*`, `/v1/images/*`, `/v1/responses/*` and
 ///   `/v1/chat/completions/*` (stored objects): Anthropic has none of them.
+/// - `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`, for an
+///   `openai` or `anthropic` upstream: answered from the layer's store ([`Route::Stored`]).
 /// - An `openai` upstream refuses the rest of `/v1/messages/*` (batches) and
-///   `/v1/responses/*` (stored responses; the gateway stores none).
+///   `/v1/responses/*` (background responses' `cancel`).
 /// - Any other path passes (`/v1/models`, `/v1/files`, ...).
 pub fn route(api: Api, method: &Method, path: &str) -> Route {
     if api == Api::Any {
@@ -95,6 +100,9 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
             Some(t) if t.count_path().is_some() => Route::Count(client, t),
             Some(_) => Route::Estimate(client),
         };
+    }
+    if stored_path(method, path).is_some() {
+        return Route::Stored;
     }
     let refused: &[&str] = match api {
         Api::Anthropic => &[
@@ -120,6 +128,19 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
     } else {
         Route::Pass
     }
+}
+
+/// `(id, input_items?)` of a stored-response path: `GET`/`DELETE /v1/responses/{id}`, `GET
+/// /v1/responses/{id}/input_items`.
+fn stored_path<'a>(method: &Method, path: &'a str) -> Option<(&'a str, bool)> {
+    let rest = path.strip_prefix("/v1/responses/")?;
+    let (id, items) = match rest.split_once('/') {
+        None => (rest, false),
+        Some((id, "input_items")) if method == Method::GET => (id, true),
+        Some(_) => return None,
+    };
+    let plain = *method == Method::GET || *method == Method::DELETE;
+    (!id.is_empty() && id != "input_tokens" && (items || plain)).then_some((id, items))
 }
 
 /// The API endpoint part of a request path: from its last `/v1/` on.
@@ -205,6 +226,12 @@ where
             Route::Refuse(e) => ResponseFuture {
                 inner: Box::pin(async move { Err(Refused::boxed(e)) }),
             },
+            Route::Stored => {
+                let store = self.store.clone();
+                ResponseFuture {
+                    inner: Box::pin(async move { Ok(stored(req, store).await) }),
+                }
+            }
             Route::Estimate(client) => {
                 let limit = self.max_body_bytes;
                 ResponseFuture {
@@ -238,6 +265,63 @@ fn refusal(e: BoxError) -> BoxError {
         Ok(t) => Refused::boxed(*t),
         Err(e) => e,
     }
+}
+
+/// Answer `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items` from
+/// the store, for the caller that made the response; another's, or one not kept, is a 404
+/// as OpenAI gives.
+async fn stored<B, RB>(req: Request<B>, store: ResponseStore) -> Response<TranslateBody<RB>> {
+    let caller = CallerId::from_parts(req.headers(), req.extensions());
+    let path = endpoint(req.uri().path());
+    let Some((id, items)) = stored_path(req.method(), path) else {
+        return json_response(http::StatusCode::NOT_FOUND, Bytes::new());
+    };
+    let found = if items {
+        store.input_items(caller, id).await.map(|mut items| {
+            // Newest first unless `order=asc`, as OpenAI lists them.
+            let asc = req.uri().query().is_some_and(|q| q.contains("order=asc"));
+            if !asc {
+                items.reverse();
+            }
+            let id_of = |i: Option<&serde_json::Value>| i.and_then(|i| i.get("id")).cloned();
+            let body = serde_json::json!({"object": "list", "first_id": id_of(items.first()),
+                "last_id": id_of(items.last()), "has_more": false, "data": items});
+            Bytes::from(body.to_string())
+        })
+    } else if req.method() == Method::DELETE {
+        store.delete(caller, id).await.then(|| {
+            let body = serde_json::json!({"id": id, "object": "response", "deleted": true});
+            Bytes::from(body.to_string())
+        })
+    } else {
+        store.response(caller, id).await
+    };
+    match found {
+        Some(body) => json_response(http::StatusCode::OK, body),
+        None => {
+            let id: String = id.chars().take(100).collect();
+            let (status, body) = crate::error::render(
+                Format::Responses,
+                crate::error::ErrorKind::NotFound,
+                &format!("No response found with id '{id}'."),
+                Some("not_found"),
+            );
+            json_response(status, body)
+        }
+    }
+}
+
+fn json_response<RB>(status: http::StatusCode, body: Bytes) -> Response<TranslateBody<RB>> {
+    let len = body.len();
+    let mut resp = Response::new(TranslateBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
 }
 
 /// Answer a token-count request with the layer's own estimate ([`crate::count`]).
@@ -532,8 +616,22 @@ mod tests {
             route(Api::OpenAi, &Method::GET, "/v1/messages/count_tokens"),
             Route::Refuse(_)
         ));
+        // Stored answers of this layer's: read, listed, deleted here; nothing else.
+        for (m, p) in [
+            (Method::GET, "/v1/responses/resp_1"),
+            (Method::DELETE, "/v1/responses/resp_1"),
+            (Method::GET, "/v1/responses/resp_1/input_items"),
+        ] {
+            assert_eq!(route(Api::OpenAi, &m, p), Route::Stored, "{m} {p}");
+            assert_eq!(route(Api::Anthropic, &m, p), Route::Stored, "{m} {p}");
+            assert_eq!(route(Api::Any, &m, p), Route::Pass, "{m} {p}");
+        }
         assert!(matches!(
-            route(Api::OpenAi, &Method::GET, "/v1/responses/resp_1"),
+            route(Api::OpenAi, &post, "/v1/responses/resp_1/cancel"),
+            Route::Refuse(_)
+        ));
+        assert!(matches!(
+            route(Api::Anthropic, &Method::GET, "/v1/responses/resp_1/other"),
             Route::Refuse(_)
         ));
     }

@@ -84,6 +84,8 @@ enum Key {
     Item(CallerId, Box<str>),
     /// A response's conversation (input then output items, a JSON array), by response id.
     Conversation(CallerId, Box<str>),
+    /// The response object itself (`GET /v1/responses/{id}`), by response id.
+    Response(CallerId, Box<str>),
 }
 
 /// Ids longer than this are never looked up (a client names them; keys stay small).
@@ -92,7 +94,7 @@ const MAX_ID_LEN: usize = 256;
 impl Key {
     fn id(&self) -> &str {
         match self {
-            Key::Item(_, id) | Key::Conversation(_, id) => id,
+            Key::Item(_, id) | Key::Conversation(_, id) | Key::Response(_, id) => id,
         }
     }
 
@@ -101,6 +103,7 @@ impl Key {
         let (caller, kind) = match self {
             Key::Item(c, _) => (c, "i"),
             Key::Conversation(c, _) => (c, "c"),
+            Key::Response(c, _) => (c, "r"),
         };
         format!("{prefix}{}:{kind}:{}", caller.to_hex(), self.id())
     }
@@ -158,6 +161,21 @@ impl RedisItems {
                 tracing::debug!(error = %e, "stored responses: Redis did not answer a read");
                 None
             }
+        }
+    }
+
+    async fn delete(&self, keys: &[Key]) {
+        let mut cmd = redis::cmd("DEL");
+        for k in keys {
+            cmd.arg(k.redis(&self.prefix));
+        }
+        let mut conn = self.conn.clone();
+        if let Err(e) = self
+            .health
+            .call(async { cmd.query_async::<()>(&mut conn).await })
+            .await
+        {
+            tracing::debug!(error = %e, "stored responses: Redis did not take a delete");
         }
     }
 
@@ -254,6 +272,73 @@ impl ResponseStore {
         let v = self.remote.as_ref()?.get(&key, self.ttl).await?;
         cache.insert(key, v.clone());
         Some(v)
+    }
+
+    /// The stored response `id` of `caller` (`GET /v1/responses/{id}`).
+    pub async fn response(&self, caller: CallerId, id: &str) -> Option<Bytes> {
+        let cache = self.cache.as_ref()?;
+        self.lookup(cache, Key::Response(caller, id.into())).await
+    }
+
+    /// The input items of the stored response `id` of `caller`, oldest first
+    /// (`GET /v1/responses/{id}/input_items`): its conversation without its output.
+    pub async fn input_items(&self, caller: CallerId, id: &str) -> Option<Vec<Value>> {
+        let cache = self.cache.as_ref()?;
+        let response: Value = serde_json::from_slice(&self.response(caller, id).await?).ok()?;
+        let outputs = response
+            .get("output")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let conv = self
+            .lookup(cache, Key::Conversation(caller, id.into()))
+            .await?;
+        let mut items: Vec<Value> = serde_json::from_slice(&conv).ok()?;
+        items.truncate(items.len().saturating_sub(outputs));
+        // As OpenAI lists them: a message's text as a content part.
+        for item in &mut items {
+            if let Some(Value::String(text)) = item.get("content") {
+                let kind = match item.get("role").and_then(Value::as_str) {
+                    Some("assistant") => "output_text",
+                    _ => "input_text",
+                };
+                let parts = serde_json::json!([{"type": kind, "text": text}]);
+                item["content"] = parts;
+            }
+        }
+        Some(items)
+    }
+
+    /// Forget the stored response `id` of `caller` and its items; whether it was there.
+    pub async fn delete(&self, caller: CallerId, id: &str) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let Some(stored) = self.response(caller, id).await else {
+            return false;
+        };
+        let mut keys = vec![
+            Key::Response(caller, id.into()),
+            Key::Conversation(caller, id.into()),
+        ];
+        if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(&stored) {
+            let items = r
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            keys.extend(
+                items
+                    .filter_map(|i| i.get("id").and_then(Value::as_str))
+                    .map(|i| Key::Item(caller, i.into())),
+            );
+        }
+        for k in &keys {
+            cache.invalidate(k);
+        }
+        if let Some(remote) = &self.remote {
+            remote.delete(&keys).await;
+        }
+        true
     }
 
     /// Bytes held in memory (moka's weighted size; eviction runs in the background).
@@ -418,6 +503,12 @@ impl Pending {
         if let Ok(json) = serde_json::to_vec(&conv) {
             entries.push((
                 Key::Conversation(self.caller, id.as_str().into()),
+                Bytes::from(json),
+            ));
+        }
+        if let Ok(json) = serde_json::to_vec(response) {
+            entries.push((
+                Key::Response(self.caller, id.as_str().into()),
                 Bytes::from(json),
             ));
         }

@@ -553,6 +553,74 @@ async fn responses_answers_are_kept_under_fresh_ids() {
     assert_eq!(sent["messages"][1]["content"], streamed_text, "{sent}");
     assert_eq!(sent["messages"][2]["content"], "more");
 
+    // Read back, listed, deleted: by its caller only.
+    let get = |path: String, method: http::Method, key: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("https://up.example{path}"))
+            .header("authorization", key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mine = "Bearer sk-ant-api03-key";
+    let id = second["id"].as_str().unwrap().to_owned();
+    let (up, seen) = upstream(200, "application/json", chat("unused"));
+    let svc = layer.layer(up);
+    let r = svc
+        .clone()
+        .oneshot(get(format!("/v1/responses/{id}"), http::Method::GET, mine))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r.into_body()).await, second);
+    let r = svc
+        .clone()
+        .oneshot(get(
+            format!("/v1/responses/{id}/input_items"),
+            http::Method::GET,
+            mine,
+        ))
+        .await
+        .unwrap();
+    let list = body_json(r.into_body()).await;
+    assert_eq!(list["object"], "list");
+    assert_eq!(
+        list["data"],
+        json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}])
+    );
+    let r = svc
+        .clone()
+        .oneshot(get(
+            format!("/v1/responses/{id}"),
+            http::Method::GET,
+            "Bearer sk-other",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(body_json(r.into_body()).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&id));
+    let r = svc
+        .clone()
+        .oneshot(get(
+            format!("/v1/responses/{id}"),
+            http::Method::DELETE,
+            mine,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r.into_body()).await["deleted"], true);
+    let r = svc
+        .clone()
+        .oneshot(get(format!("/v1/responses/{id}"), http::Method::GET, mine))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "deleted");
+    assert!(seen.lock().unwrap().is_none(), "none of it went upstream");
+
     // Another caller's key: the same reference is unknown.
     let (up, _) = upstream(200, "application/json", chat("x"));
     let mut req = ask(json!([{"type": "item_reference", "id": first_msg}]));
