@@ -357,6 +357,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             strip_set_cookie: u.cookies,
             status,
             speaks_anthropic: u.speaks_anthropic(),
+            translated: u.api != portcullis_translate::Api::Any,
         });
     }
 

@@ -9,7 +9,8 @@
 //! came, no rewrite; a model only `*` claims counts as none), else, for an Anthropic request
 //! (`anthropic-version`, or a `/v1/messages/...` path), the first upstream that speaks
 //! Anthropic's API (`api = "anthropic"`, or on `api.anthropic.com`), else the one of the `*`
-//! model; none: 404.
+//! model; none: 404. A stored Responses path whose id is one the gateway made
+//! (`/v1/responses/resp_pc..`) goes to the first translated upstream before the URI's model.
 //!
 //! `server.max_body_bytes` still bounds the body: a larger `Content-Length` is refused at
 //! once, and a body without one is cut off and answered 413 when it crosses the limit.
@@ -174,6 +175,15 @@ fn pick_upstream(
                 upstream_names(inner)
             )))
         };
+    }
+    // A Responses answer the gateway translated (its id says so) is kept by the translation
+    // layers, which share one store: any of their upstreams answers for it.
+    if let Some(name) = inner
+        .translated
+        .as_ref()
+        .filter(|_| portcullis_translate::store::is_kept_response_path(uri.path()))
+    {
+        return Ok(name.clone());
     }
     // A model the URI names routes it when an entry other than `*` claims it; else the
     // request is as one that names none.

@@ -142,6 +142,9 @@ pub(super) struct Inner {
     pub(super) max_body_bytes: usize,
     /// The first upstream (config order) that speaks Anthropic's API, if any.
     pub(super) anthropic: Option<String>,
+    /// The first upstream the gateway translates for (`api` not `any`): it answers for the
+    /// Responses the gateway keeps (every such upstream shares the one store).
+    pub(super) translated: Option<String>,
 }
 
 impl Inner {
@@ -182,6 +185,9 @@ pub struct UpstreamRoute {
     /// Anthropic's own API (see `UpstreamConfig::speaks_anthropic`): the first such upstream
     /// takes model-less Anthropic requests on pass-through paths.
     pub speaks_anthropic: bool,
+    /// The gateway translates for it (`api` is `openai` or `anthropic`): the first such
+    /// upstream takes the model-less requests for the Responses the gateway keeps.
+    pub translated: bool,
 }
 
 impl ModelRouter {
@@ -195,6 +201,10 @@ impl ModelRouter {
         let anthropic = upstreams
             .iter()
             .find(|r| r.speaks_anthropic)
+            .map(|r| r.upstream.name.to_string());
+        let translated = upstreams
+            .iter()
+            .find(|r| r.translated)
             .map(|r| r.upstream.name.to_string());
         let upstreams = upstreams
             .into_iter()
@@ -242,6 +252,7 @@ impl ModelRouter {
                 failover_on,
                 max_body_bytes,
                 anthropic,
+                translated,
             }),
         }
     }

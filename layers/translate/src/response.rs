@@ -703,10 +703,15 @@ impl Reply {
     }
 }
 
-/// A fresh Responses id: `resp_` and 128 random bits in hex.
+/// A fresh Responses id: [`KEPT_ID_PREFIX`] and 128 random bits in hex.
 pub fn fresh_response_id() -> String {
-    format!("resp_{:032x}", rand::random::<u128>())
+    format!("{KEPT_ID_PREFIX}{:032x}", rand::random::<u128>())
 }
+
+/// How the ids of the Responses the gateway translates begin: `resp_` as OpenAI's, then `pc`,
+/// which OpenAI's (hex) never have, so a model-less `GET /v1/responses/{id}` is known for one
+/// of the gateway's own and sent to a translating upstream (see [`crate::store`]).
+pub const KEPT_ID_PREFIX: &str = "resp_pc";
 
 /// Fields every response object has that translation cannot know better.
 pub(crate) fn response_extra() -> Map<String, Value> {

@@ -470,6 +470,21 @@ fn nothing_to_do(body: &[u8]) -> bool {
     read.is_some() && unstored && !previous
 }
 
+/// Whether `path` is `/v1/responses/{id}` (or below it) for an id the gateway made
+/// ([`KEPT_ID_PREFIX`](crate::response::KEPT_ID_PREFIX)).
+///
+/// ```
+/// use portcullis_translate::store::is_kept_response_path;
+///
+/// assert!(is_kept_response_path("/v1/responses/resp_pc0123abcd/input_items"));
+/// assert!(!is_kept_response_path("/v1/responses/resp_68af01"));
+/// assert!(!is_kept_response_path("/v1/responses"));
+/// ```
+pub fn is_kept_response_path(path: &str) -> bool {
+    path.strip_prefix("/v1/responses/")
+        .is_some_and(|rest| rest.starts_with(crate::response::KEPT_ID_PREFIX))
+}
+
 /// What a Responses answer needs to be kept: the caller and the request's input as resolved.
 #[derive(Debug)]
 pub struct Pending {
