@@ -199,17 +199,11 @@ impl InputStream {
 /// The text of the JSON escape at the start of `s` and its length; `None` when `s` ends
 /// before the escape does. A malformed escape is taken as it is written.
 fn unescape(s: &str) -> Option<(String, usize)> {
-    let b = s.as_bytes();
-    let c = *b.get(1)?;
-    let simple = match c {
-        b'"' => '"',
-        b'\\' => '\\',
-        b'/' => '/',
-        b'b' => '\u{8}',
-        b'f' => '\u{c}',
-        b'n' => '\n',
-        b'r' => '\r',
-        b't' => '\t',
+    let c = *s.as_bytes().get(1)?;
+    if let Some(ch) = portcullis_core::json_skim::short_escape(c) {
+        return Some((ch.to_string(), 2));
+    }
+    match c {
         b'u' => {
             let hex = |at: usize| -> Option<Option<u32>> {
                 let h = s.get(at..at + 4)?;
@@ -233,11 +227,10 @@ fn unescape(s: &str) -> Option<(String, usize)> {
                 return Some(('\u{fffd}'.to_string(), 6));
             }
             let ch = char::from_u32(hi).unwrap_or('\u{fffd}');
-            return Some((ch.to_string(), 6));
+            Some((ch.to_string(), 6))
         }
-        _ => return Some((s[..2].to_owned(), 2)),
-    };
-    Some((simple.to_string(), 2))
+        _ => Some((s[..2].to_owned(), 2)),
+    }
 }
 
 #[cfg(test)]
