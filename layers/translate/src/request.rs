@@ -1540,7 +1540,8 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
         return Err(TranslateError::unsupported(
             "previous_response_id",
             t,
-            "the gateway stores no responses; send the whole conversation with store: false",
+            "the gateway keeps no responses here ([translation] store_max_bytes = 0); send \
+             the whole conversation",
         ));
     }
     refuse_keys(
@@ -1550,11 +1551,12 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
             ("background", "background responses need OpenAI's storage"),
             ("prompt", "stored prompt templates live at OpenAI"),
             ("top_logprobs", "log probabilities"),
-            ("max_tool_calls", "a cap on built-in tool calls"),
         ],
         t,
     )?;
     for k in [
+        // A cap on built-in (hosted) tool calls: the target runs none.
+        "max_tool_calls",
         "include",
         "truncation",
         "metadata",

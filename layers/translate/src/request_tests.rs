@@ -536,6 +536,11 @@ fn what_responses_cannot_send_is_refused() {
         "input[0].content[0]",
     );
     assert!(with(json!({"background": false, "store": true})).is_ok());
+    // A cap on hosted tools, which the target does not run: dropped, not refused.
+    let capped = with(json!({"max_tool_calls": 40})).unwrap();
+    assert!(!serde_json::to_string(&capped)
+        .unwrap()
+        .contains("max_tool_calls"));
 }
 
 #[test]
