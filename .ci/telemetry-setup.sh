@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Creates (once) the Python venv the end-to-end tests use: Arize Phoenix as the real OTLP/HTTP
-# receiver for tests/telemetry.rs, and the official openai/anthropic SDKs for the SDK tests.
+# receiver for tests/telemetry.rs, the official openai/anthropic SDKs for the SDK tests, and
+# the OpenAI Agents SDK (tests/sdk/check_agents_sdk.py).
 # Idempotent: the marker <venv>/.installed lists installed packages, one a line; a second run
 # is a no-op. Same lock and marker as tests/support/python.rs, so tests may run alongside.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 v="${PORTCULLIS_PYVENV:-$root/target/pyvenv}"
-packages=(arize-phoenix openai anthropic)
+packages=(arize-phoenix openai anthropic openai-agents==0.24.0)
 mkdir -p "$(dirname "$v")"
 exec 9>"$v.lock"
 flock 9

@@ -1,8 +1,8 @@
 //! Translation end to end: the official OpenAI and Anthropic SDKs through the gateway to mock
 //! upstreams that each speak one API only (`upstreams[].api`), plain and streamed, tool
 //! history, refusals and provider errors mapped to the SDK's own exceptions; and model
-//! `params`/`headers` (the Supermemory setup's thinking budget); and the Vercel AI SDK, the
-//! TypeScript library most LLM apps are built on, the same way.
+//! `params`/`headers` (the Supermemory setup's thinking budget); and the OpenAI Agents SDK and
+//! the Vercel AI SDK (the TypeScript library most LLM apps are built on) the same way.
 
 #[path = "support/node.rs"]
 mod node;
@@ -190,6 +190,35 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
     let use_id = &m[1]["content"][0]["id"];
     assert_eq!(m[1]["content"][0]["type"], "tool_use", "{legacy}");
     assert_eq!(m[2]["content"][0]["tool_use_id"], *use_id, "{legacy}");
+}
+
+/// The OpenAI Agents SDK (its Responses and chat-completions models) to upstreams of the
+/// other API: text, streamed, a tool call, `output_type`, `previous_response_id`
+/// (`tests/sdk/check_agents_sdk.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_agents_sdk_reaches_an_upstream_of_the_other_api() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let (_ups, gw) = two_apis().await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_agents_sdk.py");
+    let url = format!("http://{}", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("GATEWAY_URL", url)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Agents SDK checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
 }
 
 /// The Vercel AI SDK (its OpenAI provider on the Responses API and on chat completions, its
