@@ -374,7 +374,7 @@ where
     let mut pending = None;
     if client == Format::Responses && !count {
         let caller = CallerId::from_parts(&parts.headers, &parts.extensions);
-        (bytes, pending) = store.prepare(caller, bytes).await?;
+        (bytes, pending) = store.prepare(caller, bytes, limit).await?;
     }
     let (out, plan, path) = match upstream.count_path().filter(|_| count) {
         Some(path) => {

@@ -353,10 +353,14 @@ impl ResponseStore {
     /// it names, a `previous_response_id`'s conversation put before the input. Returns the
     /// body to translate (the same bytes when nothing was replaced) and, unless the request
     /// says `store: false`, what [`Pending::record`] needs to keep the answer.
+    ///
+    /// What the stored items add counts against `limit` (the body limit): a request naming
+    /// one large item many times, or a long conversation, is refused, not built in memory.
     pub async fn prepare(
         &self,
         caller: CallerId,
         body: Bytes,
+        limit: usize,
     ) -> Result<(Bytes, Option<Pending>), TranslateError> {
         let Some(cache) = &self.cache else {
             return Ok((body, None));
@@ -390,6 +394,20 @@ impl ResponseStore {
             }
         };
         let mut changed = false;
+        let mut size = body.len();
+        let mut grow = |added: usize| {
+            size = size.saturating_add(added);
+            if size > limit {
+                return Err(TranslateError::InvalidRequest {
+                    format: Format::Responses,
+                    message: format!(
+                        "the input with the stored items it names is over the body limit \
+                         ({limit} bytes)"
+                    ),
+                });
+            }
+            Ok(())
+        };
         if let Some(id) = previous {
             let conv = self
                 .lookup(cache, Key::Conversation(caller, id.as_str().into()))
@@ -397,6 +415,7 @@ impl ResponseStore {
             let Some(conv) = conv else {
                 return Err(self.unknown("previous_response_id", "response", &id));
             };
+            grow(conv.len())?;
             let earlier: Vec<Value> = serde_json::from_slice(&conv).unwrap_or_default();
             input.splice(0..0, earlier);
             req.remove("previous_response_id");
@@ -411,6 +430,7 @@ impl ResponseStore {
                 let Some(stored) = self.lookup(cache, Key::Item(caller, id.into())).await else {
                     return Err(self.unknown(&format!("input[{i}]"), "item", id));
                 };
+                grow(stored.len())?;
                 *item = serde_json::from_slice(&stored).unwrap_or(Value::Null);
                 changed = true;
             }

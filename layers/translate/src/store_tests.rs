@@ -2,6 +2,9 @@ use serde_json::json;
 
 use super::*;
 
+/// The body limit the tests resolve under (the gateway's default).
+const LIMIT: usize = 10 * 1024 * 1024;
+
 fn caller(n: u8) -> CallerId {
     CallerId([n; 16])
 }
@@ -27,7 +30,7 @@ fn input_of(b: &Bytes) -> Value {
 async fn references_and_previous_responses_resolve_for_their_caller_only() {
     let store = ResponseStore::default();
     let (b, pending) = store
-        .prepare(caller(1), body(json!({"model": "m", "input": "hi"})))
+        .prepare(caller(1), body(json!({"model": "m", "input": "hi"})), LIMIT)
         .await
         .unwrap();
     assert_eq!(input_of(&b), "hi", "nothing to resolve: the body as sent");
@@ -40,14 +43,20 @@ async fn references_and_previous_responses_resolve_for_their_caller_only() {
         {"role": "user", "content": "hi"},
         {"type": "item_reference", "id": "msg_1"},
         {"role": "user", "content": "again"}]});
-    let (b, _) = store.prepare(caller(1), body(turn2.clone())).await.unwrap();
+    let (b, _) = store
+        .prepare(caller(1), body(turn2.clone()), LIMIT)
+        .await
+        .unwrap();
     let input = input_of(&b);
     assert_eq!(input[1]["type"], "message");
     assert_eq!(input[1]["content"][0]["text"], "Hello!");
     assert_eq!(input[2]["content"], "again");
 
     // Another caller cannot see it.
-    let e = store.prepare(caller(2), body(turn2)).await.unwrap_err();
+    let e = store
+        .prepare(caller(2), body(turn2), LIMIT)
+        .await
+        .unwrap_err();
     assert!(matches!(e, TranslateError::InvalidRequest { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("input[1]") && msg.contains("msg_1"), "{msg}");
@@ -57,6 +66,7 @@ async fn references_and_previous_responses_resolve_for_their_caller_only() {
         .prepare(
             caller(1),
             body(json!({"model": "m", "previous_response_id": "resp_1", "input": "and now?"})),
+            LIMIT,
         )
         .await
         .unwrap();
@@ -80,6 +90,7 @@ async fn references_and_previous_responses_resolve_for_their_caller_only() {
         .prepare(
             caller(1),
             body(json!({"model": "m", "previous_response_id": "resp_2", "input": "bye"})),
+            LIMIT,
         )
         .await
         .unwrap();
@@ -88,6 +99,7 @@ async fn references_and_previous_responses_resolve_for_their_caller_only() {
         .prepare(
             caller(2),
             body(json!({"model": "m", "previous_response_id": "resp_2", "input": "x"})),
+            LIMIT,
         )
         .await
         .unwrap_err();
@@ -101,6 +113,7 @@ async fn store_false_keeps_nothing_and_a_disabled_store_changes_nothing() {
         .prepare(
             caller(1),
             body(json!({"model": "m", "input": "hi", "store": false})),
+            LIMIT,
         )
         .await
         .unwrap();
@@ -111,7 +124,7 @@ async fn store_false_keeps_nothing_and_a_disabled_store_changes_nothing() {
         ..StoreConfig::default()
     });
     let sent = body(json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}));
-    let (b, pending) = off.prepare(caller(1), sent.clone()).await.unwrap();
+    let (b, pending) = off.prepare(caller(1), sent.clone(), LIMIT).await.unwrap();
     assert_eq!(b, sent, "translation then refuses the reference itself");
     assert!(pending.is_none());
 }
@@ -125,7 +138,7 @@ async fn the_store_stays_within_its_bytes() {
     let text = "x".repeat(1000);
     for i in 0..1000 {
         let (_, pending) = store
-            .prepare(caller(1), body(json!({"model": "m", "input": "hi"})))
+            .prepare(caller(1), body(json!({"model": "m", "input": "hi"})), LIMIT)
             .await
             .unwrap();
         pending
@@ -170,4 +183,52 @@ fn only_unstored_requests_naming_nothing_skip_the_parse() {
     // A nested `store` is not the request's.
     assert!(!nothing_to_do(br#"{"metadata":{"store":false}}"#));
     assert!(!nothing_to_do(b"not json"));
+}
+
+#[tokio::test]
+async fn what_references_add_counts_against_the_body_limit() {
+    let store = ResponseStore::default();
+    let (_, pending) = store
+        .prepare(caller(1), body(json!({"model": "m", "input": "hi"})), LIMIT)
+        .await
+        .unwrap();
+    pending
+        .unwrap()
+        .record(&answer("resp_big", "msg_big", &"x".repeat(100_000)));
+    // One 100 KB item named 200 times: 20 MB built from a 6 KB body. Refused.
+    let refs: Vec<Value> = (0..200)
+        .map(|_| json!({"type": "item_reference", "id": "msg_big"}))
+        .collect();
+    let e = store
+        .prepare(
+            caller(1),
+            body(json!({"model": "m", "input": refs})),
+            1024 * 1024,
+        )
+        .await
+        .map(|(b, _)| b.len()) // a failure says how much was built, not what
+        .unwrap_err();
+    assert!(matches!(e, TranslateError::InvalidRequest { .. }), "{e:?}");
+    assert!(e.to_string().contains("body limit"), "{e}");
+    // The conversation of a previous response counts too.
+    let e = store
+        .prepare(
+            caller(1),
+            body(json!({"model": "m", "input": "x", "previous_response_id": "resp_big"})),
+            50_000,
+        )
+        .await
+        .map(|(b, _)| b.len()) // a failure says how much was built, not what
+        .unwrap_err();
+    assert!(e.to_string().contains("body limit"), "{e}");
+    // Under the limit: resolved.
+    let (b, _) = store
+        .prepare(
+            caller(1),
+            body(json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_big"}]})),
+            1024 * 1024,
+        )
+        .await
+        .unwrap();
+    assert!(b.len() > 100_000);
 }
