@@ -6,26 +6,15 @@
 
 #[path = "support/node.rs"]
 mod node;
+#[path = "support/scripts.rs"]
+mod scripts;
 mod support;
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use portcullis_mock::{MockApi, MockResponse, MockUpstream};
 use serde_json::json;
 use support::{post_json, TestGateway};
-
-fn venv_python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new("bash")
-        .arg(root.join(".ci/telemetry-setup.sh"))
-        .status()
-        .expect("run .ci/telemetry-setup.sh");
-    assert!(status.success(), "creating the Python venv failed");
-    std::env::var_os("PORTCULLIS_PYVENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/pyvenv"))
-        .join("bin/python")
-}
 
 struct Upstreams {
     anth: MockUpstream,
@@ -93,7 +82,9 @@ enabled = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_reach_an_upstream_of_the_other_api() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(scripts::venv_python)
+        .await
+        .unwrap();
     let (
         Upstreams {
             anth,
@@ -103,24 +94,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         gw,
     ) = two_apis().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_translation.py");
-    let url = format!("http://{}", gw.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("GATEWAY_URL", url)
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("ANTHROPIC_BASE_URL")
-            .output()
-            .expect("run python")
-    });
-    let out = out.await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "translation checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("20 passed, 0 failed"), "{stdout}");
+    scripts::run_checks(python, script, format!("http://{}", gw.addr), 20).await;
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
@@ -197,28 +171,12 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
 /// (`tests/sdk/check_agents_sdk.py`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_agents_sdk_reaches_an_upstream_of_the_other_api() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(scripts::venv_python)
+        .await
+        .unwrap();
     let (_ups, gw) = two_apis().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_agents_sdk.py");
-    let url = format!("http://{}", gw.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("GATEWAY_URL", url)
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("OPENAI_API_KEY")
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "Agents SDK checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
+    scripts::run_checks(python, script, format!("http://{}", gw.addr), 18).await;
 }
 
 /// The Vercel AI SDK (its OpenAI provider on the Responses API and on chat completions, its
@@ -235,23 +193,7 @@ async fn vercel_ai_sdk_reaches_an_upstream_of_the_other_api() {
         &script,
     )
     .unwrap();
-    let url = format!("http://{}", gw.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("GATEWAY_URL", url)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "AI SDK checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("28 passed, 0 failed"), "{stdout}");
+    scripts::run_checks("node", script, format!("http://{}", gw.addr), 28).await;
     // Each upstream was asked in its own API only, the tool results sent back up included.
     let anth = ups.anth.requests();
     assert!(anth.iter().all(|r| r.path.ends_with("/v1/messages")));
