@@ -365,7 +365,8 @@ impl ResponseStore {
         let Some(cache) = &self.cache else {
             return Ok((body, None));
         };
-        if nothing_to_do(&body) {
+        let refs = has_refs(&body);
+        if nothing_to_do(&body, refs) {
             return Ok((body, None));
         }
         // Not JSON, or not an object: translation says what is wrong with it.
@@ -373,7 +374,6 @@ impl ResponseStore {
             return Ok((body, None));
         };
         let keep = req.get("store") != Some(&Value::Bool(false));
-        let refs = memchr::memmem::find(&body, b"item_reference").is_some();
         let previous = match req.get("previous_response_id") {
             Some(Value::String(id)) => Some(id.clone()),
             _ => None,
@@ -470,12 +470,17 @@ impl ResponseStore {
     }
 }
 
-/// A request that keeps nothing and names nothing stored (`store: false`, no
+/// Whether a Responses body may hold `item_reference` items (a search, no parse).
+fn has_refs(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"item_reference").is_some()
+}
+
+/// A request (`refs`: [`has_refs`]) that keeps nothing and names nothing stored (`store: false`, no
 /// `previous_response_id`, no `item_reference`; Codex sends these), told by a skim of its
 /// top level, not a parse: large agent bodies are not read into a tree for nothing.
-fn nothing_to_do(body: &[u8]) -> bool {
+fn nothing_to_do(body: &[u8], refs: bool) -> bool {
     use portcullis_core::json_skim;
-    if memchr::memmem::find(body, b"item_reference").is_some() {
+    if refs {
         return false;
     }
     let (mut unstored, mut previous) = (false, false);

@@ -164,6 +164,7 @@ fn config_is_checked() {
 
 #[test]
 fn only_unstored_requests_naming_nothing_skip_the_parse() {
+    let nothing_to_do = |b: &[u8]| nothing_to_do(b, has_refs(b));
     assert!(nothing_to_do(
         br#"{"model":"m","store": false,"input":"hi"}"#
     ));
