@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs (once) the real coding agents tests/agents.rs drives through the gateway: OpenAI's
-# Codex CLI and Anthropic's Claude Code, and the Vercel AI SDK with its OpenAI and Anthropic
+# Codex CLI, Anthropic's Claude Code and opencode, and the Vercel AI SDK with its OpenAI and Anthropic
 # providers (tests/translation.rs, tests/sdk/check_ai_sdk.mjs), from the npm registry, at
 # pinned versions, into $PORTCULLIS_AGENTS (default target/agents). Idempotent: the marker <dir>/.installed holds the
 # installed versions; a second run is a no-op. Needs node and npm (apt-get install -y nodejs npm).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${PORTCULLIS_AGENTS:-$root/target/agents}"
-packages=(@openai/codex@0.171.0 @anthropic-ai/claude-code@2.1.197
+packages=(@openai/codex@0.171.0 @anthropic-ai/claude-code@2.1.197 opencode-ai@1.18.33
   ai@6.0.333 @ai-sdk/openai@3.0.141 @ai-sdk/anthropic@3.0.140 zod@4.6.7)
 mkdir -p "$dir"
 exec 9>"$dir.lock"
@@ -22,5 +22,6 @@ npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "${packages[@]
 node "$dir/node_modules/@anthropic-ai/claude-code/install.cjs"
 "$dir/node_modules/.bin/codex" --version
 "$dir/node_modules/.bin/claude" --version
+"$dir/node_modules/.bin/opencode" --version
 echo "${packages[*]}" > "$dir/.installed"
 echo "agents-setup: installed ${packages[*]} into $dir"

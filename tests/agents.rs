@@ -1,5 +1,6 @@
-//! Real coding agents through the gateway: OpenAI's Codex CLI (the Responses API) and
-//! Anthropic's Claude Code (the Messages API), at the versions `.ci/agents-setup.sh` pins
+//! Real coding agents through the gateway: OpenAI's Codex CLI (the Responses API),
+//! Anthropic's Claude Code (the Messages API) and opencode (either, by its provider), at the
+//! versions `.ci/agents-setup.sh` pins
 //! (installed from npm on first use), each run as users run it, pointed at the gateway in
 //! front of the mock upstream: once to an upstream of its own API, once translated to the
 //! other API (`upstreams[].api`), a tool call and its result included.
@@ -114,6 +115,53 @@ async fn claude(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Out
             .args(["--allowedTools", "Bash(echo:*)"])
             .output()
             .expect("run claude")
+    })
+    .await
+    .unwrap()
+}
+
+/// `opencode run PROMPT` with `model` (`provider/model`), its built-in `anthropic` (Messages
+/// API) and `openai` (Responses API) providers pointed at the gateway, in a fresh home and
+/// working directory; the mock asked (by header) for one `bash` call, which runs unasked.
+/// The provider lists the gateway's other models (a pattern's names are not in opencode's
+/// catalogue) as a user adds them.
+async fn opencode(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
+    let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let call = json!({"x-mock-tool-call":
+            r#"bash {"command": "echo portcullis-ran", "description": "Print a word"}"#});
+        let models = json!({"claude-sonnet-4-5": {"name": "Claude through the gateway"},
+                            "local-qwen3-coder": {"name": "A local model"}});
+        let provider = |key: &str| {
+            json!({"options": {"baseURL": format!("{gateway}/v1"), "apiKey": key, "headers": call},
+                   "models": models})
+        };
+        let config = json!({
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {"anthropic": provider("sk-ant-opencode-test"),
+                         "openai": provider("sk-opencode-test")},
+            "permission": {"bash": "allow"},
+            "autoupdate": false,
+            "share": "disabled",
+        });
+        std::fs::write(work.path().join("opencode.json"), config.to_string()).unwrap();
+        Command::new(dir.join("node_modules/.bin/opencode"))
+            .current_dir(work.path())
+            // opencode takes its project from `$PWD` (the test's own, else).
+            .env("PWD", work.path())
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+            .args(["run", "--model", &model, &prompt])
+            .output()
+            .expect("run opencode")
     })
     .await
     .unwrap()
@@ -255,6 +303,97 @@ async fn claude_code_works_through_the_gateway_and_translated_to_a_local_model()
         // Anthropic's own knobs, which OpenAI's API would refuse, stay behind.
         assert!(body.get("context_management").is_none(), "{body}");
         assert!(body.get("output_config").is_none(), "{body}");
+    }
+}
+
+/// Whether an Anthropic request carries a `tool_result` block answering one of the mock's
+/// calls.
+fn answers_the_mocks_tool_use(body: &Value) -> bool {
+    body["messages"].as_array().is_some_and(|messages| {
+        messages
+            .iter()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .any(|b| {
+                b["type"] == "tool_result"
+                    && b["tool_use_id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("toolu_mock_"))
+            })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_works_through_the_gateway_and_translated_both_ways() {
+    // opencode (the Vercel AI SDK underneath) as its users run it: its Anthropic provider on
+    // the Messages API, its OpenAI provider on the Responses API; each run makes a `bash`
+    // call, runs it and sends its output back up, then prints the model's answer.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+    // The command's output is shown on stderr, the model's answer on stdout.
+    let ran = |out: &Output| {
+        says(out, "Hello from mock");
+        let shown = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            shown.contains("portcullis-ran"),
+            "the call did not run:\n{shown}"
+        );
+    };
+
+    // Their own APIs.
+    ran(&opencode(
+        dir.clone(),
+        url.clone(),
+        "anthropic/claude-sonnet-4-5",
+        "run echo",
+    )
+    .await);
+    let sent = bodies(&mock, "/v1/messages");
+    assert!(sent.iter().any(answers_the_mocks_tool_use), "{sent:?}");
+    ran(&opencode(dir.clone(), url.clone(), "openai/gpt-5", "run echo").await);
+    let sent = bodies(&mock, "/v1/responses");
+    assert!(
+        sent.iter().any(|b| b["input"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i["type"] == "function_call_output"))),
+        "{sent:?}"
+    );
+    mock.clear();
+
+    // Responses -> Anthropic: the call's output reaches Claude as a tool_result.
+    ran(&opencode(
+        dir.clone(),
+        url.clone(),
+        "openai/claude-sonnet-4-5",
+        "run echo",
+    )
+    .await);
+    let sent: Vec<Value> = bodies(&mock, "/v1/messages")
+        .into_iter()
+        .filter(|b| b["model"] == "claude-sonnet-4-5")
+        .collect();
+    assert!(sent.len() >= 2, "the call, then its result: {sent:?}");
+    assert!(sent.iter().any(answers_the_mocks_tool_use), "{sent:?}");
+    // (opencode's title request goes to its small model, `gpt-*`: OpenAI's own upstream.)
+    assert!(
+        bodies(&mock, "/v1/responses")
+            .iter()
+            .all(|b| b["model"] != "claude-sonnet-4-5"),
+        "all of Claude's translated"
+    );
+
+    // Messages -> a local model's chat completions, and Responses -> the same.
+    for model in ["anthropic/local-qwen3-coder", "openai/local-qwen3-coder"] {
+        mock.clear();
+        ran(&opencode(dir.clone(), url.clone(), model, "run echo").await);
+        let sent = bodies(&mock, "/v1/chat/completions");
+        assert!(
+            sent.len() >= 2,
+            "{model}: the call, then its result: {sent:?}"
+        );
+        assert!(sent.iter().any(answers_the_mocks_call), "{model}: {sent:?}");
     }
 }
 

@@ -50,7 +50,9 @@
 //! `input_json_delta`, Responses `function_call` items with
 //! `response.function_call_arguments.delta`). A request scripts the same by itself with the
 //! header [`TOOL_CALL_HEADER`] (`x-mock-tool-call: read_file {"path": "a.txt"}`), which goes
-//! through a gateway untouched: an agent's loop is a client repeating that request.
+//! through a gateway untouched: an agent's loop is a client repeating that request. A
+//! request answering a call (its last turn a tool's result) is answered with text instead,
+//! so an agent that sends the header on every request makes one call and then finishes.
 //!
 //! Structured outputs: a request asking for JSON of a schema (chat `response_format`,
 //! Responses `text.format`, Anthropic `output_config.format` or `output_format`: type

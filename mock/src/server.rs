@@ -261,9 +261,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     let content = scripted.content.as_deref().unwrap_or(DEFAULT_CONTENT);
-    // Tool calls: the script's own, else the request's `x-mock-tool-call` headers.
+    // Tool calls: the script's own, else the request's `x-mock-tool-call` headers, unless the
+    // request answers a call (its last turn is a tool's result): an agent's loop then ends
+    // with the model's text, as it does with a real model.
     let tool_calls = if scripted.tool_calls.is_empty() {
-        match requested_tool_calls(&parts.headers) {
+        match requested_tool_calls(&parts.headers, &body) {
             Ok(calls) => calls,
             Err(message) => {
                 return respond(
@@ -324,7 +326,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 /// Reads a body frame by frame, counting its bytes and keeping only the first
 /// [`UPLOAD_RECORD_PREFIX`] of them: a large upload is never held in memory.
 /// The calls the request scripts with [`TOOL_CALL_HEADER`] headers, in order.
-fn requested_tool_calls(headers: &http::HeaderMap) -> Result<Vec<ToolCallSpec>, String> {
+fn requested_tool_calls(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Vec<ToolCallSpec>, String> {
+    if !headers.contains_key(TOOL_CALL_HEADER) || ends_with_tool_result(body) {
+        return Ok(Vec::new());
+    }
     headers
         .get_all(TOOL_CALL_HEADER)
         .iter()
@@ -334,6 +342,36 @@ fn requested_tool_calls(headers: &http::HeaderMap) -> Result<Vec<ToolCallSpec>, 
                 .and_then(ToolCallSpec::parse)
         })
         .collect()
+}
+
+/// Whether a model request's last turn is a tool's result: a chat `tool` (or legacy
+/// `function`) message, an Anthropic user message holding a `tool_result` block, a Responses
+/// `*_call_output` input item.
+fn ends_with_tool_result(body: &[u8]) -> bool {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let last = match (body.get("messages"), body.get("input")) {
+        (Some(serde_json::Value::Array(turns)), _) | (_, Some(serde_json::Value::Array(turns))) => {
+            turns.last()
+        }
+        _ => None,
+    };
+    let Some(last) = last else {
+        return false;
+    };
+    let role = last.get("role").and_then(serde_json::Value::as_str);
+    let kind = last.get("type").and_then(serde_json::Value::as_str);
+    matches!(role, Some("tool" | "function"))
+        || kind.is_some_and(|k| k.ends_with("_call_output"))
+        || last
+            .get("content")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|blocks| {
+                blocks.iter().any(|b| {
+                    b.get("type").and_then(serde_json::Value::as_str) == Some("tool_result")
+                })
+            })
 }
 
 async fn sink(mut body: Body) -> Result<(u64, Bytes), axum::Error> {

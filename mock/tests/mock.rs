@@ -733,6 +733,47 @@ async fn tool_calls_in_each_api_shape_plain_and_streamed() {
     }
 }
 
+/// A request answering a call (its last turn a tool's result) gets text even with the
+/// header: an agent that sends the header on every request stops after one call.
+#[tokio::test]
+async fn the_tool_call_header_is_not_obeyed_by_a_request_answering_a_call() {
+    let mock = MockUpstream::start().await.unwrap();
+    let call = [("x-mock-tool-call", r#"read_file {"path": "a"}"#)];
+    let results = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [
+                {"role": "user", "content": "read a"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                  "function": {"name": "read_file", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "text of a"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 64, "messages": [
+                {"role": "user", "content": "read a"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read_file", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "text of a"}]}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m", "input": [
+                {"role": "user", "content": "read a"},
+                {"type": "function_call", "call_id": "c1", "name": "read_file", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "text of a"}]}),
+        ),
+    ];
+    for (path, body) in results {
+        let v = json_of(post_with(&mock, path, body, &call).await).await;
+        let text = v.to_string();
+        assert!(!text.contains("read_file"), "{path}: {v}");
+        assert!(text.contains("Hello from mock"), "{path}: {v}");
+        // The user's turn last: the call.
+        let v = json_of(post_with(&mock, path, api_body(path, false), &call).await).await;
+        assert!(v.to_string().contains("read_file"), "{path}: {v}");
+    }
+}
+
 #[tokio::test]
 async fn a_bad_tool_call_header_is_a_400_that_says_why() {
     let mock = MockUpstream::start().await.unwrap();
