@@ -1,5 +1,6 @@
 //! Real coding agents through the gateway: OpenAI's Codex CLI (the Responses API),
-//! Anthropic's Claude Code (the Messages API) and opencode (either, by its provider), at the
+//! Anthropic's Claude Code (the Messages API), opencode (either, by its provider) and aider
+//! (chat completions or Messages, by litellm's provider), at the
 //! versions `.ci/agents-setup.sh` pins
 //! (installed from npm on first use), each run as users run it, pointed at the gateway in
 //! front of the mock upstream: once to an upstream of its own API, once translated to the
@@ -162,6 +163,56 @@ async fn opencode(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> O
             .args(["run", "--model", &model, &prompt])
             .output()
             .expect("run opencode")
+    })
+    .await
+    .unwrap()
+}
+
+/// `aider --message PROMPT FILE` with `model` (litellm's `provider/model`), the gateway as its
+/// OpenAI base URL and its Anthropic base URL, in a fresh home and working directory holding
+/// `FILE`; edits answered in aider's `whole` format (the file's new text in a fence). Returns
+/// aider's output and the file's text afterwards.
+async fn aider(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> (Output, String) {
+    let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let file = work.path().join("notes.txt");
+        std::fs::write(&file, "first draft\n").unwrap();
+        let out = Command::new(dir.join("aider/bin/aider"))
+            .current_dir(work.path())
+            .env("HOME", home.path())
+            .env("OPENAI_API_KEY", "sk-aider-test")
+            .env("ANTHROPIC_API_KEY", "sk-ant-aider-test")
+            .env("ANTHROPIC_API_BASE", &gateway)
+            // litellm's model list from its package, not from GitHub.
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env_remove("OPENAI_API_BASE")
+            .env_remove("OPENAI_BASE_URL")
+            .args(["--openai-api-base", &format!("{gateway}/v1")])
+            .args([
+                "--model",
+                &model,
+                "--edit-format",
+                "whole",
+                "--message",
+                &prompt,
+            ])
+            .args([
+                "--yes-always",
+                "--no-git",
+                "--no-check-update",
+                "--no-analytics",
+            ])
+            .args([
+                "--no-show-model-warnings",
+                "--no-show-release-notes",
+                "--no-pretty",
+            ])
+            .arg("notes.txt")
+            .output()
+            .expect("run aider");
+        (out, std::fs::read_to_string(file).unwrap())
     })
     .await
     .unwrap()
@@ -394,6 +445,44 @@ async fn opencode_works_through_the_gateway_and_translated_both_ways() {
             "{model}: the call, then its result: {sent:?}"
         );
         assert!(sent.iter().any(answers_the_mocks_call), "{model}: {sent:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aider_edits_a_file_through_the_gateway_and_translated_both_ways() {
+    // aider (Python; litellm underneath, streaming) on chat completions and on Anthropic's
+    // Messages API, each to its own API and translated to the other: the model's answer, in
+    // aider's `whole` edit format, comes back through the gateway and aider writes the file.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+    let runs = [
+        ("openai/gpt-4o", "/v1/chat/completions"),
+        ("anthropic/claude-sonnet-4-5", "/v1/messages"),
+        ("openai/claude-sonnet-4-5", "/v1/messages"),
+        ("anthropic/local-qwen3-coder", "/v1/chat/completions"),
+    ];
+    for (model, upstream_path) in runs {
+        mock.clear();
+        let text = format!("edited through {model}");
+        mock.push(MockResponse::ok().content(&format!("notes.txt\n```\n{text}\n```\n")));
+        let (out, file) = aider(dir.clone(), url.clone(), model, "rewrite the notes").await;
+        assert!(
+            out.status.success() && file.trim() == text,
+            "{model}: the file holds {file:?} ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent = bodies(&mock, upstream_path);
+        assert_eq!(sent.len(), 1, "{model}: {:?}", mock.requests());
+        assert_eq!(sent[0]["stream"], true, "{model}: aider streams");
+        assert!(
+            sent[0].to_string().contains("first draft"),
+            "{model}: {}",
+            sent[0]
+        );
     }
 }
 
