@@ -263,6 +263,21 @@ async fn codex_works_through_the_gateway_and_translated_to_anthropic_and_a_local
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0]["client_metadata"].is_object(), "{}", sent[0]);
 
+    // A stream the upstream breaks off after its first events: the gateway ends it with
+    // `response.failed` and the error event, and Codex reports the gateway's reason (with the
+    // error event alone it said "stream closed before response.completed").
+    mock.push(MockResponse::ok().abort_after(2));
+    let out = codex(dir.clone(), url.clone(), "gpt-5", "say hi").await;
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && shown.contains("the upstream's stream broke off"),
+        "{shown}"
+    );
+
     // To Anthropic's API, with a tool call: the model (the mock, in Anthropic's shape) asks
     // for a shell command; Codex gets it as a Responses function call, runs it (or reports
     // why it could not) and sends the result, which reaches the upstream as a tool_result.

@@ -22,6 +22,12 @@ use crate::api::Api;
 /// Messages `event: error` with `{"type":"error","error":{"type","message"}}`; Responses
 /// `event: error` with `{"type":"error","code","message","param":null}`. `kind` is the error
 /// type the client's SDK reads (`api_error`, `invalid_request_error`, ...).
+///
+/// On Responses the error event comes after a `response.failed` event carrying the same code
+/// and message (`response.status` `failed`, `response.error`), as OpenAI ends a response that
+/// fails: clients that act on the response's status read the reason there (Codex reports
+/// "stream closed before response.completed" for a stream that ends with the error event
+/// alone), and the error event is still the last.
 pub fn error_event(api: Api, code: &str, kind: &str, message: &str) -> Bytes {
     let text = match api {
         Api::ChatCompletions => format!(
@@ -33,7 +39,10 @@ pub fn error_event(api: Api, code: &str, kind: &str, message: &str) -> Bytes {
             serde_json::json!({ "type": "error", "error": { "type": kind, "message": message } })
         ),
         Api::Responses => format!(
-            "event: error\ndata: {}\n\n",
+            "event: response.failed\ndata: {}\n\nevent: error\ndata: {}\n\n",
+            serde_json::json!({ "type": "response.failed", "response": {
+                "object": "response", "status": "failed", "output": [],
+                "error": { "code": code, "message": message } } }),
             serde_json::json!({ "type": "error", "code": code, "message": message, "param": null })
         ),
     };
@@ -268,9 +277,17 @@ mod tests {
             serde_json::json!({"type": "error", "error": {"type": "k", "message": "m"}})
         );
         let resp = error_event(Api::Responses, "c", "k", "m");
-        assert!(resp.starts_with(b"event: error\n"));
+        let text = std::str::from_utf8(&resp).unwrap();
+        let (failed, error) = text.split_once("\n\n").unwrap();
+        assert!(failed.starts_with("event: response.failed\n"), "{text}");
         assert_eq!(
-            data(&resp),
+            data(&Bytes::from(format!("{failed}\n\n"))),
+            serde_json::json!({"type": "response.failed", "response": {"object": "response",
+                "status": "failed", "output": [], "error": {"code": "c", "message": "m"}}})
+        );
+        assert!(error.starts_with("event: error\n"), "{text}");
+        assert_eq!(
+            data(&Bytes::from(error.to_owned())),
             serde_json::json!({"type": "error", "code": "c", "message": "m", "param": null})
         );
     }

@@ -327,9 +327,19 @@ mod tests {
         );
         let msgs = Api::Messages.error_event("loop_detected", "api_error", "m");
         assert!(msgs.starts_with(b"event: error\ndata: {\""));
+        // Responses: `response.failed`, then the error event, last.
         let resp = Api::Responses.error_event("loop_detected", "api_error", "m");
-        let json: serde_json::Value =
-            serde_json::from_slice(&resp[b"event: error\ndata: ".len()..]).unwrap();
+        assert!(resp.starts_with(b"event: response.failed\n"));
+        let last = std::str::from_utf8(&resp)
+            .unwrap()
+            .trim_end()
+            .rsplit("\n\n")
+            .next();
+        let json: serde_json::Value = serde_json::from_str(
+            last.and_then(|e| e.strip_prefix("event: error\ndata: "))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(json["type"], "error");
         assert_eq!(json["code"], "loop_detected");
     }

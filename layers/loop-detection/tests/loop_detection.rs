@@ -263,8 +263,10 @@ async fn a_looping_stream_ends_with_one_error_event_in_each_shape() {
 
 fn shape_error_len(body: &[u8]) -> usize {
     let text = std::str::from_utf8(body).unwrap();
+    // Responses: `response.failed`, then the error event.
     let start = text
-        .rfind("event: error")
+        .rfind("event: response.failed")
+        .or_else(|| text.rfind("event: error"))
         .or_else(|| text.rfind("data: {\"error\""))
         .unwrap();
     text.len() - start

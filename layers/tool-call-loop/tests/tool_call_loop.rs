@@ -202,6 +202,10 @@ async fn block_ends_a_stream_with_an_error_event_in_each_shape() {
             body.rfind("\n\n")
                 .map_or(0, |i| body[..i].rfind("\n\n").map_or(0, |j| j + 2)),
         );
+        // Responses: `response.failed` comes before the error event.
+        let before = before
+            .rfind("event: response.failed")
+            .map_or(before, |i| &before[..i]);
         assert!(
             stream.starts_with(before),
             "{shape:?}: whole events, then the error"
@@ -222,6 +226,7 @@ async fn block_ends_a_stream_with_an_error_event_in_each_shape() {
             Shape::Chat => assert_eq!(data["error"]["code"], "tool_call_loop"),
             Shape::Responses => {
                 assert!(error.starts_with("event: error\n"));
+                assert!(body.contains("event: response.failed\n"), "{body}");
                 assert_eq!(data["code"], "tool_call_loop");
             }
             Shape::Messages => {

@@ -1318,10 +1318,11 @@ impl ResponsesEncoder {
     }
 
     fn response(&self, status: &str, usage: Option<Usage>, incomplete: Option<&str>) -> Value {
-        let output: Vec<Value> = if status == "in_progress" {
-            Vec::new()
-        } else {
-            self.items.iter().map(|i| i.json("completed")).collect()
+        let output: Vec<Value> = match status {
+            "in_progress" => Vec::new(),
+            // The items a failed answer had begun were cut short.
+            "failed" => self.items.iter().map(|i| i.json("incomplete")).collect(),
+            _ => self.items.iter().map(|i| i.json("completed")).collect(),
         };
         let mut v = json!({"id":self.id,"object":"response","created_at":self.created,
             "status":status,"model":self.model,"output":output,"error":null,
@@ -1626,6 +1627,11 @@ impl ResponsesEncoder {
                 code,
             } => {
                 let code = code.unwrap_or(openai_kind(kind).1);
+                // As OpenAI ends a failed response: `response.failed` with the reason (what
+                // Codex reports), then the error event, last (`portcullis_core::sse`).
+                let mut failed = self.response("failed", None, None);
+                failed["error"] = json!({"code": code, "message": message});
+                self.emit(out, "response.failed", json!({ "response": failed }));
                 self.emit(
                     out,
                     "error",
