@@ -220,8 +220,13 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             threads,
         })
         .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
-        // WebSocket handshakes use the same client's TLS roots and timeouts.
-        sockets.push((u.name.clone(), client.clone()));
+        // WebSocket handshakes use the same client's TLS roots and timeouts (a translated
+        // upstream's are refused: the bytes of a socket cannot be translated).
+        sockets.push(crate::upstream::websocket::SocketUpstream {
+            name: u.name.clone(),
+            client: client.clone(),
+            translated: u.api != portcullis_translate::Api::Any,
+        });
         // The running jars (a reload) hold newer cookies than the file; else the saved jars of
         // this upstream's scope, bounded, else empty ones.
         let jars = u

@@ -97,6 +97,29 @@ async fn codex(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Outp
     .unwrap()
 }
 
+/// `codex exec PROMPT` with `model` and Codex's own OpenAI provider pointed at the gateway
+/// (`openai_base_url`), as most users set it up: that provider opens a WebSocket on
+/// `/v1/responses` first, the model in its first message, not in the URL.
+async fn codex_builtin(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
+    let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        Command::new(dir.join("node_modules/.bin/codex"))
+            .current_dir(work.path())
+            .env("CODEX_HOME", home.path())
+            .env("OPENAI_API_KEY", "sk-codex-test")
+            .env_remove("OPENAI_BASE_URL")
+            .args(["exec", "--skip-git-repo-check", "-c"])
+            .arg(format!("openai_base_url=\"{gateway}/v1\""))
+            .args(["-c", &format!("model=\"{model}\""), &prompt])
+            .output()
+            .expect("run codex")
+    })
+    .await
+    .unwrap()
+}
+
 /// `claude -p PROMPT` with `model`, its base URL the gateway, in a fresh home and working
 /// directory; `echo` allowed without asking.
 async fn claude(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
@@ -332,6 +355,46 @@ async fn codex_works_through_the_gateway_and_translated_to_anthropic_and_a_local
         sent[1]
     );
     assert!(sent[1].get("client_metadata").is_none(), "{}", sent[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
+    // Codex's built-in provider tries a WebSocket first. The gateway cannot route it by
+    // model (the model is in the socket's first message) while some upstream is translated,
+    // so it answers 426 and Codex sends the same request over HTTP at once, where it is
+    // routed by its body's model and translated.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+    for (model, upstream_path) in [
+        ("claude-sonnet-4-5", "/v1/messages"),
+        ("gpt-5", "/v1/responses"),
+    ] {
+        mock.clear();
+        let out = codex_builtin(dir.clone(), url.clone(), model, "say hi").await;
+        says(&out, "Hello from mock");
+        // One socket attempt, then HTTP: no reconnecting (a 404 costs several, with backoff).
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr
+                .matches("failed to connect to Responses WebSocket")
+                .count(),
+            1,
+            "{model}: {stderr}"
+        );
+        assert!(!stderr.contains("Reconnecting"), "{model}: {stderr}");
+        let sent = mock.requests();
+        assert!(
+            sent.iter()
+                .all(|r| r.method == http::Method::POST && r.path.starts_with(upstream_path)),
+            "{model}: only the HTTP requests went upstream: {:?}",
+            sent.iter()
+                .map(|r| (&r.method, &r.path))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(bodies(&mock, upstream_path).len(), 1, "{model}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

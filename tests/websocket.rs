@@ -306,6 +306,65 @@ upstream = "realtime"
     assert_eq!(realtime.request_count(), 1);
 }
 
+/// A Responses socket the gateway would have to translate, or could not route by its model,
+/// is a `426` (the client sends the request over HTTP instead); what it can route goes
+/// through as before, and `/v1/realtime` keeps its 404.
+#[tokio::test]
+async fn responses_sockets_that_would_need_translation_are_told_to_use_http() {
+    let mock = MockUpstream::start().await.unwrap();
+    let url = mock.url();
+    let with_star = format!(
+        r#"[[upstreams]]
+name = "openai"
+base_url = "{url}"
+[[upstreams]]
+name = "anthropic"
+base_url = "{url}"
+api = "anthropic"
+[[models]]
+name = "claude-*"
+upstream = "anthropic"
+[[models]]
+name = "*"
+upstream = "openai"
+"#
+    );
+    let gw = TestGateway::start(&with_star).await;
+    let told = |status: u16, body: &str| {
+        assert_eq!(status, 426, "{body}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "websocket_unavailable", "{body}");
+        assert!(body.contains("POST /v1/responses"), "{body}");
+    };
+    // A translated model, and no model at all (Codex's socket: the model comes in its first
+    // message, which might be a translated one).
+    let (status, body) = refused(&gw, "/v1/responses?model=claude-sonnet-4-5", &[]).await;
+    told(status, &body);
+    assert!(body.contains("anthropic"), "{body}");
+    let (status, body) = refused(&gw, "/v1/responses", &[]).await;
+    told(status, &body);
+    // A model of an upstream of any API: the socket as before.
+    let (_ws, resp) = open(&gw, "/v1/responses?model=gpt-5", &[]).await;
+    assert_eq!(resp.status(), 101);
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "only the routable socket went upstream"
+    );
+
+    // No translation anywhere: a model-less socket goes to `*`; with no `*`, a 426 too.
+    let plain = format!("[[upstreams]]\nname = \"openai\"\nbase_url = \"{url}\"\n[[models]]\nname = \"*\"\nupstream = \"openai\"\n");
+    let gw = TestGateway::start(&plain).await;
+    let (_ws, resp) = open(&gw, "/v1/responses", &[]).await;
+    assert_eq!(resp.status(), 101);
+    let no_star = format!("[[upstreams]]\nname = \"openai\"\nbase_url = \"{url}\"\n[[models]]\nname = \"gpt-*\"\nupstream = \"openai\"\n");
+    let gw = TestGateway::start(&no_star).await;
+    let (status, body) = refused(&gw, "/v1/responses", &[]).await;
+    told(status, &body);
+    let (status, _) = refused(&gw, "/v1/realtime", &[]).await;
+    assert_eq!(status, 404);
+}
+
 #[tokio::test]
 async fn an_upstream_refusing_the_upgrade_answers_with_its_status() {
     let mock = MockUpstream::start().await.unwrap();

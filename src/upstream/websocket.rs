@@ -7,6 +7,17 @@
 //! have switched protocols the bytes are copied both ways until either side closes. Any other
 //! answer goes back as a normal HTTP response.
 //!
+//! # When the gateway answers `426 Upgrade Required`
+//!
+//! A socket on `/v1/responses` whose requests the gateway would have to translate (its model
+//! is served by an upstream with `api` other than `any`), or whose model it cannot know (no
+//! `model` in the query, as Codex connects: the model comes in the first message) while some
+//! upstream is translated or no `*` model takes it, is answered `426` with an error saying so:
+//! the Responses API's clients then send the same request over HTTP (Codex falls back to
+//! HTTPS at once on a 426, where a 404 costs it several retries and a 400 fails the turn),
+//! and over HTTP the body's model routes it, translated where needed. `/v1/realtime` has no
+//! HTTP form and keeps its 404.
+//!
 //! # Why bytes and not frames
 //!
 //! The gateway has nothing to do inside a socket: copying the raw bytes keeps pings, close
@@ -14,7 +25,7 @@
 //! and the upstream, and needs no WebSocket implementation in the gateway.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     fmt,
     future::Future,
@@ -171,6 +182,19 @@ pub struct WebSocketProxy {
 struct ProxyInner {
     router: ModelRouter,
     clients: HashMap<String, UpstreamClient>,
+    /// The upstreams whose `api` is not `any`: a socket to them is refused with `426`.
+    translated: HashSet<String>,
+}
+
+/// One upstream as the socket proxy sees it.
+#[derive(Debug, Clone)]
+pub struct SocketUpstream {
+    /// The upstream's name.
+    pub name: String,
+    /// Its client (TLS roots, timeouts).
+    pub client: UpstreamClient,
+    /// Whether requests to it are translated (`api` other than `any`).
+    pub translated: bool,
 }
 
 impl fmt::Debug for WebSocketProxy {
@@ -184,14 +208,20 @@ impl fmt::Debug for WebSocketProxy {
 impl WebSocketProxy {
     /// Route with `router`'s models; connect with each upstream's own client (its TLS roots
     /// and timeouts), by upstream name.
-    pub fn new(
-        router: ModelRouter,
-        clients: impl IntoIterator<Item = (String, UpstreamClient)>,
-    ) -> Self {
+    pub fn new(router: ModelRouter, upstreams: impl IntoIterator<Item = SocketUpstream>) -> Self {
+        let mut clients = HashMap::new();
+        let mut translated = HashSet::new();
+        for u in upstreams {
+            if u.translated {
+                translated.insert(u.name.clone());
+            }
+            clients.insert(u.name, u.client);
+        }
         Self {
             inner: Arc::new(ProxyInner {
                 router,
-                clients: clients.into_iter().collect(),
+                clients,
+                translated,
             }),
         }
     }
@@ -261,6 +291,36 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
         // No model named: the catch-all's upstream (`*` is matched by `*` alone).
         None => inner.router.resolve("*").filter(|r| r.name == "*"),
     };
+    // The Responses API over HTTP instead (module docs): a model the gateway translates for,
+    // or one it cannot know while it might.
+    if parts.uri.path() == "/v1/responses" {
+        let why = match (&requested, &route) {
+            (Some(m), Some(r)) if inner.translated.contains(&r.upstream) => Some(format!(
+                "model {m:?} is served by upstream {:?}, whose API the gateway translates to: \
+                 send the request over HTTP (POST /v1/responses)",
+                r.upstream
+            )),
+            (None, _) if !inner.translated.is_empty() => Some(
+                "this gateway translates some models' requests and a socket with no model in \
+                 its query (?model=...) cannot be routed by the model of its messages: send the \
+                 request over HTTP (POST /v1/responses)"
+                    .to_owned(),
+            ),
+            (None, None) => Some(
+                "no model in the query (?model=...) and no \"*\" model to take it: send the \
+                 request over HTTP (POST /v1/responses), whose body names the model"
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        if let Some(message) = why {
+            return Err(Refused::boxed(SocketRefused {
+                status: StatusCode::UPGRADE_REQUIRED,
+                code: "websocket_unavailable",
+                message,
+            }));
+        }
+    }
     let not_found = |message: String| {
         Refused::boxed(SocketRefused {
             status: StatusCode::NOT_FOUND,
