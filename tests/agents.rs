@@ -101,7 +101,19 @@ async fn codex(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Outp
 /// (`openai_base_url`), as most users set it up: that provider opens a WebSocket on
 /// `/v1/responses` first, the model in its first message, not in the URL.
 async fn codex_builtin(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
+    codex_builtin_with(dir, gateway, model, prompt, &[]).await
+}
+
+/// [`codex_builtin`] with more `-c` settings.
+async fn codex_builtin_with(
+    dir: PathBuf,
+    gateway: String,
+    model: &str,
+    prompt: &str,
+    settings: &[&str],
+) -> Output {
     let (model, prompt) = (model.to_owned(), prompt.to_owned());
+    let settings: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
@@ -112,6 +124,7 @@ async fn codex_builtin(dir: PathBuf, gateway: String, model: &str, prompt: &str)
             .env_remove("OPENAI_BASE_URL")
             .args(["exec", "--skip-git-repo-check", "-c"])
             .arg(format!("openai_base_url=\"{gateway}/v1\""))
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .args(["-c", &format!("model=\"{model}\""), &prompt])
             .output()
             .expect("run codex")
@@ -395,6 +408,49 @@ async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
         );
         assert_eq!(bodies(&mock, upstream_path).len(), 1, "{model}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_compacts_a_translated_session_through_the_gateway() {
+    // Codex's own OpenAI provider compacts a long session with `POST /v1/responses/compact`
+    // (OpenAI's endpoint), whatever the model. To Claude the gateway answers it: the model
+    // writes the summary (a translated request), and Codex goes on from the compacted history.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    let url = format!("http://{}", gw.addr);
+    // A call, so the turn goes on after the first answer: Codex, past its (tiny) limit,
+    // compacts before it sends the call's output.
+    mock.push(MockResponse::ok().tool_call("exec_command", json!({"cmd": "echo portcullis"})));
+    let out = codex_builtin_with(
+        dir,
+        url,
+        "claude-sonnet-4-5",
+        "run echo portcullis",
+        &["model_auto_compact_token_limit=1000"],
+    )
+    .await;
+    says(&out, "Hello from mock");
+    let sent = bodies(&mock, "/v1/messages");
+    let asks: Vec<&Value> = sent
+        .iter()
+        .filter(|b| b["tool_choice"]["type"] == "none")
+        .collect();
+    assert_eq!(asks.len(), 1, "one summary asked of the model: {sent:?}");
+    let last = asks[0]["messages"].as_array().unwrap().last().unwrap();
+    assert!(last.to_string().contains("compacted"), "{last}");
+    // After it, Codex's next request holds the summary instead of the earlier turns.
+    let after = sent
+        .iter()
+        .skip_while(|b| b["tool_choice"]["type"] != "none")
+        .nth(1)
+        .unwrap_or_else(|| panic!("Codex went on after compacting: {sent:?}"));
+    assert!(
+        after
+            .to_string()
+            .contains("Summary of the earlier part of this conversation"),
+        "{after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

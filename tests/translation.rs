@@ -94,7 +94,7 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         gw,
     ) = two_apis().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_translation.py");
-    scripts::run_checks(python, script, format!("http://{}", gw.addr), 20).await;
+    scripts::run_checks(python, script, format!("http://{}", gw.addr), 21).await;
     // Each upstream saw only its own API: the local model no token counts (the gateway
     // estimates them), Anthropic one, Responses' `input_tokens` translated.
     let anth_paths: Vec<String> = anth.requests().into_iter().map(|r| r.path).collect();
@@ -117,6 +117,15 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
         .iter()
         .all(|r| r.path.ends_with("/v1/chat/completions")));
     assert!(anth.request_count() >= 5 && local.request_count() >= 3);
+    // A compaction item the gateway made went back up as the summary it holds.
+    for upstream in [&anth, &local] {
+        assert!(
+            upstream.requests().iter().any(|r| r
+                .json()
+                .is_some_and(|b| b.to_string().contains("Summary of the earlier part"))),
+            "no compaction summary went up"
+        );
+    }
     // The custom tool went up as a function of one string; its call and output came back
     // as Anthropic's tool_use and tool_result.
     let bodies: Vec<serde_json::Value> = anth.requests().iter().filter_map(|r| r.json()).collect();

@@ -394,6 +394,32 @@ def _():
     assert r.input_tokens == 8, r
 
 
+@check("openai responses compaction -> anthropic and chat upstreams: compact(), the trigger, and the item carried")
+def _():
+    history = [{"role": "user", "content": "fix the failing test"},
+               {"type": "message", "role": "assistant",
+                "content": [{"type": "output_text", "text": "I ran the tests; test_a fails."}]}]
+    for model in ["claude-sonnet-4-5", "local-llama"]:
+        # The endpoint: every user message, then one compaction item (the model's summary).
+        c = oa.responses.compact(model=model, input=history)
+        assert c.object == "response.compaction", c
+        assert [o.type for o in c.output] == ["message", "compaction"], c.output
+        assert c.output[0].role == "user", c.output[0]
+        item = c.output[1]
+        assert item.id.startswith("cmp_") and item.encrypted_content, item
+        # The trigger on an ordinary streamed request: one compaction item.
+        with oa.responses.stream(model=model, input=history + [{"type": "compaction_trigger"}]) as s:
+            events = list(s)
+            final = s.get_final_response()
+        done = [e.item for e in events if e.type == "response.output_item.done"]
+        assert [d.type for d in done] == ["compaction"], done
+        assert [o.type for o in final.output] == ["compaction"], final.output
+        # The compacted history goes on: the item is read back as the summary.
+        r = oa.responses.create(model=model, input=[o.to_dict() for o in c.output] +
+                                [{"role": "user", "content": "go on"}])
+        assert r.output_text, r
+
+
 failed = sum(1 for _, e in results if e)
 print(f"{len(results) - failed} passed, {failed} failed")
 raise SystemExit(1 if failed else 0)

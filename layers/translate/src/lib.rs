@@ -64,6 +64,7 @@
 
 mod api;
 mod body;
+mod compact;
 mod config;
 pub mod count;
 pub mod custom;

@@ -1692,6 +1692,19 @@ fn responses_to_chat_for(req: ResponsesRequest, t: Format) -> Result<ChatRequest
                     _ => {}
                 }
             }
+            // A compaction made here goes up as the summary it holds; OpenAI's own (a
+            // session that moved from an OpenAI model) is encrypted for its models: left out.
+            InputItem::Other(map)
+                if map.get("type").and_then(Value::as_str) == Some("compaction") =>
+            {
+                let summary = map.get("encrypted_content").and_then(Value::as_str);
+                if let Some(text) = crate::compact::carried(summary) {
+                    msgs.push(ChatMessage::User {
+                        content: ChatContent::Text(text),
+                        name: None,
+                    });
+                }
+            }
             InputItem::Other(map) => {
                 let kind = map.get("type").and_then(Value::as_str).unwrap_or("(none)");
                 return Err(TranslateError::unsupported(

@@ -60,6 +60,9 @@ pub enum Route {
     /// A stored Responses answer of this layer's (see [`crate::store`]): `GET` or `DELETE
     /// /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
     Stored,
+    /// `POST /v1/responses/compact` (Codex's remote compaction), which no translated API
+    /// has: the model, asked in this format, writes the summary (see [`crate::compact`]).
+    Compact(Format),
     /// Refuse it.
     Refuse(TranslateError),
 }
@@ -78,6 +81,8 @@ pub enum Route {
 ///   `/v1/chat/completions/*` (stored objects): Anthropic has none of them.
 /// - `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`, for an
 ///   `openai` or `anthropic` upstream: answered from the layer's store ([`Route::Stored`]).
+/// - `POST /v1/responses/compact`, for an `openai` or `anthropic` upstream: the summary is
+///   the model's, asked for by a translated request ([`Route::Compact`]).
 /// - An `openai` upstream refuses the rest of `/v1/messages/*` (batches) and
 ///   `/v1/responses/*` (background responses' `cancel`).
 /// - Any other path passes (`/v1/models`, `/v1/files`, ...).
@@ -103,6 +108,11 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
     }
     if stored_path(method, path).is_some() {
         return Route::Stored;
+    }
+    if method == Method::POST && path == "/v1/responses/compact" {
+        if let Some(t) = Format::Responses.target(api) {
+            return Route::Compact(t);
+        }
     }
     let refused: &[&str] = match api {
         Api::Anthropic => &[
@@ -240,6 +250,19 @@ where
                     ),
                 }
             }
+            Route::Compact(upstream) => {
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let limit = self.max_body_bytes;
+                let store = self.store.clone();
+                ResponseFuture {
+                    inner: Box::pin(async move {
+                        compacted(inner, req, upstream, limit, store)
+                            .await
+                            .map_err(refusal)
+                    }),
+                }
+            }
             Route::Translate(client, upstream) | Route::Count(client, upstream) => {
                 let count = matches!(route, Route::Count(..));
                 // The readied service serves this call; the clone waits for the next.
@@ -370,6 +393,15 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let mut bytes = collect_limited(body, limit).await?;
+    // A compaction request (its last item a `compaction_trigger`): the model is asked for
+    // the summary, which comes back as a `compaction` item (`crate::compact`).
+    let compaction = match client {
+        Format::Responses if !count => crate::compact::trigger_request(&bytes)?,
+        _ => None,
+    };
+    if let Some(ask) = &compaction {
+        bytes = ask.body.clone();
+    }
     // The Responses API's stored state, kept here for an upstream that has none.
     let mut pending = None;
     if client == Format::Responses && !count {
@@ -397,7 +429,84 @@ where
         .call(Request::from_parts(parts, B::from(out)))
         .await
         .map_err(Into::into)?;
-    translate_answer(resp, &plan, pending).await
+    let resp = translate_answer(resp, &plan, pending).await?;
+    match compaction {
+        Some(ask) => {
+            summarized(resp, limit, |answer| {
+                crate::compact::trigger_answer(answer, ask.stream)
+            })
+            .await
+        }
+        None => Ok(resp),
+    }
+}
+
+/// `POST /v1/responses/compact` to an upstream speaking `upstream` ([`crate::compact`]): the
+/// conversation and a request for its summary go as a translated Responses request; a 2xx
+/// answer becomes the compacted history, any other goes back as it came (in the Responses
+/// shape).
+async fn compacted<S, B, RB>(
+    inner: S,
+    req: Request<B>,
+    upstream: Format,
+    limit: usize,
+    store: ResponseStore,
+) -> Result<Response<TranslateBody<RB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let ask = crate::compact::compact_request(&collect_limited(body, limit).await?)?;
+    let req = Request::from_parts(parts, B::from(ask.body));
+    let resp = translated(
+        inner,
+        req,
+        (Format::Responses, upstream),
+        false,
+        limit,
+        store,
+    )
+    .await?;
+    let kept = ask.kept;
+    summarized(resp, limit, |answer| {
+        Ok((crate::compact::compact_answer(answer, kept)?, false))
+    })
+    .await
+}
+
+/// A 2xx summary answer (unstreamed, in the Responses shape) rewritten by `write` into the
+/// body to send (and whether it is a stream); any other answer as it came.
+async fn summarized<RB>(
+    resp: Response<TranslateBody<RB>>,
+    limit: usize,
+    write: impl FnOnce(&[u8]) -> Result<(Bytes, bool), TranslateError>,
+) -> Result<Response<TranslateBody<RB>>, BoxError>
+where
+    RB: Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    if !resp.status().is_success() {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let (out, stream) = write(&collect_limited(body, limit).await?)?;
+    let content_type = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(parts, TranslateBody::full(out)))
 }
 
 /// The same URI with another endpoint (any base path before it kept); the query is dropped

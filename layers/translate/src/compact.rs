@@ -1,0 +1,410 @@
+//! Compaction of a Responses conversation, for an upstream the gateway translates for.
+//!
+//! OpenAI compacts a long conversation into a `compaction` item (opaque, encrypted for its
+//! models) that stands for everything but the user's messages. Codex asks for it on its own
+//! OpenAI provider (a gateway set as `openai_base_url`) whatever the model, in one of two
+//! forms: an ordinary `POST /v1/responses` whose last input item is `{"type":
+//! "compaction_trigger"}`, answered with exactly one `compaction` output item (what Codex
+//! 0.171 sends), or the older `POST /v1/responses/compact`, answered with the compacted list
+//! of items in one JSON body. To a translated upstream either would be a 400 or a 404, and
+//! the session could not go on.
+//!
+//! Here the model itself writes the compaction: the conversation goes to the upstream as an
+//! ordinary request (translated like any other, `tool_choice: "none"`, unstreamed, nothing
+//! stored) with one more user message asking for a summary to continue from, and the
+//! summary comes back as a `compaction` item whose `encrypted_content` is the summary behind
+//! a marker ([`ITEM_PREFIX`]). When that item comes back in a later request's input, the
+//! request translator turns it into a user message holding the summary ([`carried`]); a
+//! `compaction` item of OpenAI's own (from a session that moved from an OpenAI model) cannot
+//! be read by another model and is left out.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::{api::Format, error::TranslateError};
+
+/// The request for the summary, as the last user message of the conversation.
+const PROMPT: &str = "The conversation above is about to be compacted: everything before this \
+message will be replaced by what you write now, and work will continue from it. Write that \
+summary for whoever continues the task (you, without the earlier turns): the user's goal and \
+constraints, what has been done so far (files read and changed, commands run and what they \
+showed), decisions taken and why, what is still open or failing, and the precise next steps. \
+Keep every name, path, value and error message needed to go on; leave out what is not. Do \
+not call tools; answer with the summary only.";
+
+/// The first line of the summary when it goes back to a model.
+const SUMMARY_HEAD: &str = "Summary of the earlier part of this conversation, written when \
+its context was compacted (the turns it covers are no longer in the history):";
+
+/// How a `compaction` item made here begins (`encrypted_content`): the summary follows.
+pub(crate) const ITEM_PREFIX: &str = "portcullis-summary-v1:";
+
+/// The body-signal form's marker, as it appears in a body (a cheap test before parsing).
+pub(crate) const TRIGGER: &[u8] = b"\"compaction_trigger\"";
+
+fn invalid(message: impl Into<String>) -> TranslateError {
+    TranslateError::InvalidRequest {
+        format: Format::Responses,
+        message: message.into(),
+    }
+}
+
+fn bad_answer(message: &str) -> TranslateError {
+    TranslateError::InvalidUpstream {
+        format: Format::Responses,
+        message: message.to_owned(),
+    }
+}
+
+/// What a compaction request becomes.
+#[derive(Debug)]
+pub(crate) struct Ask {
+    /// The Responses request asking the model for the summary.
+    pub(crate) body: Bytes,
+    /// The user messages of the conversation, as sent (the compacted history keeps them).
+    pub(crate) kept: Vec<Value>,
+    /// Whether the client asked for a stream.
+    pub(crate) stream: bool,
+}
+
+/// A body-signal compaction request (a Responses request whose last input item is a
+/// `compaction_trigger`) as the request for the summary; `None` for any other request.
+pub(crate) fn trigger_request(body: &[u8]) -> Result<Option<Ask>, TranslateError> {
+    if memchr::memmem::find(body, TRIGGER).is_none() {
+        return Ok(None);
+    }
+    let req: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let last_is_trigger = req
+        .get("input")
+        .and_then(Value::as_array)
+        .and_then(|items| items.last())
+        .and_then(|item| item.get("type"))
+        .and_then(Value::as_str)
+        == Some("compaction_trigger");
+    if !last_is_trigger {
+        return Ok(None);
+    }
+    summary_request(req).map(Some)
+}
+
+/// The `POST /v1/responses/compact` request `body` as the request for the summary.
+pub(crate) fn compact_request(body: &[u8]) -> Result<Ask, TranslateError> {
+    let req: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    summary_request(req)
+}
+
+fn summary_request(mut req: Map<String, Value>) -> Result<Ask, TranslateError> {
+    let mut input = match req.remove("input") {
+        Some(Value::Array(items)) => items,
+        Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
+        Some(_) => return Err(invalid("input: must be a string or an array of items")),
+        None => return Err(invalid("input: missing")),
+    };
+    input.retain(|i| i.get("type").and_then(Value::as_str) != Some("compaction_trigger"));
+    let kept = input
+        .iter()
+        .filter(|i| is_user_message(i))
+        .map(as_message_item)
+        .collect();
+    input.push(json!({"type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": PROMPT}]}));
+    req.insert("input".into(), Value::Array(input));
+    let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
+    // One plain answer, kept nowhere: the summary is what comes back.
+    req.insert("stream".into(), Value::Bool(false));
+    req.insert("store".into(), Value::Bool(false));
+    req.remove("stream_options");
+    req.remove("previous_response_id");
+    if req
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
+        // Offered (a history with calls needs their definitions), never called.
+        req.insert("tool_choice".into(), Value::String("none".into()));
+    }
+    // Not a format of the client's choosing: the summary is prose.
+    if let Some(Value::Object(text)) = req.get_mut("text") {
+        text.remove("format");
+    }
+    Ok(Ask {
+        body: Bytes::from(Value::Object(req).to_string()),
+        kept,
+        stream,
+    })
+}
+
+/// A message item of the user's (`{"role": "user", ...}`, with or without `"type":
+/// "message"`).
+fn is_user_message(item: &Value) -> bool {
+    item.get("role").and_then(Value::as_str) == Some("user")
+        && item
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(|t| t == "message")
+}
+
+/// A user message as OpenAI lists one: a `message` item, its text as an `input_text` part.
+fn as_message_item(message: &Value) -> Value {
+    let mut item = message.clone();
+    item["type"] = json!("message");
+    if let Some(Value::String(text)) = item.get("content") {
+        item["content"] = json!([{"type": "input_text", "text": text}]);
+    }
+    item
+}
+
+/// The summary a `compaction` item's `encrypted_content` carries, if the item was made here;
+/// as the text a model reads in its place.
+pub(crate) fn carried(encrypted_content: Option<&str>) -> Option<String> {
+    let summary = encrypted_content?.strip_prefix(ITEM_PREFIX)?;
+    Some(format!("{SUMMARY_HEAD}\n\n{summary}"))
+}
+
+/// The model's summary in the (translated) Responses `answer`.
+fn summary_of(answer: &Value) -> Result<String, TranslateError> {
+    let summary: String = answer
+        .get("output")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_answer("no output"))?
+        .iter()
+        .filter(|item| item.get("type").and_then(Value::as_str) == Some("message"))
+        .filter_map(|item| item.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|part| part.get("type").and_then(Value::as_str) == Some("output_text"))
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect();
+    if summary.trim().is_empty() {
+        return Err(bad_answer("the model wrote no summary"));
+    }
+    Ok(summary)
+}
+
+/// The `compaction` item holding `summary`, named after the response `id`.
+fn item(summary: &str, id: &str) -> Value {
+    let id = format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id));
+    json!({"type": "compaction", "id": id, "encrypted_content": format!("{ITEM_PREFIX}{summary}")})
+}
+
+/// The answer to a body-signal compaction request, from the upstream's (translated,
+/// unstreamed) Responses `answer`: the response with one `compaction` output item; as the
+/// events of a stream when the client asked for one (`true` with the body).
+pub(crate) fn trigger_answer(answer: &[u8], stream: bool) -> Result<(Bytes, bool), TranslateError> {
+    let mut response: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
+    let summary = summary_of(&response)?;
+    let id = response
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("resp_");
+    let item = item(&summary, id);
+    response["output"] = json!([item.clone()]);
+    response["status"] = json!("completed");
+    if !stream {
+        return Ok((Bytes::from(response.to_string()), false));
+    }
+    let mut started = response.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    started["usage"] = Value::Null;
+    let events = [
+        ("response.created", json!({"response": started})),
+        (
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        ),
+        (
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        ),
+        ("response.completed", json!({"response": response})),
+    ];
+    let mut out = String::new();
+    for (seq, (kind, mut data)) in events.into_iter().enumerate() {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(seq);
+        out.push_str(&format!("event: {kind}\ndata: {data}\n\n"));
+    }
+    Ok((Bytes::from(out), true))
+}
+
+/// The answer to `POST /v1/responses/compact`, from the upstream's (translated) Responses
+/// `answer`: the kept user messages, then the `compaction` item.
+pub(crate) fn compact_answer(answer: &[u8], kept: Vec<Value>) -> Result<Bytes, TranslateError> {
+    let answer: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
+    let summary = summary_of(&answer)?;
+    let id = answer.get("id").and_then(Value::as_str).unwrap_or("resp_");
+    let mut output = kept;
+    output.push(item(&summary, id));
+    let body = json!({
+        "id": format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id)),
+        "object": "response.compaction",
+        "created_at": answer.get("created_at").cloned().unwrap_or(Value::Null),
+        "output": output,
+        "usage": answer.get("usage").cloned().unwrap_or(Value::Null),
+    });
+    Ok(Bytes::from(body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation() -> Value {
+        json!({
+            "model": "claude-sonnet-4-5", "instructions": "be brief", "stream": true,
+            "tools": [{"type": "function", "name": "shell", "parameters": {}}],
+            "text": {"format": {"type": "json_object"}, "verbosity": "low"},
+            "input": [
+                {"type": "message", "role": "developer", "content": "rules"},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "fix it"}]},
+                {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+                {"role": "user", "content": "and test it"},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]},
+                {"type": "compaction_trigger"},
+            ],
+        })
+    }
+
+    #[test]
+    fn a_trigger_becomes_the_ask_for_a_summary() {
+        let body = conversation();
+        let ask = trigger_request(body.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert!(ask.stream);
+        let req: Value = serde_json::from_slice(&ask.body).unwrap();
+        assert_eq!(
+            (&req["stream"], &req["store"]),
+            (&json!(false), &json!(false))
+        );
+        assert_eq!(req["tool_choice"], "none");
+        assert_eq!(req["instructions"], "be brief");
+        assert_eq!(req["text"], json!({"verbosity": "low"}));
+        let input = req["input"].as_array().unwrap();
+        assert_eq!(input.len(), 7, "the trigger replaced by the ask");
+        assert_eq!(input[..6], body["input"].as_array().unwrap()[..6]);
+        assert_eq!(input[6]["role"], "user");
+        assert!(input[6]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("compacted"));
+        let and_test = json!({"role": "user", "type": "message",
+                              "content": [{"type": "input_text", "text": "and test it"}]});
+        assert_eq!(ask.kept, vec![body["input"][1].clone(), and_test]);
+
+        // Not a compaction: no trigger, or one that is not the last item.
+        let plain = json!({"model": "m", "input": "compaction_trigger"});
+        assert!(trigger_request(plain.to_string().as_bytes())
+            .unwrap()
+            .is_none());
+        let mut early = body.clone();
+        early["input"].as_array_mut().unwrap().swap(5, 6);
+        assert!(trigger_request(early.to_string().as_bytes())
+            .unwrap()
+            .is_none());
+        assert!(trigger_request(b"{\"type\": \"compaction_trigger\"").is_err());
+    }
+
+    #[test]
+    fn the_compact_endpoints_request_is_the_same_ask() {
+        let ask = compact_request(br#"{"model": "m", "input": "hi"}"#).unwrap();
+        let hi = json!({"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": "hi"}]});
+        assert_eq!(ask.kept, vec![hi]);
+        assert!(!ask.stream);
+        let req: Value = serde_json::from_slice(&ask.body).unwrap();
+        assert!(req.get("tool_choice").is_none());
+        for bad in [
+            &b"[1]"[..],
+            b"{\"model\": \"m\"}",
+            b"{\"model\": \"m\", \"input\": 3}",
+            b"{",
+        ] {
+            assert!(matches!(
+                compact_request(bad),
+                Err(TranslateError::InvalidRequest { .. })
+            ));
+        }
+    }
+
+    fn answer() -> Value {
+        json!({"id": "resp_pc1", "object": "response", "created_at": 7, "status": "completed",
+            "model": "claude-sonnet-4-5", "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant", "content": [
+                {"type": "output_text", "text": "Goal: fix it. "},
+                {"type": "output_text", "text": "Next: run the tests."}]}],
+            "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}})
+    }
+
+    #[test]
+    fn the_summary_comes_back_as_one_compaction_item_and_goes_up_as_text() {
+        let (body, sse) = trigger_answer(answer().to_string().as_bytes(), false).unwrap();
+        assert!(!sse);
+        let response: Value = serde_json::from_slice(&body).unwrap();
+        let output = response["output"].as_array().unwrap();
+        assert_eq!(output.len(), 1);
+        assert_eq!(output[0]["type"], "compaction");
+        assert_eq!(output[0]["id"], "cmp_pc1");
+        assert_eq!(response["usage"]["total_tokens"], 15);
+        let text = carried(output[0]["encrypted_content"].as_str()).unwrap();
+        assert!(text.starts_with(SUMMARY_HEAD), "{text}");
+        assert!(
+            text.ends_with("Goal: fix it. Next: run the tests."),
+            "{text}"
+        );
+        // OpenAI's own items are not ours to read.
+        assert_eq!(carried(Some("gAAAAABo...")), None);
+        assert_eq!(carried(None), None);
+
+        // Streamed: created, the item added and done, completed with it; numbered.
+        let (body, sse) = trigger_answer(answer().to_string().as_bytes(), true).unwrap();
+        assert!(sse);
+        let text = std::str::from_utf8(&body).unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(events[0]["response"]["status"], "in_progress");
+        assert_eq!(events[2]["item"], output[0]);
+        assert_eq!(events[3]["response"]["output"][0], output[0]);
+        assert_eq!(events[3]["sequence_number"], 3);
+
+        let empty = json!({"output": [{"type": "message", "content": []}]});
+        assert!(matches!(
+            trigger_answer(empty.to_string().as_bytes(), true),
+            Err(TranslateError::InvalidUpstream { .. })
+        ));
+    }
+
+    #[test]
+    fn the_compact_endpoint_answers_the_kept_messages_and_the_item() {
+        let kept = vec![json!({"role": "user", "content": "fix it"})];
+        let out: Value = serde_json::from_slice(
+            &compact_answer(answer().to_string().as_bytes(), kept.clone()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["object"], "response.compaction");
+        assert_eq!(out["id"], "cmp_pc1");
+        let output = out["output"].as_array().unwrap();
+        assert_eq!(output[0], kept[0]);
+        assert_eq!(output[1]["type"], "compaction");
+        assert!(carried(output[1]["encrypted_content"].as_str())
+            .unwrap()
+            .ends_with("run the tests."));
+    }
+}
