@@ -65,36 +65,29 @@ async fn gateway(mock: &MockUpstream) -> TestGateway {
     gateway_with(mock, "").await
 }
 
+/// The agents (installed on first use), a mock and the gateway in front of it.
+async fn started() -> (PathBuf, MockUpstream, TestGateway) {
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = gateway(&mock).await;
+    (dir, mock, gw)
+}
+
 /// `codex exec PROMPT` with `model`, its provider the gateway (Responses API), in a fresh home
 /// and working directory.
 async fn codex(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> Output {
-    let (model, prompt) = (model.to_owned(), prompt.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let home = tempfile::tempdir().unwrap();
-        let work = tempfile::tempdir().unwrap();
-        Command::new(dir.join("node_modules/.bin/codex"))
-            .current_dir(work.path())
-            .env("CODEX_HOME", home.path())
-            .env("OPENAI_API_KEY", "sk-codex-test")
-            .env_remove("OPENAI_BASE_URL")
-            .args([
-                "exec",
-                "--skip-git-repo-check",
-                "-c",
-                "model_provider=gw",
-                "-c",
-            ])
-            .arg(format!(
-                "model_providers.gw={{name=\"gw\", base_url=\"{gateway}/v1\", \
-                 env_key=\"OPENAI_API_KEY\", wire_api=\"responses\", request_max_retries=0, \
-                 stream_max_retries=0}}"
-            ))
-            .args(["-c", &format!("model=\"{model}\""), &prompt])
-            .output()
-            .expect("run codex")
-    })
+    let provider = format!(
+        "model_providers.gw={{name=\"gw\", base_url=\"{gateway}/v1\", \
+         env_key=\"OPENAI_API_KEY\", wire_api=\"responses\", request_max_retries=0, \
+         stream_max_retries=0}}"
+    );
+    run_codex(
+        dir,
+        model,
+        prompt,
+        vec!["model_provider=gw".into(), provider],
+    )
     .await
-    .unwrap()
 }
 
 /// `codex exec PROMPT` with `model` and Codex's own OpenAI provider pointed at the gateway
@@ -112,8 +105,15 @@ async fn codex_builtin_with(
     prompt: &str,
     settings: &[&str],
 ) -> Output {
+    let mut settings: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
+    settings.push(format!("openai_base_url=\"{gateway}/v1\""));
+    run_codex(dir, model, prompt, settings).await
+}
+
+/// `codex exec PROMPT` with `model` and these `-c` settings, in a fresh home and working
+/// directory.
+async fn run_codex(dir: PathBuf, model: &str, prompt: &str, settings: Vec<String>) -> Output {
     let (model, prompt) = (model.to_owned(), prompt.to_owned());
-    let settings: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
@@ -122,9 +122,8 @@ async fn codex_builtin_with(
             .env("CODEX_HOME", home.path())
             .env("OPENAI_API_KEY", "sk-codex-test")
             .env_remove("OPENAI_BASE_URL")
-            .args(["exec", "--skip-git-repo-check", "-c"])
-            .arg(format!("openai_base_url=\"{gateway}/v1\""))
-            .args(settings.iter().flat_map(|s| ["-c", s]))
+            .args(["exec", "--skip-git-repo-check"])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .args(["-c", &format!("model=\"{model}\""), &prompt])
             .output()
             .expect("run codex")
@@ -287,9 +286,7 @@ fn answers_the_mocks_call(body: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_works_through_the_gateway_and_translated_to_anthropic_and_a_local_model() {
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
 
     // Its own API: the Responses request goes through as Codex sent it.
@@ -376,9 +373,7 @@ async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
     // model (the model is in the socket's first message) while some upstream is translated,
     // so it answers 426 and Codex sends the same request over HTTP at once, where it is
     // routed by its body's model and translated.
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
     for (model, upstream_path) in [
         ("claude-sonnet-4-5", "/v1/messages"),
@@ -415,9 +410,7 @@ async fn codex_compacts_a_translated_session_through_the_gateway() {
     // Codex's own OpenAI provider compacts a long session with `POST /v1/responses/compact`
     // (OpenAI's endpoint), whatever the model. To Claude the gateway answers it: the model
     // writes the summary (a translated request), and Codex goes on from the compacted history.
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
     // A call, so the turn goes on after the first answer: Codex, past its (tiny) limit,
     // compacts before it sends the call's output.
@@ -455,9 +448,7 @@ async fn codex_compacts_a_translated_session_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_works_through_the_gateway_and_translated_to_a_local_model() {
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
 
     // Its own API.
@@ -513,9 +504,7 @@ async fn opencode_works_through_the_gateway_and_translated_both_ways() {
     // opencode (the Vercel AI SDK underneath) as its users run it: its Anthropic provider on
     // the Messages API, its OpenAI provider on the Responses API; each run makes a `bash`
     // call, runs it and sends its output back up, then prints the model's answer.
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
     // The command's output is shown on stderr, the model's answer on stdout.
     let ran = |out: &Output| {
@@ -587,9 +576,7 @@ async fn aider_edits_a_file_through_the_gateway_and_translated_both_ways() {
     // aider (Python; litellm underneath, streaming) on chat completions and on Anthropic's
     // Messages API, each to its own API and translated to the other: the model's answer, in
     // aider's `whole` edit format, comes back through the gateway and aider writes the file.
-    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = gateway(&mock).await;
+    let (dir, mock, gw) = started().await;
     let url = format!("http://{}", gw.addr);
     let runs = [
         ("openai/gpt-4o", "/v1/chat/completions"),
