@@ -225,7 +225,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         sockets.push(crate::upstream::websocket::SocketUpstream {
             name: u.name.clone(),
             client: client.clone(),
-            translated: u.api != portcullis_translate::Api::Any,
+            translated: !u.api.speaks(portcullis_translate::Format::Responses),
         });
         // The running jars (a reload) hold newer cookies than the file; else the saved jars of
         // this upstream's scope, bounded, else empty ones.
@@ -362,7 +362,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             strip_set_cookie: u.cookies,
             status,
             speaks_anthropic: u.speaks_anthropic(),
-            translated: u.api != portcullis_translate::Api::Any,
+            translated: !u.api.speaks(portcullis_translate::Format::Responses),
         });
     }
 

@@ -80,6 +80,74 @@ enabled = false
     )
 }
 
+/// `api = "openai-responses"` (OpenAI itself, vLLM, recent Ollama): chat completions and the
+/// Responses API go through as sent, stored responses included, and an Anthropic client
+/// (Claude Code, the Anthropic SDK) reaches the same upstream's models through chat
+/// completions: one upstream entry serves Codex and Claude Code alike.
+#[tokio::test]
+async fn an_upstream_of_both_openai_apis_takes_both_as_sent_and_messages_translated() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.speak_only(MockApi::OpenAi);
+    let gw = TestGateway::start(&format!(
+        "[[upstreams]]\nname = \"openai\"\nbase_url = \"{}\"\napi = \"openai-responses\"\n\
+         [[models]]\nname = \"gpt-*\"\nupstream = \"openai\"\n",
+        mock.url()
+    ))
+    .await;
+    let responses = json!({"model": "gpt-5", "input": "hi", "store": true,
+                           "reasoning": {"effort": "low", "summary": "auto"}});
+    let r = post_json(&gw.url("/v1/responses"), &responses, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert!(
+        !id.starts_with("resp_pc"),
+        "the upstream's own answer: {id}"
+    );
+    let chat = post_json(
+        &gw.url("/v1/chat/completions"),
+        &support::chat("gpt-5"),
+        &[],
+    )
+    .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    // (A body-less request names its upstream: no `*` model here.)
+    let got = support::get(
+        &gw.url(&format!("/v1/responses/{id}")),
+        &[("x-portcullis-upstream", "openai")],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let msgs = post_json(
+        &gw.url("/v1/messages"),
+        &support::messages("gpt-5"),
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await;
+    assert_eq!(msgs.status, 200, "{}", msgs.text());
+    assert_eq!(msgs.json()["type"], "message", "{}", msgs.text());
+    let sent: Vec<(String, Option<serde_json::Value>)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.json()))
+        .collect();
+    let paths: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/responses",
+            "/v1/chat/completions",
+            &format!("/v1/responses/{id}"),
+            "/v1/chat/completions"
+        ],
+        "the Responses request and its retrieval as sent, the Messages one as chat"
+    );
+    assert_eq!(
+        sent[0].1.as_ref(),
+        Some(&responses),
+        "byte for byte the client's"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_reach_an_upstream_of_the_other_api() {
     let python = tokio::task::spawn_blocking(scripts::venv_python)

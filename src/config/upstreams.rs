@@ -110,7 +110,7 @@ impl UpstreamConfig {
         use portcullis_translate::Api;
         match self.api {
             Api::Anthropic => true,
-            Api::OpenAi => false,
+            Api::OpenAi | Api::OpenAiResponses => false,
             Api::Any => url::Url::parse(&self.base_url).is_ok_and(|u| {
                 let routed = u.path().trim_end_matches('/');
                 u.host_str() == Some("api.anthropic.com")
@@ -229,6 +229,12 @@ fn api_fields(api: portcullis_translate::Api) -> Vec<&'static str> {
             Route::ChatCompletions,
             Route::Completions,
             Route::Embeddings,
+        ],
+        Api::OpenAiResponses => &[
+            Route::ChatCompletions,
+            Route::Completions,
+            Route::Embeddings,
+            Route::Responses,
         ],
         Api::Anthropic => &[Route::Messages],
         Api::Any => &Route::ALL,

@@ -19,6 +19,18 @@ pub enum Api {
     /// Anthropic Messages only: `/v1/chat/completions` and `/v1/responses` are translated
     /// to `/v1/messages`.
     Anthropic,
+    /// OpenAI chat completions and the Responses API (OpenAI itself, Azure OpenAI, vLLM,
+    /// recent Ollama): both go through as sent, with the upstream's own stored responses;
+    /// `/v1/messages` is translated to `/v1/chat/completions`.
+    #[serde(rename = "openai-responses")]
+    OpenAiResponses,
+}
+
+impl Api {
+    /// Whether requests in `format` reach this upstream as they are (no translation).
+    pub fn speaks(self, format: Format) -> bool {
+        format.target(self).is_none()
+    }
 }
 
 impl fmt::Display for Api {
@@ -27,6 +39,7 @@ impl fmt::Display for Api {
             Api::Any => "any",
             Api::OpenAi => "openai",
             Api::Anthropic => "anthropic",
+            Api::OpenAiResponses => "openai-responses",
         })
     }
 }
@@ -70,6 +83,8 @@ impl Format {
             Api::Any => return None,
             Api::OpenAi => Format::ChatCompletions,
             Api::Anthropic => Format::Messages,
+            Api::OpenAiResponses if self == Format::Responses => return None,
+            Api::OpenAiResponses => Format::ChatCompletions,
         };
         (t != self).then_some(t)
     }

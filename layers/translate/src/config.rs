@@ -34,6 +34,11 @@ mod tests {
         assert_eq!(c.api, Api::Anthropic);
         let c: Config = serde_json::from_str(r#"{"api":"openai"}"#).unwrap();
         assert_eq!(c.api, Api::OpenAi);
+        let c: Config = serde_json::from_str(r#"{"api":"openai-responses"}"#).unwrap();
+        assert_eq!(
+            (c.api, c.api.to_string().as_str()),
+            (Api::OpenAiResponses, "openai-responses")
+        );
         let c: Config = serde_json::from_str("{}").unwrap();
         assert_eq!(c.api, Api::Any);
         assert!(serde_json::from_str::<Config>(r#"{"api":"OpenAI"}"#).is_err());

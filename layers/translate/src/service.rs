@@ -106,7 +106,8 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
             Some(_) => Route::Estimate(client),
         };
     }
-    if stored_path(method, path).is_some() {
+    // An upstream of the Responses API keeps its own responses.
+    if stored_path(method, path).is_some() && !api.speaks(Format::Responses) {
         return Route::Stored;
     }
     if method == Method::POST && path == "/v1/responses/compact" {
@@ -125,6 +126,7 @@ pub fn route(api: Api, method: &Method, path: &str) -> Route {
             "/v1/chat/completions/",
         ],
         Api::OpenAi => &["/v1/messages/", "/v1/responses/"],
+        Api::OpenAiResponses => &["/v1/messages/"],
         Api::Any => &[],
     };
     if refused
@@ -734,7 +736,34 @@ mod tests {
             assert_eq!(route(Api::OpenAi, &m, p), Route::Stored, "{m} {p}");
             assert_eq!(route(Api::Anthropic, &m, p), Route::Stored, "{m} {p}");
             assert_eq!(route(Api::Any, &m, p), Route::Pass, "{m} {p}");
+            assert_eq!(route(Api::OpenAiResponses, &m, p), Route::Pass, "{m} {p}");
         }
+        // Chat completions and the Responses API both as sent (its stored responses, its
+        // compaction, its token counts the upstream's own); Messages to chat completions.
+        let both = Api::OpenAiResponses;
+        for p in [
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/responses/compact",
+            "/v1/responses/input_tokens",
+            "/v1/responses/resp_1/cancel",
+            "/v1/embeddings",
+        ] {
+            assert_eq!(route(both, &post, p), Route::Pass, "{p}");
+        }
+        assert_eq!(
+            route(both, &post, "/v1/messages"),
+            Route::Translate(Format::Messages, Format::ChatCompletions)
+        );
+        assert_eq!(
+            route(both, &post, "/v1/messages/count_tokens"),
+            Route::Estimate(Format::Messages)
+        );
+        assert!(matches!(
+            route(both, &post, "/v1/messages/batches"),
+            Route::Refuse(_)
+        ));
+        assert!(both.speaks(Format::Responses) && !Api::Anthropic.speaks(Format::Responses));
         assert!(matches!(
             route(Api::OpenAi, &post, "/v1/responses/resp_1/cancel"),
             Route::Refuse(_)
