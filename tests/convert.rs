@@ -160,6 +160,9 @@ fn multi_provider_local_setup() {
     assert_eq!(up("llama3").auth_mode().as_str(), "none");
     assert_eq!(up("gpt-4o").base_url, "https://api.openai.com");
     assert_eq!(up("gpt-4o").auth_mode().as_str(), "bearer");
+    // OpenAI itself takes the Responses API as sent; a local server only chat completions.
+    assert_eq!(up("gpt-4o").api.to_string(), "openai-responses");
+    assert_eq!(up("llama3").api.to_string(), "openai");
     assert_eq!(up("claude").base_url, "https://api.anthropic.com");
     assert_eq!(up("claude").auth_mode().as_str(), "x-api-key");
     assert_eq!(

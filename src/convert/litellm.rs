@@ -545,12 +545,15 @@ fn convert_model(i: usize, item: &Value, out: &mut Out) {
                     .clone()
                     .map(|b| b.strip_suffix("/v1").unwrap_or(&b).to_string())
                     .unwrap_or_else(|| default_base.to_string());
-                let auth = match (&api_key, base == "https://api.openai.com") {
+                let openai = base == "https://api.openai.com";
+                let auth = match (&api_key, openai) {
                     (Some(_), _) => "bearer",
                     (None, true) => "passthrough",
                     (None, false) => "none",
                 };
-                (base, auth, "openai")
+                // OpenAI itself speaks the Responses API too: Codex's requests go as sent.
+                let api = if openai { "openai-responses" } else { "openai" };
+                (base, auth, api)
             }
             None => {
                 out.note(
