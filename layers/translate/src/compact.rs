@@ -116,7 +116,7 @@ fn summary_request(mut req: Map<String, Value>) -> Result<Ask, TranslateError> {
     req.insert("stream".into(), Value::Bool(false));
     req.insert("store".into(), Value::Bool(false));
     req.remove("stream_options");
-    req.remove("previous_response_id");
+    // (A `previous_response_id` stays: the layer's store puts its conversation first.)
     if req
         .get("tools")
         .and_then(Value::as_array)
@@ -317,6 +317,13 @@ mod tests {
         assert!(!ask.stream);
         let req: Value = serde_json::from_slice(&ask.body).unwrap();
         assert!(req.get("tool_choice").is_none());
+        // A chain stays for the store to put first.
+        let ask = compact_request(
+            br#"{"model": "m", "input": "hi", "previous_response_id": "resp_pc1"}"#,
+        )
+        .unwrap();
+        let req: Value = serde_json::from_slice(&ask.body).unwrap();
+        assert_eq!(req["previous_response_id"], "resp_pc1");
         for bad in [
             &b"[1]"[..],
             b"{\"model\": \"m\"}",

@@ -85,6 +85,9 @@ pub enum Route {
 ///   the model's, asked for by a translated request ([`Route::Compact`]).
 /// - An `openai` upstream refuses the rest of `/v1/messages/*` (batches) and
 ///   `/v1/responses/*` (background responses' `cancel`).
+/// - An `openai-responses` upstream takes chat completions and everything of the Responses
+///   API as sent (its own stored responses and compaction); `/v1/messages` is translated to
+///   chat completions, its token counts estimated, the rest of `/v1/messages/*` refused.
 /// - Any other path passes (`/v1/models`, `/v1/files`, ...).
 pub fn route(api: Api, method: &Method, path: &str) -> Route {
     if api == Api::Any {
