@@ -270,6 +270,14 @@ def _():
         r = oa.responses.create(model=model, input="what is my name?",
                                 previous_response_id=first.id)
         assert r.output_text, (model, r)
+        # Its input items (the chain without its own answer), a page at a time as the SDK
+        # pages: newest first, each with an id `after` can name.
+        page = oa.responses.input_items.list(r.id, limit=2)
+        assert len(page.data) == 2 and page.has_more, page
+        listed = [i for i in oa.responses.input_items.list(r.id, limit=1)]
+        texts = [[c.text for c in i.content] for i in listed]
+        assert texts == [["what is my name?"], [first.output_text], ["my name is Ada"]], texts
+        assert len({i.id for i in listed}) == 3 and all(i.id for i in listed), listed
         with oa.responses.stream(model=model, input="and now?", previous_response_id=r.id) as s:
             final = s.get_final_response()
         assert final.output_text, (model, final)

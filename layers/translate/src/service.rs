@@ -305,17 +305,11 @@ async fn stored<B, RB>(req: Request<B>, store: ResponseStore) -> Response<Transl
         return json_response(http::StatusCode::NOT_FOUND, Bytes::new());
     };
     let found = if items {
-        store.input_items(caller, id).await.map(|mut items| {
-            // Newest first unless `order=asc`, as OpenAI lists them.
-            let asc = req.uri().query().is_some_and(|q| q.contains("order=asc"));
-            if !asc {
-                items.reverse();
-            }
-            let id_of = |i: Option<&serde_json::Value>| i.and_then(|i| i.get("id")).cloned();
-            let body = serde_json::json!({"object": "list", "first_id": id_of(items.first()),
-                "last_id": id_of(items.last()), "has_more": false, "data": items});
-            Bytes::from(body.to_string())
-        })
+        let page = Page::of(req.uri().query());
+        store
+            .input_items(caller, id)
+            .await
+            .map(|items| page.list(items))
     } else if req.method() == Method::DELETE {
         store.delete(caller, id).await.then(|| {
             let body = serde_json::json!({"id": id, "object": "response", "deleted": true});
@@ -336,6 +330,55 @@ async fn stored<B, RB>(req: Request<B>, store: ResponseStore) -> Response<Transl
             );
             json_response(status, body)
         }
+    }
+}
+
+/// A page of a list (`GET /v1/responses/{id}/input_items`), as OpenAI pages: `order`
+/// (`desc`, the default, newest first; or `asc`), `limit` (1 to 100, default 20), `after`
+/// (the id of the item before the page).
+#[derive(Debug, PartialEq, Eq)]
+struct Page {
+    asc: bool,
+    limit: usize,
+    after: Option<String>,
+}
+
+impl Page {
+    fn of(query: Option<&str>) -> Self {
+        let mut page = Page {
+            asc: false,
+            limit: 20,
+            after: None,
+        };
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "order" => page.asc = v == "asc",
+                "limit" => page.limit = v.parse::<usize>().map_or(20, |n| n.clamp(1, 100)),
+                "after" => page.after = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        page
+    }
+
+    /// The list object of this page of `items` (oldest first).
+    fn list(&self, mut items: Vec<serde_json::Value>) -> Bytes {
+        if !self.asc {
+            items.reverse();
+        }
+        let start = self.after.as_deref().map_or(0, |after| {
+            items
+                .iter()
+                .position(|i| i.get("id").and_then(serde_json::Value::as_str) == Some(after))
+                // An id not in the list: nothing after it.
+                .map_or(items.len(), |p| p + 1)
+        });
+        let has_more = items.len() > start + self.limit;
+        let data: Vec<serde_json::Value> = items.into_iter().skip(start).take(self.limit).collect();
+        let id_of = |i: Option<&serde_json::Value>| i.and_then(|i| i.get("id")).cloned();
+        let body = serde_json::json!({"object": "list", "first_id": id_of(data.first()),
+            "last_id": id_of(data.last()), "has_more": has_more, "data": data});
+        Bytes::from(body.to_string())
     }
 }
 
@@ -767,6 +810,7 @@ mod tests {
             Route::Refuse(_)
         ));
         assert!(both.speaks(Format::Responses) && !Api::Anthropic.speaks(Format::Responses));
+
         assert!(matches!(
             route(Api::OpenAi, &post, "/v1/responses/resp_1/cancel"),
             Route::Refuse(_)
@@ -828,5 +872,47 @@ mod tests {
             with_path(&u, "/v1/chat/completions").unwrap().to_string(),
             "/v1/chat/completions"
         );
+    }
+
+    #[test]
+    fn input_items_page_as_openai_pages() {
+        let items: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"id": format!("i{i}")}))
+            .collect();
+        let page = |q: &str| -> serde_json::Value {
+            serde_json::from_slice(&Page::of(Some(q)).list(items.clone())).unwrap()
+        };
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let all = page("");
+        assert_eq!(ids(&all), ["i4", "i3", "i2", "i1", "i0"], "newest first");
+        assert_eq!(all["has_more"], false);
+        let first = page("limit=2");
+        assert_eq!(ids(&first), ["i4", "i3"]);
+        assert_eq!(
+            (&first["first_id"], &first["last_id"], &first["has_more"]),
+            (
+                &serde_json::json!("i4"),
+                &serde_json::json!("i3"),
+                &serde_json::json!(true)
+            )
+        );
+        assert_eq!(ids(&page("limit=2&after=i3")), ["i2", "i1"]);
+        let last = page("limit=2&after=i1");
+        assert_eq!(
+            (ids(&last), &last["has_more"]),
+            (vec!["i0".to_owned()], &serde_json::json!(false))
+        );
+        assert_eq!(ids(&page("order=asc&limit=3&after=i0")), ["i1", "i2", "i3"]);
+        assert!(ids(&page("after=nope")).is_empty());
+        assert_eq!(Page::of(Some("limit=0")).limit, 1);
+        assert_eq!(Page::of(Some("limit=1000")).limit, 100);
+        assert_eq!(Page::of(Some("limit=x")).limit, 20);
     }
 }

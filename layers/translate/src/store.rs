@@ -294,8 +294,23 @@ impl ResponseStore {
             .await?;
         let mut items: Vec<Value> = serde_json::from_slice(&conv).ok()?;
         items.truncate(items.len().saturating_sub(outputs));
-        // As OpenAI lists them: a message's text as a content part.
-        for item in &mut items {
+        // As OpenAI lists them: a message's text as a content part, every item with an id
+        // (one the client gave none gets one made from the response's id and its place, the
+        // same on every read: `after` pages by it).
+        let base = id.strip_prefix("resp_").unwrap_or(id);
+        for (i, item) in items.iter_mut().enumerate() {
+            if item.get("id").and_then(Value::as_str).is_none() {
+                if let Value::Object(map) = item {
+                    let kind = match map.get("type").and_then(Value::as_str) {
+                        None | Some("message") => "msg",
+                        Some(_) => "item",
+                    };
+                    map.insert("id".into(), Value::String(format!("{kind}_{base}_in{i}")));
+                }
+            }
+            if item.get("type").is_none() && item.get("role").is_some() {
+                item["type"] = Value::String("message".into());
+            }
             if let Some(Value::String(text)) = item.get("content") {
                 let kind = match item.get("role").and_then(Value::as_str) {
                     Some("assistant") => "output_text",
