@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use crate::{store::Pending, StreamTranslator};
+use crate::{compact::Compacting, store::Pending, StreamTranslator};
 
 pin_project! {
     /// A response body that is passed through, replaced, or translated as it streams.
@@ -36,6 +36,8 @@ pin_project! {
             // Where the answer is kept once complete (a Responses client's, see crate::store).
             pending: Option<Box<Pending>>,
         },
+        // A compaction's stream while the model writes the summary (crate::compact).
+        Compacting { state: Box<Compacting> },
     }
 }
 
@@ -52,6 +54,15 @@ impl<B> TranslateBody<B> {
         TranslateBody {
             kind: Kind::Full {
                 data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    /// A compaction's stream ([`Compacting`]).
+    pub(crate) fn compacting(state: Compacting) -> Self {
+        TranslateBody {
+            kind: Kind::Compacting {
+                state: Box::new(state),
             },
         }
     }
@@ -96,6 +107,9 @@ where
         match self.project().kind.project() {
             KindProj::Passthrough { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Compacting { state } => {
+                state.poll_next(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
+            }
             KindProj::Stream {
                 mut body,
                 translator,
@@ -142,6 +156,7 @@ where
             Kind::Passthrough { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
             Kind::Stream { ended, .. } => *ended,
+            Kind::Compacting { state } => state.is_done(),
         }
     }
 
@@ -151,7 +166,7 @@ where
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Stream { .. } => SizeHint::default(),
+            Kind::Stream { .. } | Kind::Compacting { .. } => SizeHint::default(),
         }
     }
 }

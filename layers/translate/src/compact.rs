@@ -13,10 +13,18 @@
 //! ordinary request (translated like any other, `tool_choice: "none"`, unstreamed, nothing
 //! stored) with one more user message asking for a summary to continue from, and the
 //! summary comes back as a `compaction` item whose `encrypted_content` is the summary behind
-//! a marker ([`ITEM_PREFIX`]). When that item comes back in a later request's input, the
+//! a marker ([`ITEM_PREFIX`]); a streamed request is answered at once and kept alive while
+//! the model writes ([`Compacting`]). When that item comes back in a later request's input, the
 //! request translator turns it into a user message holding the summary ([`carried`]); a
 //! `compaction` item of OpenAI's own (from a session that moved from an OpenAI model) cannot
 //! be read by another model and is left out.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -65,6 +73,8 @@ pub(crate) struct Ask {
     pub(crate) kept: Vec<Value>,
     /// Whether the client asked for a stream.
     pub(crate) stream: bool,
+    /// The model the client named.
+    pub(crate) model: String,
 }
 
 /// A body-signal compaction request (a Responses request whose last input item is a
@@ -112,6 +122,11 @@ fn summary_request(mut req: Map<String, Value>) -> Result<Ask, TranslateError> {
                       "content": [{"type": "input_text", "text": PROMPT}]}));
     req.insert("input".into(), Value::Array(input));
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     // One plain answer, kept nowhere: the summary is what comes back.
     req.insert("stream".into(), Value::Bool(false));
     req.insert("store".into(), Value::Bool(false));
@@ -133,6 +148,7 @@ fn summary_request(mut req: Map<String, Value>) -> Result<Ask, TranslateError> {
         body: Bytes::from(Value::Object(req).to_string()),
         kept,
         stream,
+        model,
     })
 }
 
@@ -188,45 +204,173 @@ fn item(summary: &str, id: &str) -> Value {
     json!({"type": "compaction", "id": id, "encrypted_content": format!("{ITEM_PREFIX}{summary}")})
 }
 
-/// The answer to a body-signal compaction request, from the upstream's (translated,
-/// unstreamed) Responses `answer`: the response with one `compaction` output item; as the
-/// events of a stream when the client asked for one (`true` with the body).
-pub(crate) fn trigger_answer(answer: &[u8], stream: bool) -> Result<(Bytes, bool), TranslateError> {
+/// The unstreamed answer to a body-signal compaction request, from the upstream's
+/// (translated, unstreamed) Responses `answer`: the response with one `compaction` output
+/// item.
+pub(crate) fn trigger_answer(answer: &[u8]) -> Result<Bytes, TranslateError> {
     let mut response: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
     let summary = summary_of(&response)?;
     let id = response
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or("resp_");
-    let item = item(&summary, id);
-    response["output"] = json!([item.clone()]);
+    response["output"] = json!([item(&summary, id)]);
     response["status"] = json!("completed");
-    if !stream {
-        return Ok((Bytes::from(response.to_string()), false));
+    Ok(Bytes::from(response.to_string()))
+}
+
+/// How often a streamed compaction tells the client it is still at work while the model
+/// writes the summary (`response.compaction.compacting`, as OpenAI sends while it samples
+/// one): a slow model (a local one summarising a long session) takes minutes, and a client
+/// ends a stream silent for longer than its idle timeout (Codex: 5 minutes).
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// What the summary request came to: the upstream's translated Responses answer (2xx), or
+/// the error code and message to end the stream with.
+pub(crate) type Summary = Pin<Box<dyn Future<Output = Result<Bytes, (String, String)>> + Send>>;
+
+/// The streamed answer to a body-signal compaction: `response.created` and
+/// `response.in_progress` at once, `response.compaction.compacting` every [`KEEPALIVE`] while
+/// the model writes, then the `compaction` item (`output_item.added`, `output_item.done`) and
+/// `response.completed`; or, if the summary failed, `response.failed` and the error event.
+pub(crate) struct Compacting {
+    head: Option<Bytes>,
+    summary: Summary,
+    tick: tokio::time::Interval,
+    response: Value,
+    item_id: String,
+    seq: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for Compacting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compacting")
+            .field("item_id", &self.item_id)
+            .field("seq", &self.seq)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
-    let mut started = response.clone();
-    started["status"] = json!("in_progress");
-    started["output"] = json!([]);
-    started["usage"] = Value::Null;
-    let events = [
-        ("response.created", json!({"response": started})),
-        (
-            "response.output_item.added",
-            json!({"output_index": 0, "item": item}),
-        ),
-        (
-            "response.output_item.done",
-            json!({"output_index": 0, "item": item}),
-        ),
-        ("response.completed", json!({"response": response})),
-    ];
-    let mut out = String::new();
-    for (seq, (kind, mut data)) in events.into_iter().enumerate() {
+}
+
+impl Compacting {
+    /// The stream of the response `id` for `model`, its summary to come from `summary`.
+    pub(crate) fn new(id: &str, model: &str, summary: Summary) -> Self {
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let response = json!({"id": id, "object": "response", "created_at": created_at,
+            "status": "in_progress", "model": model, "output": [], "error": null,
+            "usage": null});
+        let mut this = Compacting {
+            head: None,
+            summary,
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE),
+            item_id: format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id)),
+            response,
+            seq: 0,
+            done: false,
+        };
+        let mut head = String::new();
+        let started = json!({"response": this.response});
+        this.event(&mut head, "response.created", started.clone());
+        this.event(&mut head, "response.in_progress", started);
+        this.head = Some(Bytes::from(head));
+        this
+    }
+
+    fn event(&mut self, out: &mut String, kind: &str, mut data: Value) {
         data["type"] = json!(kind);
-        data["sequence_number"] = json!(seq);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
         out.push_str(&format!("event: {kind}\ndata: {data}\n\n"));
     }
-    Ok((Bytes::from(out), true))
+
+    /// The events of the end: the item and the completed response, or the failure.
+    fn end(&mut self, summary: Result<Bytes, (String, String)>) -> Bytes {
+        let mut out = String::new();
+        let answer = summary.and_then(|answer| {
+            let answer: Value = serde_json::from_slice(&answer).map_err(|_| {
+                (
+                    "upstream_error".to_owned(),
+                    "the summary was not JSON".to_owned(),
+                )
+            })?;
+            let text =
+                summary_of(&answer).map_err(|e| ("upstream_error".to_owned(), e.to_string()))?;
+            Ok((answer, text))
+        });
+        match answer {
+            Ok((answer, text)) => {
+                let mut item = item(&text, self.response["id"].as_str().unwrap_or("resp_"));
+                item["id"] = json!(self.item_id);
+                let added = json!({"output_index": 0, "item": item});
+                self.event(&mut out, "response.output_item.added", added.clone());
+                self.event(&mut out, "response.output_item.done", added);
+                let mut done = self.response.clone();
+                done["status"] = json!("completed");
+                done["output"] = json!([item]);
+                done["usage"] = answer.get("usage").cloned().unwrap_or(Value::Null);
+                self.event(&mut out, "response.completed", json!({"response": done}));
+            }
+            Err((code, message)) => {
+                let mut failed = self.response.clone();
+                failed["status"] = json!("failed");
+                failed["error"] = json!({"code": code, "message": message});
+                self.event(&mut out, "response.failed", json!({"response": failed}));
+                self.event(
+                    &mut out,
+                    "error",
+                    json!({"code": code, "message": message, "param": null}),
+                );
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// The next piece of the stream.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(head));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(summary) = self.summary.as_mut().poll(cx) {
+            self.done = true;
+            return Poll::Ready(Some(self.end(summary)));
+        }
+        if self.tick.poll_tick(cx).is_ready() {
+            let mut out = String::new();
+            let data = json!({"item_id": self.item_id, "output_index": 0});
+            self.event(&mut out, "response.compaction.compacting", data);
+            return Poll::Ready(Some(Bytes::from(out)));
+        }
+        Poll::Pending
+    }
+
+    /// Whether the stream has ended.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done && self.head.is_none()
+    }
+}
+
+/// The code and message of an upstream's error answer (translated to the Responses shape,
+/// `{"error": {"code", "message"}}`), for the stream's end.
+pub(crate) fn error_of(body: &[u8]) -> (String, String) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |k: &str| v["error"][k].as_str().map(str::to_owned);
+    (
+        text("code")
+            .or_else(|| text("type"))
+            .unwrap_or_else(|| "upstream_error".to_owned()),
+        text("message").unwrap_or_else(|| {
+            format!(
+                "the summary failed: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )
+        }),
+    )
 }
 
 /// The answer to `POST /v1/responses/compact`, from the upstream's (translated) Responses
@@ -349,8 +493,7 @@ mod tests {
 
     #[test]
     fn the_summary_comes_back_as_one_compaction_item_and_goes_up_as_text() {
-        let (body, sse) = trigger_answer(answer().to_string().as_bytes(), false).unwrap();
-        assert!(!sse);
+        let body = trigger_answer(answer().to_string().as_bytes()).unwrap();
         let response: Value = serde_json::from_slice(&body).unwrap();
         let output = response["output"].as_array().unwrap();
         assert_eq!(output.len(), 1);
@@ -366,36 +509,117 @@ mod tests {
         // OpenAI's own items are not ours to read.
         assert_eq!(carried(Some("gAAAAABo...")), None);
         assert_eq!(carried(None), None);
+        let empty = json!({"output": [{"type": "message", "content": []}]});
+        assert!(matches!(
+            trigger_answer(empty.to_string().as_bytes()),
+            Err(TranslateError::InvalidUpstream { .. })
+        ));
+    }
 
-        // Streamed: created, the item added and done, completed with it; numbered.
-        let (body, sse) = trigger_answer(answer().to_string().as_bytes(), true).unwrap();
-        assert!(sse);
-        let text = std::str::from_utf8(&body).unwrap();
-        let events: Vec<Value> = text
+    /// The events of one piece of a [`Compacting`] stream.
+    fn events(piece: &Bytes) -> Vec<Value> {
+        std::str::from_utf8(piece)
+            .unwrap()
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+            .collect()
+    }
+
+    fn kinds(events: &[Value]) -> Vec<&str> {
+        events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    /// The next piece, polled once as a body's reader would (`None`: nothing yet).
+    async fn next(stream: &mut Compacting) -> Option<Option<Bytes>> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match stream.poll_next(cx) {
+                Poll::Ready(p) => Some(p),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_compaction_says_it_is_at_work_until_the_summary_comes() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Bytes, (String, String)>>();
+        let summary: Summary = Box::pin(async move { rx.await.unwrap() });
+        let mut stream = Compacting::new("resp_pc9", "claude-sonnet-4-5", summary);
+        let head = events(&next(&mut stream).await.unwrap().unwrap());
+        assert_eq!(kinds(&head), ["response.created", "response.in_progress"]);
+        assert_eq!(head[0]["response"]["id"], "resp_pc9");
+        assert_eq!(head[0]["response"]["model"], "claude-sonnet-4-5");
+        assert!(
+            next(&mut stream).await.is_none(),
+            "nothing until the first tick"
+        );
+        // While the model writes: one `compacting` event every KEEPALIVE.
+        for seq in [2, 3] {
+            tokio::time::advance(KEEPALIVE).await;
+            let tick = events(&next(&mut stream).await.unwrap().unwrap());
+            assert_eq!(kinds(&tick), ["response.compaction.compacting"]);
+            assert_eq!(
+                (&tick[0]["item_id"], &tick[0]["sequence_number"]),
+                (&json!("cmp_pc9"), &json!(seq))
+            );
+        }
+        tx.send(Ok(Bytes::from(answer().to_string()))).unwrap();
+        let end = events(&next(&mut stream).await.unwrap().unwrap());
         assert_eq!(
-            kinds,
+            kinds(&end),
             [
-                "response.created",
                 "response.output_item.added",
                 "response.output_item.done",
                 "response.completed"
             ]
         );
-        assert_eq!(events[0]["response"]["status"], "in_progress");
-        assert_eq!(events[2]["item"], output[0]);
-        assert_eq!(events[3]["response"]["output"][0], output[0]);
-        assert_eq!(events[3]["sequence_number"], 3);
+        assert_eq!(end[1]["item"]["type"], "compaction");
+        assert_eq!(end[1]["item"]["id"], "cmp_pc9");
+        assert!(carried(end[1]["item"]["encrypted_content"].as_str())
+            .unwrap()
+            .ends_with("run the tests."));
+        assert_eq!(end[2]["response"]["output"][0], end[1]["item"]);
+        assert_eq!(
+            (&end[2]["response"]["status"], &end[2]["sequence_number"]),
+            (&json!("completed"), &json!(6))
+        );
+        assert_eq!(end[2]["response"]["usage"]["total_tokens"], 15);
+        assert_eq!(next(&mut stream).await, Some(None));
+        assert!(stream.is_done());
+    }
 
-        let empty = json!({"output": [{"type": "message", "content": []}]});
-        assert!(matches!(
-            trigger_answer(empty.to_string().as_bytes(), true),
-            Err(TranslateError::InvalidUpstream { .. })
-        ));
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_summary_ends_the_stream_with_the_reason() {
+        let summary: Summary = Box::pin(async {
+            Err((
+                "context_length_exceeded".to_owned(),
+                "prompt is too long".to_owned(),
+            ))
+        });
+        let mut stream = Compacting::new("resp_pc8", "local-qwen", summary);
+        next(&mut stream).await.unwrap().unwrap();
+        let end = events(&next(&mut stream).await.unwrap().unwrap());
+        assert_eq!(kinds(&end), ["response.failed", "error"]);
+        assert_eq!(
+            end[0]["response"]["error"]["code"],
+            "context_length_exceeded"
+        );
+        assert_eq!(
+            (&end[1]["code"], &end[1]["message"]),
+            (
+                &json!("context_length_exceeded"),
+                &json!("prompt is too long")
+            )
+        );
+        // An upstream error body gives its code and message.
+        let body =
+            br#"{"error": {"message": "too long", "type": "invalid_request_error", "code": null}}"#;
+        assert_eq!(
+            error_of(body),
+            ("invalid_request_error".to_owned(), "too long".to_owned())
+        );
+        assert_eq!(error_of(b"<html>").0, "upstream_error");
     }
 
     #[test]

@@ -434,9 +434,10 @@ async fn translated<S, B, RB>(
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
     B: Body + From<Bytes>,
     B::Error: Into<BoxError>,
-    RB: Body<Data = Bytes>,
+    RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
@@ -473,19 +474,47 @@ where
     parts.uri = with_path(&parts.uri, path)?;
     rewrite_request_headers(&mut parts.headers, upstream, out.len());
     tracing::debug!(from = ?client, to = ?upstream, "translating request");
-    let resp = inner
-        .call(Request::from_parts(parts, B::from(out)))
-        .await
-        .map_err(Into::into)?;
-    let resp = translate_answer(resp, &plan, pending).await?;
+    let call = inner.call(Request::from_parts(parts, B::from(out)));
     match compaction {
-        Some(ask) => {
+        // A streamed compaction answers at once and keeps the client's stream alive while
+        // the model writes (a slow one takes minutes).
+        Some(ask) if ask.stream => {
+            let id = plan
+                .response_id
+                .clone()
+                .unwrap_or_else(crate::response::fresh_response_id);
+            let summary = Box::pin(async move {
+                let failed = |e: BoxError| ("upstream_error".to_owned(), e.to_string());
+                let resp = call.await.map_err(|e| failed(e.into()))?;
+                let resp = translate_answer(resp, &plan, None).await.map_err(failed)?;
+                let ok = resp.status().is_success();
+                let body = collect_limited(resp.into_body(), limit)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                if ok {
+                    Ok(body)
+                } else {
+                    Err(crate::compact::error_of(&body))
+                }
+            });
+            let body = TranslateBody::compacting(crate::compact::Compacting::new(
+                &id, &ask.model, summary,
+            ));
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            Ok(resp)
+        }
+        Some(_) => {
+            let resp = translate_answer(call.await.map_err(Into::into)?, &plan, pending).await?;
             summarized(resp, limit, |answer| {
-                crate::compact::trigger_answer(answer, ask.stream)
+                Ok((crate::compact::trigger_answer(answer)?, false))
             })
             .await
         }
-        None => Ok(resp),
+        None => translate_answer(call.await.map_err(Into::into)?, &plan, pending).await,
     }
 }
 
@@ -503,9 +532,10 @@ async fn compacted<S, B, RB>(
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
     B: Body + From<Bytes>,
     B::Error: Into<BoxError>,
-    RB: Body<Data = Bytes>,
+    RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
