@@ -584,9 +584,12 @@ async fn responses_answers_are_kept_under_fresh_ids() {
         .unwrap();
     let list = body_json(r.into_body()).await;
     assert_eq!(list["object"], "list");
+    // An id made for the item the client sent without one, from the response's id.
+    let base = id.strip_prefix("resp_").unwrap();
     assert_eq!(
         list["data"],
-        json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}])
+        json!([{"type": "message", "role": "user", "id": format!("msg_{base}_in0"),
+                "content": [{"type": "input_text", "text": "hi"}]}])
     );
     let r = svc
         .clone()
