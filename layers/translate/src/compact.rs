@@ -262,10 +262,13 @@ impl Compacting {
         let response = json!({"id": id, "object": "response", "created_at": created_at,
             "status": "in_progress", "model": model, "output": [], "error": null,
             "usage": null});
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        // A reader that was away gets one event, not one per tick it missed.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut this = Compacting {
             head: None,
             summary,
-            tick: tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE),
+            tick,
             item_id: format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id)),
             response,
             seq: 0,
