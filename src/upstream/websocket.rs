@@ -10,7 +10,7 @@
 //! # When the gateway answers `426 Upgrade Required`
 //!
 //! A socket on `/v1/responses` whose requests the gateway would have to translate (its model
-//! is served by an upstream with `api` other than `any`), or whose model it cannot know (no
+//! is served by an upstream with `api = "openai"` or `"anthropic"`), or whose model it cannot know (no
 //! `model` in the query, as Codex connects: the model comes in the first message) while some
 //! upstream is translated or no `*` model takes it, is answered `426` with an error saying so:
 //! the Responses API's clients then send the same request over HTTP (Codex falls back to
@@ -182,7 +182,8 @@ pub struct WebSocketProxy {
 struct ProxyInner {
     router: ModelRouter,
     clients: HashMap<String, UpstreamClient>,
-    /// The upstreams whose `api` is not `any`: a socket to them is refused with `426`.
+    /// The upstreams the Responses API is translated for: a socket to them is refused with
+    /// `426`.
     translated: HashSet<String>,
 }
 
@@ -193,7 +194,7 @@ pub struct SocketUpstream {
     pub name: String,
     /// Its client (TLS roots, timeouts).
     pub client: UpstreamClient,
-    /// Whether requests to it are translated (`api` other than `any`).
+    /// Whether Responses requests to it are translated (`api = "openai"` or `"anthropic"`).
     pub translated: bool,
 }
 
