@@ -363,6 +363,14 @@ upstream = "openai"
     told(status, &body);
     let (status, _) = refused(&gw, "/v1/realtime", &[]).await;
     assert_eq!(status, 404);
+
+    // An upstream of both OpenAI APIs takes the Responses API as sent: its sockets too.
+    let both = format!("[[upstreams]]\nname = \"openai\"\nbase_url = \"{url}\"\napi = \"openai-responses\"\n[[models]]\nname = \"*\"\nupstream = \"openai\"\n");
+    let gw = TestGateway::start(&both).await;
+    let (_ws, resp) = open(&gw, "/v1/responses", &[]).await;
+    assert_eq!(resp.status(), 101);
+    let (_ws, resp) = open(&gw, "/v1/responses?model=gpt-5", &[]).await;
+    assert_eq!(resp.status(), 101);
 }
 
 #[tokio::test]
