@@ -62,6 +62,12 @@ headers = {{ x-sm-source = "portcullis" }}
 [[models]]
 name = "local-*"
 upstream = "local"
+# An OpenAI-looking name for Claude, as a team aliases one (the Agents SDK's compaction
+# session takes only OpenAI model names).
+[[models]]
+name = "gpt-5-team"
+upstream = "anth"
+model = "claude-haiku-4-5"
 [retry]
 enabled = false
 "#,
@@ -244,8 +250,8 @@ async fn official_sdks_reach_an_upstream_of_the_other_api() {
 }
 
 /// The OpenAI Agents SDK (its Responses and chat-completions models) to upstreams of the
-/// other API: text, streamed, a tool call, `output_type`, `previous_response_id`
-/// (`tests/sdk/check_agents_sdk.py`).
+/// other API: text, streamed, a tool call, `output_type`, `previous_response_id`, its
+/// compaction session (`responses.compact`) (`tests/sdk/check_agents_sdk.py`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_agents_sdk_reaches_an_upstream_of_the_other_api() {
     let python = tokio::task::spawn_blocking(scripts::venv_python)
@@ -253,7 +259,7 @@ async fn openai_agents_sdk_reaches_an_upstream_of_the_other_api() {
         .unwrap();
     let (_ups, gw) = two_apis().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/check_agents_sdk.py");
-    scripts::run_checks(python, script, format!("http://{}", gw.addr), 18).await;
+    scripts::run_checks(python, script, format!("http://{}", gw.addr), 19).await;
 }
 
 /// The Vercel AI SDK (its OpenAI provider on the Responses API and on chat completions, its

@@ -68,8 +68,36 @@ async def previous_response(kind, name):
     assert r.final_output and r.last_response_id != first.last_response_id, r
 
 
+async def compaction_session():
+    # The SDK's compaction session (`responses.compact` after the turns) on a Claude model
+    # behind an OpenAI-looking alias: the history becomes the user's messages and one
+    # compaction item, and the next turn goes on from it.
+    from agents import SQLiteSession
+    from agents.memory import OpenAIResponsesCompactionSession
+    session = OpenAIResponsesCompactionSession(
+        "s1", SQLiteSession("s1"), client=client, model="gpt-5-team")
+    agent = Agent(name="a", model=model("responses", "gpt-5-team"))
+    for prompt in ["my name is Ada", "I live in Paris"]:
+        r = await Runner.run(agent, prompt, session=session)
+        assert r.final_output, r
+    await session.run_compaction({"force": True})
+    items = await session.get_items()
+    kinds = [i.get("type") or i.get("role") for i in items]
+    assert kinds.count("compaction") == 1 and kinds[-1] == "compaction", items
+    assert sum(1 for i in items if i.get("role") == "user") == 2, items
+    r = await Runner.run(agent, "where do I live?", session=session)
+    assert r.final_output, r
+
+
 async def main():
     results = []
+    try:
+        await compaction_session()
+        results.append(None)
+        print("ok   gpt-5-team (Claude) compaction session")
+    except Exception:  # noqa: BLE001 - report every failure
+        results.append("compaction session")
+        print(f"FAIL gpt-5-team (Claude) compaction session\n{traceback.format_exc()}")
     for name in ["claude-haiku-4-5", "local-llama"]:
         for kind in ["responses", "chat"]:
             checks = [text, streamed, tool, output_type]

@@ -131,7 +131,7 @@ fn summary_request(mut req: Map<String, Value>) -> Result<Ask, TranslateError> {
     req.insert("stream".into(), Value::Bool(false));
     req.insert("store".into(), Value::Bool(false));
     req.remove("stream_options");
-    // (A `previous_response_id` stays: the layer's store puts its conversation first.)
+    // (A `previous_response_id` left here is resolved by the layer's store.)
     if req
         .get("tools")
         .and_then(Value::as_array)

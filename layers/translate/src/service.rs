@@ -539,7 +539,12 @@ where
     RB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    let ask = crate::compact::compact_request(&collect_limited(body, limit).await?)?;
+    let bytes = collect_limited(body, limit).await?;
+    // A `previous_response_id` (the Agents SDK's compaction session sends only that) is
+    // resolved first, so the user messages of the whole chain are kept; nothing is stored.
+    let caller = CallerId::from_parts(&parts.headers, &parts.extensions);
+    let (bytes, _not_stored) = store.prepare(caller, bytes, limit).await?;
+    let ask = crate::compact::compact_request(&bytes)?;
     let req = Request::from_parts(parts, B::from(ask.body));
     let resp = translated(
         inner,
