@@ -208,6 +208,9 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
     let threads = crate::workers::resolve(config.server.threads);
     for u in &config.upstreams {
         let before = prev.upstream(&u.name);
+        // Whether the Responses API is translated for it: its sockets are refused, and a
+        // Responses answer the gateway made may be read back through it.
+        let translates_responses = !u.api.speaks(portcullis_translate::Format::Responses);
         let upstream = Upstream::from_config(u)
             .map_err(|e| BuildError(format!("upstreams {:?}: {e}", u.name)))?;
         let client = UpstreamClient::new(&ClientOptions {
@@ -225,7 +228,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
         sockets.push(crate::upstream::websocket::SocketUpstream {
             name: u.name.clone(),
             client: client.clone(),
-            translated: !u.api.speaks(portcullis_translate::Format::Responses),
+            translated: translates_responses,
         });
         // The running jars (a reload) hold newer cookies than the file; else the saved jars of
         // this upstream's scope, bounded, else empty ones.
@@ -362,7 +365,7 @@ pub async fn build_carrying(config: Config, prev: &StackState) -> Result<Gateway
             strip_set_cookie: u.cookies,
             status,
             speaks_anthropic: u.speaks_anthropic(),
-            translated: !u.api.speaks(portcullis_translate::Format::Responses),
+            translated: translates_responses,
         });
     }
 

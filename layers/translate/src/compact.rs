@@ -179,8 +179,9 @@ pub(crate) fn carried(encrypted_content: Option<&str>) -> Option<String> {
     Some(format!("{SUMMARY_HEAD}\n\n{summary}"))
 }
 
-/// The model's summary in the (translated) Responses `answer`.
-fn summary_of(answer: &Value) -> Result<String, TranslateError> {
+/// The (translated) Responses `answer`, parsed, and the model's summary in it.
+fn parse_summary(answer: &[u8]) -> Result<(Value, String), TranslateError> {
+    let answer: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
     let summary: String = answer
         .get("output")
         .and_then(Value::as_array)
@@ -195,21 +196,25 @@ fn summary_of(answer: &Value) -> Result<String, TranslateError> {
     if summary.trim().is_empty() {
         return Err(bad_answer("the model wrote no summary"));
     }
-    Ok(summary)
+    Ok((answer, summary))
+}
+
+/// The id of the compaction made by the response `id` (`resp_x` -> `cmp_x`).
+fn compaction_id(id: &str) -> String {
+    format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id))
 }
 
 /// The `compaction` item holding `summary`, named after the response `id`.
 fn item(summary: &str, id: &str) -> Value {
-    let id = format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id));
-    json!({"type": "compaction", "id": id, "encrypted_content": format!("{ITEM_PREFIX}{summary}")})
+    json!({"type": "compaction", "id": compaction_id(id),
+           "encrypted_content": format!("{ITEM_PREFIX}{summary}")})
 }
 
 /// The unstreamed answer to a body-signal compaction request, from the upstream's
 /// (translated, unstreamed) Responses `answer`: the response with one `compaction` output
 /// item.
 pub(crate) fn trigger_answer(answer: &[u8]) -> Result<Bytes, TranslateError> {
-    let mut response: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
-    let summary = summary_of(&response)?;
+    let (mut response, summary) = parse_summary(answer)?;
     let id = response
         .get("id")
         .and_then(Value::as_str)
@@ -269,7 +274,7 @@ impl Compacting {
             head: None,
             summary,
             tick,
-            item_id: format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id)),
+            item_id: compaction_id(id),
             response,
             seq: 0,
             done: false,
@@ -293,20 +298,12 @@ impl Compacting {
     fn end(&mut self, summary: Result<Bytes, (String, String)>) -> Bytes {
         let mut out = String::new();
         let answer = summary.and_then(|answer| {
-            let answer: Value = serde_json::from_slice(&answer).map_err(|_| {
-                (
-                    "upstream_error".to_owned(),
-                    "the summary was not JSON".to_owned(),
-                )
-            })?;
-            let text =
-                summary_of(&answer).map_err(|e| ("upstream_error".to_owned(), e.to_string()))?;
-            Ok((answer, text))
+            parse_summary(&answer).map_err(|e| ("upstream_error".to_owned(), e.to_string()))
         });
         match answer {
             Ok((answer, text)) => {
-                let mut item = item(&text, self.response["id"].as_str().unwrap_or("resp_"));
-                item["id"] = json!(self.item_id);
+                // Named as the `compacting` events named it.
+                let item = item(&text, self.response["id"].as_str().unwrap_or("resp_"));
                 let added = json!({"output_index": 0, "item": item});
                 self.event(&mut out, "response.output_item.added", added.clone());
                 self.event(&mut out, "response.output_item.done", added);
@@ -379,13 +376,12 @@ pub(crate) fn error_of(body: &[u8]) -> (String, String) {
 /// The answer to `POST /v1/responses/compact`, from the upstream's (translated) Responses
 /// `answer`: the kept user messages, then the `compaction` item.
 pub(crate) fn compact_answer(answer: &[u8], kept: Vec<Value>) -> Result<Bytes, TranslateError> {
-    let answer: Value = serde_json::from_slice(answer).map_err(|_| bad_answer("not JSON"))?;
-    let summary = summary_of(&answer)?;
+    let (answer, summary) = parse_summary(answer)?;
     let id = answer.get("id").and_then(Value::as_str).unwrap_or("resp_");
     let mut output = kept;
     output.push(item(&summary, id));
     let body = json!({
-        "id": format!("cmp_{}", id.strip_prefix("resp_").unwrap_or(id)),
+        "id": compaction_id(id),
         "object": "response.compaction",
         "created_at": answer.get("created_at").cloned().unwrap_or(Value::Null),
         "output": output,
