@@ -386,6 +386,32 @@ async fn an_upstream_refusing_the_upgrade_answers_with_its_status() {
     assert_eq!(resp.status(), 101);
 }
 
+/// An upstream with no WebSocket on `/v1/responses` (a local server, Anthropic) answers the
+/// handshake 404, 405 or 501: the client is told 426 to use HTTP, which Codex does at once
+/// (on a 404 it retries the socket with backoff first). Its other refusals stay its own, and
+/// so do `/v1/realtime`'s.
+#[tokio::test]
+async fn an_upstream_without_responses_sockets_is_a_426() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = TestGateway::start(&mock_config(&mock.url(), "")).await;
+    for code in [404, 405, 501] {
+        mock.push(MockResponse::status(code));
+        let (status, body) = refused(&gw, "/v1/responses", &[]).await;
+        assert_eq!(status, 426, "upstream {code}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "websocket_unavailable", "{body}");
+        assert!(body.contains("POST /v1/responses"), "{body}");
+        assert!(body.contains(&code.to_string()), "{body}");
+    }
+    mock.push(MockResponse::status(401));
+    let (status, _) = refused(&gw, "/v1/responses?model=gpt-5", &[]).await;
+    assert_eq!(status, 401);
+    mock.push(MockResponse::status(404));
+    let (status, _) = refused(&gw, "/v1/realtime?model=gpt-4o", &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(mock.request_count(), 5);
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_bad_gateway() {
     // A port nothing listens on.

@@ -15,8 +15,10 @@
 //! upstream is translated or no `*` model takes it, is answered `426` with an error saying so:
 //! the Responses API's clients then send the same request over HTTP (Codex falls back to
 //! HTTPS at once on a 426, where a 404 costs it several retries and a 400 fails the turn),
-//! and over HTTP the body's model routes it, translated where needed. `/v1/realtime` has no
-//! HTTP form and keeps its 404.
+//! and over HTTP the body's model routes it, translated where needed. So is a `/v1/responses`
+//! handshake the upstream answered 404, 405 or 501 (a server with no Responses sockets: vLLM,
+//! Ollama, llama.cpp, Anthropic). `/v1/realtime` has no HTTP form and keeps its 404 and the
+//! upstream's answers.
 //!
 //! # Why bytes and not frames
 //!
@@ -393,6 +395,20 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
     let upstream_upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| answer.extensions_mut().remove::<OnUpgrade>())
         .flatten();
+    if upstream_upgrade.is_none() && parts.uri.path() == "/v1/responses" && no_sockets(status) {
+        // An upstream with no Responses sockets (a local server, Anthropic): told as the
+        // gateway's own 426 above, so that the client goes on over HTTP at once.
+        return Err(routed(Refused::boxed(SocketRefused {
+            status: StatusCode::UPGRADE_REQUIRED,
+            code: "websocket_unavailable",
+            message: format!(
+                "upstream {:?} takes no WebSocket on /v1/responses (it answered the handshake \
+                 {}): send the request over HTTP (POST /v1/responses)",
+                upstream.name,
+                status.as_u16()
+            ),
+        })));
+    }
     let mut resp = answer.map(Body::new);
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&upstream.name) {
@@ -423,6 +439,15 @@ async fn proxy(inner: Arc<ProxyInner>, mut req: Request<Body>) -> Result<Respons
     };
     tokio::spawn(splice(client_upgrade, upstream_upgrade, socket));
     Ok(resp)
+}
+
+/// The statuses with which a server says it has no WebSocket at a path: not found, the
+/// method (`GET`) not allowed there, or upgrades not implemented.
+fn no_sockets(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+    )
 }
 
 /// What the end-of-socket log line names.
