@@ -21,7 +21,7 @@ use std::{
 
 use portcullis_mock::{MockResponse, MockUpstream, RecordedRequest};
 use serde_json::{json, Value};
-use support::TestGateway;
+use support::{mock_config, TestGateway};
 
 /// The agents' install directory (`.ci/agents-setup.sh` fills it on first use).
 fn agents() -> PathBuf {
@@ -111,13 +111,16 @@ async fn codex_builtin_with(
 }
 
 /// `codex exec PROMPT` with `model` and these `-c` settings, in a fresh home and working
-/// directory.
+/// directory, killed after two minutes (a Codex waiting on a socket would hold the test
+/// forever: the runtime waits for its blocking task).
 async fn run_codex(dir: PathBuf, model: &str, prompt: &str, settings: Vec<String>) -> Output {
     let (model, prompt) = (model.to_owned(), prompt.to_owned());
     tokio::task::spawn_blocking(move || {
         let home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
-        Command::new(dir.join("node_modules/.bin/codex"))
+        Command::new("timeout")
+            .args(["-k", "5", "120"])
+            .arg(dir.join("node_modules/.bin/codex"))
             .current_dir(work.path())
             .env("CODEX_HOME", home.path())
             .env("OPENAI_API_KEY", "sk-codex-test")
@@ -403,6 +406,38 @@ async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
         );
         assert_eq!(bodies(&mock, upstream_path).len(), 1, "{model}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_on_its_own_provider_falls_back_at_once_from_an_upstream_without_sockets() {
+    // Nothing translated: the socket goes to the `*` upstream, a local server with no
+    // WebSocket (it answers the handshake 404). Passed on as is, the 404 cost Codex several
+    // reconnects with backoff; as the gateway's 426 it goes on over HTTP at once.
+    let dir = tokio::task::spawn_blocking(agents).await.unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = TestGateway::start(&mock_config(&mock.url(), "")).await;
+    mock.push(MockResponse::status(404));
+    // Were the 404 passed on, Codex's next attempt would find the mock's echo socket and wait
+    // there for events, until `run_codex`'s bound.
+    let out = codex_builtin(dir, format!("http://{}", gw.addr), "qwen3-coder", "say hi").await;
+    says(&out, "Hello from mock");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("failed to connect to Responses WebSocket")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Reconnecting"), "{stderr}");
+    let sent = mock.requests();
+    assert_eq!(
+        sent.iter()
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect::<Vec<_>>(),
+        [("GET", "/v1/responses"), ("POST", "/v1/responses")],
+        "one handshake, then the request over HTTP"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
