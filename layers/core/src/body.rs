@@ -9,6 +9,7 @@
 //!   without copying either.
 
 use std::{
+    collections::VecDeque,
     pin::Pin,
     task::{ready, Context, Poll},
 };
@@ -275,10 +276,119 @@ where
     }
 }
 
+/// What a body that watches its inner body sends before reading it again: data frames
+/// queued (a buffered answer, the events cut from a stream, an error event), then trailers,
+/// then an error, in that order. Loop detection's and the tool-call loop's bodies keep one.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// Data frames, sent first.
+    pub queue: VecDeque<Bytes>,
+    /// Trailers met while buffering, sent after the queue.
+    pub trailers: Option<http::HeaderMap>,
+    /// An error met while buffering, sent last.
+    pub error: Option<tower::BoxError>,
+}
+
+impl Backlog {
+    /// The next frame to send, if anything is left.
+    pub fn pop(&mut self) -> Option<Result<Frame<Bytes>, tower::BoxError>> {
+        if let Some(data) = self.queue.pop_front() {
+            return Some(Ok(Frame::data(data)));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Some(Ok(Frame::trailers(t)));
+        }
+        self.error.take().map(Err)
+    }
+
+    /// Whether a body that sends this backlog, then what is left of `inner` (`None` once it
+    /// ended), has ended. While `watching`, the inner body's end may still hold an unfinished
+    /// event, sent at the end, so it has not.
+    pub fn is_end_stream<B: Body>(&self, inner: Option<&B>, watching: bool) -> bool {
+        self.queue.is_empty()
+            && self.trailers.is_none()
+            && self.error.is_none()
+            && inner.is_none_or(|inner| !watching && inner.is_end_stream())
+    }
+
+    /// The size of such a body: unknown while `watching` (an event may be cut or added),
+    /// else the queue's bytes plus the inner body's hint.
+    pub fn size_hint<B: Body>(&self, inner: Option<&B>, watching: bool) -> SizeHint {
+        if watching {
+            return SizeHint::default();
+        }
+        let queued: u64 = self.queue.iter().map(|b| b.len() as u64).sum();
+        let Some(inner) = inner else {
+            return SizeHint::with_exact(queued);
+        };
+        let h = inner.size_hint();
+        let mut out = SizeHint::new();
+        out.set_lower(h.lower() + queued);
+        if let Some(u) = h.upper() {
+            out.set_upper(u + queued);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
+
+    #[test]
+    fn a_backlog_sends_its_data_then_trailers_then_its_error() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let mut b = Backlog {
+            queue: VecDeque::from([Bytes::from_static(b"a"), Bytes::from_static(b"bc")]),
+            trailers: Some(trailers),
+            error: Some("cut".into()),
+        };
+        let none: Option<&Full<Bytes>> = None;
+        assert!(!b.is_end_stream(none, false));
+        assert_eq!(b.size_hint(none, false).exact(), Some(3));
+        assert_eq!(
+            b.size_hint(none, true).upper(),
+            None,
+            "unknown while watching"
+        );
+        let mut kinds = Vec::new();
+        while let Some(f) = b.pop() {
+            kinds.push(match f {
+                Ok(f) if f.is_data() => format!("data {:?}", f.into_data().unwrap()),
+                Ok(f) => format!("trailers {:?}", f.into_trailers().unwrap().get("x-t")),
+                Err(e) => format!("error {e}"),
+            });
+        }
+        assert_eq!(
+            kinds,
+            [
+                "data b\"a\"",
+                "data b\"bc\"",
+                "trailers Some(\"1\")",
+                "error cut"
+            ]
+        );
+        assert!(b.is_end_stream(none, false));
+    }
+
+    #[test]
+    fn a_backlog_before_an_inner_body_adds_to_its_size_and_waits_for_its_end() {
+        let b = Backlog {
+            queue: VecDeque::from([Bytes::from_static(b"abcd")]),
+            ..Backlog::default()
+        };
+        let inner = Full::new(Bytes::from_static(b"xyz"));
+        assert_eq!(b.size_hint(Some(&inner), false).exact(), Some(7));
+        assert!(!b.is_end_stream(Some(&inner), false));
+        let empty = Backlog::default();
+        let done = Full::new(Bytes::new());
+        assert!(empty.is_end_stream(Some(&done), false));
+        // A watched inner body may still hold an event it sends at its end.
+        assert!(!empty.is_end_stream(Some(&done), true));
+        assert_eq!(empty.size_hint(Some(&inner), false).exact(), Some(3));
+    }
 
     type Chunk = Result<Frame<Bytes>, std::convert::Infallible>;
 

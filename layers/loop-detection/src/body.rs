@@ -10,6 +10,7 @@ use std::{
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use portcullis_core::body::Backlog;
 use tower::BoxError;
 
 use crate::{
@@ -24,11 +25,9 @@ use crate::{
 /// a time (see the crate docs); when its text starts looping, the upstream body is dropped,
 /// which cancels the upstream call, and one error event ends the stream.
 pub struct LoopDetectionBody<B> {
-    /// Frames to send before reading `inner` (a buffered JSON body, events of a stream).
-    queue: VecDeque<Bytes>,
-    /// Trailers and an error met while buffering a JSON body, sent after `queue`.
-    trailers: Option<HeaderMap>,
-    error: Option<BoxError>,
+    /// What to send before reading `inner` (a buffered JSON body and its trailers or error,
+    /// events of a stream).
+    out: Backlog,
     /// Boxed so the body is `Unpin` and can be dropped early (which cancels the upstream).
     inner: Option<Pin<Box<B>>>,
     scan: Option<Box<Scan>>,
@@ -46,9 +45,10 @@ impl<B> LoopDetectionBody<B> {
 
     pub(crate) fn buffered(queue: VecDeque<Bytes>, rest: Option<Pin<Box<B>>>) -> Self {
         Self {
-            queue,
-            trailers: None,
-            error: None,
+            out: Backlog {
+                queue,
+                ..Backlog::default()
+            },
             inner: rest,
             scan: None,
         }
@@ -59,16 +59,14 @@ impl<B> LoopDetectionBody<B> {
         trailers: Option<HeaderMap>,
         error: Option<BoxError>,
     ) -> Self {
-        self.trailers = trailers;
-        self.error = error;
+        self.out.trailers = trailers;
+        self.out.error = error;
         self
     }
 
     pub(crate) fn watched(inner: B, watch: Watch, max_event_bytes: usize) -> Self {
         Self {
-            queue: VecDeque::new(),
-            trailers: None,
-            error: None,
+            out: Backlog::default(),
             inner: Some(Box::pin(inner)),
             scan: Some(Box::new(Scan {
                 framer: Framer::new(max_event_bytes),
@@ -84,7 +82,7 @@ impl<B> LoopDetectionBody<B> {
             if let Some(d) = scan.watch.found {
                 let err = LoopDetected::new(scan.watch.api, d);
                 crate::report(&err, d.at_char, true);
-                self.queue.push_back(scan.watch.api.error_event(
+                self.out.queue.push_back(scan.watch.api.error_event(
                     LoopDetected::CODE,
                     "api_error",
                     &err.stream_message(),
@@ -118,14 +116,8 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            if let Some(data) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if let Some(t) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(t))));
-            }
-            if let Some(e) = this.error.take() {
-                return Poll::Ready(Some(Err(e)));
+            if let Some(frame) = this.out.pop() {
+                return Poll::Ready(Some(frame));
             }
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
@@ -137,68 +129,48 @@ where
             let Scan { framer, watch } = scan;
             let flow = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => framer.feed(data, &mut this.queue, &mut |l| on_line(watch, l)),
+                    Ok(data) => framer.feed(data, &mut this.out.queue, &mut |l| on_line(watch, l)),
                     Err(frame) => {
-                        let flow = framer.finish(&mut this.queue, &mut |l| on_line(watch, l));
-                        this.trailers = frame.into_trailers().ok();
+                        let flow = framer.finish(&mut this.out.queue, &mut |l| on_line(watch, l));
+                        this.out.trailers = frame.into_trailers().ok();
                         flow
                     }
                 },
                 Some(Err(e)) => {
                     // The upstream failed mid-stream: what was held goes out before the error.
-                    framer.finish(&mut this.queue, &mut |_| Flow::Continue);
-                    this.error = Some(e.into());
+                    framer.finish(&mut this.out.queue, &mut |_| Flow::Continue);
+                    this.out.error = Some(e.into());
                     this.inner = None;
                     Flow::Continue
                 }
                 None => {
-                    let flow = framer.finish(&mut this.queue, &mut |l| on_line(watch, l));
+                    let flow = framer.finish(&mut this.out.queue, &mut |l| on_line(watch, l));
                     this.inner = None;
                     flow
                 }
             };
             if flow == Flow::Stop {
-                this.trailers = None;
+                this.out.trailers = None;
                 this.cut();
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.queue.is_empty()
-            && self.trailers.is_none()
-            && self.error.is_none()
-            && match &self.inner {
-                None => true,
-                // A watched stream may still hold an unfinished event, sent at the end.
-                Some(inner) => self.scan.is_none() && inner.is_end_stream(),
-            }
+        self.out
+            .is_end_stream(self.inner.as_deref(), self.scan.is_some())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.scan.is_some() {
-            return SizeHint::default();
-        }
-        let queued: u64 = self.queue.iter().map(|b| b.len() as u64).sum();
-        match &self.inner {
-            None => SizeHint::with_exact(queued),
-            Some(inner) => {
-                let h = inner.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(h.lower() + queued);
-                if let Some(u) = h.upper() {
-                    out.set_upper(u + queued);
-                }
-                out
-            }
-        }
+        self.out
+            .size_hint(self.inner.as_deref(), self.scan.is_some())
     }
 }
 
 impl<B> fmt::Debug for LoopDetectionBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoopDetectionBody")
-            .field("queued", &self.queue.len())
+            .field("queued", &self.out.queue.len())
             .field("watched", &self.scan.is_some())
             .field("done", &self.inner.is_none())
             .finish_non_exhaustive()

@@ -9,8 +9,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use portcullis_core::body::Backlog;
 use tower::BoxError;
 
 use crate::{
@@ -28,9 +28,8 @@ use crate::{
 /// `message_stop`, or the end of the body) its tool calls are recorded, and a blocked loop
 /// replaces that event with one error event.
 pub struct ToolCallLoopBody<B> {
-    queue: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
-    error: Option<BoxError>,
+    /// What to send before reading `inner` (a buffered answer, events, an error event).
+    out: Backlog,
     inner: Option<Pin<Box<B>>>,
     scan: Option<Box<Scan>>,
 }
@@ -91,9 +90,7 @@ impl Watch {
 impl<B> ToolCallLoopBody<B> {
     pub(crate) fn passthrough(inner: B) -> Self {
         Self {
-            queue: VecDeque::new(),
-            trailers: None,
-            error: None,
+            out: Backlog::default(),
             inner: Some(Box::pin(inner)),
             scan: None,
         }
@@ -101,13 +98,14 @@ impl<B> ToolCallLoopBody<B> {
 
     pub(crate) fn buffered(bytes: Bytes, rest: Option<Pin<Box<B>>>) -> Self {
         Self {
-            queue: if bytes.is_empty() {
-                VecDeque::new()
-            } else {
-                VecDeque::from([bytes])
+            out: Backlog {
+                queue: if bytes.is_empty() {
+                    VecDeque::new()
+                } else {
+                    VecDeque::from([bytes])
+                },
+                ..Backlog::default()
             },
-            trailers: None,
-            error: None,
             inner: rest,
             scan: None,
         }
@@ -115,9 +113,10 @@ impl<B> ToolCallLoopBody<B> {
 
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
-            queue: VecDeque::new(),
-            trailers: None,
-            error: Some(error),
+            out: Backlog {
+                error: Some(error),
+                ..Backlog::default()
+            },
             inner: None,
             scan: None,
         }
@@ -125,9 +124,7 @@ impl<B> ToolCallLoopBody<B> {
 
     pub(crate) fn watched(inner: B, api: Api, key: SessionKey, shared: Arc<Shared>) -> Self {
         Self {
-            queue: VecDeque::new(),
-            trailers: None,
-            error: None,
+            out: Backlog::default(),
             inner: Some(Box::pin(inner)),
             scan: Some(Box::new(Scan {
                 unread: true,
@@ -146,10 +143,10 @@ impl<B> ToolCallLoopBody<B> {
 
     fn blocked(&mut self) {
         self.inner = None;
-        self.trailers = None;
+        self.out.trailers = None;
         if let Some(scan) = self.scan.take() {
             if let Some(err) = scan.watch.blocked {
-                self.queue.push_back(scan.watch.api.error_event(
+                self.out.queue.push_back(scan.watch.api.error_event(
                     ToolCallLoop::CODE,
                     ToolCallLoop::ERROR_TYPE,
                     &err.to_string(),
@@ -173,14 +170,8 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            if let Some(data) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if let Some(t) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(t))));
-            }
-            if let Some(e) = this.error.take() {
-                return Poll::Ready(Some(Err(e)));
+            if let Some(frame) = this.out.pop() {
+                return Poll::Ready(Some(frame));
             }
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
@@ -204,26 +195,27 @@ where
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         *unread = false;
-                        framer.feed(data, &mut this.queue, &mut |l| watch.line(l))
+                        framer.feed(data, &mut this.out.queue, &mut |l| watch.line(l))
                     }
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
-                        finish(scan, &mut this.queue)
+                        this.out.trailers = frame.into_trailers().ok();
+                        finish(scan, &mut this.out.queue)
                     }
                 },
                 Some(Err(e)) => {
                     // The upstream failed: the answer is incomplete and is not recorded; what
                     // was held goes out before the error.
                     scan.watch.recorded = true;
-                    scan.framer.finish(&mut this.queue, &mut |_| Flow::Continue);
+                    scan.framer
+                        .finish(&mut this.out.queue, &mut |_| Flow::Continue);
                     this.inner = None;
                     this.scan = None;
-                    this.error = Some(e.into());
+                    this.out.error = Some(e.into());
                     continue;
                 }
                 None => {
                     this.inner = None;
-                    finish(scan, &mut this.queue)
+                    finish(scan, &mut this.out.queue)
                 }
             };
             if flow == Flow::Stop {
@@ -233,32 +225,13 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.queue.is_empty()
-            && self.trailers.is_none()
-            && self.error.is_none()
-            && match &self.inner {
-                None => true,
-                Some(inner) => self.scan.is_none() && inner.is_end_stream(),
-            }
+        self.out
+            .is_end_stream(self.inner.as_deref(), self.scan.is_some())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.scan.is_some() {
-            return SizeHint::default();
-        }
-        let queued: u64 = self.queue.iter().map(|b| b.len() as u64).sum();
-        match &self.inner {
-            None => SizeHint::with_exact(queued),
-            Some(inner) => {
-                let h = inner.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(h.lower() + queued);
-                if let Some(u) = h.upper() {
-                    out.set_upper(u + queued);
-                }
-                out
-            }
-        }
+        self.out
+            .size_hint(self.inner.as_deref(), self.scan.is_some())
     }
 }
 
@@ -276,7 +249,7 @@ fn finish(scan: &mut Scan, queue: &mut VecDeque<Bytes>) -> Flow {
 impl<B> fmt::Debug for ToolCallLoopBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ToolCallLoopBody")
-            .field("queued", &self.queue.len())
+            .field("queued", &self.out.queue.len())
             .field("watched", &self.scan.is_some())
             .field("done", &self.inner.is_none())
             .finish_non_exhaustive()
