@@ -370,6 +370,20 @@ async fn codex_works_through_the_gateway_and_translated_to_anthropic_and_a_local
     assert!(sent[1].get("client_metadata").is_none(), "{}", sent[1]);
 }
 
+/// Codex tried the socket once, then went on over HTTP: no reconnecting (a 404 costs it
+/// several attempts, with backoff).
+fn one_socket_attempt(out: &Output, model: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("failed to connect to Responses WebSocket")
+            .count(),
+        1,
+        "{model}: {stderr}"
+    );
+    assert!(!stderr.contains("Reconnecting"), "{model}: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
     // Codex's built-in provider tries a WebSocket first. The gateway cannot route it by
@@ -385,16 +399,7 @@ async fn codex_on_its_own_openai_provider_falls_back_from_the_socket_to_http() {
         mock.clear();
         let out = codex_builtin(dir.clone(), url.clone(), model, "say hi").await;
         says(&out, "Hello from mock");
-        // One socket attempt, then HTTP: no reconnecting (a 404 costs several, with backoff).
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            stderr
-                .matches("failed to connect to Responses WebSocket")
-                .count(),
-            1,
-            "{model}: {stderr}"
-        );
-        assert!(!stderr.contains("Reconnecting"), "{model}: {stderr}");
+        one_socket_attempt(&out, model);
         let sent = mock.requests();
         assert!(
             sent.iter()
@@ -421,15 +426,7 @@ async fn codex_on_its_own_provider_falls_back_at_once_from_an_upstream_without_s
     // there for events, until `run_codex`'s bound.
     let out = codex_builtin(dir, format!("http://{}", gw.addr), "qwen3-coder", "say hi").await;
     says(&out, "Hello from mock");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr
-            .matches("failed to connect to Responses WebSocket")
-            .count(),
-        1,
-        "{stderr}"
-    );
-    assert!(!stderr.contains("Reconnecting"), "{stderr}");
+    one_socket_attempt(&out, "qwen3-coder");
     let sent = mock.requests();
     assert_eq!(
         sent.iter()
