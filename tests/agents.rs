@@ -1,6 +1,7 @@
 //! Real coding agents through the gateway: OpenAI's Codex CLI (the Responses API),
-//! Anthropic's Claude Code (the Messages API), opencode (either, by its provider) and aider
-//! (chat completions or Messages, by litellm's provider), at the
+//! Anthropic's Claude Code (the Messages API), opencode (either, by its provider), aider
+//! (chat completions or Messages, by litellm's provider) and Continue's CLI (either, by its
+//! provider), at the
 //! versions `.ci/agents-setup.sh` pins
 //! (installed from npm on first use), each run as users run it, pointed at the gateway in
 //! front of the mock upstream: once to an upstream of its own API, once translated to the
@@ -251,6 +252,60 @@ async fn aider(dir: PathBuf, gateway: String, model: &str, prompt: &str) -> (Out
             .output()
             .expect("run aider");
         (out, std::fs::read_to_string(file).unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// `cn -p PROMPT` (Continue's CLI, headless, every tool allowed) with one model of `provider`
+/// (`openai`: chat completions; `anthropic`: the Messages API) pointed at the gateway, in a
+/// fresh home and working directory; the mock asked (by header) for one `Bash` call that
+/// writes `ran.txt`. Returns Continue's output and that file's text, if it was written.
+async fn continue_cli(
+    dir: PathBuf,
+    gateway: String,
+    provider: &str,
+    model: &str,
+    prompt: &str,
+) -> (Output, Option<String>) {
+    let (provider, model, prompt) = (provider.to_owned(), model.to_owned(), prompt.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        // YAML is a superset of JSON: the config written as JSON needs no YAML writer.
+        let config = json!({
+            "name": "portcullis-test",
+            "version": "0.0.1",
+            "schema": "v1",
+            "models": [{
+                "name": "through the gateway",
+                "provider": provider,
+                "model": model,
+                "apiBase": format!("{gateway}/v1/"),
+                "apiKey": "sk-continue-test",
+                "roles": ["chat", "edit", "apply"],
+                "requestOptions": {"headers": {"x-mock-tool-call":
+                    r#"Bash {"command": "echo portcullis-ran > ran.txt"}"#}},
+            }],
+        });
+        let path = home.path().join("config.yaml");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let out = Command::new("timeout")
+            .args(["-k", "5", "120"])
+            .arg(dir.join("node_modules/.bin/cn"))
+            .current_dir(work.path())
+            .env("HOME", home.path())
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .arg("--config")
+            .arg(&path)
+            .args(["--auto", "-p", &prompt])
+            .output()
+            .expect("run cn");
+        (
+            out,
+            std::fs::read_to_string(work.path().join("ran.txt")).ok(),
+        )
     })
     .await
     .unwrap()
@@ -636,6 +691,46 @@ async fn aider_edits_a_file_through_the_gateway_and_translated_both_ways() {
             "{model}: {}",
             sent[0]
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_cli_runs_a_command_through_the_gateway_and_translated_both_ways() {
+    // Continue's CLI (`cn`, the OpenAI and Anthropic SDKs underneath, streaming) on chat
+    // completions and on the Messages API, each to its own API and translated to the other:
+    // the model's `Bash` call reaches Continue, runs, and its result goes back up.
+    let (dir, mock, gw) = started().await;
+    let url = format!("http://{}", gw.addr);
+    let runs = [
+        ("openai", "gpt-4o", "/v1/chat/completions"),
+        ("anthropic", "claude-sonnet-4-5", "/v1/messages"),
+        ("openai", "claude-sonnet-4-5", "/v1/messages"),
+        ("anthropic", "local-qwen3-coder", "/v1/chat/completions"),
+    ];
+    for (provider, model, upstream_path) in runs {
+        mock.clear();
+        let (out, ran) = continue_cli(dir.clone(), url.clone(), provider, model, "run echo").await;
+        says(&out, "Hello from mock");
+        assert_eq!(
+            ran.as_deref(),
+            Some("portcullis-ran\n"),
+            "{provider}/{model}: the call did not run:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent = bodies(&mock, upstream_path);
+        assert!(
+            sent.len() >= 2,
+            "{provider}/{model}: the call, then its result: {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|b| b["stream"] == true),
+            "{provider}/{model}: Continue streams"
+        );
+        let answered = match upstream_path {
+            "/v1/messages" => sent.iter().any(answers_the_mocks_tool_use),
+            _ => sent.iter().any(answers_the_mocks_call),
+        };
+        assert!(answered, "{provider}/{model}: {sent:?}");
     }
 }
 
