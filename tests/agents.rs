@@ -718,9 +718,11 @@ async fn continue_cli_runs_a_command_through_the_gateway_and_translated_both_way
             String::from_utf8_lossy(&out.stderr)
         );
         let sent = bodies(&mock, upstream_path);
+        // The conversations alone: Continue's system prompt and tools run to pages.
+        let turns: Vec<&Value> = sent.iter().map(|b| &b["messages"]).collect();
         assert!(
             sent.len() >= 2,
-            "{provider}/{model}: the call, then its result: {sent:?}"
+            "{provider}/{model}: the call, then its result: {turns:?}"
         );
         assert!(
             sent.iter().all(|b| b["stream"] == true),
@@ -730,7 +732,7 @@ async fn continue_cli_runs_a_command_through_the_gateway_and_translated_both_way
             "/v1/messages" => sent.iter().any(answers_the_mocks_tool_use),
             _ => sent.iter().any(answers_the_mocks_call),
         };
-        assert!(answered, "{provider}/{model}: {sent:?}");
+        assert!(answered, "{provider}/{model}: {turns:?}");
     }
 }
 
