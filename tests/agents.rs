@@ -758,9 +758,11 @@ async fn in_chat_commands_are_answered_to_both_agents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_agents_work_with_every_layer_on() {
+async fn agents_of_each_api_work_with_every_layer_on() {
     // What each agent sends on every request passes every layer: validation, memory routing,
     // rate limit, dedup, loop detection, the tool-call loop, commands and the audit line.
+    // Codex speaks the Responses API, Claude Code the Messages API, Continue (its OpenAI
+    // provider) chat completions, streamed, with its tools.
     let dir = tokio::task::spawn_blocking(agents).await.unwrap();
     let mock = MockUpstream::start().await.unwrap();
     let audit = tempfile::NamedTempFile::new().unwrap();
@@ -796,15 +798,28 @@ path = "{}"
         "Hello from mock",
     );
     says(
-        &claude(dir, url, "claude-sonnet-4-5", "say hi").await,
+        &claude(dir.clone(), url.clone(), "claude-sonnet-4-5", "say hi").await,
         "Hello from mock",
     );
     // Claude Code was told by its User-Agent: its memory user id went upstream.
     let last = mock.last_request().unwrap();
     assert_eq!(last.header("x-sm-user-id"), Some("claude-code"));
+    let (out, ran) = continue_cli(dir, url, "openai", "gpt-4o", "run echo").await;
+    says(&out, "Hello from mock");
+    assert_eq!(
+        ran.as_deref(),
+        Some("portcullis-ran\n"),
+        "Continue's call ran"
+    );
+    assert!(
+        bodies(&mock, "/v1/chat/completions")
+            .iter()
+            .any(answers_the_mocks_call),
+        "Continue's call's result went back up"
+    );
     assert_eq!(
         mock.request_count(),
-        3,
-        "Codex's call and its result, Claude's turn"
+        5,
+        "Codex's call and its result, Claude's turn, Continue's call and its result"
     );
 }
