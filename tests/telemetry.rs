@@ -753,6 +753,51 @@ async fn without_an_endpoint_trace_context_still_flows_and_logs_carry_it() {
     assert!(gw.stop(Duration::from_secs(10)).success());
 }
 
+/// JSON logs with nothing exported: each request's access line is written once (straight to
+/// the access writer, not sent as an event), in the formatter's key order, and `RUST_LOG`
+/// still decides whether it is written at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_lines_are_written_once_and_follow_rust_log() {
+    let mock = MockUpstream::start().await.unwrap();
+    let config = gateway_config(&mock.url(), "log_format = \"json\"");
+    for (rust_log, written) in [("info", true), ("info,portcullis::access=off", false)] {
+        let cfg = config.clone();
+        let env = [("RUST_LOG", rust_log)];
+        let mut gw = tokio::task::spawn_blocking(move || Binary::start(&cfg, &env))
+            .await
+            .unwrap();
+        for id in ["req-a", "req-b"] {
+            let resp = post_json(
+                &gw.url("/v1/chat/completions"),
+                &support::chat("gpt-4o-mini"),
+                &[("x-request-id", id)],
+            )
+            .await;
+            assert_eq!(resp.status, 200);
+        }
+        // SIGTERM flushes the writer: every line there is to see is written by then.
+        assert!(gw.stop(Duration::from_secs(10)).success());
+        let logs = gw.logs();
+        let access = access_lines(&logs);
+        if !written {
+            assert!(access.is_empty(), "RUST_LOG={rust_log}: {logs:#?}");
+            continue;
+        }
+        let ids: Vec<&str> = access
+            .iter()
+            .filter_map(|v| v["request_id"].as_str())
+            .collect();
+        assert_eq!(ids, ["req-a", "req-b"], "{logs:#?}");
+        let line = logs.iter().find(|l| l.contains("req-a")).unwrap();
+        assert!(
+            line.starts_with(r#"{"timestamp":""#)
+                && line.contains(r#""level":"INFO","message":"request","method":"POST""#)
+                && line.ends_with(r#""target":"portcullis::access"}"#),
+            "{line}"
+        );
+    }
+}
+
 /// Pretty logs beside an exporter (the logs under their own filter, the exporter's spans under
 /// theirs): each request's access line is written once, by the gateway's own writer, in its
 /// span, and events below `RUST_LOG` stay out.

@@ -17,7 +17,10 @@
 use std::{
     cell::RefCell,
     fmt::Write as _,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
     time::SystemTime,
 };
 
@@ -34,6 +37,22 @@ pub const ACCESS_TARGET: &str = "portcullis::access";
 /// Whether an [`AccessJsonLayer`] was made: only then does [`AccessLine::emit`] write its
 /// fields ahead of the event.
 static DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// The access writer, once the gateway's subscriber is installed with the JSON access layer
+/// as the only one that takes access events ([`write_access_alone`]).
+static ALONE: OnceLock<LineWriter> = OnceLock::new();
+
+/// From now on [`AccessLine::emit`] writes its line straight to `out` (the installed
+/// [`AccessJsonLayer`]'s writer) instead of sending an event: for a subscriber in which that
+/// layer is the only taker of access events (no OpenTelemetry layer to turn them into span
+/// events, JSON lines that print no span, and a `RUST_LOG` without span-scoped directives, so
+/// whether a line is written depends on its target and level alone, which
+/// [`tracing::enabled!`] still asks). The event's dispatch through the subscriber (its
+/// eighteen fields offered to every layer) was ~1.2k instructions per request. Once per
+/// process: the global subscriber is never replaced.
+pub(crate) fn write_access_alone(out: LineWriter) {
+    let _ = ALONE.set(out);
+}
 
 thread_local! {
     /// The fields [`AccessLine::emit`] wrote for the event it is sending; `ready` until the
@@ -137,17 +156,35 @@ fn event_line(out: &mut String, event: &Event<'_>, now: SystemTime) {
 /// One event as a JSON line (with its newline); `fields`: its fields already written (by
 /// [`AccessLine::emit`]), else they are visited.
 fn format_line(out: &mut String, event: &Event<'_>, now: SystemTime, fields: Option<&str>) {
+    let meta = event.metadata();
+    line(
+        out,
+        now,
+        meta.level().as_str(),
+        meta.target(),
+        |out| match fields {
+            Some(fields) => out.push_str(fields),
+            None => event.record(&mut JsonFields { out }),
+        },
+    );
+}
+
+/// A JSON line (with its newline) around the fields `fields` writes.
+fn line(
+    out: &mut String,
+    now: SystemTime,
+    level: &str,
+    target: &str,
+    fields: impl FnOnce(&mut String),
+) {
     out.push_str(r#"{"timestamp":""#);
     timestamp(out, now);
     out.push_str(r#"","level":""#);
-    out.push_str(event.metadata().level().as_str());
+    out.push_str(level);
     out.push('"');
-    match fields {
-        Some(fields) => out.push_str(fields),
-        None => event.record(&mut JsonFields { out }),
-    }
+    fields(out);
     out.push_str(r#","target":""#);
-    escape(out, event.metadata().target());
+    escape(out, target);
     out.push_str("\"}\n");
 }
 
@@ -197,6 +234,12 @@ impl AccessLine<'_> {
     /// enabled), the fields are written here first, exactly as the layer would write them
     /// from the event, and the layer takes them.
     pub fn emit(&self) {
+        if let Some(out) = ALONE.get() {
+            if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+                self.send(out, SystemTime::now());
+            }
+            return;
+        }
         let ahead = DIRECT.load(Ordering::Relaxed)
             && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
             && FIELDS.with(|fields| {
@@ -241,6 +284,16 @@ impl AccessLine<'_> {
                 }
             });
         }
+    }
+
+    /// Queue the line on `out`, as [`AccessJsonLayer`] writes it for the event [`Self::emit`]
+    /// would send at `now`.
+    fn send(&self, out: &LineWriter, now: SystemTime) {
+        send_line(out, |out| {
+            line(out, now, "INFO", ACCESS_TARGET, |out| {
+                self.write_fields(out)
+            });
+        });
     }
 
     /// The fields as [`JsonFields`] writes the event's: in the macro's order, the message
@@ -568,6 +621,24 @@ mod tests {
             assert_eq!(rest(&ours), rest(&theirs));
             // Taken: the next event of the target is written from its own fields.
             assert!(!FIELDS.with(|f| f.borrow().ready));
+        }
+    }
+
+    /// The line written without an event (the subscriber's only taker of access events) is
+    /// the line the layer writes from the event, and so the fmt JSON formatter's.
+    #[test]
+    fn an_access_line_written_alone_is_the_layers_line() {
+        DIRECT.store(true, Ordering::Relaxed);
+        let rest = |l: &str| l[l.find(r#""level""#).unwrap()..].to_string();
+        for line in [sample_line(), AccessLine::default()] {
+            let file = crate::telemetry::test_buf::FileLines::new();
+            line.send(&file.writer, SystemTime::now());
+            let alone = file.text();
+            let (ours, theirs) = both_lines(|| line.emit());
+            assert_eq!(alone.lines().count(), 1, "{alone}");
+            assert_eq!(rest(&alone), rest(&ours));
+            assert_eq!(rest(&alone), rest(&theirs));
+            assert!(alone.starts_with(r#"{"timestamp":""#), "{alone}");
         }
     }
 

@@ -54,6 +54,14 @@ impl LogFilter {
     }
 }
 
+impl LogFilter {
+    /// Whether `RUST_LOG` has a directive scoped to spans or field values: which events it
+    /// lets through then depends on more than their target and level.
+    pub(crate) fn is_scoped(&self) -> bool {
+        self.scoped
+    }
+}
+
 /// The span calls, forwarded to the [`EnvFilter`] (as a `Filter` or as a `Layer`) only when
 /// `RUST_LOG` has a scoped directive: the same gate for both traits.
 macro_rules! scoped_span_calls {

@@ -195,6 +195,13 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         }
         return TelemetryGuard::default();
     }
+    // JSON lines with nothing exported: the access layer is the only taker of access events,
+    // and its lines are written without sending them (`json_log::write_access_alone`).
+    if let (LogFormat::Json, None, Some(out)) = (cfg.log_format, &provider, &access_writer) {
+        if !LogFilter::from_env().is_scoped() {
+            json_log::write_access_alone(out.clone());
+        }
+    }
     match &export {
         TraceExport::Off => {
             tracing::debug!("no OTLP endpoint configured; traces are not exported");
