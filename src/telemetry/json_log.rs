@@ -232,7 +232,8 @@ pub struct AccessLine<'a> {
 impl AccessLine<'_> {
     /// Send the access event in the current span. With the JSON access layer on (and the line
     /// enabled), the fields are written here first, exactly as the layer would write them
-    /// from the event, and the layer takes them.
+    /// from the event, and the layer takes them; with that layer the only taker of access
+    /// events ([`write_access_alone`]), the line is written and no event is sent.
     pub fn emit(&self) {
         if let Some(out) = ALONE.get() {
             if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {

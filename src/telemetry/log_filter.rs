@@ -52,9 +52,7 @@ impl LogFilter {
             },
         }
     }
-}
 
-impl LogFilter {
     /// Whether `RUST_LOG` has a directive scoped to spans or field values: which events it
     /// lets through then depends on more than their target and level.
     pub(crate) fn is_scoped(&self) -> bool {
