@@ -753,48 +753,60 @@ async fn without_an_endpoint_trace_context_still_flows_and_logs_carry_it() {
     assert!(gw.stop(Duration::from_secs(10)).success());
 }
 
-/// JSON logs with nothing exported: each request's access line is written once (straight to
-/// the access writer, not sent as an event), in the formatter's key order, and `RUST_LOG`
-/// still decides whether it is written at all.
+/// Logs with nothing exported, JSON and pretty: each request's access line is written once
+/// (straight to the access writer, not sent as an event), as the formatter would write it (the
+/// pretty one in its request span), and `RUST_LOG` still decides whether it is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_access_lines_are_written_once_and_follow_rust_log() {
+async fn access_lines_without_an_exporter_are_written_once_and_follow_rust_log() {
     let mock = MockUpstream::start().await.unwrap();
-    let config = gateway_config(&mock.url(), "log_format = \"json\"");
-    for (rust_log, written) in [("info", true), ("info,portcullis::access=off", false)] {
-        let cfg = config.clone();
-        let env = [("RUST_LOG", rust_log)];
-        let mut gw = tokio::task::spawn_blocking(move || Binary::start(&cfg, &env))
-            .await
-            .unwrap();
-        for id in ["req-a", "req-b"] {
-            let resp = post_json(
-                &gw.url("/v1/chat/completions"),
-                &support::chat("gpt-4o-mini"),
-                &[("x-request-id", id)],
-            )
-            .await;
-            assert_eq!(resp.status, 200);
+    for format in ["json", "pretty"] {
+        let config = gateway_config(&mock.url(), &format!("log_format = \"{format}\""));
+        for (rust_log, written) in [("info", true), ("info,portcullis::access=off", false)] {
+            let cfg = config.clone();
+            let env = [("RUST_LOG", rust_log), ("NO_COLOR", "1")];
+            let mut gw = tokio::task::spawn_blocking(move || Binary::start(&cfg, &env))
+                .await
+                .unwrap();
+            for id in ["req-a", "req-b"] {
+                let resp = post_json(
+                    &gw.url("/v1/chat/completions"),
+                    &support::chat("gpt-4o-mini"),
+                    &[("x-request-id", id)],
+                )
+                .await;
+                assert_eq!(resp.status, 200);
+            }
+            // SIGTERM flushes the writer: every line there is to see is written by then.
+            assert!(gw.stop(Duration::from_secs(10)).success());
+            let logs = gw.logs();
+            let access: Vec<&String> = logs
+                .iter()
+                .filter(|l| l.contains("portcullis::access"))
+                .collect();
+            let what = format!("{format}, RUST_LOG={rust_log}: {logs:#?}");
+            if !written {
+                assert!(access.is_empty(), "{what}");
+                continue;
+            }
+            assert_eq!(access.len(), 2, "{what}");
+            let (a, b) = (access[0], access[1]);
+            assert!(a.contains("req-a") && b.contains("req-b"), "{what}");
+            if format == "json" {
+                assert!(
+                    a.starts_with(r#"{"timestamp":""#)
+                        && a.contains(r#""level":"INFO","message":"request","method":"POST""#)
+                        && a.ends_with(r#""target":"portcullis::access"}"#),
+                    "{a}"
+                );
+            } else {
+                assert!(
+                    a.contains(" INFO request: portcullis::access: request method=\"POST\"")
+                        && a.contains(" status=200 ")
+                        && a.ends_with(" request_id=req-a"),
+                    "{a}"
+                );
+            }
         }
-        // SIGTERM flushes the writer: every line there is to see is written by then.
-        assert!(gw.stop(Duration::from_secs(10)).success());
-        let logs = gw.logs();
-        let access = access_lines(&logs);
-        if !written {
-            assert!(access.is_empty(), "RUST_LOG={rust_log}: {logs:#?}");
-            continue;
-        }
-        let ids: Vec<&str> = access
-            .iter()
-            .filter_map(|v| v["request_id"].as_str())
-            .collect();
-        assert_eq!(ids, ["req-a", "req-b"], "{logs:#?}");
-        let line = logs.iter().find(|l| l.contains("req-a")).unwrap();
-        assert!(
-            line.starts_with(r#"{"timestamp":""#)
-                && line.contains(r#""level":"INFO","message":"request","method":"POST""#)
-                && line.ends_with(r#""target":"portcullis::access"}"#),
-            "{line}"
-        );
     }
 }
 

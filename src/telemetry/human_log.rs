@@ -37,7 +37,7 @@ impl AccessHumanLayer {
     pub fn stdout() -> std::io::Result<Self> {
         Ok(Self {
             out: json_log::stdout_writer()?,
-            ansi: std::env::var("NO_COLOR").map_or(true, |v| v.is_empty()),
+            ansi: ansi_from_env(),
         })
     }
 
@@ -62,6 +62,11 @@ where
     }
 }
 
+/// Colours, as the formatter decides them by default: on unless `NO_COLOR` is set to something.
+pub(super) fn ansi_from_env() -> bool {
+    std::env::var("NO_COLOR").map_or(true, |v| v.is_empty())
+}
+
 const DIM: &str = "\x1b[2m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
@@ -77,6 +82,29 @@ fn paint(out: &mut String, ansi: bool, style: &str, text: &str) {
     }
 }
 
+/// The time (unless `None`) and the level, each with its space after it.
+fn head(out: &mut String, now: Option<SystemTime>, level: &Level, ansi: bool) {
+    if let Some(now) = now {
+        if ansi {
+            out.push_str(DIM);
+        }
+        json_log::timestamp(out, now);
+        if ansi {
+            out.push_str(RESET);
+        }
+        out.push(' ');
+    }
+    let (color, level) = match *level {
+        Level::TRACE => ("\x1b[35m", "TRACE"),
+        Level::DEBUG => ("\x1b[34m", "DEBUG"),
+        Level::INFO => ("\x1b[32m", " INFO"),
+        Level::WARN => ("\x1b[33m", " WARN"),
+        Level::ERROR => ("\x1b[31m", "ERROR"),
+    };
+    paint(out, ansi, color, level);
+    out.push(' ');
+}
+
 /// The compact formatter's line of `event` (its `Format<Compact>` with the default timer,
 /// level and target shown, no thread names or ids; `now: None` as `without_time()`).
 fn human_line<S>(
@@ -89,25 +117,7 @@ fn human_line<S>(
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let meta = event.metadata();
-    if let Some(now) = now {
-        if ansi {
-            out.push_str(DIM);
-        }
-        json_log::timestamp(out, now);
-        if ansi {
-            out.push_str(RESET);
-        }
-        out.push(' ');
-    }
-    let (color, level) = match *meta.level() {
-        Level::TRACE => ("\x1b[35m", "TRACE"),
-        Level::DEBUG => ("\x1b[34m", "DEBUG"),
-        Level::INFO => ("\x1b[32m", " INFO"),
-        Level::WARN => ("\x1b[33m", " WARN"),
-        Level::ERROR => ("\x1b[31m", "ERROR"),
-    };
-    paint(out, ansi, color, level);
-    out.push(' ');
+    head(out, now, meta.level(), ansi);
     let scope = || {
         ctx.event_scope(event)
             .into_iter()
@@ -135,6 +145,110 @@ fn human_line<S>(
         }
     }
     out.push('\n');
+}
+
+/// The line [`human_line`] writes for the access event `line` would send now, in the current
+/// span, written from `line`'s typed fields and the current span's scope in the registry of
+/// the default subscriber (no event is sent: see [`json_log::write_access_alone`]). Without a
+/// registry under the subscriber, the line has no spans.
+pub(super) fn access_line(
+    out: &mut String,
+    line: &json_log::AccessLine<'_>,
+    now: Option<SystemTime>,
+    ansi: bool,
+) {
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let span = (dispatch.downcast_ref::<tracing_subscriber::Registry>())
+            .zip(current.id())
+            .and_then(|(registry, id)| registry.span(id));
+        let scope = || span.iter().flat_map(|s| s.scope().from_root());
+        head(out, now, &Level::INFO, ansi);
+        let mut spans = false;
+        for span in scope() {
+            spans = true;
+            paint(out, ansi, BOLD, span.metadata().name());
+            out.push(':');
+        }
+        if spans {
+            out.push(' ');
+        }
+        paint(out, ansi, DIM, json_log::ACCESS_TARGET);
+        paint(out, ansi, DIM, ":");
+        out.push(' ');
+        access_fields(out, line);
+        for span in scope() {
+            if let Some(fields) = span.extensions().get::<FormattedFields<HumanFields>>() {
+                if !fields.is_empty() {
+                    out.push(' ');
+                    paint(out, ansi, DIM, &fields.fields);
+                }
+            }
+        }
+        out.push('\n');
+    });
+}
+
+/// The access event's fields as [`HumanLine`] records them from the event `emit` sends: in
+/// the macro's order, the message bare, `None`s left out.
+fn access_fields(out: &mut String, line: &json_log::AccessLine<'_>) {
+    fn text(out: &mut String, name: &str, value: &str) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        if plain(value) {
+            out.push('"');
+            out.push_str(value);
+            out.push('"');
+        } else {
+            let _ = write!(out, "{value:?}");
+        }
+    }
+    fn uint(out: &mut String, name: &str, value: u64) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        out.push_str(itoa::Buffer::new().format(value));
+    }
+    fn float(out: &mut String, name: &str, value: f64) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        push_f64_debug(out, value);
+    }
+    out.push_str("request");
+    text(out, "method", line.method);
+    text(out, "path", line.path);
+    text(out, "model", line.model);
+    text(out, "upstream", line.upstream);
+    uint(out, "status", line.status.into());
+    float(out, "latency_ms", line.latency_ms);
+    float(out, "ttfb_ms", line.ttfb_ms);
+    text(out, "request_id", line.request_id);
+    uint(out, "attempts", line.attempts.into());
+    text(out, "cache", line.cache);
+    text(out, "user_id", line.user_id);
+    text(out, "key", line.key);
+    if let Some(e) = line.error {
+        text(out, "error", e);
+    }
+    if let Some(t) = line.trace_id {
+        text(out, "trace_id", t);
+    }
+    out.push_str(if line.stream {
+        " stream=true"
+    } else {
+        " stream=false"
+    });
+    if let Some(n) = line.input_tokens {
+        uint(out, "input_tokens", n);
+    }
+    if let Some(n) = line.output_tokens {
+        uint(out, "output_tokens", n);
+    }
+    if let Some(b) = line.body {
+        text(out, "body", b);
+    }
 }
 
 /// An event's fields as [`HumanFields`] writes them (`name=value` with the value's `Debug`,
@@ -311,6 +425,53 @@ mod tests {
             assert_eq!(ours, theirs, "ansi {ansi}");
             assert!(ours.contains("attempts=3"), "{ours}");
             assert!(!ours.contains("otel."), "{ours}");
+        }
+    }
+
+    /// The line written without an event, from the access line's fields and the registry's
+    /// current spans, is the formatter's line of the event: with and without colours, spans
+    /// and optional fields, and outside any span.
+    #[test]
+    fn an_access_line_written_alone_is_the_formatters() {
+        use crate::telemetry::json_log::{sample_line, AccessLine};
+        for ansi in [true, false] {
+            let mut alone = String::new();
+            let (_, theirs) = both(ansi, || {
+                let outer = tracing::info_span!(
+                    "request",
+                    otel.name = "POST /v1/chat/completions",
+                    request_id = %"req-1",
+                );
+                let _o = outer.enter();
+                // A child of the request span: both in the line.
+                let inner = tracing::info_span!("upstream_attempt", attempt = 2u32);
+                let _i = inner.enter();
+                let line = AccessLine {
+                    model: "gpt-4o\nmini\u{8}é\u{200b}",
+                    key: "",
+                    output_tokens: None,
+                    latency_ms: f64::NAN,
+                    ttfb_ms: 1.5e15,
+                    ..sample_line()
+                };
+                access_line(&mut alone, &line, None, ansi);
+                line.emit();
+            });
+            assert_eq!(alone, theirs, "ansi {ansi}");
+            assert!(
+                ansi || alone.contains(" INFO request:upstream_attempt: portcullis::access: "),
+                "{alone}"
+            );
+            assert!(
+                ansi || alone.ends_with(" request_id=req-1 attempt=2\n"),
+                "{alone}"
+            );
+            let mut alone = String::new();
+            let (_, theirs) = both(ansi, || {
+                access_line(&mut alone, &AccessLine::default(), None, ansi);
+                AccessLine::default().emit();
+            });
+            assert_eq!(alone, theirs, "ansi {ansi}, no span");
         }
     }
 

@@ -38,20 +38,35 @@ pub const ACCESS_TARGET: &str = "portcullis::access";
 /// fields ahead of the event.
 static DIRECT: AtomicBool = AtomicBool::new(false);
 
-/// The access writer, once the gateway's subscriber is installed with the JSON access layer
-/// as the only one that takes access events ([`write_access_alone`]).
-static ALONE: OnceLock<LineWriter> = OnceLock::new();
+/// The access writer, once the gateway's subscriber is installed with an access layer as the
+/// only one that takes access events ([`write_access_alone`]).
+static ALONE: OnceLock<Alone> = OnceLock::new();
 
-/// From now on [`AccessLine::emit`] writes its line straight to `out` (the installed
-/// [`AccessJsonLayer`]'s writer) instead of sending an event: for a subscriber in which that
-/// layer is the only taker of access events (no OpenTelemetry layer to turn them into span
-/// events, JSON lines that print no span, and a `RUST_LOG` without span-scoped directives, so
-/// whether a line is written depends on its target and level alone, which
-/// [`tracing::enabled!`] still asks). The event's dispatch through the subscriber (its
-/// eighteen fields offered to every layer) was ~1.2k instructions per request. Once per
-/// process: the global subscriber is never replaced.
-pub(crate) fn write_access_alone(out: LineWriter) {
-    let _ = ALONE.set(out);
+/// The installed access layer's writer and its line's shape.
+#[derive(Debug)]
+pub(crate) enum Alone {
+    /// [`AccessJsonLayer`]'s.
+    Json(LineWriter),
+    /// [`super::human_log::AccessHumanLayer`]'s, with or without colours.
+    Pretty {
+        /// The writer.
+        out: LineWriter,
+        /// Colours.
+        ansi: bool,
+    },
+}
+
+/// From now on [`AccessLine::emit`] writes its line straight to the installed access layer's
+/// writer instead of sending an event: for a subscriber in which that layer is the only taker
+/// of access events (no OpenTelemetry layer to turn them into span events, and a `RUST_LOG`
+/// without span-scoped directives, so whether a line is written depends on its target and
+/// level alone, which [`tracing::enabled!`] still asks; the pretty line's spans are read from
+/// the registry, as the layer read them). The event's dispatch through the subscriber (its
+/// eighteen fields offered to every layer, each visited again by the layer) was ~1.2k
+/// instructions per request with JSON lines and ~6k with pretty ones. Once per process: the
+/// global subscriber is never replaced.
+pub(crate) fn write_access_alone(alone: Alone) {
+    let _ = ALONE.set(alone);
 }
 
 thread_local! {
@@ -235,9 +250,15 @@ impl AccessLine<'_> {
     /// from the event, and the layer takes them; with that layer the only taker of access
     /// events ([`write_access_alone`]), the line is written and no event is sent.
     pub fn emit(&self) {
-        if let Some(out) = ALONE.get() {
+        if let Some(alone) = ALONE.get() {
             if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
-                self.send(out, SystemTime::now());
+                let now = SystemTime::now();
+                match alone {
+                    Alone::Json(out) => self.send(out, now),
+                    Alone::Pretty { out, ansi } => send_line(out, |text| {
+                        super::human_log::access_line(text, self, Some(now), *ansi);
+                    }),
+                }
             }
             return;
         }

@@ -195,11 +195,18 @@ pub fn init(cfg: &TelemetryConfig) -> TelemetryGuard {
         }
         return TelemetryGuard::default();
     }
-    // JSON lines with nothing exported: the access layer is the only taker of access events,
-    // and its lines are written without sending them (`json_log::write_access_alone`).
-    if let (LogFormat::Json, None, Some(out)) = (cfg.log_format, &provider, &access_writer) {
+    // Nothing exported: the access layer is the only taker of access events, and its lines
+    // are written without sending them (`json_log::write_access_alone`).
+    if let (None, Some(out)) = (&provider, &access_writer) {
         if !LogFilter::from_env().is_scoped() {
-            json_log::write_access_alone(out.clone());
+            let out = out.clone();
+            json_log::write_access_alone(match cfg.log_format {
+                LogFormat::Json => json_log::Alone::Json(out),
+                LogFormat::Pretty => json_log::Alone::Pretty {
+                    out,
+                    ansi: human_log::ansi_from_env(),
+                },
+            });
         }
     }
     match &export {
