@@ -18,7 +18,12 @@ use tracing::{
     field::{Field, Visit},
     Event, Level, Subscriber,
 };
-use tracing_subscriber::{fmt::FormattedFields, layer::Context, registry::LookupSpan, Layer};
+use tracing_subscriber::{
+    fmt::FormattedFields,
+    layer::Context,
+    registry::{LookupSpan, SpanRef},
+    Layer,
+};
 
 use super::{json_log, HumanFields};
 
@@ -82,8 +87,66 @@ fn paint(out: &mut String, ansi: bool, style: &str, text: &str) {
     }
 }
 
-/// The time (unless `None`) and the level, each with its space after it.
-fn head(out: &mut String, now: Option<SystemTime>, level: &Level, ansi: bool) {
+/// The compact formatter's line of `event` (its `Format<Compact>` with the default timer,
+/// level and target shown, no thread names or ids; `now: None` as `without_time()`).
+fn human_line<S>(
+    out: &mut String,
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+    now: Option<SystemTime>,
+    ansi: bool,
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let meta = event.metadata();
+    compact_line(
+        out,
+        (now, meta.level(), meta.target(), ansi),
+        || {
+            ctx.event_scope(event)
+                .into_iter()
+                .flat_map(|s| s.from_root())
+        },
+        |out| event.record(&mut HumanLine { out, first: true }),
+    );
+}
+
+/// The line [`human_line`] writes for the access event `line` would send now, in the current
+/// span, written from `line`'s typed fields and the current span's scope in the registry of
+/// the default subscriber (no event is sent: see [`json_log::write_access_alone`]). Without a
+/// registry under the subscriber, the line has no spans.
+pub(super) fn access_line(
+    out: &mut String,
+    line: &json_log::AccessLine<'_>,
+    now: Option<SystemTime>,
+    ansi: bool,
+) {
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let span = (dispatch.downcast_ref::<tracing_subscriber::Registry>())
+            .zip(current.id())
+            .and_then(|(registry, id)| registry.span(id));
+        compact_line(
+            out,
+            (now, &Level::INFO, json_log::ACCESS_TARGET, ansi),
+            || span.iter().flat_map(|s| s.scope().from_root()),
+            |out| access_fields(out, line),
+        );
+    });
+}
+
+/// The compact formatter's line: the time (unless `None`) and the level, the names of the
+/// spans `scope` gives (from the root), the target, what `fields` writes, then the fields
+/// each span recorded.
+fn compact_line<'a, R, I>(
+    out: &mut String,
+    (now, level, target, ansi): (Option<SystemTime>, &Level, &str, bool),
+    scope: impl Fn() -> I,
+    fields: impl FnOnce(&mut String),
+) where
+    R: LookupSpan<'a> + 'a,
+    I: Iterator<Item = SpanRef<'a, R>>,
+{
     if let Some(now) = now {
         if ansi {
             out.push_str(DIM);
@@ -103,26 +166,6 @@ fn head(out: &mut String, now: Option<SystemTime>, level: &Level, ansi: bool) {
     };
     paint(out, ansi, color, level);
     out.push(' ');
-}
-
-/// The compact formatter's line of `event` (its `Format<Compact>` with the default timer,
-/// level and target shown, no thread names or ids; `now: None` as `without_time()`).
-fn human_line<S>(
-    out: &mut String,
-    event: &Event<'_>,
-    ctx: &Context<'_, S>,
-    now: Option<SystemTime>,
-    ansi: bool,
-) where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let meta = event.metadata();
-    head(out, now, meta.level(), ansi);
-    let scope = || {
-        ctx.event_scope(event)
-            .into_iter()
-            .flat_map(|s| s.from_root())
-    };
     let mut spans = false;
     for span in scope() {
         spans = true;
@@ -132,10 +175,10 @@ fn human_line<S>(
     if spans {
         out.push(' ');
     }
-    paint(out, ansi, DIM, meta.target());
+    paint(out, ansi, DIM, target);
     paint(out, ansi, DIM, ":");
     out.push(' ');
-    event.record(&mut HumanLine { out, first: true });
+    fields(out);
     for span in scope() {
         if let Some(fields) = span.extensions().get::<FormattedFields<HumanFields>>() {
             if !fields.is_empty() {
@@ -145,48 +188,6 @@ fn human_line<S>(
         }
     }
     out.push('\n');
-}
-
-/// The line [`human_line`] writes for the access event `line` would send now, in the current
-/// span, written from `line`'s typed fields and the current span's scope in the registry of
-/// the default subscriber (no event is sent: see [`json_log::write_access_alone`]). Without a
-/// registry under the subscriber, the line has no spans.
-pub(super) fn access_line(
-    out: &mut String,
-    line: &json_log::AccessLine<'_>,
-    now: Option<SystemTime>,
-    ansi: bool,
-) {
-    tracing::dispatcher::get_default(|dispatch| {
-        let current = dispatch.current_span();
-        let span = (dispatch.downcast_ref::<tracing_subscriber::Registry>())
-            .zip(current.id())
-            .and_then(|(registry, id)| registry.span(id));
-        let scope = || span.iter().flat_map(|s| s.scope().from_root());
-        head(out, now, &Level::INFO, ansi);
-        let mut spans = false;
-        for span in scope() {
-            spans = true;
-            paint(out, ansi, BOLD, span.metadata().name());
-            out.push(':');
-        }
-        if spans {
-            out.push(' ');
-        }
-        paint(out, ansi, DIM, json_log::ACCESS_TARGET);
-        paint(out, ansi, DIM, ":");
-        out.push(' ');
-        access_fields(out, line);
-        for span in scope() {
-            if let Some(fields) = span.extensions().get::<FormattedFields<HumanFields>>() {
-                if !fields.is_empty() {
-                    out.push(' ');
-                    paint(out, ansi, DIM, &fields.fields);
-                }
-            }
-        }
-        out.push('\n');
-    });
 }
 
 /// The access event's fields as [`HumanLine`] records them from the event `emit` sends: in
