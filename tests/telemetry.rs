@@ -153,6 +153,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One chat completion through `gw` per request id, in turn, each answered 200.
+async fn chats(gw: &Binary, ids: &[&str]) {
+    for id in ids {
+        let resp = post_json(
+            &gw.url("/v1/chat/completions"),
+            &support::chat("gpt-4o-mini"),
+            &[("x-request-id", id)],
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{id}");
+    }
+}
+
 /// The JSON access-log lines (`target = portcullis::access`) among `lines`.
 fn access_lines(lines: &[String]) -> Vec<Value> {
     lines
@@ -767,15 +780,7 @@ async fn access_lines_without_an_exporter_are_written_once_and_follow_rust_log()
             let mut gw = tokio::task::spawn_blocking(move || Binary::start(&cfg, &env))
                 .await
                 .unwrap();
-            for id in ["req-a", "req-b"] {
-                let resp = post_json(
-                    &gw.url("/v1/chat/completions"),
-                    &support::chat("gpt-4o-mini"),
-                    &[("x-request-id", id)],
-                )
-                .await;
-                assert_eq!(resp.status, 200);
-            }
+            chats(&gw, &["req-a", "req-b"]).await;
             // SIGTERM flushes the writer: every line there is to see is written by then.
             assert!(gw.stop(Duration::from_secs(10)).success());
             let logs = gw.logs();
@@ -825,15 +830,7 @@ async fn pretty_logs_beside_an_exporter_write_each_access_line_once() {
     let mut gw = tokio::task::spawn_blocking(move || Binary::start(&config, &[("NO_COLOR", "1")]))
         .await
         .unwrap();
-    for id in ["req-pretty-1", "req-pretty-2"] {
-        let resp = post_json(
-            &gw.url("/v1/chat/completions"),
-            &support::chat("gpt-4o-mini"),
-            &[("x-request-id", id)],
-        )
-        .await;
-        assert_eq!(resp.status, 200);
-    }
+    chats(&gw, &["req-pretty-1", "req-pretty-2"]).await;
     let access = |logs: &[String]| -> Vec<String> {
         logs.iter()
             .filter(|l| l.contains("portcullis::access"))
