@@ -190,46 +190,69 @@ fn compact_line<'a, R, I>(
     out.push('\n');
 }
 
-/// The access event's fields as [`HumanLine`] records them from the event `emit` sends
-/// (` name=value`, the message bare and first).
+/// The access event's fields as [`HumanLine`] records them from the event `emit` sends: in
+/// the macro's order, the message bare, `None`s left out. The same list as the JSON line's
+/// `write_fields`, kept apart on purpose: one walk through a writer trait for both measured
+/// 0.3k-0.7k more instructions per request (callgrind, release build); the tests hold each
+/// list to its formatter's line of the same event, so neither can drift.
 fn access_fields(out: &mut String, line: &json_log::AccessLine<'_>) {
-    struct Human<'a>(&'a mut String);
-    impl Human<'_> {
-        fn name(&mut self, name: &str) {
-            self.0.push(' ');
-            self.0.push_str(name);
-            self.0.push('=');
+    fn text(out: &mut String, name: &str, value: &str) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        if plain(value) {
+            out.push('"');
+            out.push_str(value);
+            out.push('"');
+        } else {
+            let _ = write!(out, "{value:?}");
         }
     }
-    impl json_log::AccessFields for Human<'_> {
-        fn text(&mut self, name: &str, value: &str) {
-            if name == "message" {
-                self.0.push_str(value);
-                return;
-            }
-            self.name(name);
-            if plain(value) {
-                self.0.push('"');
-                self.0.push_str(value);
-                self.0.push('"');
-            } else {
-                let _ = write!(self.0, "{value:?}");
-            }
-        }
-        fn uint(&mut self, name: &str, value: u64) {
-            self.name(name);
-            self.0.push_str(itoa::Buffer::new().format(value));
-        }
-        fn float(&mut self, name: &str, value: f64) {
-            self.name(name);
-            push_f64_debug(self.0, value);
-        }
-        fn boolean(&mut self, name: &str, value: bool) {
-            self.name(name);
-            self.0.push_str(if value { "true" } else { "false" });
-        }
+    fn uint(out: &mut String, name: &str, value: u64) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        out.push_str(itoa::Buffer::new().format(value));
     }
-    line.each_field(&mut Human(out));
+    fn float(out: &mut String, name: &str, value: f64) {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        push_f64_debug(out, value);
+    }
+    out.push_str("request");
+    text(out, "method", line.method);
+    text(out, "path", line.path);
+    text(out, "model", line.model);
+    text(out, "upstream", line.upstream);
+    uint(out, "status", line.status.into());
+    float(out, "latency_ms", line.latency_ms);
+    float(out, "ttfb_ms", line.ttfb_ms);
+    text(out, "request_id", line.request_id);
+    uint(out, "attempts", line.attempts.into());
+    text(out, "cache", line.cache);
+    text(out, "user_id", line.user_id);
+    text(out, "key", line.key);
+    if let Some(e) = line.error {
+        text(out, "error", e);
+    }
+    if let Some(t) = line.trace_id {
+        text(out, "trace_id", t);
+    }
+    out.push_str(if line.stream {
+        " stream=true"
+    } else {
+        " stream=false"
+    });
+    if let Some(n) = line.input_tokens {
+        uint(out, "input_tokens", n);
+    }
+    if let Some(n) = line.output_tokens {
+        uint(out, "output_tokens", n);
+    }
+    if let Some(b) = line.body {
+        text(out, "body", b);
+    }
 }
 
 /// An event's fields as [`HumanFields`] writes them (`name=value` with the value's `Debug`,

@@ -321,83 +321,53 @@ impl AccessLine<'_> {
     /// The fields as [`JsonFields`] writes the event's: in the macro's order, the message
     /// first, `None`s left out.
     fn write_fields(&self, out: &mut String) {
-        /// `,"name":value`, as the JSON formatter writes each field.
-        struct Json<'a>(&'a mut String);
-        impl Json<'_> {
-            fn key(&mut self, name: &str) {
-                self.0.push_str(",\"");
-                self.0.push_str(name);
-                self.0.push_str("\":");
-            }
+        fn text(out: &mut String, key: &str, value: &str) {
+            out.push_str(key);
+            escape(out, value);
+            out.push('"');
         }
-        impl AccessFields for Json<'_> {
-            fn text(&mut self, name: &str, value: &str) {
-                self.key(name);
-                self.0.push('"');
-                escape(self.0, value);
-                self.0.push('"');
-            }
-            fn uint(&mut self, name: &str, value: u64) {
-                self.key(name);
-                self.0.push_str(itoa::Buffer::new().format(value));
-            }
-            fn float(&mut self, name: &str, value: f64) {
-                self.key(name);
-                push_f64(self.0, value);
-            }
-            fn boolean(&mut self, name: &str, value: bool) {
-                self.key(name);
-                self.0.push_str(if value { "true" } else { "false" });
-            }
+        fn uint(out: &mut String, key: &str, value: u64) {
+            out.push_str(key);
+            out.push_str(itoa::Buffer::new().format(value));
         }
-        self.each_field(&mut Json(out));
-    }
-
-    /// Every field of the event [`Self::emit`] sends, in the macro's order, the message
-    /// (`request`) first and `None`s left out: what both line shapes write.
-    pub(crate) fn each_field(&self, out: &mut impl AccessFields) {
-        out.text("message", "request");
-        out.text("method", self.method);
-        out.text("path", self.path);
-        out.text("model", self.model);
-        out.text("upstream", self.upstream);
-        out.uint("status", self.status.into());
-        out.float("latency_ms", self.latency_ms);
-        out.float("ttfb_ms", self.ttfb_ms);
-        out.text("request_id", self.request_id);
-        out.uint("attempts", self.attempts.into());
-        out.text("cache", self.cache);
-        out.text("user_id", self.user_id);
-        out.text("key", self.key);
+        fn float(out: &mut String, key: &str, value: f64) {
+            out.push_str(key);
+            push_f64(out, value);
+        }
+        out.push_str(r#","message":"request""#);
+        text(out, r#","method":""#, self.method);
+        text(out, r#","path":""#, self.path);
+        text(out, r#","model":""#, self.model);
+        text(out, r#","upstream":""#, self.upstream);
+        uint(out, r#","status":"#, self.status.into());
+        float(out, r#","latency_ms":"#, self.latency_ms);
+        float(out, r#","ttfb_ms":"#, self.ttfb_ms);
+        text(out, r#","request_id":""#, self.request_id);
+        uint(out, r#","attempts":"#, self.attempts.into());
+        text(out, r#","cache":""#, self.cache);
+        text(out, r#","user_id":""#, self.user_id);
+        text(out, r#","key":""#, self.key);
         if let Some(e) = self.error {
-            out.text("error", e);
+            text(out, r#","error":""#, e);
         }
         if let Some(t) = self.trace_id {
-            out.text("trace_id", t);
+            text(out, r#","trace_id":""#, t);
         }
-        out.boolean("stream", self.stream);
+        out.push_str(if self.stream {
+            r#","stream":true"#
+        } else {
+            r#","stream":false"#
+        });
         if let Some(n) = self.input_tokens {
-            out.uint("input_tokens", n);
+            uint(out, r#","input_tokens":"#, n);
         }
         if let Some(n) = self.output_tokens {
-            out.uint("output_tokens", n);
+            uint(out, r#","output_tokens":"#, n);
         }
         if let Some(b) = self.body {
-            out.text("body", b);
+            text(out, r#","body":""#, b);
         }
     }
-}
-
-/// A line shape's writer of the access event's fields, by type ([`AccessLine::each_field`]).
-pub(crate) trait AccessFields {
-    /// A text field (the message is one, named `message`).
-    fn text(&mut self, name: &str, value: &str);
-    /// An unsigned integer field.
-    fn uint(&mut self, name: &str, value: u64);
-    /// A float field.
-    fn float(&mut self, name: &str, value: f64);
-    /// A boolean field.
-    fn boolean(&mut self, name: &str, value: bool);
 }
 
 /// An access line with every field set, escapes in its texts, for tests.
