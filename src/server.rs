@@ -8,14 +8,18 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Wake, Waker},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use axum::{body::Body, extract::ConnectInfo};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::{
@@ -266,7 +270,7 @@ async fn connection(
             // before an answer; `tests/gateway.rs` checks.)
             linger: parts.version <= http::Version::HTTP_11,
         });
-        live.handle(Request::from_parts(parts, body))
+        PollWhenWoken::new(live.handle(Request::from_parts(parts, body)))
     });
     let svc = TowerToHyperService::new(svc);
     match &serving.tls {
@@ -476,6 +480,72 @@ where
     .await;
 }
 
+pin_project! {
+    /// A request's future, polled only when something it waits on has woken it (or the
+    /// first time).
+    ///
+    /// hyper polls the future of a connection's request each time the connection's task
+    /// runs, and the task also runs for hyper's own reasons: the first read of a request
+    /// body tells hyper's body channel to read on, which wakes the task at once. Each such
+    /// run walked the whole stack of the layers' futures down to the upstream connection,
+    /// to find nothing to do (one in three of an HTTP/1.1 JSON request's polls). Here the
+    /// future gets a waker of its own, and a run that it did not cause passes it by. The
+    /// same as `FuturesUnordered` does for each future it holds.
+    struct PollWhenWoken<F> {
+        #[pin]
+        inner: F,
+        woken: Arc<Woken>,
+        waker: Waker,
+    }
+}
+
+/// Whether a [`PollWhenWoken`]'s future was woken since its last poll, and the task to wake.
+struct Woken {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> PollWhenWoken<F> {
+    fn new(inner: F) -> Self {
+        let woken = Arc::new(Woken {
+            // The first poll is the one that starts it.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            inner,
+            waker: Waker::from(woken.clone()),
+            woken,
+        }
+    }
+}
+
+impl<F: Future> Future for PollWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // The task first, then the flag: a wake in between is seen now, one after it wakes
+        // the task registered here.
+        this.woken.task.register(cx.waker());
+        if !this.woken.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
 /// Raise the soft limit on open files to the hard limit (a gateway holds two sockets per
 /// request in flight) and log the figure.
 pub fn raise_nofile_limit() {
@@ -510,6 +580,106 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that counts its wake-ups (a connection's task).
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// `inner`, with its polls counted.
+    fn counted<F: Future + Unpin>(mut inner: F) -> (Arc<Count>, impl Future<Output = F::Output>) {
+        let polls = Arc::new(Count::default());
+        let count = polls.clone();
+        let fut = std::future::poll_fn(move |cx| {
+            count.0.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut inner).poll(cx)
+        });
+        (polls, fut)
+    }
+
+    #[test]
+    fn a_request_future_is_polled_only_when_something_it_waits_on_woke_it() {
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let (polls, fut) = counted(answered);
+        let mut fut = std::pin::pin!(PollWhenWoken::new(fut));
+        let task = Arc::new(Count::default());
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        // The first poll starts it.
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 1);
+        // The task runs again for the connection's own reasons: the future is passed by.
+        for _ in 0..3 {
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.get(), 1, "polled without having been woken");
+        assert_eq!(task.get(), 0);
+        // What it waits on wakes the task, and the task's next run polls it.
+        answer.send(()).expect("waiting");
+        assert_eq!(task.get(), 1);
+        assert!(fut.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(polls.get(), 2);
+    }
+
+    #[test]
+    fn a_wake_up_during_its_poll_or_for_a_moved_task_is_not_lost() {
+        // A future that wakes itself once as it returns Pending (as `yield_now` does).
+        let mut yielded = false;
+        let (polls, fut) = counted(std::future::poll_fn(move |cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }));
+        let mut fut = std::pin::pin!(PollWhenWoken::new(fut));
+        let first = Arc::new(Count::default());
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(first.clone())))
+            .is_pending());
+        assert_eq!(
+            first.get(),
+            1,
+            "the task is woken for the poll it asked for"
+        );
+        // The next run comes with another task's waker (an HTTP/2 stream's task, say): the
+        // future is polled, as it was woken.
+        let second = Arc::new(Count::default());
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(second.clone())))
+            .is_ready());
+        assert_eq!(polls.get(), 2);
+
+        // A future left waiting under one task's waker and woken after the task changed
+        // wakes the task that polled it last.
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let (_, fut) = counted(answered);
+        let mut fut = std::pin::pin!(PollWhenWoken::new(fut));
+        let (old, new) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(old.clone())))
+            .is_pending());
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(new.clone())))
+            .is_pending());
+        answer.send(()).expect("waiting");
+        assert_eq!((old.get(), new.get()), (0, 1));
+    }
 
     /// A client's upload, one frame at a time, and the sender that feeds it.
     fn upload() -> (
