@@ -61,6 +61,11 @@ where
         if acc.len > limit {
             return Err(CollectError::TooLarge { limit });
         }
+        // A body that says it has ended is not polled for its `None`: that poll would go
+        // through every wrapper of the body (and hyper's channel) to learn nothing.
+        if body.is_end_stream() {
+            break;
+        }
     }
     Ok(acc.finish())
 }
@@ -167,6 +172,10 @@ where
         acc.push(data.copy_to_bytes(data.remaining()));
         if acc.len > limit {
             return Ok(false);
+        }
+        // Not polled for its `None` once it says it has ended (see `collect_limited`).
+        if body.is_end_stream() {
+            break;
         }
     }
     Ok(true)
@@ -412,6 +421,51 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, CollectError::TooLarge { limit: 3 }));
+    }
+
+    /// One data frame, then the end: a body that says so, and counts its polls.
+    struct Ends {
+        data: Option<Bytes>,
+        polls: usize,
+    }
+
+    impl Body for Ends {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.polls += 1;
+            Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.data.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_says_it_ended_is_not_polled_again() {
+        let ends = || Ends {
+            data: Some(Bytes::from_static(b"whole")),
+            polls: 0,
+        };
+        let mut body = ends();
+        let read = collect_limited(&mut body, 10).await.unwrap();
+        assert_eq!((&read[..], body.polls), (&b"whole"[..], 1));
+        let mut body = ends();
+        let read = collect_up_to(&mut body, 10).await.unwrap();
+        assert_eq!(read.complete().map(|b| &b[..]), Some(&b"whole"[..]));
+        assert_eq!(body.polls, 1);
+        // Over the limit, it is still a partial read.
+        let mut body = ends();
+        assert!(collect_up_to(&mut body, 3)
+            .await
+            .unwrap()
+            .complete()
+            .is_none());
     }
 
     #[tokio::test]
