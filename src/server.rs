@@ -485,12 +485,14 @@ pin_project! {
     /// first time).
     ///
     /// hyper polls the future of a connection's request each time the connection's task
-    /// runs, and the task also runs for hyper's own reasons: the first read of a request
-    /// body tells hyper's body channel to read on, which wakes the task at once. Each such
-    /// run walked the whole stack of the layers' futures down to the upstream connection,
-    /// to find nothing to do (one in three of an HTTP/1.1 JSON request's polls). Here the
-    /// future gets a waker of its own, and a run that it did not cause passes it by. The
-    /// same as `FuturesUnordered` does for each future it holds.
+    /// runs, and the task also runs for hyper's own reasons: taking a chunk of an HTTP/1.1
+    /// request body from hyper's body channel wakes the channel's sender (the connection's
+    /// dispatcher, in that task) at once. Each such run walked the whole stack of the layers'
+    /// futures down to the upstream connection, to find nothing to do (one in three of an
+    /// HTTP/1.1 JSON request's polls). Here the future gets a waker of its own, and a run
+    /// that it did not cause passes it by, as `FuturesUnordered` does for each future it
+    /// holds. What the future waits on (sockets, timers, channels) registers that waker, so
+    /// no wake-up of its own is lost.
     struct PollWhenWoken<F> {
         #[pin]
         inner: F,
