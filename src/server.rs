@@ -600,14 +600,20 @@ mod tests {
     }
 
     /// `inner`, with its polls counted.
-    fn counted<F: Future + Unpin>(mut inner: F) -> (Arc<Count>, impl Future<Output = F::Output>) {
+    fn counted<F: Future + Unpin>(inner: F) -> (Arc<Count>, impl Future<Output = F::Output>) {
         let polls = Arc::new(Count::default());
-        let count = polls.clone();
-        let fut = std::future::poll_fn(move |cx| {
-            count.0.fetch_add(1, Ordering::SeqCst);
+        (polls.clone(), counted_by(polls, inner))
+    }
+
+    /// `inner`, with its polls counted in `polls`.
+    fn counted_by<F: Future + Unpin>(
+        polls: Arc<Count>,
+        mut inner: F,
+    ) -> impl Future<Output = F::Output> {
+        std::future::poll_fn(move |cx| {
+            polls.0.fetch_add(1, Ordering::SeqCst);
             Pin::new(&mut inner).poll(cx)
-        });
-        (polls, fut)
+        })
     }
 
     #[test]
@@ -681,6 +687,71 @@ mod tests {
             .is_pending());
         answer.send(()).expect("waiting");
         assert_eq!((old.get(), new.get()), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn hypers_own_wake_up_for_a_read_body_does_not_poll_the_request_future() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let inner_polls = Arc::new(Count::default());
+        let outer_polls = Arc::new(Count::default());
+        let (read, body_read) = tokio::sync::oneshot::channel::<(usize, usize)>();
+        let (go, going) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(std::sync::Mutex::new(Some((read, going))));
+        let (inner, outer) = (inner_polls.clone(), outer_polls.clone());
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (read, going) = state.lock().expect("state").take().expect("one request");
+                let counts = (inner.clone(), outer.clone());
+                // Reads the whole body, says how often it and hyper's future around it were
+                // polled by then, and waits.
+                let handler = Box::pin(async move {
+                    let body = req.into_body().collect().await.expect("body").to_bytes();
+                    let _ = read.send((counts.0.get(), counts.1.get()));
+                    let _ = going.await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(body),
+                    ))
+                });
+                let handler = counted_by(inner.clone(), handler);
+                counted_by(outer.clone(), Box::pin(PollWhenWoken::new(handler)))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("request");
+        let (polls_when_read, outer_when_read) = body_read.await.expect("the body was read");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // hyper's dispatcher ran again (its body channel woke it as the body was taken) and
+        // polled what it holds; the request's future, waiting on nothing that woke, was not.
+        assert!(
+            outer_polls.get() > outer_when_read,
+            "hyper no longer wakes the connection when a body is read: \
+             PollWhenWoken may not be needed any more"
+        );
+        assert_eq!(
+            inner_polls.get(),
+            polls_when_read,
+            "polled for hyper's wake-up"
+        );
+        go.send(()).expect("waiting");
+        let mut answer = vec![0u8; 1024];
+        let n = client.read(&mut answer).await.expect("answer");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"),
+            "{answer}"
+        );
     }
 
     /// A client's upload, one frame at a time, and the sender that feeds it.
