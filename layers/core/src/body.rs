@@ -52,6 +52,9 @@ where
     }
     let mut body = std::pin::pin!(body);
     let mut acc = Accumulator::default();
+    // The same loop as `read_into`'s, written out: calling `read_into` here (one more future
+    // nested in every caller's) measured 0.56k-0.65k more instructions per JSON request
+    // (callgrind, release build), and every request's body is read through this.
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
         let Ok(mut data) = frame.into_data() else {
