@@ -346,7 +346,13 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+    /// Requests without a gateway key (no `[[keys]]`, the common case) go on in the inner
+    /// future itself, not boxed: a box, a copy of the inner future into it and a dynamic
+    /// call per poll saved on each of them.
+    type Future = Either<
+        futures_util::future::MapErr<S::Future, fn(S::Error) -> BoxError>,
+        BoxFuture<'static, Result<Response<Body>, BoxError>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -354,11 +360,25 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let Some(MatchedKey(key)) = req.extensions().get::<MatchedKey>().cloned() else {
-            // Combinators, not async blocks, here and below: a block would keep what it
-            // awaits twice in its state (captured, then awaited), and every request's boxed
-            // future is copied whole.
-            return Box::pin(self.inner.call(req).map_err(Into::into));
+            return Either::Left(self.inner.call(req).map_err(Into::into as fn(_) -> _));
         };
+        Either::Right(self.call_keyed(key, req))
+    }
+}
+
+impl<S> KeyPolicy<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    fn call_keyed(
+        &mut self,
+        key: Arc<KeyEntry>,
+        req: Request<Body>,
+    ) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+        // Combinators, not async blocks: a block would keep what it awaits twice in its state
+        // (captured, then awaited), and every request's boxed future is copied whole.
         if let Err(e) = admit(&key, &req) {
             return Box::pin(async move { Err(e) });
         }

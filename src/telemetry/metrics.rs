@@ -44,6 +44,8 @@ pub fn handle() -> PrometheusHandle {
             // Fails only if another recorder is installed: then ours is not global, and
             // /metrics shows only what is recorded through it explicitly.
             if metrics::set_global_recorder(recorder).is_ok() {
+                // Per-request counters keep this recorder's handles (portcullis_core::counter).
+                portcullis_core::counter::pin_global_recorder();
                 describe();
             }
             // Without a scrape, histogram samples pile up until rendered: fold them in on a

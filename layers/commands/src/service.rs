@@ -71,14 +71,40 @@ where
     type Error = BoxError;
     type Future = BoxResponseFuture<CommandsBody<ResB>>;
 
-    /// Always ready: a command is answered without the inner service, so it is readied
-    /// (in `call`, on a clone) only for a request that goes on, as tower's `Steer` does.
+    /// Always ready: a command is answered without the inner service, so it is readied (in
+    /// `call`) only for a request that goes on, as tower's `Steer` does.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        BoxResponseFuture::new(run(self.shared.clone(), self.inner.clone(), req))
+        run(&self.shared, &mut self.inner, req)
+    }
+}
+
+/// The request sent on through the service itself when it is ready now (as the gateway's
+/// stack always is): the call is made here, so no clone of the stack below is made for the
+/// future to carry (a clone of every layer below, each with its reference counts, per
+/// request). Otherwise through a clone, readied in the future.
+fn forward_now<S, ReqB, ResB>(
+    inner: &mut S,
+    req: Request<ReqB>,
+) -> BoxResponseFuture<CommandsBody<ResB>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match inner.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => BoxResponseFuture::new(inner.call(req).map(|result| match result {
+            Ok(resp) => Ok(resp.map(CommandsBody::inner)),
+            Err(e) => Err(e.into()),
+        })),
+        Poll::Ready(Err(e)) => BoxResponseFuture::new(std::future::ready(Err(e.into()))),
+        Poll::Pending => BoxResponseFuture::new(forward(inner.clone(), req)),
     }
 }
 
@@ -110,19 +136,26 @@ enum Decided<ReqB, ResB> {
 // request's parts would sit in it beside the call that carries them on; the state is boxed
 // and copied for every request. The steps after the body is read are `decide`, a plain
 // function.
+//
+// The body is read at once when it is in memory already (the validation layer before this
+// one read it): then the request is decided and sent on here, through the service itself
+// (`forward_now`). A body still arriving is read in the future, which takes a clone of the
+// service to send it on.
 fn run<S, ReqB, ResB>(
-    shared: Arc<Shared>,
-    inner: S,
+    shared: &Arc<Shared>,
+    inner: &mut S,
     req: Request<ReqB>,
-) -> impl Future<Output = Result<Response<CommandsBody<ResB>>, BoxError>>
+) -> BoxResponseFuture<CommandsBody<ResB>>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
+    ResB: Send + 'static,
 {
     let Some(api) = Api::from_path(req.uri().path()) else {
-        return Either::Left(forward(inner, req));
+        return forward_now(inner, req);
     };
     // Until some session holds settings, none can: no key to make (a command makes it).
     let settings = if shared.sessions.any() {
@@ -133,8 +166,19 @@ where
         None
     };
     let (parts, body) = req.into_parts();
-    let read = collect_limited(body, shared.max_body_bytes);
-    Either::Right(read.err_into().and_then(move |bytes| {
+    let mut read = Box::pin(collect_limited(body, shared.max_body_bytes));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if let Poll::Ready(read) = read.as_mut().poll(&mut cx) {
+        return match read {
+            Ok(bytes) => match decide(shared, api, settings, parts, bytes) {
+                Decided::Answer(resp) => BoxResponseFuture::new(std::future::ready(Ok(resp))),
+                Decided::Forward(req) => forward_now(inner, req),
+            },
+            Err(e) => BoxResponseFuture::new(std::future::ready(Err(e.into()))),
+        };
+    }
+    let (shared, inner) = (shared.clone(), inner.clone());
+    BoxResponseFuture::new(read.err_into().and_then(move |bytes| {
         match decide(&shared, api, settings, parts, bytes) {
             Decided::Answer(resp) => Either::Left(std::future::ready(Ok(resp))),
             Decided::Forward(req) => Either::Right(forward(inner, req)),

@@ -561,3 +561,56 @@ async fn a_body_of_too_many_values_is_sent_on_unread() {
     }
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// An upstream that counts its own clones.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Counted {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"up")))))
+    }
+}
+
+#[tokio::test]
+async fn a_body_in_memory_is_decided_at_once_and_sent_on_without_a_copy_of_the_stack_below() {
+    // The body is in memory (as the validation layer before this one leaves it): the request
+    // is decided in `call` and sent on through the service itself, not a clone of it (a clone
+    // of every layer below, with its reference counts, was the price of each request).
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = || clones.load(std::sync::atomic::Ordering::Relaxed);
+    let mut svc = CommandsLayer::new(Config::default()).layer(Counted(clones.clone()));
+    let chat = |text: &str| request(Shape::Chat, &Shape::Chat.body(text, false), "k", None);
+    for (req, upstream) in [
+        (chat("hi"), true),
+        (chat("!/help"), false),
+        (
+            Request::get("/v1/models")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+            true,
+        ),
+    ] {
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body == "up", upstream);
+    }
+    assert_eq!(count(), 0);
+}

@@ -95,7 +95,12 @@ impl Decision {
 
     /// [`Self::source`] with its `portcullis_memory_routing_decisions_total` key, made at
     /// compile time ([`portcullis_core::counter`]).
-    pub(crate) fn source_and_key(&self) -> (&'static str, &'static metrics::Key) {
+    pub(crate) fn source_and_key(
+        &self,
+    ) -> (
+        &'static str,
+        &'static portcullis_core::counter::StaticCounter,
+    ) {
         const DECISIONS: &str = "portcullis_memory_routing_decisions_total";
         if self.bound {
             ("bound", static_key!(DECISIONS, "source" => "bound"))
@@ -413,7 +418,8 @@ mod tests {
 
     /// The metric key of a decision is labelled with its source.
     fn counted_under_its_source(d: &Decision) {
-        let (source, key) = d.source_and_key();
+        let (source, counter) = d.source_and_key();
+        let key = counter.key();
         assert_eq!(key.name(), "portcullis_memory_routing_decisions_total");
         let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
         assert_eq!(labels, [("source", source)]);

@@ -78,22 +78,24 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The call must go to the service that poll_ready readied.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(run(self.shared.clone(), inner, req))
+        ResponseFuture::new(run(self.shared.clone(), &mut self.inner, req))
     }
 }
 
+/// The request sent on through `inner`, the service `poll_ready` readied: called here, at
+/// once, so no clone of the stack below is made for the future to carry; only a request
+/// that must wait first (a note to add to its body) takes the readied service with it and
+/// leaves a clone in its place.
 fn run<S, ReqB, ResB>(
     shared: Arc<Shared>,
-    mut inner: S,
+    inner: &mut S,
     req: Request<ReqB>,
-) -> impl Future<Output = Result<Response<ToolCallLoopBody<ResB>>, BoxError>>
+) -> impl Future<Output = Result<Response<ToolCallLoopBody<ResB>>, BoxError>> + use<S, ReqB, ResB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
@@ -121,6 +123,8 @@ where
         // request's.
         Some(n) => {
             let limit = shared.max_body_bytes;
+            let clone = inner.clone();
+            let mut inner = std::mem::replace(inner, clone);
             Either::Left(Box::pin(async move {
                 let req = with_note(req, api, &n, limit).await?;
                 inner.call(req).await.map_err(Into::into)

@@ -495,3 +495,78 @@ async fn streams_in_pieces_are_watched_after_their_text() {
         );
     }
 }
+
+/// An upstream that counts its own clones.
+struct Counted {
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    answer: String,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            clones: self.clones.clone(),
+            answer: self.answer.clone(),
+        }
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Counted {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+        std::future::ready(Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(self.answer.clone())))
+            .unwrap()))
+    }
+}
+
+#[tokio::test]
+async fn a_request_goes_to_the_readied_service_without_a_copy_of_the_stack_below() {
+    // Every request is called on the service poll_ready readied, at once: the stack below is
+    // not cloned for it (a clone per request per layer, and the reference counts of every
+    // layer below, was the price). Only a request that must wait first, here for the note
+    // chance_then_block adds to its body, takes the readied service and leaves a clone.
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = || clones.load(std::sync::atomic::Ordering::Relaxed);
+    let upstream = Counted {
+        clones: clones.clone(),
+        answer: Shape::Chat.json(r#"{"path":"a"}"#),
+    };
+    let mut svc = ToolCallLoopLayer::new(config(Mode::ChanceThenBlock)).layer(upstream);
+    for i in 1..=3 {
+        let resp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Shape::Chat, "s"))
+            .await
+            .unwrap();
+        assert_eq!(count(), 0, "request {i}");
+        if i == 3 {
+            assert_eq!(resp.headers()[X_PORTCULLIS_TOOL_CALL_LOOP], "chance");
+        }
+    }
+    // The fourth carries the note: read first, so it takes the readied service with it.
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Shape::Chat, "s"))
+        .await
+        .unwrap_err();
+    assert!(find_in_chain::<ToolCallLoop>(&*err).is_some());
+    assert_eq!(count(), 1);
+}
