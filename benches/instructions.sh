@@ -29,6 +29,12 @@
 #                                                       # (more than the L1 instruction cache, 32
 #                                                       # KiB, holds is fetched again every request)
 #   HOT=true HOTTOP=30 bash benches/instructions.sh     # ... and the functions with the most of it
+#                                                       # HOT=true also counts the atomic
+#                                                       # read-modify-writes run per request (the
+#                                                       # binary's `lock`-prefixed instructions and
+#                                                       # `xchg` with memory, found by objdump):
+#                                                       # one instruction each to callgrind, ~20
+#                                                       # cycles each to the CPU
 #
 # Each variant runs under callgrind (the mock upstream and the client, h2load --h1, run
 # natively): warmed up with 200 requests, counters zeroed, REQUESTS (default 2000) JSON chat
@@ -113,6 +119,30 @@ END {
 }
 AWK
 
+# HOT=true: the atomic read-modify-writes per request: how often the binary's `lock`-prefixed
+# instructions and its `xchg`s with a memory operand (locked without the prefix) ran, by the
+# instruction counts of the dump (its addresses are the binary's own, as objdump prints them).
+atomics() { # binary dump
+  objdump -d --no-show-raw-insn "$1" |
+    awk '/^ *[0-9a-f]+:\t(lock |xchg[^(]*\()/ { a = $1; sub(":", "", a); print "0x" a }' >"$tmp/locks"
+  awk -v n="$N" '
+    function hex(s,   i, v) {
+      v = 0; s = tolower(substr(s, 3))
+      for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+      return v
+    }
+    FNR == NR { lock[sprintf("%.0f", hex($1))] = 1; next }
+    /^calls=/ { skip = 1; next }
+    /^(0x|[0-9]|\+|-|\*)/ {
+      a = $1
+      if (a ~ /^0x/) addr = hex(a); else if (a ~ /^\+/) addr += substr(a, 2)
+      else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
+      if (skip) { skip = 0; next }
+      if (sprintf("%.0f", addr) in lock) total += $3
+    }
+    END { printf "%.0f", total / n }' "$tmp/locks" "$2"
+}
+
 load() { # addr requests
   # shellcheck disable=SC2046
   h2load $([ "${H2:-false}" = true ] || echo --h1) -n "$2" -c 1 -d "$tmp/body.json" -H 'content-type: application/json' \
@@ -149,7 +179,7 @@ measure() { # name command...
       exit
     }' "$dump")
   [ "${HOT:-false}" != true ] || row="$row | $(awk -v n="$N" -v top="${HOTTOP:-0}" -v name="$name" \
-    -f "$tmp/hot.awk" "$dump")"
+    -f "$tmp/hot.awk" "$dump") | $(atomics "$1" "$dump")"
   printf '| %s | %s |\n' "$name" "$row"
   # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
   [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"
@@ -169,7 +199,7 @@ if [ "${CACHE:-false}" = true ]; then
   head="$head | L1 instruction misses | L1 data read misses | L1 data write misses"
   rule="$rule | ---: | ---: | ---:"
 fi
-[ "${HOT:-false}" != true ] || { head="$head | hot code (KiB)"; rule="$rule | ---:"; }
+[ "${HOT:-false}" != true ] || { head="$head | hot code (KiB) | atomic operations/request"; rule="$rule | ---: | ---:"; }
 echo "$head |"
 echo "$rule |"
 for v in $VARIANTS; do

@@ -28,7 +28,6 @@ use hyper_util::{
         conn::auto::Builder,
         graceful::{GracefulShutdown, Watcher},
     },
-    service::TowerToHyperService,
 };
 use pin_project_lite::pin_project;
 use tokio::{
@@ -77,9 +76,61 @@ impl Live {
         old
     }
 
-    /// Serve one request with the gateway live now: only the service it needs is cloned.
-    fn handle(&self, req: Request<Body>) -> crate::stack::AppFuture {
-        self.current.load().app.handle(req)
+    /// Serve one request of a connection with the gateway live now, on the connection's own
+    /// instance of its proxy stack (`held`), made afresh after a reload.
+    fn handle(&self, held: &mut Held, req: Request<Body>) -> crate::stack::AppFuture {
+        let gateway = self.current.load();
+        // The `Weak` keeps the gateway's allocation, so no later gateway can be found at the
+        // address of the one the instance was made from.
+        if !std::ptr::eq(held.gateway.as_ptr(), Arc::as_ptr(&gateway)) {
+            held.gateway = Arc::downgrade(&gateway);
+            held.proxy = None;
+        }
+        gateway.app.handle_held(&mut held.proxy, req)
+    }
+}
+
+/// A connection's own instance of the live gateway's proxy stack, and the gateway it was made
+/// from: requests on the connection are called on it (one clone of the stack per connection
+/// and reload, not per request).
+#[derive(Default)]
+struct Held {
+    gateway: std::sync::Weak<Gateway>,
+    proxy: crate::stack::HeldProxy,
+}
+
+/// The service hyper calls for one connection's requests.
+struct ConnectionService {
+    live: Live,
+    peer: SocketAddr,
+    body_timeout: Duration,
+    /// hyper calls the service from the connection's task, one call at a time.
+    held: std::cell::RefCell<Held>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for ConnectionService {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = PollWhenWoken<crate::stack::AppFuture>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        // Room for what the layers add, in one table instead of four grown in turn.
+        portcullis_core::extensions::with_room(&mut parts.extensions);
+        parts.extensions.insert(ConnectInfo(self.peer));
+        let body = Body::new(Deadline {
+            inner: Some(body),
+            sleep: tokio::time::sleep(self.body_timeout),
+            limit: self.body_timeout,
+            ended: false,
+            // HTTP/2 drops an unread body with a reset of its own stream, not the connection.
+            // (A client that asked `Expect: 100-continue` is not told to send: the answer is
+            // written before the lingering read starts, and hyper sends `100 Continue` only
+            // before an answer; `tests/gateway.rs` checks.)
+            linger: parts.version <= http::Version::HTTP_11,
+        });
+        let req = Request::from_parts(parts, body);
+        PollWhenWoken::new(self.live.handle(&mut self.held.borrow_mut(), req))
     }
 }
 
@@ -252,27 +303,12 @@ async fn connection(
     watcher: Watcher,
     slot: OwnedSemaphorePermit,
 ) {
-    let live = serving.live.clone();
-    let body_timeout = serving.body_timeout;
-    let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let (mut parts, body) = req.into_parts();
-        // Room for what the layers add, in one table instead of four grown in turn.
-        portcullis_core::extensions::with_room(&mut parts.extensions);
-        parts.extensions.insert(ConnectInfo(peer));
-        let body = Body::new(Deadline {
-            inner: Some(body),
-            sleep: tokio::time::sleep(body_timeout),
-            limit: body_timeout,
-            ended: false,
-            // HTTP/2 drops an unread body with a reset of its own stream, not the connection.
-            // (A client that asked `Expect: 100-continue` is not told to send: the answer is
-            // written before the lingering read starts, and hyper sends `100 Continue` only
-            // before an answer; `tests/gateway.rs` checks.)
-            linger: parts.version <= http::Version::HTTP_11,
-        });
-        PollWhenWoken::new(live.handle(Request::from_parts(parts, body)))
-    });
-    let svc = TowerToHyperService::new(svc);
+    let svc = ConnectionService {
+        live: serving.live.clone(),
+        peer,
+        body_timeout: serving.body_timeout,
+        held: std::cell::RefCell::default(),
+    };
     match &serving.tls {
         None => {
             let conn = serving

@@ -807,11 +807,19 @@ impl MakeRequestId for UuidRequestId {
     }
 }
 
-/// The response future of [`App`].
+/// The response future of [`App`]: the proxy stack's (called on a connection's own instance
+/// of it, or on a clone readied in the future) or the router's.
 pub type AppFuture = Either<
-    tower::util::Oneshot<ProxyWithIds, Request<Body>>,
+    Either<
+        <ProxyWithIds as Service<Request<Body>>>::Future,
+        tower::util::Oneshot<ProxyWithIds, Request<Body>>,
+    >,
     tower::util::Oneshot<Router, Request<Body>>,
 >;
+
+/// A connection's own instance of the proxy stack, made on its first proxied request and
+/// called by its next ones (see [`App::handle_held`]).
+pub type HeldProxy = Option<ProxyWithIds>;
 
 /// The gateway's HTTP app: a POST to one of the proxied paths (almost every request) goes
 /// straight to the proxy stack, with the same request-id layers the router puts around it;
@@ -852,12 +860,37 @@ impl App {
     /// Serve `req` with a clone of the one service it needs (what `call` does, from a
     /// shared reference: the server takes the app of the gateway live at each request).
     pub fn handle(&self, req: Request<Body>) -> AppFuture {
-        if req.method() == Method::POST && PROXY_PATHS.contains(&req.uri().path()) {
-            Either::Left(self.proxy.clone().oneshot(req))
+        if is_proxied(&req) {
+            Either::Left(Either::Right(self.proxy.clone().oneshot(req)))
         } else {
             Either::Right(self.router.clone().oneshot(req))
         }
     }
+
+    /// [`Self::handle`] for a connection that keeps its own instance of the proxy stack in
+    /// `held` (made from this app, which the caller checks): a proxied request is called on
+    /// it at once when it is ready, as the stack always is, instead of on a clone of the whole
+    /// stack made for it (a box, and a reference count taken and given back for every layer's
+    /// shared state, on every request).
+    pub fn handle_held(&self, held: &mut HeldProxy, req: Request<Body>) -> AppFuture {
+        if !is_proxied(&req) {
+            return Either::Right(self.router.clone().oneshot(req));
+        }
+        let proxy = held.get_or_insert_with(|| self.proxy.clone());
+        match proxy.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => Either::Left(Either::Left(proxy.call(req))),
+            // Not ready now (no layer of the stack holds requests back today): a clone, readied
+            // in the future as before.
+            Poll::Pending => Either::Left(Either::Right(self.proxy.clone().oneshot(req))),
+            Poll::Ready(Err(never)) => match never {},
+        }
+    }
+}
+
+/// A POST to one of the proxied paths (almost every request): the proxy stack's, not the
+/// router's.
+fn is_proxied(req: &Request<Body>) -> bool {
+    req.method() == Method::POST && PROXY_PATHS.contains(&req.uri().path())
 }
 
 /// `x-portcullis-cache` is on every proxied answer; without the dedup layer it is `bypass`.
@@ -985,6 +1018,68 @@ impl Drop for HealthChecks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy stack that counts its own clones.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Self(self.0.clone())
+        }
+    }
+
+    impl Service<Request<Body>> for Counted {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<http::Response<Body>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(Body::from("proxied"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_calls_its_own_instance_of_the_proxy_stack() {
+        let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = || clones.load(std::sync::atomic::Ordering::Relaxed);
+        let proxy: ProxyService = BoxCloneSyncService::new(Counted(clones.clone()));
+        let app = App {
+            proxy: tower::util::Either::Right(
+                ServiceBuilder::new().layer(request_ids()).service(proxy),
+            ),
+            router: Router::new(),
+        };
+        let post = || {
+            Request::post("/v1/chat/completions")
+                .body(Body::from("{}"))
+                .unwrap()
+        };
+        let mut held = None;
+        for _ in 0..3 {
+            let resp = app.handle_held(&mut held, post()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert!(resp.headers().contains_key("x-request-id"));
+        }
+        assert_eq!(count(), 1, "one clone, for the connection");
+        // Not for the router's requests.
+        let resp = app
+            .handle_held(
+                &mut held,
+                Request::get("/v1/nothing").body(Body::empty()).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(count(), 1);
+        // Without an instance of its own, a request clones the stack.
+        app.handle(post()).await.unwrap();
+        assert_eq!(count(), 2);
+    }
 
     #[test]
     fn request_ids_are_lower_case_hyphenated_v4_uuids_as_tower_http_makes_them() {

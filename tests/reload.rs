@@ -758,3 +758,49 @@ async fn sighup_reloads_the_real_binary_and_reopens_the_audit_log() {
     assert_eq!(post_json(&url, &chat("gpt-new"), &[]).await.status, 200);
     assert_eq!(a.request_count(), 3);
 }
+
+/// Each connection keeps its own instance of the proxy stack between its requests: a reload
+/// must reach a keep-alive connection's next request all the same.
+#[tokio::test]
+async fn a_keep_alive_connection_takes_the_reloaded_stack_at_its_next_request() {
+    let (a, b) = (
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+    );
+    let gw = Reloading::start(&config(&a.url(), &["gpt-a"], "")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let chat_request = || {
+        Request::post(gw.url("/v1/chat/completions"))
+            .header("host", gw.addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("gpt-a").to_string())))
+            .unwrap()
+    };
+    let mut status_of = async |req: Request<Full<Bytes>>| {
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        resp.into_body().collect().await.unwrap();
+        status
+    };
+    for _ in 0..2 {
+        assert_eq!(status_of(chat_request()).await, 200);
+    }
+    assert_eq!(a.request_count(), 2);
+
+    gw.write(&config(&b.url(), &["gpt-a"], ""));
+    let reload = Request::post(gw.url("/admin/reload"))
+        .header("host", gw.addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(status_of(reload).await, 200);
+    assert_eq!(status_of(chat_request()).await, 200);
+    assert_eq!(b.request_count(), 1, "the same connection, the new stack");
+    assert_eq!(a.request_count(), 2);
+    assert!(!conn.is_finished(), "one connection throughout");
+}
