@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${AGAINST:?AGAINST=/path/to/another/portcullis}" "${BODY:?BODY=request.json}"
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin portcullis --example mock_upstream
+# The gateway in its own invocation, as in benches/load.sh (no dev-dependency features).
+[ -n "${NO_BUILD:-}" ] || { cargo build --release --quiet --example mock_upstream &&
+  cargo build --release --quiet --bin portcullis; }
 tmp=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -48,8 +48,11 @@ cd "$(dirname "$0")/.."
 N="${1:-2000}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 command -v h2load >/dev/null || { echo "h2load is not installed: apt-get install -y nghttp2-client" >&2; exit 1; }
-[ -n "${NO_BUILD:-}${BIN:-}" ] || cargo build --profile profiling --quiet --bin portcullis \
-  --example mock_upstream --example passthrough_proxy
+# The gateway in its own invocation, as in benches/load.sh (no dev-dependency features).
+if [ -z "${NO_BUILD:-}${BIN:-}" ]; then
+  cargo build --profile profiling --quiet --example mock_upstream --example passthrough_proxy
+  cargo build --profile profiling --quiet --bin portcullis
+fi
 BIN="${BIN:-target/profiling}"
 MOCK=127.0.0.1:19501 TARGET=127.0.0.1:19502
 tmp=$(mktemp -d)
