@@ -3,7 +3,7 @@
 //!
 //! `metrics::counter!("name", "label" => value)` builds its key at each call: a vector for
 //! the label (an allocation) and the key's hash. For a per-request counter whose label takes
-//! one of a few fixed values (a cache outcome, where a memory id came from), [`static_key!`]
+//! one of a few fixed values (a cache outcome, where a memory id came from), [`static_key!`](crate::static_key)
 //! makes each key once, at compile time, and [`increment`] hands it to the recorder.
 //!
 //! The process's global recorder, once the program says which it is
@@ -49,7 +49,7 @@ macro_rules! static_key {
     }};
 }
 
-/// A counter's key made at compile time ([`static_key!`]), with the global recorder's handle
+/// A counter's key made at compile time ([`static_key!`](crate::static_key)), with the global recorder's handle
 /// for it once it was asked for one.
 #[derive(Debug)]
 pub struct StaticCounter {
