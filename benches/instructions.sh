@@ -80,13 +80,15 @@ without() { # section -> config file
 # HOT=true: each instruction's count is summed by address (absolute `0x...`, or relative
 # `+n`/`-n` to the line before); a call's line (after `calls=`) is the callee's cost, not an
 # instruction of this one. Prints the KiB of 64-byte lines holding an instruction run at least
-# `n` times; with HOTTOP=K, also (to stderr) the K functions owning the most of those lines.
+# `n` times, then (`locks`: a file of addresses) how often those addresses ran per request; with
+# HOTTOP=K, also (to stderr) the K functions owning the most of those lines.
 cat >"$tmp/hot.awk" <<'AWK'
 function hex(s,   i, v) {
   v = 0; s = tolower(substr(s, 3))
   for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
   return v
 }
+BEGIN { if (locks != "") while ((getline l < locks) > 0) lock[sprintf("%.0f", hex(l))] = 1 }
 # `fn=(id) name` or `cfn=(id) name` (a callee) names a function once; later `(id)` alone
 # refers to it.
 /^c?fn=/ {
@@ -102,13 +104,14 @@ function hex(s,   i, v) {
   else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
   if (skip) { skip = 0; next }
   k = sprintf("%.0f", addr); ir[k] += $3; owner[k] = fn
+  if (k in lock) atomic += $3
 }
 END {
   for (x in ir) if (ir[x] >= n) {
     l = sprintf("%.0f", int(x / 64))
     if (!(l in line)) { line[l] = 1; lines++; by[owner[x]]++ }
   }
-  printf "%.0f", lines * 64 / 1024
+  printf "%.0f | %.0f", lines * 64 / 1024, atomic / n
   if (top > 0) {
     printf "== %s: hot code by function (64-byte lines)\n", name > "/dev/stderr"
     for (shown = 0; shown < top; shown++) {
@@ -122,28 +125,13 @@ END {
 }
 AWK
 
-# HOT=true: the atomic read-modify-writes per request: how often the binary's `lock`-prefixed
-# instructions and its `xchg`s with a memory operand (locked without the prefix) ran, by the
-# instruction counts of the dump (its addresses are the binary's own, as objdump prints them).
-atomics() { # binary dump
+# HOT=true: the binary's atomic read-modify-writes, for hot.awk to count: its `lock`-prefixed
+# instructions and its `xchg`s with a memory operand (locked without the prefix), at the
+# addresses objdump prints (the dump's addresses are the binary's own).
+lock_addresses() { # binary -> file
   objdump -d --no-show-raw-insn "$1" |
     awk '/^ *[0-9a-f]+:\t(lock |xchg[^(]*\()/ { a = $1; sub(":", "", a); print "0x" a }' >"$tmp/locks"
-  awk -v n="$N" '
-    function hex(s,   i, v) {
-      v = 0; s = tolower(substr(s, 3))
-      for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
-      return v
-    }
-    FNR == NR { lock[sprintf("%.0f", hex($1))] = 1; next }
-    /^calls=/ { skip = 1; next }
-    /^(0x|[0-9]|\+|-|\*)/ {
-      a = $1
-      if (a ~ /^0x/) addr = hex(a); else if (a ~ /^\+/) addr += substr(a, 2)
-      else if (a ~ /^-/) addr -= substr(a, 2); else if (a != "*") addr = a + 0
-      if (skip) { skip = 0; next }
-      if (sprintf("%.0f", addr) in lock) total += $3
-    }
-    END { printf "%.0f", total / n }' "$tmp/locks" "$2"
+  echo "$tmp/locks"
 }
 
 load() { # addr requests
@@ -182,7 +170,7 @@ measure() { # name command...
       exit
     }' "$dump")
   [ "${HOT:-false}" != true ] || row="$row | $(awk -v n="$N" -v top="${HOTTOP:-0}" -v name="$name" \
-    -f "$tmp/hot.awk" "$dump") | $(atomics "$1" "$dump")"
+    -v locks="$(lock_addresses "$1")" -f "$tmp/hot.awk" "$dump")"
   printf '| %s | %s |\n' "$name" "$row"
   # KEEP=DIR keeps each variant's callgrind file (callgrind_annotate DIR/cg.VARIANT).
   [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/cg.$name"

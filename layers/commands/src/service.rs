@@ -99,10 +99,7 @@ where
 {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match inner.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => BoxResponseFuture::new(inner.call(req).map(|result| match result {
-            Ok(resp) => Ok(resp.map(CommandsBody::inner)),
-            Err(e) => Err(e.into()),
-        })),
+        Poll::Ready(Ok(())) => BoxResponseFuture::new(inner.call(req).map(passed_on)),
         Poll::Ready(Err(e)) => BoxResponseFuture::new(std::future::ready(Err(e.into()))),
         Poll::Pending => BoxResponseFuture::new(forward(inner.clone(), req)),
     }
@@ -118,10 +115,17 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
-    inner.oneshot(req).map(|result| match result {
+    inner.oneshot(req).map(passed_on)
+}
+
+/// The inner service's answer, as this layer's.
+fn passed_on<ResB, E: Into<BoxError>>(
+    result: Result<Response<ResB>, E>,
+) -> Result<Response<CommandsBody<ResB>>, BoxError> {
+    match result {
         Ok(resp) => Ok(resp.map(CommandsBody::inner)),
         Err(e) => Err(e.into()),
-    })
+    }
 }
 
 /// What a request comes to once its body is read.
