@@ -877,12 +877,12 @@ impl App {
             return Either::Right(self.router.clone().oneshot(req));
         }
         let proxy = held.get_or_insert_with(|| self.proxy.clone());
-        match proxy.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(Ok(())) => Either::Left(Either::Left(proxy.call(req))),
+        match portcullis_core::future::call_if_ready(proxy, req) {
+            Ok(Ok(called)) => Either::Left(Either::Left(called)),
+            Ok(Err(never)) => match never {},
             // Not ready now (no layer of the stack holds requests back today): a clone, readied
             // in the future as before.
-            Poll::Pending => Either::Left(Either::Right(self.proxy.clone().oneshot(req))),
-            Poll::Ready(Err(never)) => match never {},
+            Err(req) => Either::Left(Either::Right(self.proxy.clone().oneshot(req))),
         }
     }
 }

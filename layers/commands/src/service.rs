@@ -11,7 +11,11 @@ use bytes::Bytes;
 use futures_util::{future::Either, FutureExt as _, TryFutureExt as _};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use portcullis_core::{body::collect_limited, future::BoxResponseFuture, json_skim, RequestMeta};
+use portcullis_core::{
+    body::collect_limited,
+    future::{call_if_ready, BoxResponseFuture},
+    json_skim, RequestMeta,
+};
 use portcullis_loop_detection::LoopDetectionOff;
 use serde_json::Value;
 use tower::{BoxError, Service, ServiceExt};
@@ -97,11 +101,10 @@ where
     ReqB: Send + 'static,
     ResB: Send + 'static,
 {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match inner.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => BoxResponseFuture::new(inner.call(req).map(passed_on)),
-        Poll::Ready(Err(e)) => BoxResponseFuture::new(std::future::ready(Err(e.into()))),
-        Poll::Pending => BoxResponseFuture::new(forward(inner.clone(), req)),
+    match call_if_ready(inner, req) {
+        Ok(Ok(called)) => BoxResponseFuture::new(called.map(passed_on)),
+        Ok(Err(e)) => BoxResponseFuture::new(std::future::ready(Err(e.into()))),
+        Err(req) => BoxResponseFuture::new(forward(inner.clone(), req)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The boxed response future of layers whose request path is `async` code.
+//! The boxed response future of layers whose request path is `async` code, and
+//! [`call_if_ready`], for a layer that can call its inner service at once.
 
 use std::{
     fmt,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use http::Response;
-use tower::BoxError;
+use tower::{BoxError, Service};
 
 /// A boxed `Future<Output = Result<Response<RB>, BoxError>>` with a name and a `Debug`.
 ///
@@ -41,5 +42,24 @@ impl<RB> Future for BoxResponseFuture<RB> {
 impl<RB> fmt::Debug for BoxResponseFuture<RB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoxResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// Call `service` at once if it is ready now, else hand `req` back.
+///
+/// For a layer whose `poll_ready` does not ready its inner service (it may answer without
+/// it), or that decides in `call` what to send on: calling the service it holds, here, spares
+/// the future a clone of every layer below (and their reference counts) per request. Readiness
+/// is polled with a no-op waker; a service not ready now has its request handed back, and the
+/// caller readies a clone in its future with the real waker (`ServiceExt::oneshot`), so no
+/// wake-up is waited on that would not come.
+pub fn call_if_ready<S, R>(service: &mut S, req: R) -> Result<Result<S::Future, S::Error>, R>
+where
+    S: Service<R>,
+{
+    match service.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(Ok(())) => Ok(Ok(service.call(req))),
+        Poll::Ready(Err(e)) => Ok(Err(e)),
+        Poll::Pending => Err(req),
     }
 }
