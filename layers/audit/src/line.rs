@@ -300,13 +300,11 @@ impl Line<'_> {
     /// serde's per-field machinery (strings through `json_escape`, which writes them as
     /// serde_json does; the float through serde_json's own writer).
     fn write_json(&self, out: &mut Vec<u8>) {
-        fn key(out: &mut Vec<u8>, name: &str, first: bool) {
-            if !first {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
+        /// `"name":` after a comma, as one piece: the keys are the line's fixed text.
+        macro_rules! key {
+            ($name:literal) => {
+                out.extend_from_slice(concat!(",\"", $name, "\":").as_bytes())
+            };
         }
         fn string(out: &mut Vec<u8>, s: Option<&str>) {
             match s {
@@ -323,58 +321,62 @@ impl Line<'_> {
         fn boolean(out: &mut Vec<u8>, b: bool) {
             out.extend_from_slice(if b { b"true" } else { b"false" });
         }
-        out.push(b'{');
-        key(out, "time", true);
+        out.extend_from_slice(b"{\"time\":");
         string(out, Some(&self.time));
-        for (name, value) in [
-            ("request_id", self.request_id),
-            ("key", self.key),
-            ("user_id", self.user_id),
-            ("session", self.session),
-            ("method", Some(self.method)),
-            ("path", Some(self.path)),
-            ("model", self.model),
-            ("response_model", self.response_model),
-            ("entry", self.entry),
-            ("upstream", self.upstream),
-        ] {
-            key(out, name, false);
-            string(out, value);
-        }
-        for (name, value) in [
-            ("status", self.status.map(u64::from)),
-            ("attempts", self.attempts.map(u64::from)),
-            ("input_tokens", self.input_tokens),
-            ("output_tokens", self.output_tokens),
-            ("cached_tokens", self.cached_tokens),
-        ] {
-            key(out, name, false);
-            number(out, value);
-        }
-        key(out, "latency_ms", false);
+        key!("request_id");
+        string(out, self.request_id);
+        key!("key");
+        string(out, self.key);
+        key!("user_id");
+        string(out, self.user_id);
+        key!("session");
+        string(out, self.session);
+        key!("method");
+        string(out, Some(self.method));
+        key!("path");
+        string(out, Some(self.path));
+        key!("model");
+        string(out, self.model);
+        key!("response_model");
+        string(out, self.response_model);
+        key!("entry");
+        string(out, self.entry);
+        key!("upstream");
+        string(out, self.upstream);
+        key!("status");
+        number(out, self.status.map(u64::from));
+        key!("attempts");
+        number(out, self.attempts.map(u64::from));
+        key!("input_tokens");
+        number(out, self.input_tokens);
+        key!("output_tokens");
+        number(out, self.output_tokens);
+        key!("cached_tokens");
+        number(out, self.cached_tokens);
+        key!("latency_ms");
         let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
-        key(out, "cache", false);
+        key!("cache");
         string(out, self.cache);
-        key(out, "error", false);
+        key!("error");
         string(out, self.error);
-        key(out, "stream", false);
+        key!("stream");
         boolean(out, self.stream);
-        key(out, "ending", false);
+        key!("ending");
         string(out, Some(self.ending));
         if let Some(b) = &self.request_body {
-            key(out, "request_body", false);
+            key!("request_body");
             string(out, Some(b));
         }
         if let Some(t) = self.request_body_truncated {
-            key(out, "request_body_truncated", false);
+            key!("request_body_truncated");
             boolean(out, t);
         }
         if let Some(b) = &self.response_body {
-            key(out, "response_body", false);
+            key!("response_body");
             string(out, Some(b));
         }
         if let Some(t) = self.response_body_truncated {
-            key(out, "response_body_truncated", false);
+            key!("response_body_truncated");
             boolean(out, t);
         }
         out.push(b'}');

@@ -55,6 +55,24 @@ impl DeriveKey {
 
 const FRAMED_BUF: usize = 192;
 
+/// The last short input [`Framed::finalize_remembered`] hashed on a thread in one context,
+/// with that context and its hash.
+struct Remembered {
+    key: ContextKey,
+    buf: [u8; FRAMED_BUF],
+    len: usize,
+    hash: blake3::Hash,
+}
+
+/// How many contexts a thread remembers an input of (the gateway uses two: the caller's
+/// identity and its API key's hash).
+const REMEMBERED_CONTEXTS: usize = 4;
+
+thread_local! {
+    static LAST_SHORT: std::cell::RefCell<[Option<Box<Remembered>>; REMEMBERED_CONTEXTS]> =
+        const { std::cell::RefCell::new([None, None, None, None]) };
+}
+
 /// A blake3 hasher fed through a small buffer: a hash of many short pieces (lengths, names,
 /// ids) costs one `update` instead of one per piece, each of which has a fixed cost that
 /// dwarfs a few bytes. The hash is that of the same bytes given to `update` one by one.
@@ -149,6 +167,58 @@ impl Framed {
                 .finalize(),
         }
     }
+
+    /// [`finalize`](Self::finalize), remembered: the last short input (one that fit the
+    /// buffer) hashed this way on this thread in each context (up to four) is kept with its
+    /// hash, and the same input in the same context again gets that hash without hashing. For inputs a
+    /// thread sees again and again, request after request: a caller's credentials (its
+    /// identity, its rate-limit key), where the hash was most of what deriving them cost.
+    ///
+    /// The input is compared in constant time (it holds credentials), and the hash is a
+    /// function of the context and the input alone, so what comes back is what `finalize`
+    /// would have made, whoever hashed before. The thread keeps a copy of the last input
+    /// until the next one replaces it, as freed request buffers keep theirs.
+    pub fn finalize_remembered(self) -> blake3::Hash {
+        if self.hasher.is_some() {
+            return self.finalize();
+        }
+        let input = &self.buf[..self.len];
+        LAST_SHORT.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            // One entry per context (the contexts are public constants, compared plainly), so
+            // that the contexts a request goes through in turn do not push each other out.
+            let at = slots
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.key == self.key))
+                .or_else(|| slots.iter().position(Option::is_none))
+                .unwrap_or(usize::from(self.key[0]) % REMEMBERED_CONTEXTS);
+            if let Some(l) = slots[at].as_deref() {
+                // Both compared whatever the first says (`&`, not `&&`): no early exit.
+                if l.len == self.len
+                    && constant_time_eq::constant_time_eq(&l.key, &self.key)
+                        & constant_time_eq::constant_time_eq(&l.buf[..l.len], input)
+                {
+                    return l.hash;
+                }
+            }
+            let hash = blake3::Hasher::new_from_context_key(&self.key)
+                .update(input)
+                .finalize();
+            let l = slots[at].get_or_insert_with(|| {
+                Box::new(Remembered {
+                    key: self.key,
+                    buf: [0; FRAMED_BUF],
+                    len: 0,
+                    hash,
+                })
+            });
+            l.key = self.key;
+            l.buf[..self.len].copy_from_slice(input);
+            l.len = self.len;
+            l.hash = hash;
+            hash
+        })
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -183,6 +253,97 @@ pub fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(context: &'static DeriveKey, input: &[u8]) -> Framed {
+        let mut h = context.framed();
+        h.raw(input);
+        h
+    }
+
+    /// What is remembered is only ever the hash `finalize` makes of that context and input:
+    /// the same input again, another input of the same length, the same input in another
+    /// context, an input too long to remember, each against a plain `finalize`, in turns.
+    #[test]
+    fn remembered_hashes_are_the_hashes_of_their_own_context_and_input() {
+        static A: DeriveKey = DeriveKey::new("portcullis test a");
+        static B: DeriveKey = DeriveKey::new("portcullis test b");
+        let long = vec![7u8; FRAMED_BUF + 1];
+        let cases: [(&'static DeriveKey, &[u8]); 7] = [
+            (&A, b"Bearer sk-one"),
+            (&A, b"Bearer sk-one"),
+            (&A, b"Bearer sk-two"),
+            (&B, b"Bearer sk-two"),
+            (&A, b"Bearer sk-two"),
+            (&A, &long),
+            (&A, b""),
+        ];
+        for round in 0..2 {
+            for (i, (context, input)) in cases.iter().enumerate() {
+                assert_eq!(
+                    framed(context, input).finalize_remembered(),
+                    framed(context, input).finalize(),
+                    "round {round}, case {i}"
+                );
+            }
+        }
+        // More contexts than a thread remembers: entries are replaced, hashes stay right.
+        static MANY: [DeriveKey; 6] = [
+            DeriveKey::new("portcullis test 0"),
+            DeriveKey::new("portcullis test 1"),
+            DeriveKey::new("portcullis test 2"),
+            DeriveKey::new("portcullis test 3"),
+            DeriveKey::new("portcullis test 4"),
+            DeriveKey::new("portcullis test 5"),
+        ];
+        for _ in 0..3 {
+            for context in &MANY {
+                for input in [&b"one"[..], b"two", b"one"] {
+                    assert_eq!(
+                        framed(context, input).finalize_remembered(),
+                        framed(context, input).finalize()
+                    );
+                }
+            }
+        }
+        // Each thread remembers its own: another thread's first hash is made, and right.
+        std::thread::spawn(|| {
+            assert_eq!(
+                framed(&B, b"Bearer sk-one").finalize_remembered(),
+                framed(&B, b"Bearer sk-one").finalize()
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The hash is remembered per context: two contexts used in turn (as a request uses its
+    /// caller's identity, then its key's hash) each keep their entry.
+    #[test]
+    fn a_short_input_is_remembered_per_context_until_another_replaces_it() {
+        static C: DeriveKey = DeriveKey::new("portcullis test c");
+        static D: DeriveKey = DeriveKey::new("portcullis test d");
+        let held = |context: &DeriveKey| {
+            let key = *context.key();
+            LAST_SHORT.with(|slots| {
+                slots
+                    .borrow()
+                    .iter()
+                    .flatten()
+                    .find(|s| s.key == key)
+                    .map(|s| (s.len, s.hash))
+            })
+        };
+        let h = framed(&C, b"x-api-key sk-three").finalize_remembered();
+        let d = framed(&D, b"Bearer sk-three").finalize_remembered();
+        assert_eq!(held(&C), Some((18, h)));
+        assert_eq!(held(&D), Some((15, d)));
+        let g = framed(&C, b"other").finalize_remembered();
+        assert_eq!(held(&C), Some((5, g)));
+        assert_eq!(held(&D), Some((15, d)));
+        // A long input is hashed as it is, and leaves the entry alone.
+        framed(&C, &[1u8; FRAMED_BUF + 8]).finalize_remembered();
+        assert_eq!(held(&C), Some((5, g)));
+    }
 
     #[test]
     fn hex_matches_format() {
