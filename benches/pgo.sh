@@ -7,6 +7,12 @@
 #   AGAINST=target/pgo/release/portcullis bash benches/load.sh   # then: release and PGO, one run
 #   NO_BUILD=1 bash benches/pgo.sh           # only the last build, from the kept profile
 #                                            # (target/pgo/merged.profdata) after a code change
+#                                            # that adds no dependency: a crate's symbol names
+#                                            # carry a hash of its dependencies, so one new
+#                                            # dependency of portcullis-core renamed every
+#                                            # function of the gateway's crates and the kept
+#                                            # profile matched none of them (measured, round 33:
+#                                            # 0.66x against 0.81x; train again then)
 #
 # Why: a request runs ~140k instructions spread over some twelve layers and the libraries under
 # them, and no function holds more than a few percent of it; what the hardware spends most on
@@ -104,7 +110,8 @@ fi
 [ -f "$merged" ] || { echo "no profile at $merged: run without NO_BUILD first" >&2; exit 1; }
 
 echo "3/3 optimised build (target/pgo/release/portcullis)" >&2
-# A profile from older code still applies to the functions that did not change.
+# A profile from older code still applies to the functions that did not change (and whose
+# crate's dependencies did not: see NO_BUILD above).
 RUSTFLAGS="-Cprofile-use=$merged -Cllvm-args=-no-pgo-warn-mismatch" CARGO_TARGET_DIR=target/pgo \
   cargo build --release --quiet --bin portcullis
 ls -l target/pgo/release/portcullis
