@@ -183,8 +183,17 @@ impl Framed {
             return self.finalize();
         }
         let input = &self.buf[..self.len];
-        LAST_SHORT.with(|slots| {
-            let mut slots = slots.borrow_mut();
+        let hash_of = || {
+            blake3::Hasher::new_from_context_key(&self.key)
+                .update(input)
+                .finalize()
+        };
+        // Hashed as `finalize` does where the entries cannot be had: a thread being torn down
+        // (its locals gone), or a borrow already held (nothing here calls out while holding it).
+        let remembered = LAST_SHORT.try_with(|slots| {
+            let Ok(mut slots) = slots.try_borrow_mut() else {
+                return hash_of();
+            };
             // One entry per context (the contexts are public constants, compared plainly), so
             // that the contexts a request goes through in turn do not push each other out.
             let at = slots
@@ -201,9 +210,7 @@ impl Framed {
                     return l.hash;
                 }
             }
-            let hash = blake3::Hasher::new_from_context_key(&self.key)
-                .update(input)
-                .finalize();
+            let hash = hash_of();
             let l = slots[at].get_or_insert_with(|| {
                 Box::new(Remembered {
                     key: self.key,
@@ -217,7 +224,8 @@ impl Framed {
             l.len = self.len;
             l.hash = hash;
             hash
-        })
+        });
+        remembered.unwrap_or_else(|_| hash_of())
     }
 }
 
@@ -314,6 +322,35 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A hash asked for while a thread's locals are being torn down (a value hashing a caller
+    /// in its `Drop`) is made as `finalize` makes it, not a panic: the thread's entries are
+    /// gone by then.
+    #[test]
+    fn a_hash_asked_for_at_thread_exit_is_still_made() {
+        static E: DeriveKey = DeriveKey::new("portcullis test e");
+        struct HashesOnDrop(std::sync::mpsc::Sender<bool>);
+        impl Drop for HashesOnDrop {
+            fn drop(&mut self) {
+                let same = framed(&E, b"at exit").finalize_remembered()
+                    == framed(&E, b"at exit").finalize();
+                let _ = self.0.send(same);
+            }
+        }
+        thread_local! {
+            static PROBE: std::cell::RefCell<Option<HashesOnDrop>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Registered first, so torn down after the entries (destructors run last-first).
+            PROBE.with(|p| *p.borrow_mut() = Some(HashesOnDrop(tx)));
+            framed(&E, b"during").finalize_remembered();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rx.recv(), Ok(true));
     }
 
     /// The hash is remembered per context: two contexts used in turn (as a request uses its
