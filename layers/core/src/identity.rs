@@ -471,4 +471,30 @@ mod tests {
         assert_eq!(a, ApiKeyHash::of("sk-a"));
         assert!(!format!("{a:?}").contains("sk-a"));
     }
+
+    /// A key's hash is blake3's derive-key hash of the key, as it always was (rate-limit keys
+    /// in Redis and the audit's key ids outlive a release): the same for a short key asked
+    /// twice (the second answer remembered), for another key in between, and for a key too
+    /// long to remember.
+    #[test]
+    fn a_key_hash_is_the_derive_key_hash_of_the_key_whether_remembered_or_not() {
+        let plain = |key: &str| {
+            let h = blake3::Hasher::new_derive_key("portcullis api key v1")
+                .update(key.as_bytes())
+                .finalize();
+            ApiKeyHash(h.as_bytes()[..16].try_into().unwrap())
+        };
+        let long = format!("sk-{}", "x".repeat(400));
+        for key in [
+            "sk-a",
+            "sk-a",
+            "sk-b",
+            "sk-a",
+            long.as_str(),
+            long.as_str(),
+            "",
+        ] {
+            assert_eq!(ApiKeyHash::of(key), plain(key), "{}", key.len());
+        }
+    }
 }
