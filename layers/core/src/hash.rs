@@ -162,9 +162,7 @@ impl Framed {
         let rest = &self.buf[..self.len];
         match self.hasher {
             Some(mut h) => h.update(rest).finalize(),
-            None => blake3::Hasher::new_from_context_key(&self.key)
-                .update(rest)
-                .finalize(),
+            None => hash_short(&self.key, rest),
         }
     }
 
@@ -183,11 +181,7 @@ impl Framed {
             return self.finalize();
         }
         let input = &self.buf[..self.len];
-        let hash_of = || {
-            blake3::Hasher::new_from_context_key(&self.key)
-                .update(input)
-                .finalize()
-        };
+        let hash_of = || hash_short(&self.key, input);
         // Hashed as `finalize` does where the entries cannot be had: a thread being torn down
         // (its locals gone), or a borrow already held (nothing here calls out while holding it).
         let remembered = LAST_SHORT.try_with(|slots| {
@@ -227,6 +221,14 @@ impl Framed {
         });
         remembered.unwrap_or_else(|_| hash_of())
     }
+}
+
+/// The hash of an input that fit [`Framed`]'s buffer, in the context with this key: what
+/// [`Framed::finalize`] makes of it, and [`Framed::finalize_remembered`] when it must hash.
+fn hash_short(key: &ContextKey, input: &[u8]) -> blake3::Hash {
+    blake3::Hasher::new_from_context_key(key)
+        .update(input)
+        .finalize()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
